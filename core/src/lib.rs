@@ -1,0 +1,21 @@
+//! `pleas-core`: the `no_std` numerical core of `pleas`, which merges two trained neural
+//! networks with PLeaS (permutations + least squares).
+//!
+//! - [`linalg`]: strided matrix views, blocked f32 GEMM and SYRK with `wide` SIMD
+//!   micro-kernels, blocked f64 Cholesky and triangular solves.
+//! - [`gram`]: streaming accumulation of `sum x x^T` and `sum x t^T` in f64 from f32 blocks.
+//! - [`lstsq`]: ridge least squares on a principal sub-block of an accumulated Gram.
+//! - [`assign`]: the auction matcher and partial (top-k) selection.
+//!
+//! Kernels never allocate: each takes caller-owned scratch sized by a `*_scratch_len` query.
+//! The `alloc` feature enables the layers that build graphs and merged models.
+#![no_std]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod linalg;

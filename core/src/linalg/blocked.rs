@@ -1,0 +1,139 @@
+//! The cache-blocked product driver shared by GEMM and SYRK (Goto / BLIS loop order).
+//!
+//! `C += alpha * A B` with `A` packed in `MC x KC` blocks (L2-resident) and `B` in
+//! `KC x NC` panels (L3-resident); the micro-kernel walks `MR x NR` register tiles. When only
+//! the lower triangle is wanted (SYRK), blocks and tiles strictly above the diagonal are never
+//! computed and diagonal tiles store only their lower part.
+
+use super::microkernel::{MR, NR, store_full, tile_product, tile_values};
+use super::pack::{pack_a, pack_b};
+use super::view::{MatMut, MatRef};
+
+/// Samples (the shared `k` dimension) per packed slice.
+pub(crate) const KC: usize = 256;
+/// Rows of `A` per packed block.
+pub(crate) const MC: usize = 96;
+/// Columns of `B` per packed panel.
+pub(crate) const NC: usize = 4096;
+
+/// Scratch elements for a product of an `m x k` by a `k x n` operand.
+pub(crate) fn scratch_len(m: usize, n: usize, k: usize) -> usize {
+    if m == 0 || n == 0 || k == 0 {
+        return 0;
+    }
+    let kc = k.min(KC);
+    m.min(MC).div_ceil(MR) * MR * kc + n.min(NC).div_ceil(NR) * NR * kc
+}
+
+/// Which part of `C` to update.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// Every element.
+    Full,
+    /// Elements with row >= column only.
+    Lower,
+}
+
+/// Optional per-row shift of `A` and per-column shift of `B`, subtracted while packing.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Shifts<'s> {
+    pub(crate) a_rows: Option<&'s [f32]>,
+    pub(crate) b_cols: Option<&'s [f32]>,
+}
+
+/// `C += alpha * (A - sa) (B - sb)` on the chosen part. Shapes and scratch are checked by the
+/// callers.
+pub(crate) fn product(
+    alpha: f32,
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    mut c: MatMut<'_, f32>,
+    part: Part,
+    shifts: Shifts<'_>,
+    scratch: &mut [f32],
+) {
+    let (m, k) = a.shape();
+    let n = b.cols();
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let kc_max = k.min(KC);
+    let (apack, bpack) = scratch.split_at_mut(m.min(MC).div_ceil(MR) * MR * kc_max);
+    let (crs, ccs) = (c.row_stride(), c.col_stride());
+    let cdata = c.raw_mut();
+
+    for jc in (0..n).step_by(NC) {
+        let nc = (n - jc).min(NC);
+        for pc in (0..k).step_by(KC) {
+            let kc = (k - pc).min(KC);
+            // In the lower case rows < jc never touch this panel.
+            let ic_start = if part == Part::Lower { jc - jc % MC } else { 0 };
+            if ic_start >= m {
+                continue;
+            }
+            pack_b(b, pc, kc, jc, nc, shifts.b_cols, bpack);
+            for ic in (ic_start..m).step_by(MC) {
+                let mc = (m - ic).min(MC);
+                // Columns this row block needs: all of the panel, or up to its last row.
+                let nc_used = match part {
+                    Part::Full => nc,
+                    Part::Lower => nc.min((ic + mc).saturating_sub(jc)),
+                };
+                if nc_used == 0 {
+                    continue;
+                }
+                pack_a(a, ic, mc, pc, kc, shifts.a_rows, apack);
+                for jr in (0..nc_used).step_by(NR) {
+                    let ncols = (nc_used - jr).min(NR);
+                    let j0 = jc + jr;
+                    let bstrip = &bpack[jr * kc..(jr + NR) * kc];
+                    for ir in (0..mc).step_by(MR) {
+                        let nrows = (mc - ir).min(MR);
+                        let i0 = ic + ir;
+                        if part == Part::Lower && i0 + nrows <= j0 {
+                            continue; // tile strictly above the diagonal
+                        }
+                        let astrip = &apack[ir * kc..(ir + MR) * kc];
+                        let tile = tile_product(astrip, bstrip, kc);
+                        let diagonal = part == Part::Lower && j0 + ncols > i0 + 1;
+                        if nrows == MR && ncols == NR && ccs == 1 && !diagonal {
+                            store_full(&tile, alpha, &mut cdata[i0 * crs + j0..], crs);
+                        } else {
+                            let vals = tile_values(&tile);
+                            for r in 0..nrows {
+                                let i = i0 + r;
+                                let cmax = match part {
+                                    Part::Full => ncols,
+                                    Part::Lower => ncols.min((i + 1).saturating_sub(j0)),
+                                };
+                                for cc in 0..cmax {
+                                    let idx = i * crs + (j0 + cc) * ccs;
+                                    cdata[idx] += alpha * vals[r][cc];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `C <- beta * C` on the chosen part; `beta == 0` writes zeros (NaN in `C` is not propagated),
+/// as in BLAS.
+pub(crate) fn scale(beta: f32, c: &mut MatMut<'_, f32>, part: Part) {
+    if beta == 1.0 {
+        return;
+    }
+    let (rows, cols) = c.shape();
+    for i in 0..rows {
+        let cmax = match part {
+            Part::Full => cols,
+            Part::Lower => cols.min(i + 1),
+        };
+        for j in 0..cmax {
+            let v = c.at_mut(i, j);
+            *v = if beta == 0.0 { 0.0 } else { beta * *v };
+        }
+    }
+}

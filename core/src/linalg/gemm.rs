@@ -1,0 +1,123 @@
+//! General f32 matrix product `C <- alpha * op(A) op(B) + beta * C`.
+
+use super::blocked::{self, Part, Shifts};
+use super::error::KernelError;
+use super::view::{MatMut, MatRef};
+
+/// Whether an operand is used as given or transposed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `op(X) = X`.
+    Identity,
+    /// `op(X) = X^T`.
+    Transpose,
+}
+
+impl Op {
+    fn apply<'a>(self, x: MatRef<'a, f32>) -> MatRef<'a, f32> {
+        match self {
+            Op::Identity => x,
+            Op::Transpose => x.transpose(),
+        }
+    }
+}
+
+/// Scratch elements [`gemm`] needs for `op(A)` of `m x k` and `op(B)` of `k x n`.
+pub fn gemm_scratch_len(m: usize, n: usize, k: usize) -> usize {
+    blocked::scratch_len(m, n, k)
+}
+
+fn check_shapes(
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    c: (usize, usize),
+) -> Result<(), KernelError> {
+    if a.cols() != b.rows() {
+        return Err(KernelError::ShapeMismatch {
+            operands: "op(A) * op(B)",
+            left: a.shape(),
+            right: b.shape(),
+        });
+    }
+    if c != (a.rows(), b.cols()) {
+        return Err(KernelError::ShapeMismatch {
+            operands: "C vs op(A) * op(B)",
+            left: c,
+            right: (a.rows(), b.cols()),
+        });
+    }
+    Ok(())
+}
+
+/// `C <- alpha * op(A) op(B) + beta * C`, blocked and vectorised.
+///
+/// `beta == 0` overwrites `C` without reading it (BLAS convention). `scratch` must hold at
+/// least [`gemm_scratch_len`]`(m, n, k)` elements; its contents on entry do not matter.
+pub fn gemm(
+    alpha: f32,
+    a: MatRef<'_, f32>,
+    op_a: Op,
+    b: MatRef<'_, f32>,
+    op_b: Op,
+    beta: f32,
+    mut c: MatMut<'_, f32>,
+    scratch: &mut [f32],
+) -> Result<(), KernelError> {
+    let (a, b) = (op_a.apply(a), op_b.apply(b));
+    check_shapes(a, b, c.shape())?;
+    let needed = gemm_scratch_len(a.rows(), b.cols(), a.cols());
+    if scratch.len() < needed {
+        return Err(KernelError::ScratchTooSmall {
+            needed,
+            provided: scratch.len(),
+        });
+    }
+    blocked::scale(beta, &mut c, Part::Full);
+    if alpha != 0.0 {
+        blocked::product(alpha, a, b, c, Part::Full, Shifts::default(), scratch);
+    }
+    Ok(())
+}
+
+/// `C += alpha * (op(A) - sa) (op(B) - sb)` with a per-row shift `sa` of `op(A)` and a
+/// per-column shift `sb` of `op(B)`, for the centred cross products of the Gram accumulator.
+pub(crate) fn gemm_shifted(
+    alpha: f32,
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    c: MatMut<'_, f32>,
+    shifts: Shifts<'_>,
+    scratch: &mut [f32],
+) {
+    blocked::product(alpha, a, b, c, Part::Full, shifts, scratch);
+}
+
+/// Scalar twin of [`gemm`]: the textbook triple loop, accumulating each dot product in f32 in
+/// increasing `k`. Same contract (including `beta == 0`), no scratch.
+pub fn gemm_reference(
+    alpha: f32,
+    a: MatRef<'_, f32>,
+    op_a: Op,
+    b: MatRef<'_, f32>,
+    op_b: Op,
+    beta: f32,
+    mut c: MatMut<'_, f32>,
+) -> Result<(), KernelError> {
+    let (a, b) = (op_a.apply(a), op_b.apply(b));
+    check_shapes(a, b, c.shape())?;
+    for i in 0..a.rows() {
+        for j in 0..b.cols() {
+            let mut dot = 0.0f32;
+            for p in 0..a.cols() {
+                dot += a.at(i, p) * b.at(p, j);
+            }
+            let old = c.at(i, j);
+            *c.at_mut(i, j) = if beta == 0.0 {
+                alpha * dot
+            } else {
+                alpha * dot + beta * old
+            };
+        }
+    }
+    Ok(())
+}

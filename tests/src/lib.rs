@@ -1,0 +1,4 @@
+//! Shared helpers of the `pleas` integration and property tests: the tolerance table, matrix
+//! strategies and f64 oracles.
+
+pub mod tolerance;
