@@ -3,7 +3,9 @@
 /// A deterministic pseudo-random f32 matrix (row-major `rows x cols`) in `[-1, 1)`, from a
 /// 64-bit linear congruential generator (so benches need no RNG dependency).
 pub fn random_matrix(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..rows * cols)
         .map(|_| {
             state = state

@@ -121,3 +121,68 @@ pub fn gemm_reference(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    fn lcg(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn blocked_matches_reference_across_block_edges() {
+        for &(m, n, k) in &[(1, 1, 1), (7, 17, 9), (97, 33, 300), (13, 130, 513)] {
+            for (op_a, op_b) in [
+                (Op::Identity, Op::Identity),
+                (Op::Transpose, Op::Identity),
+                (Op::Identity, Op::Transpose),
+            ] {
+                let a = lcg(m * k, 1);
+                let b = lcg(k * n, 2);
+                let (ar, ac) = if op_a == Op::Identity { (m, k) } else { (k, m) };
+                let (br, bc) = if op_b == Op::Identity { (k, n) } else { (n, k) };
+                let a = MatRef::new(&a, ar, ac).unwrap();
+                let b = MatRef::new(&b, br, bc).unwrap();
+                let mut c1 = lcg(m * n, 3);
+                let mut c2 = c1.clone();
+                let mut scratch = vec![0.0; gemm_scratch_len(m, n, k)];
+                gemm(
+                    0.5,
+                    a,
+                    op_a,
+                    b,
+                    op_b,
+                    2.0,
+                    MatMut::new(&mut c1, m, n).unwrap(),
+                    &mut scratch,
+                )
+                .unwrap();
+                gemm_reference(
+                    0.5,
+                    a,
+                    op_a,
+                    b,
+                    op_b,
+                    2.0,
+                    MatMut::new(&mut c2, m, n).unwrap(),
+                )
+                .unwrap();
+                for (x, y) in c1.iter().zip(&c2) {
+                    assert!(
+                        (x - y).abs() <= 1e-4 * (k as f32).sqrt(),
+                        "{m}x{n}x{k}: {x} vs {y}"
+                    );
+                }
+            }
+        }
+    }
+}

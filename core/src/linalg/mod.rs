@@ -14,6 +14,6 @@ pub mod view;
 
 pub use error::KernelError;
 pub use gemm::{Op, gemm, gemm_reference, gemm_scratch_len};
-pub use syrk::{syrk_lower, syrk_lower_reference, syrk_lower_scratch_len};
 pub use microkernel::LANES;
+pub use syrk::{syrk_lower, syrk_lower_reference, syrk_lower_scratch_len};
 pub use view::{MatMut, MatRef, ViewError};

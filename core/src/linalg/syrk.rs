@@ -101,3 +101,49 @@ pub fn syrk_lower_reference(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    #[test]
+    fn blocked_lower_matches_reference_and_leaves_upper() {
+        for &(n, d) in &[(1, 1), (5, 7), (300, 17), (513, 130), (40, 200)] {
+            let mut s = 7u64;
+            let x: Vec<f32> = (0..n * d)
+                .map(|_| {
+                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+                })
+                .collect();
+            let x = MatRef::new(&x, n, d).unwrap();
+            let mut c1 = vec![f32::NAN; d * d];
+            let mut c2 = vec![f32::NAN; d * d];
+            let mut scratch = vec![0.0; syrk_lower_scratch_len(n, d)];
+            syrk_lower(
+                1.0,
+                x,
+                0.0,
+                MatMut::new(&mut c1, d, d).unwrap(),
+                &mut scratch,
+            )
+            .unwrap();
+            syrk_lower_reference(1.0, x, 0.0, MatMut::new(&mut c2, d, d).unwrap()).unwrap();
+            for i in 0..d {
+                for j in 0..d {
+                    let (a, b) = (c1[i * d + j], c2[i * d + j]);
+                    if j > i {
+                        assert!(a.is_nan() && b.is_nan());
+                    } else {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * (n as f32).sqrt(),
+                            "{n}x{d} ({i},{j})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

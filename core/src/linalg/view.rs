@@ -150,7 +150,8 @@ impl<'a, T: Copy> MatRef<'a, T> {
     /// Element `(i, j)`, or `None` if out of range.
     #[inline]
     pub fn get(&self, i: usize, j: usize) -> Option<T> {
-        (i < self.rows && j < self.cols).then(|| self.data[i * self.row_stride + j * self.col_stride])
+        (i < self.rows && j < self.cols)
+            .then(|| self.data[i * self.row_stride + j * self.col_stride])
     }
 
     /// The transposed view (no copy: the strides are swapped).
