@@ -18,4 +18,5 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod gram;
 pub mod linalg;

@@ -5,3 +5,5 @@ pub use pleas_core as core_crate;
 
 /// The version of this crate, as printed by `pleas --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub mod par;

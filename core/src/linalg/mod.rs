@@ -4,7 +4,7 @@
 //! Every kernel has a scalar twin (`*_reference`) with the same contract, used by the tests as
 //! the first oracle. Kernels never allocate: callers pass scratch sized by `*_scratch_len`.
 
-mod blocked;
+pub(crate) mod blocked;
 mod error;
 pub mod gemm;
 mod microkernel;

@@ -1,0 +1,673 @@
+//! Streaming accumulation of the moment sums behind least squares: `sum x x^T`, `sum x t^T`,
+//! `sum x`, `sum t`, `sum t^2` and the sample count.
+//!
+//! Samples arrive in batches of any size (rows of `X`, and optionally the matching rows of a
+//! target matrix `T`). The accumulator multiplies up to [`GramParams::block_samples`] samples at
+//! a time in f32 with the blocked SYRK / GEMM kernels and folds each finished block into f64
+//! totals, so rounding error grows with the block length, not with the number of samples.
+//!
+//! To keep cancellation out of the f32 products, every sample is centred on a per-feature
+//! *shift* while it is packed (`x - s`, `t - u`); the shift is the mean of the first block seen
+//! (rounded to f32) unless the caller sets one. All sums are kept about the shift and turned back
+//! into uncentred moments in f64 when read ([`GramAccumulator::write_gram`] and friends), and
+//! the covariance is read directly from the centred sums.
+//!
+//! Two accumulators [`combine`](GramAccumulator::combine) exactly as far as f64 addition goes:
+//! this is how threads and shards reduce. With equal shifts the combination is a plain sum of
+//! the totals; otherwise the other side's sums are moved to this side's shift first.
+//!
+//! Storage is caller-owned: an f64 buffer of [`GramAccumulator::storage_len`] for the totals and
+//! an f32 buffer of [`GramAccumulator::workspace_len`] for the block products, shifts and
+//! packing. With the `alloc` feature, [`GramAccumulator::new_owned`] allocates both.
+
+use core::fmt;
+
+use crate::linalg::{MatMut, MatRef, gemm, syrk};
+
+/// Tuning knobs of [`GramAccumulator`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GramParams {
+    /// Samples multiplied in f32 before the block is folded into the f64 totals. Larger blocks
+    /// fold less often (each fold reads `dim^2` values) but let f32 rounding grow as the square
+    /// root of the block length; 4096 keeps the relative error near `64 * 2^-24 = 4e-6` per
+    /// block (with centred data), well below what the least-squares fits can notice.
+    pub block_samples: usize,
+}
+
+impl Default for GramParams {
+    fn default() -> Self {
+        Self {
+            block_samples: 4096,
+        }
+    }
+}
+
+impl GramParams {
+    /// Parameters with the given block length (at least 1).
+    pub fn with_block_samples(block_samples: usize) -> Self {
+        Self {
+            block_samples: block_samples.max(1),
+        }
+    }
+}
+
+/// Which operand an error refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operand {
+    /// The sample matrix `X`.
+    Samples,
+    /// The target matrix `T`.
+    Targets,
+}
+
+impl fmt::Display for Operand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Operand::Samples => "samples X",
+            Operand::Targets => "targets T",
+        })
+    }
+}
+
+/// Why the accumulator rejected a call. On error no sample of the call is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GramError {
+    /// A batch or buffer has the wrong width or length.
+    ShapeMismatch {
+        /// What has the wrong shape.
+        what: &'static str,
+        /// The size expected.
+        expected: usize,
+        /// The size found.
+        found: usize,
+    },
+    /// A NaN or infinity in the input; `sample` counts from the first sample ever pushed.
+    NonFinite {
+        /// The operand holding it.
+        operand: Operand,
+        /// Global sample index (row).
+        sample: u64,
+        /// Feature index (column).
+        column: usize,
+    },
+    /// A shift can only be set before any sample is pushed.
+    ShiftAfterData,
+}
+
+impl fmt::Display for GramError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            GramError::ShapeMismatch {
+                what,
+                expected,
+                found,
+            } => write!(f, "{what}: expected {expected}, found {found}"),
+            GramError::NonFinite {
+                operand,
+                sample,
+                column,
+            } => write!(
+                f,
+                "non-finite value in {operand} at sample {sample}, column {column}"
+            ),
+            GramError::ShiftAfterData => {
+                f.write_str("the shift can only be set before the first sample")
+            }
+        }
+    }
+}
+
+impl core::error::Error for GramError {}
+
+/// Offsets of the f64 totals inside the storage buffer.
+#[derive(Debug, Clone, Copy)]
+struct StorageLayout {
+    gram: usize,
+    cross: usize,
+    sum_x: usize,
+    sum_t: usize,
+    sum_tt: usize,
+    len: usize,
+}
+
+impl StorageLayout {
+    fn new(dim: usize, targets: usize) -> Self {
+        let gram = 0;
+        let cross = gram + dim * dim;
+        let sum_x = cross + dim * targets;
+        let sum_t = sum_x + dim;
+        let sum_tt = sum_t + targets;
+        let len = sum_tt + targets;
+        Self {
+            gram,
+            cross,
+            sum_x,
+            sum_t,
+            sum_tt,
+            len,
+        }
+    }
+}
+
+/// Offsets of the f32 block products, shifts and packing scratch inside the workspace.
+#[derive(Debug, Clone, Copy)]
+struct WorkspaceLayout {
+    gram: usize,
+    cross: usize,
+    shift_x: usize,
+    shift_t: usize,
+    pack: usize,
+    len: usize,
+}
+
+impl WorkspaceLayout {
+    fn new(dim: usize, targets: usize, block: usize) -> Self {
+        let gram = 0;
+        let cross = gram + dim * dim;
+        let shift_x = cross + dim * targets;
+        let shift_t = shift_x + dim;
+        let pack = shift_t + targets;
+        let pack_len = syrk::syrk_lower_scratch_len(block, dim)
+            .max(gemm::gemm_scratch_len(dim, targets, block));
+        Self {
+            gram,
+            cross,
+            shift_x,
+            shift_t,
+            pack,
+            len: pack + pack_len,
+        }
+    }
+}
+
+/// Streaming accumulator of `sum x x^T` (lower triangle), `sum x t^T`, `sum x`, `sum t`,
+/// `sum t^2` and the count, over caller-owned storage `S` (f64) and workspace `W` (f32).
+pub struct GramAccumulator<S, W> {
+    dim: usize,
+    targets: usize,
+    params: GramParams,
+    storage: S,
+    workspace: W,
+    slay: StorageLayout,
+    wlay: WorkspaceLayout,
+    /// Samples folded into the f64 totals.
+    folded: u64,
+    /// Samples in the current f32 block, not yet folded.
+    pending: usize,
+    shift_set: bool,
+}
+
+impl<S, W> fmt::Debug for GramAccumulator<S, W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GramAccumulator")
+            .field("dim", &self.dim)
+            .field("targets", &self.targets)
+            .field("count", &(self.folded + self.pending as u64))
+            .finish()
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl GramAccumulator<alloc::vec::Vec<f64>, alloc::vec::Vec<f32>> {
+    /// An accumulator that owns heap buffers of the right sizes.
+    pub fn new_owned(dim: usize, targets: usize, params: GramParams) -> Self {
+        let storage = alloc::vec![0.0; Self::storage_len(dim, targets)];
+        let workspace = alloc::vec![0.0; Self::workspace_len(dim, targets, params)];
+        match Self::new(dim, targets, params, storage, workspace) {
+            Ok(acc) => acc,
+            // The buffers were sized by the queries above.
+            Err(_) => unreachable!("buffers sized by storage_len / workspace_len"),
+        }
+    }
+}
+
+impl<S, W> GramAccumulator<S, W>
+where
+    S: AsRef<[f64]> + AsMut<[f64]>,
+    W: AsRef<[f32]> + AsMut<[f32]>,
+{
+    /// f64 elements of storage for `dim` features and `targets` target columns.
+    pub fn storage_len(dim: usize, targets: usize) -> usize {
+        StorageLayout::new(dim, targets).len
+    }
+
+    /// f32 elements of workspace for `dim` features, `targets` target columns and `params`.
+    pub fn workspace_len(dim: usize, targets: usize, params: GramParams) -> usize {
+        WorkspaceLayout::new(dim, targets, params.block_samples.max(1)).len
+    }
+
+    /// An empty accumulator over caller buffers (their contents are overwritten).
+    pub fn new(
+        dim: usize,
+        targets: usize,
+        params: GramParams,
+        mut storage: S,
+        mut workspace: W,
+    ) -> Result<Self, GramError> {
+        let params = GramParams::with_block_samples(params.block_samples);
+        let slay = StorageLayout::new(dim, targets);
+        let wlay = WorkspaceLayout::new(dim, targets, params.block_samples);
+        let (slen, wlen) = (storage.as_ref().len(), workspace.as_ref().len());
+        if slen < slay.len {
+            return Err(GramError::ShapeMismatch {
+                what: "storage length",
+                expected: slay.len,
+                found: slen,
+            });
+        }
+        if wlen < wlay.len {
+            return Err(GramError::ShapeMismatch {
+                what: "workspace length",
+                expected: wlay.len,
+                found: wlen,
+            });
+        }
+        storage.as_mut()[..slay.len].fill(0.0);
+        workspace.as_mut()[..wlay.len].fill(0.0);
+        Ok(Self {
+            dim,
+            targets,
+            params,
+            storage,
+            workspace,
+            slay,
+            wlay,
+            folded: 0,
+            pending: 0,
+            shift_set: false,
+        })
+    }
+
+    /// Number of features (columns of `X`).
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Number of target columns (columns of `T`; 0 when only the Gram is accumulated).
+    pub fn targets(&self) -> usize {
+        self.targets
+    }
+
+    /// Samples accumulated so far.
+    pub fn count(&self) -> u64 {
+        self.folded + self.pending as u64
+    }
+
+    /// The parameters in use.
+    pub fn params(&self) -> GramParams {
+        self.params
+    }
+
+    /// Sets the centring shifts (`x_shift` of length `dim`, `t_shift` of length `targets`).
+    /// Only allowed before the first sample. Accumulators that will be combined should share
+    /// one shift, which makes the combination a plain sum.
+    pub fn set_shift(&mut self, x_shift: &[f32], t_shift: &[f32]) -> Result<(), GramError> {
+        if self.count() > 0 {
+            return Err(GramError::ShiftAfterData);
+        }
+        self.check_len("x shift length", self.dim, x_shift.len())?;
+        self.check_len("t shift length", self.targets, t_shift.len())?;
+        if let Some(column) = x_shift.iter().position(|v| !v.is_finite()) {
+            return Err(GramError::NonFinite {
+                operand: Operand::Samples,
+                sample: 0,
+                column,
+            });
+        }
+        if let Some(column) = t_shift.iter().position(|v| !v.is_finite()) {
+            return Err(GramError::NonFinite {
+                operand: Operand::Targets,
+                sample: 0,
+                column,
+            });
+        }
+        let w = self.wlay;
+        let ws = self.workspace.as_mut();
+        ws[w.shift_x..w.shift_x + self.dim].copy_from_slice(x_shift);
+        ws[w.shift_t..w.shift_t + self.targets].copy_from_slice(t_shift);
+        self.shift_set = true;
+        Ok(())
+    }
+
+    /// The shift of the features (zeros until set or chosen by the first push).
+    pub fn x_shift(&self) -> &[f32] {
+        &self.workspace.as_ref()[self.wlay.shift_x..self.wlay.shift_x + self.dim]
+    }
+
+    /// The shift of the targets.
+    pub fn t_shift(&self) -> &[f32] {
+        &self.workspace.as_ref()[self.wlay.shift_t..self.wlay.shift_t + self.targets]
+    }
+
+    fn check_len(
+        &self,
+        what: &'static str,
+        expected: usize,
+        found: usize,
+    ) -> Result<(), GramError> {
+        if expected != found {
+            return Err(GramError::ShapeMismatch {
+                what,
+                expected,
+                found,
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds a batch: the rows of `x` (`n x dim`) and, when the accumulator has targets, the
+    /// matching rows of `t` (`n x targets`). The whole batch is checked for shape and
+    /// non-finite values before anything is counted.
+    pub fn push(
+        &mut self,
+        x: MatRef<'_, f32>,
+        t: Option<MatRef<'_, f32>>,
+    ) -> Result<(), GramError> {
+        self.check_len("columns of X", self.dim, x.cols())?;
+        let n = x.rows();
+        match t {
+            Some(t) => {
+                self.check_len("columns of T", self.targets, t.cols())?;
+                self.check_len("rows of T (must equal rows of X)", n, t.rows())?;
+            }
+            None => self.check_len("columns of T (no T given)", self.targets, 0)?,
+        }
+        if let Some((r, c)) = x.find(|v| !v.is_finite()) {
+            return Err(GramError::NonFinite {
+                operand: Operand::Samples,
+                sample: self.count() + r as u64,
+                column: c,
+            });
+        }
+        if let Some(t) = t
+            && let Some((r, c)) = t.find(|v| !v.is_finite())
+        {
+            return Err(GramError::NonFinite {
+                operand: Operand::Targets,
+                sample: self.count() + r as u64,
+                column: c,
+            });
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        if !self.shift_set {
+            self.choose_shift(x, t);
+        }
+        let mut start = 0;
+        while start < n {
+            let take = (n - start).min(self.params.block_samples - self.pending);
+            let xb = x.submatrix(start, 0, take, self.dim).expect("in range");
+            let tb = t.map(|t| t.submatrix(start, 0, take, self.targets).expect("in range"));
+            self.push_block(xb, tb);
+            start += take;
+            if self.pending == self.params.block_samples {
+                self.flush();
+            }
+        }
+        Ok(())
+    }
+
+    /// Centres on the mean of the first block of the first batch, rounded to f32.
+    fn choose_shift(&mut self, x: MatRef<'_, f32>, t: Option<MatRef<'_, f32>>) {
+        let rows = x.rows().min(self.params.block_samples);
+        let w = self.wlay;
+        let ws = self.workspace.as_mut();
+        for j in 0..self.dim {
+            let mut s = 0.0f64;
+            for i in 0..rows {
+                s += f64::from(x.at(i, j));
+            }
+            ws[w.shift_x + j] = (s / rows as f64) as f32;
+        }
+        if let Some(t) = t {
+            for j in 0..self.targets {
+                let mut s = 0.0f64;
+                for i in 0..rows {
+                    s += f64::from(t.at(i, j));
+                }
+                ws[w.shift_t + j] = (s / rows as f64) as f32;
+            }
+        }
+        self.shift_set = true;
+    }
+
+    /// Multiplies one run of samples that fits in the current block.
+    fn push_block(&mut self, x: MatRef<'_, f32>, t: Option<MatRef<'_, f32>>) {
+        let (d, nt) = (self.dim, self.targets);
+        let w = self.wlay;
+        let s = self.slay;
+        let ws = self.workspace.as_mut();
+        let (products, rest) = ws.split_at_mut(w.shift_x);
+        let (shifts, pack) = rest.split_at_mut(w.pack - w.shift_x);
+        let (sx, st) = shifts.split_at(d);
+        let (g32, r32) = products.split_at_mut(d * d);
+        if self.pending == 0 {
+            g32.fill(0.0);
+            r32.fill(0.0);
+        }
+        let g = MatMut::new(g32, d, d).expect("sized by layout");
+        syrk::syrk_lower_shifted(x, sx, g, pack);
+        if let Some(t) = t {
+            let r = MatMut::new(r32, d, nt).expect("sized by layout");
+            gemm::gemm_shifted(
+                1.0,
+                x.transpose(),
+                t,
+                r,
+                crate::linalg::blocked::Shifts {
+                    a_rows: Some(sx),
+                    b_cols: Some(st),
+                },
+                pack,
+            );
+        }
+        // First moments and target squares directly in f64.
+        let store = self.storage.as_mut();
+        for i in 0..x.rows() {
+            for j in 0..d {
+                store[s.sum_x + j] += f64::from(x.at(i, j) - sx[j]);
+            }
+            if let Some(t) = t {
+                for j in 0..nt {
+                    let v = f64::from(t.at(i, j) - st[j]);
+                    store[s.sum_t + j] += v;
+                    store[s.sum_tt + j] += v * v;
+                }
+            }
+        }
+        self.pending += x.rows();
+    }
+
+    /// Folds the pending f32 block into the f64 totals. Reading methods call it; pushing calls
+    /// it whenever a block fills.
+    pub fn flush(&mut self) {
+        if self.pending == 0 {
+            return;
+        }
+        let (d, nt) = (self.dim, self.targets);
+        let w = self.wlay;
+        let s = self.slay;
+        let ws = self.workspace.as_ref();
+        let store = self.storage.as_mut();
+        for i in 0..d {
+            for j in 0..=i {
+                store[s.gram + i * d + j] += f64::from(ws[w.gram + i * d + j]);
+            }
+        }
+        for k in 0..d * nt {
+            store[s.cross + k] += f64::from(ws[w.cross + k]);
+        }
+        self.folded += self.pending as u64;
+        self.pending = 0;
+    }
+
+    /// Adds another accumulator's samples to this one (the other is flushed, not changed
+    /// otherwise). If this one is empty and has no shift yet it adopts the other's shift;
+    /// if the shifts differ, the other's sums are moved to this shift in f64 first.
+    pub fn combine<S2, W2>(&mut self, other: &mut GramAccumulator<S2, W2>) -> Result<(), GramError>
+    where
+        S2: AsRef<[f64]> + AsMut<[f64]>,
+        W2: AsRef<[f32]> + AsMut<[f32]>,
+    {
+        self.check_len("dim of the other accumulator", self.dim, other.dim)?;
+        self.check_len(
+            "targets of the other accumulator",
+            self.targets,
+            other.targets,
+        )?;
+        self.flush();
+        other.flush();
+        if other.folded == 0 {
+            return Ok(());
+        }
+        if !self.shift_set && self.count() == 0 {
+            let (xs, ts) = (other.x_shift(), other.t_shift());
+            let w = self.wlay;
+            let ws = self.workspace.as_mut();
+            ws[w.shift_x..w.shift_x + self.dim].copy_from_slice(xs);
+            ws[w.shift_t..w.shift_t + self.targets].copy_from_slice(ts);
+            self.shift_set = true;
+        }
+        let (d, nt) = (self.dim, self.targets);
+        let n = other.folded as f64;
+        // delta = other's shift - this shift: (x - s_self) = (x - s_other) + delta.
+        let s = self.slay;
+        let o = other.storage.as_ref();
+        let (oxs, ots) = (other.x_shift(), other.t_shift());
+        let w = self.wlay;
+        let ws = self.workspace.as_ref();
+        let dx = |j: usize| f64::from(oxs[j]) - f64::from(ws[w.shift_x + j]);
+        let dt = |j: usize| f64::from(ots[j]) - f64::from(ws[w.shift_t + j]);
+        let store = self.storage.as_mut();
+        for i in 0..d {
+            for j in 0..=i {
+                store[s.gram + i * d + j] += o[s.gram + i * d + j]
+                    + o[s.sum_x + i] * dx(j)
+                    + dx(i) * o[s.sum_x + j]
+                    + n * dx(i) * dx(j);
+            }
+            for j in 0..nt {
+                store[s.cross + i * nt + j] += o[s.cross + i * nt + j]
+                    + o[s.sum_x + i] * dt(j)
+                    + dx(i) * o[s.sum_t + j]
+                    + n * dx(i) * dt(j);
+            }
+        }
+        for j in 0..d {
+            store[s.sum_x + j] += o[s.sum_x + j] + n * dx(j);
+        }
+        for j in 0..nt {
+            store[s.sum_tt + j] +=
+                o[s.sum_tt + j] + 2.0 * dt(j) * o[s.sum_t + j] + n * dt(j) * dt(j);
+            store[s.sum_t + j] += o[s.sum_t + j] + n * dt(j);
+        }
+        self.folded += other.folded;
+        Ok(())
+    }
+
+    /// Writes the uncentred Gram `sum x x^T` into the lower triangle of `out` (`dim x dim`;
+    /// the strict upper triangle is not touched).
+    pub fn write_gram(&mut self, mut out: MatMut<'_, f64>) -> Result<(), GramError> {
+        self.check_len("rows of the Gram output", self.dim, out.rows())?;
+        self.check_len("columns of the Gram output", self.dim, out.cols())?;
+        self.flush();
+        let (d, n) = (self.dim, self.folded as f64);
+        let st = self.storage.as_ref();
+        let sx = self.x_shift();
+        for i in 0..d {
+            for j in 0..=i {
+                let (si, sj) = (f64::from(sx[i]), f64::from(sx[j]));
+                *out.at_mut(i, j) = st[self.slay.gram + i * d + j]
+                    + si * st[self.slay.sum_x + j]
+                    + st[self.slay.sum_x + i] * sj
+                    + n * si * sj;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the uncentred cross moment `sum x t^T` into `out` (`dim x targets`).
+    pub fn write_cross(&mut self, mut out: MatMut<'_, f64>) -> Result<(), GramError> {
+        self.check_len("rows of the cross output", self.dim, out.rows())?;
+        self.check_len("columns of the cross output", self.targets, out.cols())?;
+        self.flush();
+        let (d, nt, n) = (self.dim, self.targets, self.folded as f64);
+        let st = self.storage.as_ref();
+        let (sx, stt) = (self.x_shift(), self.t_shift());
+        for i in 0..d {
+            for j in 0..nt {
+                let (si, uj) = (f64::from(sx[i]), f64::from(stt[j]));
+                *out.at_mut(i, j) = st[self.slay.cross + i * nt + j]
+                    + si * st[self.slay.sum_t + j]
+                    + st[self.slay.sum_x + i] * uj
+                    + n * si * uj;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the population covariance `sum (x - mean)(x - mean)^T / n` into the lower
+    /// triangle of `out`, straight from the centred sums (no cancellation). Zero when empty.
+    pub fn write_covariance(&mut self, mut out: MatMut<'_, f64>) -> Result<(), GramError> {
+        self.check_len("rows of the covariance output", self.dim, out.rows())?;
+        self.check_len("columns of the covariance output", self.dim, out.cols())?;
+        self.flush();
+        let (d, n) = (self.dim, self.folded as f64);
+        let st = self.storage.as_ref();
+        for i in 0..d {
+            for j in 0..=i {
+                *out.at_mut(i, j) = if n == 0.0 {
+                    0.0
+                } else {
+                    let mi = st[self.slay.sum_x + i] / n;
+                    let mj = st[self.slay.sum_x + j] / n;
+                    st[self.slay.gram + i * d + j] / n - mi * mj
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `sum x` (length `dim`) into `out`.
+    pub fn write_sum_x(&mut self, out: &mut [f64]) -> Result<(), GramError> {
+        self.check_len("length of the sum-x output", self.dim, out.len())?;
+        self.flush();
+        let n = self.folded as f64;
+        let st = self.storage.as_ref();
+        let sx = self.x_shift();
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = st[self.slay.sum_x + j] + n * f64::from(sx[j]);
+        }
+        Ok(())
+    }
+
+    /// Writes `sum t` (length `targets`) into `out`.
+    pub fn write_sum_t(&mut self, out: &mut [f64]) -> Result<(), GramError> {
+        self.check_len("length of the sum-t output", self.targets, out.len())?;
+        self.flush();
+        let n = self.folded as f64;
+        let st = self.storage.as_ref();
+        let su = self.t_shift();
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = st[self.slay.sum_t + j] + n * f64::from(su[j]);
+        }
+        Ok(())
+    }
+
+    /// Writes `sum t^2` per target column (length `targets`) into `out`.
+    pub fn write_sum_tt(&mut self, out: &mut [f64]) -> Result<(), GramError> {
+        self.check_len("length of the sum-t^2 output", self.targets, out.len())?;
+        self.flush();
+        let n = self.folded as f64;
+        let st = self.storage.as_ref();
+        let su = self.t_shift();
+        for (j, o) in out.iter_mut().enumerate() {
+            let u = f64::from(su[j]);
+            *o = st[self.slay.sum_tt + j] + 2.0 * u * st[self.slay.sum_t + j] + n * u * u;
+        }
+        Ok(())
+    }
+}

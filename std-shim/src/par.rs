@@ -1,0 +1,164 @@
+//! Explicit parallelism: a [`Parallelism`] value and the threaded Gram accumulation built on it.
+//!
+//! Work is split into a fixed number of contiguous shards that does not depend on the thread
+//! count, each shard is accumulated sequentially, and shard results are combined in shard order.
+//! The result is therefore bit-identical for any number of threads.
+
+use std::fmt;
+use std::num::NonZeroUsize;
+
+use pleas_core::gram::{GramAccumulator, GramError, GramParams};
+use pleas_core::linalg::MatRef;
+
+/// How many threads a computation may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Parallelism {
+    /// Everything on the calling thread.
+    #[default]
+    Sequential,
+    /// Up to this many scoped threads (`std::thread::scope`).
+    Threads(NonZeroUsize),
+}
+
+impl Parallelism {
+    /// `Sequential` for 0 or 1, else `Threads(n)`.
+    pub fn from_count(n: usize) -> Self {
+        match NonZeroUsize::new(n) {
+            Some(n) if n.get() > 1 => Parallelism::Threads(n),
+            _ => Parallelism::Sequential,
+        }
+    }
+
+    /// One thread per available CPU.
+    pub fn available() -> Self {
+        Self::from_count(std::thread::available_parallelism().map_or(1, NonZeroUsize::get))
+    }
+
+    /// Number of threads (1 when sequential).
+    pub fn threads(self) -> usize {
+        match self {
+            Parallelism::Sequential => 1,
+            Parallelism::Threads(n) => n.get(),
+        }
+    }
+}
+
+impl fmt::Display for Parallelism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Parallelism::Sequential => f.write_str("sequential"),
+            Parallelism::Threads(n) => write!(f, "{n} threads"),
+        }
+    }
+}
+
+/// Runs `work(i)` for every `i in 0..jobs`, on up to `par.threads()` scoped threads, and returns
+/// the results in job order. Jobs are handed out round-robin in fixed order (job `i` goes to
+/// thread `i % threads`), so which thread ran a job never changes a result that depends only on
+/// the job.
+pub fn map_jobs<T, F>(par: Parallelism, jobs: usize, work: F) -> Vec<T>
+where
+    T: Send,
+    F: Fn(usize) -> T + Sync,
+{
+    let threads = par.threads().min(jobs.max(1));
+    if threads <= 1 {
+        return (0..jobs).map(&work).collect();
+    }
+    let mut slots: Vec<Option<T>> = (0..jobs).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let work = &work;
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (t..jobs)
+                        .step_by(threads)
+                        .map(|i| (i, work(i)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            match h.join() {
+                Ok(done) => {
+                    for (i, v) in done {
+                        slots[i] = Some(v);
+                    }
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    });
+    slots
+        .into_iter()
+        .map(|s| s.expect("every job ran"))
+        .collect()
+}
+
+/// Shards a threaded accumulation splits its samples into, whatever the thread count.
+pub const GRAM_SHARDS: usize = 16;
+
+/// An owned Gram accumulator (heap buffers).
+pub type OwnedGram = GramAccumulator<Vec<f64>, Vec<f32>>;
+
+/// Accumulates `sum x x^T` (and `sum x t^T` when `t` is given) over all rows of `x` with up to
+/// `par.threads()` threads. The samples are cut into [`GRAM_SHARDS`] contiguous shards, all
+/// shards share the shift of the first block, and shard totals are combined in order: the
+/// result does not depend on the thread count.
+pub fn accumulate_gram(
+    x: MatRef<'_, f32>,
+    t: Option<MatRef<'_, f32>>,
+    params: GramParams,
+    par: Parallelism,
+) -> Result<OwnedGram, GramError> {
+    let dim = x.cols();
+    let targets = t.map_or(0, |t| t.cols());
+    let n = x.rows();
+    // The shared shift: the mean of the first (up to 1024) samples, as an accumulator would
+    // choose it from a first batch of that size.
+    let mut probe = OwnedGram::new_owned(dim, targets, params);
+    let head = n.min(params.block_samples).min(1024);
+    let xh = x.submatrix(0, 0, head, dim).expect("in range");
+    let th = t.map(|t| t.submatrix(0, 0, head, targets).expect("in range"));
+    probe.push(xh, th)?;
+    let (xs, ts) = (probe.x_shift().to_vec(), probe.t_shift().to_vec());
+    drop(probe);
+
+    let shard_len = n.div_ceil(GRAM_SHARDS).max(1);
+    let shards = n.div_ceil(shard_len);
+    // At most `threads` shard accumulators are alive at once: shards run in waves.
+    let threads = par.threads().max(1);
+    let mut total = OwnedGram::new_owned(dim, targets, params);
+    total.set_shift(&xs, &ts)?;
+    for wave in (0..shards).step_by(threads) {
+        let in_wave = (shards - wave).min(threads);
+        let results = map_jobs(par, in_wave, |j| -> Result<OwnedGram, GramError> {
+            let s = wave + j;
+            let start = s * shard_len;
+            let rows = (n - start).min(shard_len);
+            let mut acc = OwnedGram::new_owned(dim, targets, params);
+            acc.set_shift(&xs, &ts)?;
+            let xb = x.submatrix(start, 0, rows, dim).expect("in range");
+            let tb = t.map(|t| t.submatrix(start, 0, rows, targets).expect("in range"));
+            acc.push(xb, tb).map_err(|e| match e {
+                // Report the position in the whole input, not in the shard.
+                GramError::NonFinite {
+                    operand,
+                    sample,
+                    column,
+                } => GramError::NonFinite {
+                    operand,
+                    sample: sample + start as u64,
+                    column,
+                },
+                other => other,
+            })?;
+            acc.flush();
+            Ok(acc)
+        });
+        for r in results {
+            total.combine(&mut r?)?;
+        }
+    }
+    Ok(total)
+}

@@ -1,0 +1,262 @@
+//! The blocked SIMD GEMM against its scalar twin and against nalgebra in f64.
+
+use nalgebra::DMatrix;
+use pleas_core::linalg::{KernelError, MatMut, MatRef, Op, gemm, gemm_reference, gemm_scratch_len};
+use pleas_tests::matrices::{StridedMatrix, dim, strided_matrix, to_f64};
+use pleas_tests::tolerance::F32_DOT_PER_TERM;
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+struct Case {
+    a: StridedMatrix,
+    op_a: Op,
+    b: StridedMatrix,
+    op_b: Op,
+    c: StridedMatrix,
+    alpha: f32,
+    beta: f32,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![Just(Op::Identity), Just(Op::Transpose)]
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (dim(140), dim(140), dim(300), op(), op())
+        .prop_flat_map(|(m, n, k, op_a, op_b)| {
+            let (ar, ac) = if op_a == Op::Identity { (m, k) } else { (k, m) };
+            let (br, bc) = if op_b == Op::Identity { (k, n) } else { (n, k) };
+            (
+                strided_matrix(ar, ac),
+                Just(op_a),
+                strided_matrix(br, bc),
+                Just(op_b),
+                strided_matrix(m, n),
+                prop_oneof![Just(1.0f32), Just(-0.5f32), -2.0f32..2.0],
+                prop_oneof![Just(0.0f32), Just(1.0f32), -2.0f32..2.0],
+            )
+        })
+        .prop_map(|(a, op_a, b, op_b, c, alpha, beta)| Case {
+            a,
+            op_a,
+            b,
+            op_b,
+            c,
+            alpha,
+            beta,
+        })
+}
+
+fn apply(op: Op, m: DMatrix<f64>) -> DMatrix<f64> {
+    match op {
+        Op::Identity => m,
+        Op::Transpose => m.transpose(),
+    }
+}
+
+/// Runs one kernel on a copy of `case.c`; returns the output as an f64 matrix.
+fn run(case: &Case, blocked: bool) -> DMatrix<f64> {
+    let mut c = case.c.clone();
+    let (m, n) = (c.rows, c.cols);
+    let (rs, cs) = (c.row_stride, c.col_stride);
+    let cv = MatMut::from_strided(&mut c.data, m, n, rs, cs).unwrap();
+    let k = match case.op_a {
+        Op::Identity => case.a.cols,
+        Op::Transpose => case.a.rows,
+    };
+    if blocked {
+        let mut scratch = vec![f32::NAN; gemm_scratch_len(m, n, k)];
+        gemm(
+            case.alpha,
+            case.a.view(),
+            case.op_a,
+            case.b.view(),
+            case.op_b,
+            case.beta,
+            cv,
+            &mut scratch,
+        )
+        .unwrap();
+    } else {
+        gemm_reference(
+            case.alpha,
+            case.a.view(),
+            case.op_a,
+            case.b.view(),
+            case.op_b,
+            case.beta,
+            cv,
+        )
+        .unwrap();
+    }
+    // Elements outside the view must still be NaN (nothing written outside C).
+    let out = MatRef::from_strided(&c.data, m, n, rs, cs).unwrap();
+    let inside = |idx: usize| (0..m).any(|i| (0..n).any(|j| i * rs + j * cs == idx));
+    for (idx, v) in c.data.iter().enumerate() {
+        if !v.is_nan() {
+            assert!(inside(idx), "write outside the view at {idx}");
+        }
+    }
+    to_f64(out)
+}
+
+/// `alpha op(A) op(B) + beta C` in f64 and the matching error scale `|alpha| |A||B| + |beta C|`.
+fn exact(case: &Case) -> (DMatrix<f64>, DMatrix<f64>) {
+    let a = apply(case.op_a, case.a.to_f64());
+    let b = apply(case.op_b, case.b.to_f64());
+    let c = case.c.to_f64();
+    let (alpha, beta) = (f64::from(case.alpha), f64::from(case.beta));
+    let prod = &a * &b * alpha + &c * beta;
+    let scale = a.abs() * b.abs() * alpha.abs() + c.abs() * beta.abs();
+    (prod, scale)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn blocked_matches_scalar_twin_and_f64(case in case()) {
+        let k = match case.op_a { Op::Identity => case.a.cols, Op::Transpose => case.a.rows };
+        let blocked = run(&case, true);
+        let scalar = run(&case, false);
+        let (truth, scale) = exact(&case);
+        let per_term = (k as f64 + 2.0) * F32_DOT_PER_TERM;
+        for i in 0..truth.nrows() {
+            for j in 0..truth.ncols() {
+                let tol = per_term * scale[(i, j)] + f64::MIN_POSITIVE;
+                prop_assert!((blocked[(i, j)] - scalar[(i, j)]).abs() <= 2.0 * tol,
+                    "vs scalar at ({i},{j}): {} vs {}", blocked[(i, j)], scalar[(i, j)]);
+                prop_assert!((blocked[(i, j)] - truth[(i, j)]).abs() <= tol,
+                    "vs f64 at ({i},{j}): {} vs {}", blocked[(i, j)], truth[(i, j)]);
+            }
+        }
+    }
+}
+
+#[test]
+fn beta_zero_ignores_nan_in_c() {
+    let a = [1.0f32, 2.0, 3.0, 4.0];
+    let mut c = [f32::NAN; 4];
+    let av = MatRef::new(&a, 2, 2).unwrap();
+    let mut scratch = vec![0.0; gemm_scratch_len(2, 2, 2)];
+    gemm(
+        1.0,
+        av,
+        Op::Identity,
+        av,
+        Op::Identity,
+        0.0,
+        MatMut::new(&mut c, 2, 2).unwrap(),
+        &mut scratch,
+    )
+    .unwrap();
+    assert_eq!(c, [7.0, 10.0, 15.0, 22.0]);
+}
+
+#[test]
+fn nan_in_inputs_propagates() {
+    let a = [1.0f32, f32::NAN, 3.0, 4.0];
+    let mut c = [0.0f32; 4];
+    let av = MatRef::new(&a, 2, 2).unwrap();
+    let mut scratch = vec![0.0; gemm_scratch_len(2, 2, 2)];
+    gemm(
+        1.0,
+        av,
+        Op::Identity,
+        av,
+        Op::Identity,
+        1.0,
+        MatMut::new(&mut c, 2, 2).unwrap(),
+        &mut scratch,
+    )
+    .unwrap();
+    assert!(c[0].is_nan() && c[1].is_nan());
+}
+
+#[test]
+fn shape_and_scratch_errors_name_the_problem() {
+    let a = vec![0.0f32; 6];
+    let b = vec![0.0f32; 12];
+    let mut c = vec![0.0f32; 8];
+    let av = MatRef::new(&a, 2, 3).unwrap();
+    let bv = MatRef::new(&b, 4, 3).unwrap();
+    let mut scratch = vec![0.0; 4096];
+    let err = gemm(
+        1.0,
+        av,
+        Op::Identity,
+        bv,
+        Op::Identity,
+        0.0,
+        MatMut::new(&mut c, 2, 4).unwrap(),
+        &mut scratch,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        KernelError::ShapeMismatch {
+            operands: "op(A) * op(B)",
+            left: (2, 3),
+            right: (4, 3)
+        }
+    );
+    assert!(err.to_string().contains("2x3 vs 4x3"));
+    let err = gemm(
+        1.0,
+        av,
+        Op::Identity,
+        bv,
+        Op::Transpose,
+        0.0,
+        MatMut::new(&mut c, 4, 2).unwrap(),
+        &mut scratch,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        KernelError::ShapeMismatch {
+            operands: "C vs op(A) * op(B)",
+            left: (4, 2),
+            right: (2, 4)
+        }
+    );
+    let needed = gemm_scratch_len(2, 4, 3);
+    let err = gemm(
+        1.0,
+        av,
+        Op::Identity,
+        bv,
+        Op::Transpose,
+        0.0,
+        MatMut::new(&mut c, 2, 4).unwrap(),
+        &mut scratch[..needed - 1],
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        KernelError::ScratchTooSmall {
+            needed,
+            provided: needed - 1
+        }
+    );
+}
+
+#[test]
+fn empty_dimensions_are_fine() {
+    let a: Vec<f32> = vec![];
+    let mut c = vec![5.0f32; 6];
+    let av = MatRef::new(&a, 2, 0).unwrap();
+    let bv = MatRef::new(&a, 0, 3).unwrap();
+    gemm(
+        1.0,
+        av,
+        Op::Identity,
+        bv,
+        Op::Identity,
+        2.0,
+        MatMut::new(&mut c, 2, 3).unwrap(),
+        &mut [],
+    )
+    .unwrap();
+    assert_eq!(c, vec![10.0; 6]);
+}
