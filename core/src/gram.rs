@@ -22,7 +22,7 @@
 
 use core::fmt;
 
-use crate::linalg::{MatMut, MatRef, gemm, syrk};
+use crate::linalg::{MatMut, MatRef, first_outside, gemm, syrk};
 
 /// Tuning knobs of [`GramAccumulator`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +71,7 @@ impl fmt::Display for Operand {
 }
 
 /// Why the accumulator rejected a call. On error no sample of the call is counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub enum GramError {
     /// A batch or buffer has the wrong width or length.
@@ -92,6 +92,18 @@ pub enum GramError {
         /// Feature index (column).
         column: usize,
     },
+    /// A finite value too large for the f32 block products (its square, summed over a block,
+    /// would overflow f32); `limit` is the largest magnitude accepted.
+    OutOfRange {
+        /// The operand holding it.
+        operand: Operand,
+        /// Global sample index (row).
+        sample: u64,
+        /// Feature index (column).
+        column: usize,
+        /// The largest accepted magnitude for the current block length.
+        limit: f32,
+    },
     /// A shift can only be set before any sample is pushed.
     ShiftAfterData,
 }
@@ -111,6 +123,16 @@ impl fmt::Display for GramError {
             } => write!(
                 f,
                 "non-finite value in {operand} at sample {sample}, column {column}"
+            ),
+            GramError::OutOfRange {
+                operand,
+                sample,
+                column,
+                limit,
+            } => write!(
+                f,
+                "value in {operand} at sample {sample}, column {column} exceeds {limit:e} in \
+                 magnitude (its square would overflow the f32 block products)"
             ),
             GramError::ShiftAfterData => {
                 f.write_str("the shift can only be set before the first sample")
@@ -178,6 +200,43 @@ impl WorkspaceLayout {
             shift_t,
             pack,
             len: pack + pack_len,
+        }
+    }
+}
+
+/// `sums[j] += sum_i (m[i, j] - shift[j])` and, if given, `squares[j] += sum_i (...)^2`, in f64.
+fn add_centred_sums(
+    m: MatRef<'_, f32>,
+    shift: &[f32],
+    sums: &mut [f64],
+    squares: Option<&mut [f64]>,
+) {
+    let mut row_buf = [0.0f32; 64];
+    for i in 0..m.rows() {
+        // Walk the row in chunks of contiguous values (the whole row when unit-stride).
+        for j0 in (0..m.cols()).step_by(64) {
+            let len = (m.cols() - j0).min(64);
+            let chunk: &[f32] = match m.row(i) {
+                Some(row) => &row[j0..j0 + len],
+                None => {
+                    for (k, v) in row_buf[..len].iter_mut().enumerate() {
+                        *v = m.at(i, j0 + k);
+                    }
+                    &row_buf[..len]
+                }
+            };
+            let sh = &shift[j0..j0 + len];
+            for ((s, &v), &c) in sums[j0..j0 + len].iter_mut().zip(chunk).zip(sh) {
+                *s += f64::from(v - c);
+            }
+        }
+    }
+    if let Some(sq) = squares {
+        for i in 0..m.rows() {
+            for (j, s) in sq.iter_mut().enumerate() {
+                let c = f64::from(m.at(i, j) - shift[j]);
+                *s += c * c;
+            }
         }
     }
 }
@@ -374,27 +433,16 @@ where
             }
             None => self.check_len("columns of T (no T given)", self.targets, 0)?,
         }
-        if let Some((r, c)) = x.find(|v| !v.is_finite()) {
-            return Err(GramError::NonFinite {
-                operand: Operand::Samples,
-                sample: self.count() + r as u64,
-                column: c,
-            });
-        }
-        if let Some(t) = t
-            && let Some((r, c)) = t.find(|v| !v.is_finite())
-        {
-            return Err(GramError::NonFinite {
-                operand: Operand::Targets,
-                sample: self.count() + r as u64,
-                column: c,
-            });
+        let first = self.count();
+        self.check_values(x, Operand::Samples, first)?;
+        if let Some(t) = t {
+            self.check_values(t, Operand::Targets, first)?;
         }
         if n == 0 {
             return Ok(());
         }
         if !self.shift_set {
-            self.choose_shift(x, t);
+            self.choose_shift(x, t, x.rows().min(self.params.block_samples));
         }
         let mut start = 0;
         while start < n {
@@ -410,9 +458,69 @@ where
         Ok(())
     }
 
-    /// Centres on the mean of the first block of the first batch, rounded to f32.
-    fn choose_shift(&mut self, x: MatRef<'_, f32>, t: Option<MatRef<'_, f32>>) {
-        let rows = x.rows().min(self.params.block_samples);
+    /// Sets the shifts to the means (rounded to f32) of the rows of `x` and `t`, as the first
+    /// push would choose them from its first block. Only allowed before the first sample.
+    pub fn set_shift_to_mean(
+        &mut self,
+        x: MatRef<'_, f32>,
+        t: Option<MatRef<'_, f32>>,
+    ) -> Result<(), GramError> {
+        if self.count() > 0 {
+            return Err(GramError::ShiftAfterData);
+        }
+        self.check_len("columns of X", self.dim, x.cols())?;
+        if let Some(t) = t {
+            self.check_len("columns of T", self.targets, t.cols())?;
+            self.check_len("rows of T (must equal rows of X)", x.rows(), t.rows())?;
+        }
+        self.check_values(x, Operand::Samples, 0)?;
+        if let Some(t) = t {
+            self.check_values(t, Operand::Targets, 0)?;
+        }
+        if x.rows() > 0 {
+            self.choose_shift(x, t, x.rows());
+        }
+        Ok(())
+    }
+
+    /// The largest magnitude accepted: `(2 v)^2`, summed over a block, must stay below
+    /// `f32::MAX` (centred values are at most twice the largest magnitude).
+    pub fn value_limit(&self) -> f32 {
+        libm::sqrtf(f32::MAX / self.params.block_samples as f32) / 2.0
+    }
+
+    /// Rejects non-finite values and values beyond [`Self::value_limit`], naming the first one.
+    fn check_values(
+        &self,
+        m: MatRef<'_, f32>,
+        operand: Operand,
+        first: u64,
+    ) -> Result<(), GramError> {
+        let limit = self.value_limit();
+        match first_outside(m, limit) {
+            None => Ok(()),
+            Some((r, column)) => {
+                let sample = first + r as u64;
+                Err(if m.at(r, column).is_finite() {
+                    GramError::OutOfRange {
+                        operand,
+                        sample,
+                        column,
+                        limit,
+                    }
+                } else {
+                    GramError::NonFinite {
+                        operand,
+                        sample,
+                        column,
+                    }
+                })
+            }
+        }
+    }
+
+    /// Centres on the mean of the first `rows` rows, rounded to f32.
+    fn choose_shift(&mut self, x: MatRef<'_, f32>, t: Option<MatRef<'_, f32>>, rows: usize) {
         let w = self.wlay;
         let ws = self.workspace.as_mut();
         for j in 0..self.dim {
@@ -466,17 +574,10 @@ where
         }
         // First moments and target squares directly in f64.
         let store = self.storage.as_mut();
-        for i in 0..x.rows() {
-            for j in 0..d {
-                store[s.sum_x + j] += f64::from(x.at(i, j) - sx[j]);
-            }
-            if let Some(t) = t {
-                for j in 0..nt {
-                    let v = f64::from(t.at(i, j) - st[j]);
-                    store[s.sum_t + j] += v;
-                    store[s.sum_tt + j] += v * v;
-                }
-            }
+        add_centred_sums(x, sx, &mut store[s.sum_x..s.sum_x + d], None);
+        if let Some(t) = t {
+            let (sum_t, sum_tt) = store[s.sum_t..s.sum_tt + nt].split_at_mut(nt);
+            add_centred_sums(t, st, sum_t, Some(sum_tt));
         }
         self.pending += x.rows();
     }

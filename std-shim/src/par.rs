@@ -114,22 +114,19 @@ pub fn accumulate_gram(
     let dim = x.cols();
     let targets = t.map_or(0, |t| t.cols());
     let n = x.rows();
-    // The shared shift: the mean of the first (up to 1024) samples, as an accumulator would
-    // choose it from a first batch of that size.
-    let mut probe = OwnedGram::new_owned(dim, targets, params);
-    let head = n.min(params.block_samples).min(1024);
-    let xh = x.submatrix(0, 0, head, dim).expect("in range");
-    let th = t.map(|t| t.submatrix(0, 0, head, targets).expect("in range"));
-    probe.push(xh, th)?;
-    let (xs, ts) = (probe.x_shift().to_vec(), probe.t_shift().to_vec());
-    drop(probe);
+    // The shared shift: the mean of the first (up to 1024) samples.
+    let head = n.min(1024);
+    let mut total = OwnedGram::new_owned(dim, targets, params);
+    total.set_shift_to_mean(
+        x.submatrix(0, 0, head, dim).expect("in range"),
+        t.map(|t| t.submatrix(0, 0, head, targets).expect("in range")),
+    )?;
+    let (xs, ts) = (total.x_shift().to_vec(), total.t_shift().to_vec());
 
     let shard_len = n.div_ceil(GRAM_SHARDS).max(1);
     let shards = n.div_ceil(shard_len);
     // At most `threads` shard accumulators are alive at once: shards run in waves.
     let threads = par.threads().max(1);
-    let mut total = OwnedGram::new_owned(dim, targets, params);
-    total.set_shift(&xs, &ts)?;
     for wave in (0..shards).step_by(threads) {
         let in_wave = (shards - wave).min(threads);
         let results = map_jobs(par, in_wave, |j| -> Result<OwnedGram, GramError> {

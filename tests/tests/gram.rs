@@ -297,6 +297,32 @@ fn non_finite_samples_are_rejected_with_their_position() {
 }
 
 #[test]
+fn values_whose_squares_overflow_f32_are_rejected() {
+    let mut acc = OwnedGram::new_owned(2, 0, GramParams::default());
+    let limit = acc.value_limit();
+    // At the limit, a full block of squares of twice the value still fits in f32.
+    assert!((2.0 * limit) * (2.0 * limit) * 4096.0 <= f32::MAX);
+    let x = [1.0f32, 2.0, 3.0, limit * 2.0];
+    let err = acc.push(MatRef::new(&x, 2, 2).unwrap(), None).unwrap_err();
+    assert_eq!(
+        err,
+        GramError::OutOfRange {
+            operand: Operand::Samples,
+            sample: 1,
+            column: 1,
+            limit
+        }
+    );
+    assert!(err.to_string().contains("sample 1, column 1 exceeds"));
+    assert_eq!(acc.count(), 0);
+    let x = [1.0f32, 2.0, 3.0, limit];
+    acc.push(MatRef::new(&x, 2, 2).unwrap(), None).unwrap();
+    let mut g = [0.0f64; 4];
+    acc.write_gram(MatMut::new(&mut g, 2, 2).unwrap()).unwrap();
+    assert!(g.iter().all(|v| v.is_finite()));
+}
+
+#[test]
 fn shape_errors_name_what_is_wrong() {
     let mut acc = OwnedGram::new_owned(3, 2, GramParams::default());
     let x = [0.0f32; 8];

@@ -206,9 +206,15 @@ impl<'a, T: Copy> MatRef<'a, T> {
         Some(&self.data[start..start + self.cols])
     }
 
-    /// The first non-finite-test failure position, using `is_bad` on each element, row by row.
+    /// The first position (row by row) whose element satisfies `is_bad`.
     pub fn find(&self, mut is_bad: impl FnMut(T) -> bool) -> Option<(usize, usize)> {
         for i in 0..self.rows {
+            if let Some(row) = self.row(i) {
+                if let Some(j) = row.iter().position(|&v| is_bad(v)) {
+                    return Some((i, j));
+                }
+                continue;
+            }
             for j in 0..self.cols {
                 if is_bad(self.data[i * self.row_stride + j * self.col_stride]) {
                     return Some((i, j));
