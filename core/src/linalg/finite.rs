@@ -4,18 +4,19 @@ use wide::f32x8;
 
 use super::view::MatRef;
 
-/// True when every value of `values` is finite. Vectorised: `v - v` is 0 for a finite value
-/// and NaN for NaN or infinity, and NaN survives the running sum.
+/// True when every value of `values` is finite (neither NaN nor infinite).
 #[inline]
 pub fn all_finite(values: &[f32]) -> bool {
-    let mut acc = f32x8::ZERO;
-    let mut chunks = values.chunks_exact(8);
-    for c in &mut chunks {
-        let v = f32x8::from(<[f32; 8]>::try_from(c).expect("chunk of 8"));
-        acc += v - v;
-    }
-    let tail = chunks.remainder().iter().fold(0.0f32, |a, &v| a + (v - v));
-    acc.reduce_add() + tail == 0.0
+    all_within(values, f32::MAX)
+}
+
+/// `|v| > limit`, or `v` is NaN.
+#[inline]
+fn outside(v: f32, limit: f32) -> bool {
+    !matches!(
+        v.abs().partial_cmp(&limit),
+        Some(core::cmp::Ordering::Less | core::cmp::Ordering::Equal)
+    )
 }
 
 /// True when every value of `values` satisfies `|v| <= limit` (false for NaN).
@@ -28,12 +29,12 @@ pub fn all_within(values: &[f32], limit: f32) -> bool {
         let v = f32x8::from(<[f32; 8]>::try_from(c).expect("chunk of 8"));
         ok &= v.abs().simd_le(lim);
     }
-    ok.all() && chunks.remainder().iter().all(|v| v.abs() <= limit)
+    ok.all() && !chunks.remainder().iter().any(|&v| outside(v, limit))
 }
 
 /// Scalar twin of [`all_within`].
 pub fn all_within_reference(values: &[f32], limit: f32) -> bool {
-    values.iter().all(|v| v.abs() <= limit)
+    values.iter().all(|v| !v.is_nan() && v.abs() <= limit)
 }
 
 /// The first element of `m` (row by row) with `|v| > limit` or NaN, as `(row, col)`.
@@ -45,12 +46,12 @@ pub fn first_outside(m: MatRef<'_, f32>, limit: f32) -> Option<(usize, usize)> {
         for i in 0..m.rows() {
             let row = m.row(i).expect("unit column stride");
             if !all_within(row, limit) {
-                return row.iter().position(|v| !(v.abs() <= limit)).map(|j| (i, j));
+                return row.iter().position(|&v| outside(v, limit)).map(|j| (i, j));
             }
         }
         None
     } else {
-        m.find(|v| !(v.abs() <= limit))
+        m.find(|v| outside(v, limit))
     }
 }
 
