@@ -6,6 +6,10 @@ numpy computes `X.T @ X` with OpenBLAS's SYRK (it detects the A^T A pattern), pi
 thread with threadpoolctl. Work is counted as N d^2 flops for everyone (the multiply-adds of the
 lower triangle, times 2).
 
+Single-thread figures use each side's thread CPU time (time.thread_time for numpy, the thread's
+schedstat for pleas), which other processes on a shared machine disturb far less than wall time;
+the thread-scaling column uses wall time (both runs in the same conditions).
+
 Usage: python3 benches/scripts/gram_vs_numpy.py [--samples 65536] [--dims 256,1024,2304]
        [--rounds 3] [--threads 2]
 Needs: numpy, threadpoolctl; builds target/release/gram_timing with cargo.
@@ -26,20 +30,22 @@ BIN = os.path.join(ROOT, "target", "release", "gram_timing")
 
 
 def ours(n, d, threads, mode, repeats):
+    """[(wall, cpu)] per repeat."""
     out = subprocess.run(
         [BIN, str(n), str(d), str(repeats), str(threads), mode],
         check=True, capture_output=True, text=True,
-    ).stdout.split()
-    return [float(t) for t in out]
+    ).stdout.strip().splitlines()
+    return [tuple(float(v) for v in line.split()) for line in out]
 
 
 def numpy_times(x, repeats):
+    """[(wall, cpu)] per repeat."""
     times = []
     with threadpool_limits(1):
         for _ in range(repeats):
-            t = time.perf_counter()
+            w, c = time.perf_counter(), time.thread_time()
             g = x.T @ x
-            times.append(time.perf_counter() - t)
+            times.append((time.perf_counter() - w, time.thread_time() - c))
     del g
     return times
 
@@ -58,9 +64,10 @@ def main():
           f"numpy {np.__version__}; BLAS: " +
           ", ".join(f"{b['internal_api']} {b['version']} ({b.get('architecture')})" for b in blas))
     n = args.samples
-    header = ("d", "numpy 1t", "pleas 1t", "ratio", "accum 1t", f"accum {args.threads}t",
-              "scaling")
-    print("GFLOP/s counting N d^2; medians of {} rounds".format(args.rounds))
+    header = ("d", "numpy 1t (cpu)", "pleas 1t (cpu)", "ratio", "accum 1t (cpu)",
+              "numpy 1t (wall)", "pleas 1t (wall)", "accum 1t (wall)",
+              f"accum {args.threads}t (wall)", "scaling")
+    print("GFLOP/s counting N d^2 flops; N = {}; medians of {} rounds".format(n, args.rounds))
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for d in [int(v) for v in args.dims.split(",")]:
@@ -74,9 +81,11 @@ def main():
             t_a1 += ours(n, d, 1, "accumulator", reps)
             t_at += ours(n, d, args.threads, "accumulator", reps)
         flops = n * d * d
-        g = lambda ts: flops / statistics.median(ts) / 1e9
-        row = (d, f"{g(t_np):.1f}", f"{g(t_k):.1f}", f"{g(t_k) / g(t_np):.2f}x",
-               f"{g(t_a1):.1f}", f"{g(t_at):.1f}", f"{g(t_at) / g(t_a1):.2f}x")
+        cpu = lambda ts: flops / statistics.median(t[1] for t in ts) / 1e9
+        wall = lambda ts: flops / statistics.median(t[0] for t in ts) / 1e9
+        row = (d, f"{cpu(t_np):.1f}", f"{cpu(t_k):.1f}", f"{cpu(t_k) / cpu(t_np):.2f}x",
+               f"{cpu(t_a1):.1f}", f"{wall(t_np):.1f}", f"{wall(t_k):.1f}", f"{wall(t_a1):.1f}",
+               f"{wall(t_at):.1f}", f"{wall(t_at) / wall(t_a1):.2f}x")
         print("| " + " | ".join(str(v) for v in row) + " |")
         sys.stdout.flush()
 

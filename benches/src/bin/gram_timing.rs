@@ -2,7 +2,9 @@
 //! `benches/scripts/gram_vs_numpy.py`.
 //!
 //! Usage: `gram_timing SAMPLES DIM REPEATS THREADS [kernel|accumulator]`. Prints one line per
-//! repeat: `seconds`. `kernel` times `syrk_lower` on one `SAMPLES x DIM` matrix in one call;
+//! repeat: `wall_seconds cpu_seconds`, where the CPU time is the calling thread's (from
+//! `/proc/thread-self/schedstat`; meaningful for single-threaded runs, and robust to other load
+//! on a shared machine). `kernel` times `syrk_lower` on one `SAMPLES x DIM` matrix in one call;
 //! `accumulator` times the threaded `accumulate_gram` (f32 blocks folded into f64, sharded over
 //! `THREADS` threads) on the same matrix.
 
@@ -12,6 +14,14 @@ use pleas::par::{Parallelism, accumulate_gram};
 use pleas_benches::random_matrix;
 use pleas_core::gram::GramParams;
 use pleas_core::linalg::{MatMut, MatRef, syrk_lower, syrk_lower_scratch_len};
+
+/// CPU time of the calling thread in seconds (0 where `/proc` does not tell).
+fn thread_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0.0, |ns| ns as f64 * 1e-9)
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -33,6 +43,7 @@ fn main() {
     let mut scratch = vec![0.0f32; syrk_lower_scratch_len(n, d)];
     for _ in 0..repeats {
         let start = Instant::now();
+        let cpu_start = thread_cpu_seconds();
         match mode {
             "kernel" => {
                 syrk_lower(
@@ -59,7 +70,8 @@ fn main() {
                 std::process::exit(2);
             }
         }
-        println!("{:.6}", start.elapsed().as_secs_f64());
+        let wall = start.elapsed().as_secs_f64();
+        println!("{wall:.6} {:.6}", thread_cpu_seconds() - cpu_start);
     }
     std::hint::black_box(&g);
 }

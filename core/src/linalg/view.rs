@@ -262,12 +262,14 @@ impl<'a, T: Copy> MatMut<'a, T> {
         check(data.len(), rows, cols, row_stride, col_stride)?;
         // Distinct (i, j) must map to distinct offsets: along a dimension of length > 1 the
         // stride is non-zero, and one stride steps over the whole extent of the other.
-        let disjoint = (rows <= 1 || row_stride >= 1)
-            && (cols <= 1 || col_stride >= 1)
-            && (rows <= 1
-                || cols <= 1
-                || row_stride >= cols * col_stride
-                || col_stride >= rows * row_stride);
+        let disjoint = rows == 0
+            || cols == 0
+            || (rows <= 1 || row_stride >= 1)
+                && (cols <= 1 || col_stride >= 1)
+                && (rows <= 1
+                    || cols <= 1
+                    || row_stride >= cols * col_stride
+                    || col_stride >= rows * row_stride);
         if !disjoint {
             return Err(ViewError {
                 rows,
