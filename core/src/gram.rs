@@ -178,6 +178,7 @@ impl StorageLayout {
 struct WorkspaceLayout {
     gram: usize,
     cross: usize,
+    sum_x: usize,
     shift_x: usize,
     shift_t: usize,
     pack: usize,
@@ -188,7 +189,8 @@ impl WorkspaceLayout {
     fn new(dim: usize, targets: usize, block: usize) -> Self {
         let gram = 0;
         let cross = gram + dim * dim;
-        let shift_x = cross + dim * targets;
+        let sum_x = cross + dim * targets;
+        let shift_x = sum_x + dim;
         let shift_t = shift_x + dim;
         let pack = shift_t + targets;
         let pack_len = syrk::syrk_lower_scratch_len(block, dim)
@@ -196,6 +198,7 @@ impl WorkspaceLayout {
         Self {
             gram,
             cross,
+            sum_x,
             shift_x,
             shift_t,
             pack,
@@ -204,39 +207,32 @@ impl WorkspaceLayout {
     }
 }
 
-/// `sums[j] += sum_i (m[i, j] - shift[j])` and, if given, `squares[j] += sum_i (...)^2`, in f64.
-fn add_centred_sums(
-    m: MatRef<'_, f32>,
-    shift: &[f32],
-    sums: &mut [f64],
-    squares: Option<&mut [f64]>,
-) {
-    let mut row_buf = [0.0f32; 64];
-    for i in 0..m.rows() {
-        // Walk the row in chunks of contiguous values (the whole row when unit-stride).
-        for j0 in (0..m.cols()).step_by(64) {
-            let len = (m.cols() - j0).min(64);
-            let chunk: &[f32] = match m.row(i) {
-                Some(row) => &row[j0..j0 + len],
-                None => {
-                    for (k, v) in row_buf[..len].iter_mut().enumerate() {
-                        *v = m.at(i, j0 + k);
-                    }
-                    &row_buf[..len]
+/// `sums[j] += sum_i (x[i, j] - shift[j])` in f32 (one block of centred samples).
+fn add_centred_sums_f32(x: MatRef<'_, f32>, shift: &[f32], sums: &mut [f32]) {
+    for i in 0..x.rows() {
+        match x.row(i) {
+            // Element-wise over the columns: vectorises without reassociating any sum.
+            Some(row) => {
+                for ((s, &v), &c) in sums.iter_mut().zip(row).zip(shift) {
+                    *s += v - c;
                 }
-            };
-            let sh = &shift[j0..j0 + len];
-            for ((s, &v), &c) in sums[j0..j0 + len].iter_mut().zip(chunk).zip(sh) {
-                *s += f64::from(v - c);
+            }
+            None => {
+                for (j, (s, &c)) in sums.iter_mut().zip(shift).enumerate() {
+                    *s += x.at(i, j) - c;
+                }
             }
         }
     }
-    if let Some(sq) = squares {
-        for i in 0..m.rows() {
-            for (j, s) in sq.iter_mut().enumerate() {
-                let c = f64::from(m.at(i, j) - shift[j]);
-                *s += c * c;
-            }
+}
+
+/// `sums[j] += sum_i (t[i, j] - shift[j])` and `squares[j] += sum_i (...)^2`, in f64.
+fn add_centred_sums_f64(t: MatRef<'_, f32>, shift: &[f32], sums: &mut [f64], squares: &mut [f64]) {
+    for i in 0..t.rows() {
+        for (j, ((s, q), &c)) in sums.iter_mut().zip(squares.iter_mut()).zip(shift).enumerate() {
+            let v = f64::from(t.at(i, j) - c);
+            *s += v;
+            *q += v * v;
         }
     }
 }
@@ -548,16 +544,19 @@ where
         let w = self.wlay;
         let s = self.slay;
         let ws = self.workspace.as_mut();
-        let (products, rest) = ws.split_at_mut(w.shift_x);
+        let (products, rest) = ws.split_at_mut(w.sum_x);
+        let (sum_x, rest) = rest.split_at_mut(w.shift_x - w.sum_x);
         let (shifts, pack) = rest.split_at_mut(w.pack - w.shift_x);
         let (sx, st) = shifts.split_at(d);
         let (g32, r32) = products.split_at_mut(d * d);
         if self.pending == 0 {
             g32.fill(0.0);
             r32.fill(0.0);
+            sum_x.fill(0.0);
         }
         let g = MatMut::new(g32, d, d).expect("sized by layout");
         syrk::syrk_lower_shifted(x, sx, g, pack);
+        add_centred_sums_f32(x, sx, sum_x);
         if let Some(t) = t {
             let r = MatMut::new(r32, d, nt).expect("sized by layout");
             gemm::gemm_shifted(
@@ -571,13 +570,10 @@ where
                 },
                 pack,
             );
-        }
-        // First moments and target squares directly in f64.
-        let store = self.storage.as_mut();
-        add_centred_sums(x, sx, &mut store[s.sum_x..s.sum_x + d], None);
-        if let Some(t) = t {
+            // Target sums and squares directly in f64.
+            let store = self.storage.as_mut();
             let (sum_t, sum_tt) = store[s.sum_t..s.sum_tt + nt].split_at_mut(nt);
-            add_centred_sums(t, st, sum_t, Some(sum_tt));
+            add_centred_sums_f64(t, st, sum_t, sum_tt);
         }
         self.pending += x.rows();
     }
@@ -600,6 +596,9 @@ where
         }
         for k in 0..d * nt {
             store[s.cross + k] += f64::from(ws[w.cross + k]);
+        }
+        for j in 0..d {
+            store[s.sum_x + j] += f64::from(ws[w.sum_x + j]);
         }
         self.folded += self.pending as u64;
         self.pending = 0;
@@ -634,6 +633,16 @@ where
         }
         let (d, nt) = (self.dim, self.targets);
         let n = other.folded as f64;
+        if self.x_shift() == other.x_shift() && self.t_shift() == other.t_shift() {
+            // Same centring: the totals simply add.
+            let len = self.slay.len;
+            let o = &other.storage.as_ref()[..len];
+            for (a, b) in self.storage.as_mut()[..len].iter_mut().zip(o) {
+                *a += b;
+            }
+            self.folded += other.folded;
+            return Ok(());
+        }
         // delta = other's shift - this shift: (x - s_self) = (x - s_other) + delta.
         let s = self.slay;
         let o = other.storage.as_ref();

@@ -5,6 +5,7 @@
 //! the matrix edge are zero. An optional shift is subtracted from every packed value (per row of
 //! `A`, per column of `B`); the Gram accumulator uses it to centre samples without a copy.
 
+use super::blocked::MC;
 use super::microkernel::{MR, NR};
 use super::view::MatRef;
 
@@ -28,32 +29,26 @@ pub(crate) fn pack_a(
         // run of memory. Sweep it once per p, in memory order, and scatter into the strips, so
         // the source streams through the cache instead of being walked with a large stride.
         let full = mc / MR;
+        let mut shifted = [0.0f32; MC];
         for p in 0..kc {
             let base = i0 + (p0 + p) * cs;
-            let src = &data[base..base + mc];
-            for strip in 0..full {
-                let dst = &mut out[strip * MR * kc + p * MR..][..MR];
-                let s = &src[strip * MR..strip * MR + MR];
-                match row_shift {
-                    Some(sh) => {
-                        let sh = &sh[i0 + strip * MR..i0 + strip * MR + MR];
-                        for r in 0..MR {
-                            dst[r] = s[r] - sh[r];
-                        }
-                    }
-                    None => dst.copy_from_slice(s),
+            let mut src = &data[base..base + mc];
+            if let Some(sh) = row_shift {
+                // Subtract the shift once per column, vectorised, then scatter.
+                for ((t, &v), &c) in shifted.iter_mut().zip(src).zip(&sh[i0..i0 + mc]) {
+                    *t = v - c;
                 }
+                src = &shifted[..mc];
+            }
+            for strip in 0..full {
+                out[strip * MR * kc + p * MR..][..MR]
+                    .copy_from_slice(&src[strip * MR..strip * MR + MR]);
             }
             if full < strips {
                 let rows = mc - full * MR;
                 let dst = &mut out[full * MR * kc + p * MR..][..MR];
-                for r in 0..MR {
-                    dst[r] = if r < rows {
-                        src[full * MR + r] - row_shift.map_or(0.0, |sh| sh[i0 + full * MR + r])
-                    } else {
-                        0.0
-                    };
-                }
+                dst[..rows].copy_from_slice(&src[full * MR..mc]);
+                dst[rows..].fill(0.0);
             }
         }
         return;
