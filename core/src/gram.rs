@@ -229,7 +229,12 @@ fn add_centred_sums_f32(x: MatRef<'_, f32>, shift: &[f32], sums: &mut [f32]) {
 /// `sums[j] += sum_i (t[i, j] - shift[j])` and `squares[j] += sum_i (...)^2`, in f64.
 fn add_centred_sums_f64(t: MatRef<'_, f32>, shift: &[f32], sums: &mut [f64], squares: &mut [f64]) {
     for i in 0..t.rows() {
-        for (j, ((s, q), &c)) in sums.iter_mut().zip(squares.iter_mut()).zip(shift).enumerate() {
+        for (j, ((s, q), &c)) in sums
+            .iter_mut()
+            .zip(squares.iter_mut())
+            .zip(shift)
+            .enumerate()
+        {
             let v = f64::from(t.at(i, j) - c);
             *s += v;
             *q += v * v;
@@ -333,6 +338,15 @@ where
             pending: 0,
             shift_set: false,
         })
+    }
+
+    /// Forgets every sample (totals back to zero) and keeps the buffers and the shift, so one
+    /// accumulator can serve many shards without reallocating.
+    pub fn reset(&mut self) {
+        let len = self.slay.len;
+        self.storage.as_mut()[..len].fill(0.0);
+        self.folded = 0;
+        self.pending = 0;
     }
 
     /// Number of features (columns of `X`).

@@ -408,3 +408,16 @@ fn empty_accumulator_reads_zeros() {
     .unwrap();
     assert_eq!(acc.count(), 0);
 }
+
+#[test]
+fn map_jobs_returns_results_in_job_order() {
+    use pleas::par::map_jobs;
+    for threads in [1, 2, 3, 8] {
+        let out = map_jobs(Parallelism::from_count(threads), 11, |i| i * i);
+        assert_eq!(out, (0..11).map(|i| i * i).collect::<Vec<_>>());
+    }
+    assert!(map_jobs(Parallelism::from_count(4), 0, |i| i).is_empty());
+    assert_eq!(Parallelism::from_count(0), Parallelism::Sequential);
+    assert_eq!(Parallelism::from_count(1).threads(), 1);
+    assert_eq!(Parallelism::from_count(3).to_string(), "3 threads");
+}
