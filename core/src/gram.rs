@@ -33,12 +33,16 @@ pub struct GramParams {
     /// root of the block length; 4096 keeps the relative error near `64 * 2^-24 = 4e-6` per
     /// block (with centred data), well below what the least-squares fits can notice.
     pub block_samples: usize,
+    /// Whether to accumulate `sum x x^T`. Matching statistics need only the cross moment and
+    /// per-feature squares: turning the Gram off saves `dim^2 / 2` multiply-adds per sample.
+    pub gram: bool,
 }
 
 impl Default for GramParams {
     fn default() -> Self {
         Self {
             block_samples: 4096,
+            gram: true,
         }
     }
 }
@@ -48,6 +52,15 @@ impl GramParams {
     pub fn with_block_samples(block_samples: usize) -> Self {
         Self {
             block_samples: block_samples.max(1),
+            ..Self::default()
+        }
+    }
+
+    /// The same parameters without the Gram (`sum x x^T`): cross moments and sums only.
+    pub fn without_gram(self) -> Self {
+        Self {
+            gram: false,
+            ..self
         }
     }
 }
@@ -106,6 +119,9 @@ pub enum GramError {
     },
     /// A shift can only be set before any sample is pushed.
     ShiftAfterData,
+    /// The Gram was asked for but the accumulator was built without it
+    /// ([`GramParams::gram`] is false).
+    GramNotAccumulated,
 }
 
 impl fmt::Display for GramError {
@@ -137,6 +153,9 @@ impl fmt::Display for GramError {
             GramError::ShiftAfterData => {
                 f.write_str("the shift can only be set before the first sample")
             }
+            GramError::GramNotAccumulated => {
+                f.write_str("this accumulator was built without the Gram (sum x x^T)")
+            }
         }
     }
 }
@@ -149,23 +168,26 @@ struct StorageLayout {
     gram: usize,
     cross: usize,
     sum_x: usize,
+    sum_xx: usize,
     sum_t: usize,
     sum_tt: usize,
     len: usize,
 }
 
 impl StorageLayout {
-    fn new(dim: usize, targets: usize) -> Self {
+    fn new(dim: usize, targets: usize, with_gram: bool) -> Self {
         let gram = 0;
-        let cross = gram + dim * dim;
+        let cross = gram + if with_gram { dim * dim } else { 0 };
         let sum_x = cross + dim * targets;
-        let sum_t = sum_x + dim;
+        let sum_xx = sum_x + dim;
+        let sum_t = sum_xx + dim;
         let sum_tt = sum_t + targets;
         let len = sum_tt + targets;
         Self {
             gram,
             cross,
             sum_x,
+            sum_xx,
             sum_t,
             sum_tt,
             len,
@@ -186,11 +208,11 @@ struct WorkspaceLayout {
 }
 
 impl WorkspaceLayout {
-    fn new(dim: usize, targets: usize, block: usize) -> Self {
+    fn new(dim: usize, targets: usize, block: usize, with_gram: bool) -> Self {
         let gram = 0;
-        let cross = gram + dim * dim;
+        let cross = gram + if with_gram { dim * dim } else { 0 };
         let sum_x = cross + dim * targets;
-        let shift_x = sum_x + dim;
+        let shift_x = sum_x + 2 * dim;
         let shift_t = shift_x + dim;
         let pack = shift_t + targets;
         let pack_len = syrk::syrk_lower_scratch_len(block, dim)
@@ -207,19 +229,31 @@ impl WorkspaceLayout {
     }
 }
 
-/// `sums[j] += sum_i (x[i, j] - shift[j])` in f32 (one block of centred samples).
-fn add_centred_sums_f32(x: MatRef<'_, f32>, shift: &[f32], sums: &mut [f32]) {
+/// `sums[j] += sum_i (x[i, j] - shift[j])` and `squares[j] += sum_i (x[i, j] - shift[j])^2`,
+/// in f32 (one block of centred samples).
+fn add_centred_sums_f32(x: MatRef<'_, f32>, shift: &[f32], sums: &mut [f32], squares: &mut [f32]) {
     for i in 0..x.rows() {
         match x.row(i) {
             // Element-wise over the columns: vectorises without reassociating any sum.
             Some(row) => {
-                for ((s, &v), &c) in sums.iter_mut().zip(row).zip(shift) {
-                    *s += v - c;
+                for (((s, q), &v), &c) in
+                    sums.iter_mut().zip(squares.iter_mut()).zip(row).zip(shift)
+                {
+                    let d = v - c;
+                    *s += d;
+                    *q += d * d;
                 }
             }
             None => {
-                for (j, (s, &c)) in sums.iter_mut().zip(shift).enumerate() {
-                    *s += x.at(i, j) - c;
+                for (j, ((s, q), &c)) in sums
+                    .iter_mut()
+                    .zip(squares.iter_mut())
+                    .zip(shift)
+                    .enumerate()
+                {
+                    let d = x.at(i, j) - c;
+                    *s += d;
+                    *q += d * d;
                 }
             }
         }
@@ -273,7 +307,7 @@ impl<S, W> fmt::Debug for GramAccumulator<S, W> {
 impl GramAccumulator<alloc::vec::Vec<f64>, alloc::vec::Vec<f32>> {
     /// An accumulator that owns heap buffers of the right sizes.
     pub fn new_owned(dim: usize, targets: usize, params: GramParams) -> Self {
-        let storage = alloc::vec![0.0; Self::storage_len(dim, targets)];
+        let storage = alloc::vec![0.0; Self::storage_len_for(dim, targets, params)];
         let workspace = alloc::vec![0.0; Self::workspace_len(dim, targets, params)];
         match Self::new(dim, targets, params, storage, workspace) {
             Ok(acc) => acc,
@@ -290,12 +324,18 @@ where
 {
     /// f64 elements of storage for `dim` features and `targets` target columns.
     pub fn storage_len(dim: usize, targets: usize) -> usize {
-        StorageLayout::new(dim, targets).len
+        Self::storage_len_for(dim, targets, GramParams::default())
+    }
+
+    /// f64 elements of storage for `dim` features, `targets` target columns and `params`
+    /// (smaller when [`GramParams::gram`] is off).
+    pub fn storage_len_for(dim: usize, targets: usize, params: GramParams) -> usize {
+        StorageLayout::new(dim, targets, params.gram).len
     }
 
     /// f32 elements of workspace for `dim` features, `targets` target columns and `params`.
     pub fn workspace_len(dim: usize, targets: usize, params: GramParams) -> usize {
-        WorkspaceLayout::new(dim, targets, params.block_samples.max(1)).len
+        WorkspaceLayout::new(dim, targets, params.block_samples.max(1), params.gram).len
     }
 
     /// An empty accumulator over caller buffers (their contents are overwritten).
@@ -306,9 +346,12 @@ where
         mut storage: S,
         mut workspace: W,
     ) -> Result<Self, GramError> {
-        let params = GramParams::with_block_samples(params.block_samples);
-        let slay = StorageLayout::new(dim, targets);
-        let wlay = WorkspaceLayout::new(dim, targets, params.block_samples);
+        let params = GramParams {
+            block_samples: params.block_samples.max(1),
+            ..params
+        };
+        let slay = StorageLayout::new(dim, targets, params.gram);
+        let wlay = WorkspaceLayout::new(dim, targets, params.block_samples, params.gram);
         let (slen, wlen) = (storage.as_ref().len(), workspace.as_ref().len());
         if slen < slay.len {
             return Err(GramError::ShapeMismatch {
@@ -562,15 +605,18 @@ where
         let (sum_x, rest) = rest.split_at_mut(w.shift_x - w.sum_x);
         let (shifts, pack) = rest.split_at_mut(w.pack - w.shift_x);
         let (sx, st) = shifts.split_at(d);
-        let (g32, r32) = products.split_at_mut(d * d);
+        let (g32, r32) = products.split_at_mut(if self.params.gram { d * d } else { 0 });
         if self.pending == 0 {
             g32.fill(0.0);
             r32.fill(0.0);
             sum_x.fill(0.0);
         }
-        let g = MatMut::new(g32, d, d).expect("sized by layout");
-        syrk::syrk_lower_shifted(x, sx, g, pack);
-        add_centred_sums_f32(x, sx, sum_x);
+        if self.params.gram {
+            let g = MatMut::new(g32, d, d).expect("sized by layout");
+            syrk::syrk_lower_shifted(x, sx, g, pack);
+        }
+        let (sum_x, sum_xx) = sum_x.split_at_mut(d);
+        add_centred_sums_f32(x, sx, sum_x, sum_xx);
         if let Some(t) = t {
             let r = MatMut::new(r32, d, nt).expect("sized by layout");
             gemm::gemm_shifted(
@@ -603,9 +649,11 @@ where
         let s = self.slay;
         let ws = self.workspace.as_ref();
         let store = self.storage.as_mut();
-        for i in 0..d {
-            for j in 0..=i {
-                store[s.gram + i * d + j] += f64::from(ws[w.gram + i * d + j]);
+        if self.params.gram {
+            for i in 0..d {
+                for j in 0..=i {
+                    store[s.gram + i * d + j] += f64::from(ws[w.gram + i * d + j]);
+                }
             }
         }
         for k in 0..d * nt {
@@ -613,6 +661,7 @@ where
         }
         for j in 0..d {
             store[s.sum_x + j] += f64::from(ws[w.sum_x + j]);
+            store[s.sum_xx + j] += f64::from(ws[w.sum_x + d + j]);
         }
         self.folded += self.pending as u64;
         self.pending = 0;
@@ -666,12 +715,15 @@ where
         let dx = |j: usize| f64::from(oxs[j]) - f64::from(ws[w.shift_x + j]);
         let dt = |j: usize| f64::from(ots[j]) - f64::from(ws[w.shift_t + j]);
         let store = self.storage.as_mut();
+        let with_gram = self.params.gram;
         for i in 0..d {
-            for j in 0..=i {
-                store[s.gram + i * d + j] += o[s.gram + i * d + j]
-                    + o[s.sum_x + i] * dx(j)
-                    + dx(i) * o[s.sum_x + j]
-                    + n * dx(i) * dx(j);
+            if with_gram {
+                for j in 0..=i {
+                    store[s.gram + i * d + j] += o[s.gram + i * d + j]
+                        + o[s.sum_x + i] * dx(j)
+                        + dx(i) * o[s.sum_x + j]
+                        + n * dx(i) * dx(j);
+                }
             }
             for j in 0..nt {
                 store[s.cross + i * nt + j] += o[s.cross + i * nt + j]
@@ -681,6 +733,8 @@ where
             }
         }
         for j in 0..d {
+            store[s.sum_xx + j] +=
+                o[s.sum_xx + j] + 2.0 * dx(j) * o[s.sum_x + j] + n * dx(j) * dx(j);
             store[s.sum_x + j] += o[s.sum_x + j] + n * dx(j);
         }
         for j in 0..nt {
@@ -695,6 +749,9 @@ where
     /// Writes the uncentred Gram `sum x x^T` into the lower triangle of `out` (`dim x dim`;
     /// the strict upper triangle is not touched).
     pub fn write_gram(&mut self, mut out: MatMut<'_, f64>) -> Result<(), GramError> {
+        if !self.params.gram {
+            return Err(GramError::GramNotAccumulated);
+        }
         self.check_len("rows of the Gram output", self.dim, out.rows())?;
         self.check_len("columns of the Gram output", self.dim, out.cols())?;
         self.flush();
@@ -736,6 +793,9 @@ where
     /// Writes the population covariance `sum (x - mean)(x - mean)^T / n` into the lower
     /// triangle of `out`, straight from the centred sums (no cancellation). Zero when empty.
     pub fn write_covariance(&mut self, mut out: MatMut<'_, f64>) -> Result<(), GramError> {
+        if !self.params.gram {
+            return Err(GramError::GramNotAccumulated);
+        }
         self.check_len("rows of the covariance output", self.dim, out.rows())?;
         self.check_len("columns of the covariance output", self.dim, out.cols())?;
         self.flush();
@@ -751,6 +811,61 @@ where
                     st[self.slay.gram + i * d + j] / n - mi * mj
                 };
             }
+        }
+        Ok(())
+    }
+
+    /// Writes the centred cross moment `sum (x - mean_x)(t - mean_t)^T` (`dim x targets`) from
+    /// the shifted sums, without the cancellation of the uncentred form. Zero when empty.
+    pub fn write_centred_cross(&mut self, mut out: MatMut<'_, f64>) -> Result<(), GramError> {
+        self.check_len("rows of the cross output", self.dim, out.rows())?;
+        self.check_len("columns of the cross output", self.targets, out.cols())?;
+        self.flush();
+        let (d, nt, n) = (self.dim, self.targets, self.folded as f64);
+        let st = self.storage.as_ref();
+        for i in 0..d {
+            for j in 0..nt {
+                *out.at_mut(i, j) = if n == 0.0 {
+                    0.0
+                } else {
+                    st[self.slay.cross + i * nt + j]
+                        - st[self.slay.sum_x + i] * st[self.slay.sum_t + j] / n
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the centred sums of squares `sum (x_j - mean_j)^2` per feature (length `dim`).
+    pub fn write_centred_squares_x(&mut self, out: &mut [f64]) -> Result<(), GramError> {
+        self.check_len("length of the x squares output", self.dim, out.len())?;
+        self.flush();
+        let n = self.folded as f64;
+        let st = self.storage.as_ref();
+        for (j, o) in out.iter_mut().enumerate() {
+            let s = st[self.slay.sum_x + j];
+            *o = if n == 0.0 {
+                0.0
+            } else {
+                (st[self.slay.sum_xx + j] - s * s / n).max(0.0)
+            };
+        }
+        Ok(())
+    }
+
+    /// Writes the centred sums of squares `sum (t_j - mean_j)^2` per target (length `targets`).
+    pub fn write_centred_squares_t(&mut self, out: &mut [f64]) -> Result<(), GramError> {
+        self.check_len("length of the t squares output", self.targets, out.len())?;
+        self.flush();
+        let n = self.folded as f64;
+        let st = self.storage.as_ref();
+        for (j, o) in out.iter_mut().enumerate() {
+            let s = st[self.slay.sum_t + j];
+            *o = if n == 0.0 {
+                0.0
+            } else {
+                (st[self.slay.sum_tt + j] - s * s / n).max(0.0)
+            };
         }
         Ok(())
     }

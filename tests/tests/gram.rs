@@ -108,6 +108,36 @@ proptest! {
         let x = DMatrix::from_row_slice(n, d, &xs).map(f64::from);
         let tm = DMatrix::from_row_slice(n, t, &ts).map(f64::from);
         check_against_f64(&m, &x, &tm, GRAM_MOMENTS_REL);
+
+        // Centred moments, also from an accumulator that skips the Gram.
+        let mut lean = OwnedGram::new_owned(d, t, GramParams::with_block_samples(block).without_gram());
+        lean.push(MatRef::new(&xs, n, d).unwrap(), (t > 0).then(|| MatRef::new(&ts, n, t).unwrap())).unwrap();
+        prop_assert_eq!(
+            lean.write_gram(MatMut::new(&mut vec![0.0; d * d], d, d).unwrap()),
+            Err(GramError::GramNotAccumulated)
+        );
+        let xc = DMatrix::from_fn(n, d, |i, j| x[(i, j)] - x.column(j).mean());
+        let tc = DMatrix::from_fn(n, t, |i, j| tm[(i, j)] - tm.column(j).mean());
+        for a in [&mut acc, &mut lean] {
+            let mut c = vec![0.0; d * t];
+            a.write_centred_cross(MatMut::new(&mut c, d, t).unwrap()).unwrap();
+            let (mut sx, mut st) = (vec![0.0; d], vec![0.0; t]);
+            a.write_centred_squares_x(&mut sx).unwrap();
+            a.write_centred_squares_t(&mut st).unwrap();
+            let want = xc.transpose() * &tc;
+            let scale = xc.abs().transpose() * tc.abs();
+            for i in 0..d {
+                for j in 0..t {
+                    assert_close(c[i * t + j], want[(i, j)], scale[(i, j)], GRAM_MOMENTS_REL, "centred cross");
+                }
+                let v = xc.column(i).norm_squared();
+                assert_close(sx[i], v, v.max(x.column(i).norm_squared() * 1e-3), GRAM_MOMENTS_REL, "x squares");
+            }
+            for j in 0..t {
+                let v = tc.column(j).norm_squared();
+                assert_close(st[j], v, v.max(tm.column(j).norm_squared() * 1e-3), GRAM_MOMENTS_REL, "t squares");
+            }
+        }
     }
 
     /// Combining accumulators with different shifts equals one accumulator over all samples.
