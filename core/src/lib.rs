@@ -20,3 +20,4 @@ extern crate std;
 
 pub mod gram;
 pub mod linalg;
+pub mod similarity;
