@@ -19,3 +19,4 @@ extern crate alloc;
 extern crate std;
 
 pub mod linalg;
+pub mod lstsq;
