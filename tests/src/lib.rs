@@ -1,4 +1,6 @@
 //! Shared helpers of the `pleas` integration and property tests: the tolerance table, matrix
 //! strategies and f64 oracles.
 
+pub mod spd;
+pub mod strided_f64;
 pub mod tolerance;

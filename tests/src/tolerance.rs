@@ -1,1 +1,58 @@
 //! The one table of tolerances used by the tests, each with the reason for its value.
+
+// --- Cholesky, triangular solves, ridge least squares ---
+
+/// Backward error of a Cholesky factor: `|A - L L^T|_ij <= CHOLESKY_BACKWARD * (n + 1) *
+/// sqrt(a_ii a_jj)`. The classic bound is `|A - L L^T| <= gamma_{n+1} |L| |L^T|` with
+/// `gamma_m ~ m u`, `u = eps / 2`, and `(|L| |L^T|)_ij <= ||L_i|| ||L_j|| ~ sqrt(a_ii a_jj)`;
+/// `2 eps` (four times `u`) leaves room for the square roots and the blocked summation order.
+/// It does not depend on the condition number, so it is checked on every matrix.
+pub const CHOLESKY_BACKWARD: f64 = 2.0 * f64::EPSILON;
+
+/// Forward agreement of two Cholesky factors of the same matrix (blocked kernel, scalar twin,
+/// nalgebra): `||L1 - L2||_F <= CHOLESKY_FACTOR * n * eps * cond(A) * ||L||_F`. Both are exact
+/// factors of `A + E_k` with `||E_k|| <~ (n + 1) u ||A||`, and a perturbation `dA` moves the
+/// factor by at most `~ cond(A) ||dA|| / (sqrt(2) ||A||)` relative (Sun's first-order bound), so
+/// `2 (n + 1) u cond / sqrt(2) <~ n eps cond`; the factor 2 covers `n = 1` and the `+ 1`.
+pub const CHOLESKY_FACTOR: f64 = 2.0;
+
+/// How far the reported failing pivot may be from the one built into the matrix, relative to
+/// the largest eigenvalue (1) of the well-conditioned (`cond <= 10`) leading block: the pivot is
+/// a Schur complement computed with `~ n u cond` relative error, far below `1e-10` for
+/// `n <= 129`.
+pub const FAILING_PIVOT_ABS: f64 = 1e-10;
+
+/// Backward (residual) error of a triangular solve, per right-hand side:
+/// `||L x - b|| <= TRIANGULAR_RESIDUAL * n * eps * ||L||_F ||x||`. Substitution is backward
+/// stable, `(L + dL) x = b` with `|dL| <= gamma_n |L|` (`gamma_n ~ n u`); the Frobenius norm
+/// bounds `|| |L| ||_2`, and 2 covers the fused and unfused summation orders.
+pub const TRIANGULAR_RESIDUAL: f64 = 2.0;
+
+/// Forward agreement of two triangular solves (SIMD kernel, scalar twin, nalgebra), per
+/// right-hand side: `||x1 - x2|| <= TRIANGULAR_FORWARD * n * eps * cond(L) * ||x||`. Each
+/// solution carries a forward error `<= cond(L) gamma_n ||x||` from the backward bound above, so
+/// the difference of two carries twice that, i.e. `n eps cond` with `u = eps / 2`; the extra
+/// factor 2 is margin (the bound is rarely approached for random right-hand sides).
+pub const TRIANGULAR_FORWARD: f64 = 2.0;
+
+/// Agreement of the ridge solve with an SVD solve of the same ridge problem, per target:
+/// `||w - w_svd|| <= RIDGE_FORWARD * (k + samples) * eps * cond(G_cc + lambda I) * ||w||`.
+/// The Cholesky solve of the normal equations is backward stable with error `~ k u ||G||`,
+/// hence a forward error `~ k u cond`; forming `G = X^T X` from the samples adds
+/// `~ samples u |X|^T |X|`, which the SVD of the augmented `[X; sqrt(lambda) I]` does not see;
+/// 4 covers both triangular solves and the difference of two computed solutions.
+pub const RIDGE_FORWARD: f64 = 4.0;
+
+/// Agreement of the ridge solve with the same steps done by the scalar twins (Cholesky and
+/// triangular references on `G_cc + lambda I`), per target, relative to `||w||`: the two differ
+/// only in summation order and fused multiply-adds, so by `~ k eps cond` as in `RIDGE_FORWARD`
+/// without the sample term.
+pub const RIDGE_VS_TWINS: f64 = 4.0;
+
+/// Residual computed from the sums against the residual of the samples, per target:
+/// `|r_sums - r_samples| <= RIDGE_RESIDUAL * (k + samples) * eps * (t^T t + 2 |w|^T |R_c,o| +
+/// |w|^T |G_cc| |w|)`. Each of the three terms of `t^T t - 2 w^T r + w^T G w` is a sum of
+/// `<= k` products of entries that are themselves sums of `samples` products, so each carries
+/// `~ (k + samples) u` times its magnitude sum; the direct residual adds `~ k u` per sample.
+/// 4 covers the three terms and both computations.
+pub const RIDGE_RESIDUAL: f64 = 4.0;
