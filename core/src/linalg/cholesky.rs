@@ -3,8 +3,9 @@
 //!
 //! The blocked kernel is left-looking: block column `J = [j0, j1)` is first updated by all
 //! columns left of it, `A[i, j] -= L[i, 0..j0] . L[j, 0..j0]` for `i >= j` (the `wide::f64x4`
-//! inner loop; one row of `L` is dotted against four rows at once), then factored column by
-//! column. The `nb` rows of the block stay in cache while the rows below stream past them.
+//! inner loop: rows `i` two at a time against four block rows `j`, a `2 x 4` tile of dot
+//! products in registers), then factored column by column. The `nb` rows of the block stay in
+//! cache while the rows below stream past them.
 //!
 //! Both kernels read only the lower triangle (`row >= col`) and write `L` there; the strict
 //! upper triangle is never touched, so it can hold other data (the ridge solver keeps the
@@ -17,8 +18,9 @@
 //! pivot on success, whose ratio estimates how close `A` is to singular.
 
 use core::fmt;
+use core::ops::Range;
 
-use super::lanes::{Strided, dot, dots};
+use super::lanes::{Strided, dot, dot_tile, dots};
 use super::view::MatMut;
 
 /// Tuning knobs of [`cholesky_in_place`].
@@ -184,6 +186,29 @@ pub fn cholesky_in_place(
     Ok(cholesky_unchecked(a, params)?)
 }
 
+/// `A[r, j] -= L[r, 0..k] . L[j, 0..k]` for `j` in `cols`, four columns at a time.
+fn update_row(data: &mut [f64], rs: usize, cs: usize, r: usize, cols: Range<usize>, k: usize) {
+    let at = |i: usize, j: usize| i * rs + j * cs;
+    let mut j = cols.start;
+    while j + 4 <= cols.end {
+        let x = Strided::new(data, at(r, 0), cs);
+        let ys = [0, 1, 2, 3].map(|q| Strided::new(data, at(j + q, 0), cs));
+        let d = dots::<4>(x, ys, k);
+        for q in 0..4 {
+            data[at(r, j + q)] -= d[q];
+        }
+        j += 4;
+    }
+    for j in j..cols.end {
+        let d = dot(
+            Strided::new(data, at(r, 0), cs),
+            Strided::new(data, at(j, 0), cs),
+            k,
+        );
+        data[at(r, j)] -= d;
+    }
+}
+
 /// [`cholesky_in_place`] without the shape and finiteness checks: the caller guarantees a
 /// square matrix with a finite lower triangle, so only a pivot can fail.
 pub(crate) fn cholesky_unchecked(
@@ -200,27 +225,30 @@ pub(crate) fn cholesky_unchecked(
     for j0 in (0..n).step_by(nb) {
         let j1 = (j0 + nb).min(n);
 
-        // 1. Update block column J by the factored columns 0..j0.
+        // 1. Update block column J by the factored columns 0..j0, two rows at a time.
         if j0 > 0 {
-            for i in j0..n {
-                let jmax = (i + 1).min(j1);
+            let mut i = j0;
+            while i + 1 < n {
+                // Columns in the lower triangle of both rows i and i + 1.
+                let both = (i + 1).min(j1);
                 let mut j = j0;
-                while j + 4 <= jmax {
-                    let x = Strided::new(data, at(i, 0), cs);
+                while j + 4 <= both {
+                    let xs = [i, i + 1].map(|r| Strided::new(data, at(r, 0), cs));
                     let ys = [0, 1, 2, 3].map(|q| Strided::new(data, at(j + q, 0), cs));
-                    let d = dots::<4>(x, ys, j0);
-                    for q in 0..4 {
-                        data[at(i, j + q)] -= d[q];
+                    let d = dot_tile::<2, 4>(xs, ys, j0);
+                    for r in 0..2 {
+                        for q in 0..4 {
+                            data[at(i + r, j + q)] -= d[r][q];
+                        }
                     }
                     j += 4;
                 }
-                while j < jmax {
-                    let x = Strided::new(data, at(i, 0), cs);
-                    let y = Strided::new(data, at(j, 0), cs);
-                    let d = dot(x, y, j0);
-                    data[at(i, j)] -= d;
-                    j += 1;
-                }
+                update_row(data, rs, cs, i, j..(i + 1).min(j1), j0);
+                update_row(data, rs, cs, i + 1, j..(i + 2).min(j1), j0);
+                i += 2;
+            }
+            if i < n {
+                update_row(data, rs, cs, i, j0..(i + 1).min(j1), j0);
             }
         }
 
@@ -231,7 +259,18 @@ pub(crate) fn cholesky_unchecked(
             let d = data[at(j, j)] - dot(lj, lj, len);
             let ljj = pivots.accept(j, d)?;
             data[at(j, j)] = ljj;
-            for i in j + 1..n {
+            let mut i = j + 1;
+            while i + 4 <= n {
+                let xs = [0, 1, 2, 3].map(|r| Strided::new(data, at(i + r, j0), cs));
+                let lj = Strided::new(data, at(j, j0), cs);
+                let s = dot_tile::<4, 1>(xs, [lj], len);
+                for r in 0..4 {
+                    let v = &mut data[at(i + r, j)];
+                    *v = (*v - s[r][0]) / ljj;
+                }
+                i += 4;
+            }
+            for i in i..n {
                 let li = Strided::new(data, at(i, j0), cs);
                 let lj = Strided::new(data, at(j, j0), cs);
                 let s = dot(li, lj, len);

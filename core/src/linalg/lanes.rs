@@ -53,29 +53,80 @@ impl<'a> Strided<'a> {
     }
 }
 
-/// `[x . y_0, ..., x . y_{N-1}]` over the first `len` elements: `x` is loaded once per step and
-/// multiplied into `N` accumulators, so `N` dot products cost `N + 1` loads per four lanes.
+/// The `R x C` tile of dot products `out[r][c] = x_r . y_c` over the first `len` elements:
+/// each step loads `R + C` vectors of four lanes and does `R * C` fused multiply-adds into
+/// register accumulators, reduced across lanes once at the end. Unit-stride operands take a
+/// path with plain slice loads; any other stride gathers.
 #[inline(always)]
-pub(crate) fn dots<const N: usize>(x: Strided<'_>, ys: [Strided<'_>; N], len: usize) -> [f64; N] {
-    let mut acc = [f64x4::ZERO; N];
+pub(crate) fn dot_tile<const R: usize, const C: usize>(
+    xs: [Strided<'_>; R],
+    ys: [Strided<'_>; C],
+    len: usize,
+) -> [[f64; C]; R] {
+    if xs.iter().chain(ys.iter()).all(|v| v.stride == 1) {
+        let xs = xs.map(|v| &v.data[v.offset..v.offset + len]);
+        let ys = ys.map(|v| &v.data[v.offset..v.offset + len]);
+        return dot_tile_contiguous(xs, ys);
+    }
+    let mut acc = [[f64x4::ZERO; C]; R];
     let body = len - len % W;
     let mut p = 0;
     while p < body {
-        let xv = x.load(p);
-        for q in 0..N {
-            acc[q] = xv.mul_add(ys[q].load(p), acc[q]);
+        let yv: [f64x4; C] = core::array::from_fn(|c| ys[c].load(p));
+        for r in 0..R {
+            let xv = xs[r].load(p);
+            for c in 0..C {
+                acc[r][c] = xv.mul_add(yv[c], acc[r][c]);
+            }
         }
         p += W;
     }
-    let mut out = [0.0; N];
-    for q in 0..N {
-        let mut s = acc[q].reduce_add();
-        for r in body..len {
-            s += x.get(r) * ys[q].get(r);
+    let mut out = [[0.0; C]; R];
+    for r in 0..R {
+        for c in 0..C {
+            let mut s = acc[r][c].reduce_add();
+            for t in body..len {
+                s += xs[r].get(t) * ys[c].get(t);
+            }
+            out[r][c] = s;
         }
-        out[q] = s;
     }
     out
+}
+
+/// [`dot_tile`] over contiguous slices of equal length.
+#[inline(always)]
+fn dot_tile_contiguous<const R: usize, const C: usize>(
+    xs: [&[f64]; R],
+    ys: [&[f64]; C],
+) -> [[f64; C]; R] {
+    let xs = xs.map(|v| v.as_chunks::<W>());
+    let ys = ys.map(|v| v.as_chunks::<W>());
+    let steps = xs.first().map_or(0, |v| v.0.len());
+    let mut acc = [[f64x4::ZERO; C]; R];
+    for k in 0..steps {
+        let yv: [f64x4; C] = core::array::from_fn(|c| f64x4::from(ys[c].0[k]));
+        for r in 0..R {
+            let xv = f64x4::from(xs[r].0[k]);
+            for c in 0..C {
+                acc[r][c] = xv.mul_add(yv[c], acc[r][c]);
+            }
+        }
+    }
+    let mut out = [[0.0; C]; R];
+    for r in 0..R {
+        for c in 0..C {
+            let tail: f64 = xs[r].1.iter().zip(ys[c].1).map(|(a, b)| a * b).sum();
+            out[r][c] = acc[r][c].reduce_add() + tail;
+        }
+    }
+    out
+}
+
+/// `[x . y_0, ..., x . y_{N-1}]` over the first `len` elements (a `1 x N` [`dot_tile`]).
+#[inline(always)]
+pub(crate) fn dots<const N: usize>(x: Strided<'_>, ys: [Strided<'_>; N], len: usize) -> [f64; N] {
+    dot_tile::<1, N>([x], ys, len)[0]
 }
 
 /// `x . y` over the first `len` elements.
@@ -96,6 +147,33 @@ pub(crate) fn axpy(alpha: f64, x: Strided<'_>, y: &mut [f64], len: usize) {
     }
     for (r, v) in yt.iter_mut().enumerate() {
         *v += alpha * x.get(body + r);
+    }
+}
+
+/// `y[p] += sum_q alpha[q] * x_q[p]` for `p < len`, with contiguous `y` and `x_q`: four
+/// updates for one load and store of `y`.
+#[inline(always)]
+pub(crate) fn axpy4(alpha: [f64; 4], xs: [&[f64]; 4], y: &mut [f64], len: usize) {
+    let body = len - len % W;
+    let av = alpha.map(f64x4::splat);
+    let xs = xs.map(|x| &x[..len]);
+    let (yb, yt) = y[..len].split_at_mut(body);
+    for (c, chunk) in yb.chunks_exact_mut(W).enumerate() {
+        let p = c * W;
+        let mut yv = f64x4::from(<[f64; W]>::try_from(&*chunk).unwrap());
+        for q in 0..4 {
+            let xv = f64x4::from(<[f64; W]>::try_from(&xs[q][p..p + W]).unwrap());
+            yv = av[q].mul_add(xv, yv);
+        }
+        chunk.copy_from_slice(&yv.to_array());
+    }
+    for (r, v) in yt.iter_mut().enumerate() {
+        let p = body + r;
+        let mut s = *v;
+        for q in 0..4 {
+            s += alpha[q] * xs[q][p];
+        }
+        *v = s;
     }
 }
 
@@ -138,6 +216,44 @@ mod tests {
                         "len {len} strides {xs},{ys}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn dot_tile_matches_scalar() {
+        let v = data(600);
+        for len in 0..=9 {
+            for stride in [1, 3] {
+                let xs = [0, 1].map(|r| Strided::new(&v, 5 + r * 40, stride));
+                let ys = [0, 1, 2, 3].map(|c| Strided::new(&v, 200 + c * 30, stride));
+                let got = dot_tile::<2, 4>(xs, ys, len);
+                for r in 0..2 {
+                    for c in 0..4 {
+                        let want: f64 = (0..len).map(|p| xs[r].get(p) * ys[c].get(p)).sum();
+                        assert!((got[r][c] - want).abs() <= 1e-13, "len {len} ({r},{c})");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn axpy4_matches_scalar() {
+        let v = data(100);
+        for len in 0..=11 {
+            let xs = [0, 12, 24, 36].map(|o| &v[o..o + len]);
+            let alpha = [0.5, -1.0, 2.0, 0.25];
+            let mut y = data(len + 3);
+            let mut want = y.clone();
+            axpy4(alpha, xs, &mut y, len);
+            for p in 0..len {
+                for q in 0..4 {
+                    want[p] += alpha[q] * xs[q][p];
+                }
+            }
+            for (a, b) in y.iter().zip(&want) {
+                assert!((a - b).abs() <= 1e-14, "len {len}");
             }
         }
     }

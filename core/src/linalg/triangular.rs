@@ -3,19 +3,23 @@
 //! solve with a Cholesky factor.
 //!
 //! Only the lower triangle of `L`, diagonal included, is read; its strict upper triangle may
-//! hold anything. The layout of `B` picks the inner loop:
-//! - rows of `B` contiguous (`col_stride == 1`): each row of the solution is accumulated as
-//!   `row_i -= L[i, k] * row_k` with `wide::f64x4` lanes across right-hand sides;
+//! hold anything. The layout of `B` picks the inner loop (all use `wide::f64x4` lanes):
+//! - rows of `B` contiguous (`col_stride == 1`, more than one right-hand side): each row of the
+//!   solution is accumulated as `row_i -= sum_k L[i, k] row_k`, four rows `k` per pass, with
+//!   lanes across right-hand sides;
 //! - otherwise (e.g. `B` is a transposed row-major matrix, one right-hand side per row of the
-//!   buffer): four right-hand sides at a time, each entry is one `f64x4` dot product of a row
-//!   (or column, for `L^T`) of `L` with the solved part of the four columns.
+//!   buffer), panels of 16 right-hand sides: for `L Y = B` each entry is a dot product of a row
+//!   of `L` with the solved part of its column, four columns per register tile; for
+//!   `L^T X = Y` each solved entry is subtracted from the rest of its column times a row of
+//!   `L` (when rows of `L` are contiguous), or each entry is a dot product of a column of `L`
+//!   with the solved part (other layouts of `L`).
 //!
 //! Shapes and the diagonal are checked before anything is written. Non-finite values off the
 //! diagonal of `L` or in `B` are not rejected; they propagate into the solution.
 
 use core::fmt;
 
-use super::lanes::{Strided, axpy, divide, dots};
+use super::lanes::{Strided, axpy, axpy4, divide, dots};
 use super::view::{MatMut, MatRef};
 
 /// Why a triangular solve was rejected. Nothing is written to `B` on error.
@@ -105,9 +109,69 @@ pub fn solve_lower_transpose_in_place(
     Ok(())
 }
 
-/// Whether to run the row-wise (`row_i -= c * row_k`) inner loop.
-fn rows_contiguous(b: &MatMut<'_, f64>) -> bool {
-    b.col_stride() == 1 && b.cols() > 1
+/// Right-hand sides per panel in the column-wise loops: the row (or column) of `L` in use is
+/// read from memory once per panel and then from L1 for each group of four columns.
+const PANEL: usize = 16;
+
+/// A lower-triangular matrix as its slice and strides.
+#[derive(Clone, Copy)]
+struct Tri<'a> {
+    data: &'a [f64],
+    rs: usize,
+    cs: usize,
+}
+
+impl Tri<'_> {
+    #[inline(always)]
+    fn at(&self, i: usize, j: usize) -> f64 {
+        self.data[i * self.rs + j * self.cs]
+    }
+
+    /// Row `i` from column 0, as a strided vector.
+    #[inline(always)]
+    fn row(&self, i: usize) -> Strided<'_> {
+        Strided::new(self.data, i * self.rs, self.cs)
+    }
+}
+
+/// The right-hand sides as their slice and strides.
+struct Rhs<'a> {
+    data: &'a mut [f64],
+    n: usize,
+    m: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl Rhs<'_> {
+    /// Column `c` from row `i`, as a strided vector.
+    #[inline(always)]
+    fn column(&self, i: usize, c: usize) -> Strided<'_> {
+        Strided::new(self.data, i * self.rs + c * self.cs, self.rs)
+    }
+
+    #[inline(always)]
+    fn at_mut(&mut self, i: usize, c: usize) -> &mut f64 {
+        &mut self.data[i * self.rs + c * self.cs]
+    }
+}
+
+fn split<'a>(l: MatRef<'a, f64>, b: &'a mut MatMut<'_, f64>) -> (Tri<'a>, Rhs<'a>) {
+    let (n, m) = b.shape();
+    let (rs, cs) = (b.row_stride(), b.col_stride());
+    let tri = Tri {
+        data: l.raw(),
+        rs: l.row_stride(),
+        cs: l.col_stride(),
+    };
+    let rhs = Rhs {
+        data: b.raw_mut(),
+        n,
+        m,
+        rs,
+        cs,
+    };
+    (tri, rhs)
 }
 
 /// [`solve_lower_in_place`] without the checks: the caller guarantees a square `l` with as
@@ -117,50 +181,11 @@ pub(crate) fn solve_lower_unchecked(l: MatRef<'_, f64>, mut b: MatMut<'_, f64>) 
     if n == 0 || m == 0 {
         return;
     }
-    let rows_path = rows_contiguous(&b);
-    let (lrs, lcs) = (l.row_stride(), l.col_stride());
-    let ld = l.raw();
-    let (brs, bcs) = (b.row_stride(), b.col_stride());
-    let bd = b.raw_mut();
-    if rows_path {
-        for i in 0..n {
-            // Rows k < i end before row i starts (row stride >= m).
-            let (done, rest) = bd.split_at_mut(i * brs);
-            let yi = &mut rest[..m];
-            for k in 0..i {
-                axpy(
-                    -ld[i * lrs + k * lcs],
-                    Strided::new(done, k * brs, 1),
-                    yi,
-                    m,
-                );
-            }
-            divide(yi, ld[i * (lrs + lcs)]);
-        }
-        return;
-    }
-    let mut c = 0;
-    while c < m {
-        let w = (m - c).min(4);
-        for i in 0..n {
-            let x = Strided::new(ld, i * lrs, lcs);
-            let lii = ld[i * (lrs + lcs)];
-            let s: [f64; 4] = if w == 4 {
-                let ys = [0, 1, 2, 3].map(|q| Strided::new(bd, (c + q) * bcs, brs));
-                dots::<4>(x, ys, i)
-            } else {
-                let mut s = [0.0; 4];
-                for q in 0..w {
-                    s[q] = dots::<1>(x, [Strided::new(bd, (c + q) * bcs, brs)], i)[0];
-                }
-                s
-            };
-            for q in 0..w {
-                let v = &mut bd[i * brs + (c + q) * bcs];
-                *v = (*v - s[q]) / lii;
-            }
-        }
-        c += w;
+    let (l, b) = split(l, &mut b);
+    if b.cs == 1 && m > 1 {
+        forward_rows(l, b);
+    } else {
+        forward_columns(l, b);
     }
 }
 
@@ -171,51 +196,151 @@ pub(crate) fn solve_lower_transpose_unchecked(l: MatRef<'_, f64>, mut b: MatMut<
     if n == 0 || m == 0 {
         return;
     }
-    let rows_path = rows_contiguous(&b);
-    let (lrs, lcs) = (l.row_stride(), l.col_stride());
-    let ld = l.raw();
-    let (brs, bcs) = (b.row_stride(), b.col_stride());
-    let bd = b.raw_mut();
-    if rows_path {
-        for i in (0..n).rev() {
-            // Rows k > i start at or after the end of row i (row stride >= m).
-            let (head, solved) = bd.split_at_mut(i * brs + m);
-            let xi = &mut head[i * brs..];
-            for k in i + 1..n {
-                let xk = Strided::new(solved, k * brs - (i * brs + m), 1);
-                axpy(-ld[k * lrs + i * lcs], xk, xi, m);
-            }
-            divide(xi, ld[i * (lrs + lcs)]);
-        }
-        return;
+    let (l, b) = split(l, &mut b);
+    if b.cs == 1 && m > 1 {
+        backward_rows(l, b);
+    } else if l.cs == 1 {
+        backward_columns_axpy(l, b);
+    } else {
+        backward_columns_dot(l, b);
     }
-    let mut c = 0;
-    while c < m {
-        let w = (m - c).min(4);
-        for i in (0..n).rev() {
-            // Column i of L below the diagonal against the solved part of each column of B.
-            let x = Strided::new(ld, (i + 1) * lrs + i * lcs, lrs);
-            let lii = ld[i * (lrs + lcs)];
-            let len = n - 1 - i;
-            let s: [f64; 4] = if len == 0 {
-                [0.0; 4]
-            } else if w == 4 {
-                let ys = [0, 1, 2, 3].map(|q| Strided::new(bd, (i + 1) * brs + (c + q) * bcs, brs));
-                dots::<4>(x, ys, len)
-            } else {
-                let mut s = [0.0; 4];
-                for q in 0..w {
-                    let y = Strided::new(bd, (i + 1) * brs + (c + q) * bcs, brs);
-                    s[q] = dots::<1>(x, [y], len)[0];
+}
+
+/// `L Y = B` with contiguous rows of `B`: `row_i -= sum_{k<i} L[i, k] row_k`, four rows `k`
+/// per pass over `row_i`, then `row_i /= L[i, i]`.
+fn forward_rows(l: Tri<'_>, b: Rhs<'_>) {
+    let (n, m, brs) = (b.n, b.m, b.rs);
+    for i in 0..n {
+        // Rows k < i end before row i starts (row stride >= m).
+        let (done, rest) = b.data.split_at_mut(i * brs);
+        let yi = &mut rest[..m];
+        let row = |k: usize| &done[k * brs..k * brs + m];
+        let mut k = 0;
+        while k + 4 <= i {
+            let alpha = [0, 1, 2, 3].map(|q| -l.at(i, k + q));
+            axpy4(alpha, [row(k), row(k + 1), row(k + 2), row(k + 3)], yi, m);
+            k += 4;
+        }
+        for k in k..i {
+            axpy(-l.at(i, k), Strided::new(done, k * brs, 1), yi, m);
+        }
+        divide(yi, l.at(i, i));
+    }
+}
+
+/// `L^T X = Y` with contiguous rows of `B`: `row_i -= sum_{k>i} L[k, i] row_k` from the last
+/// row up, four rows `k` per pass, then `row_i /= L[i, i]`.
+fn backward_rows(l: Tri<'_>, b: Rhs<'_>) {
+    let (n, m, brs) = (b.n, b.m, b.rs);
+    for i in (0..n).rev() {
+        // Rows k > i start at or after the end of row i (row stride >= m).
+        let split_at = i * brs + m;
+        let (head, solved) = b.data.split_at_mut(split_at);
+        let xi = &mut head[i * brs..];
+        let row = |k: usize| &solved[k * brs - split_at..k * brs - split_at + m];
+        let mut k = i + 1;
+        while k + 4 <= n {
+            let alpha = [0, 1, 2, 3].map(|q| -l.at(k + q, i));
+            axpy4(alpha, [row(k), row(k + 1), row(k + 2), row(k + 3)], xi, m);
+            k += 4;
+        }
+        for k in k..n {
+            axpy(
+                -l.at(k, i),
+                Strided::new(solved, k * brs - split_at, 1),
+                xi,
+                m,
+            );
+        }
+        divide(xi, l.at(i, i));
+    }
+}
+
+/// `L Y = B` one panel of columns at a time: `y_i = (b_i - L[i, 0..i] . y[0..i]) / L[i, i]`,
+/// four columns per dot-product tile.
+fn forward_columns(l: Tri<'_>, mut b: Rhs<'_>) {
+    let (n, m) = (b.n, b.m);
+    for c0 in (0..m).step_by(PANEL) {
+        let c1 = (c0 + PANEL).min(m);
+        for i in 0..n {
+            let x = l.row(i);
+            let lii = l.at(i, i);
+            let mut c = c0;
+            while c + 4 <= c1 {
+                let s = dots::<4>(x, [0, 1, 2, 3].map(|q| b.column(0, c + q)), i);
+                for q in 0..4 {
+                    let v = b.at_mut(i, c + q);
+                    *v = (*v - s[q]) / lii;
                 }
-                s
-            };
-            for q in 0..w {
-                let v = &mut bd[i * brs + (c + q) * bcs];
-                *v = (*v - s[q]) / lii;
+                c += 4;
+            }
+            for c in c..c1 {
+                let s = dots::<1>(x, [b.column(0, c)], i)[0];
+                let v = b.at_mut(i, c);
+                *v = (*v - s) / lii;
             }
         }
-        c += w;
+    }
+}
+
+/// `L^T X = Y` for rows of `L` contiguous, one panel of columns at a time, right-looking:
+/// `x_i = y_i / L[i, i]`, then `y[0..i] -= x_i L[i, 0..i]` (row `i` of `L` is contiguous).
+fn backward_columns_axpy(l: Tri<'_>, mut b: Rhs<'_>) {
+    let (n, m, brs, bcs) = (b.n, b.m, b.rs, b.cs);
+    for c0 in (0..m).step_by(PANEL) {
+        let c1 = (c0 + PANEL).min(m);
+        for i in (0..n).rev() {
+            let lii = l.at(i, i);
+            for c in c0..c1 {
+                let v = b.at_mut(i, c);
+                *v /= lii;
+                let xi = *v;
+                if brs == 1 {
+                    axpy(-xi, l.row(i), &mut b.data[c * bcs..], i);
+                } else {
+                    for p in 0..i {
+                        *b.at_mut(p, c) -= xi * l.at(i, p);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `L^T X = Y` for any strides of `L`, one panel of columns at a time, left-looking:
+/// `x_i = (y_i - L[i+1.., i] . x[i+1..]) / L[i, i]`, four columns per dot-product tile.
+fn backward_columns_dot(l: Tri<'_>, mut b: Rhs<'_>) {
+    let (n, m) = (b.n, b.m);
+    for c0 in (0..m).step_by(PANEL) {
+        let c1 = (c0 + PANEL).min(m);
+        for i in (0..n).rev() {
+            let len = n - 1 - i;
+            let lii = l.at(i, i);
+            // Column i of L below the diagonal.
+            let x = Strided::new(l.data, (i + 1) * l.rs + i * l.cs, l.rs);
+            let mut c = c0;
+            while c + 4 <= c1 {
+                let s = if len == 0 {
+                    [0.0; 4]
+                } else {
+                    dots::<4>(x, [0, 1, 2, 3].map(|q| b.column(i + 1, c + q)), len)
+                };
+                for q in 0..4 {
+                    let v = b.at_mut(i, c + q);
+                    *v = (*v - s[q]) / lii;
+                }
+                c += 4;
+            }
+            for c in c..c1 {
+                let s = if len == 0 {
+                    0.0
+                } else {
+                    dots::<1>(x, [b.column(i + 1, c)], len)[0]
+                };
+                let v = b.at_mut(i, c);
+                *v = (*v - s) / lii;
+            }
+        }
     }
 }
 
