@@ -341,22 +341,57 @@ fn gram_at(gram: MatRef<'_, f64>, i: usize, j: usize) -> f64 {
     if i >= j { gram.at(i, j) } else { gram.at(j, i) }
 }
 
-fn check_finite(
+/// Where the strict lower row `a` of the pristine `G[c, c]` is kept: row `k - 1 - a` of the
+/// strict upper triangle of the `k x k` factor, columns `k - a .. k` (exactly `a` elements),
+/// which the Cholesky factorization never touches. Rows stay contiguous both when they are
+/// written and when they are read back.
+fn pristine_row(k: usize, a: usize) -> core::ops::Range<usize> {
+    let r = k - 1 - a;
+    r * k + (k - a)..r * k + k
+}
+
+/// Copies `G[c, c]` into its pristine places (diagonal into `diag`, strict lower rows via
+/// [`pristine_row`]) checking that every element is finite, in the order (a, b <= a); returns
+/// the mean of the diagonal.
+fn copy_gram_block(
+    gram: MatRef<'_, f64>,
+    cols: &[usize],
+    factor: &mut [f64],
+    diag: &mut [f64],
+) -> Result<f64, LstsqError> {
+    let k = cols.len();
+    let non_finite = |ca: usize, cb: usize| LstsqError::NonFinite {
+        operand: Operand::Gram,
+        row: ca.max(cb),
+        col: ca.min(cb),
+    };
+    let mut mean = 0.0;
+    for (a, &ca) in cols.iter().enumerate() {
+        let row = &mut factor[pristine_row(k, a)];
+        for (b, &cb) in cols[..a].iter().enumerate() {
+            let v = gram_at(gram, ca, cb);
+            if !v.is_finite() {
+                return Err(non_finite(ca, cb));
+            }
+            row[b] = v;
+        }
+        let v = gram.at(ca, ca);
+        if !v.is_finite() {
+            return Err(non_finite(ca, ca));
+        }
+        diag[a] = v;
+        // Divided term by term so that the sum cannot overflow.
+        mean += v / k as f64;
+    }
+    Ok(mean)
+}
+
+/// Checks the cross block and the target sums the solve reads.
+fn check_targets_finite(
     eqs: &NormalEquations<'_>,
     cols: &[usize],
     targets: &[usize],
 ) -> Result<(), LstsqError> {
-    for (a, &ca) in cols.iter().enumerate() {
-        for &cb in &cols[..=a] {
-            if !gram_at(eqs.gram, ca, cb).is_finite() {
-                return Err(LstsqError::NonFinite {
-                    operand: Operand::Gram,
-                    row: ca.max(cb),
-                    col: ca.min(cb),
-                });
-            }
-        }
-    }
     for &c in cols {
         for &o in targets {
             if !eqs.cross.at(c, o).is_finite() {
@@ -433,22 +468,13 @@ pub fn ridge_solve(
             provided: scratch.len(),
         });
     }
-    check_finite(&eqs, cols, targets)?;
 
     let (factor, rest) = scratch.split_at_mut(k * k);
     let (sol, rest) = rest.split_at_mut(m * k);
     let diag = &mut rest[..k];
+    let mean_diag = copy_gram_block(eqs.gram, cols, factor, diag)?;
+    check_targets_finite(&eqs, cols, targets)?;
 
-    // The strict upper triangle of `factor` keeps G[c, c] (Cholesky never touches it); the
-    // residual reads it back. The diagonal is kept in `diag`.
-    let mut mean_diag = 0.0;
-    for (a, &ca) in cols.iter().enumerate() {
-        diag[a] = eqs.gram.at(ca, ca);
-        mean_diag += diag[a] / k as f64;
-        for (b, &cb) in cols.iter().enumerate().skip(a + 1) {
-            factor[a * k + b] = gram_at(eqs.gram, ca, cb);
-        }
-    }
     let mut ridge = rel * mean_diag.max(0.0) + abs;
     if !ridge.is_finite() {
         return Err(invalid);
@@ -457,9 +483,7 @@ pub fn ridge_solve(
     let mut retries = 0;
     let info = loop {
         for a in 0..k {
-            for b in 0..a {
-                factor[a * k + b] = factor[b * k + a];
-            }
+            factor.copy_within(pristine_row(k, a), a * k);
             let v = diag[a] + ridge;
             if !v.is_finite() {
                 return Err(LstsqError::NonFinite {
@@ -503,8 +527,8 @@ pub fn ridge_solve(
         solve_lower_transpose_unchecked(l, wt);
     }
 
-    // ||X w - t||^2 = t^T t - 2 w^T r + w^T G w, with w^T G w from the diagonal and the upper
-    // triangle kept in `factor`.
+    // ||X w - t||^2 = t^T t - 2 w^T r + w^T G w, with w^T G w from the pristine diagonal and
+    // strict lower rows: w^T G w = sum_a w_a (G_aa w_a + 2 G[a, 0..a] . w[0..a]).
     let (mut num, mut den) = (0.0, 0.0);
     for (o, &to) in targets.iter().enumerate() {
         let w = &sol[o * k..(o + 1) * k];
@@ -514,9 +538,9 @@ pub fn ridge_solve(
         for (a, &ca) in cols.iter().enumerate() {
             wr += w[a] * eqs.cross.at(ca, to);
             let off = dot(
-                Strided::new(factor, a * k + a + 1, 1),
-                Strided::new(w, a + 1, 1),
-                k - 1 - a,
+                Strided::new(factor, pristine_row(k, a).start, 1),
+                Strided::new(w, 0, 1),
+                a,
             );
             wgw += w[a] * (diag[a] * w[a] + 2.0 * off);
         }

@@ -283,24 +283,48 @@ fn forward_columns(l: Tri<'_>, mut b: Rhs<'_>) {
     }
 }
 
-/// `L^T X = Y` for rows of `L` contiguous, one panel of columns at a time, right-looking:
-/// `x_i = y_i / L[i, i]`, then `y[0..i] -= x_i L[i, 0..i]` (row `i` of `L` is contiguous).
+/// `L^T X = Y` for rows of `L` contiguous, one panel of columns at a time, right-looking in
+/// groups of four rows: solve `x[lo..lo + 4]` from the `4 x 4` diagonal block, then
+/// `y[0..lo] -= sum_r x_r L[r, 0..lo]` in one pass over `y` (rows of `L` are contiguous).
 fn backward_columns_axpy(l: Tri<'_>, mut b: Rhs<'_>) {
     let (n, m, brs, bcs) = (b.n, b.m, b.rs, b.cs);
     for c0 in (0..m).step_by(PANEL) {
         let c1 = (c0 + PANEL).min(m);
-        for i in (0..n).rev() {
+        let mut hi = n;
+        while hi >= 4 {
+            let lo = hi - 4;
+            let rows = [0, 1, 2, 3].map(|q| &l.data[(lo + q) * l.rs..(lo + q) * l.rs + lo]);
+            for c in c0..c1 {
+                let mut x = [0.0; 4];
+                for r in (lo..hi).rev() {
+                    let mut v = *b.at_mut(r, c);
+                    for s in r + 1..hi {
+                        v -= l.at(s, r) * x[s - lo];
+                    }
+                    v /= l.at(r, r);
+                    x[r - lo] = v;
+                    *b.at_mut(r, c) = v;
+                }
+                let alpha = x.map(|v| -v);
+                if brs == 1 {
+                    axpy4(alpha, rows, &mut b.data[c * bcs..], lo);
+                } else {
+                    for p in 0..lo {
+                        let s: f64 = (0..4).map(|q| alpha[q] * rows[q][p]).sum();
+                        *b.at_mut(p, c) += s;
+                    }
+                }
+            }
+            hi = lo;
+        }
+        for i in (0..hi).rev() {
             let lii = l.at(i, i);
             for c in c0..c1 {
                 let v = b.at_mut(i, c);
                 *v /= lii;
                 let xi = *v;
-                if brs == 1 {
-                    axpy(-xi, l.row(i), &mut b.data[c * bcs..], i);
-                } else {
-                    for p in 0..i {
-                        *b.at_mut(p, c) -= xi * l.at(i, p);
-                    }
+                for p in 0..i {
+                    *b.at_mut(p, c) -= xi * l.at(i, p);
                 }
             }
         }
