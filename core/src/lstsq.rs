@@ -301,8 +301,9 @@ impl fmt::Display for LstsqError {
 impl core::error::Error for LstsqError {}
 
 /// Scratch elements [`ridge_solve`] needs for `ncols` input columns and `ntargets` outputs:
-/// the `ncols x ncols` factor, the `ntargets x ncols` solution and the `ncols` diagonal of
-/// the Gram block.
+/// the `ncols x ncols` factor (whose strict upper triangle also keeps the Gram block for the
+/// residual and for retries), the `ntargets x ncols` solution and the `ncols` diagonal of the
+/// Gram block.
 pub fn ridge_solve_scratch_len(ncols: usize, ntargets: usize) -> usize {
     ncols
         .saturating_mul(ncols)

@@ -19,7 +19,9 @@ pub const CHOLESKY_FACTOR: f64 = 2.0;
 /// How far the reported failing pivot may be from the one built into the matrix, relative to
 /// the largest eigenvalue (1) of the well-conditioned (`cond <= 10`) leading block: the pivot is
 /// a Schur complement computed with `~ n u cond` relative error, far below `1e-10` for
-/// `n <= 129`.
+/// `n <= 129`. In the ridge tests the expected pivot is `pivot + lambda`; the ridge
+/// (`1e-12 x` the mean diagonal) also changes the Schur complement by `~ lambda cond`, a few
+/// `1e-12`, still inside.
 pub const FAILING_PIVOT_ABS: f64 = 1e-10;
 
 /// Backward (residual) error of a triangular solve, per right-hand side:
@@ -66,3 +68,24 @@ pub const RIDGE_VS_TWINS: f64 = 4.0;
 /// `~ (k + samples) u` times its magnitude sum; the direct residual adds `~ k u` per sample.
 /// 4 covers the three terms and both computations.
 pub const RIDGE_RESIDUAL: f64 = 4.0;
+
+/// Agreement of reported pivots (`L[j, j]^2`) with nalgebra's, relative to the largest pivot:
+/// `|p1 - p2| <= PIVOT_AGREEMENT * n * eps * cond * max_pivot`. A pivot is the square of a
+/// factor entry, so it carries twice the factor's relative error of `CHOLESKY_FACTOR`
+/// (`2 n eps cond`), hence `2 * 2`.
+pub const PIVOT_AGREEMENT: f64 = 4.0;
+
+/// Relative agreement of the reported ridge with `relative * mean(diag) + absolute` computed
+/// by the test: the two means sum `k <= 129` terms in different ways (the solver divides each
+/// term by `k` first), `~ k eps ~ 3e-14`; retries multiply by 10 exactly-rounded at most a few
+/// times. `1e-12` leaves a margin of 30.
+pub const RIDGE_VALUE_REL: f64 = 1e-12;
+
+/// An exact linear relation (200 Gaussian samples, 6 inputs, default ridge `1e-6 x` the mean
+/// diagonal): each weight moves by the ridge's shrinkage `lambda / (s + lambda)` of its
+/// eigen-direction, below `~1e-5` relative since the smallest eigenvalue of such a Gram is
+/// well above a tenth of the mean, so weights of size `<= 3` move by `< 1e-4`...
+pub const EXACT_FIT_WEIGHT_ABS: f64 = 1e-4;
+
+/// ...and the relative residual is the square of that shrinkage, `< 1e-10`.
+pub const EXACT_FIT_RESIDUAL: f64 = 1e-10;
