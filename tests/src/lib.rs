@@ -1,6 +1,7 @@
 //! Shared helpers of the `pleas` integration and property tests: the tolerance table, matrix
 //! strategies and f64 oracles.
 
+pub mod oracle;
 pub mod spd;
 pub mod strided_f64;
 pub mod tolerance;

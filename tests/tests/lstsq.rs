@@ -12,6 +12,7 @@ use pleas_core::lstsq::{
     IndexList, LstsqError, NormalEquations, Operand, RidgeParams, ridge_solve,
     ridge_solve_scratch_len,
 };
+use pleas_tests::oracle::refined_svd_solve;
 use pleas_tests::spd::{
     EDGE_SIZES, Rng, condition_number, geometric_spectrum, normal_matrix, spd_with_cond,
     uniform_matrix, with_failing_pivot, with_spectrum,
@@ -19,7 +20,7 @@ use pleas_tests::spd::{
 use pleas_tests::strided_f64::{Layout, StridedF64, layout};
 use pleas_tests::tolerance::{
     EXACT_FIT_RESIDUAL, EXACT_FIT_WEIGHT_ABS, FAILING_PIVOT_ABS, PIVOT_AGREEMENT, RIDGE_FORWARD,
-    RIDGE_RESIDUAL, RIDGE_VALUE_REL, RIDGE_VS_TWINS, SVD_SOLVE_TERMS,
+    RIDGE_RESIDUAL, RIDGE_VALUE_REL, RIDGE_VS_TWINS, SVD_LSTSQ,
 };
 use proptest::prelude::*;
 
@@ -177,27 +178,38 @@ proptest! {
         let xc = DMatrix::from_fn(samples, k, |s, a| x[(s, cols[a])]);
         let tc = DMatrix::from_fn(samples, ntargets, |s, o| t[(s, targets[o])]);
 
-        // The terms of the RIDGE_FORWARD bound.
+        // The terms of the RIDGE_FORWARD and SVD_LSTSQ bounds.
         let reg = &g + DMatrix::identity(k, k) * info.ridge;
-        let sigma_min = reg.singular_values().min();
+        let reg_sv = reg.singular_values();
+        let (sigma_min, sigma_max) = (reg_sv.min(), reg_sv.max());
         let abs_gram = xc.abs().transpose() * xc.abs() + DMatrix::identity(k, k) * info.ridge;
         let abs_gram_norm = abs_gram.singular_values().max();
         let abs_cross = xc.abs().transpose() * tc.abs();
         let kappa = abs_gram_norm / sigma_min;
+        // The augmented matrix has singular values sqrt(eig(G_cc + lambda I)).
+        let (aug_min, aug_max) = (sigma_min.sqrt(), sigma_max.sqrt());
+        let aug_kappa = aug_max / aug_min;
 
         let mut aug = DMatrix::zeros(samples + k, k);
         aug.view_mut((0, 0), (samples, k)).copy_from(&xc);
         aug.view_mut((samples, 0), (k, k)).fill_diagonal(info.ridge.sqrt());
         let mut rhs = DMatrix::zeros(samples + k, ntargets);
         rhs.view_mut((0, 0), (samples, ntargets)).copy_from(&tc);
-        let w_svd = aug.svd(true, true).solve(&rhs, 0.0).unwrap();
+        let w_svd = aug.clone().svd(true, true).solve(&rhs, 0.0).unwrap();
+        let aug_residual = &aug * &w_svd - &rhs;
         let w_twin = twin_solve(&g, &r, info.ridge);
 
         let eps = f64::EPSILON;
-        let gamma = RIDGE_FORWARD * ((k + samples) as f64 + SVD_SOLVE_TERMS) * eps;
+        let gamma = RIDGE_FORWARD * (k + samples) as f64 * eps;
+        let gamma_svd = SVD_LSTSQ * (k + samples) as f64 * eps;
         for o in 0..ntargets {
             let wn = w_svd.column(o).norm();
-            let tol = gamma / sigma_min * (abs_gram_norm * wn + abs_cross.column(o).norm());
+            let solver = gamma / sigma_min * (abs_gram_norm * wn + abs_cross.column(o).norm());
+            let oracle = gamma_svd
+                * (aug_kappa * wn
+                    + aug_kappa * aug_kappa * aug_residual.column(o).norm() / aug_max
+                    + tc.column(o).norm() / aug_min);
+            let tol = solver + oracle;
             let e = column_err(&wt, &w_svd, o);
             prop_assert!(e <= tol, "target {o} vs SVD: {e:e} > {tol:e} (kappa {kappa:e})");
             let tol = RIDGE_VS_TWINS * k as f64 * eps * kappa * wn;
@@ -235,7 +247,7 @@ proptest! {
     }
 
     /// An ill-conditioned Gram (cond up to 1e6, any scale) given directly: the weights match an
-    /// SVD solve of the same ridge system. Only the selected block's lower triangle, the
+    /// SVD solve of the same ridge system, refined to working precision. Only the selected block's lower triangle, the
     /// selected cross entries and target sums are read: everything else is NaN.
     #[test]
     fn ill_conditioned_gram_matches_svd(
@@ -280,12 +292,11 @@ proptest! {
 
         let reg = &block + DMatrix::identity(k, k) * info.ridge;
         let kappa = condition_number(&reg);
-        let w_svd = reg.svd(true, true).solve(&r_block, 0.0).unwrap();
+        let w_ref = refined_svd_solve(&reg, &r_block, 3);
         let wt = p.weights.to_matrix().transpose();
         for o in 0..ntargets {
-            let gamma = RIDGE_FORWARD * (k as f64 + SVD_SOLVE_TERMS) * f64::EPSILON;
-            let tol = gamma * kappa * w_svd.column(o).norm();
-            let e = column_err(&wt, &w_svd, o);
+            let tol = RIDGE_FORWARD * k as f64 * f64::EPSILON * kappa * w_ref.column(o).norm();
+            let e = column_err(&wt, &w_ref, o);
             prop_assert!(e <= tol, "target {o}: {e:e} > {tol:e} (kappa {kappa:e})");
         }
     }
