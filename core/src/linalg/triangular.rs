@@ -10,9 +10,10 @@
 //! - otherwise (e.g. `B` is a transposed row-major matrix, one right-hand side per row of the
 //!   buffer), panels of 16 right-hand sides: for `L Y = B` each entry is a dot product of a row
 //!   of `L` with the solved part of its column, four columns per register tile; for
-//!   `L^T X = Y` each solved entry is subtracted from the rest of its column times a row of
-//!   `L` (when rows of `L` are contiguous), or each entry is a dot product of a column of `L`
-//!   with the solved part (other layouts of `L`).
+//!   `L^T X = Y` with contiguous rows of `L`, four entries at a time are solved from a `4 x 4`
+//!   diagonal block and their multiples of four rows of `L` subtracted from the rest of the
+//!   column in one pass; with other layouts of `L`, each entry is a dot product of a column of
+//!   `L` with the solved part.
 //!
 //! Shapes and the diagonal are checked before anything is written. Non-finite values off the
 //! diagonal of `L` or in `B` are not rejected; they propagate into the solution.
