@@ -48,13 +48,15 @@ pub struct NormalEquations<'a> {
 pub struct RidgeParams {
     /// Ridge relative to the mean diagonal of `G[c, c]`. Default `1e-6`, chosen so that
     ///
-    /// - the factorization cannot fail on a positive semi-definite Gram: the mean diagonal
-    ///   is at least `lambda_max / n`, so `cond(G[c, c] + lambda I) <= 1 + 1e6 n`, and f64
-    ///   Cholesky succeeds while `cond` stays well below `1 / (n eps)` (for `n` up to ~1e4
-    ///   the margin is over 100x);
+    /// - the regularised block is safely factorable: for a positive semi-definite Gram the
+    ///   mean diagonal is at least `lambda_max / n`, so `cond(G[c, c] + lambda I) <= 1 + 1e6 n`,
+    ///   and Higham's sufficient condition for Cholesky to succeed in floating point
+    ///   (`20 n^1.5 u cond < 1`, Demmel; Higham, *Accuracy and Stability*, section 10.1)
+    ///   holds up to `n ~ 2900` inputs. Beyond that, or when accumulation rounding leaves the
+    ///   Gram slightly indefinite, a failed factorization is retried with a larger ridge;
     /// - the fit barely moves: each eigen-direction of `G[c, c]` with eigenvalue `s` is shrunk
     ///   by `lambda / (s + lambda)`, i.e. by at most `1e-6` for directions carrying at least
-    ///   the mean input energy; only directions with a millionth of it (numerically
+    ///   the mean input energy; only directions with about a millionth of it (numerically
     ///   degenerate ones: dead or duplicated units) are damped substantially.
     pub relative_ridge: f64,
     /// Ridge added as is, in the units of `G`. Default 0. Set it when the selected inputs may
