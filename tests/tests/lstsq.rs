@@ -353,6 +353,49 @@ proptest! {
         prop_assert!(p.weights.outside_untouched() && p.weights.to_matrix().iter().all(|v| v.is_nan()));
     }
 
+    /// Reordering `cols` and `targets` reorders the weights the same way and changes nothing
+    /// else: the ridge is the same and the weights agree to rounding (the factorization order
+    /// differs, so they are compared with the forward-error bound of the twins).
+    #[test]
+    fn reordering_cols_and_targets_permutes_the_weights(
+        d in 1usize..=40, ncols_frac in 0.05f64..=1.0, ntargets in 1usize..=5,
+        seed in any::<u64>()
+    ) {
+        let mut rng = Rng::new(seed);
+        let k = ((d as f64 * ncols_frac).ceil() as usize).clamp(1, d);
+        let x = normal_matrix(&mut rng, d + 3, d);
+        let t = normal_matrix(&mut rng, d + 3, ntargets + 1);
+        let cols = pick(&mut rng, d, k);
+        let targets = pick(&mut rng, ntargets + 1, ntargets);
+        let col_perm = rng.permutation(k);
+        let target_perm = rng.permutation(ntargets);
+        let mut first = Solve {
+            sums: Sums::from_samples(&x, &t, Layout::ROW_MAJOR, Layout::ROW_MAJOR),
+            weights: StridedF64::nan(ntargets, k, Layout::ROW_MAJOR),
+            cols: cols.clone(),
+            targets: targets.clone(),
+        };
+        let mut second = Solve {
+            sums: Sums::from_samples(&x, &t, Layout::ROW_MAJOR, Layout::ROW_MAJOR),
+            weights: StridedF64::nan(ntargets, k, Layout::ROW_MAJOR),
+            cols: col_perm.iter().map(|&a| cols[a]).collect(),
+            targets: target_perm.iter().map(|&o| targets[o]).collect(),
+        };
+        let i1 = first.run(RidgeParams::default()).unwrap();
+        let i2 = second.run(RidgeParams::default()).unwrap();
+        prop_assert!((i1.ridge - i2.ridge).abs() <= RIDGE_VALUE_REL * i1.ridge);
+        let reg = first.gram_block() + DMatrix::identity(k, k) * i1.ridge;
+        let kappa = condition_number(&reg);
+        for o in 0..ntargets {
+            let w1: Vec<f64> = (0..k).map(|a| first.weights.get(target_perm[o], col_perm[a])).collect();
+            let w2: Vec<f64> = (0..k).map(|a| second.weights.get(o, a)).collect();
+            let norm = w1.iter().map(|v| v * v).sum::<f64>().sqrt();
+            let diff = w1.iter().zip(&w2).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
+            let tol = RIDGE_VS_TWINS * k as f64 * f64::EPSILON * kappa * norm;
+            prop_assert!(diff <= tol, "target {o}: {diff:e} > {tol:e}");
+        }
+    }
+
     /// A pivot built to be negative at position `index` of `cols` is reported there, with the
     /// Gram column it stands for, when no retry is allowed.
     #[test]
