@@ -20,4 +20,5 @@ extern crate std;
 
 pub mod gram;
 pub mod linalg;
+pub mod lstsq;
 pub mod similarity;

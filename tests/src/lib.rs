@@ -2,4 +2,7 @@
 //! strategies and f64 oracles.
 
 pub mod matrices;
+pub mod oracle;
+pub mod spd;
+pub mod strided_f64;
 pub mod tolerance;

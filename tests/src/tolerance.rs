@@ -34,3 +34,98 @@ pub const GRAM_COMBINE_REL: f64 = 1e-5;
 /// square root (halving relative error) and correlation divides by two such quantities, so
 /// 1e-4 of the entry scale leaves a margin for units with small variance.
 pub const SIMILARITY_REL: f64 = 1e-4;
+
+// --- Cholesky, triangular solves, ridge least squares ---
+
+/// Backward error of a Cholesky factor: `|A - L L^T|_ij <= CHOLESKY_BACKWARD * (n + 1) *
+/// sqrt(a_ii a_jj)`. The classic bound is `|A - L L^T| <= gamma_{n+1} |L| |L^T|` with
+/// `gamma_m ~ m u`, `u = eps / 2`, and `(|L| |L^T|)_ij <= ||L_i|| ||L_j|| ~ sqrt(a_ii a_jj)`;
+/// `2 eps` (four times `u`) leaves room for the square roots and the blocked summation order.
+/// It does not depend on the condition number, so it is checked on every matrix.
+pub const CHOLESKY_BACKWARD: f64 = 2.0 * f64::EPSILON;
+
+/// Forward agreement of two Cholesky factors of the same matrix (blocked kernel, scalar twin,
+/// nalgebra): `||L1 - L2||_F <= CHOLESKY_FACTOR * n * eps * cond(A) * ||L||_F`. Both are exact
+/// factors of `A + E_k` with `||E_k|| <~ (n + 1) u ||A||`, and a perturbation `dA` moves the
+/// factor by at most `~ cond(A) ||dA|| / (sqrt(2) ||A||)` relative (Sun's first-order bound), so
+/// `2 (n + 1) u cond / sqrt(2) <~ n eps cond`; the factor 2 covers `n = 1` and the `+ 1`.
+pub const CHOLESKY_FACTOR: f64 = 2.0;
+
+/// How far the reported failing pivot may be from the one built into the matrix, relative to
+/// the largest eigenvalue (1) of the well-conditioned (`cond <= 10`) leading block: the pivot is
+/// a Schur complement computed with `~ n u cond` relative error, far below `1e-10` for
+/// `n <= 129`. In the ridge tests the expected pivot is `pivot + lambda`; the ridge
+/// (`1e-12 x` the mean diagonal) also changes the Schur complement by `~ lambda cond`, a few
+/// `1e-12`, still inside.
+pub const FAILING_PIVOT_ABS: f64 = 1e-10;
+
+/// Backward (residual) error of a triangular solve, per right-hand side:
+/// `||L x - b|| <= TRIANGULAR_RESIDUAL * n * eps * ||L||_F ||x||`. Substitution is backward
+/// stable, `(L + dL) x = b` with `|dL| <= gamma_n |L|` (`gamma_n ~ n u`); the Frobenius norm
+/// bounds `|| |L| ||_2`, and 2 covers the fused and unfused summation orders.
+pub const TRIANGULAR_RESIDUAL: f64 = 2.0;
+
+/// Forward agreement of two triangular solves (SIMD kernel, scalar twin, nalgebra), per
+/// right-hand side: `||x1 - x2|| <= TRIANGULAR_FORWARD * n * eps * cond(L) * ||x||`. Each
+/// solution carries a forward error `<= cond(L) gamma_n ||x||` from the backward bound above, so
+/// the difference of two carries twice that, i.e. `n eps cond` with `u = eps / 2`; the extra
+/// factor 2 is margin (the bound is rarely approached for random right-hand sides).
+pub const TRIANGULAR_FORWARD: f64 = 2.0;
+
+/// Agreement of the ridge solve with an SVD oracle, the solver's share, per target `o`:
+/// `gamma / sigma_min * (N_G ||w|| + N_R)` with `gamma = RIDGE_FORWARD * (k + samples) * eps`,
+/// `sigma_min` the smallest singular value of `G_cc + lambda I`,
+/// `N_G = || |X_c|^T |X_c| + lambda I ||_2` and `N_R = || |X_c|^T |t_o| ||` (for a Gram given
+/// directly and a refined oracle: `N_G = ||G_cc + lambda I||`, `N_R = 0` as `R` is exact,
+/// `samples = 0`). Forming
+/// `G = X^T X` and `R = X^T T` perturbs them by `<= samples u |X|^T |X|` and
+/// `<= samples u |X|^T |T|` elementwise, and the Cholesky solve is backward stable with a
+/// perturbation `~ k u |L| |L^T|` of the matrix; each perturbation moves `w` by itself over
+/// `sigma_min`. 4 covers both triangular solves and the factorization.
+pub const RIDGE_FORWARD: f64 = 4.0;
+
+/// The SVD oracle's share of the same comparison. nalgebra's SVD least-squares solve of
+/// `A w = b` (`A` with `p` rows) is normwise backward stable, so by Wedin's bound its error is
+/// `<= gamma_svd * (kappa ||w|| + kappa^2 ||b - A w|| / ||A|| + ||b|| / sigma_min(A))` with
+/// `gamma_svd = SVD_LSTSQ * p * eps` and `kappa = cond(A)`. The middle term matters for the
+/// augmented `[X_c; sqrt(lambda) I]`, whose residual is large when the ridge dominates; the
+/// last one is the rounding of `U^T b`. Observed errors reach ~40 `p` eps on 2 x 2 systems
+/// (Householder bidiagonalisation, implicit QR sweeps, products with `U` and `V`), hence 64.
+/// Where the system is square, the tests refine the SVD solution instead
+/// (`oracle::refined_svd_solve`) and need only the solver's share.
+pub const SVD_LSTSQ: f64 = 64.0;
+
+/// Agreement of the ridge solve with the same steps done by the scalar twins (Cholesky and
+/// triangular references on `G_cc + lambda I`), per target, relative to `||w||`: the two differ
+/// only in summation order and fused multiply-adds, so by `~ k eps cond` as in `RIDGE_FORWARD`
+/// without the sample term.
+pub const RIDGE_VS_TWINS: f64 = 4.0;
+
+/// Residual computed from the sums against the residual of the samples, per target:
+/// `|r_sums - r_samples| <= RIDGE_RESIDUAL * (k + samples) * eps * (t^T t + 2 |w|^T |R_c,o| +
+/// |w|^T |G_cc| |w|)`. Each of the three terms of `t^T t - 2 w^T r + w^T G w` is a sum of
+/// `<= k` products of entries that are themselves sums of `samples` products, so each carries
+/// `~ (k + samples) u` times its magnitude sum; the direct residual adds `~ k u` per sample.
+/// 4 covers the three terms and both computations.
+pub const RIDGE_RESIDUAL: f64 = 4.0;
+
+/// Agreement of reported pivots (`L[j, j]^2`) with nalgebra's, relative to the largest pivot:
+/// `|p1 - p2| <= PIVOT_AGREEMENT * n * eps * cond * max_pivot`. A pivot is the square of a
+/// factor entry, so it carries twice the factor's relative error of `CHOLESKY_FACTOR`
+/// (`2 n eps cond`), hence `2 * 2`.
+pub const PIVOT_AGREEMENT: f64 = 4.0;
+
+/// Relative agreement of the reported ridge with `relative * mean(diag) + absolute` computed
+/// by the test: the two means sum `k <= 129` terms in different ways (the solver divides each
+/// term by `k` first), `~ k eps ~ 3e-14`; retries multiply by 10 exactly-rounded at most a few
+/// times. `1e-12` leaves a margin of 30.
+pub const RIDGE_VALUE_REL: f64 = 1e-12;
+
+/// An exact linear relation (200 Gaussian samples, 6 inputs, default ridge `1e-6 x` the mean
+/// diagonal): each weight moves by the ridge's shrinkage `lambda / (s + lambda)` of its
+/// eigen-direction, below `~1e-5` relative since the smallest eigenvalue of such a Gram is
+/// well above a tenth of the mean, so weights of size `<= 3` move by `< 1e-4`...
+pub const EXACT_FIT_WEIGHT_ABS: f64 = 1e-4;
+
+/// ...and the relative residual is the square of that shrinkage, `< 1e-10`.
+pub const EXACT_FIT_RESIDUAL: f64 = 1e-10;

@@ -5,14 +5,20 @@
 //! the first oracle. Kernels never allocate: callers pass scratch sized by `*_scratch_len`.
 
 pub(crate) mod blocked;
+pub mod cholesky;
 mod error;
 pub mod finite;
 pub mod gemm;
+pub(crate) mod lanes;
 mod microkernel;
 mod pack;
 pub mod syrk;
+pub mod triangular;
 pub mod view;
 
+pub use cholesky::{
+    CholeskyError, CholeskyInfo, CholeskyParams, cholesky_in_place, cholesky_reference,
+};
 pub use error::KernelError;
 pub use finite::{
     all_finite, all_finite_reference, all_within, all_within_reference, first_non_finite,
@@ -21,4 +27,8 @@ pub use finite::{
 pub use gemm::{Op, gemm, gemm_reference, gemm_scratch_len};
 pub use microkernel::LANES;
 pub use syrk::{syrk_lower, syrk_lower_reference, syrk_lower_scratch_len};
+pub use triangular::{
+    TriangularError, solve_lower_in_place, solve_lower_reference, solve_lower_transpose_in_place,
+    solve_lower_transpose_reference,
+};
 pub use view::{MatMut, MatRef, ViewError};
