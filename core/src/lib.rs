@@ -21,4 +21,6 @@ extern crate std;
 pub mod gram;
 pub mod linalg;
 pub mod lstsq;
+#[cfg(feature = "alloc")]
+pub mod merge;
 pub mod similarity;

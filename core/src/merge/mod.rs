@@ -1,0 +1,3 @@
+//! Merging two networks: budgets, layouts and the least-squares plan.
+
+pub mod budget;
