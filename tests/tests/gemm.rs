@@ -1,7 +1,9 @@
 //! The blocked SIMD GEMM against its scalar twin and against nalgebra in f64.
 
 use nalgebra::DMatrix;
-use pleas_core::linalg::{KernelError, MatMut, MatRef, Op, gemm, gemm_reference, gemm_scratch_len};
+use pleas_core::linalg::{
+    KernelError, MatMut, MatRef, Op, cross_update, gemm, gemm_reference, gemm_scratch_len,
+};
 use pleas_tests::matrices::{StridedMatrix, dim, strided_matrix, to_f64};
 use pleas_tests::tolerance::F32_DOT_PER_TERM;
 use proptest::prelude::*;
@@ -259,4 +261,23 @@ fn empty_dimensions_are_fine() {
     )
     .unwrap();
     assert_eq!(c, vec![10.0; 6]);
+}
+
+#[test]
+fn cross_update_accumulates_x_transpose_t() {
+    let (n, d, t) = (70, 9, 5);
+    let x = pleas_tests::matrices::uniform_values(n * d, 1);
+    let tv = pleas_tests::matrices::uniform_values(n * t, 2);
+    let mut r = vec![1.0f32; d * t];
+    let mut scratch = vec![0.0; gemm_scratch_len(d, t, n)];
+    let xv = MatRef::new(&x, n, d).unwrap();
+    let tm = MatRef::new(&tv, n, t).unwrap();
+    cross_update(xv, tm, MatMut::new(&mut r, d, t).unwrap(), &mut scratch).unwrap();
+    let want = to_f64(xv).transpose() * to_f64(tm);
+    for i in 0..d {
+        for j in 0..t {
+            let tol = (n as f64 + 2.0) * F32_DOT_PER_TERM * n as f64;
+            assert!((f64::from(r[i * t + j]) - 1.0 - want[(i, j)]).abs() <= tol);
+        }
+    }
 }

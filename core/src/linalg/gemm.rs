@@ -79,6 +79,17 @@ pub fn gemm(
     Ok(())
 }
 
+/// The cross update `R += X^T T` for samples `X` (`n x d`) and targets `T` (`n x t`), i.e.
+/// [`gemm`]`(1, X, Transpose, T, Identity, 1, R)`. Scratch as [`gemm_scratch_len`]`(d, t, n)`.
+pub fn cross_update(
+    x: MatRef<'_, f32>,
+    t: MatRef<'_, f32>,
+    r: MatMut<'_, f32>,
+    scratch: &mut [f32],
+) -> Result<(), KernelError> {
+    gemm(1.0, x, Op::Transpose, t, Op::Identity, 1.0, r, scratch)
+}
+
 /// `C += alpha * (op(A) - sa) (op(B) - sb)` with a per-row shift `sa` of `op(A)` and a
 /// per-column shift `sb` of `op(B)`, for the centred cross products of the Gram accumulator.
 pub(crate) fn gemm_shifted(

@@ -24,7 +24,7 @@ pub use finite::{
     all_finite, all_finite_reference, all_within, all_within_reference, first_non_finite,
     first_outside,
 };
-pub use gemm::{Op, gemm, gemm_reference, gemm_scratch_len};
+pub use gemm::{Op, cross_update, gemm, gemm_reference, gemm_scratch_len};
 pub use microkernel::LANES;
 pub use syrk::{syrk_lower, syrk_lower_reference, syrk_lower_scratch_len};
 pub use triangular::{
