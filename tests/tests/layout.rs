@@ -92,3 +92,77 @@ fn bad_assignments_are_named() {
     );
     assert!(GroupLayout::new(&[], &[]).unwrap().merged.is_empty());
 }
+
+mod blocks {
+    use pleas_core::merge::blocks::{InputSide, OutputBlock, output_blocks};
+    use pleas_core::merge::layout::GroupLayout;
+
+    #[test]
+    fn conv_blocks_keep_cross_blocks_at_zero() {
+        // Input group of width 3 with A unit 1 merged: layout [m | A0 A2 | B.. B..] = 5 channels.
+        let input = GroupLayout::new(&[0, 1, 2], &[1]).unwrap();
+        // Output group of width 2, nothing merged: [A0 A1 | B0 B1].
+        let output = GroupLayout::new(&[1, 0], &[]).unwrap();
+        let side = InputSide {
+            layout: Some(&input),
+            channels: 0,
+            patch: 4,
+            bias: true,
+        };
+        assert_eq!(side.columns(), 5 * 4 + 1);
+        let blocks = output_blocks(side, Some(&output), 0);
+        let m: Vec<usize> = (0..4).collect();
+        let a: Vec<usize> = (4..12).collect();
+        let b: Vec<usize> = (12..20).collect();
+        let cat = |parts: &[&[usize]]| -> Vec<usize> {
+            parts
+                .iter()
+                .flat_map(|p| p.iter().copied())
+                .chain([20])
+                .collect()
+        };
+        assert_eq!(
+            blocks,
+            vec![
+                OutputBlock {
+                    rows: 0..2,
+                    cols: cat(&[&m, &a])
+                },
+                OutputBlock {
+                    rows: 2..4,
+                    cols: cat(&[&m, &b])
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn first_layer_and_shared_head() {
+        let out = GroupLayout::new(&[0, 1], &[0]).unwrap(); // [m | A1 | B1]
+        let image = InputSide {
+            layout: None,
+            channels: 3,
+            patch: 9,
+            bias: false,
+        };
+        let blocks = output_blocks(image, Some(&out), 0);
+        assert_eq!(blocks.len(), 3);
+        assert!(blocks.iter().all(|b| b.cols == (0..27).collect::<Vec<_>>()));
+        let head_in = GroupLayout::new(&[1, 0], &[1]).unwrap();
+        let side = InputSide {
+            layout: Some(&head_in),
+            channels: 0,
+            patch: 1,
+            bias: true,
+        };
+        let head = output_blocks(side, None, 10);
+        assert_eq!(
+            head,
+            vec![OutputBlock {
+                rows: 0..10,
+                cols: vec![0, 1, 2, 3]
+            }]
+        );
+        assert!(output_blocks(side, None, 0).is_empty());
+    }
+}

@@ -1,4 +1,5 @@
 //! Merging two networks: budgets, layouts and the least-squares plan.
 
+pub mod blocks;
 pub mod budget;
 pub mod layout;
