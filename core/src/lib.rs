@@ -5,7 +5,9 @@
 //!   micro-kernels, blocked f64 Cholesky and triangular solves.
 //! - [`gram`]: streaming accumulation of `sum x x^T` and `sum x t^T` in f64 from f32 blocks.
 //! - [`lstsq`]: ridge least squares on a principal sub-block of an accumulated Gram.
-//! - [`assign`]: the auction matcher and partial (top-k) selection.
+//! - [`similarity`]: neg-l2, inner-product and correlation similarities from streamed moments.
+//! - `merge` (feature `alloc`): budgets to per-group ratios, merged layouts, the
+//!   least-squares plan of each merged layer.
 //!
 //! Kernels never allocate: each takes caller-owned scratch sized by a `*_scratch_len` query.
 //! The `alloc` feature enables the layers that build graphs and merged models.
