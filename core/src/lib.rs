@@ -18,5 +18,6 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod assign;
 pub mod gram;
 pub mod linalg;

@@ -1,0 +1,394 @@
+//! Forward auction with epsilon scaling (Bertsekas), Gauss-Seidel bidding, warm starts between
+//! phases and a certified stopping rule. See the [module docs](super) for the contract.
+//!
+//! # Algorithm
+//!
+//! Rows are bidders, columns are objects with prices `p_j` (kept negated, `q_j = -p_j`, so the
+//! scan is one add per element). Values are `w_ij = K * s_ij - p_j`, with `K = n + 1` for
+//! integer scores (so a final `epsilon = 1` is below the `1/n` gap that makes the auction
+//! exact) and `K = 1` otherwise. A rectangular `k x n` problem is padded to `n x n` with
+//! constant rows (value `K * min s`), which never changes which real assignment is optimal.
+//!
+//! A phase with step `eps` runs until every row holds a column. A free row scans its values
+//! ([`best_two`]: best `w1` at column `j1`, second best `w2`), raises `p_j1` by
+//! `gamma = max(eps, w1 - w2)` and takes `j1`, evicting the previous holder, which goes to the
+//! back of a FIFO queue (Gauss-Seidel: prices change after every bid). Any increment in
+//! `[eps, w1 - w2 + eps]` keeps the bidder within `eps` of its best (eps-complementary
+//! slackness) and guarantees termination; the lower end `max(eps, w1 - w2)` used here (the
+//! Jonker-Volgenant "augmenting row reduction" step, floored at `eps`) leaves the bidder
+//! *exactly* at its best whenever its best is unique by at least `eps`.
+//!
+//! Each row records `b_i = w2 - (w1 - gamma) >= 0` when it wins a column. Prices never
+//! decrease, so `b_i` stays an upper bound on how far row `i` is from its best, and
+//! `sum_i b_i` bounds the duality gap of (prices, assignment): it is the certified
+//! [`AuctionInfo::optimality_bound`]. The auction stops after a phase whose bound is within the
+//! tolerance (often the first phases on structured matrices), or after the phase at the final
+//! epsilon, where the bound is at most `n * eps` (Bertsekas' theorem).
+//!
+//! Between phases, prices are kept (warm start) and so are the assignments of rows with
+//! `b_i <= eps'` for the next step `eps'`: they already satisfy eps'-complementary slackness.
+//! The other rows are rescanned once: kept if their true slack is within `eps'`, else freed.
+
+use super::error::AuctionError;
+use super::scan::{BestTwo, Score, best_two, best_two_const};
+use crate::linalg::MatRef;
+
+/// Tuning knobs of [`auction`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct AuctionParams {
+    /// Tolerance on the total score for real (non-integer) scores, relative to
+    /// `n * (max s - min s)`: the result is within `rel_tol * n * (max s - min s)` of the
+    /// optimum. Must be finite and positive; values below `2^-40` are raised to it (f64 prices
+    /// cannot resolve finer steps). Integer scores are always solved exactly. Default `1e-9`.
+    pub rel_tol: f64,
+    /// First epsilon, as a fraction of the score range `max s - min s`. Must be finite and
+    /// positive. Default `1/16`.
+    pub initial_epsilon: f64,
+    /// Factor by which epsilon shrinks between phases. Must be finite and `> 1`. Default `8`.
+    pub scaling: f64,
+}
+
+impl Default for AuctionParams {
+    fn default() -> Self {
+        Self {
+            rel_tol: 1e-9,
+            initial_epsilon: 1.0 / 16.0,
+            scaling: 8.0,
+        }
+    }
+}
+
+/// What an [`auction`] did, for audit. Score units are those of the input.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
+pub struct AuctionInfo {
+    /// Epsilon-scaling phases run.
+    pub phases: u32,
+    /// Bids made (one row scan and one price rise each).
+    pub bids: u64,
+    /// Rows rescanned at phase starts to check whether their assignment can be kept.
+    pub rescans: u64,
+    /// Epsilon of the last phase.
+    pub epsilon: f64,
+    /// Certified bound on `optimum - total` of the returned assignment; at most
+    /// `n * epsilon`. Below 1 for integer scores, which makes the result optimal.
+    pub optimality_bound: f64,
+    /// Whether the scores were solved as integers (then the result is optimal).
+    pub integer: bool,
+}
+
+/// Scratch elements (f64) [`auction`] needs for a problem with `n` columns (any rows `<= n`).
+pub fn auction_scratch_len(n: usize) -> usize {
+    5 * n
+}
+
+/// Largest `K * max|s|` for integer mode: prices stay below about twice that, far from 2^53,
+/// so every price, value and bound is an exactly represented integer.
+const INTEGER_LIMIT: f64 = (1u64 << 40) as f64;
+/// Finest epsilon relative to the largest score magnitude (keeps `p + eps > p` in f64).
+const EPS_FLOOR: f64 = 1.0 / (1u64 << 40) as f64;
+/// Marks "no row" / "no column" in the index arrays (stored as f64 in the scratch).
+const NONE: f64 = -1.0;
+
+struct Survey {
+    lo: f64,
+    hi: f64,
+    integral: bool,
+}
+
+fn survey<T: Score>(scores: MatRef<'_, T>) -> Result<Survey, AuctionError> {
+    let (mut lo, mut hi, mut integral) = (f64::INFINITY, f64::NEG_INFINITY, true);
+    for i in 0..scores.rows() {
+        let row = scores
+            .row(i)
+            .expect("contiguous rows checked by the caller");
+        for (j, &x) in row.iter().enumerate() {
+            let v = x.to_f64();
+            if !v.is_finite() {
+                return Err(AuctionError::NonFinite {
+                    row: i,
+                    col: j,
+                    value: v,
+                });
+            }
+            lo = lo.min(v);
+            hi = hi.max(v);
+            // `as i64` saturates, so values beyond 2^63 compare unequal: not integral.
+            integral = integral && (v as i64) as f64 == v;
+        }
+    }
+    Ok(Survey { lo, hi, integral })
+}
+
+/// Maximum-weight assignment of the rows of `scores` (`k x n`, `k <= n`) to distinct columns.
+///
+/// On success `perm[i]` is the column of row `i`. `scratch` must hold at least
+/// [`auction_scratch_len`]`(n)` elements; its contents on entry do not matter. The score rows
+/// must be contiguous (`col_stride == 1`, any row stride). The result is deterministic: the
+/// same input and parameters give the same output on every run and target with the same
+/// float semantics.
+///
+/// Integer-valued scores (with `(n + 1) * max|s| <= 2^40`) give an optimal assignment; other
+/// scores give a total within `params.rel_tol * n * (max s - min s)` of the optimum (up to the
+/// f64 rounding of the price updates). [`AuctionInfo::optimality_bound`] is the certified gap.
+pub fn auction<T: Score>(
+    scores: MatRef<'_, T>,
+    params: &AuctionParams,
+    perm: &mut [usize],
+    scratch: &mut [f64],
+) -> Result<AuctionInfo, AuctionError> {
+    check_params(params)?;
+    let (k, n) = scores.shape();
+    if k > n {
+        return Err(AuctionError::TooManyRows { rows: k, cols: n });
+    }
+    if perm.len() != k {
+        return Err(AuctionError::PermLength {
+            rows: k,
+            len: perm.len(),
+        });
+    }
+    if k == 0 {
+        return Ok(AuctionInfo {
+            integer: true,
+            ..AuctionInfo::default()
+        });
+    }
+    if scores.col_stride() != 1 && n > 1 {
+        return Err(AuctionError::StridedColumns {
+            col_stride: scores.col_stride(),
+        });
+    }
+    let needed = auction_scratch_len(n);
+    if scratch.len() < needed {
+        return Err(AuctionError::ScratchTooSmall {
+            needed,
+            provided: scratch.len(),
+        });
+    }
+    let Survey { lo, hi, integral } = survey(scores)?;
+    let range = hi - lo;
+    if range == 0.0 || n == 1 {
+        // Every assignment has the same total.
+        for (i, p) in perm.iter_mut().enumerate() {
+            *p = i;
+        }
+        return Ok(AuctionInfo {
+            integer: integral,
+            ..AuctionInfo::default()
+        });
+    }
+    let magnitude = lo.abs().max(hi.abs());
+    let big_k = (n + 1) as f64;
+    let integer = integral && big_k * magnitude <= INTEGER_LIMIT;
+    let setup = if integer {
+        Setup {
+            k: big_k,
+            eps0: libm::floor(params.initial_epsilon * big_k * range).max(1.0),
+            eps_final: 1.0,
+            gap_tol: n as f64,
+            integer,
+        }
+    } else {
+        let eps_final = (params.rel_tol * range).max(EPS_FLOOR * magnitude.max(range));
+        Setup {
+            k: 1.0,
+            eps0: (params.initial_epsilon * range).max(eps_final),
+            eps_final,
+            gap_tol: n as f64 * eps_final,
+            integer,
+        }
+    };
+    let mut state = State::new(scores, setup, lo, &mut scratch[..needed]);
+    let (phases, eps, gap) = state.run(params.scaling);
+    for (i, p) in perm.iter_mut().enumerate() {
+        *p = state.assigned[i] as usize;
+    }
+    Ok(AuctionInfo {
+        phases,
+        bids: state.bids,
+        rescans: state.rescans,
+        epsilon: eps / setup.k,
+        optimality_bound: gap / setup.k,
+        integer,
+    })
+}
+
+fn check_params(p: &AuctionParams) -> Result<(), AuctionError> {
+    let bad = |name, value: f64| Err(AuctionError::InvalidParam { name, value });
+    if !(p.rel_tol.is_finite() && p.rel_tol > 0.0) {
+        return bad("rel_tol", p.rel_tol);
+    }
+    if !(p.initial_epsilon.is_finite() && p.initial_epsilon > 0.0) {
+        return bad("initial_epsilon", p.initial_epsilon);
+    }
+    if !(p.scaling.is_finite() && p.scaling > 1.0) {
+        return bad("scaling", p.scaling);
+    }
+    Ok(())
+}
+
+/// Scaled units of one run: values are `k * s`, steps `eps`, stop when the gap is `<= gap_tol`.
+#[derive(Clone, Copy)]
+struct Setup {
+    k: f64,
+    eps0: f64,
+    eps_final: f64,
+    gap_tol: f64,
+    integer: bool,
+}
+
+struct State<'a, 's, T> {
+    scores: MatRef<'s, T>,
+    setup: Setup,
+    /// Value of every padding row (`k * min s`).
+    pad: f64,
+    /// Negated prices, one per column.
+    neg_prices: &'a mut [f64],
+    /// Per-row bound on the distance from its best (valid while assigned).
+    slack: &'a mut [f64],
+    /// Row holding each column, or `NONE`.
+    owner: &'a mut [f64],
+    /// Column held by each row, or `NONE`.
+    assigned: &'a mut [f64],
+    /// FIFO ring of free rows.
+    queue: &'a mut [f64],
+    head: usize,
+    len: usize,
+    bids: u64,
+    rescans: u64,
+}
+
+impl<'a, 's, T: Score> State<'a, 's, T> {
+    fn new(scores: MatRef<'s, T>, setup: Setup, lo: f64, scratch: &'a mut [f64]) -> Self {
+        let n = scores.cols();
+        let (neg_prices, rest) = scratch.split_at_mut(n);
+        let (slack, rest) = rest.split_at_mut(n);
+        let (owner, rest) = rest.split_at_mut(n);
+        let (assigned, queue) = rest.split_at_mut(n);
+        neg_prices.fill(0.0);
+        slack.fill(0.0);
+        owner.fill(NONE);
+        assigned.fill(NONE);
+        Self {
+            scores,
+            setup,
+            pad: setup.k * lo,
+            neg_prices,
+            slack,
+            owner,
+            assigned,
+            queue,
+            head: 0,
+            len: 0,
+            bids: 0,
+            rescans: 0,
+        }
+    }
+
+    #[inline]
+    fn scan(&self, i: usize) -> BestTwo {
+        if i < self.scores.rows() {
+            let row = self.scores.row(i).expect("contiguous rows");
+            best_two(row, self.setup.k, self.neg_prices)
+        } else {
+            best_two_const(self.pad, self.neg_prices)
+        }
+    }
+
+    /// `k * s_ij - p_j`.
+    #[inline]
+    fn value(&self, i: usize, j: usize) -> f64 {
+        let s = if i < self.scores.rows() {
+            self.scores.row(i).expect("contiguous rows")[j].to_f64() * self.setup.k
+        } else {
+            self.pad
+        };
+        s + self.neg_prices[j]
+    }
+
+    #[inline]
+    fn push(&mut self, i: usize) {
+        let n = self.queue.len();
+        let tail = (self.head + self.len) % n;
+        self.queue[tail] = i as f64;
+        self.len += 1;
+    }
+
+    #[inline]
+    fn pop(&mut self) -> usize {
+        let i = self.queue[self.head] as usize;
+        self.head = (self.head + 1) % self.queue.len();
+        self.len -= 1;
+        i
+    }
+
+    /// Runs the phases; returns (phases, last epsilon, certified gap), scaled units.
+    fn run(&mut self, scaling: f64) -> (u32, f64, f64) {
+        let n = self.neg_prices.len();
+        let mut eps = self.setup.eps0;
+        let mut phases = 0u32;
+        loop {
+            phases += 1;
+            self.start_phase(eps);
+            while self.len > 0 {
+                let i = self.pop();
+                self.bid(i, eps);
+            }
+            let gap: f64 = self.slack.iter().sum();
+            if gap <= self.setup.gap_tol || eps <= self.setup.eps_final {
+                debug_assert!(gap <= n as f64 * eps * (1.0 + 1e-9));
+                return (phases, eps, gap);
+            }
+            eps = if self.setup.integer {
+                libm::floor(eps / scaling)
+            } else {
+                eps / scaling
+            }
+            .max(self.setup.eps_final);
+        }
+    }
+
+    /// Queues the free rows; keeps assigned rows whose slack is within `eps`.
+    fn start_phase(&mut self, eps: f64) {
+        for i in 0..self.neg_prices.len() {
+            let a = self.assigned[i];
+            if a == NONE {
+                self.push(i);
+            } else if self.slack[i] > eps {
+                self.rescans += 1;
+                let j = a as usize;
+                let bt = self.scan(i);
+                let other = if bt.col == j { bt.second } else { bt.best };
+                let slack = other - self.value(i, j);
+                if slack <= eps {
+                    self.slack[i] = slack.max(0.0);
+                } else {
+                    self.owner[j] = NONE;
+                    self.assigned[i] = NONE;
+                    self.push(i);
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn bid(&mut self, i: usize, eps: f64) {
+        self.bids += 1;
+        let bt = self.scan(i);
+        let diff = bt.best - bt.second;
+        let gamma = if diff > eps { diff } else { eps };
+        let j = bt.col;
+        self.neg_prices[j] -= gamma;
+        self.slack[i] = gamma - diff;
+        let prev = self.owner[j];
+        self.owner[j] = i as f64;
+        self.assigned[i] = j as f64;
+        if prev != NONE {
+            let prev = prev as usize;
+            self.assigned[prev] = NONE;
+            self.push(prev);
+        }
+    }
+}

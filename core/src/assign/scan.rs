@@ -1,0 +1,237 @@
+//! The bidding scan: over one row, the best and second-best of `w_j = k * s_j + q_j`, where
+//! `q_j = -p_j` are the negated column prices, and the column of the best.
+//!
+//! [`best_two`] is the `wide` kernel (two independent `f64x4` accumulator sets, 8 columns per
+//! step); [`best_two_reference`] is its scalar twin with the same contract, used by the tests.
+//!
+//! Contract (both): for a non-empty row of non-NaN values, `best` is the maximum of `w`,
+//! `col` the *lowest* column attaining it, and `second` the maximum of `w` over all columns
+//! but `col` (so `second == best` on a tie; `-inf` for a one-column row). Infinite values are
+//! ordered as usual. NaN values are outside the contract (the auction rejects them first).
+
+use wide::f64x4;
+
+mod sealed {
+    /// Element types the scan can read; widened to f64 lane by lane.
+    pub trait Sealed: Copy {
+        fn widen(self) -> f64;
+        fn load4(chunk: &[Self]) -> wide::f64x4;
+    }
+}
+
+/// A score element type of the auction: `f32` or `f64`. Scores are widened to f64, where all
+/// auction arithmetic happens.
+pub trait Score: sealed::Sealed {
+    /// The value as f64 (exact for both types).
+    fn to_f64(self) -> f64;
+}
+
+impl sealed::Sealed for f32 {
+    #[inline(always)]
+    fn widen(self) -> f64 {
+        f64::from(self)
+    }
+    #[inline(always)]
+    fn load4(c: &[f32]) -> f64x4 {
+        f64x4::new([
+            f64::from(c[0]),
+            f64::from(c[1]),
+            f64::from(c[2]),
+            f64::from(c[3]),
+        ])
+    }
+}
+
+impl sealed::Sealed for f64 {
+    #[inline(always)]
+    fn widen(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn load4(c: &[f64]) -> f64x4 {
+        f64x4::new([c[0], c[1], c[2], c[3]])
+    }
+}
+
+impl Score for f32 {
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+impl Score for f64 {
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
+
+/// Result of a bidding scan.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BestTwo {
+    /// Largest value.
+    pub best: f64,
+    /// Lowest column attaining `best`.
+    pub col: usize,
+    /// Largest value over the other columns (`-inf` if there are none).
+    pub second: f64,
+}
+
+/// Lane state of the vector scan, merged at the end.
+#[derive(Clone, Copy)]
+struct Lanes {
+    best: f64x4,
+    second: f64x4,
+    col: f64x4,
+}
+
+impl Lanes {
+    const EMPTY: Self = Self {
+        best: f64x4::NEG_INFINITY,
+        second: f64x4::NEG_INFINITY,
+        col: f64x4::ZERO,
+    };
+
+    #[inline(always)]
+    fn push(&mut self, w: f64x4, cols: f64x4) {
+        let gt = w.simd_gt(self.best);
+        self.second = self.second.fast_max(w.fast_min(self.best));
+        self.best = self.best.fast_max(w);
+        self.col = gt.select(cols, self.col);
+    }
+}
+
+/// Folds one candidate `(value, col, runner_up)` into a scalar state, keeping the lowest
+/// column on ties. `runner_up` is the best value of the candidate's own lane other than it.
+#[inline(always)]
+fn fold(acc: &mut BestTwo, value: f64, col: usize, runner_up: f64) {
+    if value > acc.best || (value == acc.best && col < acc.col) {
+        acc.second = acc.second.max(acc.best).max(runner_up);
+        acc.best = value;
+        acc.col = col;
+    } else {
+        acc.second = acc.second.max(value).max(runner_up);
+    }
+}
+
+#[inline(always)]
+fn scan_generic(
+    n: usize,
+    neg_prices: &[f64],
+    load4: impl Fn(usize) -> f64x4,
+    load1: impl Fn(usize) -> f64,
+) -> BestTwo {
+    let q = &neg_prices[..n];
+    let step = f64x4::splat(8.0);
+    let mut ca = f64x4::new([0.0, 1.0, 2.0, 3.0]);
+    let mut cb = f64x4::new([4.0, 5.0, 6.0, 7.0]);
+    // A lane whose values never beat -inf reports its first column, which attains -inf.
+    let mut a = Lanes {
+        col: ca,
+        ..Lanes::EMPTY
+    };
+    let mut b = Lanes {
+        col: cb,
+        ..Lanes::EMPTY
+    };
+    let full = n / 8 * 8;
+    let mut j = 0;
+    while j < full {
+        let qa = f64x4::new([q[j], q[j + 1], q[j + 2], q[j + 3]]);
+        let qb = f64x4::new([q[j + 4], q[j + 5], q[j + 6], q[j + 7]]);
+        a.push(load4(j) + qa, ca);
+        b.push(load4(j + 4) + qb, cb);
+        ca += step;
+        cb += step;
+        j += 8;
+    }
+    let mut acc = BestTwo {
+        best: f64::NEG_INFINITY,
+        col: usize::MAX,
+        second: f64::NEG_INFINITY,
+    };
+    if full > 0 {
+        for lanes in [a, b] {
+            let (best, second, col) = (
+                lanes.best.to_array(),
+                lanes.second.to_array(),
+                lanes.col.to_array(),
+            );
+            for l in 0..4 {
+                fold(&mut acc, best[l], col[l] as usize, second[l]);
+            }
+        }
+    }
+    for j in full..n {
+        fold(&mut acc, load1(j) + q[j], j, f64::NEG_INFINITY);
+    }
+    acc
+}
+
+/// Best two of `k * row[j] - p_j` (given `neg_prices[j] = -p_j`), vectorised. `row` and
+/// `neg_prices` must have the same non-zero length.
+#[inline]
+pub fn best_two<T: Score>(row: &[T], k: f64, neg_prices: &[f64]) -> BestTwo {
+    let n = row.len();
+    assert!(
+        n > 0 && neg_prices.len() == n,
+        "scan of an empty or mismatched row"
+    );
+    let kv = f64x4::splat(k);
+    if k == 1.0 {
+        scan_generic(
+            n,
+            neg_prices,
+            |j| T::load4(&row[j..j + 4]),
+            |j| row[j].widen(),
+        )
+    } else {
+        scan_generic(
+            n,
+            neg_prices,
+            |j| T::load4(&row[j..j + 4]) * kv,
+            |j| row[j].widen() * k,
+        )
+    }
+}
+
+/// Best two of `c - p_j` for a constant row value `c` (the padding rows of a rectangular
+/// problem), vectorised.
+#[inline]
+pub fn best_two_const(c: f64, neg_prices: &[f64]) -> BestTwo {
+    let n = neg_prices.len();
+    assert!(n > 0, "scan of an empty row");
+    let cv = f64x4::splat(c);
+    scan_generic(n, neg_prices, |_| cv, |_| c)
+}
+
+/// Scalar twin of [`best_two`]: one pass in increasing column order, strict `>` for the best
+/// (so the lowest column wins ties).
+pub fn best_two_reference<T: Score>(row: &[T], k: f64, neg_prices: &[f64]) -> BestTwo {
+    let n = row.len();
+    assert!(
+        n > 0 && neg_prices.len() == n,
+        "scan of an empty or mismatched row"
+    );
+    let mut acc = BestTwo {
+        best: f64::NEG_INFINITY,
+        col: usize::MAX,
+        second: f64::NEG_INFINITY,
+    };
+    for j in 0..n {
+        let w = if k == 1.0 {
+            row[j].to_f64() + neg_prices[j]
+        } else {
+            row[j].to_f64() * k + neg_prices[j]
+        };
+        if w > acc.best || acc.col == usize::MAX {
+            acc.second = acc.best;
+            acc.best = w;
+            acc.col = j;
+        } else if w > acc.second {
+            acc.second = w;
+        }
+    }
+    acc
+}
