@@ -1,5 +1,6 @@
 //! Shared helpers of the `pleas` integration and property tests: the tolerance table, matrix
 //! strategies and f64 oracles.
 
+pub mod assignment;
 pub mod matrices;
 pub mod tolerance;

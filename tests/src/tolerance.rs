@@ -28,3 +28,14 @@ pub const GRAM_MOMENTS_REL: f64 = 1e-5;
 /// shifts is exact algebra done in f64 (`~1e-16` relative), and the two runs' f32 block sums
 /// differ by the block rounding of `GRAM_MOMENTS_REL`.
 pub const GRAM_COMBINE_REL: f64 = 1e-5;
+
+// --- Auction ---
+
+/// Relative tolerance of the auction's total on real scores, as a fraction of
+/// `n * (max s - min s)`: the documented default contract (`AuctionParams::rel_tol`).
+pub const AUCTION_REL_TOL: f64 = 1e-9;
+
+/// Extra slack, relative to `n * max|s|`, for comparing two f64 totals of `n <= 300` terms
+/// summed in different orders or by different solvers: each sum carries about `n * 2^-53` of
+/// its terms' magnitude; `1e-12` covers that with a margin of ~30 at n = 300.
+pub const AUCTION_SUM_REL: f64 = 1e-12;
