@@ -235,3 +235,104 @@ pub fn best_two_reference<T: Score>(row: &[T], k: f64, neg_prices: &[f64]) -> Be
     }
     acc
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    const EDGES: [f64; 9] = [
+        0.0,
+        -0.0,
+        f64::MIN_POSITIVE,
+        5e-324, // smallest denormal
+        -5e-324,
+        1.0,
+        -1.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    ];
+
+    fn same(a: BestTwo, b: BestTwo) -> bool {
+        a.col == b.col && a.best == b.best && a.second == b.second
+    }
+
+    /// Every edge value in every lane position (both vector halves and the scalar tail),
+    /// against a background of each other edge value, for rows of 1 to 19 columns.
+    #[test]
+    fn lane_by_lane_edge_values() {
+        for len in 1..20 {
+            let q = vec![0.0; len];
+            for &bg in &EDGES {
+                for &x in &EDGES {
+                    for pos in 0..len {
+                        let mut row = vec![bg; len];
+                        row[pos] = x;
+                        let v = best_two(&row, 1.0, &q);
+                        let r = best_two_reference(&row, 1.0, &q);
+                        assert!(
+                            same(v, r),
+                            "len {len} bg {bg} x {x} at {pos}: {v:?} vs {r:?}"
+                        );
+                        // The expected answer, written out.
+                        let (best, col) = if len == 1 || x > bg || (x == bg && pos == 0) {
+                            (x, pos)
+                        } else {
+                            (bg, if pos == 0 { 1 } else { 0 })
+                        };
+                        let second = if len == 1 {
+                            f64::NEG_INFINITY
+                        } else if col == pos {
+                            bg
+                        } else if len == 2 {
+                            x
+                        } else {
+                            bg.max(x)
+                        };
+                        assert_eq!(
+                            (r.best, r.col, r.second),
+                            (best, col, second),
+                            "{len} {bg} {x} {pos}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ties of the best in two lanes: the lowest column wins and the second equals the best.
+    #[test]
+    fn ties_across_lanes_pick_the_lowest_column() {
+        for len in 2..40 {
+            for a in 0..len {
+                for b in a + 1..len {
+                    let mut row = vec![0.25f32; len];
+                    row[a] = 3.0;
+                    row[b] = 3.0;
+                    let q = vec![-0.5; len];
+                    let v = best_two(&row, 1.0, &q);
+                    assert_eq!((v.best, v.col, v.second), (2.5, a, 2.5));
+                    assert!(same(v, best_two_reference(&row, 1.0, &q)));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn prices_and_factor_enter_like_the_twin() {
+        let len = 37;
+        let row: Vec<f64> = (0..len).map(|j| ((j * 7919) % 31) as f64).collect();
+        let q: Vec<f64> = (0..len).map(|j| -(((j * 104729) % 17) as f64)).collect();
+        for k in [1.0, 38.0] {
+            let v = best_two(&row, k, &q);
+            assert!(same(v, best_two_reference(&row, k, &q)));
+            let w: Vec<f64> = (0..len).map(|j| row[j] * k + q[j]).collect();
+            let best = w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            assert_eq!(v.best, best);
+            assert_eq!(v.col, w.iter().position(|&x| x == best).unwrap());
+        }
+        let c = best_two_const(2.0, &q);
+        assert!(same(c, best_two_reference(&vec![2.0; len], 1.0, &q)));
+    }
+}
