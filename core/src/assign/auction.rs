@@ -43,9 +43,10 @@ pub struct AuctionParams {
     /// cannot resolve finer steps). Integer scores are always solved exactly. Default `1e-9`.
     pub rel_tol: f64,
     /// First epsilon, as a fraction of the score range `max s - min s`. Must be finite and
-    /// positive. Default `1/16`.
+    /// positive. Default `0.01` (measured on uniform, planted and activation-similarity
+    /// matrices of n = 512 to 2048: fewest row scans in total; see BENCHMARKS.md).
     pub initial_epsilon: f64,
-    /// Factor by which epsilon shrinks between phases. Must be finite and `> 1`. Default `8`.
+    /// Factor by which epsilon shrinks between phases. Must be finite and `> 1`. Default `5`.
     pub scaling: f64,
 }
 
@@ -53,8 +54,8 @@ impl Default for AuctionParams {
     fn default() -> Self {
         Self {
             rel_tol: 1e-9,
-            initial_epsilon: 1.0 / 16.0,
-            scaling: 8.0,
+            initial_epsilon: 0.01,
+            scaling: 5.0,
         }
     }
 }
@@ -97,26 +98,39 @@ struct Survey {
     integral: bool,
 }
 
-fn survey<T: Score>(scores: MatRef<'_, T>) -> Result<Survey, AuctionError> {
+/// One pass over the scores: rejects non-finite values (first position in row-major order),
+/// finds the extremes and whether all scores are integers, and writes the column maxima.
+fn survey<T: Score>(scores: MatRef<'_, T>, col_max: &mut [f64]) -> Result<Survey, AuctionError> {
     let (mut lo, mut hi, mut integral) = (f64::INFINITY, f64::NEG_INFINITY, true);
+    col_max.fill(f64::NEG_INFINITY);
     for i in 0..scores.rows() {
         let row = scores
             .row(i)
             .expect("contiguous rows checked by the caller");
-        for (j, &x) in row.iter().enumerate() {
+        let mut finite = true;
+        for (c, &x) in col_max.iter_mut().zip(row) {
             let v = x.to_f64();
-            if !v.is_finite() {
-                return Err(AuctionError::NonFinite {
-                    row: i,
-                    col: j,
-                    value: v,
-                });
-            }
+            finite &= v.is_finite();
+            *c = c.max(v);
             lo = lo.min(v);
             hi = hi.max(v);
-            // `as i64` saturates, so values beyond 2^63 compare unequal: not integral.
-            integral = integral && (v as i64) as f64 == v;
         }
+        if !finite {
+            let col = row
+                .iter()
+                .position(|x| !x.to_f64().is_finite())
+                .unwrap_or(0);
+            return Err(AuctionError::NonFinite {
+                row: i,
+                col,
+                value: row[col].to_f64(),
+            });
+        }
+        // `as i64` saturates, so values beyond 2^63 compare unequal: not integral.
+        integral = integral
+            && row
+                .iter()
+                .all(|&x| (x.to_f64() as i64) as f64 == x.to_f64());
     }
     Ok(Survey { lo, hi, integral })
 }
@@ -167,7 +181,7 @@ pub fn auction<T: Score>(
             provided: scratch.len(),
         });
     }
-    let Survey { lo, hi, integral } = survey(scores)?;
+    let Survey { lo, hi, integral } = survey(scores, &mut scratch[..n])?;
     let range = hi - lo;
     if range == 0.0 || n == 1 {
         // Every assignment has the same total.
@@ -267,7 +281,13 @@ impl<'a, 's, T: Score> State<'a, 's, T> {
         let (slack, rest) = rest.split_at_mut(n);
         let (owner, rest) = rest.split_at_mut(n);
         let (assigned, queue) = rest.split_at_mut(n);
-        neg_prices.fill(0.0);
+        // Initial prices: the column maxima (left in place by the survey), so every row starts
+        // at value <= 0 with 0 at its columns' best rows, the auction analogue of the
+        // Jonker-Volgenant column reduction; it absorbs column offsets (units with large norms
+        // in neg-l2 similarities) before the first bid.
+        for q in neg_prices.iter_mut() {
+            *q *= -setup.k;
+        }
         slack.fill(0.0);
         owner.fill(NONE);
         assigned.fill(NONE);

@@ -33,12 +33,8 @@ impl sealed::Sealed for f32 {
     }
     #[inline(always)]
     fn load4(c: &[f32]) -> f64x4 {
-        f64x4::new([
-            f64::from(c[0]),
-            f64::from(c[1]),
-            f64::from(c[2]),
-            f64::from(c[3]),
-        ])
+        let c: [f32; 4] = c.try_into().expect("4 lanes");
+        f64x4::new(c.map(f64::from))
     }
 }
 
@@ -49,7 +45,7 @@ impl sealed::Sealed for f64 {
     }
     #[inline(always)]
     fn load4(c: &[f64]) -> f64x4 {
-        f64x4::new([c[0], c[1], c[2], c[3]])
+        f64x4::from(<[f64; 4]>::try_from(c).expect("4 lanes"))
     }
 }
 
@@ -116,12 +112,20 @@ fn fold(acc: &mut BestTwo, value: f64, col: usize, runner_up: f64) {
 }
 
 #[inline(always)]
-fn scan_generic(
-    n: usize,
+fn lanes4(c: &[f64]) -> f64x4 {
+    f64x4::from(<[f64; 4]>::try_from(c).expect("4 lanes"))
+}
+
+/// The scan over `row` (any element type, read through `load4` / `load1`) and `neg_prices`,
+/// of the same length `n > 0`.
+#[inline(always)]
+fn scan_generic<E: Copy>(
+    row: &[E],
     neg_prices: &[f64],
-    load4: impl Fn(usize) -> f64x4,
-    load1: impl Fn(usize) -> f64,
+    load4: impl Fn(&[E]) -> f64x4,
+    load1: impl Fn(E) -> f64,
 ) -> BestTwo {
+    let n = row.len();
     let q = &neg_prices[..n];
     let step = f64x4::splat(8.0);
     let mut ca = f64x4::new([0.0, 1.0, 2.0, 3.0]);
@@ -135,16 +139,14 @@ fn scan_generic(
         col: cb,
         ..Lanes::EMPTY
     };
-    let full = n / 8 * 8;
-    let mut j = 0;
-    while j < full {
-        let qa = f64x4::new([q[j], q[j + 1], q[j + 2], q[j + 3]]);
-        let qb = f64x4::new([q[j + 4], q[j + 5], q[j + 6], q[j + 7]]);
-        a.push(load4(j) + qa, ca);
-        b.push(load4(j + 4) + qb, cb);
+    let rows8 = row.chunks_exact(8);
+    let q8 = q.chunks_exact(8);
+    let full = n - rows8.remainder().len();
+    for (r, p) in rows8.zip(q8) {
+        a.push(load4(&r[..4]) + lanes4(&p[..4]), ca);
+        b.push(load4(&r[4..]) + lanes4(&p[4..]), cb);
         ca += step;
         cb += step;
-        j += 8;
     }
     let mut acc = BestTwo {
         best: f64::NEG_INFINITY,
@@ -164,7 +166,7 @@ fn scan_generic(
         }
     }
     for j in full..n {
-        fold(&mut acc, load1(j) + q[j], j, f64::NEG_INFINITY);
+        fold(&mut acc, load1(row[j]) + q[j], j, f64::NEG_INFINITY);
     }
     acc
 }
@@ -180,19 +182,9 @@ pub fn best_two<T: Score>(row: &[T], k: f64, neg_prices: &[f64]) -> BestTwo {
     );
     let kv = f64x4::splat(k);
     if k == 1.0 {
-        scan_generic(
-            n,
-            neg_prices,
-            |j| T::load4(&row[j..j + 4]),
-            |j| row[j].widen(),
-        )
+        scan_generic(row, neg_prices, T::load4, T::widen)
     } else {
-        scan_generic(
-            n,
-            neg_prices,
-            |j| T::load4(&row[j..j + 4]) * kv,
-            |j| row[j].widen() * k,
-        )
+        scan_generic(row, neg_prices, |c| T::load4(c) * kv, |x| x.widen() * k)
     }
 }
 
@@ -200,10 +192,9 @@ pub fn best_two<T: Score>(row: &[T], k: f64, neg_prices: &[f64]) -> BestTwo {
 /// problem), vectorised.
 #[inline]
 pub fn best_two_const(c: f64, neg_prices: &[f64]) -> BestTwo {
-    let n = neg_prices.len();
-    assert!(n > 0, "scan of an empty row");
+    assert!(!neg_prices.is_empty(), "scan of an empty row");
     let cv = f64x4::splat(c);
-    scan_generic(n, neg_prices, |_| cv, |_| c)
+    scan_generic(neg_prices, neg_prices, |_| cv, |_| c)
 }
 
 /// Scalar twin of [`best_two`]: one pass in increasing column order, strict `>` for the best
