@@ -32,6 +32,7 @@
 use super::error::AuctionError;
 use super::scan::{BestTwo, Score, best_two, best_two_const};
 use crate::linalg::MatRef;
+use wide::f64x4;
 
 /// Tuning knobs of [`auction`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -107,15 +108,7 @@ fn survey<T: Score>(scores: MatRef<'_, T>, col_max: &mut [f64]) -> Result<Survey
         let row = scores
             .row(i)
             .expect("contiguous rows checked by the caller");
-        let mut finite = true;
-        for (c, &x) in col_max.iter_mut().zip(row) {
-            let v = x.to_f64();
-            finite &= v.is_finite();
-            *c = c.max(v);
-            lo = lo.min(v);
-            hi = hi.max(v);
-        }
-        if !finite {
+        let Some((rlo, rhi)) = survey_row(row, col_max) else {
             let col = row
                 .iter()
                 .position(|x| !x.to_f64().is_finite())
@@ -125,7 +118,9 @@ fn survey<T: Score>(scores: MatRef<'_, T>, col_max: &mut [f64]) -> Result<Survey
                 col,
                 value: row[col].to_f64(),
             });
-        }
+        };
+        lo = lo.min(rlo);
+        hi = hi.max(rhi);
         // `as i64` saturates, so values beyond 2^63 compare unequal: not integral.
         integral = integral
             && row
@@ -133,6 +128,43 @@ fn survey<T: Score>(scores: MatRef<'_, T>, col_max: &mut [f64]) -> Result<Survey
                 .all(|&x| (x.to_f64() as i64) as f64 == x.to_f64());
     }
     Ok(Survey { lo, hi, integral })
+}
+
+/// Folds one row into the column maxima and returns its (min, max), or `None` if it holds a
+/// non-finite value (then the maxima are garbage, which does not matter: the solve fails).
+fn survey_row<T: Score>(row: &[T], col_max: &mut [f64]) -> Option<(f64, f64)> {
+    let mut lo4 = f64x4::INFINITY;
+    let mut hi4 = f64x4::NEG_INFINITY;
+    let mut bad4 = f64x4::ZERO;
+    let r4 = row.chunks_exact(4);
+    let tail = r4.remainder();
+    let mut m4 = col_max.chunks_exact_mut(4);
+    for (r, m) in r4.zip(&mut m4) {
+        let v = T::load4(r);
+        let mv = f64x4::from(<[f64; 4]>::try_from(&*m).expect("4 lanes"));
+        m.copy_from_slice(&mv.fast_max(v).to_array());
+        lo4 = lo4.fast_min(v);
+        hi4 = hi4.fast_max(v);
+        bad4 |= !v.is_finite();
+    }
+    if bad4.any() {
+        return None;
+    }
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for (l, h) in lo4.to_array().into_iter().zip(hi4.to_array()) {
+        lo = lo.min(l);
+        hi = hi.max(h);
+    }
+    for (&x, m) in tail.iter().zip(m4.into_remainder()) {
+        let v = x.to_f64();
+        if !v.is_finite() {
+            return None;
+        }
+        *m = m.max(v);
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    Some((lo, hi))
 }
 
 /// Maximum-weight assignment of the rows of `scores` (`k x n`, `k <= n`) to distinct columns.
