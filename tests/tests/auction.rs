@@ -3,7 +3,10 @@
 //! invariances, rectangular problems, edge cases and errors; and the SIMD bidding scan against
 //! its scalar twin.
 
-use pleas_core::assign::scan::{best_two, best_two_const, best_two_reference};
+use pleas_core::assign::scan::{
+    CANDIDATE_SLOTS, best_two, best_two_cached, best_two_candidates, best_two_const,
+    best_two_reference,
+};
 use pleas_core::assign::{
     AuctionError, AuctionInfo, AuctionParams, Score, auction, auction_scratch_len,
 };
@@ -204,6 +207,43 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(256)))]
+
+    /// The candidate scan: same best two as the scalar twin, a bound that covers every column
+    /// outside the list, and a cached answer that, after prices rise, is either declined or
+    /// equal to a fresh full scan.
+    #[test]
+    fn candidate_lists_are_sound(len in 1usize..=90, seed: u64, tied: bool, rises in proptest::collection::vec((0usize..90, 0.0f64..0.5), 0..12)) {
+        let kind = if tied { Kind::Tied } else { Kind::Uniform };
+        let row = matrix(kind, 1, len, seed);
+        let mut prices: Vec<f64> = matrix(kind, 1, len, seed ^ 3).iter().map(|v| -v).collect();
+        let mut cands = vec![f64::NAN; CANDIDATE_SLOTS];
+        let (bt, bound) = best_two_candidates(&row, 1.0, &prices, &mut cands);
+        prop_assert_eq!(bt, best_two_reference(&row, 1.0, &prices));
+        prop_assert!(bound <= bt.second);
+        let listed: Vec<usize> = cands.iter().filter(|&&c| c >= 0.0).map(|&c| c as usize).collect();
+        let mut sorted = listed.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        prop_assert_eq!(sorted.len(), listed.len(), "duplicate candidates");
+        prop_assert!(listed.contains(&bt.col));
+        for j in (0..len).filter(|j| !listed.contains(j)) {
+            prop_assert!(row[j] + prices[j] <= bound, "column {} above the bound", j);
+        }
+        for (j, rise) in rises {
+            if j < len {
+                prices[j] -= rise;
+            }
+        }
+        let fresh = best_two_reference(&row, 1.0, &prices);
+        if let Some(c) = best_two_cached(&row, 1.0, &prices, &cands, bound) {
+            prop_assert_eq!((c.best, c.second), (fresh.best, fresh.second));
+            prop_assert_eq!(row[c.col] + prices[c.col], fresh.best);
+        }
+    }
+}
+
 #[test]
 fn empty_and_single() {
     let (perm, info) = solve::<f64>(&[], 0, 0);
@@ -281,7 +321,7 @@ fn non_finite_scores_are_rejected_with_their_position() {
         MatRef::new(&s32, 2, 2).unwrap(),
         &AuctionParams::default(),
         &mut [0; 2],
-        &mut [0.0; 10],
+        &mut vec![0.0; auction_scratch_len(2)],
     );
     assert!(matches!(
         err,
@@ -306,7 +346,7 @@ fn shape_scratch_and_param_errors() {
     assert_eq!(
         auction(m, &p, &mut [0; 3], &mut scratch[..5]),
         Err(AuctionError::ScratchTooSmall {
-            needed: 20,
+            needed: auction_scratch_len(4),
             provided: 5
         })
     );

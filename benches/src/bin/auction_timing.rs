@@ -5,7 +5,7 @@
 //! matrix of `DTYPE` (`f32` or `f64`). For each matrix it solves once untimed (warm-up), then
 //! `R` timed times (the solve only: scratch and output are allocated outside the timed region),
 //! writes the assignment to `FILE.perm` (little-endian u32) and prints one line:
-//! `FILE median_s min_s total phases bids rescans optimality_bound`.
+//! `FILE median_s min_s total phases bids rescans optimality_bound full_scans`.
 //!
 //! Environment knobs for experiments: `AUCTION_INITIAL_EPSILON`, `AUCTION_SCALING`.
 
@@ -87,13 +87,14 @@ fn main() {
         std::fs::write(format!("{path}.perm"), out).expect("writing the assignment");
         times.sort_by(f64::total_cmp);
         println!(
-            "{path} {:.6e} {:.6e} {total:.9e} {} {} {} {:.3e}",
+            "{path} {:.6e} {:.6e} {total:.9e} {} {} {} {:.3e} {}",
             times[times.len() / 2],
             times[0],
             info.phases,
             info.bids,
             info.rescans,
-            info.optimality_bound
+            info.optimality_bound,
+            info.full_scans
         );
     }
 }

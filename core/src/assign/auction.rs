@@ -30,7 +30,9 @@
 //! The other rows are rescanned once: kept if their true slack is within `eps'`, else freed.
 
 use super::error::AuctionError;
-use super::scan::{BestTwo, Score, best_two, best_two_const};
+use super::scan::{
+    BestTwo, CANDIDATE_SLOTS, Score, best_two_cached, best_two_candidates, best_two_const,
+};
 use crate::linalg::MatRef;
 use wide::f64x4;
 
@@ -71,6 +73,8 @@ pub struct AuctionInfo {
     pub bids: u64,
     /// Rows rescanned at phase starts to check whether their assignment can be kept.
     pub rescans: u64,
+    /// Scans of a whole row (bids and rescans not answered by the row's candidate list).
+    pub full_scans: u64,
     /// Epsilon of the last phase.
     pub epsilon: f64,
     /// Certified bound on `optimum - total` of the returned assignment; at most
@@ -82,8 +86,11 @@ pub struct AuctionInfo {
 
 /// Scratch elements (f64) [`auction`] needs for a problem with `n` columns (any rows `<= n`).
 pub fn auction_scratch_len(n: usize) -> usize {
-    5 * n
+    (5 + CACHE) * n
 }
+
+/// Per-row cache: the candidate columns of the last full scan and their bound.
+const CACHE: usize = CANDIDATE_SLOTS + 1;
 
 /// Largest `K * max|s|` for integer mode: prices stay below about twice that, far from 2^53,
 /// so every price, value and bound is an exactly represented integer.
@@ -255,6 +262,7 @@ pub fn auction<T: Score>(
         phases,
         bids: state.bids,
         rescans: state.rescans,
+        full_scans: state.full_scans,
         epsilon: eps / setup.k,
         optimality_bound: gap / setup.k,
         integer,
@@ -300,10 +308,13 @@ struct State<'a, 's, T> {
     assigned: &'a mut [f64],
     /// FIFO ring of free rows.
     queue: &'a mut [f64],
+    /// Per real row: `CANDIDATE_SLOTS` candidate columns, then the bound on all other columns.
+    cache: &'a mut [f64],
     head: usize,
     len: usize,
     bids: u64,
     rescans: u64,
+    full_scans: u64,
 }
 
 impl<'a, 's, T: Score> State<'a, 's, T> {
@@ -312,7 +323,12 @@ impl<'a, 's, T: Score> State<'a, 's, T> {
         let (neg_prices, rest) = scratch.split_at_mut(n);
         let (slack, rest) = rest.split_at_mut(n);
         let (owner, rest) = rest.split_at_mut(n);
-        let (assigned, queue) = rest.split_at_mut(n);
+        let (assigned, rest) = rest.split_at_mut(n);
+        let (queue, cache) = rest.split_at_mut(n);
+        // An infinite bound sends every row's first scan to the whole row.
+        for c in cache.chunks_exact_mut(CACHE) {
+            c[CANDIDATE_SLOTS] = f64::INFINITY;
+        }
         // Initial prices: the column maxima (left in place by the survey), so every row starts
         // at value <= 0 with 0 at its columns' best rows, the auction analogue of the
         // Jonker-Volgenant column reduction; it absorbs column offsets (units with large norms
@@ -332,21 +348,34 @@ impl<'a, 's, T: Score> State<'a, 's, T> {
             owner,
             assigned,
             queue,
+            cache,
             head: 0,
             len: 0,
             bids: 0,
             rescans: 0,
+            full_scans: 0,
         }
     }
 
+    /// Best two values of row `i`: from its candidate list when that is conclusive, else by
+    /// a full scan that refreshes the list.
     #[inline]
-    fn scan(&self, i: usize) -> BestTwo {
-        if i < self.scores.rows() {
-            let row = self.scores.row(i).expect("contiguous rows");
-            best_two(row, self.setup.k, self.neg_prices)
-        } else {
-            best_two_const(self.pad, self.neg_prices)
+    fn scan(&mut self, i: usize) -> BestTwo {
+        if i >= self.scores.rows() {
+            self.full_scans += 1;
+            return best_two_const(self.pad, self.neg_prices);
         }
+        let row = self.scores.row(i).expect("contiguous rows");
+        let k = self.setup.k;
+        let cache = &mut self.cache[i * CACHE..(i + 1) * CACHE];
+        let (cands, bound) = cache.split_at_mut(CANDIDATE_SLOTS);
+        if let Some(bt) = best_two_cached(row, k, self.neg_prices, cands, bound[0]) {
+            return bt;
+        }
+        self.full_scans += 1;
+        let (bt, b) = best_two_candidates(row, k, self.neg_prices, cands);
+        bound[0] = b;
+        bt
     }
 
     /// `k * s_ij - p_j`.

@@ -197,6 +197,145 @@ pub fn best_two_const(c: f64, neg_prices: &[f64]) -> BestTwo {
     scan_generic(neg_prices, neg_prices, |_| cv, |_| c)
 }
 
+/// Slots of a row's candidate list: the top two columns of each of the 8 lanes of
+/// [`best_two_candidates`] plus the up to 7 tail columns the lanes do not cover. Unused slots
+/// hold `-1`.
+pub const CANDIDATE_SLOTS: usize = 23;
+
+/// Per-lane top three values and top two columns.
+#[derive(Clone, Copy)]
+struct Lanes3 {
+    b1: f64x4,
+    b2: f64x4,
+    b3: f64x4,
+    c1: f64x4,
+    c2: f64x4,
+}
+
+impl Lanes3 {
+    /// Empty lanes: no columns yet (`-1`). With finite values every lane's first element
+    /// replaces it, since each lane sees at least one element whenever the lanes are used.
+    const EMPTY: Self = Self {
+        b1: f64x4::NEG_INFINITY,
+        b2: f64x4::NEG_INFINITY,
+        b3: f64x4::NEG_INFINITY,
+        c1: f64x4::splat(-1.0),
+        c2: f64x4::splat(-1.0),
+    };
+
+    #[inline(always)]
+    fn push(&mut self, w: f64x4, cols: f64x4) {
+        let gt1 = w.simd_gt(self.b1);
+        let gt2 = w.simd_gt(self.b2);
+        self.b3 = self.b3.fast_max(w.fast_min(self.b2));
+        self.b2 = self.b2.fast_max(w.fast_min(self.b1));
+        self.c2 = gt1.select(self.c1, gt2.select(cols, self.c2));
+        self.c1 = gt1.select(cols, self.c1);
+        self.b1 = self.b1.fast_max(w);
+    }
+}
+
+/// [`best_two`] that also leaves a candidate list behind: `cands` (at least
+/// [`CANDIDATE_SLOTS`] long) receives the top two columns of each lane and the tail columns,
+/// and the returned bound is at least the value of every other column (the largest third
+/// value of a lane). Since prices only rise, the bound stays valid; [`best_two_cached`] then
+/// finds the best two among the candidates alone while they stay above it.
+///
+/// Values must be finite. The [`BestTwo`] part equals [`best_two`]'s.
+#[inline]
+pub fn best_two_candidates<T: Score>(
+    row: &[T],
+    k: f64,
+    neg_prices: &[f64],
+    cands: &mut [f64],
+) -> (BestTwo, f64) {
+    let n = row.len();
+    assert!(
+        n > 0 && neg_prices.len() == n,
+        "scan of an empty or mismatched row"
+    );
+    let cands = &mut cands[..CANDIDATE_SLOTS];
+    let q = neg_prices;
+    let kv = f64x4::splat(k);
+    let step = f64x4::splat(8.0);
+    let mut ca = f64x4::new([0.0, 1.0, 2.0, 3.0]);
+    let mut cb = f64x4::new([4.0, 5.0, 6.0, 7.0]);
+    let mut a = Lanes3::EMPTY;
+    let mut b = Lanes3::EMPTY;
+    let rows8 = row.chunks_exact(8);
+    let full = n - rows8.remainder().len();
+    let unit = k == 1.0;
+    for (r, p) in rows8.zip(q.chunks_exact(8)) {
+        let (ra, rb) = if unit {
+            (T::load4(&r[..4]), T::load4(&r[4..]))
+        } else {
+            (T::load4(&r[..4]) * kv, T::load4(&r[4..]) * kv)
+        };
+        a.push(ra + lanes4(&p[..4]), ca);
+        b.push(rb + lanes4(&p[4..]), cb);
+        ca += step;
+        cb += step;
+    }
+    let mut acc = BestTwo {
+        best: f64::NEG_INFINITY,
+        col: usize::MAX,
+        second: f64::NEG_INFINITY,
+    };
+    let mut bound = f64::NEG_INFINITY;
+    cands.fill(-1.0);
+    if full > 0 {
+        for (h, lanes) in [a, b].into_iter().enumerate() {
+            let (b1, b2, b3) = (
+                lanes.b1.to_array(),
+                lanes.b2.to_array(),
+                lanes.b3.to_array(),
+            );
+            let (c1, c2) = (lanes.c1.to_array(), lanes.c2.to_array());
+            for l in 0..4 {
+                fold(&mut acc, b1[l], c1[l] as usize, b2[l]);
+                bound = bound.max(b3[l]);
+                cands[2 * (4 * h + l)] = c1[l];
+                cands[2 * (4 * h + l) + 1] = c2[l];
+            }
+        }
+    }
+    for j in full..n {
+        let x = row[j].widen();
+        let w = if unit { x } else { x * k } + q[j];
+        fold(&mut acc, w, j, f64::NEG_INFINITY);
+        cands[16 + (j - full)] = j as f64;
+    }
+    (acc, bound)
+}
+
+/// The best two of a row among its candidate columns (see [`best_two_candidates`]), or `None`
+/// when the second best of them has fallen below `bound`, so that a column outside the list
+/// might now rank among the top two (then scan the whole row).
+#[inline]
+pub fn best_two_cached<T: Score>(
+    row: &[T],
+    k: f64,
+    neg_prices: &[f64],
+    cands: &[f64],
+    bound: f64,
+) -> Option<BestTwo> {
+    let mut acc = BestTwo {
+        best: f64::NEG_INFINITY,
+        col: usize::MAX,
+        second: f64::NEG_INFINITY,
+    };
+    for &c in &cands[..CANDIDATE_SLOTS] {
+        if c < 0.0 {
+            continue;
+        }
+        let j = c as usize;
+        let x = row[j].widen();
+        let w = if k == 1.0 { x } else { x * k } + neg_prices[j];
+        fold(&mut acc, w, j, f64::NEG_INFINITY);
+    }
+    (acc.second >= bound && acc.col != usize::MAX).then_some(acc)
+}
+
 /// Scalar twin of [`best_two`]: one pass in increasing column order, strict `>` for the best
 /// (so the lowest column wins ties).
 pub fn best_two_reference<T: Score>(row: &[T], k: f64, neg_prices: &[f64]) -> BestTwo {
