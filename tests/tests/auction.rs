@@ -218,11 +218,11 @@ proptest! {
         let kind = if tied { Kind::Tied } else { Kind::Uniform };
         let row = matrix(kind, 1, len, seed);
         let mut prices: Vec<f64> = matrix(kind, 1, len, seed ^ 3).iter().map(|v| -v).collect();
-        let mut cands = vec![f64::NAN; CANDIDATE_SLOTS];
+        let mut cands = vec![f64::NAN; 2 * CANDIDATE_SLOTS];
         let (bt, bound) = best_two_candidates(&row, 1.0, &prices, &mut cands);
         prop_assert_eq!(bt, best_two_reference(&row, 1.0, &prices));
         prop_assert!(bound <= bt.second);
-        let listed: Vec<usize> = cands.iter().filter(|&&c| c >= 0.0).map(|&c| c as usize).collect();
+        let listed: Vec<usize> = cands[..CANDIDATE_SLOTS].iter().filter(|&&c| c >= 0.0).map(|&c| c as usize).collect();
         let mut sorted = listed.clone();
         sorted.sort_unstable();
         sorted.dedup();
@@ -237,7 +237,7 @@ proptest! {
             }
         }
         let fresh = best_two_reference(&row, 1.0, &prices);
-        if let Some(c) = best_two_cached(&row, 1.0, &prices, &cands, bound) {
+        if let Some(c) = best_two_cached(&prices, &cands, bound) {
             prop_assert_eq!((c.best, c.second), (fresh.best, fresh.second));
             prop_assert_eq!(row[c.col] + prices[c.col], fresh.best);
         }

@@ -89,8 +89,9 @@ pub fn auction_scratch_len(n: usize) -> usize {
     (5 + CACHE) * n
 }
 
-/// Per-row cache: the candidate columns of the last full scan and their bound.
-const CACHE: usize = CANDIDATE_SLOTS + 1;
+/// Per-row cache: the candidate list of the last full scan (columns and scaled scores), then
+/// the bound on all other columns.
+const CACHE: usize = 2 * CANDIDATE_SLOTS + 1;
 
 /// Largest `K * max|s|` for integer mode: prices stay below about twice that, far from 2^53,
 /// so every price, value and bound is an exactly represented integer.
@@ -308,7 +309,7 @@ struct State<'a, 's, T> {
     assigned: &'a mut [f64],
     /// FIFO ring of free rows.
     queue: &'a mut [f64],
-    /// Per real row: `CANDIDATE_SLOTS` candidate columns, then the bound on all other columns.
+    /// Per real row: the candidate list (columns, scaled scores), then the bound on the rest.
     cache: &'a mut [f64],
     head: usize,
     len: usize,
@@ -327,7 +328,7 @@ impl<'a, 's, T: Score> State<'a, 's, T> {
         let (queue, cache) = rest.split_at_mut(n);
         // An infinite bound sends every row's first scan to the whole row.
         for c in cache.chunks_exact_mut(CACHE) {
-            c[CANDIDATE_SLOTS] = f64::INFINITY;
+            c[2 * CANDIDATE_SLOTS] = f64::INFINITY;
         }
         // Initial prices: the column maxima (left in place by the survey), so every row starts
         // at value <= 0 with 0 at its columns' best rows, the auction analogue of the
@@ -368,8 +369,8 @@ impl<'a, 's, T: Score> State<'a, 's, T> {
         let row = self.scores.row(i).expect("contiguous rows");
         let k = self.setup.k;
         let cache = &mut self.cache[i * CACHE..(i + 1) * CACHE];
-        let (cands, bound) = cache.split_at_mut(CANDIDATE_SLOTS);
-        if let Some(bt) = best_two_cached(row, k, self.neg_prices, cands, bound[0]) {
+        let (cands, bound) = cache.split_at_mut(2 * CANDIDATE_SLOTS);
+        if let Some(bt) = best_two_cached(self.neg_prices, cands, bound[0]) {
             return bt;
         }
         self.full_scans += 1;

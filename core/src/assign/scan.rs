@@ -198,8 +198,9 @@ pub fn best_two_const(c: f64, neg_prices: &[f64]) -> BestTwo {
 }
 
 /// Slots of a row's candidate list: the top two columns of each of the 8 lanes of
-/// [`best_two_candidates`] plus the up to 7 tail columns the lanes do not cover. Unused slots
-/// hold `-1`.
+/// [`best_two_candidates`] plus the up to 7 tail columns the lanes do not cover. A list is
+/// `2 * CANDIDATE_SLOTS` f64: the columns (unused slots hold `-1`), then their scaled scores
+/// `k * s` (so that a cached bid reads neither the matrix nor anything but the prices).
 pub const CANDIDATE_SLOTS: usize = 23;
 
 /// Per-lane top three values and top two columns.
@@ -236,7 +237,8 @@ impl Lanes3 {
 }
 
 /// [`best_two`] that also leaves a candidate list behind: `cands` (at least
-/// [`CANDIDATE_SLOTS`] long) receives the top two columns of each lane and the tail columns,
+/// `2 * CANDIDATE_SLOTS` long) receives the top two columns of each lane and the tail columns
+/// with their scaled scores,
 /// and the returned bound is at least the value of every other column (the largest third
 /// value of a lane). Since prices only rise, the bound stays valid; [`best_two_cached`] then
 /// finds the best two among the candidates alone while they stay above it.
@@ -254,7 +256,7 @@ pub fn best_two_candidates<T: Score>(
         n > 0 && neg_prices.len() == n,
         "scan of an empty or mismatched row"
     );
-    let cands = &mut cands[..CANDIDATE_SLOTS];
+    let (cands, vals) = cands[..2 * CANDIDATE_SLOTS].split_at_mut(CANDIDATE_SLOTS);
     let q = neg_prices;
     let kv = f64x4::splat(k);
     let step = f64x4::splat(8.0);
@@ -305,6 +307,15 @@ pub fn best_two_candidates<T: Score>(
         fold(&mut acc, w, j, f64::NEG_INFINITY);
         cands[16 + (j - full)] = j as f64;
     }
+    // The row is in cache now: store the candidates' scaled scores, computed as in the scan.
+    for (c, v) in cands.iter().zip(vals.iter_mut()) {
+        *v = if *c < 0.0 {
+            f64::NEG_INFINITY
+        } else {
+            let x = row[*c as usize].widen();
+            if unit { x } else { x * k }
+        };
+    }
     (acc, bound)
 }
 
@@ -312,26 +323,19 @@ pub fn best_two_candidates<T: Score>(
 /// when the second best of them has fallen below `bound`, so that a column outside the list
 /// might now rank among the top two (then scan the whole row).
 #[inline]
-pub fn best_two_cached<T: Score>(
-    row: &[T],
-    k: f64,
-    neg_prices: &[f64],
-    cands: &[f64],
-    bound: f64,
-) -> Option<BestTwo> {
+pub fn best_two_cached(neg_prices: &[f64], cands: &[f64], bound: f64) -> Option<BestTwo> {
     let mut acc = BestTwo {
         best: f64::NEG_INFINITY,
         col: usize::MAX,
         second: f64::NEG_INFINITY,
     };
-    for &c in &cands[..CANDIDATE_SLOTS] {
+    let (cols, vals) = cands[..2 * CANDIDATE_SLOTS].split_at(CANDIDATE_SLOTS);
+    for (&c, &v) in cols.iter().zip(vals) {
         if c < 0.0 {
             continue;
         }
         let j = c as usize;
-        let x = row[j].widen();
-        let w = if k == 1.0 { x } else { x * k } + neg_prices[j];
-        fold(&mut acc, w, j, f64::NEG_INFINITY);
+        fold(&mut acc, v + neg_prices[j], j, f64::NEG_INFINITY);
     }
     (acc.second >= bound && acc.col != usize::MAX).then_some(acc)
 }
