@@ -46,8 +46,9 @@ pub struct AuctionParams {
     /// cannot resolve finer steps). Integer scores are always solved exactly. Default `1e-9`.
     pub rel_tol: f64,
     /// First epsilon, as a fraction of the score range `max s - min s`. Must be finite and
-    /// positive. Default `0.01` (measured on uniform, planted and activation-similarity
-    /// matrices of n = 512 to 2048: fewest row scans in total; see BENCHMARKS.md).
+    /// positive. Default `0.003` (measured on uniform, planted and activation-similarity
+    /// matrices of n = 512 to 2048: about the fewest full row scans in total; see
+    /// BENCHMARKS.md).
     pub initial_epsilon: f64,
     /// Factor by which epsilon shrinks between phases. Must be finite and `> 1`. Default `5`.
     pub scaling: f64,
@@ -57,7 +58,7 @@ impl Default for AuctionParams {
     fn default() -> Self {
         Self {
             rel_tol: 1e-9,
-            initial_epsilon: 0.01,
+            initial_epsilon: 0.003,
             scaling: 5.0,
         }
     }
