@@ -22,7 +22,7 @@
 
 use core::fmt;
 
-use crate::linalg::{MatMut, MatRef, gemm, syrk};
+use crate::linalg::{MatMut, MatRef, first_outside, gemm, syrk};
 
 /// Tuning knobs of [`GramAccumulator`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,12 +33,16 @@ pub struct GramParams {
     /// root of the block length; 4096 keeps the relative error near `64 * 2^-24 = 4e-6` per
     /// block (with centred data), well below what the least-squares fits can notice.
     pub block_samples: usize,
+    /// Whether to accumulate `sum x x^T`. Matching statistics need only the cross moment and
+    /// per-feature squares: turning the Gram off saves `dim^2 / 2` multiply-adds per sample.
+    pub gram: bool,
 }
 
 impl Default for GramParams {
     fn default() -> Self {
         Self {
             block_samples: 4096,
+            gram: true,
         }
     }
 }
@@ -48,6 +52,15 @@ impl GramParams {
     pub fn with_block_samples(block_samples: usize) -> Self {
         Self {
             block_samples: block_samples.max(1),
+            ..Self::default()
+        }
+    }
+
+    /// The same parameters without the Gram (`sum x x^T`): cross moments and sums only.
+    pub fn without_gram(self) -> Self {
+        Self {
+            gram: false,
+            ..self
         }
     }
 }
@@ -71,7 +84,7 @@ impl fmt::Display for Operand {
 }
 
 /// Why the accumulator rejected a call. On error no sample of the call is counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub enum GramError {
     /// A batch or buffer has the wrong width or length.
@@ -92,8 +105,23 @@ pub enum GramError {
         /// Feature index (column).
         column: usize,
     },
+    /// A finite value too large for the f32 block products (its square, summed over a block,
+    /// would overflow f32); `limit` is the largest magnitude accepted.
+    OutOfRange {
+        /// The operand holding it.
+        operand: Operand,
+        /// Global sample index (row).
+        sample: u64,
+        /// Feature index (column).
+        column: usize,
+        /// The largest accepted magnitude for the current block length.
+        limit: f32,
+    },
     /// A shift can only be set before any sample is pushed.
     ShiftAfterData,
+    /// The Gram was asked for but the accumulator was built without it
+    /// ([`GramParams::gram`] is false).
+    GramNotAccumulated,
 }
 
 impl fmt::Display for GramError {
@@ -112,8 +140,21 @@ impl fmt::Display for GramError {
                 f,
                 "non-finite value in {operand} at sample {sample}, column {column}"
             ),
+            GramError::OutOfRange {
+                operand,
+                sample,
+                column,
+                limit,
+            } => write!(
+                f,
+                "value in {operand} at sample {sample}, column {column} exceeds {limit:e} in \
+                 magnitude (its square would overflow the f32 block products)"
+            ),
             GramError::ShiftAfterData => {
                 f.write_str("the shift can only be set before the first sample")
+            }
+            GramError::GramNotAccumulated => {
+                f.write_str("this accumulator was built without the Gram (sum x x^T)")
             }
         }
     }
@@ -127,23 +168,26 @@ struct StorageLayout {
     gram: usize,
     cross: usize,
     sum_x: usize,
+    sum_xx: usize,
     sum_t: usize,
     sum_tt: usize,
     len: usize,
 }
 
 impl StorageLayout {
-    fn new(dim: usize, targets: usize) -> Self {
+    fn new(dim: usize, targets: usize, with_gram: bool) -> Self {
         let gram = 0;
-        let cross = gram + dim * dim;
+        let cross = gram + if with_gram { dim * dim } else { 0 };
         let sum_x = cross + dim * targets;
-        let sum_t = sum_x + dim;
+        let sum_xx = sum_x + dim;
+        let sum_t = sum_xx + dim;
         let sum_tt = sum_t + targets;
         let len = sum_tt + targets;
         Self {
             gram,
             cross,
             sum_x,
+            sum_xx,
             sum_t,
             sum_tt,
             len,
@@ -156,6 +200,7 @@ impl StorageLayout {
 struct WorkspaceLayout {
     gram: usize,
     cross: usize,
+    sum_x: usize,
     shift_x: usize,
     shift_t: usize,
     pack: usize,
@@ -163,10 +208,11 @@ struct WorkspaceLayout {
 }
 
 impl WorkspaceLayout {
-    fn new(dim: usize, targets: usize, block: usize) -> Self {
+    fn new(dim: usize, targets: usize, block: usize, with_gram: bool) -> Self {
         let gram = 0;
-        let cross = gram + dim * dim;
-        let shift_x = cross + dim * targets;
+        let cross = gram + if with_gram { dim * dim } else { 0 };
+        let sum_x = cross + dim * targets;
+        let shift_x = sum_x + 2 * dim;
         let shift_t = shift_x + dim;
         let pack = shift_t + targets;
         let pack_len = syrk::syrk_lower_scratch_len(block, dim)
@@ -174,10 +220,58 @@ impl WorkspaceLayout {
         Self {
             gram,
             cross,
+            sum_x,
             shift_x,
             shift_t,
             pack,
             len: pack + pack_len,
+        }
+    }
+}
+
+/// `sums[j] += sum_i (x[i, j] - shift[j])` and `squares[j] += sum_i (x[i, j] - shift[j])^2`,
+/// in f32 (one block of centred samples).
+fn add_centred_sums_f32(x: MatRef<'_, f32>, shift: &[f32], sums: &mut [f32], squares: &mut [f32]) {
+    for i in 0..x.rows() {
+        match x.row(i) {
+            // Element-wise over the columns: vectorises without reassociating any sum.
+            Some(row) => {
+                for (((s, q), &v), &c) in
+                    sums.iter_mut().zip(squares.iter_mut()).zip(row).zip(shift)
+                {
+                    let d = v - c;
+                    *s += d;
+                    *q += d * d;
+                }
+            }
+            None => {
+                for (j, ((s, q), &c)) in sums
+                    .iter_mut()
+                    .zip(squares.iter_mut())
+                    .zip(shift)
+                    .enumerate()
+                {
+                    let d = x.at(i, j) - c;
+                    *s += d;
+                    *q += d * d;
+                }
+            }
+        }
+    }
+}
+
+/// `sums[j] += sum_i (t[i, j] - shift[j])` and `squares[j] += sum_i (...)^2`, in f64.
+fn add_centred_sums_f64(t: MatRef<'_, f32>, shift: &[f32], sums: &mut [f64], squares: &mut [f64]) {
+    for i in 0..t.rows() {
+        for (j, ((s, q), &c)) in sums
+            .iter_mut()
+            .zip(squares.iter_mut())
+            .zip(shift)
+            .enumerate()
+        {
+            let v = f64::from(t.at(i, j) - c);
+            *s += v;
+            *q += v * v;
         }
     }
 }
@@ -213,7 +307,7 @@ impl<S, W> fmt::Debug for GramAccumulator<S, W> {
 impl GramAccumulator<alloc::vec::Vec<f64>, alloc::vec::Vec<f32>> {
     /// An accumulator that owns heap buffers of the right sizes.
     pub fn new_owned(dim: usize, targets: usize, params: GramParams) -> Self {
-        let storage = alloc::vec![0.0; Self::storage_len(dim, targets)];
+        let storage = alloc::vec![0.0; Self::storage_len_for(dim, targets, params)];
         let workspace = alloc::vec![0.0; Self::workspace_len(dim, targets, params)];
         match Self::new(dim, targets, params, storage, workspace) {
             Ok(acc) => acc,
@@ -230,12 +324,18 @@ where
 {
     /// f64 elements of storage for `dim` features and `targets` target columns.
     pub fn storage_len(dim: usize, targets: usize) -> usize {
-        StorageLayout::new(dim, targets).len
+        Self::storage_len_for(dim, targets, GramParams::default())
+    }
+
+    /// f64 elements of storage for `dim` features, `targets` target columns and `params`
+    /// (smaller when [`GramParams::gram`] is off).
+    pub fn storage_len_for(dim: usize, targets: usize, params: GramParams) -> usize {
+        StorageLayout::new(dim, targets, params.gram).len
     }
 
     /// f32 elements of workspace for `dim` features, `targets` target columns and `params`.
     pub fn workspace_len(dim: usize, targets: usize, params: GramParams) -> usize {
-        WorkspaceLayout::new(dim, targets, params.block_samples.max(1)).len
+        WorkspaceLayout::new(dim, targets, params.block_samples.max(1), params.gram).len
     }
 
     /// An empty accumulator over caller buffers (their contents are overwritten).
@@ -246,9 +346,12 @@ where
         mut storage: S,
         mut workspace: W,
     ) -> Result<Self, GramError> {
-        let params = GramParams::with_block_samples(params.block_samples);
-        let slay = StorageLayout::new(dim, targets);
-        let wlay = WorkspaceLayout::new(dim, targets, params.block_samples);
+        let params = GramParams {
+            block_samples: params.block_samples.max(1),
+            ..params
+        };
+        let slay = StorageLayout::new(dim, targets, params.gram);
+        let wlay = WorkspaceLayout::new(dim, targets, params.block_samples, params.gram);
         let (slen, wlen) = (storage.as_ref().len(), workspace.as_ref().len());
         if slen < slay.len {
             return Err(GramError::ShapeMismatch {
@@ -278,6 +381,15 @@ where
             pending: 0,
             shift_set: false,
         })
+    }
+
+    /// Forgets every sample (totals back to zero) and keeps the buffers and the shift, so one
+    /// accumulator can serve many shards without reallocating.
+    pub fn reset(&mut self) {
+        let len = self.slay.len;
+        self.storage.as_mut()[..len].fill(0.0);
+        self.folded = 0;
+        self.pending = 0;
     }
 
     /// Number of features (columns of `X`).
@@ -374,27 +486,16 @@ where
             }
             None => self.check_len("columns of T (no T given)", self.targets, 0)?,
         }
-        if let Some((r, c)) = x.find(|v| !v.is_finite()) {
-            return Err(GramError::NonFinite {
-                operand: Operand::Samples,
-                sample: self.count() + r as u64,
-                column: c,
-            });
-        }
-        if let Some(t) = t
-            && let Some((r, c)) = t.find(|v| !v.is_finite())
-        {
-            return Err(GramError::NonFinite {
-                operand: Operand::Targets,
-                sample: self.count() + r as u64,
-                column: c,
-            });
+        let first = self.count();
+        self.check_values(x, Operand::Samples, first)?;
+        if let Some(t) = t {
+            self.check_values(t, Operand::Targets, first)?;
         }
         if n == 0 {
             return Ok(());
         }
         if !self.shift_set {
-            self.choose_shift(x, t);
+            self.choose_shift(x, t, x.rows().min(self.params.block_samples));
         }
         let mut start = 0;
         while start < n {
@@ -410,9 +511,69 @@ where
         Ok(())
     }
 
-    /// Centres on the mean of the first block of the first batch, rounded to f32.
-    fn choose_shift(&mut self, x: MatRef<'_, f32>, t: Option<MatRef<'_, f32>>) {
-        let rows = x.rows().min(self.params.block_samples);
+    /// Sets the shifts to the means (rounded to f32) of the rows of `x` and `t`, as the first
+    /// push would choose them from its first block. Only allowed before the first sample.
+    pub fn set_shift_to_mean(
+        &mut self,
+        x: MatRef<'_, f32>,
+        t: Option<MatRef<'_, f32>>,
+    ) -> Result<(), GramError> {
+        if self.count() > 0 {
+            return Err(GramError::ShiftAfterData);
+        }
+        self.check_len("columns of X", self.dim, x.cols())?;
+        if let Some(t) = t {
+            self.check_len("columns of T", self.targets, t.cols())?;
+            self.check_len("rows of T (must equal rows of X)", x.rows(), t.rows())?;
+        }
+        self.check_values(x, Operand::Samples, 0)?;
+        if let Some(t) = t {
+            self.check_values(t, Operand::Targets, 0)?;
+        }
+        if x.rows() > 0 {
+            self.choose_shift(x, t, x.rows());
+        }
+        Ok(())
+    }
+
+    /// The largest magnitude accepted: `(2 v)^2`, summed over a block, must stay below
+    /// `f32::MAX` (centred values are at most twice the largest magnitude).
+    pub fn value_limit(&self) -> f32 {
+        libm::sqrtf(f32::MAX / self.params.block_samples as f32) / 2.0
+    }
+
+    /// Rejects non-finite values and values beyond [`Self::value_limit`], naming the first one.
+    fn check_values(
+        &self,
+        m: MatRef<'_, f32>,
+        operand: Operand,
+        first: u64,
+    ) -> Result<(), GramError> {
+        let limit = self.value_limit();
+        match first_outside(m, limit) {
+            None => Ok(()),
+            Some((r, column)) => {
+                let sample = first + r as u64;
+                Err(if m.at(r, column).is_finite() {
+                    GramError::OutOfRange {
+                        operand,
+                        sample,
+                        column,
+                        limit,
+                    }
+                } else {
+                    GramError::NonFinite {
+                        operand,
+                        sample,
+                        column,
+                    }
+                })
+            }
+        }
+    }
+
+    /// Centres on the mean of the first `rows` rows, rounded to f32.
+    fn choose_shift(&mut self, x: MatRef<'_, f32>, t: Option<MatRef<'_, f32>>, rows: usize) {
         let w = self.wlay;
         let ws = self.workspace.as_mut();
         for j in 0..self.dim {
@@ -440,16 +601,22 @@ where
         let w = self.wlay;
         let s = self.slay;
         let ws = self.workspace.as_mut();
-        let (products, rest) = ws.split_at_mut(w.shift_x);
+        let (products, rest) = ws.split_at_mut(w.sum_x);
+        let (sum_x, rest) = rest.split_at_mut(w.shift_x - w.sum_x);
         let (shifts, pack) = rest.split_at_mut(w.pack - w.shift_x);
         let (sx, st) = shifts.split_at(d);
-        let (g32, r32) = products.split_at_mut(d * d);
+        let (g32, r32) = products.split_at_mut(if self.params.gram { d * d } else { 0 });
         if self.pending == 0 {
             g32.fill(0.0);
             r32.fill(0.0);
+            sum_x.fill(0.0);
         }
-        let g = MatMut::new(g32, d, d).expect("sized by layout");
-        syrk::syrk_lower_shifted(x, sx, g, pack);
+        if self.params.gram {
+            let g = MatMut::new(g32, d, d).expect("sized by layout");
+            syrk::syrk_lower_shifted(x, sx, g, pack);
+        }
+        let (sum_x, sum_xx) = sum_x.split_at_mut(d);
+        add_centred_sums_f32(x, sx, sum_x, sum_xx);
         if let Some(t) = t {
             let r = MatMut::new(r32, d, nt).expect("sized by layout");
             gemm::gemm_shifted(
@@ -463,20 +630,10 @@ where
                 },
                 pack,
             );
-        }
-        // First moments and target squares directly in f64.
-        let store = self.storage.as_mut();
-        for i in 0..x.rows() {
-            for j in 0..d {
-                store[s.sum_x + j] += f64::from(x.at(i, j) - sx[j]);
-            }
-            if let Some(t) = t {
-                for j in 0..nt {
-                    let v = f64::from(t.at(i, j) - st[j]);
-                    store[s.sum_t + j] += v;
-                    store[s.sum_tt + j] += v * v;
-                }
-            }
+            // Target sums and squares directly in f64.
+            let store = self.storage.as_mut();
+            let (sum_t, sum_tt) = store[s.sum_t..s.sum_tt + nt].split_at_mut(nt);
+            add_centred_sums_f64(t, st, sum_t, sum_tt);
         }
         self.pending += x.rows();
     }
@@ -492,13 +649,19 @@ where
         let s = self.slay;
         let ws = self.workspace.as_ref();
         let store = self.storage.as_mut();
-        for i in 0..d {
-            for j in 0..=i {
-                store[s.gram + i * d + j] += f64::from(ws[w.gram + i * d + j]);
+        if self.params.gram {
+            for i in 0..d {
+                for j in 0..=i {
+                    store[s.gram + i * d + j] += f64::from(ws[w.gram + i * d + j]);
+                }
             }
         }
         for k in 0..d * nt {
             store[s.cross + k] += f64::from(ws[w.cross + k]);
+        }
+        for j in 0..d {
+            store[s.sum_x + j] += f64::from(ws[w.sum_x + j]);
+            store[s.sum_xx + j] += f64::from(ws[w.sum_x + d + j]);
         }
         self.folded += self.pending as u64;
         self.pending = 0;
@@ -533,6 +696,16 @@ where
         }
         let (d, nt) = (self.dim, self.targets);
         let n = other.folded as f64;
+        if self.x_shift() == other.x_shift() && self.t_shift() == other.t_shift() {
+            // Same centring: the totals simply add.
+            let len = self.slay.len;
+            let o = &other.storage.as_ref()[..len];
+            for (a, b) in self.storage.as_mut()[..len].iter_mut().zip(o) {
+                *a += b;
+            }
+            self.folded += other.folded;
+            return Ok(());
+        }
         // delta = other's shift - this shift: (x - s_self) = (x - s_other) + delta.
         let s = self.slay;
         let o = other.storage.as_ref();
@@ -542,12 +715,15 @@ where
         let dx = |j: usize| f64::from(oxs[j]) - f64::from(ws[w.shift_x + j]);
         let dt = |j: usize| f64::from(ots[j]) - f64::from(ws[w.shift_t + j]);
         let store = self.storage.as_mut();
+        let with_gram = self.params.gram;
         for i in 0..d {
-            for j in 0..=i {
-                store[s.gram + i * d + j] += o[s.gram + i * d + j]
-                    + o[s.sum_x + i] * dx(j)
-                    + dx(i) * o[s.sum_x + j]
-                    + n * dx(i) * dx(j);
+            if with_gram {
+                for j in 0..=i {
+                    store[s.gram + i * d + j] += o[s.gram + i * d + j]
+                        + o[s.sum_x + i] * dx(j)
+                        + dx(i) * o[s.sum_x + j]
+                        + n * dx(i) * dx(j);
+                }
             }
             for j in 0..nt {
                 store[s.cross + i * nt + j] += o[s.cross + i * nt + j]
@@ -557,6 +733,8 @@ where
             }
         }
         for j in 0..d {
+            store[s.sum_xx + j] +=
+                o[s.sum_xx + j] + 2.0 * dx(j) * o[s.sum_x + j] + n * dx(j) * dx(j);
             store[s.sum_x + j] += o[s.sum_x + j] + n * dx(j);
         }
         for j in 0..nt {
@@ -571,6 +749,9 @@ where
     /// Writes the uncentred Gram `sum x x^T` into the lower triangle of `out` (`dim x dim`;
     /// the strict upper triangle is not touched).
     pub fn write_gram(&mut self, mut out: MatMut<'_, f64>) -> Result<(), GramError> {
+        if !self.params.gram {
+            return Err(GramError::GramNotAccumulated);
+        }
         self.check_len("rows of the Gram output", self.dim, out.rows())?;
         self.check_len("columns of the Gram output", self.dim, out.cols())?;
         self.flush();
@@ -612,6 +793,9 @@ where
     /// Writes the population covariance `sum (x - mean)(x - mean)^T / n` into the lower
     /// triangle of `out`, straight from the centred sums (no cancellation). Zero when empty.
     pub fn write_covariance(&mut self, mut out: MatMut<'_, f64>) -> Result<(), GramError> {
+        if !self.params.gram {
+            return Err(GramError::GramNotAccumulated);
+        }
         self.check_len("rows of the covariance output", self.dim, out.rows())?;
         self.check_len("columns of the covariance output", self.dim, out.cols())?;
         self.flush();
@@ -627,6 +811,61 @@ where
                     st[self.slay.gram + i * d + j] / n - mi * mj
                 };
             }
+        }
+        Ok(())
+    }
+
+    /// Writes the centred cross moment `sum (x - mean_x)(t - mean_t)^T` (`dim x targets`) from
+    /// the shifted sums, without the cancellation of the uncentred form. Zero when empty.
+    pub fn write_centred_cross(&mut self, mut out: MatMut<'_, f64>) -> Result<(), GramError> {
+        self.check_len("rows of the cross output", self.dim, out.rows())?;
+        self.check_len("columns of the cross output", self.targets, out.cols())?;
+        self.flush();
+        let (d, nt, n) = (self.dim, self.targets, self.folded as f64);
+        let st = self.storage.as_ref();
+        for i in 0..d {
+            for j in 0..nt {
+                *out.at_mut(i, j) = if n == 0.0 {
+                    0.0
+                } else {
+                    st[self.slay.cross + i * nt + j]
+                        - st[self.slay.sum_x + i] * st[self.slay.sum_t + j] / n
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the centred sums of squares `sum (x_j - mean_j)^2` per feature (length `dim`).
+    pub fn write_centred_squares_x(&mut self, out: &mut [f64]) -> Result<(), GramError> {
+        self.check_len("length of the x squares output", self.dim, out.len())?;
+        self.flush();
+        let n = self.folded as f64;
+        let st = self.storage.as_ref();
+        for (j, o) in out.iter_mut().enumerate() {
+            let s = st[self.slay.sum_x + j];
+            *o = if n == 0.0 {
+                0.0
+            } else {
+                (st[self.slay.sum_xx + j] - s * s / n).max(0.0)
+            };
+        }
+        Ok(())
+    }
+
+    /// Writes the centred sums of squares `sum (t_j - mean_j)^2` per target (length `targets`).
+    pub fn write_centred_squares_t(&mut self, out: &mut [f64]) -> Result<(), GramError> {
+        self.check_len("length of the t squares output", self.targets, out.len())?;
+        self.flush();
+        let n = self.folded as f64;
+        let st = self.storage.as_ref();
+        for (j, o) in out.iter_mut().enumerate() {
+            let s = st[self.slay.sum_t + j];
+            *o = if n == 0.0 {
+                0.0
+            } else {
+                (st[self.slay.sum_tt + j] - s * s / n).max(0.0)
+            };
         }
         Ok(())
     }

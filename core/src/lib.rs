@@ -21,3 +21,4 @@ extern crate std;
 pub mod assign;
 pub mod gram;
 pub mod linalg;
+pub mod similarity;

@@ -114,50 +114,82 @@ pub fn accumulate_gram(
     let dim = x.cols();
     let targets = t.map_or(0, |t| t.cols());
     let n = x.rows();
-    // The shared shift: the mean of the first (up to 1024) samples, as an accumulator would
-    // choose it from a first batch of that size.
-    let mut probe = OwnedGram::new_owned(dim, targets, params);
-    let head = n.min(params.block_samples).min(1024);
-    let xh = x.submatrix(0, 0, head, dim).expect("in range");
-    let th = t.map(|t| t.submatrix(0, 0, head, targets).expect("in range"));
-    probe.push(xh, th)?;
-    let (xs, ts) = (probe.x_shift().to_vec(), probe.t_shift().to_vec());
-    drop(probe);
+    // The shared shift: the mean of the first (up to 1024) samples.
+    let head = n.min(1024);
+    let mut total = OwnedGram::new_owned(dim, targets, params);
+    total.set_shift_to_mean(
+        x.submatrix(0, 0, head, dim).expect("in range"),
+        t.map(|t| t.submatrix(0, 0, head, targets).expect("in range")),
+    )?;
+    let (xs, ts) = (total.x_shift().to_vec(), total.t_shift().to_vec());
 
     let shard_len = n.div_ceil(GRAM_SHARDS).max(1);
     let shards = n.div_ceil(shard_len);
-    // At most `threads` shard accumulators are alive at once: shards run in waves.
-    let threads = par.threads().max(1);
-    let mut total = OwnedGram::new_owned(dim, targets, params);
-    total.set_shift(&xs, &ts)?;
+    // Shards run in waves of `threads`; each thread slot reuses one accumulator, and a wave's
+    // results are combined into the total in shard order before the next wave starts.
+    let threads = par.threads().clamp(1, shards.max(1));
+    let mut slots = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let mut acc = OwnedGram::new_owned(dim, targets, params);
+        acc.set_shift(&xs, &ts)?;
+        slots.push(acc);
+    }
+    let accumulate_shard = |acc: &mut OwnedGram, s: usize| -> Result<(), GramError> {
+        let start = s * shard_len;
+        let rows = (n - start).min(shard_len);
+        acc.reset();
+        let xb = x.submatrix(start, 0, rows, dim).expect("in range");
+        let tb = t.map(|t| t.submatrix(start, 0, rows, targets).expect("in range"));
+        acc.push(xb, tb).map_err(|e| match e {
+            // Report the position in the whole input, not in the shard.
+            GramError::NonFinite {
+                operand,
+                sample,
+                column,
+            } => GramError::NonFinite {
+                operand,
+                sample: sample + start as u64,
+                column,
+            },
+            GramError::OutOfRange {
+                operand,
+                sample,
+                column,
+                limit,
+            } => GramError::OutOfRange {
+                operand,
+                sample: sample + start as u64,
+                column,
+                limit,
+            },
+            other => other,
+        })?;
+        acc.flush();
+        Ok(())
+    };
     for wave in (0..shards).step_by(threads) {
         let in_wave = (shards - wave).min(threads);
-        let results = map_jobs(par, in_wave, |j| -> Result<OwnedGram, GramError> {
-            let s = wave + j;
-            let start = s * shard_len;
-            let rows = (n - start).min(shard_len);
-            let mut acc = OwnedGram::new_owned(dim, targets, params);
-            acc.set_shift(&xs, &ts)?;
-            let xb = x.submatrix(start, 0, rows, dim).expect("in range");
-            let tb = t.map(|t| t.submatrix(start, 0, rows, targets).expect("in range"));
-            acc.push(xb, tb).map_err(|e| match e {
-                // Report the position in the whole input, not in the shard.
-                GramError::NonFinite {
-                    operand,
-                    sample,
-                    column,
-                } => GramError::NonFinite {
-                    operand,
-                    sample: sample + start as u64,
-                    column,
-                },
-                other => other,
-            })?;
-            acc.flush();
-            Ok(acc)
-        });
-        for r in results {
-            total.combine(&mut r?)?;
+        let results: Vec<Result<(), GramError>> = if in_wave == 1 {
+            vec![accumulate_shard(&mut slots[0], wave)]
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = slots[..in_wave]
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(j, acc)| {
+                        let work = &accumulate_shard;
+                        scope.spawn(move || work(acc, wave + j))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            })
+        };
+        for (r, acc) in results.into_iter().zip(slots.iter_mut()) {
+            r?;
+            total.combine(acc)?;
         }
     }
     Ok(total)

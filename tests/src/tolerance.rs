@@ -29,6 +29,12 @@ pub const GRAM_MOMENTS_REL: f64 = 1e-5;
 /// differ by the block rounding of `GRAM_MOMENTS_REL`.
 pub const GRAM_COMBINE_REL: f64 = 1e-5;
 
+/// Relative error of similarities computed from streamed f32-block moments against a direct
+/// f64 computation over the activations: the moments carry `GRAM_MOMENTS_REL`; neg-l2 takes a
+/// square root (halving relative error) and correlation divides by two such quantities, so
+/// 1e-4 of the entry scale leaves a margin for units with small variance.
+pub const SIMILARITY_REL: f64 = 1e-4;
+
 // --- Auction ---
 
 /// Relative tolerance of the auction's total on real scores, as a fraction of

@@ -108,6 +108,36 @@ proptest! {
         let x = DMatrix::from_row_slice(n, d, &xs).map(f64::from);
         let tm = DMatrix::from_row_slice(n, t, &ts).map(f64::from);
         check_against_f64(&m, &x, &tm, GRAM_MOMENTS_REL);
+
+        // Centred moments, also from an accumulator that skips the Gram.
+        let mut lean = OwnedGram::new_owned(d, t, GramParams::with_block_samples(block).without_gram());
+        lean.push(MatRef::new(&xs, n, d).unwrap(), (t > 0).then(|| MatRef::new(&ts, n, t).unwrap())).unwrap();
+        prop_assert_eq!(
+            lean.write_gram(MatMut::new(&mut vec![0.0; d * d], d, d).unwrap()),
+            Err(GramError::GramNotAccumulated)
+        );
+        let xc = DMatrix::from_fn(n, d, |i, j| x[(i, j)] - x.column(j).mean());
+        let tc = DMatrix::from_fn(n, t, |i, j| tm[(i, j)] - tm.column(j).mean());
+        for a in [&mut acc, &mut lean] {
+            let mut c = vec![0.0; d * t];
+            a.write_centred_cross(MatMut::new(&mut c, d, t).unwrap()).unwrap();
+            let (mut sx, mut st) = (vec![0.0; d], vec![0.0; t]);
+            a.write_centred_squares_x(&mut sx).unwrap();
+            a.write_centred_squares_t(&mut st).unwrap();
+            let want = xc.transpose() * &tc;
+            let scale = xc.abs().transpose() * tc.abs();
+            for i in 0..d {
+                for j in 0..t {
+                    assert_close(c[i * t + j], want[(i, j)], scale[(i, j)], GRAM_MOMENTS_REL, "centred cross");
+                }
+                let v = xc.column(i).norm_squared();
+                assert_close(sx[i], v, v.max(x.column(i).norm_squared() * 1e-3), GRAM_MOMENTS_REL, "x squares");
+            }
+            for j in 0..t {
+                let v = tc.column(j).norm_squared();
+                assert_close(st[j], v, v.max(tm.column(j).norm_squared() * 1e-3), GRAM_MOMENTS_REL, "t squares");
+            }
+        }
     }
 
     /// Combining accumulators with different shifts equals one accumulator over all samples.
@@ -297,6 +327,32 @@ fn non_finite_samples_are_rejected_with_their_position() {
 }
 
 #[test]
+fn values_whose_squares_overflow_f32_are_rejected() {
+    let mut acc = OwnedGram::new_owned(2, 0, GramParams::default());
+    let limit = acc.value_limit();
+    // At the limit, a full block of squares of twice the value still fits in f32.
+    assert!((2.0 * limit) * (2.0 * limit) * 4096.0 <= f32::MAX);
+    let x = [1.0f32, 2.0, 3.0, limit * 2.0];
+    let err = acc.push(MatRef::new(&x, 2, 2).unwrap(), None).unwrap_err();
+    assert_eq!(
+        err,
+        GramError::OutOfRange {
+            operand: Operand::Samples,
+            sample: 1,
+            column: 1,
+            limit
+        }
+    );
+    assert!(err.to_string().contains("sample 1, column 1 exceeds"));
+    assert_eq!(acc.count(), 0);
+    let x = [1.0f32, 2.0, 3.0, limit];
+    acc.push(MatRef::new(&x, 2, 2).unwrap(), None).unwrap();
+    let mut g = [0.0f64; 4];
+    acc.write_gram(MatMut::new(&mut g, 2, 2).unwrap()).unwrap();
+    assert!(g.iter().all(|v| v.is_finite()));
+}
+
+#[test]
 fn shape_errors_name_what_is_wrong() {
     let mut acc = OwnedGram::new_owned(3, 2, GramParams::default());
     let x = [0.0f32; 8];
@@ -381,4 +437,17 @@ fn empty_accumulator_reads_zeros() {
     )
     .unwrap();
     assert_eq!(acc.count(), 0);
+}
+
+#[test]
+fn map_jobs_returns_results_in_job_order() {
+    use pleas::par::map_jobs;
+    for threads in [1, 2, 3, 8] {
+        let out = map_jobs(Parallelism::from_count(threads), 11, |i| i * i);
+        assert_eq!(out, (0..11).map(|i| i * i).collect::<Vec<_>>());
+    }
+    assert!(map_jobs(Parallelism::from_count(4), 0, |i| i).is_empty());
+    assert_eq!(Parallelism::from_count(0), Parallelism::Sequential);
+    assert_eq!(Parallelism::from_count(1).threads(), 1);
+    assert_eq!(Parallelism::from_count(3).to_string(), "3 threads");
 }

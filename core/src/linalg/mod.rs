@@ -6,6 +6,7 @@
 
 pub(crate) mod blocked;
 mod error;
+pub mod finite;
 pub mod gemm;
 mod microkernel;
 mod pack;
@@ -13,6 +14,10 @@ pub mod syrk;
 pub mod view;
 
 pub use error::KernelError;
+pub use finite::{
+    all_finite, all_finite_reference, all_within, all_within_reference, first_non_finite,
+    first_outside,
+};
 pub use gemm::{Op, gemm, gemm_reference, gemm_scratch_len};
 pub use microkernel::LANES;
 pub use syrk::{syrk_lower, syrk_lower_reference, syrk_lower_scratch_len};

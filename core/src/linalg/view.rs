@@ -206,9 +206,15 @@ impl<'a, T: Copy> MatRef<'a, T> {
         Some(&self.data[start..start + self.cols])
     }
 
-    /// The first non-finite-test failure position, using `is_bad` on each element, row by row.
+    /// The first position (row by row) whose element satisfies `is_bad`.
     pub fn find(&self, mut is_bad: impl FnMut(T) -> bool) -> Option<(usize, usize)> {
         for i in 0..self.rows {
+            if let Some(row) = self.row(i) {
+                if let Some(j) = row.iter().position(|&v| is_bad(v)) {
+                    return Some((i, j));
+                }
+                continue;
+            }
             for j in 0..self.cols {
                 if is_bad(self.data[i * self.row_stride + j * self.col_stride]) {
                     return Some((i, j));
@@ -254,11 +260,16 @@ impl<'a, T: Copy> MatMut<'a, T> {
         col_stride: usize,
     ) -> Result<Self, ViewError> {
         check(data.len(), rows, cols, row_stride, col_stride)?;
-        let disjoint = rows <= 1 && cols <= 1
-            || rows <= 1 && col_stride >= 1
-            || cols <= 1 && row_stride >= 1
-            || (col_stride >= 1 && row_stride >= cols * col_stride)
-            || (row_stride >= 1 && col_stride >= rows * row_stride);
+        // Distinct (i, j) must map to distinct offsets: along a dimension of length > 1 the
+        // stride is non-zero, and one stride steps over the whole extent of the other.
+        let disjoint = rows == 0
+            || cols == 0
+            || (rows <= 1 || row_stride >= 1)
+                && (cols <= 1 || col_stride >= 1)
+                && (rows <= 1
+                    || cols <= 1
+                    || row_stride >= cols * col_stride
+                    || col_stride >= rows * row_stride);
         if !disjoint {
             return Err(ViewError {
                 rows,
