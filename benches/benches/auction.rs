@@ -6,7 +6,9 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use pleas_benches::random_matrix;
-use pleas_core::assign::scan::{best_two, best_two_reference};
+use pleas_core::assign::scan::{
+    CANDIDATE_SLOTS, best_two, best_two_cached, best_two_candidates, best_two_reference,
+};
 use pleas_core::assign::{AuctionParams, auction, auction_scratch_len};
 use pleas_core::linalg::MatRef;
 
@@ -40,6 +42,14 @@ fn scan(c: &mut Criterion) {
         });
         g.bench_with_input(BenchmarkId::new("scalar_f32", n), &n, |b, _| {
             b.iter(|| best_two_reference(black_box(&row), 1.0, black_box(&prices)))
+        });
+        let mut cands = vec![0.0f64; 2 * CANDIDATE_SLOTS];
+        g.bench_with_input(BenchmarkId::new("simd_candidates_f32", n), &n, |b, _| {
+            b.iter(|| best_two_candidates(black_box(&row), 1.0, black_box(&prices), &mut cands))
+        });
+        let (_, bound) = best_two_candidates(&row, 1.0, &prices, &mut cands);
+        g.bench_with_input(BenchmarkId::new("cached", n), &n, |b, _| {
+            b.iter(|| best_two_cached(black_box(&prices), black_box(&cands), bound))
         });
     }
     g.finish();
