@@ -121,8 +121,8 @@ def main():
     lapx = [s for s in args.lapx.split(",") if s]
     rows = []
     print("| kind | n | scipy (ms) | best lapx (ms) | auction (ms) | scipy / auction "
-          "| lapx / auction | phases | bids / n | total rel. diff vs scipy |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| lapx / auction | phases | bids / n | full scans / n | total rel. diff vs scipy |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for kind in args.kinds.split(","):
         for n in [int(v) for v in args.sizes.split(",")]:
             s, label = make(kind, n, 1000 + n, x)
@@ -143,14 +143,14 @@ def main():
                 [args.binary, "--reps", str(reps), f"{path}:{n}:f32"],
                 check=True, capture_output=True, text=True,
             ).stdout.split()
-            t_ours, phases, bids = float(out[1]), int(out[4]), int(out[5])
+            t_ours, phases, bids, full = float(out[1]), int(out[4]), int(out[5]), int(out[8])
             perm = np.fromfile(path + ".perm", dtype=np.uint32)
             assert sorted(perm.tolist()) == list(range(n)), "auction result is not a permutation"
             ours = s64[np.arange(n), perm].sum()
             rel = (best_scipy - ours) / max(abs(best_scipy), 1e-300)
             row = (f"| {label} | {n} | {t_scipy * 1e3:.2f} | {lapx_times[best_name] * 1e3:.2f} "
                    f"({best_name}) | {t_ours * 1e3:.2f} | {t_scipy / t_ours:.2f} "
-                   f"| {lapx_times[best_name] / t_ours:.2f} | {phases} | {bids / n:.1f} "
+                   f"| {lapx_times[best_name] / t_ours:.2f} | {phases} | {bids / n:.1f} | {full / n:.1f} "
                    f"| {rel:.1e} |")
             print(row, flush=True)
             rows.append(row)
