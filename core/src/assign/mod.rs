@@ -34,6 +34,28 @@
 //!
 //! A `k x n` problem with `k < n` is solved as the `n x n` problem padded with constant rows,
 //! which has the same optimal assignments of the real rows.
+//!
+//! # Example
+//!
+//! ```
+//! use pleas_core::assign::{AuctionParams, auction, auction_scratch_len, select_top};
+//! use pleas_core::linalg::MatRef;
+//!
+//! // Similarity of A's units (rows) to B's units (columns).
+//! let s = [0.9f32, 0.1, 0.3, /**/ 0.2, 0.8, 0.1, /**/ 0.4, 0.7, 0.6];
+//! let m = MatRef::new(&s, 3, 3)?;
+//! let mut perm = [0usize; 3];
+//! let mut scratch = vec![0.0f64; auction_scratch_len(3)];
+//! let info = auction(m, &AuctionParams::default(), &mut perm, &mut scratch)?;
+//! assert_eq!(perm, [0, 1, 2]);
+//! assert!(info.optimality_bound < 1e-9);
+//!
+//! // Merge the 2 best pairs: rows 0 (0.9) and 1 (0.8); row 2 stays separate.
+//! let mut rows = [0usize; 3];
+//! select_top(m, &perm, 2, &mut rows)?;
+//! assert_eq!(rows, [0, 1, 2]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod auction;
 mod error;
