@@ -81,7 +81,11 @@ fn check_against(
         opt - got
     );
     assert!(
-        info.optimality_bound <= n * info.epsilon * (1.0 + 1e-9),
+        info.optimality_bound <= info.epsilon_bound * (1.0 + 1e-9),
+        "{info:?}"
+    );
+    assert!(
+        (info.epsilon_bound - n * info.epsilon).abs() <= 1e-12 * info.epsilon_bound,
         "{info:?}"
     );
 }

@@ -453,6 +453,42 @@ mod tests {
         }
     }
 
+    /// The candidate scan on finite edge values (denormals, signed zeros, extremes, ties) in
+    /// every lane position: its best two equal the scalar twin's and its bound covers every
+    /// column outside the list.
+    #[test]
+    fn candidate_scan_lane_by_lane() {
+        let edges = [0.0, -0.0, 5e-324, -5e-324, 1.0, -1.0, 1e300, -1e300];
+        for len in 1..20 {
+            let q = vec![0.0; len];
+            for &bg in &edges {
+                for &x in &edges {
+                    for pos in 0..len {
+                        let mut row = vec![bg; len];
+                        row[pos] = x;
+                        let mut cands = vec![0.0; 2 * CANDIDATE_SLOTS];
+                        let (bt, bound) = best_two_candidates(&row, 1.0, &q, &mut cands);
+                        let r = best_two_reference(&row, 1.0, &q);
+                        assert!(
+                            same(bt, r),
+                            "len {len} bg {bg} x {x} at {pos}: {bt:?} vs {r:?}"
+                        );
+                        let listed: Vec<usize> = cands[..CANDIDATE_SLOTS]
+                            .iter()
+                            .filter(|&&c| c >= 0.0)
+                            .map(|&c| c as usize)
+                            .collect();
+                        for j in (0..len).filter(|j| !listed.contains(j)) {
+                            assert!(row[j] <= bound, "len {len} bg {bg} x {x} at {pos}");
+                        }
+                        let cached = best_two_cached(&q, &cands, bound).expect("fresh list");
+                        assert_eq!((cached.best, cached.second), (r.best, r.second));
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn prices_and_factor_enter_like_the_twin() {
         let len = 37;
