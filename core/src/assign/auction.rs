@@ -10,13 +10,14 @@
 //! constant rows (value `K * min s`), which never changes which real assignment is optimal.
 //!
 //! A phase with step `eps` runs until every row holds a column. A free row scans its values
-//! ([`best_two`]: best `w1` at column `j1`, second best `w2`), raises `p_j1` by
+//! ([`best_two`](super::scan::best_two): best `w1` at column `j1`, second best `w2`), raises `p_j1` by
 //! `gamma = max(eps, w1 - w2)` and takes `j1`, evicting the previous holder, which goes to the
 //! back of a FIFO queue (Gauss-Seidel: prices change after every bid). Any increment in
 //! `[eps, w1 - w2 + eps]` keeps the bidder within `eps` of its best (eps-complementary
-//! slackness) and guarantees termination; the lower end `max(eps, w1 - w2)` used here (the
-//! Jonker-Volgenant "augmenting row reduction" step, floored at `eps`) leaves the bidder
-//! *exactly* at its best whenever its best is unique by at least `eps`.
+//! slackness) and guarantees termination. The increment used here, `max(eps, w1 - w2)` (the
+//! Jonker-Volgenant "augmenting row reduction" step, floored at `eps`), is `eps` below the
+//! classic `w1 - w2 + eps` whenever the best is unique by at least `eps`, and then leaves the
+//! bidder *exactly* at its best.
 //!
 //! Each row records `b_i = w2 - (w1 - gamma) >= 0` when it wins a column. Prices never
 //! decrease, so `b_i` stays an upper bound on how far row `i` is from its best, and

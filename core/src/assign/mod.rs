@@ -35,6 +35,24 @@
 //! A `k x n` problem with `k < n` is solved as the `n x n` problem padded with constant rows,
 //! which has the same optimal assignments of the real rows.
 //!
+//! # Algorithm (details in the source of `assign/auction.rs`)
+//!
+//! Forward auction, Gauss-Seidel (one bid at a time, FIFO queue of free rows), epsilon scaling
+//! by [`AuctionParams::scaling`] from [`AuctionParams::initial_epsilon`] times the range:
+//!
+//! - bid increment `max(eps, w1 - w2)`: a valid auction step (within `[eps, w1 - w2 + eps]`)
+//!   that leaves the bidder exactly at its best when its best is unique by `eps`;
+//! - every row keeps a bound on its distance from its best, and their sum bounds the duality
+//!   gap: the run stops at the first phase where that certified gap meets the tolerance;
+//! - between phases prices are kept, and so are the assignments that still satisfy the next
+//!   phase's eps-complementary slackness (checked from the bound, else by one rescan);
+//! - initial prices are the column maxima (the analogue of Jonker-Volgenant's column
+//!   reduction), found in the pass that validates the scores;
+//! - each full row scan ([`scan::best_two_candidates`], `wide::f64x4`, 8 columns per step)
+//!   leaves a list of ~23 candidate columns and a bound on all others; later bids of that row
+//!   are answered from the list (prices only rise, so the bound stays valid) until it is
+//!   inconclusive.
+//!
 //! # Example
 //!
 //! ```
