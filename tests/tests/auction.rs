@@ -8,7 +8,7 @@ use pleas_core::assign::scan::{
     best_two_reference,
 };
 use pleas_core::assign::{
-    AuctionError, AuctionInfo, AuctionParams, Score, auction, auction_scratch_len,
+    AuctionError, AuctionInfo, AuctionParams, Score, auction, auction_scratch_len, auction_warm,
 };
 use pleas_core::linalg::MatRef;
 use pleas_tests::assignment::{
@@ -246,6 +246,90 @@ proptest! {
             prop_assert_eq!(row[c.col] + prices[c.col], fresh.best);
         }
     }
+}
+
+/// Solves from `prices` (replaced by the final prices), asserting the contract against the
+/// Hungarian optimum and that the returned prices are a dual certificate: with
+/// `u_i = max_j (s_ij - p_j)`, `sum u + sum p` lies between the optimum and the returned total
+/// plus the certified bound.
+fn check_warm(s: &[f64], n: usize, prices: &mut [f64]) -> AuctionInfo {
+    let mut perm = vec![usize::MAX; n];
+    let mut scratch = vec![f64::NAN; auction_scratch_len(n)];
+    let m = MatRef::new(s, n, n).unwrap();
+    let info = auction_warm(
+        m,
+        &AuctionParams::default(),
+        prices,
+        &mut perm,
+        &mut scratch,
+    )
+    .unwrap();
+    let opt = total(s, n, &hungarian_max(s, n, n));
+    check_against(s, n, n, &perm, &info, opt);
+    let dual: f64 = (0..n)
+        .map(|i| {
+            (0..n)
+                .map(|j| s[i * n + j] - prices[j])
+                .fold(f64::NEG_INFINITY, f64::max)
+        })
+        .sum::<f64>()
+        + prices.iter().sum::<f64>();
+    let mag = s.iter().fold(0.0f64, |a, v| a.max(v.abs()))
+        + prices.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+    let slack = AUCTION_SUM_REL * 4.0 * n as f64 * mag;
+    let got = total(s, n, &perm);
+    assert!(dual >= opt - slack, "dual {dual} below the optimum {opt}");
+    assert!(
+        dual - got <= info.optimality_bound + slack,
+        "dual gap {} > bound {info:?}",
+        dual - got
+    );
+    assert!(prices.iter().all(|p| p.is_finite() && *p >= 0.0));
+    info
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(128)))]
+
+    /// Warm starts from arbitrary prices (wild ones included) and from the final prices of a
+    /// previous solve keep the contract, and the prices returned certify the result.
+    #[test]
+    fn warm_starts_keep_the_contract(k in kind(), n in 1usize..=120, seed: u64, scale in prop_oneof![Just(0.0), Just(1.0), Just(1e6)]) {
+        let s = matrix(k, n, n, seed);
+        let mut prices: Vec<f64> = matrix(Kind::Uniform, 1, n, seed ^ 5).iter().map(|v| (v - 0.5) * scale).collect();
+        check_warm(&s, n, &mut prices);
+        // Again from the prices just returned, on the same matrix and on a perturbed one.
+        check_warm(&s, n, &mut prices);
+        let t: Vec<f64> = s.iter().zip(matrix(k, n, n, seed ^ 9)).map(|(a, b)| a + 0.1 * b).collect();
+        check_warm(&t, n, &mut prices);
+    }
+}
+
+#[test]
+fn warm_start_errors_leave_the_prices_alone() {
+    let n = 4;
+    let mut s = matrix(Kind::Uniform, n, n, 2);
+    let m = MatRef::new(&s, n, n).unwrap();
+    let p = AuctionParams::default();
+    let mut perm = vec![0; n];
+    let mut scratch = vec![0.0; auction_scratch_len(n)];
+    assert_eq!(
+        auction_warm(m, &p, &mut [0.0; 3], &mut perm, &mut scratch),
+        Err(AuctionError::PriceLength { cols: 4, len: 3 })
+    );
+    let mut prices = [0.5, 1.0, f64::INFINITY, 2.0];
+    assert!(matches!(
+        auction_warm(m, &p, &mut prices, &mut perm, &mut scratch),
+        Err(AuctionError::NonFinitePrice { col: 2, .. })
+    ));
+    s[5] = f64::NAN;
+    let m = MatRef::new(&s, n, n).unwrap();
+    let mut prices = [0.5, 1.0, 1.5, 2.0];
+    assert!(matches!(
+        auction_warm(m, &p, &mut prices, &mut perm, &mut scratch),
+        Err(AuctionError::NonFinite { row: 1, col: 1, .. })
+    ));
+    assert_eq!(prices, [0.5, 1.0, 1.5, 2.0]);
 }
 
 #[test]

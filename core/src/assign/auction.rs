@@ -212,6 +212,53 @@ pub fn auction<T: Score>(
     perm: &mut [usize],
     scratch: &mut [f64],
 ) -> Result<AuctionInfo, AuctionError> {
+    solve(scores, params, None, perm, scratch)
+}
+
+/// [`auction`] started from the caller's column prices, which it replaces by the final ones.
+///
+/// `prices` (one per column, score units, finite) seed the auction instead of the column
+/// maxima: the final prices of an earlier solve of a similar matrix (the next sweep of weight
+/// matching, the same group on more data) let most rows bid straight for their final columns.
+/// Any finite prices are valid; the contract and the result's guarantees are those of
+/// [`auction`]. Prices are shifted so that the lowest is 0 and clipped to the score range
+/// above it (no column is worth more than that), and rounded to the `1 / (n + 1)` grid for
+/// integer scores.
+///
+/// On success `prices` holds the final prices `p`, shifted so that the lowest is 0: with
+/// `u_i = max_j (s_ij - p_j)`, the pair `(u, p)` is a feasible dual of the (padded, square)
+/// problem whose objective exceeds the returned total by at most
+/// [`AuctionInfo::optimality_bound`]. On error `prices` is unchanged.
+pub fn auction_warm<T: Score>(
+    scores: MatRef<'_, T>,
+    params: &AuctionParams,
+    prices: &mut [f64],
+    perm: &mut [usize],
+    scratch: &mut [f64],
+) -> Result<AuctionInfo, AuctionError> {
+    let n = scores.cols();
+    if prices.len() != n {
+        return Err(AuctionError::PriceLength {
+            cols: n,
+            len: prices.len(),
+        });
+    }
+    if let Some(col) = prices.iter().position(|p| !p.is_finite()) {
+        return Err(AuctionError::NonFinitePrice {
+            col,
+            value: prices[col],
+        });
+    }
+    solve(scores, params, Some(prices), perm, scratch)
+}
+
+fn solve<T: Score>(
+    scores: MatRef<'_, T>,
+    params: &AuctionParams,
+    mut warm: Option<&mut [f64]>,
+    perm: &mut [usize],
+    scratch: &mut [f64],
+) -> Result<AuctionInfo, AuctionError> {
     check_params(params)?;
     let (k, n) = scores.shape();
     if k > n {
@@ -224,6 +271,9 @@ pub fn auction<T: Score>(
         });
     }
     if k == 0 {
+        if let Some(w) = warm {
+            w.fill(0.0);
+        }
         return Ok(AuctionInfo {
             integer: true,
             ..AuctionInfo::default()
@@ -244,9 +294,12 @@ pub fn auction<T: Score>(
     let Survey { lo, hi, integral } = survey(scores, &mut scratch[..n])?;
     let range = hi - lo;
     if range == 0.0 || n == 1 {
-        // Every assignment has the same total.
+        // Every assignment has the same total; zero prices prove it.
         for (i, p) in perm.iter_mut().enumerate() {
             *p = i;
+        }
+        if let Some(w) = warm.as_deref_mut() {
+            w.fill(0.0);
         }
         return Ok(AuctionInfo {
             integer: integral,
@@ -274,8 +327,39 @@ pub fn auction<T: Score>(
             integer,
         }
     };
+    let q0 = &mut scratch[..n];
+    match warm.as_deref() {
+        // Initial prices: the column maxima (left in place by the survey), so every row starts
+        // at value <= 0 with 0 at its columns' best rows, the auction analogue of the
+        // Jonker-Volgenant column reduction; it absorbs column offsets (units with large norms
+        // in neg-l2 similarities) before the first bid.
+        None => q0.iter_mut().for_each(|q| *q *= -setup.k),
+        // The caller's prices, shifted to start at 0, clipped to the range and, for integer
+        // scores, rounded to integers in scaled units (keeping all arithmetic exact).
+        Some(w) => {
+            let low = w.iter().copied().fold(f64::INFINITY, f64::min);
+            for (q, &p) in q0.iter_mut().zip(w) {
+                let scaled = ((p - low) * setup.k).clamp(0.0, range * setup.k);
+                *q = -if setup.integer {
+                    libm::round(scaled)
+                } else {
+                    scaled
+                };
+            }
+        }
+    }
     let mut state = State::new(scores, setup, lo, &mut scratch[..needed]);
     let (phases, eps, gap) = state.run(params.scaling);
+    if let Some(w) = warm {
+        let top = state
+            .neg_prices
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
+        for (p, &q) in w.iter_mut().zip(state.neg_prices.iter()) {
+            *p = (top - q) / setup.k;
+        }
+    }
     for (i, p) in perm.iter_mut().enumerate() {
         *p = state.assigned[i] as usize;
     }
@@ -340,6 +424,7 @@ struct State<'a, 's, T> {
 }
 
 impl<'a, 's, T: Score> State<'a, 's, T> {
+    /// `scratch[..n]` must hold the initial negated prices (scaled units).
     fn new(scores: MatRef<'s, T>, setup: Setup, lo: f64, scratch: &'a mut [f64]) -> Self {
         let n = scores.cols();
         let (neg_prices, rest) = scratch.split_at_mut(n);
@@ -350,13 +435,6 @@ impl<'a, 's, T: Score> State<'a, 's, T> {
         // An infinite bound sends every row's first scan to the whole row.
         for c in cache.chunks_exact_mut(CACHE) {
             c[2 * CANDIDATE_SLOTS] = f64::INFINITY;
-        }
-        // Initial prices: the column maxima (left in place by the survey), so every row starts
-        // at value <= 0 with 0 at its columns' best rows, the auction analogue of the
-        // Jonker-Volgenant column reduction; it absorbs column offsets (units with large norms
-        // in neg-l2 similarities) before the first bid.
-        for q in neg_prices.iter_mut() {
-            *q *= -setup.k;
         }
         slack.fill(0.0);
         owner.fill(NONE);

@@ -41,6 +41,20 @@ pub enum AuctionError {
         /// Elements provided.
         provided: usize,
     },
+    /// The warm-start prices' length differs from the number of columns.
+    PriceLength {
+        /// Columns of the score matrix.
+        cols: usize,
+        /// Length of the price slice.
+        len: usize,
+    },
+    /// A warm-start price is NaN or infinite.
+    NonFinitePrice {
+        /// Column of the bad price.
+        col: usize,
+        /// The bad value.
+        value: f64,
+    },
     /// A parameter is out of its documented range.
     InvalidParam {
         /// Name of the field of [`AuctionParams`](super::AuctionParams).
@@ -72,6 +86,13 @@ impl fmt::Display for AuctionError {
                 f,
                 "scratch too small: {needed} elements needed, {provided} provided"
             ),
+            AuctionError::PriceLength { cols, len } => write!(
+                f,
+                "warm-start prices have length {len}, the score matrix has {cols} columns"
+            ),
+            AuctionError::NonFinitePrice { col, value } => {
+                write!(f, "warm-start price of column {col} is not finite: {value}")
+            }
             AuctionError::InvalidParam { name, value } => {
                 write!(f, "auction parameter `{name}` out of range: {value}")
             }

@@ -8,6 +8,8 @@
 //!   between phases and a certified stopping rule, over a dense `k x n` score matrix
 //!   (`k <= n`, f32 or f64, maximise). Caller scratch sized by [`auction_scratch_len`]; no
 //!   allocation; deterministic.
+//! - [`auction_warm`]: the same, started from given column prices (e.g. the final prices of a
+//!   previous solve of a similar matrix), returning the final prices: a dual certificate.
 //! - [`select_top`]: the `k` best pairs of an assignment, with deterministic tie-breaking.
 //! - [`scan`]: the vectorised best/second-best bidding scan and its scalar twin.
 //!
@@ -80,7 +82,7 @@ mod error;
 pub mod scan;
 mod select;
 
-pub use auction::{AuctionInfo, AuctionParams, auction, auction_scratch_len};
+pub use auction::{AuctionInfo, AuctionParams, auction, auction_scratch_len, auction_warm};
 pub use error::{AuctionError, SelectError};
 pub use scan::Score;
 pub use select::select_top;
