@@ -104,7 +104,9 @@ pub struct AuctionInfo {
     pub integer: bool,
 }
 
-/// Scratch elements (f64) [`auction`] needs for a problem with `n` columns (any rows `<= n`).
+/// Scratch elements (f64) [`auction`] needs for a problem with `n` columns (any rows `<= n`):
+/// `52 n` (prices, slack bounds, owners, assignments, the queue, and per row a candidate list
+/// of 23 columns with their scores and a bound).
 pub fn auction_scratch_len(n: usize) -> usize {
     (5 + CACHE) * n
 }
