@@ -1,10 +1,11 @@
-//! The no_std canary binary: computes a small Gram matrix with the core and exits 0 when the
-//! result is right, 1 otherwise.
+//! The no_std canary binary: computes a small Gram matrix and a 3 x 3 assignment with the core
+//! and exits 0 when the results are right, 1 otherwise.
 #![no_std]
 #![no_main]
 
 use core::panic::PanicInfo;
 
+use pleas_core::assign::{AuctionParams, auction, auction_scratch_len};
 use pleas_core::gram::{GramAccumulator, GramParams};
 use pleas_core::linalg::{MatMut, MatRef};
 
@@ -40,11 +41,13 @@ mod heap {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
             let base = self.arena.get() as usize;
             let mut start = 0;
-            let fetched = self.next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |next| {
-                start = (base + next).next_multiple_of(layout.align()) - base;
-                let end = start.checked_add(layout.size())?;
-                (end <= ARENA).then_some(end)
-            });
+            let fetched = self
+                .next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |next| {
+                    start = (base + next).next_multiple_of(layout.align()) - base;
+                    let end = start.checked_add(layout.size())?;
+                    (end <= ARENA).then_some(end)
+                });
             match fetched {
                 Ok(_) => (base + start) as *mut u8,
                 Err(_) => core::ptr::null_mut(),
@@ -97,6 +100,18 @@ pub extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
     // X^T X, lower triangle: [11; 3 6; 7 2 6].
     let want = [11.0, 0.0, 0.0, 3.0, 6.0, 0.0, 7.0, 2.0, 6.0];
     let ok = g.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-9);
+    // The auction matcher on a 3 x 3 similarity: the diagonal is the best assignment.
+    let s = [0.9f32, 0.1, 0.3, 0.2, 0.8, 0.1, 0.4, 0.7, 0.6];
+    let mut perm = [usize::MAX; 3];
+    let mut scratch = [0.0f64; 256];
+    let ok = ok
+        && match MatRef::new(&s[..], 3, 3) {
+            Ok(m) if auction_scratch_len(3) <= scratch.len() => {
+                let params = AuctionParams::default();
+                auction(m, &params, &mut perm, &mut scratch[..]).is_ok() && perm == [0, 1, 2]
+            }
+            _ => false,
+        };
     #[cfg(feature = "alloc")]
     let ok = ok && {
         let v = alloc_check();

@@ -1,8 +1,19 @@
 //! Shared helpers of the `pleas` integration and property tests: the tolerance table, matrix
 //! strategies and f64 oracles.
 
+pub mod assignment;
 pub mod matrices;
 pub mod oracle;
 pub mod spd;
 pub mod strided_f64;
 pub mod tolerance;
+
+/// A proptest configuration running `cases` cases by default; the `PROPTEST_CASES` environment
+/// variable, when set, overrides it (for the longer runs: `PROPTEST_CASES=2000 cargo test`).
+pub fn config(cases: u32) -> proptest::prelude::ProptestConfig {
+    let mut c = proptest::prelude::ProptestConfig::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        c.cases = cases;
+    }
+    c
+}

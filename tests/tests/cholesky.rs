@@ -14,14 +14,6 @@ use pleas_tests::tolerance::{
 use proptest::prelude::*;
 
 /// `cases` unless `PROPTEST_CASES` asks for another count.
-fn config(cases: u32) -> ProptestConfig {
-    let mut c = ProptestConfig::default();
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        c.cases = cases;
-    }
-    c
-}
-
 /// A size: one of the edge sizes or anything up to 80.
 fn size() -> impl Strategy<Value = usize> {
     prop_oneof![proptest::sample::select(EDGE_SIZES.to_vec()), 1usize..=80]
@@ -49,7 +41,7 @@ fn frobenius(m: &DMatrix<f64>) -> f64 {
 }
 
 proptest! {
-    #![proptest_config(config(48))]
+    #![proptest_config(pleas_tests::config(48))]
 
     /// Blocked kernel, scalar twin and nalgebra agree; `L L^T` reproduces `A`; the strict upper
     /// triangle (NaN) is never read nor written; nothing outside the view is touched.

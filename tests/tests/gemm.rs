@@ -114,7 +114,7 @@ fn exact(case: &Case) -> (DMatrix<f64>, DMatrix<f64>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(pleas_tests::config(64))]
 
     #[test]
     fn blocked_matches_scalar_twin_and_f64(case in case()) {

@@ -81,7 +81,7 @@ fn data(n: usize, d: usize, offset: f32, seed: u64) -> Vec<f32> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(pleas_tests::config(48))]
 
     /// Any batch split and any block length give the f64 moments.
     #[test]

@@ -26,7 +26,7 @@ fn direct(metric: Metric, a: &DMatrix<f64>, b: &DMatrix<f64>) -> DMatrix<f64> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    #![proptest_config(pleas_tests::config(32))]
 
     #[test]
     fn streamed_similarity_matches_direct(

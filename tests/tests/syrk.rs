@@ -19,7 +19,7 @@ fn case() -> impl Strategy<Value = (StridedMatrix, Vec<f32>, f32, f32)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(pleas_tests::config(64))]
 
     #[test]
     fn lower_triangle_matches_scalar_twin_and_f64((x, c0, alpha, beta) in case()) {

@@ -13,14 +13,6 @@ use pleas_tests::tolerance::{TRIANGULAR_FORWARD, TRIANGULAR_RESIDUAL};
 use proptest::prelude::*;
 
 /// `cases` unless `PROPTEST_CASES` asks for another count.
-fn config(cases: u32) -> ProptestConfig {
-    let mut c = ProptestConfig::default();
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        c.cases = cases;
-    }
-    c
-}
-
 fn size() -> impl Strategy<Value = usize> {
     prop_oneof![proptest::sample::select(EDGE_SIZES.to_vec()), 1usize..=80]
 }
@@ -89,7 +81,7 @@ fn factor(rng: &mut Rng, n: usize, cond: f64, lay: Layout) -> (DMatrix<f64>, Str
 }
 
 proptest! {
-    #![proptest_config(config(64))]
+    #![proptest_config(pleas_tests::config(64))]
 
     /// Kernel, scalar twin and nalgebra agree column by column; the residual is at rounding
     /// level; `L`'s upper triangle (NaN) is not read; nothing outside `B`'s view is written.
