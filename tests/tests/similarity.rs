@@ -135,3 +135,60 @@ fn no_samples_and_constant_units() {
     assert_eq!(Metric::from_name("neg-l2"), Some(Metric::NegL2));
     assert_eq!(Metric::from_name("cosine"), None);
 }
+
+/// ALGORITHM.md section 6: matching A against a permuted copy of itself recovers the
+/// permutation, and at ratio 0 every pair is merged with its true partner.
+#[test]
+fn matching_a_permuted_copy_recovers_the_permutation() {
+    use pleas_core::assign::AuctionParams;
+    use pleas_core::merge::matching::{match_group, merged_pairs};
+    let (n, units) = (500, 40);
+    let a: Vec<f32> = uniform_values(n * units, 21)
+        .iter()
+        .map(|v| v.max(0.0) * 2.0)
+        .collect();
+    let perm: Vec<usize> = (0..units).map(|i| (i * 7 + 5) % units).collect();
+    let mut b = vec![0.0f32; n * units];
+    for s in 0..n {
+        for i in 0..units {
+            b[s * units + perm[i]] = a[s * units + i];
+        }
+    }
+    let mut acc = OwnedGram::new_owned(units, units, GramParams::default().without_gram());
+    acc.push(
+        MatRef::new(&a, n, units).unwrap(),
+        Some(MatRef::new(&b, n, units).unwrap()),
+    )
+    .unwrap();
+    let mut s = vec![0.0; units * units];
+    similarity_from_accumulator(
+        Metric::NegL2,
+        &mut acc,
+        MatMut::new(&mut s, units, units).unwrap(),
+    )
+    .unwrap();
+    let sm = MatRef::new(&s, units, units).unwrap();
+    let m = match_group(sm, 0.0, &AuctionParams::default()).unwrap();
+    assert_eq!(m.perm, perm);
+    assert_eq!(m.layout.merged_count(), units);
+    // Identical units are at distance 0, up to the square root of the moments' rounding
+    // (sqrt(1e-7 * sum a^2) here), far below the distance between different units.
+    let typical = -s.iter().sum::<f64>() / (units * units) as f64;
+    assert!(
+        m.mean_merged_score.abs() < 1e-3 * typical,
+        "{} vs typical distance {typical}",
+        m.mean_merged_score
+    );
+    let half = match_group(sm, 0.5, &AuctionParams::default()).unwrap();
+    assert_eq!(half.layout.merged_count(), merged_pairs(units, 0.5));
+    assert_eq!(half.layout.merged_width(), units + units / 2);
+    assert!(match_group(sm, 1.5, &AuctionParams::default()).is_err());
+    assert_eq!(
+        (
+            merged_pairs(10, 0.25),
+            merged_pairs(10, 1.0),
+            merged_pairs(0, 0.3)
+        ),
+        (8, 0, 0)
+    );
+}

@@ -3,3 +3,4 @@
 pub mod blocks;
 pub mod budget;
 pub mod layout;
+pub mod matching;
