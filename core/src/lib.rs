@@ -6,6 +6,10 @@
 //! - [`gram`]: streaming accumulation of `sum x x^T` and `sum x t^T` in f64 from f32 blocks.
 //! - [`lstsq`]: ridge least squares on a principal sub-block of an accumulated Gram.
 //! - [`assign`]: the auction matcher and partial (top-k) selection.
+//! - [`graph`] (feature `alloc`): the layer-graph IR, shape inference, permutation groups,
+//!   FLOP and parameter counts.
+//! - [`forward`] (feature `alloc`): batched inference (conv as im2col + GEMM), batch-norm
+//!   folding and an activation observer hook.
 //!
 //! Kernels never allocate: each takes caller-owned scratch sized by a `*_scratch_len` query.
 //! The `alloc` feature enables the layers that build graphs and merged models.
@@ -19,3 +23,8 @@ extern crate alloc;
 extern crate std;
 
 pub mod linalg;
+
+#[cfg(feature = "alloc")]
+pub mod forward;
+#[cfg(feature = "alloc")]
+pub mod graph;
