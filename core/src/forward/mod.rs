@@ -134,7 +134,7 @@ pub struct ForwardParams {
 
 impl Default for ForwardParams {
     fn default() -> Self {
-        Self { conv_columns: 2048 }
+        Self { conv_columns: 4096 }
     }
 }
 
@@ -289,8 +289,12 @@ impl<'a> Forward<'a> {
             Some(i) => self.pool.swap_remove(i),
             None => self.pool.pop().unwrap_or_default(),
         };
-        b.clear();
-        b.resize(len, 0.0);
+        // Every op overwrites its whole output, so stale values need not be cleared.
+        if b.len() >= len {
+            b.truncate(len);
+        } else {
+            b.resize(len, 0.0);
+        }
         b
     }
 
