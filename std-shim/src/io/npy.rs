@@ -206,7 +206,9 @@ mod tests {
         };
         let b = to_bytes(&t);
         assert!(parse(&b[..b.len() - 1]).unwrap_err().contains("truncated"));
-        let s = String::from_utf8_lossy(&b).replace("<f4", ">f4");
-        assert!(parse(s.as_bytes()).unwrap_err().contains("little-endian"));
+        let mut big = b.clone();
+        let at = big.windows(3).position(|w| w == b"<f4").unwrap();
+        big[at] = b'>';
+        assert!(parse(&big).unwrap_err().contains("little-endian"));
     }
 }
