@@ -65,7 +65,7 @@ pub enum Error {
         arch: String,
         /// The first mismatch.
         #[source]
-        source: GraphError,
+        source: Box<GraphError>,
     },
     /// The model file holds a tensor its architecture does not use.
     #[error(
@@ -122,12 +122,12 @@ pub enum Error {
     Usage(String),
     /// The forward pass failed.
     #[error("forward pass failed")]
-    Forward(#[source] ForwardError),
+    Forward(#[source] Box<ForwardError>),
 }
 
 impl From<ForwardError> for Error {
     fn from(e: ForwardError) -> Self {
-        Error::Forward(e)
+        Error::Forward(Box::new(e))
     }
 }
 

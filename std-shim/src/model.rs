@@ -96,7 +96,7 @@ impl Model {
             .map_err(|source| Error::Model {
                 path: path.to_path_buf(),
                 arch: arch.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let single = graph.outputs().len() == 1;
         let mut heads = Vec::new();

@@ -254,10 +254,10 @@ impl<'a> Forward<'a> {
             );
             acts[id] = Some(buf);
             for &i in &node.inputs {
-                if self.last_use[i] == id {
-                    if let Some(b) = acts[i].take() {
-                        self.pool.push(b);
-                    }
+                if self.last_use[i] == id
+                    && let Some(b) = acts[i].take()
+                {
+                    self.pool.push(b);
                 }
             }
             if self.last_use[id] == id {
@@ -309,10 +309,11 @@ impl<'a> Forward<'a> {
             .filter(|&&i| i == src)
             .count()
             == 1;
-        if self.last_use[src] == id && once {
-            if let Some(b) = acts[src].take() {
-                return b;
-            }
+        if self.last_use[src] == id
+            && once
+            && let Some(b) = acts[src].take()
+        {
+            return b;
         }
         let data = acts[src].as_deref().unwrap_or(&[]);
         let mut b = self.pool.pop().unwrap_or_default();

@@ -273,14 +273,14 @@ pub fn parse(bytes: &[u8]) -> Result<SafetensorsFile, String> {
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .ok_or_else(|| bad("shape overflows"))?;
-        if let Some(size) = dtype.size() {
-            if numel.checked_mul(size) != Some(end - begin) {
-                return Err(bad(&format!(
-                    "{dtype} shape {shape:?} needs {} bytes, `data_offsets` span {}",
-                    numel.saturating_mul(size),
-                    end - begin
-                )));
-            }
+        if let Some(size) = dtype.size()
+            && numel.checked_mul(size) != Some(end - begin)
+        {
+            return Err(bad(&format!(
+                "{dtype} shape {shape:?} needs {} bytes, `data_offsets` span {}",
+                numel.saturating_mul(size),
+                end - begin
+            )));
         }
         if end > data.len() {
             return Err(format!(
@@ -362,7 +362,7 @@ pub fn to_bytes(weights: &Weights, metadata: &Metadata) -> Vec<u8> {
         offset = end;
     }
     let mut h = serde_json::Value::Object(header).to_string().into_bytes();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + h.len() + offset);
@@ -404,7 +404,7 @@ pub fn raw_to_bytes(tensors: &BTreeMap<String, RawTensor>, metadata: &Metadata) 
         offset = end;
     }
     let mut h = serde_json::Value::Object(header).to_string().into_bytes();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + h.len() + offset);

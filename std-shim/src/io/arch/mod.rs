@@ -59,7 +59,7 @@ pub fn recognise(
     let wrap = |arch: &str, source: GraphError| Error::Model {
         path: path.to_path_buf(),
         arch: arch.to_string(),
-        source,
+        source: Box::new(source),
     };
     let input = metadata_input(path, metadata)?;
     let reshape = |g: Graph, arch: &str| match input {
