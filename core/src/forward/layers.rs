@@ -16,6 +16,10 @@ fn need(what: &'static str, needed: usize, provided: usize) -> Result<(), Forwar
     Ok(())
 }
 
+/// Output positions per sample from which [`conv2d`] multiplies each sample straight into its
+/// output; smaller maps are batched into one wider product and scattered.
+const DIRECT_POSITIONS: usize = 256;
+
 /// Scratch elements [`conv2d`] needs when it processes `chunk` samples per matrix product.
 pub fn conv2d_scratch_len(geom: &ConvGeometry, out_c: usize, chunk: usize) -> usize {
     let cols = chunk * geom.positions();
@@ -61,6 +65,24 @@ pub fn conv2d(
         let s = chunk.min(batch - s0);
         let ncols = s * p;
         im2col(geom, &input[s0 * in_len..], s, cols_buf);
+        if p >= DIRECT_POSITIONS {
+            // Wide maps: one product per sample straight into its NCHW output (no scatter).
+            for si in 0..s {
+                let cols = MatRef::from_strided(&cols_buf[si * p..], k, p, ncols, 1)?;
+                let out = &mut output[(s0 + si) * out_len..][..out_len];
+                let c = MatMut::new(out, out_c, p)?;
+                gemm(1.0, w, Op::Identity, cols, Op::Identity, 0.0, c, gemm_scratch)?;
+                if let Some(b) = bias {
+                    for (row, &bo) in out.chunks_exact_mut(p).zip(b) {
+                        for v in row {
+                            *v += bo;
+                        }
+                    }
+                }
+            }
+            s0 += s;
+            continue;
+        }
         let cols = MatRef::new(&cols_buf[..k * ncols], k, ncols)?;
         let c = MatMut::new(&mut tmp[..out_c * ncols], out_c, ncols)?;
         gemm(
