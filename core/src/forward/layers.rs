@@ -71,7 +71,16 @@ pub fn conv2d(
                 let cols = MatRef::from_strided(&cols_buf[si * p..], k, p, ncols, 1)?;
                 let out = &mut output[(s0 + si) * out_len..][..out_len];
                 let c = MatMut::new(out, out_c, p)?;
-                gemm(1.0, w, Op::Identity, cols, Op::Identity, 0.0, c, gemm_scratch)?;
+                gemm(
+                    1.0,
+                    w,
+                    Op::Identity,
+                    cols,
+                    Op::Identity,
+                    0.0,
+                    c,
+                    gemm_scratch,
+                )?;
                 if let Some(b) = bias {
                     for (row, &bo) in out.chunks_exact_mut(p).zip(b) {
                         for v in row {

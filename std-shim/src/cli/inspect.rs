@@ -112,18 +112,16 @@ pub(super) fn run(a: &InspectArgs, out: &mut dyn Write) -> Result<Outcome, Error
         grouped(c.params),
         grouped(c.buffers)
     );
-    if a.nodes {
-        let _ = writeln!(s, "nodes ({}):", g.nodes().len());
-        for (i, n) in g.nodes().iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "  {i:>4} {:<28} {:<15} {:<40} -> {}",
-                n.name,
-                n.op.kind(),
-                names(&n.inputs).join(", "),
-                n.shape
-            );
-        }
+    let _ = writeln!(s, "nodes ({}):", g.nodes().len());
+    for (i, n) in g.nodes().iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "  {i:>4} {:<28} {:<15} {:<40} -> {}",
+            n.name,
+            n.op.kind(),
+            names(&n.inputs).join(", "),
+            n.shape
+        );
     }
     let _ = writeln!(s, "permutation groups ({}):", groups.len());
     for (i, gr) in groups.groups().iter().enumerate() {

@@ -47,9 +47,6 @@ struct InspectArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
-    /// Also list every node of the graph.
-    #[arg(long)]
-    nodes: bool,
 }
 
 #[derive(Args, Debug)]
