@@ -247,3 +247,77 @@ fn inspect_json_lists_groups_flops_and_params() {
         "{text}"
     );
 }
+
+/// Writes `weights` as a PyTorch-style state_dict: F32 tensors, an I64 `num_batches_tracked`
+/// beside every batch-norm and, with `prefix`, every name under `module.`.
+fn write_state_dict(weights: &pleas_core::graph::Weights, prefix: &str, name: &str) -> PathBuf {
+    use pleas::io::safetensors::RawTensor;
+    let mut raw = std::collections::BTreeMap::new();
+    for (k, t) in weights {
+        raw.insert(
+            format!("{prefix}{k}"),
+            RawTensor {
+                dtype: Dtype::F32,
+                shape: t.shape().to_vec(),
+                bytes: t.data().iter().flat_map(|v| v.to_le_bytes()).collect(),
+            },
+        );
+        if let Some(stem) = k.strip_suffix(".running_var") {
+            raw.insert(
+                format!("{prefix}{stem}.num_batches_tracked"),
+                RawTensor {
+                    dtype: Dtype::I64,
+                    shape: vec![],
+                    bytes: 7i64.to_le_bytes().to_vec(),
+                },
+            );
+        }
+    }
+    let path = tmp(name);
+    std::fs::write(&path, raw_to_bytes(&raw, &Default::default())).unwrap();
+    path
+}
+
+#[test]
+fn torchvision_and_wide_cifar_state_dicts_are_recognised() {
+    use pleas::io::arch::resnet::{CifarSpec, TorchvisionSpec, build_cifar, build_torchvision};
+    use pleas_core::graph::permutation_groups;
+    use pleas_tests::models::random_weights;
+
+    // Thin variants (fewer channels) keep the files small; recognition reads widths from shapes.
+    let thin = |depth: usize| {
+        let mut s = TorchvisionSpec::standard(depth, 7).unwrap();
+        s.stem = 8;
+        s.planes = [8, 16, 32, 64];
+        s
+    };
+    for (depth, groups, arch) in [
+        (18, 12, "resnet18 (torchvision)"),
+        (50, 37, "resnet50 (torchvision)"),
+    ] {
+        let spec = thin(depth);
+        let g = build_torchvision(&spec, spec.default_input()).unwrap();
+        let w = random_weights(&g, depth as u64);
+        let path = write_state_dict(&w, "module.", &format!("tv{depth}.safetensors"));
+        let m = Model::load(&path, None).unwrap();
+        assert_eq!(m.arch, arch);
+        assert_eq!(m.graph, g);
+        assert_eq!(m.weights, w);
+        assert_eq!(permutation_groups(&m.graph).len(), groups);
+        assert_eq!(m.heads[0].name, "fc");
+        assert_eq!(m.heads[0].classes, (0..7).collect::<Vec<i64>>());
+    }
+    let spec = CifarSpec::resnet20(4, 3, 100);
+    let g = build_cifar(&spec, spec.default_input()).unwrap();
+    let w = random_weights(&g, 4);
+    let path = write_state_dict(&w, "", "rn20w4.safetensors");
+    let m = Model::load(&path, None).unwrap();
+    assert_eq!(m.graph, g);
+    assert_eq!(
+        m.graph.input_shape(),
+        pleas_core::graph::Shape::new(3, 32, 32)
+    );
+    let groups = permutation_groups(&m.graph);
+    assert_eq!(groups.len(), 12);
+    assert_eq!(groups.groups().iter().map(|g| g.width).max(), Some(256));
+}
