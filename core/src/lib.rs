@@ -5,9 +5,14 @@
 //!   micro-kernels, blocked f64 Cholesky and triangular solves.
 //! - [`gram`]: streaming accumulation of `sum x x^T` and `sum x t^T` in f64 from f32 blocks.
 //! - [`lstsq`]: ridge least squares on a principal sub-block of an accumulated Gram.
+//! - [`assign`]: the auction matcher and partial (top-k) selection.
 //! - [`similarity`]: neg-l2, inner-product and correlation similarities from streamed moments.
-//! - `merge` (feature `alloc`): budgets to per-group ratios, merged layouts, the
+//! - [`merge`] (feature `alloc`): budgets to per-group ratios, merged layouts, the
 //!   least-squares plan of each merged layer.
+//! - [`graph`] (feature `alloc`): the layer-graph IR, shape inference, permutation groups,
+//!   FLOP and parameter counts.
+//! - [`forward`] (feature `alloc`): batched inference (conv as im2col + GEMM), batch-norm
+//!   folding and an activation observer hook.
 //!
 //! Kernels never allocate: each takes caller-owned scratch sized by a `*_scratch_len` query.
 //! The `alloc` feature enables the layers that build graphs and merged models.
@@ -27,3 +32,8 @@ pub mod lstsq;
 #[cfg(feature = "alloc")]
 pub mod merge;
 pub mod similarity;
+
+#[cfg(feature = "alloc")]
+pub mod forward;
+#[cfg(feature = "alloc")]
+pub mod graph;

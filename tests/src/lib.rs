@@ -3,6 +3,7 @@
 
 pub mod assignment;
 pub mod matrices;
+pub mod models;
 pub mod oracle;
 pub mod spd;
 pub mod strided_f64;

@@ -1,12 +1,10 @@
-//! The `pleas` command line.
-
-use clap::Parser;
-
-/// Merge two trained neural networks with PLeaS (permutations + least squares).
-#[derive(Parser)]
-#[command(name = "pleas", version, about)]
-struct Cli {}
+//! The `pleas` command line (a thin wrapper over [`pleas::cli::run`]).
 
 fn main() {
-    let _cli = Cli::parse();
+    let code = pleas::cli::run(
+        std::env::args_os(),
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    );
+    std::process::exit(code);
 }

@@ -1,0 +1,311 @@
+//! Output-shape inference per op, and the error type of graph construction and checking.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use super::{Op, Pair, Shape};
+
+/// Why a graph could not be built, re-shaped or checked against its weights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GraphError {
+    /// Two nodes would share a name.
+    DuplicateName {
+        /// The repeated name.
+        node: String,
+    },
+    /// A node reads a node id that is not (yet) in the graph.
+    UnknownInput {
+        /// The node being added.
+        node: String,
+        /// The offending input id.
+        input: usize,
+    },
+    /// A node got the wrong number of inputs.
+    InputCount {
+        /// The node.
+        node: String,
+        /// What the op needs (for `add`, the minimum).
+        expected: usize,
+        /// What it got.
+        found: usize,
+    },
+    /// The input's channels (or features) differ from what the op's parameters expect.
+    ChannelMismatch {
+        /// The node.
+        node: String,
+        /// Channels the op expects.
+        expected: usize,
+        /// Channels of its input.
+        found: usize,
+    },
+    /// A linear layer got a spatial map (it needs `D x 1 x 1`; insert a flatten or pool).
+    NotFlat {
+        /// The node.
+        node: String,
+        /// Its input's shape.
+        input: Shape,
+    },
+    /// The operands of an add differ in shape.
+    AddShapes {
+        /// The node.
+        node: String,
+        /// Shape of the first operand.
+        first: Shape,
+        /// Shape of the differing operand.
+        other: Shape,
+    },
+    /// A kernel (after padding) is larger than its input, a stride is zero or a size is zero.
+    Window {
+        /// The node.
+        node: String,
+        /// Its input's shape.
+        input: Shape,
+        /// Kernel `[kh, kw]`.
+        kernel: Pair,
+        /// Stride `[sh, sw]`.
+        stride: Pair,
+        /// Padding `[ph, pw]`.
+        padding: Pair,
+    },
+    /// A tensor a node reads is not in the weights.
+    MissingTensor {
+        /// The tensor name.
+        tensor: String,
+        /// The node that reads it.
+        node: String,
+    },
+    /// A tensor has another shape than its node requires.
+    TensorShape {
+        /// The tensor name.
+        tensor: String,
+        /// Required shape.
+        expected: Vec<usize>,
+        /// Shape found.
+        found: Vec<usize>,
+    },
+    /// A tensor holds a NaN or infinity.
+    NonFinite {
+        /// The tensor name.
+        tensor: String,
+        /// Flat index of the first non-finite element.
+        index: usize,
+    },
+}
+
+impl fmt::Display for GraphError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GraphError::DuplicateName { node } => write!(f, "two nodes are named `{node}`"),
+            GraphError::UnknownInput { node, input } => {
+                write!(
+                    f,
+                    "node `{node}` reads node {input}, which is not in the graph yet"
+                )
+            }
+            GraphError::InputCount {
+                node,
+                expected,
+                found,
+            } => write!(f, "node `{node}` needs {expected} input(s), got {found}"),
+            GraphError::ChannelMismatch {
+                node,
+                expected,
+                found,
+            } => write!(
+                f,
+                "node `{node}` expects {expected} input channels, its input has {found}"
+            ),
+            GraphError::NotFlat { node, input } => write!(
+                f,
+                "linear node `{node}` needs a flat input, got {input} (add a flatten or pool)"
+            ),
+            GraphError::AddShapes { node, first, other } => {
+                write!(f, "add node `{node}` mixes shapes {first} and {other}")
+            }
+            GraphError::Window {
+                node,
+                input,
+                kernel,
+                stride,
+                padding,
+            } => write!(
+                f,
+                "node `{node}`: kernel {}x{}, stride {}x{}, padding {}x{} do not fit input {input}",
+                kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1]
+            ),
+            GraphError::MissingTensor { tensor, node } => {
+                write!(f, "tensor `{tensor}` (read by `{node}`) is missing")
+            }
+            GraphError::TensorShape {
+                tensor,
+                expected,
+                found,
+            } => write!(
+                f,
+                "tensor `{tensor}` has shape {found:?}, the architecture needs {expected:?}"
+            ),
+            GraphError::NonFinite { tensor, index } => {
+                write!(
+                    f,
+                    "tensor `{tensor}` holds a non-finite value at flat index {index}"
+                )
+            }
+        }
+    }
+}
+
+impl core::error::Error for GraphError {}
+
+/// Output size of a sliding window along one axis, or `None` if it does not fit.
+pub fn window_out(size: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
+    if kernel == 0 || stride == 0 {
+        return None;
+    }
+    let padded = size.checked_add(padding.checked_mul(2)?)?;
+    if padded < kernel {
+        return None;
+    }
+    Some((padded - kernel) / stride + 1)
+}
+
+fn window(
+    node: &str,
+    input: Shape,
+    c: usize,
+    kernel: Pair,
+    stride: Pair,
+    padding: Pair,
+) -> Result<Shape, GraphError> {
+    let err = || GraphError::Window {
+        node: String::from(node),
+        input,
+        kernel,
+        stride,
+        padding,
+    };
+    let h = window_out(input.h, kernel[0], stride[0], padding[0]).ok_or_else(err)?;
+    let w = window_out(input.w, kernel[1], stride[1], padding[1]).ok_or_else(err)?;
+    // A window made only of padding would read no input at all.
+    if padding[0] >= kernel[0] || padding[1] >= kernel[1] || input.h == 0 || input.w == 0 {
+        return Err(err());
+    }
+    Ok(Shape::new(c, h, w))
+}
+
+fn inputs(node: &str, expected: usize, found: &[Shape]) -> Result<(), GraphError> {
+    if found.len() != expected {
+        return Err(GraphError::InputCount {
+            node: String::from(node),
+            expected,
+            found: found.len(),
+        });
+    }
+    Ok(())
+}
+
+fn channels(node: &str, expected: usize, found: Shape) -> Result<(), GraphError> {
+    if expected != found.c {
+        return Err(GraphError::ChannelMismatch {
+            node: String::from(node),
+            expected,
+            found: found.c,
+        });
+    }
+    Ok(())
+}
+
+/// The per-sample output shape of `op` over inputs of shapes `ins`.
+pub fn infer(node: &str, op: &Op, ins: &[Shape]) -> Result<Shape, GraphError> {
+    match op {
+        Op::Input => Err(GraphError::InputCount {
+            node: String::from(node),
+            expected: 0,
+            found: ins.len(),
+        }),
+        Op::Linear {
+            in_features,
+            out_features,
+            ..
+        } => {
+            inputs(node, 1, ins)?;
+            if !ins[0].is_flat() {
+                return Err(GraphError::NotFlat {
+                    node: String::from(node),
+                    input: ins[0],
+                });
+            }
+            channels(node, *in_features, ins[0])?;
+            Ok(Shape::flat(*out_features))
+        }
+        Op::Conv2d {
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            ..
+        } => {
+            inputs(node, 1, ins)?;
+            channels(node, *in_channels, ins[0])?;
+            window(node, ins[0], *out_channels, *kernel, *stride, *padding)
+        }
+        Op::BatchNorm { channels: c, .. } => {
+            inputs(node, 1, ins)?;
+            channels(node, *c, ins[0])?;
+            Ok(ins[0])
+        }
+        Op::Relu => {
+            inputs(node, 1, ins)?;
+            Ok(ins[0])
+        }
+        Op::Add => {
+            if ins.len() < 2 {
+                return Err(GraphError::InputCount {
+                    node: String::from(node),
+                    expected: 2,
+                    found: ins.len(),
+                });
+            }
+            if let Some(other) = ins.iter().find(|s| **s != ins[0]) {
+                return Err(GraphError::AddShapes {
+                    node: String::from(node),
+                    first: ins[0],
+                    other: *other,
+                });
+            }
+            Ok(ins[0])
+        }
+        Op::MaxPool {
+            kernel,
+            stride,
+            padding,
+        }
+        | Op::AvgPool {
+            kernel,
+            stride,
+            padding,
+        } => {
+            inputs(node, 1, ins)?;
+            window(node, ins[0], ins[0].c, *kernel, *stride, *padding)
+        }
+        Op::GlobalAvgPool => {
+            inputs(node, 1, ins)?;
+            if ins[0].h == 0 || ins[0].w == 0 {
+                return Err(GraphError::Window {
+                    node: String::from(node),
+                    input: ins[0],
+                    kernel: [ins[0].h, ins[0].w],
+                    stride: [1, 1],
+                    padding: [0, 0],
+                });
+            }
+            Ok(Shape::flat(ins[0].c))
+        }
+        Op::Flatten => {
+            inputs(node, 1, ins)?;
+            Ok(Shape::flat(ins[0].len()))
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The `pleas` command line as a library: [`run`] turns raw arguments into validated settings,
+//! runs the command and returns the exit code (0 success, 1 a check failed, 2 error). Errors are
+//! printed on one line with their cause chain. The binary is a thin wrapper over it.
+
+mod eval;
+mod inspect;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{Error, chain};
+use crate::io::data::Normalize;
+
+/// Merge two trained neural networks with PLeaS (permutations + least squares).
+#[derive(Parser, Debug)]
+#[command(name = "pleas", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print a model's architecture, permutation groups, FLOPs and parameters.
+    Inspect(InspectArgs),
+    /// Print a model's accuracy on labelled data.
+    Eval(EvalArgs),
+}
+
+/// Model options shared by commands.
+#[derive(Args, Debug)]
+struct ModelArgs {
+    /// The model (safetensors, PyTorch state_dict names).
+    model: PathBuf,
+    /// Architecture file (TOML) for a model no family recognises.
+    #[arg(long, value_name = "FILE")]
+    arch: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct InspectArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Labelled data: safetensors (x_test / y_test) or .npy.
+    #[arg(long, value_name = "FILE")]
+    data: PathBuf,
+    /// Data tensor in a multi-tensor safetensors file.
+    #[arg(long, value_name = "NAME", default_value = "x_test")]
+    data_key: String,
+    /// Label tensor in a multi-tensor safetensors file.
+    #[arg(long, value_name = "NAME", default_value = "y_test")]
+    label_key: String,
+    /// Labels in their own file (needed with .npy data).
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
+    /// Input normalisation: `none`, `x/255`, `x/255*2-1` or `MEAN,STD`; default: the model's
+    /// metadata `normalize`, else none.
+    #[arg(long, value_name = "MAP")]
+    normalize: Option<String>,
+    /// Samples per forward batch.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Exit with code 1 if the mean accuracy is below this.
+    #[arg(long, value_name = "ACC")]
+    min_accuracy: Option<f64>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What a command concluded, beyond errors.
+enum Outcome {
+    /// Done, nothing checked or every check passed.
+    Ok,
+    /// A check failed (exit code 1).
+    CheckFailed,
+}
+
+fn parse_normalize(s: &str) -> Result<Normalize, Error> {
+    Normalize::parse(s).ok_or_else(|| {
+        Error::Usage(format!(
+            "--normalize `{s}`: expected none, x/255, x/255*2-1 or MEAN,STD"
+        ))
+    })
+}
+
+/// Runs the command line `args` (program name first), writing results to `out` and errors to
+/// `err`; returns the process exit code.
+pub fn run<I, T>(args: I, out: &mut dyn Write, err: &mut dyn Write) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = e.exit_code();
+            let text = e.render().to_string();
+            let _ = if code == 0 {
+                write!(out, "{text}")
+            } else {
+                write!(err, "{text}")
+            };
+            return if code == 0 { 0 } else { 2 };
+        }
+    };
+    let result = match cli.command {
+        Command::Inspect(a) => inspect::run(&a, out),
+        Command::Eval(a) => eval::run(&a, out),
+    };
+    match result {
+        Ok(Outcome::Ok) => 0,
+        Ok(Outcome::CheckFailed) => 1,
+        Err(e) => {
+            let _ = writeln!(err, "error: {}", chain(&e));
+            2
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The error type of the std layer: every variant names the file (and, where there is one, the
+//! tensor) it is about, so one line tells the user what to fix.
+
+use std::path::PathBuf;
+
+use pleas_core::forward::ForwardError;
+use pleas_core::graph::GraphError;
+
+/// Anything that can go wrong reading models and data or running a command.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be read.
+    #[error("cannot read `{}`", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file could not be written.
+    #[error("cannot write `{}`", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A safetensors file is malformed (truncated, bad header, bad offsets).
+    #[error("`{}` is not a valid safetensors file: {reason}", path.display())]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A `.npy` file is malformed or uses an unsupported layout.
+    #[error("`{}` is not a readable .npy file: {reason}", path.display())]
+    Npy {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tensor has a dtype this use does not accept.
+    #[error("`{}`: tensor `{tensor}` has dtype {dtype}, expected {expected}", path.display())]
+    Dtype {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Its dtype.
+        dtype: String,
+        /// What is accepted.
+        expected: &'static str,
+    },
+    /// The model's tensors do not fit its architecture (missing tensor, wrong shape, NaN).
+    #[error("model `{}` does not fit its {arch} architecture", path.display())]
+    Model {
+        /// The model file.
+        path: PathBuf,
+        /// The architecture name.
+        arch: String,
+        /// The first mismatch.
+        #[source]
+        source: Box<GraphError>,
+    },
+    /// The model file holds a tensor its architecture does not use.
+    #[error(
+        "model `{}`: unexpected tensor `{tensor}`, not part of the recognised {arch} architecture",
+        path.display()
+    )]
+    ExtraTensor {
+        /// The model file.
+        path: PathBuf,
+        /// The unexpected tensor.
+        tensor: String,
+        /// The architecture name.
+        arch: String,
+    },
+    /// The architecture could not be recognised from the tensor names.
+    #[error(
+        "model `{}`: cannot recognise the architecture ({reason}); describe it with --arch FILE.toml",
+        path.display()
+    )]
+    Unrecognised {
+        /// The model file.
+        path: PathBuf,
+        /// Why no family matched.
+        reason: String,
+    },
+    /// An architecture (TOML) file is invalid.
+    #[error("architecture file `{}`: {reason}", path.display())]
+    ArchFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A data file does not fit the model or the command.
+    #[error("data file `{}`: {reason}", path.display())]
+    Data {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A metadata entry of a model is malformed.
+    #[error("model `{}`: metadata `{key}`: {reason}", path.display())]
+    Metadata {
+        /// The model file.
+        path: PathBuf,
+        /// The metadata key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A command-line value is invalid.
+    #[error("{0}")]
+    Usage(String),
+    /// The forward pass failed.
+    #[error("forward pass failed")]
+    Forward(#[source] Box<ForwardError>),
+}
+
+impl From<ForwardError> for Error {
+    fn from(e: ForwardError) -> Self {
+        Error::Forward(Box::new(e))
+    }
+}
+
+/// The error and its causes on one line, joined by `": "`.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

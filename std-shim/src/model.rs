@@ -1,0 +1,133 @@
+//! A model as loaded from a file: its graph, weights, metadata and heads.
+
+use std::path::{Path, PathBuf};
+
+use pleas_core::graph::{Graph, NodeId, Weights};
+
+use crate::error::Error;
+use crate::io::arch;
+use crate::io::safetensors::{self, Metadata};
+
+/// One classification head: a graph output and the dataset labels its units stand for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Output name (e.g. `head`, `fc`).
+    pub name: String,
+    /// The output node.
+    pub node: NodeId,
+    /// `classes[i]` is the dataset label of unit `i` (metadata `classes`, or `0..width`).
+    pub classes: Vec<i64>,
+}
+
+/// A loaded, checked model.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Architecture family name.
+    pub arch: String,
+    /// The layer graph at the model's input size.
+    pub graph: Graph,
+    /// The weights (f32, PyTorch names).
+    pub weights: Weights,
+    /// The file's metadata strings.
+    pub metadata: Metadata,
+    /// The heads, in graph output order.
+    pub heads: Vec<Head>,
+}
+
+/// Strips a `module.` prefix that every name carries (a model saved from `DataParallel`).
+fn strip_module_prefix(weights: Weights) -> Weights {
+    if !weights.is_empty() && weights.keys().all(|k| k.starts_with("module.")) {
+        weights
+            .into_iter()
+            .map(|(k, v)| (k["module.".len()..].to_string(), v))
+            .collect()
+    } else {
+        weights
+    }
+}
+
+fn head_classes(
+    path: &Path,
+    metadata: &Metadata,
+    key: &str,
+    width: usize,
+) -> Result<Vec<i64>, Error> {
+    let Some(s) = metadata.get(key) else {
+        return Ok((0..width as i64).collect());
+    };
+    let bad = |reason: String| Error::Metadata {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        reason,
+    };
+    let classes: Vec<i64> =
+        serde_json::from_str(s).map_err(|_| bad(format!("`{s}` is not a list of integers")))?;
+    if classes.len() != width {
+        return Err(bad(format!(
+            "lists {} classes, the head has {width} outputs",
+            classes.len()
+        )));
+    }
+    Ok(classes)
+}
+
+impl Model {
+    /// Builds a model from parts, checking that the graph reads every tensor exactly as its
+    /// shapes say and that no tensor is left unused. Heads take their classes from metadata
+    /// `classes` (one output) or `classes.{output name}`.
+    pub fn from_parts(
+        path: &Path,
+        arch: String,
+        graph: Graph,
+        weights: Weights,
+        metadata: Metadata,
+    ) -> Result<Model, Error> {
+        if let Some(extra) = graph.unused_tensors(&weights).first() {
+            return Err(Error::ExtraTensor {
+                path: path.to_path_buf(),
+                tensor: extra.to_string(),
+                arch,
+            });
+        }
+        graph
+            .check_weights(&weights)
+            .map_err(|source| Error::Model {
+                path: path.to_path_buf(),
+                arch: arch.clone(),
+                source: Box::new(source),
+            })?;
+        let single = graph.outputs().len() == 1;
+        let mut heads = Vec::new();
+        for out in graph.outputs() {
+            let width = graph.node(out.node).shape.len();
+            let key = if single {
+                "classes".to_string()
+            } else {
+                format!("classes.{}", out.name)
+            };
+            heads.push(Head {
+                name: out.name.clone(),
+                node: out.node,
+                classes: head_classes(path, &metadata, &key, width)?,
+            });
+        }
+        Ok(Model {
+            path: path.to_path_buf(),
+            arch,
+            graph,
+            weights,
+            metadata,
+            heads,
+        })
+    }
+
+    /// Loads a safetensors model, recognising its architecture (or reading `arch_file`).
+    pub fn load(path: &Path, arch_file: Option<&Path>) -> Result<Model, Error> {
+        let (weights, metadata) = safetensors::load_weights(path)?;
+        let weights = strip_module_prefix(weights);
+        let rec = arch::recognise(path, &weights, &metadata, arch_file)?;
+        Model::from_parts(path, rec.arch, rec.graph, weights, metadata)
+    }
+}
