@@ -137,6 +137,15 @@ pub(crate) fn scale(beta: f32, c: &mut MatMut<'_, f32>, part: Part) {
             Part::Full => cols,
             Part::Lower => cols.min(i + 1),
         };
+        if let Some(row) = c.row_mut(i) {
+            let row = &mut row[..cmax];
+            if beta == 0.0 {
+                row.fill(0.0);
+            } else {
+                row.iter_mut().for_each(|v| *v *= beta);
+            }
+            continue;
+        }
         for j in 0..cmax {
             let v = c.at_mut(i, j);
             *v = if beta == 0.0 { 0.0 } else { beta * *v };
