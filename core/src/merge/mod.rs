@@ -4,3 +4,4 @@ pub mod blocks;
 pub mod budget;
 pub mod layout;
 pub mod matching;
+pub mod weight_matching;
