@@ -120,6 +120,14 @@ pub enum Error {
     /// A command-line value is invalid.
     #[error("{0}")]
     Usage(String),
+    /// A step of a merge failed.
+    #[error("merge: {stage}: {reason}")]
+    Merge {
+        /// The step (e.g. "matching statistics").
+        stage: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
     /// The forward pass failed.
     #[error("forward pass failed")]
     Forward(#[source] Box<ForwardError>),

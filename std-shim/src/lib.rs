@@ -14,6 +14,7 @@ pub mod cli;
 pub mod error;
 pub mod eval;
 pub mod io;
+pub mod merge;
 pub mod model;
 
 pub use error::Error;
