@@ -5,6 +5,7 @@ pub mod assignment;
 pub mod matrices;
 pub mod models;
 pub mod oracle;
+pub mod rng;
 pub mod spd;
 pub mod strided_f64;
 pub mod tolerance;

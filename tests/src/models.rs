@@ -35,46 +35,7 @@ pub fn fashion_eval() -> PathBuf {
     fixtures().join("fashion").join("eval.safetensors")
 }
 
-/// A small seeded generator (SplitMix64) so tests need no RNG dependency.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    /// Approximately standard normal (sum of 4 uniforms, rescaled).
-    pub fn normal(&mut self) -> f32 {
-        let s: f32 = (0..4).map(|_| self.uniform()).sum::<f32>() - 2.0;
-        s * (3.0f32).sqrt()
-    }
-
-    /// A uniformly random permutation of `0..n` (Fisher-Yates).
-    pub fn permutation(&mut self, n: usize) -> Vec<usize> {
-        let mut p: Vec<usize> = (0..n).collect();
-        for i in (1..n).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
-            p.swap(i, j);
-        }
-        p
-    }
-}
+pub use crate::rng::Rng;
 
 /// He-initialised weights for every tensor `graph` reads; batch-norm statistics are random but
 /// well-conditioned (scale in [0.5, 1.5], variance in [0.5, 1.5]).
@@ -95,10 +56,10 @@ pub fn random_weights(graph: &Graph, seed: u64) -> Weights {
                 let mut v = |f: &mut dyn FnMut(&mut Rng) -> f32| -> Tensor {
                     Tensor::new(vec![c], (0..c).map(|_| f(&mut rng)).collect()).unwrap()
                 };
-                w.insert(weight.clone(), v(&mut |r| 0.5 + r.uniform()));
-                w.insert(bias.clone(), v(&mut |r| 0.1 * r.normal()));
-                w.insert(running_mean.clone(), v(&mut |r| 0.1 * r.normal()));
-                w.insert(running_var.clone(), v(&mut |r| 0.5 + r.uniform()));
+                w.insert(weight.clone(), v(&mut |r| 0.5 + r.uniform_f32()));
+                w.insert(bias.clone(), v(&mut |r| 0.1 * r.normal_f32()));
+                w.insert(running_mean.clone(), v(&mut |r| 0.1 * r.normal_f32()));
+                w.insert(running_var.clone(), v(&mut |r| 0.5 + r.uniform_f32()));
             }
             op => {
                 for (name, shape) in op.params() {
@@ -109,7 +70,7 @@ pub fn random_weights(graph: &Graph, seed: u64) -> Weights {
                     } else {
                         (2.0 / fan_in as f32).sqrt()
                     };
-                    let data = (0..n).map(|_| std * rng.normal()).collect();
+                    let data = (0..n).map(|_| std * rng.normal_f32()).collect();
                     w.insert(name.to_string(), Tensor::new(shape, data).unwrap());
                 }
             }
@@ -122,7 +83,7 @@ pub fn random_weights(graph: &Graph, seed: u64) -> Weights {
 pub fn random_input(graph: &Graph, n: usize, seed: u64) -> Vec<f32> {
     let mut rng = Rng::new(seed);
     (0..n * graph.input_shape().len())
-        .map(|_| rng.normal())
+        .map(|_| rng.normal_f32())
         .collect()
 }
 
