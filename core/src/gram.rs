@@ -22,6 +22,7 @@
 
 use core::fmt;
 
+use crate::linalg::blocked::{Dest, tiled_index, tiled_len, tiled_row_strips};
 use crate::linalg::{MatMut, MatRef, first_outside, gemm, syrk};
 
 /// Tuning knobs of [`GramAccumulator`].
@@ -209,9 +210,10 @@ struct WorkspaceLayout {
 
 impl WorkspaceLayout {
     fn new(dim: usize, targets: usize, block: usize, with_gram: bool) -> Self {
+        // The f32 block products are kept tile-major (see `blocked::Dest::Tiled`).
         let gram = 0;
-        let cross = gram + if with_gram { dim * dim } else { 0 };
-        let sum_x = cross + dim * targets;
+        let cross = gram + if with_gram { tiled_len(dim, dim) } else { 0 };
+        let sum_x = cross + tiled_len(dim, targets);
         let shift_x = sum_x + 2 * dim;
         let shift_t = shift_x + dim;
         let pack = shift_t + targets;
@@ -605,20 +607,27 @@ where
         let (sum_x, rest) = rest.split_at_mut(w.shift_x - w.sum_x);
         let (shifts, pack) = rest.split_at_mut(w.pack - w.shift_x);
         let (sx, st) = shifts.split_at(d);
-        let (g32, r32) = products.split_at_mut(if self.params.gram { d * d } else { 0 });
+        let (g32, r32) = products.split_at_mut(if self.params.gram { tiled_len(d, d) } else { 0 });
         if self.pending == 0 {
             g32.fill(0.0);
             r32.fill(0.0);
             sum_x.fill(0.0);
         }
+        let row_strips = tiled_row_strips(d);
         if self.params.gram {
-            let g = MatMut::new(g32, d, d).expect("sized by layout");
+            let g = Dest::Tiled {
+                data: g32,
+                row_strips,
+            };
             syrk::syrk_lower_shifted(x, sx, g, pack);
         }
         let (sum_x, sum_xx) = sum_x.split_at_mut(d);
         add_centred_sums_f32(x, sx, sum_x, sum_xx);
         if let Some(t) = t {
-            let r = MatMut::new(r32, d, nt).expect("sized by layout");
+            let r = Dest::Tiled {
+                data: r32,
+                row_strips,
+            };
             gemm::gemm_shifted(
                 1.0,
                 x.transpose(),
@@ -649,15 +658,20 @@ where
         let s = self.slay;
         let ws = self.workspace.as_ref();
         let store = self.storage.as_mut();
+        let row_strips = tiled_row_strips(d);
         if self.params.gram {
             for i in 0..d {
                 for j in 0..=i {
-                    store[s.gram + i * d + j] += f64::from(ws[w.gram + i * d + j]);
+                    store[s.gram + i * d + j] +=
+                        f64::from(ws[w.gram + tiled_index(i, j, row_strips)]);
                 }
             }
         }
-        for k in 0..d * nt {
-            store[s.cross + k] += f64::from(ws[w.cross + k]);
+        for i in 0..d {
+            for j in 0..nt {
+                store[s.cross + i * nt + j] +=
+                    f64::from(ws[w.cross + tiled_index(i, j, row_strips)]);
+            }
         }
         for j in 0..d {
             store[s.sum_x + j] += f64::from(ws[w.sum_x + j]);

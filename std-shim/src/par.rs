@@ -95,14 +95,21 @@ where
         .collect()
 }
 
-/// Shards a threaded accumulation splits its samples into, whatever the thread count.
+/// Most shards a threaded accumulation splits its samples into, whatever the thread count.
 pub const GRAM_SHARDS: usize = 16;
+
+/// Shards for `n` samples: [`GRAM_SHARDS`], or fewer so that each shard holds at least two
+/// f32 blocks (every shard costs a reset and a combination of `dim^2` totals). It depends on
+/// `n` and the block length only, never on the thread count.
+pub fn gram_shards(n: usize, block_samples: usize) -> usize {
+    (n / (2 * block_samples.max(1))).clamp(1, GRAM_SHARDS)
+}
 
 /// An owned Gram accumulator (heap buffers).
 pub type OwnedGram = GramAccumulator<Vec<f64>, Vec<f32>>;
 
 /// Accumulates `sum x x^T` (and `sum x t^T` when `t` is given) over all rows of `x` with up to
-/// `par.threads()` threads. The samples are cut into [`GRAM_SHARDS`] contiguous shards, all
+/// `par.threads()` threads. The samples are cut into [`gram_shards`] contiguous shards, all
 /// shards share the shift of the first block, and shard totals are combined in order: the
 /// result does not depend on the thread count.
 pub fn accumulate_gram(
@@ -123,7 +130,7 @@ pub fn accumulate_gram(
     )?;
     let (xs, ts) = (total.x_shift().to_vec(), total.t_shift().to_vec());
 
-    let shard_len = n.div_ceil(GRAM_SHARDS).max(1);
+    let shard_len = n.div_ceil(gram_shards(n, params.block_samples)).max(1);
     let shards = n.div_ceil(shard_len);
     // Shards run in waves of `threads`; each thread slot reuses one accumulator, and a wave's
     // results are combined into the total in shard order before the next wave starts.

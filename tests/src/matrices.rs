@@ -4,7 +4,8 @@ use nalgebra::DMatrix;
 use pleas_core::linalg::MatRef;
 use proptest::prelude::*;
 
-/// Dimensions that sit on SIMD and block edges (MR = 6, NR = 16, 8 lanes) plus small ones.
+/// Dimensions that sit on SIMD and block edges (MR = 6, NR = 16, 8 lanes) plus small ones;
+/// strategies for the shared `k` dimension go past `KC = 320` and `MC = 120` too.
 pub const EDGE_DIMS: &[usize] = &[1, 2, 7, 8, 9, 15, 17, 63, 65, 129];
 
 /// A dimension: one of [`EDGE_DIMS`] or any value in `1..=max`.

@@ -24,7 +24,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    (dim(140), dim(140), dim(300), op(), op())
+    (dim(140), dim(140), dim(700), op(), op())
         .prop_flat_map(|(m, n, k, op_a, op_b)| {
             let (ar, ac) = if op_a == Op::Identity { (m, k) } else { (k, m) };
             let (br, bc) = if op_b == Op::Identity { (k, n) } else { (n, k) };

@@ -8,7 +8,7 @@ use pleas_tests::tolerance::F32_DOT_PER_TERM;
 use proptest::prelude::*;
 
 fn case() -> impl Strategy<Value = (StridedMatrix, Vec<f32>, f32, f32)> {
-    (dim(300), dim(140)).prop_flat_map(|(n, d)| {
+    (dim(700), dim(140)).prop_flat_map(|(n, d)| {
         (
             strided_matrix(n, d),
             proptest::collection::vec(-1.0f32..1.0, d * d),

@@ -28,7 +28,54 @@ pub(crate) fn scratch_len(m: usize, n: usize, k: usize) -> usize {
         return 0;
     }
     let kc = k.min(KC);
-    m.min(MC).div_ceil(MR) * MR * kc + n.min(NC).div_ceil(NR) * NR * kc
+    let packing = m.min(MC).div_ceil(MR) * MR * kc + n.min(NC).div_ceil(NR) * NR * kc;
+    packing + if k > KC { tiled_len(m, n) } else { 0 }
+}
+
+/// `C += alpha * A B` on the chosen part of a strided `C`. When the product takes more than one
+/// `KC` slice, it accumulates in a tile-major buffer at the front of `scratch` and adds that
+/// into `C` once at the end: revisiting a large row-major `C` once per slice stalls on its
+/// cache misses (about 20% of a 65536 x 2304 Gram update here), while the tile-major buffer
+/// is walked in memory order.
+pub(crate) fn product_into(
+    alpha: f32,
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    mut c: MatMut<'_, f32>,
+    part: Part,
+    shifts: Shifts<'_>,
+    scratch: &mut [f32],
+) {
+    let (m, k) = a.shape();
+    let n = b.cols();
+    if k <= KC || m == 0 || n == 0 {
+        product(alpha, a, b, Dest::Strided(c), part, shifts, scratch);
+        return;
+    }
+    let (tiles, pack) = scratch.split_at_mut(tiled_len(m, n));
+    tiles.fill(0.0);
+    let row_strips = tiled_row_strips(m);
+    product(
+        alpha,
+        a,
+        b,
+        Dest::Tiled {
+            data: tiles,
+            row_strips,
+        },
+        part,
+        shifts,
+        pack,
+    );
+    for i in 0..m {
+        let cmax = match part {
+            Part::Full => n,
+            Part::Lower => n.min(i + 1),
+        };
+        for j in 0..cmax {
+            *c.at_mut(i, j) += tiles[tiled_index(i, j, row_strips)];
+        }
+    }
 }
 
 /// Which part of `C` to update.
@@ -47,13 +94,46 @@ pub(crate) struct Shifts<'s> {
     pub(crate) b_cols: Option<&'s [f32]>,
 }
 
+/// Where a product goes.
+pub(crate) enum Dest<'c> {
+    /// A strided matrix view.
+    Strided(MatMut<'c, f32>),
+    /// A tile-major buffer: the `MR x NR` tile of rows `is * MR..` and columns `js * NR..`
+    /// is stored contiguously (row-major within the tile) at
+    /// `(js * row_strips + is) * MR * NR`. Tiles are visited in memory order, so the
+    /// hardware prefetcher streams them; whole tiles are written (padding and, for the lower
+    /// part, the diagonal tiles' upper halves hold values that readers must ignore).
+    Tiled {
+        /// `tiled_len(rows, cols)` elements.
+        data: &'c mut [f32],
+        /// `tiled_row_strips(rows)`.
+        row_strips: usize,
+    },
+}
+
+/// Elements of a tile-major buffer for a `rows x cols` product.
+pub(crate) fn tiled_len(rows: usize, cols: usize) -> usize {
+    rows.div_ceil(MR) * MR * cols.div_ceil(NR) * NR
+}
+
+/// Row strips of a tile-major buffer for `rows` rows.
+pub(crate) fn tiled_row_strips(rows: usize) -> usize {
+    rows.div_ceil(MR)
+}
+
+/// Index of element `(i, j)` in a tile-major buffer with `row_strips` row strips.
+#[inline]
+pub(crate) fn tiled_index(i: usize, j: usize, row_strips: usize) -> usize {
+    ((j / NR) * row_strips + i / MR) * (MR * NR) + (i % MR) * NR + j % NR
+}
+
 /// `C += alpha * (A - sa) (B - sb)` on the chosen part. Shapes and scratch are checked by the
 /// callers.
 pub(crate) fn product(
     alpha: f32,
     a: MatRef<'_, f32>,
     b: MatRef<'_, f32>,
-    mut c: MatMut<'_, f32>,
+    c: Dest<'_>,
     part: Part,
     shifts: Shifts<'_>,
     scratch: &mut [f32],
@@ -65,8 +145,15 @@ pub(crate) fn product(
     }
     let kc_max = k.min(KC);
     let (apack, bpack) = scratch.split_at_mut(m.min(MC).div_ceil(MR) * MR * kc_max);
-    let (crs, ccs) = (c.row_stride(), c.col_stride());
-    let cdata = c.raw_mut();
+    // Strided destinations: (data, row stride, column stride); tiled: (data, row strips).
+    let (mut strided, mut tiled) = (None, None);
+    match c {
+        Dest::Strided(v) => {
+            let (rs, cs) = (v.row_stride(), v.col_stride());
+            strided = Some((v.into_raw(), rs, cs));
+        }
+        Dest::Tiled { data, row_strips } => tiled = Some((data, row_strips)),
+    }
 
     for jc in (0..n).step_by(NC) {
         let nc = (n - jc).min(NC);
@@ -101,6 +188,13 @@ pub(crate) fn product(
                         }
                         let astrip = &apack[ir * kc..(ir + MR) * kc];
                         let tile = tile_product(astrip, bstrip, kc);
+                        if let Some((data, row_strips)) = tiled.as_mut() {
+                            let at = ((j0 / NR) * *row_strips + i0 / MR) * (MR * NR);
+                            store_full(&tile, alpha, &mut data[at..at + MR * NR], NR);
+                            continue;
+                        }
+                        let (cdata, crs, ccs) = strided.as_mut().expect("one destination");
+                        let (crs, ccs) = (*crs, *ccs);
                         let diagonal = part == Part::Lower && j0 + ncols > i0 + 1;
                         if nrows == MR && ncols == NR && ccs == 1 && !diagonal {
                             store_full(&tile, alpha, &mut cdata[i0 * crs + j0..], crs);

@@ -1,6 +1,6 @@
 //! General f32 matrix product `C <- alpha * op(A) op(B) + beta * C`.
 
-use super::blocked::{self, Part, Shifts};
+use super::blocked::{self, Dest, Part, Shifts};
 use super::error::KernelError;
 use super::view::{MatMut, MatRef};
 
@@ -74,7 +74,7 @@ pub fn gemm(
     }
     blocked::scale(beta, &mut c, Part::Full);
     if alpha != 0.0 {
-        blocked::product(alpha, a, b, c, Part::Full, Shifts::default(), scratch);
+        blocked::product_into(alpha, a, b, c, Part::Full, Shifts::default(), scratch);
     }
     Ok(())
 }
@@ -96,7 +96,7 @@ pub(crate) fn gemm_shifted(
     alpha: f32,
     a: MatRef<'_, f32>,
     b: MatRef<'_, f32>,
-    c: MatMut<'_, f32>,
+    c: Dest<'_>,
     shifts: Shifts<'_>,
     scratch: &mut [f32],
 ) {

@@ -1,7 +1,7 @@
 //! The Gram update `C <- alpha * X^T X + beta * C` on the lower triangle (SYRK), half the work
 //! of the equivalent GEMM.
 
-use super::blocked::{self, Part, Shifts};
+use super::blocked::{self, Dest, Part, Shifts};
 use super::error::KernelError;
 use super::view::{MatMut, MatRef};
 
@@ -41,7 +41,7 @@ pub fn syrk_lower(
     }
     blocked::scale(beta, &mut c, Part::Lower);
     if alpha != 0.0 {
-        blocked::product(
+        blocked::product_into(
             alpha,
             x.transpose(),
             x,
@@ -58,7 +58,7 @@ pub fn syrk_lower(
 pub(crate) fn syrk_lower_shifted(
     x: MatRef<'_, f32>,
     shift: &[f32],
-    c: MatMut<'_, f32>,
+    c: Dest<'_>,
     scratch: &mut [f32],
 ) {
     blocked::product(

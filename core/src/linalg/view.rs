@@ -374,6 +374,12 @@ impl<'a, T: Copy> MatMut<'a, T> {
         self.data
     }
 
+    /// The underlying slice, consuming the view.
+    #[inline]
+    pub(crate) fn into_raw(self) -> &'a mut [T] {
+        self.data
+    }
+
     /// Row `i` as a mutable slice when columns are contiguous, else `None`.
     #[inline]
     pub fn row_mut(&mut self, i: usize) -> Option<&mut [T]> {
