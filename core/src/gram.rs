@@ -163,6 +163,36 @@ impl fmt::Display for GramError {
 
 impl core::error::Error for GramError {}
 
+impl GramError {
+    /// The same error with its sample index moved by `offset` (for a batch that was pushed
+    /// into an accumulator of its own, reported in the frame of the whole input).
+    pub fn with_sample_offset(self, offset: u64) -> Self {
+        match self {
+            GramError::NonFinite {
+                operand,
+                sample,
+                column,
+            } => GramError::NonFinite {
+                operand,
+                sample: sample + offset,
+                column,
+            },
+            GramError::OutOfRange {
+                operand,
+                sample,
+                column,
+                limit,
+            } => GramError::OutOfRange {
+                operand,
+                sample: sample + offset,
+                column,
+                limit,
+            },
+            other => other,
+        }
+    }
+}
+
 /// Offsets of the f64 totals inside the storage buffer.
 #[derive(Debug, Clone, Copy)]
 struct StorageLayout {

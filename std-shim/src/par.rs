@@ -147,30 +147,9 @@ pub fn accumulate_gram(
         acc.reset();
         let xb = x.submatrix(start, 0, rows, dim).expect("in range");
         let tb = t.map(|t| t.submatrix(start, 0, rows, targets).expect("in range"));
-        acc.push(xb, tb).map_err(|e| match e {
-            // Report the position in the whole input, not in the shard.
-            GramError::NonFinite {
-                operand,
-                sample,
-                column,
-            } => GramError::NonFinite {
-                operand,
-                sample: sample + start as u64,
-                column,
-            },
-            GramError::OutOfRange {
-                operand,
-                sample,
-                column,
-                limit,
-            } => GramError::OutOfRange {
-                operand,
-                sample: sample + start as u64,
-                column,
-                limit,
-            },
-            other => other,
-        })?;
+        // Positions are reported in the whole input, not in the shard.
+        acc.push(xb, tb)
+            .map_err(|e| e.with_sample_offset(start as u64))?;
         acc.flush();
         Ok(())
     };
