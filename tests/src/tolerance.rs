@@ -160,3 +160,12 @@ pub const NEAR_TIE_LOGIT_MARGIN: f32 = 2e-3;
 /// Layer kernels against their naive twins (conv as direct 7-deep loops, pooling, linear):
 /// relative to the max |output|; f32 sums of up to a few hundred terms in another order.
 pub const KERNEL_VS_NAIVE_REL: f32 = 1e-5;
+
+// --- Merged-layer least-squares fits ---
+
+/// Slack on a layer loss computed from sums (`t^T t - 2 w^T R + w^T G w`), relative to the
+/// targets' energy `sum t^2`: the three terms are each about that energy and carry the
+/// relative error of f32-block moments (`~1e-7`, `GRAM_MOMENTS_REL` is the bound), so their
+/// difference is known to about 1e-7 of the energy; 1e-6 leaves a margin of 10. An exact fit
+/// (nothing merged) therefore shows a loss of "0" as anything below this.
+pub const FIT_LOSS_REL: f64 = 1e-6;

@@ -2,6 +2,7 @@
 
 pub mod blocks;
 pub mod budget;
+pub mod fit;
 pub mod layout;
 pub mod matching;
 pub mod weight_matching;

@@ -1,0 +1,223 @@
+//! Least-squares fit of a merged layer (ALGORITHM.md sections 4 and 6): with nothing merged the
+//! fit reproduces both models exactly; the fitted loss is never above permute-and-average's, nor
+//! above any other weights with the same block structure.
+
+use pleas::par::OwnedGram;
+use pleas_core::gram::GramParams;
+use pleas_core::linalg::{MatMut, MatRef};
+use pleas_core::lstsq::{NormalEquations, RidgeParams};
+use pleas_core::merge::blocks::{InputSide, output_blocks};
+use pleas_core::merge::fit::{dense_weights, fit_layer, layer_loss};
+use pleas_core::merge::layout::GroupLayout;
+use pleas_tests::rng::Rng;
+use pleas_tests::tolerance::FIT_LOSS_REL;
+
+/// Two linear layers `v = W u + b` of models A and B on related inputs.
+struct Pair {
+    ua: Vec<Vec<f32>>,
+    ub: Vec<Vec<f32>>,
+    wa: Vec<Vec<f32>>,
+    ba: Vec<f32>,
+    wb: Vec<Vec<f32>>,
+    bb: Vec<f32>,
+    perm_in: Vec<usize>,
+    perm_out: Vec<usize>,
+}
+
+fn apply(w: &[Vec<f32>], b: &[f32], u: &[f32]) -> Vec<f32> {
+    w.iter()
+        .zip(b)
+        .map(|(row, bias)| row.iter().zip(u).map(|(x, y)| x * y).sum::<f32>() + bias)
+        .collect()
+}
+
+fn pair(n_in: usize, n_out: usize, samples: usize, seed: u64) -> Pair {
+    let mut rng = Rng::new(seed);
+    let perm_in = rng.permutation(n_in);
+    let perm_out = rng.permutation(n_out);
+    let ua: Vec<Vec<f32>> = (0..samples)
+        .map(|_| (0..n_in).map(|_| rng.normal_f32().max(0.0)).collect())
+        .collect();
+    // B's unit perm_in[i] carries (a noisy copy of) A's unit i.
+    let ub = ua
+        .iter()
+        .map(|u| {
+            let mut v = vec![0.0; n_in];
+            for i in 0..n_in {
+                v[perm_in[i]] = u[i] + 0.3 * rng.normal_f32().max(0.0);
+            }
+            v
+        })
+        .collect();
+    let mat = |rng: &mut Rng| -> Vec<Vec<f32>> {
+        (0..n_out)
+            .map(|_| (0..n_in).map(|_| rng.normal_f32()).collect())
+            .collect()
+    };
+    let wa = mat(&mut rng);
+    let wb = mat(&mut rng);
+    let ba = (0..n_out).map(|_| rng.normal_f32()).collect();
+    let bb = (0..n_out).map(|_| rng.normal_f32()).collect();
+    Pair {
+        ua,
+        ub,
+        wa,
+        ba,
+        wb,
+        bb,
+        perm_in,
+        perm_out,
+    }
+}
+
+/// The sums of one layer in the merged layouts; returns (gram, cross, sum t^2, columns, outputs).
+fn sums(
+    p: &Pair,
+    lin: &GroupLayout,
+    lout: &GroupLayout,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>, usize, usize) {
+    let (d, t) = (lin.merged_width() + 1, lout.merged_width());
+    let mut acc = OwnedGram::new_owned(d, t, GramParams::default());
+    for (ua, ub) in p.ua.iter().zip(&p.ub) {
+        let mut x = vec![0.0f32; d];
+        lin.apply(ua, ub, &mut x[..d - 1]).unwrap();
+        x[d - 1] = 1.0;
+        let va = apply(&p.wa, &p.ba, ua);
+        let vb = apply(&p.wb, &p.bb, ub);
+        let mut y = vec![0.0f32; t];
+        lout.apply(&va, &vb, &mut y).unwrap();
+        acc.push(
+            MatRef::new(&x, 1, d).unwrap(),
+            Some(MatRef::new(&y, 1, t).unwrap()),
+        )
+        .unwrap();
+    }
+    let mut g = vec![0.0; d * d];
+    let mut r = vec![0.0; d * t];
+    let mut tt = vec![0.0; t];
+    acc.write_gram(MatMut::new(&mut g, d, d).unwrap()).unwrap();
+    acc.write_cross(MatMut::new(&mut r, d, t).unwrap()).unwrap();
+    acc.write_sum_tt(&mut tt).unwrap();
+    (g, r, tt, d, t)
+}
+
+/// A fitted layer: its loss, the targets' energy, the dense weights and the sums.
+struct Fitted {
+    loss: f64,
+    energy: f64,
+    w: Vec<f64>,
+    d: usize,
+    t: usize,
+    g: Vec<f64>,
+    r: Vec<f64>,
+    tt: Vec<f64>,
+}
+
+fn fitted(p: &Pair, lin: &GroupLayout, lout: &GroupLayout) -> Fitted {
+    let (g, r, tt, d, t) = sums(p, lin, lout);
+    let eqs = NormalEquations {
+        gram: MatRef::new(&g, d, d).unwrap(),
+        cross: MatRef::new(&r, d, t).unwrap(),
+        target_sq_sums: &tt,
+    };
+    let side = InputSide {
+        layout: Some(lin),
+        channels: 0,
+        patch: 1,
+        bias: true,
+    };
+    let blocks = output_blocks(side, Some(lout), 0);
+    let fits = fit_layer(eqs, &blocks, RidgeParams::default()).unwrap();
+    let w = dense_weights(&fits, t, d);
+    let loss = layer_loss(eqs, &w, t).unwrap();
+    let energy: f64 = tt.iter().sum();
+    Fitted {
+        loss,
+        energy,
+        w,
+        d,
+        t,
+        g,
+        r,
+        tt,
+    }
+}
+
+#[test]
+fn nothing_merged_reproduces_both_layers() {
+    let p = pair(6, 5, 300, 1);
+    let lin = GroupLayout::new(&p.perm_in, &[]).unwrap();
+    let lout = GroupLayout::new(&p.perm_out, &[]).unwrap();
+    let Fitted {
+        loss, energy, w, d, ..
+    } = fitted(&p, &lin, &lout);
+    assert!(loss <= FIT_LOSS_REL * energy, "loss {loss} of {energy}");
+    // Row of A-only output unit a (slot a) reads A-only inputs: W_A[a][a'] and the bias.
+    let slots_in = lin.slots_a();
+    for (s, &a) in lout.a_only.iter().enumerate() {
+        let row = &w[(lout.a_offset() + s) * d..(lout.a_offset() + s + 1) * d];
+        for a_in in 0..6 {
+            let got = row[slots_in[a_in].index()];
+            assert!(
+                (got - f64::from(p.wa[a][a_in])).abs() < 1e-3,
+                "{got} vs {}",
+                p.wa[a][a_in]
+            );
+        }
+        assert!((row[d - 1] - f64::from(p.ba[a])).abs() < 1e-3);
+        // Cross block: B-only inputs are exactly zero.
+        for s_in in lin.b_offset()..lin.merged_width() {
+            assert_eq!(row[s_in], 0.0);
+        }
+    }
+}
+
+#[test]
+fn fit_is_never_worse_than_permute_and_average_or_other_block_weights() {
+    for seed in 0..6 {
+        let p = pair(7, 6, 400, 10 + seed);
+        // Fully merged: the permute-and-average weights are well defined.
+        let all_in: Vec<usize> = (0..7).collect();
+        let all_out: Vec<usize> = (0..6).collect();
+        let lin = GroupLayout::new(&p.perm_in, &all_in).unwrap();
+        let lout = GroupLayout::new(&p.perm_out, &all_out).unwrap();
+        let Fitted {
+            loss,
+            energy,
+            w,
+            d,
+            t,
+            g,
+            r,
+            tt,
+        } = fitted(&p, &lin, &lout);
+        let mut pa = vec![0.0f64; t * d];
+        for (m, &(a, b)) in lout.merged.iter().enumerate() {
+            for (mi, &(ai, bi)) in lin.merged.iter().enumerate() {
+                pa[m * d + mi] = 0.5 * f64::from(p.wa[a][ai] + p.wb[b][bi]);
+            }
+            pa[m * d + d - 1] = 0.5 * f64::from(p.ba[a] + p.bb[b]);
+        }
+        let eqs = NormalEquations {
+            gram: MatRef::new(&g, d, d).unwrap(),
+            cross: MatRef::new(&r, d, t).unwrap(),
+            target_sq_sums: &tt,
+        };
+        let pa_loss = layer_loss(eqs, &pa, t).unwrap();
+        assert!(
+            loss <= pa_loss + FIT_LOSS_REL * energy,
+            "seed {seed}: LS {loss} vs P&A {pa_loss}"
+        );
+        // Any perturbation of the fitted weights costs more (the fit is the minimum, up to
+        // the tiny ridge).
+        let mut rng = Rng::new(seed);
+        for _ in 0..5 {
+            let nudged: Vec<f64> = w.iter().map(|v| v + 0.01 * rng.normal()).collect();
+            let nl = layer_loss(eqs, &nudged, t).unwrap();
+            assert!(
+                loss <= nl + FIT_LOSS_REL * energy,
+                "seed {seed}: {loss} vs nudged {nl}"
+            );
+        }
+    }
+}
