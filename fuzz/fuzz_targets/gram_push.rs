@@ -30,14 +30,29 @@ fuzz_target!(|data: &[u8]| {
                 assert!(batch.iter().all(|v| v.abs() <= acc.value_limit()));
                 counted += n as u64;
             }
-            Err(GramError::NonFinite { operand: Operand::Samples, sample, column }) => {
+            Err(GramError::NonFinite {
+                operand: Operand::Samples,
+                sample,
+                column,
+            }) => {
                 let local = (sample - counted) as usize;
-                let first = batch.iter().position(|v| !v.is_finite()).expect("a bad value");
+                let first = batch
+                    .iter()
+                    .position(|v| !v.is_finite())
+                    .expect("a bad value");
                 assert_eq!((local, column), (first / dim, first % dim));
             }
-            Err(GramError::OutOfRange { operand: Operand::Samples, sample, column, limit }) => {
+            Err(GramError::OutOfRange {
+                operand: Operand::Samples,
+                sample,
+                column,
+                limit,
+            }) => {
                 let local = (sample - counted) as usize;
-                let first = batch.iter().position(|v| v.is_nan() || v.abs() > limit).expect("a big value");
+                let first = batch
+                    .iter()
+                    .position(|v| v.is_nan() || v.abs() > limit)
+                    .expect("a big value");
                 assert_eq!((local, column), (first / dim, first % dim));
                 assert!(batch[first].is_finite());
             }
@@ -46,7 +61,8 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(acc.count(), counted);
     }
     let mut g = vec![0.0f64; dim * dim];
-    acc.write_gram(MatMut::new(&mut g, dim, dim).expect("sized")).expect("shape");
+    acc.write_gram(MatMut::new(&mut g, dim, dim).expect("sized"))
+        .expect("shape");
     for i in 0..dim {
         // Accepted values are bounded, so every moment is finite and diagonals are sums of
         // squares (up to rounding of the re-centring, relative to the entry's size).

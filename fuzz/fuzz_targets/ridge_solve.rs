@@ -25,8 +25,12 @@ fuzz_target!(|data: &[u8]| {
     for v in gram.iter_mut().chain(cross.iter_mut()) {
         *v = next();
     }
-    let cols: Vec<usize> = (0..ncols).map(|i| (i * 7 + usize::from(data[2])) % d).collect();
-    let targets: Vec<usize> = (0..ntargets).map(|i| (i + usize::from(data[3])) % t).collect();
+    let cols: Vec<usize> = (0..ncols)
+        .map(|i| (i * 7 + usize::from(data[2])) % d)
+        .collect();
+    let targets: Vec<usize> = (0..ntargets)
+        .map(|i| (i + usize::from(data[3])) % t)
+        .collect();
     let eqs = NormalEquations {
         gram: MatRef::new(&gram, d, d).expect("sized"),
         cross: MatRef::new(&cross, d, t).expect("sized"),
