@@ -242,6 +242,14 @@ pub enum LstsqError {
         /// How many times the ridge was multiplied by 10.
         retries: u32,
     },
+    /// The solve overflowed: the inputs are finite but the weights are not representable
+    /// (e.g. a nearly singular block with huge right-hand sides). Nothing is written.
+    SolutionOverflow {
+        /// Position in `targets` of the first target whose weights overflowed.
+        target: usize,
+        /// The ridge used.
+        ridge: f64,
+    },
 }
 
 impl fmt::Display for LstsqError {
@@ -295,6 +303,11 @@ impl fmt::Display for LstsqError {
                 f,
                 "Gram block is not positive definite: pivot {index} (column {column}) is \
                  {pivot:e} with ridge {ridge:e} after {retries} retries"
+            ),
+            LstsqError::SolutionOverflow { target, ridge } => write!(
+                f,
+                "the weights of target {target} overflow (ridge {ridge:e}): the inputs are too \
+                 large or too ill-conditioned for f64"
             ),
         }
     }
@@ -552,6 +565,12 @@ pub fn ridge_solve(
     }
     let relative_residual = if den > 0.0 { num / den } else { 0.0 };
 
+    if let Some(pos) = sol[..m * k].iter().position(|v| !v.is_finite()) {
+        return Err(LstsqError::SolutionOverflow {
+            target: pos / k.max(1),
+            ridge,
+        });
+    }
     for o in 0..m {
         for a in 0..k {
             *weights.at_mut(o, a) = sol[o * k + a];

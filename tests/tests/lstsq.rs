@@ -777,3 +777,38 @@ fn errors_display_where_they_failed() {
     };
     assert!(e.to_string().contains("weights is 2x2, expected 1x2"));
 }
+
+/// Found by fuzzing: finite but huge normal equations on a nearly singular block used to
+/// return infinite weights as a success; now the overflow is a typed error and nothing is
+/// written.
+#[test]
+fn overflowing_solution_is_a_typed_error() {
+    use pleas_core::linalg::{MatMut, MatRef};
+    use pleas_core::lstsq::{
+        LstsqError, NormalEquations, RidgeParams, ridge_solve, ridge_solve_scratch_len,
+    };
+    let gram = [1e-300f64, 0.0, 0.0, 1e-300];
+    let cross = [1e300f64, -1e300];
+    let sq = [1.0f64];
+    let eqs = NormalEquations {
+        gram: MatRef::new(&gram, 2, 2).unwrap(),
+        cross: MatRef::new(&cross, 2, 1).unwrap(),
+        target_sq_sums: &sq,
+    };
+    let mut w = [7.0f64; 2];
+    let mut scratch = vec![0.0; ridge_solve_scratch_len(2, 1)];
+    let err = ridge_solve(
+        eqs,
+        &[0, 1],
+        &[0],
+        RidgeParams::default(),
+        MatMut::new(&mut w, 1, 2).unwrap(),
+        &mut scratch,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, LstsqError::SolutionOverflow { target: 0, .. }),
+        "{err}"
+    );
+    assert_eq!(w, [7.0, 7.0], "nothing written on error");
+}

@@ -8,7 +8,10 @@ use super::safetensors::{Dtype, RawTensor};
 use crate::error::Error;
 
 fn dtype_of(descr: &str) -> Result<Dtype, String> {
-    let (order, code) = descr.split_at(descr.len().min(1));
+    // Split after the first character (a byte-order mark in valid files), not the first byte:
+    // the header is arbitrary text.
+    let first = descr.char_indices().nth(1).map_or(descr.len(), |(i, _)| i);
+    let (order, code) = descr.split_at(first);
     if code.len() >= 2 && code.ends_with('1') {
         // Byte-sized: any order mark.
     } else if order != "<" {
@@ -210,5 +213,11 @@ mod tests {
         let at = big.windows(3).position(|w| w == b"<f4").unwrap();
         big[at] = b'>';
         assert!(parse(&big).unwrap_err().contains("little-endian"));
+        // A multi-byte character where the byte-order mark belongs (found by fuzzing: the
+        // split used to cut inside the character and panic).
+        let mut odd = b.clone();
+        let at = odd.windows(3).position(|w| w == b"<f4").unwrap();
+        odd.splice(at..at + 3, "\u{648}f4".bytes());
+        assert!(parse(&odd).is_err());
     }
 }
