@@ -98,6 +98,25 @@ impl From<ViewError> for ForwardError {
     }
 }
 
+/// The geometry of a conv or pooling window over `input`, or the graph error naming the node.
+fn window_geometry(
+    node: &str,
+    input: Shape,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Result<ConvGeometry, ForwardError> {
+    ConvGeometry::new(input.c, input.h, input.w, kernel, stride, padding).ok_or_else(|| {
+        ForwardError::Graph(GraphError::Window {
+            node: alloc::string::String::from(node),
+            input,
+            kernel,
+            stride,
+            padding,
+        })
+    })
+}
+
 /// One node's activations for one batch: `batch` samples of `shape`, NCHW row-major.
 #[derive(Debug, Clone, Copy)]
 pub struct Activations<'a> {
@@ -374,15 +393,7 @@ impl<'a> Forward<'a> {
                 ..
             } => {
                 let s = in_shape(0);
-                let geom = ConvGeometry::new(s.c, s.h, s.w, *kernel, *stride, *padding).ok_or(
-                    ForwardError::Graph(GraphError::Window {
-                        node: node.name.clone(),
-                        input: s,
-                        kernel: *kernel,
-                        stride: *stride,
-                        padding: *padding,
-                    }),
-                )?;
+                let geom = window_geometry(&node.name, s, *kernel, *stride, *padding)?;
                 let chunk =
                     (self.params.conv_columns / geom.positions().max(1)).clamp(1, batch.max(1));
                 let need = layers::conv2d_scratch_len(&geom, *out_channels, chunk);
@@ -436,15 +447,7 @@ impl<'a> Forward<'a> {
                 padding,
             } => {
                 let s = in_shape(0);
-                let geom = ConvGeometry::new(s.c, s.h, s.w, *kernel, *stride, *padding).ok_or(
-                    ForwardError::Graph(GraphError::Window {
-                        node: node.name.clone(),
-                        input: s,
-                        kernel: *kernel,
-                        stride: *stride,
-                        padding: *padding,
-                    }),
-                )?;
+                let geom = window_geometry(&node.name, s, *kernel, *stride, *padding)?;
                 let mut out = self.buffer(len);
                 let x = acts[node.inputs[0]].as_deref().unwrap_or(&[]);
                 let is_max = matches!(node.op, Op::MaxPool { .. });
