@@ -22,7 +22,7 @@
 
 use core::fmt;
 
-use crate::linalg::blocked::{Dest, tiled_index, tiled_len, tiled_row_strips};
+use crate::linalg::blocked::{Dest, add_tiled_row_f64, tiled_len, tiled_row_strips};
 use crate::linalg::{MatMut, MatRef, first_outside, gemm, syrk};
 
 /// Tuning knobs of [`GramAccumulator`].
@@ -689,19 +689,13 @@ where
         let ws = self.workspace.as_ref();
         let store = self.storage.as_mut();
         let row_strips = tiled_row_strips(d);
-        if self.params.gram {
-            for i in 0..d {
-                for j in 0..=i {
-                    store[s.gram + i * d + j] +=
-                        f64::from(ws[w.gram + tiled_index(i, j, row_strips)]);
-                }
-            }
-        }
         for i in 0..d {
-            for j in 0..nt {
-                store[s.cross + i * nt + j] +=
-                    f64::from(ws[w.cross + tiled_index(i, j, row_strips)]);
+            if self.params.gram {
+                let row = &mut store[s.gram + i * d..s.gram + i * d + i + 1];
+                add_tiled_row_f64(&ws[w.gram..w.cross], i, row_strips, row);
             }
+            let row = &mut store[s.cross + i * nt..s.cross + (i + 1) * nt];
+            add_tiled_row_f64(&ws[w.cross..w.sum_x], i, row_strips, row);
         }
         for j in 0..d {
             store[s.sum_x + j] += f64::from(ws[w.sum_x + j]);

@@ -121,6 +121,18 @@ pub(crate) fn tiled_row_strips(rows: usize) -> usize {
     rows.div_ceil(MR)
 }
 
+/// Adds row `i`, columns `0..cols`, of a tile-major buffer into `dst` (length `cols`), in f64.
+/// Within a tile a row's `NR` values are contiguous, so this walks runs of `NR`.
+pub(crate) fn add_tiled_row_f64(tiles: &[f32], i: usize, row_strips: usize, dst: &mut [f64]) {
+    for (js, chunk) in dst.chunks_mut(NR).enumerate() {
+        let at = ((js * row_strips + i / MR) * MR + i % MR) * NR;
+        let len = chunk.len();
+        for (d, &v) in chunk.iter_mut().zip(&tiles[at..at + len]) {
+            *d += f64::from(v);
+        }
+    }
+}
+
 /// Index of element `(i, j)` in a tile-major buffer with `row_strips` row strips.
 #[inline]
 pub(crate) fn tiled_index(i: usize, j: usize, row_strips: usize) -> usize {
