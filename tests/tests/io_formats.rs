@@ -107,6 +107,31 @@ fn save_then_load_is_exact() {
     let (w, meta) = load_weights(&path).unwrap();
     assert_eq!(w, m.weights);
     assert_eq!(meta, m.metadata);
+    // Saving again replaces the file whole; no temporary file is left beside it.
+    save_weights(&path, &m.weights, &m.metadata).unwrap();
+    assert_eq!(load_weights(&path).unwrap().0, m.weights);
+    let dir = path.parent().unwrap();
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains("saved.safetensors.tmp-")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn saving_into_a_missing_directory_fails_cleanly() {
+    let m = Model::load(&fixture("mlp64_split/fashion_mlp_split_m1"), None).unwrap();
+    let dir = tmp("no-such-dir");
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("out.safetensors");
+    let err = save_weights(&path, &m.weights, &m.metadata).unwrap_err();
+    assert!(err.to_string().contains("out.safetensors"), "{err}");
+    assert!(!dir.exists());
 }
 
 #[test]

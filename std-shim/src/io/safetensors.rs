@@ -344,43 +344,44 @@ pub fn load_weights(path: &Path) -> Result<(Weights, Metadata), Error> {
 
 /// Serialises f32 tensors (as F32) and metadata strings to safetensors bytes.
 pub fn to_bytes(weights: &Weights, metadata: &Metadata) -> Vec<u8> {
-    let mut header = serde_json::Map::new();
-    if !metadata.is_empty() {
-        let m: serde_json::Map<String, serde_json::Value> = metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
-        header.insert("__metadata__".to_string(), serde_json::Value::Object(m));
-    }
-    let mut offset = 0usize;
-    for (name, t) in weights {
-        let end = offset + 4 * t.len();
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": "F32", "shape": t.shape(), "data_offsets": [offset, end]}),
-        );
-        offset = end;
-    }
-    let mut h = serde_json::Value::Object(header).to_string().into_bytes();
-    while !h.len().is_multiple_of(8) {
-        h.push(b' ');
-    }
-    let mut out = Vec::with_capacity(8 + h.len() + offset);
-    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
-    out.extend_from_slice(&h);
-    for t in weights.values() {
-        for v in t.data() {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    out
+    let raw: BTreeMap<String, RawTensor> = weights
+        .iter()
+        .map(|(name, t)| {
+            let bytes = t.data().iter().flat_map(|v| v.to_le_bytes()).collect();
+            let raw = RawTensor {
+                dtype: Dtype::F32,
+                shape: t.shape().to_vec(),
+                bytes,
+            };
+            (name.clone(), raw)
+        })
+        .collect();
+    raw_to_bytes(&raw, metadata)
 }
 
-/// Writes f32 tensors and metadata strings as a safetensors file.
+/// Writes f32 tensors and metadata strings as a safetensors file. The bytes go to a temporary
+/// file beside `path` that is renamed over it once complete, so an error never leaves a
+/// partial file behind.
 pub fn save_weights(path: &Path, weights: &Weights, metadata: &Metadata) -> Result<(), Error> {
-    std::fs::write(path, to_bytes(weights, metadata)).map_err(|source| Error::Write {
+    let write_err = |source| Error::Write {
         path: path.to_path_buf(),
         source,
+    };
+    let name = path.file_name().map_or_else(
+        || std::ffi::OsString::from("out"),
+        std::ffi::OsStr::to_os_string,
+    );
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(&name);
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    if let Err(e) = std::fs::write(&tmp, to_bytes(weights, metadata)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(write_err(e));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        write_err(e)
     })
 }
 
