@@ -2,6 +2,8 @@
 //! (`u1`, `i1`, `i2`, `i4`, `i8`, `f2`, `f4`, `f8`), C order. The array comes back as a
 //! [`RawTensor`] with the safetensors dtype of the same meaning.
 
+use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 
 use super::safetensors::{Dtype, RawTensor};
@@ -58,26 +60,51 @@ fn field<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     None
 }
 
-/// Parses a whole `.npy` file held in memory; the error is the reason, without the path.
-pub fn parse(bytes: &[u8]) -> Result<RawTensor, String> {
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+/// What the header of a `.npy` file says: the array's dtype and shape and where its bytes lie.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    /// Element type (the safetensors dtype of the same meaning).
+    pub dtype: Dtype,
+    /// Shape (C order).
+    pub shape: Vec<usize>,
+    /// Byte offset of the array data in the file (the end of the header).
+    pub data_start: u64,
+    /// Bytes of array data (elements times element size).
+    pub data_len: u64,
+}
+
+/// Header length and where the header text starts, from the first bytes of a file (`front`
+/// holds at least its first 12 bytes, or the whole file if it is shorter).
+fn preamble(front: &[u8]) -> Result<(usize, usize), String> {
+    if front.len() < 10 || &front[..6] != b"\x93NUMPY" {
         return Err("missing the \\x93NUMPY magic".to_string());
     }
-    let major = bytes[6];
-    let (hlen, start) = match major {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+    match front[6] {
+        1 => Ok((u16::from_le_bytes([front[8], front[9]]) as usize, 10)),
         2 | 3 => {
-            let Some(b) = bytes.get(8..12) else {
+            let Some(b) = front.get(8..12) else {
                 return Err("truncated header".to_string());
             };
-            (
+            Ok((
                 u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize,
                 12,
-            )
+            ))
         }
-        v => return Err(format!("format version {v} is not supported")),
-    };
-    let Some(header) = bytes.get(start..start + hlen) else {
+        v => Err(format!("format version {v} is not supported")),
+    }
+}
+
+/// Parses the header of a `.npy` file of `file_len` bytes from `front`, its first bytes (at
+/// least up to the end of the header, or the whole file if it is shorter; the data may be
+/// absent). Checks that the file holds exactly the data the shape needs (a truncated file and
+/// trailing bytes are errors). The error is the reason, without the path.
+pub fn parse_header(front: &[u8], file_len: u64) -> Result<Header, String> {
+    let (hlen, start) = preamble(front)?;
+    let end = start.checked_add(hlen);
+    let Some(header) = end
+        .and_then(|end| front.get(start..end))
+        .filter(|_| (start + hlen) as u64 <= file_len)
+    else {
         return Err(format!("truncated: the header needs {hlen} bytes"));
     };
     let header = std::str::from_utf8(header).map_err(|_| "header is not text".to_string())?;
@@ -106,25 +133,66 @@ pub fn parse(bytes: &[u8]) -> Result<RawTensor, String> {
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or("shape overflows")?;
-    let need = numel.checked_mul(size).ok_or("shape overflows")?;
-    let data = &bytes[start + hlen..];
-    if data.len() < need {
+    let need = numel.checked_mul(size).ok_or("shape overflows")? as u64;
+    let data_start = (start + hlen) as u64;
+    let have = file_len - data_start;
+    if have < need {
         return Err(format!(
-            "truncated: shape {shape:?} of {dtype} needs {need} data bytes, the file has {}",
-            data.len()
+            "truncated: shape {shape:?} of {dtype} needs {need} data bytes, the file has {have}"
         ));
     }
-    if data.len() > need {
+    if have > need {
         return Err(format!(
             "{} trailing bytes after the {need} data bytes of shape {shape:?}",
-            data.len() - need
+            have - need
         ));
     }
-    Ok(RawTensor {
+    Ok(Header {
         dtype,
         shape,
-        bytes: data.to_vec(),
+        data_start,
+        data_len: need,
     })
+}
+
+/// Parses a whole `.npy` file held in memory; the error is the reason, without the path.
+pub fn parse(bytes: &[u8]) -> Result<RawTensor, String> {
+    let h = parse_header(bytes, bytes.len() as u64)?;
+    // `parse_header` checked that the data runs exactly to the end of `bytes`.
+    Ok(RawTensor {
+        dtype: h.dtype,
+        shape: h.shape,
+        bytes: bytes[h.data_start as usize..].to_vec(),
+    })
+}
+
+/// Opens a `.npy` file and reads its header only (no array data), checking that the file holds
+/// exactly the data the shape needs. Returns the open file with the header.
+pub fn read_header(path: &Path) -> Result<(File, Header), Error> {
+    let read_err = |source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let parse_err = |reason| Error::Npy {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut file = File::open(path).map_err(read_err)?;
+    let file_len = file.metadata().map_err(read_err)?.len();
+    let mut front = Vec::new();
+    (&mut file)
+        .take(12)
+        .read_to_end(&mut front)
+        .map_err(read_err)?;
+    let (hlen, start) = preamble(&front).map_err(parse_err)?;
+    // Never more than the file holds, so a bogus length allocates nothing.
+    let end = (start as u64 + hlen as u64).min(file_len);
+    (&mut file)
+        .take(end.saturating_sub(front.len() as u64))
+        .read_to_end(&mut front)
+        .map_err(read_err)?;
+    let header = parse_header(&front, file_len).map_err(parse_err)?;
+    Ok((file, header))
 }
 
 /// Reads a `.npy` file.

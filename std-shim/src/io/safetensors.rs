@@ -10,6 +10,9 @@
 //! `*.num_batches_tracked` buffers are skipped. Weights are written as F32.
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::ops::Range;
 use std::path::Path;
 
 use pleas_core::graph::{Tensor, Weights};
@@ -89,6 +92,38 @@ impl Dtype {
             Dtype::Other(s) => s,
         }
     }
+
+    /// Converts the first `out.len()` little-endian values of this dtype in `bytes` to f32:
+    /// exactly for U8, F32, F16 and BF16, rounded to nearest for F64 (so a finite F64 beyond
+    /// the f32 range becomes infinite). Returns `false`, writing nothing, for any other dtype
+    /// or if `bytes` holds fewer values. This is the one conversion of stored values to f32:
+    /// model weights and input data both go through it.
+    pub fn decode_f32(&self, bytes: &[u8], out: &mut [f32]) -> bool {
+        let Some(size) = self.size() else {
+            return false;
+        };
+        if bytes.len() / size < out.len() {
+            return false;
+        }
+        let pairs = bytes.chunks_exact(size).zip(out.iter_mut());
+        match self {
+            Dtype::U8 => pairs.for_each(|(c, o)| *o = f32::from(c[0])),
+            Dtype::F32 => {
+                pairs.for_each(|(c, o)| *o = f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            }
+            Dtype::F16 => {
+                pairs.for_each(|(c, o)| *o = f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+            }
+            Dtype::BF16 => {
+                pairs.for_each(|(c, o)| *o = bf16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+            }
+            Dtype::F64 => pairs.for_each(|(c, o)| {
+                *o = f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32;
+            }),
+            _ => return false,
+        }
+        true
+    }
 }
 
 impl std::fmt::Display for Dtype {
@@ -144,26 +179,14 @@ impl RawTensor {
 
     /// The values as f32 if the dtype is a float type (F32, F16, BF16, F64).
     pub fn float_to_f32(&self) -> Option<Vec<f32>> {
-        let b = &self.bytes;
-        Some(match self.dtype {
-            Dtype::F32 => b
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => b
-                .chunks_exact(2)
-                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
-                .collect(),
-            Dtype::BF16 => b
-                .chunks_exact(2)
-                .map(|c| bf16_to_f32(u16::from_le_bytes([c[0], c[1]])))
-                .collect(),
-            Dtype::F64 => b
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
-                .collect(),
-            _ => return None,
-        })
+        if !matches!(
+            self.dtype,
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64
+        ) {
+            return None;
+        }
+        let mut out = vec![0.0; self.bytes.len() / self.dtype.size()?];
+        self.dtype.decode_f32(&self.bytes, &mut out).then_some(out)
     }
 
     /// The values as i64 if the dtype is an integer type.
@@ -202,12 +225,41 @@ fn usize_of(v: &serde_json::Value) -> Option<usize> {
     v.as_u64().and_then(|x| usize::try_from(x).ok())
 }
 
-/// Parses a whole safetensors file held in memory; the error is the reason, without the path.
-pub fn parse(bytes: &[u8]) -> Result<SafetensorsFile, String> {
-    let Some(len_bytes) = bytes.get(..8) else {
+/// Where one tensor lies in a safetensors file, as its header says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorEntry {
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// `data_offsets`: the tensor's bytes, relative to the start of the data section.
+    pub offsets: Range<usize>,
+}
+
+/// The header of a safetensors file: where every tensor lies, and the metadata.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Header {
+    /// Tensors by name.
+    pub tensors: BTreeMap<String, TensorEntry>,
+    /// `__metadata__` strings.
+    pub metadata: Metadata,
+    /// Byte offset of the data section in the file (8 plus the header length).
+    pub data_start: u64,
+}
+
+impl Header {
+    /// The bytes of `entry` as offsets from the start of the file.
+    pub fn file_range(&self, entry: &TensorEntry) -> Range<u64> {
+        self.data_start + entry.offsets.start as u64..self.data_start + entry.offsets.end as u64
+    }
+}
+
+/// Header length and where the JSON header ends, from the first bytes of a file of `file_len`
+/// bytes (`front` holds at least its first 8 bytes, or the whole file if it is shorter).
+fn header_end(front: &[u8], file_len: u64) -> Result<u64, String> {
+    let Some(len_bytes) = front.get(..8) else {
         return Err(format!(
-            "file is {} bytes long, shorter than the 8-byte header length",
-            bytes.len()
+            "file is {file_len} bytes long, shorter than the 8-byte header length"
         ));
     };
     let n = u64::from_le_bytes(len_bytes.try_into().expect("8 bytes"));
@@ -216,11 +268,25 @@ pub fn parse(bytes: &[u8]) -> Result<SafetensorsFile, String> {
             "header length {n} exceeds the {MAX_HEADER}-byte limit"
         ));
     }
-    let n = n as usize;
-    let Some(header) = bytes.get(8..8 + n) else {
+    Ok(8 + n)
+}
+
+/// Parses the header of a safetensors file of `file_len` bytes from `front`, its first bytes
+/// (at least up to the end of the header, or the whole file if it is shorter; the data section
+/// may be absent). Checks every tensor's `data_offsets` against its dtype and shape and against
+/// the data section the file length leaves, so a truncated file is reported with the first
+/// tensor that does not fit. The error is the reason, without the path.
+pub fn parse_header(front: &[u8], file_len: u64) -> Result<Header, String> {
+    let data_start = header_end(front, file_len)?;
+    let n = data_start - 8;
+    let Some(header) = usize::try_from(data_start)
+        .ok()
+        .and_then(|end| front.get(8..end))
+        .filter(|_| data_start <= file_len)
+    else {
         return Err(format!(
             "truncated: the header needs {n} bytes, the file has {} after the length",
-            bytes.len() - 8
+            file_len.saturating_sub(8)
         ));
     };
     let header = std::str::from_utf8(header).map_err(|e| format!("header is not UTF-8: {e}"))?;
@@ -229,8 +295,11 @@ pub fn parse(bytes: &[u8]) -> Result<SafetensorsFile, String> {
     let serde_json::Value::Object(entries) = json else {
         return Err("header is not a JSON object".to_string());
     };
-    let data = &bytes[8 + n..];
-    let mut out = SafetensorsFile::default();
+    let data_len = file_len - data_start;
+    let mut out = Header {
+        data_start,
+        ..Header::default()
+    };
     for (name, entry) in entries {
         if name == "__metadata__" {
             let serde_json::Value::Object(m) = entry else {
@@ -282,22 +351,73 @@ pub fn parse(bytes: &[u8]) -> Result<SafetensorsFile, String> {
                 end - begin
             )));
         }
-        if end > data.len() {
+        if end as u64 > data_len {
             return Err(format!(
-                "truncated: tensor `{name}` ends at byte {end} of the data section, which holds {} bytes",
-                data.len()
+                "truncated: tensor `{name}` ends at byte {end} of the data section, which holds {data_len} bytes"
             ));
         }
         out.tensors.insert(
             name,
-            RawTensor {
+            TensorEntry {
                 dtype,
                 shape,
-                bytes: data[begin..end].to_vec(),
+                offsets: begin..end,
             },
         );
     }
     Ok(out)
+}
+
+/// Parses a whole safetensors file held in memory; the error is the reason, without the path.
+pub fn parse(bytes: &[u8]) -> Result<SafetensorsFile, String> {
+    let header = parse_header(bytes, bytes.len() as u64)?;
+    // `parse_header` checked every tensor against the data section.
+    let data = &bytes[header.data_start as usize..];
+    let tensors = header
+        .tensors
+        .into_iter()
+        .map(|(name, e)| {
+            let bytes = data[e.offsets].to_vec();
+            let t = RawTensor {
+                dtype: e.dtype,
+                shape: e.shape,
+                bytes,
+            };
+            (name, t)
+        })
+        .collect();
+    Ok(SafetensorsFile {
+        tensors,
+        metadata: header.metadata,
+    })
+}
+
+/// Opens a safetensors file and reads its header only (no tensor data), checking that the file
+/// holds every tensor's bytes. Returns the open file with the header.
+pub fn read_header(path: &Path) -> Result<(File, Header), Error> {
+    let read_err = |source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(read_err)?;
+    let file_len = file.metadata().map_err(read_err)?.len();
+    let parse_err = |reason| Error::Safetensors {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut front = Vec::new();
+    (&mut file)
+        .take(8)
+        .read_to_end(&mut front)
+        .map_err(read_err)?;
+    let end = header_end(&front, file_len).map_err(parse_err)?;
+    // Never more than the file holds, so a bogus length allocates nothing.
+    (&mut file)
+        .take(end.min(file_len).saturating_sub(front.len() as u64))
+        .read_to_end(&mut front)
+        .map_err(read_err)?;
+    let header = parse_header(&front, file_len).map_err(parse_err)?;
+    Ok((file, header))
 }
 
 /// Reads and parses a safetensors file.
