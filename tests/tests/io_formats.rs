@@ -1,15 +1,20 @@
-//! Model files in other dtypes, the TOML architecture file, save/load round trips and
-//! `pleas inspect`.
+//! Model files in other dtypes, the TOML architecture file, save/load round trips,
+//! `pleas inspect`, and data files read whole and streamed in chunks.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use pleas::cli::run;
-use pleas::io::data::{DataSpec, Normalize, load};
-use pleas::io::safetensors::{Dtype, load_weights, raw_to_bytes, read, save_weights};
+use pleas::io::data::{DataSource, DataSpec, Normalize, load};
+use pleas::io::npy;
+use pleas::io::safetensors::{
+    Dtype, RawTensor, bf16_to_f32, f16_to_f32, load_weights, raw_to_bytes, read, save_weights,
+};
 use pleas::model::Model;
 use pleas_core::forward::Forward;
 use pleas_tests::models::{fashion_eval, fixture_models, max_rel_diff};
+use pleas_tests::rng::Rng;
 
 fn fixture(part: &str) -> PathBuf {
     fixture_models()
@@ -276,7 +281,6 @@ fn inspect_json_lists_groups_flops_and_params() {
 /// Writes `weights` as a PyTorch-style state_dict: F32 tensors, an I64 `num_batches_tracked`
 /// beside every batch-norm and, with `prefix`, every name under `module.`.
 fn write_state_dict(weights: &pleas_core::graph::Weights, prefix: &str, name: &str) -> PathBuf {
-    use pleas::io::safetensors::RawTensor;
     let mut raw = std::collections::BTreeMap::new();
     for (k, t) in weights {
         raw.insert(
@@ -345,4 +349,451 @@ fn torchvision_and_wide_cifar_state_dicts_are_recognised() {
     let groups = permutation_groups(&m.graph);
     assert_eq!(groups.len(), 12);
     assert_eq!(groups.groups().iter().map(|g| g.width).max(), Some(256));
+}
+
+// Streaming data reads: `DataSource` in chunks against `load` and against values decoded here.
+
+const NORMALIZATIONS: [Normalize; 4] = [
+    Normalize::Identity,
+    Normalize::Unit,
+    Normalize::Symmetric,
+    Normalize::MeanStd {
+        mean: 0.5,
+        std: 0.25,
+    },
+];
+
+fn data_spec(path: &Path, key: &str, normalize: Normalize) -> DataSpec {
+    DataSpec {
+        path: path.to_path_buf(),
+        data_key: key.into(),
+        label_key: None,
+        labels_path: None,
+        normalize,
+    }
+}
+
+/// `numel` random finite values of `dtype` as little-endian bytes, and the f32 each stands for.
+fn random_raw(dtype: &Dtype, numel: usize, rng: &mut Rng) -> (Vec<u8>, Vec<f32>) {
+    let mut bytes = Vec::new();
+    let mut values = Vec::new();
+    for _ in 0..numel {
+        let bits = rng.next_u64();
+        match dtype {
+            Dtype::U8 => {
+                bytes.push(bits as u8);
+                values.push(f32::from(bits as u8));
+            }
+            Dtype::F32 => {
+                let v = rng.normal_f32() * 100.0;
+                bytes.extend_from_slice(&v.to_le_bytes());
+                values.push(v);
+            }
+            Dtype::F64 => {
+                let v = rng.normal() * 1e3;
+                bytes.extend_from_slice(&v.to_le_bytes());
+                values.push(v as f32);
+            }
+            Dtype::F16 => {
+                // Every finite pattern (subnormals included): an all-ones exponent loses its top bit.
+                let mut h = bits as u16;
+                if (h >> 10) & 0x1f == 0x1f {
+                    h &= !0x4000;
+                }
+                bytes.extend_from_slice(&h.to_le_bytes());
+                values.push(f16_to_f32(h));
+            }
+            Dtype::BF16 => {
+                // Magnitudes below 2, so every normalisation stays finite.
+                let h = bits as u16 & !0x4000;
+                bytes.extend_from_slice(&h.to_le_bytes());
+                values.push(bf16_to_f32(h));
+            }
+            d => panic!("no random {d} values"),
+        }
+    }
+    (bytes, values)
+}
+
+fn write_safetensors(name: &str, tensors: &[(&str, RawTensor)]) -> PathBuf {
+    let map: BTreeMap<String, RawTensor> = tensors
+        .iter()
+        .map(|(k, t)| (k.to_string(), t.clone()))
+        .collect();
+    let path = tmp(name);
+    std::fs::write(&path, raw_to_bytes(&map, &Default::default())).unwrap();
+    path
+}
+
+fn write_npy(name: &str, t: &RawTensor) -> PathBuf {
+    let path = tmp(name);
+    std::fs::write(&path, npy::to_bytes(t)).unwrap();
+    path
+}
+
+fn assert_same_bits(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+        panic!("{what}: value {i} is {}, expected {}", got[i], want[i]);
+    }
+}
+
+/// Reads every sample of `src` in chunks of random sizes (some empty), then random ranges in
+/// random order, and checks each against `want`.
+fn read_in_random_chunks(src: &mut DataSource, want: &[f32], rng: &mut Rng, what: &str) {
+    let (n, d) = (src.len(), src.sample_len());
+    let mut got = vec![f32::NAN; n * d];
+    let mut start = 0;
+    while start < n {
+        let count = rng.below((n - start).min(40) + 1);
+        // The output may be longer than the read; only its front is written.
+        src.read(start, count, &mut got[start * d..]).unwrap();
+        start += count;
+    }
+    assert_same_bits(&got, want, what);
+    let mut buf = vec![0.0; n * d + 3];
+    for _ in 0..10 {
+        let start = rng.below(n + 1);
+        let count = rng.below(n - start + 1);
+        buf.fill(-7.0);
+        src.read(start, count, &mut buf).unwrap();
+        assert_same_bits(
+            &buf[..count * d],
+            &want[start * d..(start + count) * d],
+            what,
+        );
+        assert!(buf[count * d..].iter().all(|&v| v == -7.0), "{what}");
+    }
+}
+
+#[test]
+fn chunked_reads_equal_load_for_every_dtype_layout_and_normalisation() {
+    let mut rng = Rng::new(11);
+    // 97 x 784 F32 is more than one 256 KiB read, and the read boundary falls inside a sample.
+    let shapes = [vec![97, 784], vec![29, 3, 5, 7]];
+    for dtype in [Dtype::U8, Dtype::F32, Dtype::F16, Dtype::BF16, Dtype::F64] {
+        for shape in &shapes {
+            let numel = shape.iter().product();
+            let (bytes, values) = random_raw(&dtype, numel, &mut rng);
+            let x = RawTensor {
+                dtype: dtype.clone(),
+                shape: shape.clone(),
+                bytes,
+            };
+            let n = shape[0];
+            let labels = RawTensor {
+                dtype: Dtype::I64,
+                shape: vec![n],
+                bytes: (0..n as i64).flat_map(|v| (v % 10).to_le_bytes()).collect(),
+            };
+            let other = RawTensor {
+                dtype: Dtype::U8,
+                shape: vec![2, 3],
+                bytes: vec![9; 6],
+            };
+            let tag = format!("{dtype}-{}", shape.len());
+            let mut files = vec![
+                (
+                    write_safetensors(
+                        &format!("stream-{tag}.safetensors"),
+                        &[("a", other), ("x_match", x.clone()), ("y_match", labels)],
+                    ),
+                    "x_match",
+                ),
+                // The only tensor of a file is the data whatever the key.
+                (
+                    write_safetensors(
+                        &format!("stream-one-{tag}.safetensors"),
+                        &[("t", x.clone())],
+                    ),
+                    "x_test",
+                ),
+            ];
+            if dtype != Dtype::BF16 {
+                files.push((write_npy(&format!("stream-{tag}.npy"), &x), "x_test"));
+            }
+            for (path, key) in &files {
+                for normalize in NORMALIZATIONS {
+                    let what = format!("{} {normalize:?}", path.display());
+                    let want: Vec<f32> = values.iter().map(|&v| normalize.apply(v)).collect();
+                    let spec = data_spec(path, key, normalize);
+                    let loaded = load(&spec).unwrap();
+                    assert_eq!(loaded.n, n);
+                    assert_eq!(loaded.sample_shape, shape[1..]);
+                    assert_same_bits(&loaded.x, &want, &what);
+                    let mut src = DataSource::open(&spec).unwrap();
+                    assert_eq!(src.len(), n);
+                    assert!(!src.is_empty());
+                    assert_eq!(src.sample_shape(), &shape[1..]);
+                    assert_eq!(src.sample_len(), numel / n);
+                    read_in_random_chunks(&mut src, &loaded.x, &mut rng, &what);
+                }
+            }
+            // Labels still come with the data.
+            let mut spec = data_spec(&files[0].0, "x_match", Normalize::Unit);
+            spec.label_key = Some("y_match".into());
+            let labels: Vec<i64> = (0..n as i64).map(|v| v % 10).collect();
+            assert_eq!(load(&spec).unwrap().labels, Some(labels));
+        }
+    }
+}
+
+#[test]
+fn fashion_match_data_in_chunks_of_seven_equals_load() {
+    let spec = data_spec(&fashion_eval(), "x_match", Normalize::Symmetric);
+    let loaded = load(&spec).unwrap();
+    // Independently: the U8 bytes of the tensor, mapped here.
+    let raw = &read(&fashion_eval()).unwrap().tensors["x_match"];
+    let want: Vec<f32> = raw
+        .bytes
+        .iter()
+        .map(|&b| f32::from(b) / 255.0 * 2.0 - 1.0)
+        .collect();
+    assert_same_bits(&loaded.x, &want, "load");
+    let mut src = DataSource::open(&spec).unwrap();
+    assert_eq!((src.len(), src.sample_shape()), (2000, &[784][..]));
+    let mut chunk = vec![0.0; 7 * 784];
+    let mut start = 0;
+    while start < src.len() {
+        let count = 7.min(src.len() - start);
+        src.read(start, count, &mut chunk).unwrap();
+        assert_same_bits(
+            &chunk[..count * 784],
+            &loaded.x[start * 784..(start + count) * 784],
+            &format!("samples {start}.."),
+        );
+        start += count;
+    }
+    assert_eq!(start, 2000);
+}
+
+#[test]
+fn out_of_range_reads_are_errors_naming_file_and_sample() {
+    let x = RawTensor {
+        dtype: Dtype::U8,
+        shape: vec![10, 4],
+        bytes: (0..40).collect(),
+    };
+    let path = write_npy("range.npy", &x);
+    let mut src = DataSource::open(&data_spec(&path, "x", Normalize::Identity)).unwrap();
+    let mut out = vec![0.0; 64];
+    for (start, count) in [(9, 2), (11, 0), (0, 11), (usize::MAX, 2), (3, usize::MAX)] {
+        let err = src.read(start, count, &mut out).unwrap_err().to_string();
+        assert!(err.contains("range.npy"), "{err}");
+        assert!(err.contains(&format!("sample {start}")), "{err}");
+    }
+    // An output too short for the samples.
+    let err = src.read(2, 3, &mut out[..11]).unwrap_err().to_string();
+    assert!(
+        err.contains("range.npy") && err.contains("sample 2"),
+        "{err}"
+    );
+    // Empty reads at the end are fine, and errors leave the source usable.
+    src.read(10, 0, &mut []).unwrap();
+    src.read(8, 2, &mut out).unwrap();
+    assert_eq!(out[..8], [32.0, 33.0, 34.0, 35.0, 36.0, 37.0, 38.0, 39.0]);
+}
+
+#[test]
+fn truncated_files_are_errors_at_open() {
+    let x = RawTensor {
+        dtype: Dtype::F32,
+        shape: vec![6, 5],
+        bytes: vec![0; 120],
+    };
+    let labels = RawTensor {
+        dtype: Dtype::U8,
+        shape: vec![6],
+        bytes: vec![1; 6],
+    };
+    let st = raw_to_bytes(
+        &BTreeMap::from([
+            ("x_match".to_string(), x.clone()),
+            ("y_match".to_string(), labels),
+        ]),
+        &Default::default(),
+    );
+    let np = npy::to_bytes(&x);
+    let header_len = 8 + u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
+    let cases: [(&str, &[u8], &str); 6] = [
+        // The data tensor itself, a later tensor, the header, the header length.
+        ("cut-data.safetensors", &st[..header_len + 100], "truncated"),
+        ("cut-labels.safetensors", &st[..st.len() - 1], "truncated"),
+        ("cut-header.safetensors", &st[..header_len - 1], "truncated"),
+        ("cut-length.safetensors", &st[..5], "8-byte"),
+        ("cut.npy", &np[..np.len() - 1], "truncated"),
+        ("cut-header.npy", &np[..40], "truncated"),
+    ];
+    for (name, bytes, needle) in cases {
+        let path = tmp(name);
+        std::fs::write(&path, bytes).unwrap();
+        let spec = data_spec(&path, "x_match", Normalize::Identity);
+        let err = DataSource::open(&spec).unwrap_err().to_string();
+        assert!(err.contains(name) && err.contains(needle), "{err}");
+        assert_eq!(load(&spec).unwrap_err().to_string(), err);
+    }
+    // Trailing bytes after a .npy array are an error too.
+    let path = tmp("long.npy");
+    std::fs::write(&path, [&np[..], &[0]].concat()).unwrap();
+    let err = DataSource::open(&data_spec(&path, "x", Normalize::Identity)).unwrap_err();
+    assert!(err.to_string().contains("trailing"), "{err}");
+}
+
+#[test]
+fn a_file_cut_after_open_is_a_read_error_naming_the_samples() {
+    let x = RawTensor {
+        dtype: Dtype::U8,
+        shape: vec![10, 4],
+        bytes: vec![3; 40],
+    };
+    let path = write_npy("shrinks.npy", &x);
+    let mut src = DataSource::open(&data_spec(&path, "x", Normalize::Identity)).unwrap();
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 6)
+        .unwrap();
+    let mut out = vec![0.0; 40];
+    src.read(0, 8, &mut out).unwrap();
+    let err = src.read(6, 4, &mut out).unwrap_err();
+    let text = pleas::error::chain(&err);
+    // The samples asked for, and (whatever the read size) a sample at or after the cut.
+    assert!(
+        text.contains("shrinks.npy") && text.contains("samples 6..10"),
+        "{text}"
+    );
+    assert!(
+        ["6", "7", "8"]
+            .iter()
+            .any(|s| text.contains(&format!("at sample {s}:"))),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_non_finite_value_is_an_error_naming_its_sample() {
+    let mut values = vec![0.5f32; 12 * 5];
+    values[7 * 5 + 3] = f32::NAN;
+    let x = RawTensor {
+        dtype: Dtype::F32,
+        shape: vec![12, 5],
+        bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    };
+    let path = write_safetensors("nan.safetensors", &[("x_match", x)]);
+    let spec = data_spec(&path, "x_match", Normalize::Identity);
+    let mut src = DataSource::open(&spec).unwrap();
+    let mut out = vec![0.0; 60];
+    src.read(0, 7, &mut out).unwrap();
+    src.read(8, 4, &mut out).unwrap();
+    for (start, count) in [(0, 12), (7, 1), (5, 3)] {
+        let err = src.read(start, count, &mut out).unwrap_err().to_string();
+        assert!(
+            err.contains("nan.safetensors") && err.contains("sample 7"),
+            "{err}"
+        );
+    }
+    assert!(load(&spec).unwrap_err().to_string().contains("sample 7"));
+    // An F16 infinity in a .npy file.
+    let mut halves = [0x3c00u16; 4 * 3];
+    halves[2 * 3] = 0xfc00;
+    let h = RawTensor {
+        dtype: Dtype::F16,
+        shape: vec![4, 3],
+        bytes: halves.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    };
+    let path = write_npy("inf.npy", &h);
+    let err = load(&data_spec(&path, "x", Normalize::Unit))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("inf.npy") && err.contains("sample 2"), "{err}");
+    // A finite value that normalisation takes out of range.
+    let big = RawTensor {
+        dtype: Dtype::F32,
+        shape: vec![2, 1],
+        bytes: [1.0f32, 3e38]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+    };
+    let path = write_npy("big.npy", &big);
+    let spec = data_spec(
+        &path,
+        "x",
+        Normalize::MeanStd {
+            mean: 0.0,
+            std: 0.5,
+        },
+    );
+    let err = load(&spec).unwrap_err().to_string();
+    assert!(err.contains("big.npy") && err.contains("sample 1"), "{err}");
+}
+
+#[test]
+fn open_checks_tensor_dtype_shape_and_layout() {
+    let u8s = |shape: Vec<usize>| RawTensor {
+        bytes: vec![0; shape.iter().product()],
+        dtype: Dtype::U8,
+        shape,
+    };
+    let open = |path: &Path, key: &str| {
+        DataSource::open(&data_spec(path, key, Normalize::Identity))
+            .unwrap_err()
+            .to_string()
+    };
+    let two = write_safetensors(
+        "choose.safetensors",
+        &[("x_a", u8s(vec![2, 3])), ("x_b", u8s(vec![2, 3]))],
+    );
+    let err = open(&two, "x_match");
+    assert!(err.contains("x_match") && err.contains("x_a, x_b"), "{err}");
+    let rank3 = write_npy("rank3.npy", &u8s(vec![2, 3, 4]));
+    assert!(open(&rank3, "x").contains("N x D"));
+    let ints = write_safetensors(
+        "ints.safetensors",
+        &[(
+            "x",
+            RawTensor {
+                dtype: Dtype::I32,
+                shape: vec![2, 1],
+                bytes: vec![0; 8],
+            },
+        )],
+    );
+    let err = open(&ints, "x");
+    assert!(
+        err.contains("ints.safetensors") && err.contains("I32"),
+        "{err}"
+    );
+    // .npy layouts: Fortran order and big-endian are rejected.
+    let f4 = RawTensor {
+        dtype: Dtype::F32,
+        shape: vec![2, 2],
+        bytes: vec![0; 16],
+    };
+    let bytes = npy::to_bytes(&f4);
+    let edit = |from: &[u8], to: &[u8], name: &str| {
+        let mut b = bytes.clone();
+        let at = b.windows(from.len()).position(|w| w == from).unwrap();
+        b[at..at + from.len()].copy_from_slice(to);
+        let path = tmp(name);
+        std::fs::write(&path, b).unwrap();
+        path
+    };
+    let fortran = edit(b"False", b"True ", "fortran.npy");
+    assert!(open(&fortran, "x").contains("Fortran"));
+    let big = edit(b"<f4", b">f4", "big-endian.npy");
+    assert!(open(&big, "x").contains("little-endian"));
+    // An empty data set opens and reads nothing.
+    let empty = write_npy("empty.npy", &u8s(vec![0, 3]));
+    let mut src = DataSource::open(&data_spec(&empty, "x", Normalize::Unit)).unwrap();
+    assert!(src.is_empty());
+    src.read(0, 0, &mut []).unwrap();
+}
+
+#[test]
+fn data_source_is_send() {
+    fn send<T: Send>() {}
+    send::<DataSource>();
 }
