@@ -161,6 +161,13 @@ pub const NEAR_TIE_LOGIT_MARGIN: f32 = 2e-3;
 /// relative to the max |output|; f32 sums of up to a few hundred terms in another order.
 pub const KERNEL_VS_NAIVE_REL: f32 = 1e-5;
 
+/// A block-structured conv or linear layer against the dense layer whose weight is zero outside
+/// the blocks, relative to the max |output|: both sum the same non-zero f32 products (the dense
+/// one adds exact zeros, which change nothing), grouped differently (one GEMM per input range,
+/// accumulated into the block's rows, against one GEMM over all inputs). Their difference is
+/// summation-order rounding of at most a few hundred terms, as for `KERNEL_VS_NAIVE_REL`.
+pub const BLOCK_VS_DENSE_REL: f32 = 1e-5;
+
 // --- Merged-layer least-squares fits ---
 
 /// Slack on a layer loss computed from sums (`t^T t - 2 w^T R + w^T G w`), relative to the

@@ -4,6 +4,13 @@
 //! output) is removed; the layer's weight rows are scaled by `s = gamma / sqrt(var + eps)` and
 //! its bias becomes `(b - mean) * s + beta` (`b = 0` if it had none). The folded graph computes
 //! the same function up to rounding. Arithmetic is in f64, rounded once to f32.
+//!
+//! Block-structured layers ([`Op::BlockConv2d`], [`Op::BlockLinear`]) fold the same way, block
+//! by block: block `k`'s weight rows and bias take the batch-norm channels its rows produce.
+//!
+//! A layer without a bias gets one named after its weight (`x.weight` -> `x.bias`, else
+//! `{weight}.folded_bias`); should that name be taken by another tensor, `.folded` is appended
+//! until it is free.
 
 use alloc::format;
 use alloc::string::String;
@@ -23,12 +30,65 @@ pub struct Folded {
     pub node_map: Vec<NodeId>,
 }
 
-/// Name of the bias a folded layer gets when it had none: `x.weight` -> `x.bias`.
-fn bias_name(weight: &str) -> String {
-    match weight.strip_suffix(".weight") {
+/// Name of the bias a folded layer gets when it had none: `x.weight` -> `x.bias`, made unique
+/// against `taken`.
+fn bias_name(weight: &str, taken: &Weights) -> String {
+    let mut name = match weight.strip_suffix(".weight") {
         Some(stem) => format!("{stem}.bias"),
         None => format!("{weight}.folded_bias"),
+    };
+    while taken.contains_key(&name) {
+        name.push_str(".folded");
     }
+    name
+}
+
+/// Eval-mode batch-norm as per-channel `s` and `mean`, `beta` (f64).
+struct BnFold<'w> {
+    scale: Vec<f64>,
+    mean: &'w [f32],
+    beta: &'w [f32],
+}
+
+/// Folds the batch-norm channels `r0 .. r0 + rows` into one layer block: `weight`'s rows are
+/// scaled, its bias (created if `bias` is `None`) becomes `(b - mean) * s + beta`.
+fn fold_rows(
+    weights: &Weights,
+    out_w: &mut Weights,
+    weight: &str,
+    bias: &mut Option<String>,
+    bn: &BnFold<'_>,
+    r0: usize,
+    rows: usize,
+) {
+    let old_bias: Option<&[f32]> = bias
+        .as_ref()
+        .and_then(|b| weights.get(b))
+        .map(Tensor::data)
+        .filter(|d| d.len() == rows);
+    let b_name = bias.get_or_insert_with(|| bias_name(weight, out_w)).clone();
+    let w = &weights[weight];
+    let row = w.len() / rows.max(1);
+    let mut new_w = w.data().to_vec();
+    let mut new_b = alloc::vec![0.0f32; rows];
+    for o in 0..rows {
+        let c = r0 + o;
+        let s = bn.scale[c];
+        for v in &mut new_w[o * row..(o + 1) * row] {
+            *v = (*v as f64 * s) as f32;
+        }
+        let b = old_bias.map_or(0.0, |b| b[o] as f64);
+        new_b[o] = ((b - bn.mean[c] as f64) * s + bn.beta[c] as f64) as f32;
+    }
+    let shape = w.shape().to_vec();
+    out_w.insert(
+        String::from(weight),
+        Tensor::new(shape, new_w).expect("same shape as the original"),
+    );
+    out_w.insert(
+        b_name,
+        Tensor::new(alloc::vec![rows], new_b).expect("one value per row"),
+    );
 }
 
 /// Folds every foldable batch-norm of `graph` (see the module docs).
@@ -43,7 +103,13 @@ pub fn fold_batchnorm(graph: &Graph, weights: &Weights) -> Result<Folded, GraphE
     for (id, node) in nodes.iter().enumerate() {
         if let Op::BatchNorm { .. } = node.op {
             let src = node.inputs[0];
-            let layer = matches!(nodes[src].op, Op::Conv2d { .. } | Op::Linear { .. });
+            let layer = matches!(
+                nodes[src].op,
+                Op::Conv2d { .. }
+                    | Op::Linear { .. }
+                    | Op::BlockConv2d { .. }
+                    | Op::BlockLinear { .. }
+            );
             if layer && consumers[src].len() == 1 && !is_output(src) {
                 fold_into[src] = Some(id);
                 folded_bn[id] = true;
@@ -72,44 +138,35 @@ pub fn fold_batchnorm(graph: &Graph, weights: &Weights) -> Result<Folded, GraphE
             else {
                 unreachable!("only batch-norm nodes are folded")
             };
-            let (w_name, b_name) = match &mut op {
+            let (gm, var) = (weights[gamma].data(), weights[running_var].data());
+            let fold = BnFold {
+                scale: (0..*channels)
+                    .map(|o| gm[o] as f64 / libm::sqrt(var[o] as f64 + *eps as f64))
+                    .collect(),
+                mean: weights[running_mean].data(),
+                beta: weights[beta].data(),
+            };
+            match &mut op {
                 Op::Conv2d { weight, bias, .. } | Op::Linear { weight, bias, .. } => {
-                    let b = bias.get_or_insert_with(|| bias_name(weight)).clone();
-                    (weight.clone(), b)
+                    fold_rows(weights, &mut out_w, weight, bias, &fold, 0, *channels);
+                }
+                Op::BlockConv2d { blocks, .. } | Op::BlockLinear { blocks, .. } => {
+                    let mut r0 = 0;
+                    for b in blocks {
+                        fold_rows(
+                            weights,
+                            &mut out_w,
+                            &b.weight,
+                            &mut b.bias,
+                            &fold,
+                            r0,
+                            b.rows,
+                        );
+                        r0 += b.rows;
+                    }
                 }
                 _ => unreachable!("only conv and linear layers take a fold"),
-            };
-            let c = *channels;
-            let old_bias: Vec<f32> = match weights.get(&b_name) {
-                Some(t) if t.len() == c => t.data().to_vec(),
-                _ => alloc::vec![0.0; c],
-            };
-            let (gm, bt, mu, var) = (
-                weights[gamma].data(),
-                weights[beta].data(),
-                weights[running_mean].data(),
-                weights[running_var].data(),
-            );
-            let w = &weights[&w_name];
-            let row = w.len() / c.max(1);
-            let mut new_w = w.data().to_vec();
-            let mut new_b = alloc::vec![0.0f32; c];
-            for o in 0..c {
-                let s = gm[o] as f64 / libm::sqrt(var[o] as f64 + *eps as f64);
-                for v in &mut new_w[o * row..(o + 1) * row] {
-                    *v = (*v as f64 * s) as f32;
-                }
-                new_b[o] = ((old_bias[o] as f64 - mu[o] as f64) * s + bt[o] as f64) as f32;
             }
-            let shape = w.shape().to_vec();
-            out_w.insert(
-                w_name,
-                Tensor::new(shape, new_w).expect("same shape as the original"),
-            );
-            out_w.insert(
-                b_name,
-                Tensor::new(alloc::vec![c], new_b).expect("one value per channel"),
-            );
             for t in [gamma, beta, running_mean, running_var] {
                 out_w.remove(t);
             }

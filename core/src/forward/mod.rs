@@ -1,10 +1,13 @@
 //! Batched inference over a [`Graph`]: conv as im2col + the blocked GEMM, linear as one GEMM,
-//! eval-mode batch-norm as a per-channel affine map.
+//! block-structured (merged) conv and linear layers as one GEMM per block and input range over
+//! the same patch matrix, eval-mode batch-norm as a per-channel affine map.
 //!
 //! A [`Forward`] binds a graph to its weights once (checking every tensor) and then runs batches
 //! of NCHW f32 samples. After each node is computed, an [`Observer`] sees its activations: that is
 //! how merge statistics are gathered while streaming data. Buffers are recycled as soon as their
 //! last consumer has run, so memory is a few activation maps of one batch, not the whole graph.
+//! [`Forward::compute_node`] computes one node from caller-held activations, for pipelines that
+//! schedule nodes themselves.
 //!
 //! - [`im2col`]: patch unfolding with its length query.
 //! - [`layers`]: the batched kernels (conv, linear, affine, pooling), scratch-sized.
@@ -49,6 +52,37 @@ pub enum ForwardError {
     Kernel(KernelError),
     /// A matrix view did not fit its slice.
     View(ViewError),
+    /// A block of a block-structured kernel reads an input range that is reversed or reaches
+    /// past the layer's input channels.
+    BlockInputs {
+        /// The block's index.
+        block: usize,
+        /// The offending range.
+        range: core::ops::Range<usize>,
+        /// The layer's input channels.
+        channels: usize,
+    },
+    /// [`Forward::compute_node`] was asked for a node the graph does not have.
+    UnknownNode {
+        /// The node id asked for.
+        node: NodeId,
+    },
+    /// [`Forward::compute_node`] found no activations for an input of the node.
+    MissingInput {
+        /// The node being computed.
+        node: NodeId,
+        /// The input node whose activations are missing.
+        input: NodeId,
+    },
+    /// The activations given for a node do not hold `batch` samples of its shape.
+    ActivationLength {
+        /// The node whose activations have the wrong length.
+        node: NodeId,
+        /// Elements expected (`batch * C * H * W`).
+        expected: usize,
+        /// Elements given.
+        found: usize,
+    },
 }
 
 impl fmt::Display for ForwardError {
@@ -65,6 +99,29 @@ impl fmt::Display for ForwardError {
             } => write!(f, "{what} buffer holds {provided} values, {needed} needed"),
             ForwardError::Kernel(e) => write!(f, "{e}"),
             ForwardError::View(e) => write!(f, "{e}"),
+            ForwardError::BlockInputs {
+                block,
+                range,
+                channels,
+            } => write!(
+                f,
+                "block {block} reads input range {}..{}, outside the {channels} input channels",
+                range.start, range.end
+            ),
+            ForwardError::UnknownNode { node } => write!(f, "the graph has no node {node}"),
+            ForwardError::MissingInput { node, input } => write!(
+                f,
+                "node {node} cannot be computed: the activations of its input node {input} \
+                 are missing"
+            ),
+            ForwardError::ActivationLength {
+                node,
+                expected,
+                found,
+            } => write!(
+                f,
+                "activations of node {node} hold {found} values, the batch needs {expected}"
+            ),
         }
     }
 }
@@ -166,6 +223,8 @@ pub struct Forward<'a> {
     last_use: Vec<usize>,
     /// Batch-norm nodes' `(scale, shift)`.
     affine: Vec<Option<(Vec<f32>, Vec<f32>)>>,
+    /// Block-structured layers' blocks, bound to their weights (empty for other nodes).
+    blocks: Vec<Vec<layers::BlockRef<'a>>>,
     scratch: Vec<f32>,
     pool: Vec<Vec<f32>>,
 }
@@ -221,12 +280,29 @@ impl<'a> Forward<'a> {
                 _ => None,
             });
         }
+        let blocks = graph
+            .nodes()
+            .iter()
+            .map(|node| match &node.op {
+                Op::BlockConv2d { blocks, .. } | Op::BlockLinear { blocks, .. } => blocks
+                    .iter()
+                    .map(|b| layers::BlockRef {
+                        weight: weights[&b.weight].data(),
+                        bias: b.bias.as_ref().map(|t| weights[t].data()),
+                        rows: b.rows,
+                        inputs: &b.inputs,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect();
         Ok(Self {
             graph,
             weights,
             params,
             last_use,
             affine,
+            blocks,
             scratch: Vec::new(),
             pool: Vec::new(),
         })
@@ -252,7 +328,7 @@ impl<'a> Forward<'a> {
         observer: &mut dyn Observer,
     ) -> Result<Vec<Vec<f32>>, ForwardError> {
         let nodes = self.graph.nodes();
-        let expected = batch * self.graph.input_shape().len();
+        let expected = batch.saturating_mul(self.graph.input_shape().len());
         if input.len() != expected {
             return Err(ForwardError::InputLength {
                 expected,
@@ -260,18 +336,28 @@ impl<'a> Forward<'a> {
             });
         }
         let mut acts: Vec<Option<Vec<f32>>> = alloc::vec![None; nodes.len()];
+        let mut x = self.buffer(expected);
+        x.copy_from_slice(input);
+        acts[0] = Some(x);
         for (id, node) in nodes.iter().enumerate() {
-            let len = batch * node.shape.len();
-            let buf = self.compute(id, &mut acts, input, batch, len)?;
+            if id > 0 {
+                match self.compute_node(id, &mut acts, batch) {
+                    Ok(buf) => acts[id] = Some(buf),
+                    Err(e) => {
+                        acts.into_iter().flatten().for_each(|b| self.pool.push(b));
+                        return Err(e);
+                    }
+                }
+            }
+            let buf = acts[id].as_deref().unwrap_or(&[]);
             observer.observe(
                 id,
                 Activations {
                     batch,
                     shape: node.shape,
-                    data: &buf,
+                    data: buf,
                 },
             );
-            acts[id] = Some(buf);
             for &i in &node.inputs {
                 if self.last_use[i] == id
                     && let Some(b) = acts[i].take()
@@ -294,6 +380,49 @@ impl<'a> Forward<'a> {
             self.pool.push(b);
         }
         Ok(outs)
+    }
+
+    /// Computes node `id` for a batch of `batch` samples whose input activations are in `acts`
+    /// (indexed by node id; `acts[0]` holds the batch input). An input whose last consumer in the
+    /// graph is `id` may be taken from `acts` (its buffer reused). Returns the node's output.
+    ///
+    /// Every input of the node must be present in `acts` with `batch` samples of its shape
+    /// (else [`ForwardError::MissingInput`] or [`ForwardError::ActivationLength`]); for node 0
+    /// the result is a copy of `acts[0]`. Inputs not taken stay in `acts`; buffers the caller
+    /// no longer needs can go back to the pool with [`Forward::recycle`].
+    pub fn compute_node(
+        &mut self,
+        id: NodeId,
+        acts: &mut [Option<Vec<f32>>],
+        batch: usize,
+    ) -> Result<Vec<f32>, ForwardError> {
+        let graph = self.graph;
+        let Some(node) = graph.nodes().get(id) else {
+            return Err(ForwardError::UnknownNode { node: id });
+        };
+        let reads: &[NodeId] = if id == 0 { &[0] } else { &node.inputs };
+        for &i in reads {
+            let expected = batch.saturating_mul(graph.node(i).shape.len());
+            match acts.get(i) {
+                Some(Some(b)) if b.len() == expected => {}
+                Some(Some(b)) => {
+                    return Err(ForwardError::ActivationLength {
+                        node: i,
+                        expected,
+                        found: b.len(),
+                    });
+                }
+                _ => return Err(ForwardError::MissingInput { node: id, input: i }),
+            }
+        }
+        let len = batch.saturating_mul(node.shape.len());
+        self.compute(id, acts, batch, len)
+    }
+
+    /// Returns a buffer to the pool the forward pass draws its activation buffers from (e.g. one
+    /// returned by [`Forward::compute_node`] once the caller is done with it).
+    pub fn recycle(&mut self, buf: Vec<f32>) {
+        self.pool.push(buf);
     }
 
     fn buffer(&mut self, len: usize) -> Vec<f32> {
@@ -341,11 +470,12 @@ impl<'a> Forward<'a> {
         b
     }
 
+    /// Computes node `id`; its inputs are in `acts` with the right lengths (checked by
+    /// [`Forward::compute_node`]).
     fn compute(
         &mut self,
         id: NodeId,
         acts: &mut [Option<Vec<f32>>],
-        input: &[f32],
         batch: usize,
         len: usize,
     ) -> Result<Vec<f32>, ForwardError> {
@@ -356,7 +486,7 @@ impl<'a> Forward<'a> {
         match &node.op {
             Op::Input => {
                 let mut b = self.buffer(len);
-                b.copy_from_slice(input);
+                b.copy_from_slice(acts[0].as_deref().unwrap_or(&[]));
                 Ok(b)
             }
             Op::Linear {
@@ -410,6 +540,50 @@ impl<'a> Forward<'a> {
                     x,
                     batch,
                     chunk,
+                    &mut out,
+                    &mut self.scratch,
+                )?;
+                Ok(out)
+            }
+            Op::BlockConv2d {
+                kernel,
+                stride,
+                padding,
+                ..
+            } => {
+                let s = in_shape(0);
+                let geom = window_geometry(&node.name, s, *kernel, *stride, *padding)?;
+                let chunk =
+                    (self.params.conv_columns / geom.positions().max(1)).clamp(1, batch.max(1));
+                let need = layers::block_conv2d_scratch_len(&geom, &self.blocks[id], chunk);
+                if self.scratch.len() < need {
+                    self.scratch.resize(need, 0.0);
+                }
+                let mut out = self.buffer(len);
+                let x = acts[node.inputs[0]].as_deref().unwrap_or(&[]);
+                layers::block_conv2d(
+                    &geom,
+                    &self.blocks[id],
+                    x,
+                    batch,
+                    chunk,
+                    &mut out,
+                    &mut self.scratch,
+                )?;
+                Ok(out)
+            }
+            Op::BlockLinear { in_features, .. } => {
+                let need = layers::block_linear_scratch_len(batch, &self.blocks[id]);
+                if self.scratch.len() < need {
+                    self.scratch.resize(need, 0.0);
+                }
+                let mut out = self.buffer(len);
+                let x = acts[node.inputs[0]].as_deref().unwrap_or(&[]);
+                layers::block_linear(
+                    &self.blocks[id],
+                    *in_features,
+                    x,
+                    batch,
                     &mut out,
                     &mut self.scratch,
                 )?;

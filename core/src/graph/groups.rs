@@ -8,7 +8,10 @@
 //!   through;
 //! - add: every operand's axis and the output's are one;
 //! - the graph input and every graph output poison their set (the group is dropped), and so
-//!   does a flatten of a spatial map (its features mix channel and position).
+//!   does a flatten of a spatial map (its features mix channel and position);
+//! - a block-structured conv or linear layer (a merged layer) poisons both its output axis and
+//!   its input's axis: its blocks read fixed channel ranges, so permuting either axis would
+//!   move units across blocks. No group crosses a block layer, and its tensors are in no group.
 //!
 //! Groups are listed in order of their first node; each is named after its first conv or linear
 //! producer (or its first node if it has none).
@@ -117,6 +120,12 @@ pub fn permutation_groups(graph: &Graph) -> Groups {
         match &node.op {
             Op::Input => poisoned[id] = true,
             Op::Linear { .. } | Op::Conv2d { .. } => {}
+            Op::BlockConv2d { .. } | Op::BlockLinear { .. } => {
+                poisoned[id] = true;
+                for &i in &node.inputs {
+                    poisoned[i] = true;
+                }
+            }
             Op::BatchNorm { .. }
             | Op::Relu
             | Op::MaxPool { .. }

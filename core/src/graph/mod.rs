@@ -7,7 +7,8 @@
 //! node is added. Activations are per-sample `C x H x W` ([`Shape`]); a feature vector of length
 //! `D` is `D x 1 x 1`, so flattening is a no-op in memory (NCHW row-major).
 //!
-//! - [`shape`]: output-shape inference per op and the graph's error type.
+//! - [`shape`]: output-shape inference per op, the checks of block-structured layers and the
+//!   graph's error type.
 //! - [`groups`]: permutation groups by union-find (ALGORITHM.md section 1) and applying
 //!   permutations to weights.
 //! - [`cost`](mod@cost): multiply-add (FLOP) and parameter counts.
@@ -24,7 +25,7 @@ use core::fmt;
 
 pub use cost::{Cost, cost, node_macs};
 pub use groups::{AxisRef, Groups, PermGroup, apply_permutations, permutation_groups};
-pub use shape::GraphError;
+pub use shape::{BlockFault, GraphError};
 pub use weights::{Tensor, TensorError, Weights};
 
 /// Index of a node in its [`Graph`] (node 0 is the graph input).
@@ -80,6 +81,34 @@ impl fmt::Display for Shape {
 
 /// Height/width pair (kernel size, stride or padding).
 pub type Pair = [usize; 2];
+
+/// One output block of a block-structured layer: `rows` consecutive output channels reading
+/// the input channel ranges `inputs` (ascending, disjoint, non-empty list) of the layer input.
+///
+/// The layer's weight matrix is zero outside its blocks; those zeros are neither stored nor
+/// computed. Shape inference requires at least one row and non-empty ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightBlock {
+    /// Weight tensor name: `[rows, cols, kh, kw]` for a conv, `[rows, cols]` for a linear,
+    /// where `cols` is the total length of `inputs` (columns ordered as the ranges are listed).
+    pub weight: String,
+    /// Bias tensor name, shape `[rows]`.
+    pub bias: Option<String>,
+    /// Output channels of this block (blocks are stacked in order).
+    pub rows: usize,
+    /// Input channel ranges read by this block.
+    pub inputs: Vec<core::ops::Range<usize>>,
+}
+
+impl WeightBlock {
+    /// Input channels read, the total length of `inputs` (saturating; empty or reversed ranges
+    /// count 0).
+    pub fn cols(&self) -> usize {
+        self.inputs
+            .iter()
+            .fold(0usize, |acc, r| acc.saturating_add(r.len()))
+    }
+}
 
 /// What a node computes. Parameters are tensor names looked up in [`Weights`].
 #[derive(Debug, Clone, PartialEq)]
@@ -153,6 +182,32 @@ pub enum Op {
         /// Padding `[ph, pw]`.
         padding: Pair,
     },
+    /// A 2-D convolution whose weight is block-structured (a merged layer): output channels
+    /// are split into consecutive [`WeightBlock`]s, each reading only some input channel
+    /// ranges. Same geometry rules as [`Op::Conv2d`]; every block has the kernel `kernel`.
+    BlockConv2d {
+        /// Input channels of the layer.
+        in_channels: usize,
+        /// Output channels, the sum of the blocks' rows.
+        out_channels: usize,
+        /// Kernel size `[kh, kw]`.
+        kernel: Pair,
+        /// Stride `[sh, sw]`.
+        stride: Pair,
+        /// Zero padding `[ph, pw]` on each side.
+        padding: Pair,
+        /// Output blocks, stacked in order.
+        blocks: Vec<WeightBlock>,
+    },
+    /// A linear layer whose weight is block-structured (see [`Op::BlockConv2d`]).
+    BlockLinear {
+        /// Input features.
+        in_features: usize,
+        /// Output features, the sum of the blocks' rows.
+        out_features: usize,
+        /// Output blocks, stacked in order.
+        blocks: Vec<WeightBlock>,
+    },
     /// Mean over the spatial positions: `C x H x W -> C x 1 x 1`.
     GlobalAvgPool,
     /// `C x H x W -> (C*H*W) x 1 x 1` (no data movement in NCHW).
@@ -166,6 +221,8 @@ impl Op {
             Op::Input => "input",
             Op::Linear { .. } => "linear",
             Op::Conv2d { .. } => "conv2d",
+            Op::BlockConv2d { .. } => "block_conv2d",
+            Op::BlockLinear { .. } => "block_linear",
             Op::BatchNorm { .. } => "batchnorm",
             Op::Relu => "relu",
             Op::Add => "add",
@@ -217,6 +274,25 @@ impl Op {
             } => {
                 for t in [weight, bias, running_mean, running_var] {
                     out.push((t.as_str(), alloc::vec![*channels]));
+                }
+            }
+            Op::BlockConv2d { kernel, blocks, .. } => {
+                for b in blocks {
+                    out.push((
+                        b.weight.as_str(),
+                        alloc::vec![b.rows, b.cols(), kernel[0], kernel[1]],
+                    ));
+                    if let Some(bias) = &b.bias {
+                        out.push((bias.as_str(), alloc::vec![b.rows]));
+                    }
+                }
+            }
+            Op::BlockLinear { blocks, .. } => {
+                for b in blocks {
+                    out.push((b.weight.as_str(), alloc::vec![b.rows, b.cols()]));
+                    if let Some(bias) = &b.bias {
+                        out.push((bias.as_str(), alloc::vec![b.rows]));
+                    }
                 }
             }
             _ => {}

@@ -4,7 +4,130 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use super::{Op, Pair, Shape};
+use super::{Op, Pair, Shape, WeightBlock};
+
+/// What is wrong with the blocks of a block-structured layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BlockFault {
+    /// The layer has no block.
+    NoBlocks,
+    /// A block has no output row.
+    NoRows {
+        /// The block's index.
+        block: usize,
+    },
+    /// A block reads no input range.
+    NoInputs {
+        /// The block's index.
+        block: usize,
+    },
+    /// A block's input range is empty, reaches past the layer's input channels, or does not
+    /// start at or after the end of the block's previous range (ranges are ascending and
+    /// disjoint).
+    Range {
+        /// The block's index.
+        block: usize,
+        /// The offending range.
+        range: core::ops::Range<usize>,
+        /// The layer's input channels.
+        channels: usize,
+    },
+    /// The blocks' rows do not add up to the layer's output channels.
+    RowSum {
+        /// Output channels the layer declares.
+        expected: usize,
+        /// Sum of the blocks' rows (saturating).
+        found: usize,
+    },
+}
+
+impl fmt::Display for BlockFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BlockFault::NoBlocks => write!(f, "the layer has no block"),
+            BlockFault::NoRows { block } => write!(f, "block {block} has no output row"),
+            BlockFault::NoInputs { block } => write!(f, "block {block} reads no input range"),
+            BlockFault::Range {
+                block,
+                range,
+                channels,
+            } => write!(
+                f,
+                "block {block}: input range {}..{} is empty, beyond the {channels} input \
+                 channels, or not after the block's previous range",
+                range.start, range.end
+            ),
+            BlockFault::RowSum { expected, found } => write!(
+                f,
+                "the blocks have {found} rows in all, the layer declares {expected} outputs"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for BlockFault {}
+
+/// Checks the blocks of a block-structured layer over `in_channels` inputs with
+/// `out_channels` outputs: at least one block, each with at least one row and a non-empty list
+/// of non-empty, ascending, disjoint ranges within `0..in_channels`, rows adding up to
+/// `out_channels`. Blocks are given as `(rows, input ranges)`.
+pub fn check_blocks<'b>(
+    in_channels: usize,
+    out_channels: usize,
+    blocks: impl IntoIterator<Item = (usize, &'b [core::ops::Range<usize>])>,
+) -> Result<(), BlockFault> {
+    let mut total = 0usize;
+    let mut count = 0usize;
+    for (block, (rows, ranges)) in blocks.into_iter().enumerate() {
+        count += 1;
+        if rows == 0 {
+            return Err(BlockFault::NoRows { block });
+        }
+        if ranges.is_empty() {
+            return Err(BlockFault::NoInputs { block });
+        }
+        let mut next = 0usize;
+        for r in ranges {
+            if r.start >= r.end || r.start < next || r.end > in_channels {
+                return Err(BlockFault::Range {
+                    block,
+                    range: r.clone(),
+                    channels: in_channels,
+                });
+            }
+            next = r.end;
+        }
+        total = total.saturating_add(rows);
+    }
+    if count == 0 {
+        return Err(BlockFault::NoBlocks);
+    }
+    if total != out_channels {
+        return Err(BlockFault::RowSum {
+            expected: out_channels,
+            found: total,
+        });
+    }
+    Ok(())
+}
+
+fn blocks(
+    node: &str,
+    in_channels: usize,
+    out_channels: usize,
+    blocks: &[WeightBlock],
+) -> Result<(), GraphError> {
+    check_blocks(
+        in_channels,
+        out_channels,
+        blocks.iter().map(|b| (b.rows, b.inputs.as_slice())),
+    )
+    .map_err(|fault| GraphError::Block {
+        node: String::from(node),
+        fault,
+    })
+}
 
 /// Why a graph could not be built, re-shaped or checked against its weights.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +191,13 @@ pub enum GraphError {
         stride: Pair,
         /// Padding `[ph, pw]`.
         padding: Pair,
+    },
+    /// The blocks of a block-structured layer do not fit it.
+    Block {
+        /// The node.
+        node: String,
+        /// What is wrong.
+        fault: BlockFault,
     },
     /// A tensor a node reads is not in the weights.
     MissingTensor {
@@ -135,6 +265,7 @@ impl fmt::Display for GraphError {
                 "node `{node}`: kernel {}x{}, stride {}x{}, padding {}x{} do not fit input {input}",
                 kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1]
             ),
+            GraphError::Block { node, fault } => write!(f, "block layer `{node}`: {fault}"),
             GraphError::MissingTensor { tensor, node } => {
                 write!(f, "tensor `{tensor}` (read by `{node}`) is missing")
             }
@@ -156,6 +287,8 @@ impl fmt::Display for GraphError {
     }
 }
 
+// The block fault is part of the message, so it is not also reported as a source (error
+// chains would print it twice).
 impl core::error::Error for GraphError {}
 
 /// Output size of a sliding window along one axis, or `None` if it does not fit.
@@ -249,6 +382,35 @@ pub fn infer(node: &str, op: &Op, ins: &[Shape]) -> Result<Shape, GraphError> {
         } => {
             inputs(node, 1, ins)?;
             channels(node, *in_channels, ins[0])?;
+            window(node, ins[0], *out_channels, *kernel, *stride, *padding)
+        }
+        Op::BlockLinear {
+            in_features,
+            out_features,
+            blocks: b,
+        } => {
+            inputs(node, 1, ins)?;
+            if !ins[0].is_flat() {
+                return Err(GraphError::NotFlat {
+                    node: String::from(node),
+                    input: ins[0],
+                });
+            }
+            channels(node, *in_features, ins[0])?;
+            blocks(node, *in_features, *out_features, b)?;
+            Ok(Shape::flat(*out_features))
+        }
+        Op::BlockConv2d {
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            blocks: b,
+        } => {
+            inputs(node, 1, ins)?;
+            channels(node, *in_channels, ins[0])?;
+            blocks(node, *in_channels, *out_channels, b)?;
             window(node, ins[0], *out_channels, *kernel, *stride, *padding)
         }
         Op::BatchNorm { channels: c, .. } => {
