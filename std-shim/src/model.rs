@@ -123,11 +123,37 @@ impl Model {
         })
     }
 
-    /// Loads a safetensors model, recognising its architecture (or reading `arch_file`).
+    /// Loads a safetensors model, recognising its architecture (or reading `arch_file`, or the
+    /// architecture embedded in its metadata: see [`arch::recognise`]).
     pub fn load(path: &Path, arch_file: Option<&Path>) -> Result<Model, Error> {
         let (weights, metadata) = safetensors::load_weights(path)?;
         let weights = strip_module_prefix(weights);
         let rec = arch::recognise(path, &weights, &metadata, arch_file)?;
         Model::from_parts(path, rec.arch, rec.graph, weights, metadata)
+    }
+
+    /// Writes the model to `path` as safetensors (F32 weights), its metadata plus the graph as
+    /// [`arch::ARCHITECTURE_KEY`] (the TOML architecture text), so that [`Model::load`] rebuilds
+    /// the same graph whatever its architecture (merged, block-structured layers included). An
+    /// `input_shape` entry is set to the graph's input shape. The file is written atomically
+    /// (see [`safetensors::save_weights`]); a graph the architecture format cannot express is
+    /// an error naming the key, and nothing is written.
+    pub fn save(&self, path: &Path) -> Result<(), Error> {
+        let text = arch::toml_file::to_toml(&self.graph).map_err(|reason| Error::Metadata {
+            path: path.to_path_buf(),
+            key: arch::ARCHITECTURE_KEY.to_string(),
+            reason,
+        })?;
+        let mut metadata = self.metadata.clone();
+        metadata.insert(arch::ARCHITECTURE_KEY.to_string(), text);
+        if let Some(shape) = metadata.get_mut("input_shape") {
+            let s = self.graph.input_shape();
+            *shape = if s.is_flat() {
+                format!("[{}]", s.c)
+            } else {
+                format!("[{}, {}, {}]", s.c, s.h, s.w)
+            };
+        }
+        safetensors::save_weights(path, &self.weights, &metadata)
     }
 }

@@ -5,6 +5,9 @@
 //! execution reproduces `run`; permutation groups stop at block layers; batch-norm folds into
 //! blocks.
 
+// Blocks read lists of channel ranges; a list of one range is the common case, not a mistake.
+#![allow(clippy::single_range_in_vec_init)]
+
 use std::ops::Range;
 
 use pleas_core::forward::{
@@ -14,7 +17,10 @@ use pleas_core::graph::{
     BlockFault, Graph, GraphError, NodeId, Op, Shape, Tensor, WeightBlock, Weights,
     apply_permutations, cost, node_macs, permutation_groups,
 };
-use pleas_tests::models::{max_rel_diff, random_input, random_weights};
+use pleas_tests::models::{
+    block_conv_op, block_linear_op, block_resnet, bn_op, max_rel_diff, random_input,
+    random_weights, weight_block,
+};
 use pleas_tests::rng::Rng;
 use pleas_tests::tolerance::{
     BLOCK_VS_DENSE_REL, BN_FOLD_REL, KERNEL_VS_NAIVE_REL, PERMUTATION_INVARIANCE_REL,
@@ -56,45 +62,6 @@ fn random_blocks(rng: &mut Rng, in_c: usize, prefix: &str, bias: bool) -> Vec<We
 
 fn rows(blocks: &[WeightBlock]) -> usize {
     blocks.iter().map(|b| b.rows).sum()
-}
-
-fn block_conv(in_c: usize, k: usize, s: usize, p: usize, blocks: Vec<WeightBlock>) -> Op {
-    Op::BlockConv2d {
-        in_channels: in_c,
-        out_channels: rows(&blocks),
-        kernel: [k, k],
-        stride: [s, s],
-        padding: [p, p],
-        blocks,
-    }
-}
-
-fn block_linear(in_f: usize, blocks: Vec<WeightBlock>) -> Op {
-    Op::BlockLinear {
-        in_features: in_f,
-        out_features: rows(&blocks),
-        blocks,
-    }
-}
-
-fn bn(name: &str, c: usize) -> Op {
-    Op::BatchNorm {
-        weight: format!("{name}.weight"),
-        bias: format!("{name}.bias"),
-        running_mean: format!("{name}.running_mean"),
-        running_var: format!("{name}.running_var"),
-        channels: c,
-        eps: 1e-5,
-    }
-}
-
-fn block(prefix: &str, k: usize, rows: usize, inputs: &[Range<usize>], bias: bool) -> WeightBlock {
-    WeightBlock {
-        weight: format!("{prefix}.blocks.{k}.weight"),
-        bias: bias.then(|| format!("{prefix}.blocks.{k}.bias")),
-        rows,
-        inputs: inputs.to_vec(),
-    }
 }
 
 /// The dense weight (`[out, in_c, kh * kw]` flattened) equal to `blocks` with zeros elsewhere,
@@ -219,7 +186,7 @@ fn check_conv(
     let blocks = random_blocks(&mut rng, in_c, "layer", bias);
     let out_c = rows(&blocks);
     let input = Shape::new(in_c, h, w);
-    let g = one_layer(input, block_conv(in_c, k, stride, pad, blocks.clone())).unwrap();
+    let g = one_layer(input, block_conv_op(in_c, k, stride, pad, blocks.clone())).unwrap();
     let wts = random_weights(&g, seed ^ 1);
     let x = random_input(&g, n, seed ^ 2);
     let got = Forward::with_params(&g, &wts, params(conv_columns))
@@ -266,7 +233,7 @@ fn check_linear(in_f: usize, bias: bool, n: usize, seed: u64) {
     let blocks = random_blocks(&mut rng, in_f, "layer", bias);
     let out_f = rows(&blocks);
     let input = Shape::flat(in_f);
-    let g = one_layer(input, block_linear(in_f, blocks.clone())).unwrap();
+    let g = one_layer(input, block_linear_op(in_f, blocks.clone())).unwrap();
     let wts = random_weights(&g, seed ^ 1);
     let x = random_input(&g, n, seed ^ 2);
     let got = Forward::new(&g, &wts)
@@ -329,12 +296,7 @@ fn fixed_block_convs_match_dense_and_the_scalar_twin() {
 fn fixed_block_linears_match_dense_and_the_scalar_twin() {
     for (i, &in_f) in [1, 2, 17, 40].iter().enumerate() {
         for seed in 0..4 {
-            check_linear(
-                in_f,
-                seed % 2 == 0,
-                1 + seed as usize,
-                (i * 10 + seed) as u64,
-            );
+            check_linear(in_f, seed % 2 == 0, 1 + seed, (i * 10 + seed) as u64);
         }
     }
 }
@@ -381,7 +343,7 @@ fn shape_inference_rejects_bad_blocks_naming_the_node() {
         (0, vec![], BlockFault::NoBlocks),
         (
             5,
-            vec![block("m", 0, 2, &[0..4], false)],
+            vec![weight_block("m", 0, 2, &[0..4], false)],
             BlockFault::RowSum {
                 expected: 5,
                 found: 2,
@@ -390,19 +352,19 @@ fn shape_inference_rejects_bad_blocks_naming_the_node() {
         (
             3,
             vec![
-                block("m", 0, 3, &[0..4], false),
-                block("m", 1, 0, &[0..1], false),
+                weight_block("m", 0, 3, &[0..4], false),
+                weight_block("m", 1, 0, &[0..1], false),
             ],
             BlockFault::NoRows { block: 1 },
         ),
         (
             3,
-            vec![block("m", 0, 3, &[], false)],
+            vec![weight_block("m", 0, 3, &[], false)],
             BlockFault::NoInputs { block: 0 },
         ),
         (
             3,
-            vec![block("m", 0, 3, &[2..5], false)],
+            vec![weight_block("m", 0, 3, &[2..5], false)],
             BlockFault::Range {
                 block: 0,
                 range: 2..5,
@@ -412,8 +374,8 @@ fn shape_inference_rejects_bad_blocks_naming_the_node() {
         (
             4,
             vec![
-                block("m", 0, 1, &[0..4], false),
-                block("m", 1, 3, &[0..2, 1..3], false),
+                weight_block("m", 0, 1, &[0..4], false),
+                weight_block("m", 1, 3, &[0..2, 1..3], false),
             ],
             BlockFault::Range {
                 block: 1,
@@ -423,7 +385,7 @@ fn shape_inference_rejects_bad_blocks_naming_the_node() {
         ),
         (
             4,
-            vec![block("m", 0, 4, &[2..4, 0..1], false)],
+            vec![weight_block("m", 0, 4, &[2..4, 0..1], false)],
             BlockFault::Range {
                 block: 0,
                 range: 0..1,
@@ -432,7 +394,7 @@ fn shape_inference_rejects_bad_blocks_naming_the_node() {
         ),
         (
             4,
-            vec![block("m", 0, 4, &[1..1], false)],
+            vec![weight_block("m", 0, 4, &[1..1], false)],
             BlockFault::Range {
                 block: 0,
                 range: 1..1,
@@ -453,20 +415,20 @@ fn shape_inference_rejects_bad_blocks_naming_the_node() {
     }
     // The layer's own input channels must match its input, as for a dense conv.
     let mut g = Graph::new(Shape::new(4, 5, 5));
-    let op = block_conv(3, 3, 1, 1, vec![block("m", 0, 2, &[0..3], false)]);
+    let op = block_conv_op(3, 3, 1, 1, vec![weight_block("m", 0, 2, &[0..3], false)]);
     assert!(matches!(
         g.push("merged", op, &[0]),
         Err(GraphError::ChannelMismatch { ref node, expected: 3, found: 4 }) if node == "merged"
     ));
     // A block linear layer needs a flat input and valid blocks too.
     let mut g = Graph::new(Shape::flat(6));
-    let op = block_linear(6, vec![block("m", 0, 2, &[0..3, 3..7], false)]);
+    let op = block_linear_op(6, vec![weight_block("m", 0, 2, &[0..3, 3..7], false)]);
     assert!(matches!(
         g.push("head", op, &[0]),
         Err(GraphError::Block { ref node, fault: BlockFault::Range { block: 0, .. } }) if node == "head"
     ));
     let mut g = Graph::new(Shape::new(6, 2, 2));
-    let op = block_linear(6, vec![block("m", 0, 2, &[0..3], false)]);
+    let op = block_linear_op(6, vec![weight_block("m", 0, 2, &[0..3], false)]);
     assert!(matches!(
         g.push("head", op, &[0]),
         Err(GraphError::NotFlat { .. })
@@ -478,17 +440,21 @@ fn costs_count_only_the_stored_blocks() {
     // Conv: 6 inputs, blocks of 4 rows over 0..2 + 4..6 (4 cols, bias) and 3 rows over
     // 0..6 (6 cols); 3x3 kernel, 8x8 output positions.
     let blocks = vec![
-        block("c", 0, 4, &[0..2, 4..6], true),
-        block("c", 1, 3, &[0..6], false),
+        weight_block("c", 0, 4, &[0..2, 4..6], true),
+        weight_block("c", 1, 3, &[0..6], false),
     ];
     let mut g = Graph::new(Shape::new(6, 8, 8));
-    let c = g.push("c", block_conv(6, 3, 1, 1, blocks), &[0]).unwrap();
+    let c = g
+        .push("c", block_conv_op(6, 3, 1, 1, blocks), &[0])
+        .unwrap();
     let p = g.push("pool", Op::GlobalAvgPool, &[c]).unwrap();
     let head_blocks = vec![
-        block("head", 0, 2, &[0..4], true),
-        block("head", 1, 5, &[3..7], true),
+        weight_block("head", 0, 2, &[0..4], true),
+        weight_block("head", 1, 5, &[3..7], true),
     ];
-    let h = g.push("head", block_linear(7, head_blocks), &[p]).unwrap();
+    let h = g
+        .push("head", block_linear_op(7, head_blocks), &[p])
+        .unwrap();
     g.add_output("head", h).unwrap();
     let conv_macs = (4 * 4 + 3 * 6) * 9 * 64;
     let head_macs = 2 * 4 + 5 * 4;
@@ -523,83 +489,6 @@ fn costs_count_only_the_stored_blocks() {
     assert!(node_macs(&d, dc) > conv_macs);
 }
 
-/// A small ResNet-like graph mixing dense and block layers: a dense stem, a residual block of
-/// block convs, a downsampling block with a block-conv shortcut, global pooling, a block
-/// linear head and a second (pooled features) output.
-fn resnet_like() -> Graph {
-    let mut g = Graph::new(Shape::new(3, 9, 9));
-    let stem = g
-        .push(
-            "stem",
-            Op::Conv2d {
-                weight: "stem.weight".into(),
-                bias: None,
-                in_channels: 3,
-                out_channels: 8,
-                kernel: [3, 3],
-                stride: [1, 1],
-                padding: [1, 1],
-            },
-            &[0],
-        )
-        .unwrap();
-    let x = g.push("stem.bn", bn("stem.bn", 8), &[stem]).unwrap();
-    let x = g.push("stem.relu", Op::Relu, &[x]).unwrap();
-    // Block 1: two block convs (each output block reads its own half, one also the other's
-    // first channels), residual add.
-    let b1 = vec![
-        block("b1.conv1", 0, 4, &[0..4], false),
-        block("b1.conv1", 1, 4, &[0..2, 4..8], true),
-    ];
-    let y = g
-        .push("b1.conv1", block_conv(8, 3, 1, 1, b1), &[x])
-        .unwrap();
-    let y = g.push("b1.bn1", bn("b1.bn1", 8), &[y]).unwrap();
-    let y = g.push("b1.relu1", Op::Relu, &[y]).unwrap();
-    let b2 = vec![
-        block("b1.conv2", 0, 5, &[0..8], false),
-        block("b1.conv2", 1, 3, &[4..8], false),
-    ];
-    let y = g
-        .push("b1.conv2", block_conv(8, 3, 1, 1, b2), &[y])
-        .unwrap();
-    let y = g.push("b1.bn2", bn("b1.bn2", 8), &[y]).unwrap();
-    let a = g.push("b1.add", Op::Add, &[y, x]).unwrap();
-    let x = g.push("b1.relu2", Op::Relu, &[a]).unwrap();
-    // Block 2: stride 2, 8 -> 12, block-conv shortcut.
-    let b3 = vec![
-        block("b2.conv1", 0, 6, &[0..4], true),
-        block("b2.conv1", 1, 6, &[4..8], true),
-    ];
-    let y = g
-        .push("b2.conv1", block_conv(8, 3, 2, 1, b3), &[x])
-        .unwrap();
-    let y = g.push("b2.relu1", Op::Relu, &[y]).unwrap();
-    let b4 = vec![block("b2.conv2", 0, 12, &[0..3, 6..12], false)];
-    let y = g
-        .push("b2.conv2", block_conv(12, 3, 1, 1, b4), &[y])
-        .unwrap();
-    let b5 = vec![
-        block("b2.short", 0, 7, &[0..8], false),
-        block("b2.short", 1, 5, &[4..8], false),
-    ];
-    let s = g
-        .push("b2.short", block_conv(8, 1, 2, 0, b5), &[x])
-        .unwrap();
-    let s = g.push("b2.short.bn", bn("b2.short.bn", 12), &[s]).unwrap();
-    let a = g.push("b2.add", Op::Add, &[y, s]).unwrap();
-    let x = g.push("b2.relu2", Op::Relu, &[a]).unwrap();
-    let p = g.push("pool", Op::GlobalAvgPool, &[x]).unwrap();
-    let hb = vec![
-        block("head", 0, 3, &[0..6], true),
-        block("head", 1, 2, &[0..12], true),
-    ];
-    let h = g.push("head", block_linear(12, hb), &[p]).unwrap();
-    g.add_output("head", h).unwrap();
-    g.add_output("features", p).unwrap();
-    g
-}
-
 #[derive(Default)]
 struct Record(Vec<Vec<f32>>);
 
@@ -611,7 +500,7 @@ impl Observer for Record {
 
 #[test]
 fn compute_node_reproduces_run_node_by_node() {
-    let g = resnet_like();
+    let g = block_resnet();
     let w = random_weights(&g, 11);
     let n = 3;
     let x = random_input(&g, n, 12);
@@ -712,16 +601,16 @@ fn permutation_groups_stop_at_block_layers() {
         padding: [1, 1],
     };
     let a = g.push("a", conv("a", 3, 6), &[0]).unwrap();
-    let a = g.push("a.bn", bn("a.bn", 6), &[a]).unwrap();
+    let a = g.push("a.bn", bn_op("a.bn", 6), &[a]).unwrap();
     let a = g.push("a.relu", Op::Relu, &[a]).unwrap();
     let b = g.push("b", conv("b", 6, 5), &[a]).unwrap();
     let b = g.push("b.relu", Op::Relu, &[b]).unwrap();
     let cb = vec![
-        block("c", 0, 2, &[0..3], false),
-        block("c", 1, 4, &[2..5], true),
+        weight_block("c", 0, 2, &[0..3], false),
+        weight_block("c", 1, 4, &[2..5], true),
     ];
-    let c = g.push("c", block_conv(5, 3, 1, 1, cb), &[b]).unwrap();
-    let c = g.push("c.bn", bn("c.bn", 6), &[c]).unwrap();
+    let c = g.push("c", block_conv_op(5, 3, 1, 1, cb), &[b]).unwrap();
+    let c = g.push("c.bn", bn_op("c.bn", 6), &[c]).unwrap();
     let c = g.push("c.relu", Op::Relu, &[c]).unwrap();
     let p = g.push("pool", Op::GlobalAvgPool, &[c]).unwrap();
     let h = g
@@ -763,12 +652,12 @@ fn permutation_groups_stop_at_block_layers() {
     assert!(d <= PERMUTATION_INVARIANCE_REL, "rel diff {d}");
     // The ResNet-like graph, with block layers everywhere, has no group at all (every stream
     // reaches a block layer) and does not panic.
-    assert!(permutation_groups(&resnet_like()).is_empty());
+    assert!(permutation_groups(&block_resnet()).is_empty());
 }
 
 #[test]
 fn batchnorm_folds_into_each_block() {
-    let g = resnet_like();
+    let g = block_resnet();
     let w = random_weights(&g, 21);
     let folded = fold_batchnorm(&g, &w).unwrap();
     // b1.bn1, b1.bn2 and b2.short.bn follow block convs read only by them; stem.bn a dense
@@ -816,11 +705,11 @@ fn batchnorm_folds_into_each_block() {
     // A batch-norm after a block linear layer folds too.
     let mut l = Graph::new(Shape::flat(7));
     let hb = vec![
-        block("fc", 0, 3, &[0..2, 5..7], false),
-        block("fc", 1, 4, &[1..7], true),
+        weight_block("fc", 0, 3, &[0..2, 5..7], false),
+        weight_block("fc", 1, 4, &[1..7], true),
     ];
-    let h = l.push("fc", block_linear(7, hb), &[0]).unwrap();
-    let h = l.push("fc.bn", bn("fc.bn", 7), &[h]).unwrap();
+    let h = l.push("fc", block_linear_op(7, hb), &[0]).unwrap();
+    let h = l.push("fc.bn", bn_op("fc.bn", 7), &[h]).unwrap();
     let r = l.push("relu", Op::Relu, &[h]).unwrap();
     l.add_output("relu", r).unwrap();
     let lw = random_weights(&l, 31);

@@ -1,7 +1,9 @@
 //! Architecture recognition from PyTorch state_dict names and shapes, per family, and the
 //! explicit TOML architecture file ([`toml_file`]) for anything else.
 //!
-//! Families, tried in this order:
+//! An `--arch` file wins; then a model whose metadata holds [`ARCHITECTURE_KEY`] (the TOML
+//! architecture text, as `pleas` writes merged models) is built from it; then families are
+//! tried in this order:
 //! - [`mlp`]: `layers.{i}` + `head`;
 //! - [`resnet`] CIFAR-style ResNet-20 family (any width, any number of blocks):
 //!   `conv1`, `bn1`, `layers.{k}.{conv1,bn1,conv2,bn2,shortcut.0,shortcut.1}`, `head`;
@@ -22,10 +24,15 @@ use pleas_core::graph::{Graph, GraphError, Shape, Weights};
 use crate::error::Error;
 use crate::io::safetensors::Metadata;
 
+/// Metadata key of a model file's embedded architecture: the TOML architecture file's text
+/// ([`toml_file::to_toml`]).
+pub const ARCHITECTURE_KEY: &str = "pleas.architecture";
+
 /// A graph and the name of the family it was recognised as.
 #[derive(Debug, Clone)]
 pub struct Recognised {
-    /// Family name (`mlp`, `resnet-cifar`, `resnet18`, ..., or `toml`).
+    /// Family name (`mlp`, `resnet-cifar`, `resnet18`, ..., `toml` for an `--arch` file, or
+    /// `pleas.architecture` for the architecture embedded in the metadata).
     pub arch: String,
     /// The graph at the model's input size.
     pub graph: Graph,
@@ -49,7 +56,9 @@ pub fn metadata_input(path: &Path, metadata: &Metadata) -> Result<Option<Shape>,
     }
 }
 
-/// Recognises the architecture from tensor names and shapes (or reads `arch_file`).
+/// Recognises the architecture: from `arch_file` if given, else from the metadata's
+/// [`ARCHITECTURE_KEY`] if present (an error there names the file and the key), else from tensor
+/// names and shapes.
 pub fn recognise(
     path: &Path,
     weights: &Weights,
@@ -71,6 +80,17 @@ pub fn recognise(
         return Ok(Recognised {
             arch: "toml".into(),
             graph: reshape(g, "toml")?,
+        });
+    }
+    if let Some(text) = metadata.get(ARCHITECTURE_KEY) {
+        let g = toml_file::parse(text, weights).map_err(|reason| Error::Metadata {
+            path: path.to_path_buf(),
+            key: ARCHITECTURE_KEY.to_string(),
+            reason,
+        })?;
+        return Ok(Recognised {
+            arch: ARCHITECTURE_KEY.into(),
+            graph: reshape(g, ARCHITECTURE_KEY)?,
         });
     }
     if mlp::matches(weights) {

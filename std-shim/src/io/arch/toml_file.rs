@@ -3,30 +3,49 @@
 //! ```toml
 //! # per-sample input shape: [D] or [C, H, W]
 //! input = [1, 28, 28]
-//! # graph outputs (heads), by node name; default: the last node
+//! # graph outputs (heads), by node name; default: the last node. An output named otherwise
+//! # than its node is a table: { name = "task_a", node = "head" }
 //! outputs = ["head"]
 //!
 //! [[node]]
 //! name = "conv1"        # unique node name
 //! op = "conv2d"         # conv2d | linear | batchnorm | relu | add | maxpool | avgpool
-//!                       # | global_avgpool | flatten
+//!                       # | global_avgpool | flatten | block_conv2d | block_linear
 //! inputs = ["input"]    # default: the previous node; "input" is the graph input
 //! params = "conv1"      # tensor-name prefix; default: the node name
-//! stride = 1            # conv2d and pools: an integer or [h, w]; default 1 (pools: kernel)
-//! padding = 1           # conv2d and pools; default 0
+//! stride = 1            # conv2d, block_conv2d and pools: an integer or [h, w]; default 1
+//!                       # (pools: kernel)
+//! padding = 1           # conv2d, block_conv2d and pools; default 0
 //! kernel = 3            # pools only (a conv's kernel comes from its weight's shape)
 //! bias = true           # conv2d / linear; default: used if `{params}.bias` is in the file
 //! eps = 1e-5            # batchnorm; default 1e-5
+//!
+//! [[node]]
+//! name = "merged"
+//! op = "block_conv2d"   # or block_linear: output blocks, each reading input channel ranges
+//! blocks = [
+//!   { params = "merged.blocks.0", inputs = [[0, 12], [16, 20]] },
+//!   { params = "merged.blocks.1", inputs = [[0, 16]], bias = false },
+//! ]
 //! ```
 //!
 //! Tensors are PyTorch-named: `{params}.weight` (conv `[out, in, kh, kw]`, linear
 //! `[out, in]`), `{params}.bias`, and for batch-norm `{params}.weight`, `.bias`,
 //! `.running_mean`, `.running_var`. Channel counts and kernel sizes are read from the weight
-//! shapes, so the file only says how layers connect.
+//! shapes, so the file only says how layers connect. A block's `inputs` are half-open
+//! `[start, end]` channel ranges of the layer input (ascending, disjoint); its weight is
+//! `[rows, cols, kh, kw]` (block conv, every block with the same kernel) or `[rows, cols]`
+//! (block linear) with `cols` the total length of the ranges; its bias `{params}.bias` is used
+//! if present unless the block says `bias = false`.
+//!
+//! [`to_toml`] writes any graph this parser reads back in this format.
 
 use std::path::Path;
 
-use pleas_core::graph::{Graph, NodeId, Op, Pair, Shape, Weights};
+use std::fmt::Write as _;
+use std::ops::Range;
+
+use pleas_core::graph::{Graph, NodeId, Op, Pair, Shape, WeightBlock, Weights};
 
 use super::resnet::BN_EPS;
 use crate::error::Error;
@@ -39,7 +58,6 @@ fn err(path: &Path, reason: String) -> Error {
 }
 
 fn pair(v: Option<&toml::Value>, default: Pair, what: &str) -> Result<Pair, String> {
-    let as_usize = |x: &toml::Value| x.as_integer().and_then(|i| usize::try_from(i).ok());
     match v {
         None => Ok(default),
         Some(x) if as_usize(x).is_some() => {
@@ -52,6 +70,103 @@ fn pair(v: Option<&toml::Value>, default: Pair, what: &str) -> Result<Pair, Stri
         },
         Some(_) => Err(format!("`{what}` must be a non-negative integer or [h, w]")),
     }
+}
+
+fn as_usize(v: &toml::Value) -> Option<usize> {
+    v.as_integer().and_then(|i| usize::try_from(i).ok())
+}
+
+/// The `bias` key of a layer or block: an explicit `true` / `false`, else whether the tensor is
+/// in `weights`.
+fn bias_of(
+    t: &toml::Table,
+    bname: &str,
+    weights: &Weights,
+) -> Result<Option<String>, &'static str> {
+    match t.get("bias").map(|v| v.as_bool()) {
+        None => Ok(weights.contains_key(bname).then(|| bname.to_string())),
+        Some(Some(true)) => Ok(Some(bname.to_string())),
+        Some(Some(false)) => Ok(None),
+        Some(None) => Err("`bias` must be true or false"),
+    }
+}
+
+/// The `blocks` of a block layer: each block's rows (and, for a conv, its kernel) from its
+/// weight's shape, which must have `dims` dimensions; returns the blocks and the common kernel.
+fn blocks(
+    t: &toml::Table,
+    weights: &Weights,
+    dims: usize,
+) -> Result<(Vec<WeightBlock>, Pair), String> {
+    let list = t
+        .get("blocks")
+        .and_then(|v| v.as_array())
+        .ok_or("missing `blocks = [{ params = ..., inputs = [[start, end], ...] }, ...]`")?;
+    if list.is_empty() {
+        return Err("`blocks` is empty".into());
+    }
+    let mut out = Vec::with_capacity(list.len());
+    let mut kernel: Option<Pair> = None;
+    for (k, b) in list.iter().enumerate() {
+        let bt = b
+            .as_table()
+            .ok_or_else(|| format!("block {k} is not a table"))?;
+        let prefix = bt
+            .get("params")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| format!("block {k} has no `params` (its tensor-name prefix)"))?;
+        let bad_ranges = || format!("block {k}: `inputs` must be a list of [start, end] pairs");
+        let inputs: Vec<Range<usize>> = bt
+            .get("inputs")
+            .and_then(|v| v.as_array())
+            .ok_or_else(bad_ranges)?
+            .iter()
+            .map(|r| match r.as_array().map(Vec::as_slice) {
+                Some([a, b]) => Some(as_usize(a)?..as_usize(b)?),
+                _ => None,
+            })
+            .collect::<Option<_>>()
+            .ok_or_else(bad_ranges)?;
+        let wname = format!("{prefix}.weight");
+        let shape = weights
+            .get(&wname)
+            .map(|w| w.shape().to_vec())
+            .ok_or_else(|| format!("block {k}: tensor `{wname}` is missing"))?;
+        if shape.len() != dims {
+            return Err(format!(
+                "block {k}: weight `{wname}` has shape {shape:?}, not {dims}-D"
+            ));
+        }
+        let cols = inputs
+            .iter()
+            .fold(0usize, |acc, r| acc.saturating_add(r.len()));
+        if shape[1] != cols {
+            return Err(format!(
+                "block {k}: weight `{wname}` has {} input columns, its `inputs` ranges hold {cols} \
+                 channels",
+                shape[1]
+            ));
+        }
+        if dims == 4 {
+            let kk = [shape[2], shape[3]];
+            if kernel.is_some_and(|first| first != kk) {
+                return Err(format!(
+                    "block {k}: kernel {}x{} differs from block 0's",
+                    kk[0], kk[1]
+                ));
+            }
+            kernel = Some(kk);
+        }
+        let bias = bias_of(bt, &format!("{prefix}.bias"), weights)
+            .map_err(|e| format!("block {k}: {e}"))?;
+        out.push(WeightBlock {
+            weight: wname,
+            bias,
+            rows: shape[0],
+            inputs,
+        });
+    }
+    Ok((out, kernel.unwrap_or([1, 1])))
 }
 
 /// Builds the graph an architecture file describes, reading channel counts from `weights`.
@@ -129,12 +244,7 @@ pub fn parse(text: &str, weights: &Weights) -> Result<Graph, String> {
                 .map(|w| w.shape().to_vec())
                 .ok_or_else(|| ctx(format!("tensor `{wname}` is missing")))
         };
-        let bias = match t.get("bias").map(|v| v.as_bool()) {
-            None => weights.contains_key(&bname).then(|| bname.clone()),
-            Some(Some(true)) => Some(bname.clone()),
-            Some(Some(false)) => None,
-            Some(None) => return Err(ctx("`bias` must be true or false".into())),
-        };
+        let bias = || bias_of(t, &bname, weights).map_err(|e| ctx(e.into()));
         let stride = |d| pair(t.get("stride"), d, "stride").map_err(ctx);
         let padding = || pair(t.get("padding"), [0, 0], "padding").map_err(ctx);
         let op = match op_name {
@@ -147,7 +257,7 @@ pub fn parse(text: &str, weights: &Weights) -> Result<Graph, String> {
                 };
                 Op::Conv2d {
                     weight: wname.clone(),
-                    bias,
+                    bias: bias()?,
                     in_channels: c,
                     out_channels: o,
                     kernel: [kh, kw],
@@ -164,7 +274,7 @@ pub fn parse(text: &str, weights: &Weights) -> Result<Graph, String> {
                 };
                 Op::Linear {
                     weight: wname.clone(),
-                    bias,
+                    bias: bias()?,
                     in_features: c,
                     out_features: o,
                 }
@@ -212,6 +322,32 @@ pub fn parse(text: &str, weights: &Weights) -> Result<Graph, String> {
             }
             "global_avgpool" => Op::GlobalAvgPool,
             "flatten" => Op::Flatten,
+            "block_conv2d" | "block_linear" => {
+                let conv = op_name == "block_conv2d";
+                let (blocks, kernel) = blocks(t, weights, if conv { 4 } else { 2 }).map_err(ctx)?;
+                // The layer reads all its input's channels; a wrong input count is the graph's
+                // error.
+                let in_c = inputs.first().map_or(0, |&i| g.node(i).shape.c);
+                let out_c = blocks
+                    .iter()
+                    .fold(0usize, |acc, b| acc.saturating_add(b.rows));
+                if conv {
+                    Op::BlockConv2d {
+                        in_channels: in_c,
+                        out_channels: out_c,
+                        kernel,
+                        stride: stride([1, 1])?,
+                        padding: padding()?,
+                        blocks,
+                    }
+                } else {
+                    Op::BlockLinear {
+                        in_features: in_c,
+                        out_features: out_c,
+                        blocks,
+                    }
+                }
+            }
             other => return Err(ctx(format!("unknown op `{other}`"))),
         };
         prev = g
@@ -224,15 +360,235 @@ pub fn parse(text: &str, weights: &Weights) -> Result<Graph, String> {
             g.add_output(last, prev).map_err(|e| e.to_string())?;
         }
         Some(toml::Value::Array(a)) => {
+            const BAD: &str =
+                "`outputs` entries must be node names or { name = \"...\", node = \"...\" } tables";
             for v in a {
-                let s = v.as_str().ok_or("`outputs` must be node names")?;
+                let (name, node) = match v {
+                    toml::Value::String(s) => (s.as_str(), s.as_str()),
+                    toml::Value::Table(t) => match (
+                        t.get("name").and_then(|v| v.as_str()),
+                        t.get("node").and_then(|v| v.as_str()),
+                    ) {
+                        (Some(name), Some(node)) => (name, node),
+                        _ => return Err(BAD.into()),
+                    },
+                    _ => return Err(BAD.into()),
+                };
                 let id = g
-                    .find(s)
-                    .ok_or_else(|| format!("output `{s}` is not a node"))?;
-                g.add_output(s, id).map_err(|e| e.to_string())?;
+                    .find(node)
+                    .ok_or_else(|| format!("output `{name}`: `{node}` is not a node"))?;
+                g.add_output(name, id).map_err(|e| e.to_string())?;
             }
         }
         Some(_) => return Err("`outputs` must be a list of node names".into()),
     }
     Ok(g)
+}
+
+/// A TOML basic string.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A TOML float that reads back (as f64, then rounded to f32 like the parser does) as `x`.
+fn float(x: f32) -> String {
+    if x.is_nan() {
+        return "nan".into();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    // The shortest f32 form unless rounding it through f64 lands elsewhere; the exact value
+    // otherwise.
+    let short = format!("{x:?}");
+    if short.parse::<f64>().map(|v| v as f32) == Ok(x) {
+        short
+    } else {
+        format!("{:?}", x as f64)
+    }
+}
+
+fn pair_text(p: Pair) -> String {
+    format!("[{}, {}]", p[0], p[1])
+}
+
+/// The tensor-name prefix of a layer: its weight name without `.weight`; its bias, if any, must
+/// be `{prefix}.bias`.
+fn prefix<'g>(node: &str, weight: &'g str, bias: Option<&str>) -> Result<&'g str, String> {
+    let p = weight.strip_suffix(".weight").ok_or_else(|| {
+        format!("node `{node}`: weight tensor `{weight}` is not named `{{prefix}}.weight`")
+    })?;
+    if let Some(b) = bias
+        && b != format!("{p}.bias")
+    {
+        return Err(format!(
+            "node `{node}`: bias tensor `{b}` is not named `{p}.bias` after its weight"
+        ));
+    }
+    Ok(p)
+}
+
+/// The `blocks = [...]` line of a block layer.
+fn blocks_text(node: &str, blocks: &[WeightBlock]) -> Result<String, String> {
+    let mut s = String::from("blocks = [\n");
+    for b in blocks {
+        let p = prefix(node, &b.weight, b.bias.as_deref())?;
+        let ranges: Vec<String> = b
+            .inputs
+            .iter()
+            .map(|r| format!("[{}, {}]", r.start, r.end))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  {{ params = {}, inputs = [{}], bias = {} }},",
+            quote(p),
+            ranges.join(", "),
+            b.bias.is_some()
+        );
+    }
+    s.push_str("]\n");
+    Ok(s)
+}
+
+/// Writes `graph` as an architecture file that [`parse`] reads back into an equal graph (given
+/// the weights the graph reads): every node with its op, inputs, tensor prefix, strides,
+/// paddings, pooling kernels, biases and epsilons, the outputs and the input shape.
+///
+/// Fails (with the reason) on a graph the format cannot express: a tensor not named
+/// `{prefix}.weight` / `.bias` / `.running_mean` / `.running_var`, an input node not named
+/// `input`, or an op the format does not know.
+pub fn to_toml(graph: &Graph) -> Result<String, String> {
+    let nodes = graph.nodes();
+    if nodes[0].name != "input" {
+        return Err(format!(
+            "the graph input is named `{}`, the format names it `input`",
+            nodes[0].name
+        ));
+    }
+    let mut s = String::new();
+    let shape = graph.input_shape();
+    if shape.is_flat() {
+        let _ = writeln!(s, "input = [{}]", shape.c);
+    } else {
+        let _ = writeln!(s, "input = [{}, {}, {}]", shape.c, shape.h, shape.w);
+    }
+    let mut outputs = Vec::new();
+    for o in graph.outputs() {
+        let node = &graph.node(o.node).name;
+        outputs.push(if &o.name == node {
+            quote(node)
+        } else {
+            format!("{{ name = {}, node = {} }}", quote(&o.name), quote(node))
+        });
+    }
+    let _ = writeln!(s, "outputs = [{}]", outputs.join(", "));
+    for node in &nodes[1..] {
+        let name = node.name.as_str();
+        let _ = write!(
+            s,
+            "\n[[node]]\nname = {}\nop = {}\n",
+            quote(name),
+            quote(node.op.kind())
+        );
+        let ins: Vec<String> = node.inputs.iter().map(|&i| quote(&nodes[i].name)).collect();
+        let _ = writeln!(s, "inputs = [{}]", ins.join(", "));
+        match &node.op {
+            Op::Conv2d {
+                weight,
+                bias,
+                stride,
+                padding,
+                ..
+            } => {
+                let p = prefix(name, weight, bias.as_deref())?;
+                let _ = writeln!(
+                    s,
+                    "params = {}\nbias = {}\nstride = {}\npadding = {}",
+                    quote(p),
+                    bias.is_some(),
+                    pair_text(*stride),
+                    pair_text(*padding)
+                );
+            }
+            Op::Linear { weight, bias, .. } => {
+                let p = prefix(name, weight, bias.as_deref())?;
+                let _ = writeln!(s, "params = {}\nbias = {}", quote(p), bias.is_some());
+            }
+            Op::BatchNorm {
+                weight,
+                bias,
+                running_mean,
+                running_var,
+                eps,
+                ..
+            } => {
+                let p = prefix(name, weight, Some(bias))?;
+                for (t, suffix) in [(running_mean, "running_mean"), (running_var, "running_var")] {
+                    if *t != format!("{p}.{suffix}") {
+                        return Err(format!(
+                            "node `{name}`: tensor `{t}` is not named `{p}.{suffix}`"
+                        ));
+                    }
+                }
+                let _ = writeln!(s, "params = {}\neps = {}", quote(p), float(*eps));
+            }
+            Op::MaxPool {
+                kernel,
+                stride,
+                padding,
+            }
+            | Op::AvgPool {
+                kernel,
+                stride,
+                padding,
+            } => {
+                let _ = writeln!(
+                    s,
+                    "kernel = {}\nstride = {}\npadding = {}",
+                    pair_text(*kernel),
+                    pair_text(*stride),
+                    pair_text(*padding)
+                );
+            }
+            Op::BlockConv2d {
+                stride,
+                padding,
+                blocks,
+                ..
+            } => {
+                let _ = writeln!(
+                    s,
+                    "stride = {}\npadding = {}",
+                    pair_text(*stride),
+                    pair_text(*padding)
+                );
+                s.push_str(&blocks_text(name, blocks)?);
+            }
+            Op::BlockLinear { blocks, .. } => s.push_str(&blocks_text(name, blocks)?),
+            Op::Relu | Op::Add | Op::GlobalAvgPool | Op::Flatten => {}
+            other => {
+                return Err(format!(
+                    "node `{name}`: op `{}` has no architecture-file form",
+                    other.kind()
+                ));
+            }
+        }
+    }
+    Ok(s)
 }
