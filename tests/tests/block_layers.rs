@@ -724,3 +724,103 @@ fn batchnorm_folds_into_each_block() {
     let d = max_rel_diff(&want[0], &got[0]);
     assert!(d <= BN_FOLD_REL, "rel diff {d}");
 }
+
+#[test]
+fn kernels_called_directly_reject_bad_blocks_with_errors() {
+    use pleas_core::forward::im2col::ConvGeometry;
+    use pleas_core::forward::layers::{
+        BlockRef, block_conv2d, block_conv2d_scratch_len, block_linear, block_linear_scratch_len,
+    };
+    let geom = ConvGeometry::new(3, 4, 4, [3, 3], [1, 1], [1, 1]).unwrap();
+    let x = vec![1.0f32; 2 * geom.input_len()];
+    let w = vec![0.5f32; 2 * 2 * 9];
+    let bias = [1.0f32, -2.0];
+    let ranges = [0..1, 2..3];
+    let good = BlockRef {
+        weight: &w,
+        bias: Some(&bias),
+        rows: 2,
+        inputs: &ranges,
+    };
+    let mut out = vec![0.0f32; 2 * 2 * 16];
+    let mut scratch = vec![0.0f32; block_conv2d_scratch_len(&geom, &[good], 2)];
+    block_conv2d(&geom, &[good], &x, 2, 2, &mut out, &mut scratch).unwrap();
+    // Centre pixel: 2 channels x 9 taps of 1 * 0.5, plus the bias.
+    assert_eq!(out[5], 9.0 + 1.0);
+    assert_eq!(out[16 + 5], 9.0 - 2.0);
+
+    let beyond = [0..1, 2..4];
+    let bad = BlockRef {
+        inputs: &beyond,
+        ..good
+    };
+    assert_eq!(
+        block_conv2d(&geom, &[bad], &x, 2, 2, &mut out, &mut scratch),
+        Err(ForwardError::BlockInputs {
+            block: 0,
+            range: 2..4,
+            channels: 3
+        })
+    );
+    let short = BlockRef {
+        weight: &w[..10],
+        ..good
+    };
+    assert!(matches!(
+        block_conv2d(
+            &geom,
+            &[good, short],
+            &x,
+            2,
+            2,
+            &mut vec![0.0; 4 * 32],
+            &mut scratch
+        ),
+        Err(ForwardError::Buffer {
+            what: "block weight",
+            ..
+        })
+    ));
+    assert!(matches!(
+        block_conv2d(&geom, &[good], &x, 2, 2, &mut out, &mut scratch[..5]),
+        Err(ForwardError::Buffer { .. })
+    ));
+    assert!(matches!(
+        block_conv2d(&geom, &[good], &x, 2, 2, &mut out[..40], &mut scratch),
+        Err(ForwardError::Buffer {
+            what: "conv output",
+            ..
+        })
+    ));
+    // Absurd rows over no input: an error, not an overflow.
+    let huge = BlockRef {
+        weight: &[],
+        bias: None,
+        rows: usize::MAX,
+        inputs: &[],
+    };
+    assert!(block_conv2d(&geom, &[huge], &x, 2, 2, &mut out, &mut scratch).is_err());
+    assert!(block_linear(&[huge, huge], 3, &x, 2, &mut out, &mut scratch).is_err());
+
+    // A block reading nothing outputs its bias; an empty range is skipped.
+    let nothing = BlockRef {
+        weight: &[],
+        bias: Some(&bias),
+        rows: 2,
+        inputs: &[],
+    };
+    let empty_then = [1..1, 0..3];
+    let lw = [1.0f32, 2.0, 3.0];
+    let dense = BlockRef {
+        weight: &lw,
+        bias: None,
+        rows: 1,
+        inputs: &empty_then,
+    };
+    let blocks = [nothing, dense];
+    let lx = [1.0f32, 1.0, 1.0, 2.0, 0.0, -1.0];
+    let mut y = vec![f32::NAN; 6];
+    let mut s = vec![0.0; block_linear_scratch_len(2, &blocks)];
+    block_linear(&blocks, 3, &lx, 2, &mut y, &mut s).unwrap();
+    assert_eq!(y, [1.0, -2.0, 6.0, 1.0, -2.0, -1.0]);
+}

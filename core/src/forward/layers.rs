@@ -129,8 +129,10 @@ fn block_product(
 /// Scratch elements of a block convolution of `out_c` outputs whose blocks need at most
 /// `gemm_len` GEMM scratch.
 fn conv_scratch(geom: &ConvGeometry, out_c: usize, chunk: usize, gemm_len: usize) -> usize {
-    let cols = chunk * geom.positions();
-    im2col_len(geom, chunk) + out_c * cols + gemm_len
+    let cols = chunk.saturating_mul(geom.positions());
+    im2col_len(geom, chunk)
+        .saturating_add(out_c.saturating_mul(cols))
+        .saturating_add(gemm_len)
 }
 
 /// Scratch elements [`conv2d`] needs when it processes `chunk` samples per matrix product.
@@ -211,15 +213,16 @@ pub fn block_conv2d(
     let per_col = geom.kernel[0] * geom.kernel[1];
     let out_c = total_rows(blocks);
     check_blocks(blocks, geom.in_c, per_col)?;
+    let in_len = geom.input_len();
+    let out_len = out_c.saturating_mul(p);
+    // Input and output first: once they fit, every size below is bounded by a real buffer.
+    need("conv input", batch.saturating_mul(in_len), input.len())?;
+    need("conv output", batch.saturating_mul(out_len), output.len())?;
     need(
         "conv scratch",
         block_conv2d_scratch_len(geom, blocks, chunk),
         scratch.len(),
     )?;
-    let in_len = geom.input_len();
-    let out_len = out_c * p;
-    need("conv input", batch.saturating_mul(in_len), input.len())?;
-    need("conv output", batch.saturating_mul(out_len), output.len())?;
     let (cols_buf, rest) = scratch.split_at_mut(im2col_len(geom, chunk));
     let (tmp, gemm_scratch) = rest.split_at_mut(out_c * chunk * p);
     let mut s0 = 0;
@@ -336,13 +339,13 @@ pub fn block_linear(
 ) -> Result<(), ForwardError> {
     let out_f = total_rows(blocks);
     check_blocks(blocks, in_f, 1)?;
+    need("linear input", batch.saturating_mul(in_f), input.len())?;
+    need("linear output", batch.saturating_mul(out_f), output.len())?;
     need(
         "linear scratch",
         block_linear_scratch_len(batch, blocks),
         scratch.len(),
     )?;
-    need("linear input", batch.saturating_mul(in_f), input.len())?;
-    need("linear output", batch.saturating_mul(out_f), output.len())?;
     if batch == 0 {
         return Ok(());
     }
