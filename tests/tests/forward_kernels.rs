@@ -290,3 +290,39 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(pleas_tests::config(64))]
+
+    /// The row-major patch matrix is exactly the transpose of the scalar im2col twin, and
+    /// leaves the columns past the patch untouched.
+    #[test]
+    fn im2row_is_the_transposed_im2col(
+        c in 1usize..5, h in 1usize..9, w in 1usize..9, kh in 1usize..4, kw in 1usize..4,
+        sh in 1usize..3, sw in 1usize..3, ph in 0usize..2, pw in 0usize..2, n in 1usize..4,
+        extra in 0usize..3, seed in 0u64..1000,
+    ) {
+        use pleas_core::forward::im2col::{ConvGeometry, im2col_len, im2col_reference, im2row, im2row_len};
+        let Some(geom) = ConvGeometry::new(c, h, w, [kh, kw], [sh, sw], [ph, pw]) else {
+            return Ok(());
+        };
+        let x: Vec<f32> = (0..n * geom.input_len())
+            .map(|i| ((i as u64 * 2654435761 + seed) % 1000) as f32 / 10.0 - 50.0)
+            .collect();
+        let k = geom.patch_len();
+        let cols_n = n * geom.positions();
+        let mut cols = vec![0.0f32; im2col_len(&geom, n)];
+        im2col_reference(&geom, &x, n, &mut cols);
+        let row_len = k + extra;
+        let mut rows = vec![7.0f32; im2row_len(&geom, n, row_len)];
+        im2row(&geom, &x, n, row_len, &mut rows);
+        for r in 0..cols_n {
+            for j in 0..k {
+                prop_assert_eq!(rows[r * row_len + j], cols[j * cols_n + r]);
+            }
+            for j in k..row_len {
+                prop_assert_eq!(rows[r * row_len + j], 7.0);
+            }
+        }
+    }
+}

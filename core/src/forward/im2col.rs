@@ -130,6 +130,72 @@ pub fn im2col(geom: &ConvGeometry, input: &[f32], samples: usize, cols: &mut [f3
     }
 }
 
+/// Elements of the row-major patch matrix of `samples` samples with rows of `row_len`
+/// (at least [`ConvGeometry::patch_len`]) values.
+pub fn im2row_len(geom: &ConvGeometry, samples: usize, row_len: usize) -> usize {
+    samples * geom.positions() * row_len
+}
+
+/// The transpose of [`im2col`]: one row per output position (`(sample, oy, ox)`, rows
+/// `row_len` apart), holding that position's patch in columns `(c, ky, kx)`; the columns of a
+/// row past [`ConvGeometry::patch_len`] are left untouched (room for a bias column).
+/// This is the layout of samples the Gram accumulator reads fastest. Panics if a slice is too
+/// short (callers size them with [`im2row_len`]) or `row_len < patch_len`.
+pub fn im2row(
+    geom: &ConvGeometry,
+    input: &[f32],
+    samples: usize,
+    row_len: usize,
+    rows: &mut [f32],
+) {
+    let (kh, kw) = (geom.kernel[0], geom.kernel[1]);
+    let (sh, sw) = (geom.stride[0], geom.stride[1]);
+    let (ph, pw) = (geom.padding[0] as isize, geom.padding[1] as isize);
+    let (oh, ow) = (geom.out_h, geom.out_w);
+    let (ih, iw) = (geom.in_h as isize, geom.in_w as isize);
+    let plane = geom.in_h * geom.in_w;
+    assert!(
+        row_len >= geom.patch_len(),
+        "row_len below the patch length"
+    );
+    let input = &input[..samples * geom.input_len()];
+    let rows = &mut rows[..im2row_len(geom, samples, row_len)];
+    for s in 0..samples {
+        let sample = &input[s * geom.input_len()..][..geom.input_len()];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let r = (s * oh + oy) * ow + ox;
+                let row = &mut rows[r * row_len..][..geom.patch_len()];
+                for c in 0..geom.in_c {
+                    let src_plane = &sample[c * plane..][..plane];
+                    for ky in 0..kh {
+                        let dst = &mut row[(c * kh + ky) * kw..][..kw];
+                        let iy = (oy * sh) as isize + ky as isize - ph;
+                        if iy < 0 || iy >= ih {
+                            dst.fill(0.0);
+                            continue;
+                        }
+                        let src = &src_plane[iy as usize * geom.in_w..][..geom.in_w];
+                        let x0 = (ox * sw) as isize - pw;
+                        if x0 >= 0 && x0 + kw as isize <= iw {
+                            dst.copy_from_slice(&src[x0 as usize..x0 as usize + kw]);
+                        } else {
+                            for (kx, d) in dst.iter_mut().enumerate() {
+                                let ix = x0 + kx as isize;
+                                *d = if ix < 0 || ix >= iw {
+                                    0.0
+                                } else {
+                                    src[ix as usize]
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Scalar twin of [`im2col`]: element by element from the definition.
 pub fn im2col_reference(geom: &ConvGeometry, input: &[f32], samples: usize, cols: &mut [f32]) {
     let (kh, kw) = (geom.kernel[0], geom.kernel[1]);

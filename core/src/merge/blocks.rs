@@ -51,7 +51,10 @@ impl InputSide<'_> {
         }
     }
 
-    fn cols_for(&self, use_a: bool, use_b: bool) -> Vec<usize> {
+    /// Dense column indices read by an output block that sees the merged input units, plus A's
+    /// private units if `use_a` and B's if `use_b` (all channels when the input has no group),
+    /// then the bias column. Ascending, patch positions of one channel consecutive.
+    pub fn columns_for(&self, use_a: bool, use_b: bool) -> Vec<usize> {
         let mut cols = Vec::new();
         match self.layout {
             None => self.push_channels(0..self.channels, &mut cols),
@@ -86,7 +89,7 @@ pub fn output_blocks(
             if outputs > 0 {
                 blocks.push(OutputBlock {
                     rows: 0..outputs,
-                    cols: input.cols_for(true, true),
+                    cols: input.columns_for(true, true),
                 });
             }
         }
@@ -99,7 +102,7 @@ pub fn output_blocks(
                 if !rows.is_empty() {
                     blocks.push(OutputBlock {
                         rows,
-                        cols: input.cols_for(a, b),
+                        cols: input.columns_for(a, b),
                     });
                 }
             }

@@ -4,6 +4,7 @@
 
 mod eval;
 mod inspect;
+mod merge;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -28,6 +29,88 @@ enum Command {
     Inspect(InspectArgs),
     /// Print a model's accuracy on labelled data.
     Eval(EvalArgs),
+    /// Merge two models of one architecture into one of a chosen size.
+    Merge(Box<MergeArgs>),
+}
+
+#[derive(Args, Debug)]
+struct MergeArgs {
+    /// Model A (safetensors).
+    model_a: PathBuf,
+    /// Model B (safetensors), same architecture as A.
+    model_b: PathBuf,
+    /// Architecture file (TOML) for models no family recognises.
+    #[arg(long, value_name = "FILE")]
+    arch: Option<PathBuf>,
+    /// Merge data (unlabelled): safetensors or .npy.
+    #[arg(long, value_name = "FILE")]
+    data: PathBuf,
+    /// Data tensor in a multi-tensor safetensors file.
+    #[arg(long, value_name = "NAME", default_value = "x_match")]
+    data_key: String,
+    /// Input normalisation (default: the models' metadata `normalize`).
+    #[arg(long, value_name = "MAP")]
+    normalize: Option<String>,
+    /// FLOP budget relative to one model, in [1, 2].
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    budget: f64,
+    /// Budget to per-group ratios: uniform, stages or weighted.
+    #[arg(long, default_value = "uniform")]
+    ratios: String,
+    /// Per-group weights for --ratios weighted (TOML or JSON: group name = weight); default:
+    /// measured on the merge data.
+    #[arg(long, value_name = "FILE")]
+    group_weights: Option<PathBuf>,
+    /// Activation similarity: neg-l2, inner or correlation.
+    #[arg(long, default_value = "neg-l2")]
+    metric: String,
+    /// Matching: activation, weight (data-free) or identity (naive averaging).
+    #[arg(long, default_value = "activation")]
+    matching: String,
+    /// Relative ridge: lambda = X * mean(diag G) per output block.
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    ridge: Option<f64>,
+    /// Batch-norm: fold (into the convs) or keep (averaged, statistics re-estimated).
+    #[arg(long, default_value = "fold")]
+    bn: String,
+    /// Weights: sequential (least squares on the merged network's own inputs), original
+    /// (least squares on the original models' inputs, as the paper) or none
+    /// (permute-and-average).
+    #[arg(long, default_value = "sequential")]
+    fit: String,
+    /// Same as --fit sequential.
+    #[arg(long)]
+    sequential: bool,
+    /// Heads: auto (two if the models' classes differ), shared or separate.
+    #[arg(long, default_value = "auto")]
+    heads: String,
+    /// Worker threads (default: all cores); results do not depend on it.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Samples per chunk.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// MiB of activations kept in memory between passes before spilling to a temporary file.
+    #[arg(long = "memory", value_name = "MIB")]
+    memory_mib: Option<usize>,
+    /// Evaluate the merged model on this labelled file afterwards (x_test / y_test).
+    #[arg(long, value_name = "FILE")]
+    eval: Option<PathBuf>,
+    /// Data tensor of the --eval file.
+    #[arg(long, value_name = "NAME", default_value = "x_test")]
+    eval_data_key: String,
+    /// Label tensor of the --eval file.
+    #[arg(long, value_name = "NAME", default_value = "y_test")]
+    eval_label_key: String,
+    /// Output directory (merged.safetensors, report.json).
+    #[arg(short, long, value_name = "OUT_DIR")]
+    out: PathBuf,
+    /// Print nothing but errors.
+    #[arg(long)]
+    quiet: bool,
+    /// Print JSON events (one per line) and a final JSON summary.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Model options shared by commands.
@@ -119,6 +202,7 @@ where
     let result = match cli.command {
         Command::Inspect(a) => inspect::run(&a, out),
         Command::Eval(a) => eval::run(&a, out),
+        Command::Merge(a) => merge::run(&a, out, err),
     };
     match result {
         Ok(Outcome::Ok) => 0,

@@ -16,7 +16,8 @@ use pleas_core::linalg::{MatMut, MatRef};
 use pleas_core::similarity::{Metric, similarity_from_accumulator};
 
 use crate::error::Error;
-use crate::par::OwnedGram;
+use crate::io::data::{DataSource, DataSpec};
+use crate::par::{OwnedGram, Parallelism, map_jobs};
 
 /// NCHW activations as rows of positions: `out[(s * hw + p) * c + ch] = data[(s * c + ch) * hw + p]`.
 fn positions_by_channels(act: &Activations<'_>, out: &mut Vec<f32>) {
@@ -80,8 +81,8 @@ impl Observer for PushPairs<'_> {
     }
 }
 
-/// The per-group moment accumulators of A's and B's activations over `x` (`n` samples, the
-/// graph's input shape each), in batches of `batch`.
+/// Streams both models over the samples of `x` (`n` samples, in memory) in batches of
+/// `batch` and returns one accumulator per group (A's units as `x`, B's as targets, no Gram).
 pub fn activation_moments(
     graph: &Graph,
     groups: &Groups,
@@ -91,49 +92,138 @@ pub fn activation_moments(
     n: usize,
     batch: usize,
 ) -> Result<Vec<OwnedGram>, Error> {
-    let stage = "matching statistics";
-    let watch: BTreeMap<NodeId, usize> = groups
-        .groups()
-        .iter()
-        .enumerate()
-        .flat_map(|(g, pg)| pg.nodes.iter().map(move |&node| (node, g)))
-        .collect();
-    let mut accs: Vec<OwnedGram> = groups
-        .groups()
-        .iter()
-        .map(|g| OwnedGram::new_owned(g.width, g.width, GramParams::default().without_gram()))
-        .collect();
-    let mut fa = Forward::new(graph, a)?;
-    let mut fb = Forward::new(graph, b)?;
     let per = graph.input_shape().len();
     if x.len() != n * per {
         return Err(Error::Merge {
-            stage,
+            stage: STAGE,
             reason: format!("{} values for {n} samples of {per}", x.len()),
         });
     }
+    let mut accs = new_accumulators(groups);
+    let mut moments = MomentsPass::new(graph, groups, a, b)?;
     let batch = batch.max(1);
-    let mut rec = RecordA {
-        watch: &watch,
-        kept: BTreeMap::new(),
-    };
     for start in (0..n).step_by(batch) {
         let m = (n - start).min(batch);
-        let xb = &x[start * per..(start + m) * per];
-        fa.run(xb, m, &mut rec)?;
+        moments.push(&x[start * per..(start + m) * per], m, &mut accs)?;
+    }
+    Ok(accs)
+}
+
+/// [`activation_moments`] streamed from a data file: the samples are cut into `shards` fixed
+/// shards of consecutive samples (independent of the thread count), each read in chunks of
+/// `batch` by one of `par`'s threads into its own accumulators, combined in shard order, so
+/// the result is the same for any number of threads.
+pub fn activation_moments_streamed(
+    graph: &Graph,
+    groups: &Groups,
+    a: &Weights,
+    b: &Weights,
+    data: &DataSpec,
+    batch: usize,
+    shards: usize,
+    par: Parallelism,
+) -> Result<Vec<OwnedGram>, Error> {
+    let n = DataSource::open(data)?.len();
+    let shards = shards.clamp(1, n.max(1));
+    let batch = batch.max(1);
+    let results = map_jobs(par, shards, |s| -> Result<Vec<OwnedGram>, Error> {
+        let mut src = DataSource::open(data)?;
+        let per = src.sample_len();
+        let mut accs = new_accumulators(groups);
+        let mut moments = MomentsPass::new(graph, groups, a, b)?;
+        let range = (s * n / shards)..((s + 1) * n / shards);
+        let mut x = Vec::new();
+        for start in range.clone().step_by(batch) {
+            let m = batch.min(range.end - start);
+            x.resize(m * per, 0.0);
+            src.read(start, m, &mut x)?;
+            moments.push(&x, m, &mut accs)?;
+        }
+        Ok(accs)
+    });
+    let mut total: Option<Vec<OwnedGram>> = None;
+    for r in results {
+        let mut r = r?;
+        match total.as_mut() {
+            None => total = Some(r),
+            Some(t) => {
+                for (acc, other) in t.iter_mut().zip(r.iter_mut()) {
+                    acc.combine(other).map_err(|e| Error::Merge {
+                        stage: STAGE,
+                        reason: e.to_string(),
+                    })?;
+                }
+            }
+        }
+    }
+    total.ok_or_else(|| Error::Merge {
+        stage: STAGE,
+        reason: "no merge data".into(),
+    })
+}
+
+const STAGE: &str = "matching statistics";
+
+fn new_accumulators(groups: &Groups) -> Vec<OwnedGram> {
+    groups
+        .groups()
+        .iter()
+        .map(|g| OwnedGram::new_owned(g.width, g.width, GramParams::default().without_gram()))
+        .collect()
+}
+
+/// One batch at a time: A's watched activations are recorded, then B's are paired with them.
+struct MomentsPass<'g> {
+    watch: BTreeMap<NodeId, usize>,
+    fa: Forward<'g>,
+    fb: Forward<'g>,
+    kept: BTreeMap<NodeId, Vec<f32>>,
+}
+
+impl<'g> MomentsPass<'g> {
+    fn new(
+        graph: &'g Graph,
+        groups: &Groups,
+        a: &'g Weights,
+        b: &'g Weights,
+    ) -> Result<Self, Error> {
+        let watch = groups
+            .groups()
+            .iter()
+            .enumerate()
+            .flat_map(|(g, pg)| pg.nodes.iter().map(move |&node| (node, g)))
+            .collect();
+        Ok(Self {
+            watch,
+            fa: Forward::new(graph, a)?,
+            fb: Forward::new(graph, b)?,
+            kept: BTreeMap::new(),
+        })
+    }
+
+    fn push(&mut self, x: &[f32], m: usize, accs: &mut [OwnedGram]) -> Result<(), Error> {
+        let mut rec = RecordA {
+            watch: &self.watch,
+            kept: std::mem::take(&mut self.kept),
+        };
+        self.fa.run(x, m, &mut rec)?;
+        self.kept = rec.kept;
         let mut push = PushPairs {
-            watch: &watch,
-            kept: &rec.kept,
-            accs: &mut accs,
+            watch: &self.watch,
+            kept: &self.kept,
+            accs,
             buf: Vec::new(),
             error: None,
         };
-        fb.run(xb, m, &mut push)?;
-        if let Some(reason) = push.error {
-            return Err(Error::Merge { stage, reason });
+        self.fb.run(x, m, &mut push)?;
+        match push.error {
+            Some(reason) => Err(Error::Merge {
+                stage: STAGE,
+                reason,
+            }),
+            None => Ok(()),
         }
     }
-    Ok(accs)
 }
 
 /// The `n x n` similarity of every group (row-major, A's units as rows) from its moments.

@@ -1,0 +1,429 @@
+//! `pleas merge MODEL_A MODEL_B --data FILE --budget B -o OUT_DIR`.
+//!
+//! Everything is checked and computed before anything is written; the outputs are written to
+//! temporary names in OUT_DIR and renamed, and on any failure OUT_DIR is left as it was (removed
+//! again if this command created it).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use super::{MergeArgs, Outcome, parse_normalize};
+use crate::error::Error;
+use crate::eval::evaluate;
+use crate::io::data::{self, DataSpec, Normalize};
+use crate::merge::pipeline::{Event, MergeOutcome, merge};
+use crate::merge::settings::{BnMode, FitMode, HeadChoice, MatchingMode, MergeSettings, RatioMode};
+use crate::model::Model;
+use pleas_core::similarity::Metric;
+
+fn usage(s: String) -> Error {
+    Error::Usage(s)
+}
+
+fn settings_from(a: &MergeArgs) -> Result<MergeSettings, Error> {
+    let d = MergeSettings::default();
+    let ratios = match a.ratios.as_str() {
+        "uniform" => RatioMode::Uniform,
+        "stages" => RatioMode::Stages,
+        "weighted" => RatioMode::Weighted {
+            file: a.group_weights.clone(),
+        },
+        o => {
+            return Err(usage(format!(
+                "--ratios `{o}`: expected uniform, stages or weighted"
+            )));
+        }
+    };
+    if a.group_weights.is_some() && !matches!(ratios, RatioMode::Weighted { .. }) {
+        return Err(usage("--group-weights needs --ratios weighted".into()));
+    }
+    let metric = Metric::from_name(&a.metric).ok_or_else(|| {
+        usage(format!(
+            "--metric `{}`: expected neg-l2, inner or correlation",
+            a.metric
+        ))
+    })?;
+    let matching = match a.matching.as_str() {
+        "activation" => MatchingMode::Activation,
+        "weight" => MatchingMode::Weight,
+        "identity" | "none" => MatchingMode::Identity,
+        o => {
+            return Err(usage(format!(
+                "--matching `{o}`: expected activation, weight or identity"
+            )));
+        }
+    };
+    let bn = match a.bn.as_str() {
+        "fold" => BnMode::Fold,
+        "keep" => BnMode::Keep,
+        o => return Err(usage(format!("--bn `{o}`: expected fold or keep"))),
+    };
+    let fit = match (a.fit.as_str(), a.sequential) {
+        (_, true) => FitMode::Sequential,
+        ("sequential", _) => FitMode::Sequential,
+        ("original", _) => FitMode::Original,
+        ("none", _) => FitMode::Average,
+        (o, _) => {
+            return Err(usage(format!(
+                "--fit `{o}`: expected sequential, original or none"
+            )));
+        }
+    };
+    let heads = match a.heads.as_str() {
+        "auto" => HeadChoice::Auto,
+        "shared" => HeadChoice::Shared,
+        "separate" => HeadChoice::Separate,
+        o => {
+            return Err(usage(format!(
+                "--heads `{o}`: expected auto, shared or separate"
+            )));
+        }
+    };
+    if !a.budget.is_finite() {
+        return Err(usage(format!("--budget {} is not a number", a.budget)));
+    }
+    if a.batch == 0 {
+        return Err(usage("--batch must be at least 1".into()));
+    }
+    Ok(MergeSettings {
+        budget: a.budget,
+        ratios,
+        metric,
+        matching,
+        ridge: a.ridge.unwrap_or(d.ridge),
+        bn,
+        fit,
+        heads,
+        threads: a.threads.unwrap_or(d.threads).max(1),
+        batch: a.batch,
+        memory_budget: a.memory_mib.map_or(d.memory_budget, |m| m << 20),
+        spill_dir: d.spill_dir,
+    })
+}
+
+fn model_normalize(model: &Model) -> Result<Option<Normalize>, Error> {
+    model
+        .metadata
+        .get("normalize")
+        .map(|s| {
+            Normalize::parse(s).ok_or_else(|| Error::Metadata {
+                path: model.path.clone(),
+                key: "normalize".into(),
+                reason: format!("`{s}` is not none, x/255, x/255*2-1 or MEAN,STD"),
+            })
+        })
+        .transpose()
+}
+
+/// An output directory being written: created if missing, cleaned on drop unless committed.
+struct OutDir {
+    dir: PathBuf,
+    created: bool,
+    temps: Vec<PathBuf>,
+    committed: bool,
+}
+
+impl OutDir {
+    fn open(dir: &Path) -> Result<Self, Error> {
+        let existed = dir.is_dir();
+        if !existed {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let mut out = OutDir {
+            dir: dir.to_path_buf(),
+            created: !existed,
+            temps: Vec::new(),
+            committed: false,
+        };
+        // Probe: fail now, not after the merge, if the directory is not writable.
+        let probe = out.temp("probe");
+        std::fs::write(&probe, b"").map_err(|source| Error::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let _ = std::fs::remove_file(&probe);
+        out.temps.clear();
+        Ok(out)
+    }
+
+    fn temp(&mut self, name: &str) -> PathBuf {
+        let p = self.dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        self.temps.push(p.clone());
+        p
+    }
+
+    fn write(&mut self, name: &str, bytes: &[u8]) -> Result<PathBuf, Error> {
+        let tmp = self.temp(name);
+        std::fs::write(&tmp, bytes).map_err(|source| Error::Write {
+            path: self.dir.join(name),
+            source,
+        })?;
+        Ok(tmp)
+    }
+
+    fn commit(mut self, files: &[(PathBuf, &str)]) -> Result<(), Error> {
+        for (tmp, name) in files {
+            let dst = self.dir.join(name);
+            std::fs::rename(tmp, &dst).map_err(|source| Error::Write { path: dst, source })?;
+        }
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for OutDir {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        for t in &self.temps {
+            let _ = std::fs::remove_file(t);
+        }
+        if self.created {
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
+}
+
+fn report_json(a: &MergeArgs, s: &MergeSettings, o: &MergeOutcome, eval: Option<&Value>) -> Value {
+    let groups: Vec<Value> = o
+        .groups
+        .iter()
+        .map(|g| {
+            json!({
+                "name": g.name,
+                "width": g.width,
+                "ratio": g.ratio,
+                "merged": g.merged,
+                "merged_width": g.merged_width,
+                "mean_merged_score": if g.mean_merged_score.is_finite() { json!(g.mean_merged_score) } else { Value::Null },
+                "total_score": g.total_score,
+                "auction": g.auction.map(|(phases, bids, bound)| json!({
+                    "phases": phases, "bids": bids, "optimality_bound": bound
+                })),
+            })
+        })
+        .collect();
+    let layers: Vec<Value> = o
+        .layers
+        .iter()
+        .map(|l| {
+            json!({
+                "name": l.name,
+                "columns": l.columns,
+                "outputs": l.outputs,
+                "ridge": l.ridge,
+                "relative_residual": l.relative_residual,
+                "average_relative_residual": l.average_relative_residual,
+                "seconds": l.seconds,
+            })
+        })
+        .collect();
+    let timings: serde_json::Map<String, Value> = o
+        .timings
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    json!({
+        "models": [a.model_a.display().to_string(), a.model_b.display().to_string()],
+        "data": a.data.display().to_string(),
+        "samples": o.samples,
+        "settings": {
+            "budget": s.budget,
+            "ratios": s.ratios.name(),
+            "group_weights": match &s.ratios { RatioMode::Weighted { file: Some(f) } => json!(f.display().to_string()), RatioMode::Weighted { file: None } => json!("measured"), _ => Value::Null },
+            "metric": s.metric.name(),
+            "matching": s.matching.name(),
+            "ridge": s.ridge,
+            "bn": match s.bn { BnMode::Fold => "fold", BnMode::Keep => "keep" },
+            "fit": s.fit.name(),
+            "heads": match o.head_mode { crate::merge::merged_model::HeadMode::Shared => "shared", crate::merge::merged_model::HeadMode::Separate => "separate" },
+            "threads": s.threads,
+            "batch": s.batch,
+            "memory_budget_bytes": s.memory_budget,
+        },
+        "flop_ratio": o.flop_ratio,
+        "planned_flop_ratio": o.planned_flop_ratio,
+        "param_ratio": o.param_ratio,
+        "heads": o.heads.iter().map(|(n, c)| json!({"name": n, "classes": c})).collect::<Vec<_>>(),
+        "groups": groups,
+        "layers": layers,
+        "seconds": timings,
+        "eval": eval.cloned().unwrap_or(Value::Null),
+    })
+}
+
+pub(super) fn run(
+    a: &MergeArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<Outcome, Error> {
+    let settings = settings_from(a)?;
+    let ma = Model::load(&a.model_a, a.arch.as_deref())?;
+    let mb = Model::load(&a.model_b, a.arch.as_deref())?;
+    let normalize = match a.normalize.as_deref() {
+        Some(s) => parse_normalize(s)?,
+        None => {
+            let (na, nb) = (model_normalize(&ma)?, model_normalize(&mb)?);
+            if na != nb {
+                return Err(usage(format!(
+                    "the models' metadata `normalize` differ ({na:?} vs {nb:?}); choose one with --normalize"
+                )));
+            }
+            na.unwrap_or(Normalize::Identity)
+        }
+    };
+    let spec = DataSpec {
+        path: a.data.clone(),
+        data_key: a.data_key.clone(),
+        label_key: None,
+        labels_path: None,
+        normalize,
+    };
+    let outdir = OutDir::open(&a.out)?;
+    let write_err = |source| Error::Write {
+        path: "<stdout>".into(),
+        source,
+    };
+    let interactive = !a.quiet && !a.json && std::io::stderr().is_terminal();
+    let json_events = a.json;
+    let mut events: Vec<String> = Vec::new();
+    let mut progress = |e: &Event| match e {
+        Event::Stage { name, total } => {
+            if json_events {
+                events.push(json!({"event": "stage", "name": name, "total": total}).to_string());
+            } else if interactive {
+                let _ = write!(err, "\r\x1b[K{name}: 0/{total}");
+            }
+        }
+        Event::Step {
+            stage,
+            done,
+            total,
+            what,
+        } => {
+            if json_events {
+                events.push(
+                    json!({"event": "step", "stage": stage, "done": done, "total": total, "what": what})
+                        .to_string(),
+                );
+            } else if interactive {
+                let _ = write!(err, "\r\x1b[K{stage}: {done}/{total} {what}");
+                if done == total {
+                    let _ = writeln!(err);
+                }
+            }
+        }
+    };
+    let outcome = merge(&ma, &mb, &spec, &settings, &mut progress)?;
+    for e in &events {
+        writeln!(out, "{e}").map_err(write_err)?;
+    }
+    // The merged model as a loadable model, evaluated if asked.
+    let mut metadata = crate::io::safetensors::Metadata::new();
+    metadata.insert("arch".into(), "pleas-merged".into());
+    metadata.insert(
+        "normalize".into(),
+        ma.metadata
+            .get("normalize")
+            .cloned()
+            .unwrap_or_else(|| "none".into()),
+    );
+    if a.normalize.is_some() {
+        metadata.insert("normalize".into(), a.normalize.clone().unwrap_or_default());
+    }
+    let single = outcome.heads.len() == 1;
+    for (name, classes) in &outcome.heads {
+        let key = if single {
+            "classes".to_string()
+        } else {
+            format!("classes.{name}")
+        };
+        metadata.insert(
+            key,
+            serde_json::to_string(classes).expect("list of integers"),
+        );
+    }
+    metadata.insert("budget".into(), format!("{}", settings.budget));
+    metadata.insert("flop_ratio".into(), format!("{:.6}", outcome.flop_ratio));
+    let merged_model = Model::from_parts(
+        &a.out.join("merged.safetensors"),
+        "pleas-merged".into(),
+        outcome.graph.clone(),
+        outcome.weights.clone(),
+        metadata.clone(),
+    )?;
+    let eval = match &a.eval {
+        Some(path) => {
+            let spec = DataSpec {
+                path: path.clone(),
+                data_key: a.eval_data_key.clone(),
+                label_key: Some(a.eval_label_key.clone()),
+                labels_path: None,
+                normalize,
+            };
+            let dataset = data::load(&spec)?;
+            let r = evaluate(&merged_model, &dataset, path, 256)?;
+            Some(r)
+        }
+        None => None,
+    };
+    let eval_json = eval.as_ref().map(|r| {
+        json!({
+            "accuracy": r.accuracy,
+            "heads": r.heads.iter().map(|h| json!({
+                "name": h.name, "classes": h.classes, "accuracy": h.accuracy, "samples": h.samples
+            })).collect::<Vec<_>>(),
+        })
+    });
+    let report = report_json(a, &settings, &outcome, eval_json.as_ref());
+    let mut outdir = outdir;
+    let model_tmp = outdir.temp("merged.safetensors");
+    merged_model.save(&model_tmp)?;
+    let report_tmp = outdir.write(
+        "report.json",
+        serde_json::to_string_pretty(&report)
+            .expect("report serialises")
+            .as_bytes(),
+    )?;
+    outdir.commit(&[
+        (model_tmp, "merged.safetensors"),
+        (report_tmp, "report.json"),
+    ])?;
+    if a.json {
+        let done = json!({"event": "done", "out": a.out.display().to_string(), "flop_ratio": outcome.flop_ratio, "param_ratio": outcome.param_ratio, "eval": eval_json});
+        writeln!(out, "{done}").map_err(write_err)?;
+    } else if !a.quiet {
+        let mut s = format!(
+            "merged {} groups at budget {} ({} fit, {} samples): FLOP ratio {:.3}, parameter ratio {:.3}, {:.1} s\n",
+            outcome.groups.len(),
+            settings.budget,
+            settings.fit.name(),
+            outcome.samples,
+            outcome.flop_ratio,
+            outcome.param_ratio,
+            outcome.timings.last().map_or(0.0, |t| t.1),
+        );
+        s.push_str(&format!(
+            "wrote {} and {}\n",
+            a.out.join("merged.safetensors").display(),
+            a.out.join("report.json").display()
+        ));
+        if let Some(r) = &eval {
+            s.push_str(&format!("accuracy {:.4} (mean over heads)\n", r.accuracy));
+            for h in &r.heads {
+                s.push_str(&format!(
+                    "  head {}: {:.4} ({} samples, classes {:?})\n",
+                    h.name, h.accuracy, h.samples, h.classes
+                ));
+            }
+        }
+        out.write_all(s.as_bytes()).map_err(write_err)?;
+    }
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,645 @@
+//! The whole merge: check the pair, prepare (fold batch-norm), match every group, turn the
+//! budget into ratios and layouts, build the block-structured merged network, fit it by least
+//! squares layer by layer, re-estimate batch-norm statistics, and report.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use pleas_core::assign::AuctionParams;
+use pleas_core::forward::fold_batchnorm;
+use pleas_core::graph::{Graph, Groups, Op, Weights, cost, permutation_groups};
+use pleas_core::linalg::{MatMut, MatRef};
+use pleas_core::lstsq::{NormalEquations, RidgeParams};
+use pleas_core::merge::blocks::OutputBlock;
+use pleas_core::merge::budget::{
+    flop_ratio, param_ratio, stage_schedule, uniform_ratio, weighted_ratios,
+};
+use pleas_core::merge::fit::{fit_layer, layer_loss};
+use pleas_core::merge::layout::GroupLayout;
+use pleas_core::merge::matching::{GroupMatch, match_group};
+use pleas_core::merge::weight_matching::{WeightMatchParams, weight_matching};
+use pleas_core::similarity::Metric;
+
+use super::activation_stats::{activation_moments_streamed, group_similarities};
+use super::merged_model::{self, HeadMode, MergedModel};
+use super::plan;
+use super::settings::{
+    BnMode, FitMode, HeadChoice, MatchingMode, MergeSettings, RatioMode, SHARDS,
+};
+use super::store::Net;
+use super::stream::{Barrier, Networks, PassResult, StreamParams, Streamer};
+use crate::error::Error;
+use crate::io::data::{DataSource, DataSpec};
+use crate::model::Model;
+use crate::par::Parallelism;
+
+/// A progress event.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A stage starts.
+    Stage {
+        /// Stage name.
+        name: &'static str,
+        /// Units of work in it.
+        total: usize,
+    },
+    /// One unit of the current stage is done.
+    Step {
+        /// Stage name.
+        stage: &'static str,
+        /// Units done.
+        done: usize,
+        /// Units in the stage.
+        total: usize,
+        /// What was done.
+        what: String,
+    },
+}
+
+/// Per-group outcome.
+#[derive(Debug, Clone)]
+pub struct GroupReport {
+    /// Group name.
+    pub name: String,
+    /// Units per model.
+    pub width: usize,
+    /// Fraction kept separate.
+    pub ratio: f64,
+    /// Pairs merged.
+    pub merged: usize,
+    /// Width in the merged model.
+    pub merged_width: usize,
+    /// Mean score of the merged pairs (NaN if none).
+    pub mean_merged_score: f64,
+    /// Sum of the matched pairs' scores.
+    pub total_score: f64,
+    /// Assignment phases, bids and certified optimality bound.
+    pub auction: Option<(u32, u64, f64)>,
+}
+
+/// Per-layer outcome of the least-squares fit.
+#[derive(Debug, Clone)]
+pub struct LayerReport {
+    /// Node name in the merged graph.
+    pub name: String,
+    /// Dense columns of its normal equations.
+    pub columns: usize,
+    /// Output channels.
+    pub outputs: usize,
+    /// Largest ridge used over its blocks.
+    pub ridge: f64,
+    /// `||X W - T||^2 / ||T||^2` with the fitted weights.
+    pub relative_residual: f64,
+    /// The same with the permute-and-average weights.
+    pub average_relative_residual: f64,
+    /// Seconds of its data pass and solve.
+    pub seconds: f64,
+}
+
+/// Everything a merge produced.
+#[derive(Debug, Clone)]
+pub struct MergeOutcome {
+    /// The merged graph.
+    pub graph: Graph,
+    /// Its weights.
+    pub weights: Weights,
+    /// Head names and their classes (`classes.{output}` metadata).
+    pub heads: Vec<(String, Vec<i64>)>,
+    /// Heads resolved.
+    pub head_mode: HeadMode,
+    /// Groups.
+    pub groups: Vec<GroupReport>,
+    /// Fitted layers.
+    pub layers: Vec<LayerReport>,
+    /// FLOP ratio of the merged graph (counted on it) to one model.
+    pub flop_ratio: f64,
+    /// Parameter ratio likewise.
+    pub param_ratio: f64,
+    /// FLOP ratio the budget model predicted.
+    pub planned_flop_ratio: f64,
+    /// Merge samples used.
+    pub samples: usize,
+    /// Seconds per stage.
+    pub timings: Vec<(&'static str, f64)>,
+}
+
+fn err(stage: &'static str, reason: impl Into<String>) -> Error {
+    Error::Merge {
+        stage,
+        reason: reason.into(),
+    }
+}
+
+/// The first difference between two architectures, if any.
+fn architecture_difference(a: &Graph, b: &Graph) -> Option<String> {
+    if a.input_shape() != b.input_shape() {
+        return Some(format!("inputs {} vs {}", a.input_shape(), b.input_shape()));
+    }
+    if a.nodes().len() != b.nodes().len() {
+        return Some(format!("{} vs {} nodes", a.nodes().len(), b.nodes().len()));
+    }
+    for (na, nb) in a.nodes().iter().zip(b.nodes()) {
+        if na != nb {
+            return Some(format!(
+                "node `{}` ({} {}) vs `{}` ({} {})",
+                na.name,
+                na.op.kind(),
+                na.shape,
+                nb.name,
+                nb.op.kind(),
+                nb.shape
+            ));
+        }
+    }
+    if a.outputs() != b.outputs() {
+        return Some("different outputs".into());
+    }
+    None
+}
+
+fn read_group_weights(path: &Path, groups: &Groups) -> Result<Vec<f64>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |reason: String| Error::Data {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let map: BTreeMap<String, f64> = if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    {
+        serde_json::from_str(&text)
+            .map_err(|e| bad(format!("not a JSON object of numbers: {e}")))?
+    } else {
+        toml::from_str(&text).map_err(|e| bad(format!("not a TOML table of numbers: {e}")))?
+    };
+    let names: Vec<&str> = groups.groups().iter().map(|g| g.name.as_str()).collect();
+    if let Some(k) = map.keys().find(|k| !names.contains(&k.as_str())) {
+        return Err(bad(format!(
+            "unknown group `{k}` (groups: {})",
+            names.join(", ")
+        )));
+    }
+    names
+        .iter()
+        .map(|n| match map.get(*n) {
+            Some(&w) if w.is_finite() && w >= 0.0 => Ok(w),
+            Some(&w) => Err(bad(format!("group `{n}` has weight {w}; need >= 0"))),
+            None => Err(bad(format!("no weight for group `{n}`"))),
+        })
+        .collect()
+}
+
+/// Merges models `a` and `b` on the merge data `data` with `settings`, reporting progress to
+/// `progress`.
+pub fn merge(
+    a: &Model,
+    b: &Model,
+    data: &DataSpec,
+    settings: &MergeSettings,
+    progress: &mut dyn FnMut(&Event),
+) -> Result<MergeOutcome, Error> {
+    let mut timings = Vec::new();
+    let t0 = Instant::now();
+    if !(1.0..=2.0).contains(&settings.budget) {
+        return Err(err(
+            "settings",
+            format!(
+                "budget {} is outside [1, 2] (a FLOP ratio to one model)",
+                settings.budget
+            ),
+        ));
+    }
+    if !(settings.ridge.is_finite() && settings.ridge > 0.0) {
+        return Err(err(
+            "settings",
+            format!("ridge {} must be a positive number", settings.ridge),
+        ));
+    }
+    if let Some(d) = architecture_difference(&a.graph, &b.graph) {
+        return Err(err(
+            "architecture",
+            format!(
+                "`{}` and `{}` have different architectures: {d}",
+                a.path.display(),
+                b.path.display()
+            ),
+        ));
+    }
+    let (ca, cb) = (&a.heads[0].classes, &b.heads[0].classes);
+    let head_mode = match settings.heads {
+        HeadChoice::Shared => {
+            if ca.len() != cb.len() {
+                return Err(err(
+                    "heads",
+                    "one shared head needs heads of the same width".to_string(),
+                ));
+            }
+            HeadMode::Shared
+        }
+        HeadChoice::Separate => HeadMode::Separate,
+        HeadChoice::Auto if ca == cb => HeadMode::Shared,
+        HeadChoice::Auto => HeadMode::Separate,
+    };
+    // Prepare: fold batch-norm or keep it.
+    let (graph, wa, wb) = match settings.bn {
+        BnMode::Fold => {
+            let fold_err =
+                |e: pleas_core::graph::GraphError| err("batch-norm folding", e.to_string());
+            let fa = fold_batchnorm(&a.graph, &a.weights).map_err(fold_err)?;
+            let fb = fold_batchnorm(&b.graph, &b.weights).map_err(fold_err)?;
+            (fa.graph, fa.weights, fb.weights)
+        }
+        BnMode::Keep => (a.graph.clone(), a.weights.clone(), b.weights.clone()),
+    };
+    let source = DataSource::open(data)?;
+    let n = source.len();
+    if n == 0 {
+        return Err(err(
+            "data",
+            format!("`{}` holds no samples", data.path.display()),
+        ));
+    }
+    if source.sample_len() != graph.input_shape().len() {
+        return Err(err(
+            "data",
+            format!(
+                "`{}` has samples of shape {:?} ({} values); the models take {} ({} values)",
+                data.path.display(),
+                source.sample_shape(),
+                source.sample_len(),
+                graph.input_shape(),
+                graph.input_shape().len()
+            ),
+        ));
+    }
+    drop(source);
+    let groups = permutation_groups(&graph);
+    let layers = plan::layers(&graph, &groups);
+    let costs = plan::layer_costs(&graph, &layers);
+    let par = Parallelism::from_count(settings.threads);
+    let batch = settings.batch.max(1);
+    timings.push(("prepare", t0.elapsed().as_secs_f64()));
+
+    // Step 1: matching.
+    let t1 = Instant::now();
+    progress(&Event::Stage {
+        name: "matching",
+        total: groups.len(),
+    });
+    let widths: Vec<usize> = groups.groups().iter().map(|g| g.width).collect();
+    let (scores, correlations): (Vec<Vec<f64>>, Option<Vec<Vec<f64>>>) = match settings.matching {
+        MatchingMode::Activation => {
+            let mut accs =
+                activation_moments_streamed(&graph, &groups, &wa, &wb, data, batch, SHARDS, par)?;
+            let s = group_similarities(&mut accs, settings.metric)?;
+            let c = group_similarities(&mut accs, Metric::Correlation)?;
+            (s, Some(c))
+        }
+        MatchingMode::Weight => {
+            let wm = weight_matching(&groups, &wa, &wb, &WeightMatchParams::default())
+                .map_err(|e| err("weight matching", e.to_string()))?;
+            (wm.scores, None)
+        }
+        MatchingMode::Identity => (
+            widths
+                .iter()
+                .map(|&w| {
+                    let mut s = vec![0.0; w * w];
+                    for i in 0..w {
+                        s[i * w + i] = 1.0;
+                    }
+                    s
+                })
+                .collect(),
+            None,
+        ),
+    };
+    // Budget -> ratios.
+    let ratios: Vec<f64> = match &settings.ratios {
+        RatioMode::Uniform => {
+            let r = uniform_ratio(&costs, groups.len(), settings.budget)
+                .map_err(|e| err("budget", e.to_string()))?;
+            vec![r; groups.len()]
+        }
+        RatioMode::Stages => {
+            let stages = plan::group_stages(&graph, &groups);
+            stage_schedule(&costs, &stages, settings.budget)
+                .map_err(|e| err("budget", e.to_string()))?
+                .ratios
+        }
+        RatioMode::Weighted { file } => {
+            let w = match file {
+                Some(p) => read_group_weights(p, &groups)?,
+                None => match &correlations {
+                    Some(c) => c
+                        .iter()
+                        .zip(&widths)
+                        .map(|(s, &w)| {
+                            // 1 - mean correlation of the best assignment's diagonal proxy:
+                            // the mean over A's units of their best correlation with B's.
+                            let best: f64 = (0..w)
+                                .map(|i| {
+                                    s[i * w..(i + 1) * w]
+                                        .iter()
+                                        .copied()
+                                        .fold(f64::NEG_INFINITY, f64::max)
+                                })
+                                .sum();
+                            (1.0 - best / w as f64).max(0.0)
+                        })
+                        .collect(),
+                    None => {
+                        return Err(err(
+                            "budget",
+                            "measured group weights need activation matching; give \
+                             --group-weights FILE",
+                        ));
+                    }
+                },
+            };
+            weighted_ratios(&costs, &widths, &w, settings.budget)
+                .map_err(|e| err("budget", e.to_string()))?
+        }
+    };
+    let auction = AuctionParams::default();
+    let mut matches: Vec<GroupMatch> = Vec::with_capacity(groups.len());
+    let mut group_reports = Vec::new();
+    for (g, pg) in groups.groups().iter().enumerate() {
+        let w = pg.width;
+        let sim = MatRef::new(&scores[g], w, w).map_err(|e| err("matching", e.to_string()))?;
+        let gm = match_group(sim, ratios[g], &auction)
+            .map_err(|e| err("matching", format!("group `{}`: {e}", pg.name)))?;
+        group_reports.push(GroupReport {
+            name: pg.name.clone(),
+            width: w,
+            ratio: ratios[g],
+            merged: gm.layout.merged_count(),
+            merged_width: gm.layout.merged_width(),
+            mean_merged_score: gm.mean_merged_score,
+            total_score: gm.total_score,
+            auction: (settings.matching != MatchingMode::Identity).then_some((
+                gm.auction.phases,
+                gm.auction.bids,
+                gm.auction.optimality_bound,
+            )),
+        });
+        progress(&Event::Step {
+            stage: "matching",
+            done: g + 1,
+            total: groups.len(),
+            what: pg.name.clone(),
+        });
+        matches.push(gm);
+    }
+    let layouts: Vec<GroupLayout> = matches.into_iter().map(|m| m.layout).collect();
+    timings.push(("matching", t1.elapsed().as_secs_f64()));
+
+    // The merged network, permute-and-average.
+    let mut merged = merged_model::build(&graph, &groups, &layers, &layouts, head_mode, &wa, &wb)?;
+    let average_weights = merged.weights.clone();
+    let mut weights = std::mem::take(&mut merged.weights);
+
+    // Step 2: least squares and batch-norm statistics.
+    let t2 = Instant::now();
+    let barriers = plan_passes(&merged, settings);
+    let total = barriers.len();
+    progress(&Event::Stage {
+        name: "least squares",
+        total,
+    });
+    let mut layer_reports = Vec::new();
+    {
+        let nets = Networks {
+            original: &graph,
+            a: &wa,
+            b: &wb,
+            merged: &merged,
+            layouts: &layouts,
+        };
+        let params = StreamParams {
+            batch,
+            par,
+            shards: SHARDS,
+            memory_budget: settings.memory_budget,
+            spill_dir: settings.spill_dir.clone(),
+        };
+        let mut streamer = Streamer::new(nets, params, data.clone(), n);
+        let mut fits_done = false;
+        for (i, barrier) in barriers.iter().enumerate() {
+            let tl = Instant::now();
+            if let Barrier::BatchNorm { .. } = barrier
+                && !fits_done
+                && settings.fit == FitMode::Original
+            {
+                // A and B are no longer needed.
+                streamer.reset(Net::A);
+                streamer.reset(Net::B);
+                fits_done = true;
+            }
+            let result = streamer.pass(barrier, &weights)?;
+            let what = match (barrier, result) {
+                (Barrier::Fit { layers: ls, .. }, PassResult::Fit(mut acc)) => {
+                    let reports = solve_fit(
+                        &merged,
+                        ls,
+                        &mut acc,
+                        settings.ridge,
+                        &mut weights,
+                        &average_weights,
+                        tl,
+                    )?;
+                    let names: Vec<String> = reports.iter().map(|r| r.name.clone()).collect();
+                    layer_reports.extend(reports);
+                    names.join(", ")
+                }
+                (Barrier::BatchNorm { node }, PassResult::BatchNorm(m)) => {
+                    let Op::BatchNorm {
+                        running_mean,
+                        running_var,
+                        ..
+                    } = &merged.graph.node(*node).op
+                    else {
+                        return Err(err("batch-norm", "not a batch-norm node"));
+                    };
+                    let var = m.variance();
+                    if let Some(t) = weights.get_mut(running_mean) {
+                        for (d, &v) in t.data_mut().iter_mut().zip(&m.mean) {
+                            *d = v as f32;
+                        }
+                    }
+                    if let Some(t) = weights.get_mut(running_var) {
+                        for (d, &v) in t.data_mut().iter_mut().zip(&var) {
+                            *d = v as f32;
+                        }
+                    }
+                    merged.graph.node(*node).name.clone()
+                }
+                _ => return Err(err("least squares", "pass returned the wrong result")),
+            };
+            progress(&Event::Step {
+                stage: "least squares",
+                done: i + 1,
+                total,
+                what,
+            });
+        }
+    }
+    timings.push(("least squares", t2.elapsed().as_secs_f64()));
+    if let Some((name, index)) = weights.iter().find_map(|(k, t)| {
+        t.data()
+            .iter()
+            .position(|v| !v.is_finite())
+            .map(|i| (k.clone(), i))
+    }) {
+        return Err(err(
+            "least squares",
+            format!("tensor `{name}` has a non-finite value at {index}"),
+        ));
+    }
+    let heads = match head_mode {
+        HeadMode::Shared => vec![(merged.graph.outputs()[0].name.clone(), ca.clone())],
+        HeadMode::Separate => vec![("a".to_string(), ca.clone()), ("b".to_string(), cb.clone())],
+    };
+    let original = cost(&graph);
+    let merged_cost = cost(&merged.graph);
+    let planned = flop_ratio(&costs, &ratios);
+    let _ = param_ratio(&costs, &ratios);
+    timings.push(("total", t0.elapsed().as_secs_f64()));
+    Ok(MergeOutcome {
+        graph: merged.graph,
+        weights,
+        heads,
+        head_mode,
+        groups: group_reports,
+        layers: layer_reports,
+        flop_ratio: merged_cost.macs as f64 / original.macs.max(1) as f64,
+        param_ratio: merged_cost.params as f64 / original.params.max(1) as f64,
+        planned_flop_ratio: planned,
+        samples: n,
+        timings,
+    })
+}
+
+/// The data passes in order: fits (layers reading the same input with the same geometry share
+/// one pass) and, with batch-norm kept, one pass per batch-norm node (after all fits for
+/// original inputs; interleaved in node order for the sequential fit).
+fn plan_passes(merged: &MergedModel, settings: &MergeSettings) -> Vec<Barrier> {
+    let mut fits: Vec<(usize, Vec<usize>)> = Vec::new();
+    if settings.fit != FitMode::Average {
+        let mut by_input: BTreeMap<(usize, String, bool), usize> = BTreeMap::new();
+        for (i, l) in merged.layers.iter().enumerate() {
+            let input = merged.graph.node(l.node).inputs[0];
+            let key = (input, format!("{:?}", l.kind), l.bias);
+            match by_input.get(&key) {
+                Some(&f) => fits[f].1.push(i),
+                None => {
+                    by_input.insert(key, fits.len());
+                    fits.push((l.node, vec![i]));
+                }
+            }
+        }
+    }
+    let sequential = settings.fit == FitMode::Sequential;
+    let mut passes: Vec<(usize, u8, Barrier)> = fits
+        .into_iter()
+        .map(|(node, layers)| (node, 0, Barrier::Fit { layers, sequential }))
+        .collect();
+    if settings.bn == BnMode::Keep {
+        for (id, node) in merged.graph.nodes().iter().enumerate() {
+            if matches!(node.op, Op::BatchNorm { .. }) {
+                let key = if sequential || settings.fit == FitMode::Average {
+                    id
+                } else {
+                    usize::MAX / 2 + id
+                };
+                passes.push((key, 1, Barrier::BatchNorm { node: id }));
+            }
+        }
+    }
+    passes.sort_by_key(|(k, o, _)| (*k, *o));
+    passes.into_iter().map(|(_, _, b)| b).collect()
+}
+
+/// Solves the fits of one pass, stores the weights and reports each layer.
+fn solve_fit(
+    merged: &MergedModel,
+    layer_ids: &[usize],
+    acc: &mut crate::par::OwnedGram,
+    ridge: f64,
+    weights: &mut Weights,
+    average: &Weights,
+    started: Instant,
+) -> Result<Vec<LayerReport>, Error> {
+    let stage = "least squares";
+    let d = acc.dim();
+    let t = acc.targets();
+    let mut g = vec![0.0f64; d * d];
+    let mut r = vec![0.0f64; d * t];
+    let mut tt = vec![0.0f64; t];
+    acc.write_gram(MatMut::new(&mut g, d, d).expect("d x d"))
+        .and_then(|_| acc.write_cross(MatMut::new(&mut r, d, t).expect("d x t")))
+        .and_then(|_| acc.write_sum_tt(&mut tt))
+        .map_err(|e| err(stage, e.to_string()))?;
+    let params = RidgeParams::default().with_relative_ridge(ridge);
+    let mut reports = Vec::new();
+    let mut offset = 0;
+    let solve_time = started.elapsed().as_secs_f64();
+    for &li in layer_ids {
+        let layer = &merged.layers[li];
+        let name = merged.graph.node(layer.node).name.clone();
+        let eqs = NormalEquations {
+            gram: MatRef::new(&g, d, d).expect("d x d"),
+            cross: MatRef::new(&r, d, t).expect("d x t"),
+            target_sq_sums: &tt,
+        };
+        let shifted: Vec<OutputBlock> = layer
+            .blocks
+            .iter()
+            .map(|b| OutputBlock {
+                rows: b.rows.start + offset..b.rows.end + offset,
+                cols: b.cols.clone(),
+            })
+            .collect();
+        let fits = fit_layer(eqs, &shifted, params)
+            .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?;
+        let mut max_ridge: f64 = 0.0;
+        for (bi, f) in fits.iter().enumerate() {
+            layer.store_block(bi, &f.weights, weights);
+            max_ridge = max_ridge.max(f.info.ridge);
+        }
+        // Losses of the fitted and the permute-and-average weights on this layer's targets.
+        let o = layer.outputs;
+        let mut cross = vec![0.0f64; d * o];
+        for i in 0..d {
+            cross[i * o..(i + 1) * o].copy_from_slice(&r[i * t + offset..i * t + offset + o]);
+        }
+        let sub = NormalEquations {
+            gram: MatRef::new(&g, d, d).expect("d x d"),
+            cross: MatRef::new(&cross, d, o).expect("d x o"),
+            target_sq_sums: &tt[offset..offset + o],
+        };
+        let norm: f64 = tt[offset..offset + o]
+            .iter()
+            .sum::<f64>()
+            .max(f64::MIN_POSITIVE);
+        let fitted = layer_loss(sub, &layer.dense(weights), o)
+            .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?;
+        let avg = layer_loss(sub, &layer.dense(average), o)
+            .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?;
+        reports.push(LayerReport {
+            name,
+            columns: d,
+            outputs: o,
+            ridge: max_ridge,
+            relative_residual: fitted.max(0.0) / norm,
+            average_relative_residual: avg.max(0.0) / norm,
+            seconds: solve_time / layer_ids.len() as f64,
+        });
+        offset += o;
+    }
+    Ok(reports)
+}

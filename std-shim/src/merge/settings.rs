@@ -1,0 +1,148 @@
+//! Every choice of a merge, resolved before it starts (and written into the report).
+
+use std::path::PathBuf;
+
+use pleas_core::similarity::Metric;
+
+/// How the budget becomes per-group ratios (ALGORITHM.md section 3).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RatioMode {
+    /// One ratio for every group, by bisection on the FLOP ratio.
+    Uniform,
+    /// Whole stages merged up to a cut, later stages separate.
+    Stages,
+    /// Greedy by per-group weight per marginal FLOP: weights from a TOML/JSON file mapping
+    /// group names to numbers, or measured (1 - mean correlation of the matched pairs).
+    Weighted {
+        /// The weights file; `None`: measured on the merge data.
+        file: Option<PathBuf>,
+    },
+}
+
+impl RatioMode {
+    /// Short name for reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RatioMode::Uniform => "uniform",
+            RatioMode::Stages => "stages",
+            RatioMode::Weighted { .. } => "weighted",
+        }
+    }
+}
+
+/// How units are matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchingMode {
+    /// Activation similarity on the merge data (PLeaS).
+    Activation,
+    /// Weight matching (data-free, Git Re-Basin).
+    Weight,
+    /// No permutation: unit `i` of A with unit `i` of B (naive weight averaging).
+    Identity,
+}
+
+impl MatchingMode {
+    /// Short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            MatchingMode::Activation => "activation",
+            MatchingMode::Weight => "weight",
+            MatchingMode::Identity => "identity",
+        }
+    }
+}
+
+/// Batch-norm handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BnMode {
+    /// Fold each model's eval-mode batch-norm into its conv first (targets are post-BN, the
+    /// merged network has no batch-norm).
+    Fold,
+    /// Keep batch-norm: fit pre-BN outputs, average the BN parameters of merged units, copy
+    /// private ones, re-estimate running statistics on the merge data.
+    Keep,
+}
+
+/// How weights are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FitMode {
+    /// No least squares: permute-and-average weights (a baseline).
+    Average,
+    /// Least squares with inputs from the original models (PLeaS as the paper states it).
+    Original,
+    /// Least squares with the merged network's own inputs, layer by layer.
+    Sequential,
+}
+
+impl FitMode {
+    /// Short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            FitMode::Average => "average",
+            FitMode::Original => "original-inputs",
+            FitMode::Sequential => "sequential",
+        }
+    }
+}
+
+/// Heads of the merged model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadChoice {
+    /// Two heads if the models' metadata `classes` differ, else one.
+    Auto,
+    /// One head fitted to the mean of both models' logits.
+    Shared,
+    /// Two heads, each fitted to its own model's logits.
+    Separate,
+}
+
+/// The settings of one merge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergeSettings {
+    /// FLOP ratio to one model, in [1, 2].
+    pub budget: f64,
+    /// Budget to ratios.
+    pub ratios: RatioMode,
+    /// Activation similarity.
+    pub metric: Metric,
+    /// Matching.
+    pub matching: MatchingMode,
+    /// Relative ridge (times the mean diagonal of each block's Gram).
+    pub ridge: f64,
+    /// Batch-norm handling.
+    pub bn: BnMode,
+    /// Weights by least squares or not.
+    pub fit: FitMode,
+    /// Heads.
+    pub heads: HeadChoice,
+    /// Worker threads (results do not depend on it).
+    pub threads: usize,
+    /// Samples per chunk.
+    pub batch: usize,
+    /// Bytes of activations kept in memory between passes before spilling to a temporary file.
+    pub memory_budget: usize,
+    /// Directory for spill files.
+    pub spill_dir: PathBuf,
+}
+
+impl Default for MergeSettings {
+    fn default() -> Self {
+        Self {
+            budget: 1.0,
+            ratios: RatioMode::Uniform,
+            metric: Metric::NegL2,
+            matching: MatchingMode::Activation,
+            ridge: 1e-6,
+            bn: BnMode::Fold,
+            fit: FitMode::Sequential,
+            heads: HeadChoice::Auto,
+            threads: std::thread::available_parallelism().map_or(1, usize::from),
+            batch: 64,
+            memory_budget: 256 << 20,
+            spill_dir: std::env::temp_dir(),
+        }
+    }
+}
+
+/// Fixed number of data shards: results are identical for any thread count.
+pub const SHARDS: usize = 8;

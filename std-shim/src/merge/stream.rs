@@ -1,0 +1,537 @@
+//! Data passes of the least-squares step: layer by layer, each pass streams the merge data once
+//! through A, B and (for the sequential fit and batch-norm re-estimation) the merged network, and
+//! accumulates what the next layer needs: the Gram and cross moments of its inputs and targets,
+//! or the per-channel moments of a batch-norm input.
+//!
+//! The data is cut into a fixed number of shards of consecutive samples (independent of the
+//! thread count); each shard is processed in chunks, in order, with its own accumulators and its
+//! own [`ActivationStore`] for the activations that stay live between passes; shard results are
+//! combined in shard order. So results are bit-identical for any number of threads.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use pleas_core::forward::Forward;
+use pleas_core::forward::im2col::{ConvGeometry, im2row, im2row_len};
+use pleas_core::gram::GramParams;
+use pleas_core::graph::{Graph, NodeId, Weights};
+use pleas_core::linalg::MatRef;
+use pleas_core::merge::layout::GroupLayout;
+
+use super::merged_model::{MergedLayer, MergedModel, RowSource, TargetRule, row_sources};
+use super::plan::LayerKind;
+use super::store::{ActivationStore, Net};
+use crate::error::Error;
+use crate::io::data::{DataSource, DataSpec};
+use crate::par::{OwnedGram, Parallelism, map_jobs};
+
+/// How the passes run.
+#[derive(Debug, Clone)]
+pub struct StreamParams {
+    /// Samples per chunk.
+    pub batch: usize,
+    /// Worker threads.
+    pub par: Parallelism,
+    /// Shards (fixed: results do not depend on the thread count).
+    pub shards: usize,
+    /// Bytes of live activations kept in memory (over all shards) before spilling to disk.
+    pub memory_budget: usize,
+    /// Directory for spill files.
+    pub spill_dir: PathBuf,
+}
+
+/// What a pass accumulates.
+#[derive(Debug, Clone)]
+pub enum Barrier {
+    /// Gram and cross moments for these merged layers (one input, targets concatenated).
+    Fit {
+        /// Indices into the merged model's layers.
+        layers: Vec<usize>,
+        /// Inputs from the merged network itself instead of the layout of A's and B's.
+        sequential: bool,
+    },
+    /// Per-channel moments of the input of this merged batch-norm node.
+    BatchNorm {
+        /// The merged node.
+        node: NodeId,
+    },
+}
+
+/// Per-channel count, mean and centred sum of squares (combined with Chan's formula).
+#[derive(Debug, Clone, Default)]
+pub struct ChannelMoments {
+    /// Values seen per channel.
+    pub count: f64,
+    /// Mean per channel.
+    pub mean: Vec<f64>,
+    /// Sum of squared deviations per channel.
+    pub m2: Vec<f64>,
+}
+
+impl ChannelMoments {
+    fn merge(&mut self, count: f64, mean: &[f64], m2: &[f64]) {
+        if count == 0.0 {
+            return;
+        }
+        if self.count == 0.0 {
+            self.count = count;
+            self.mean = mean.to_vec();
+            self.m2 = m2.to_vec();
+            return;
+        }
+        let total = self.count + count;
+        for c in 0..mean.len() {
+            let delta = mean[c] - self.mean[c];
+            self.mean[c] += delta * count / total;
+            self.m2[c] += m2[c] + delta * delta * self.count * count / total;
+        }
+        self.count = total;
+    }
+
+    /// Population variance per channel.
+    pub fn variance(&self) -> Vec<f64> {
+        self.m2
+            .iter()
+            .map(|&m| {
+                if self.count > 0.0 {
+                    m / self.count
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+}
+
+/// What a pass produced.
+pub enum PassResult {
+    /// The combined moments of a fit (inputs `x`, concatenated targets `t`).
+    Fit(OwnedGram),
+    /// Batch-norm input moments.
+    BatchNorm(ChannelMoments),
+}
+
+/// The networks a pass runs.
+pub struct Networks<'a> {
+    /// A's and B's architecture (as prepared: batch-norm folded or not).
+    pub original: &'a Graph,
+    /// A's weights.
+    pub a: &'a Weights,
+    /// B's weights.
+    pub b: &'a Weights,
+    /// The merged network (graph and layers; its weights are passed per pass).
+    pub merged: &'a MergedModel,
+    /// Group layouts.
+    pub layouts: &'a [GroupLayout],
+}
+
+struct Shard {
+    samples: Range<usize>,
+    store: ActivationStore,
+}
+
+/// Runs passes over the merge data, keeping each network's live activations between them.
+pub struct Streamer<'a> {
+    nets: Networks<'a>,
+    params: StreamParams,
+    data: DataSpec,
+    shards: Vec<Mutex<Shard>>,
+    /// Highest node computed so far, per network (0: only the input).
+    frontier: [usize; 3],
+}
+
+fn net_index(net: Net) -> usize {
+    match net {
+        Net::A => 0,
+        Net::B => 1,
+        Net::M => 2,
+    }
+}
+
+fn stage_err(reason: String) -> Error {
+    Error::Merge {
+        stage: "least squares",
+        reason,
+    }
+}
+
+/// Whether node `k` is still needed once every node up to `frontier` is computed.
+fn live(graph: &Graph, consumers: &[Vec<NodeId>], k: NodeId, frontier: usize) -> bool {
+    k <= frontier
+        && (consumers[k].iter().any(|&j| j > frontier)
+            || graph.outputs().iter().any(|o| o.node == k))
+}
+
+/// Where [`compose`] writes.
+#[derive(Debug, Clone, Copy)]
+enum Dest {
+    /// NCHW maps of `rows` channels.
+    Nchw,
+    /// Row-major samples: position `(s, p)` is row `s * plane + p` of `stride` values, and
+    /// output row `r` is its column `offset + r`.
+    Rows { stride: usize, offset: usize },
+}
+
+/// Writes, for every output row, `sum of alpha * source plane` of its sources: the layout map
+/// of a group (or plain average / one side) applied to whole feature planes.
+fn compose(
+    sources_rows: &[RowSource],
+    a: &[f32],
+    b: &[f32],
+    in_channels: usize,
+    plane: usize,
+    batch: usize,
+    dest: Dest,
+    out: &mut [f32],
+) {
+    let rows = sources_rows.len();
+    let mut tmp = vec![0.0f32; plane];
+    for s in 0..batch {
+        for (r, src) in sources_rows.iter().enumerate() {
+            let (sa, sb) = (src.a, src.b);
+            let dst: &mut [f32] = match dest {
+                Dest::Nchw => &mut out[(s * rows + r) * plane..][..plane],
+                Dest::Rows { .. } => &mut tmp,
+            };
+            match (sa, sb) {
+                (Some((ia, wa)), Some((ib, wb))) => {
+                    let pa = &a[(s * in_channels + ia) * plane..][..plane];
+                    let pb = &b[(s * in_channels + ib) * plane..][..plane];
+                    for ((d, &x), &y) in dst.iter_mut().zip(pa).zip(pb) {
+                        *d = wa * x + wb * y;
+                    }
+                }
+                (Some((i, w)), None) | (None, Some((i, w))) => {
+                    let src = if sa.is_some() { a } else { b };
+                    let p = &src[(s * in_channels + i) * plane..][..plane];
+                    for (d, &x) in dst.iter_mut().zip(p) {
+                        *d = w * x;
+                    }
+                }
+                (None, None) => dst.fill(0.0),
+            }
+            if let Dest::Rows { stride, offset } = dest {
+                for (p, &v) in tmp.iter().enumerate() {
+                    out[(s * plane + p) * stride + offset + r] = v;
+                }
+            }
+        }
+    }
+}
+
+impl<'a> Streamer<'a> {
+    /// A streamer over `n` samples of `data`.
+    pub fn new(nets: Networks<'a>, params: StreamParams, data: DataSpec, n: usize) -> Self {
+        let shards = params.shards.clamp(1, n.max(1));
+        let per_shard_budget = params.memory_budget / shards;
+        let shards = (0..shards)
+            .map(|s| {
+                Mutex::new(Shard {
+                    samples: (s * n / shards)..((s + 1) * n / shards),
+                    store: ActivationStore::new(per_shard_budget, params.spill_dir.clone()),
+                })
+            })
+            .collect();
+        Self {
+            nets,
+            params,
+            data,
+            shards,
+            frontier: [0; 3],
+        }
+    }
+
+    fn graph(&self, net: Net) -> &'a Graph {
+        match net {
+            Net::A | Net::B => self.nets.original,
+            Net::M => &self.nets.merged.graph,
+        }
+    }
+
+    /// Forgets everything stored for `net` (its frontier goes back to the input).
+    pub fn reset(&mut self, net: Net) {
+        let graph = self.graph(net);
+        for shard in &self.shards {
+            let mut s = shard.lock().expect("shard lock");
+            for k in 0..graph.nodes().len() {
+                s.store.release(net, k);
+            }
+        }
+        self.frontier[net_index(net)] = 0;
+    }
+
+    /// Runs one pass accumulating `barrier`, with the merged network's current `m_weights`.
+    pub fn pass(&mut self, barrier: &Barrier, m_weights: &Weights) -> Result<PassResult, Error> {
+        let merged = self.nets.merged;
+        let mut target = self.frontier;
+        match barrier {
+            Barrier::Fit { layers, sequential } => {
+                if layers.is_empty() {
+                    return Err(stage_err("a fit pass needs at least one layer".into()));
+                }
+                let src = layers
+                    .iter()
+                    .map(|&l| merged.source_node[merged.layers[l].node])
+                    .max()
+                    .unwrap_or(0);
+                target[0] = target[0].max(src);
+                target[1] = target[1].max(src);
+                if *sequential {
+                    let first = layers.iter().map(|&l| merged.layers[l].node).min();
+                    target[2] = target[2].max(first.unwrap_or(1) - 1);
+                }
+            }
+            Barrier::BatchNorm { node } => {
+                target[2] = target[2].max(node - 1);
+            }
+        }
+        let consumers: [Vec<Vec<NodeId>>; 3] = [
+            self.graph(Net::A).consumers(),
+            self.graph(Net::B).consumers(),
+            self.graph(Net::M).consumers(),
+        ];
+        let from = self.frontier;
+        let this = &*self;
+        let results = map_jobs(this.params.par, this.shards.len(), |s| {
+            let mut shard = this.shards[s].lock().expect("shard lock");
+            this.run_shard(&mut shard, barrier, m_weights, from, target, &consumers)
+        });
+        let mut combined: Option<PassResult> = None;
+        for r in results {
+            let r = r?;
+            combined = Some(match (combined, r) {
+                (None, r) => r,
+                (Some(PassResult::Fit(mut acc)), PassResult::Fit(mut other)) => {
+                    acc.combine(&mut other)
+                        .map_err(|e| stage_err(e.to_string()))?;
+                    PassResult::Fit(acc)
+                }
+                (Some(PassResult::BatchNorm(mut m)), PassResult::BatchNorm(o)) => {
+                    m.merge(o.count, &o.mean, &o.m2);
+                    PassResult::BatchNorm(m)
+                }
+                _ => return Err(stage_err("shards returned different results".into())),
+            });
+        }
+        self.frontier = target;
+        // Release what no later node reads.
+        for net in [Net::A, Net::B, Net::M] {
+            let i = net_index(net);
+            let graph = self.graph(net);
+            for shard in &self.shards {
+                let mut sh = shard.lock().expect("shard lock");
+                for (n, k) in sh.store.keys() {
+                    if n == net && !live(graph, &consumers[i], k, target[i]) {
+                        sh.store.release(net, k);
+                    }
+                }
+            }
+        }
+        combined.ok_or_else(|| stage_err("no data".into()))
+    }
+
+    fn run_shard(
+        &self,
+        shard: &mut Shard,
+        barrier: &Barrier,
+        m_weights: &Weights,
+        from: [usize; 3],
+        to: [usize; 3],
+        consumers: &[Vec<Vec<NodeId>>; 3],
+    ) -> Result<PassResult, Error> {
+        let nets = &self.nets;
+        let merged = nets.merged;
+        let mut src = DataSource::open(&self.data)?;
+        let per = src.sample_len();
+        let mut fa = Forward::new(nets.original, nets.a)?;
+        let mut fb = Forward::new(nets.original, nets.b)?;
+        let mut fm = Forward::new(&merged.graph, m_weights)?;
+        let needs: [bool; 3] = match barrier {
+            Barrier::Fit { sequential, .. } => [true, true, *sequential],
+            Barrier::BatchNorm { .. } => [false, false, true],
+        };
+        // Accumulator for this shard.
+        let mut acc: Option<OwnedGram> = None;
+        let mut moments = ChannelMoments::default();
+        let fit_layers: Vec<&MergedLayer> = match barrier {
+            Barrier::Fit { layers, .. } => layers.iter().map(|&l| &merged.layers[l]).collect(),
+            Barrier::BatchNorm { .. } => Vec::new(),
+        };
+        if let Some(first) = fit_layers.first() {
+            let d = first.columns();
+            let t: usize = fit_layers.iter().map(|l| l.outputs).sum();
+            acc = Some(OwnedGram::new_owned(d, t, GramParams::default()));
+        }
+        let batch = self.params.batch.max(1);
+        let range = shard.samples.clone();
+        let mut x = Vec::new();
+        let mut xrows = Vec::new();
+        let mut tbuf = Vec::new();
+        for (chunk, start) in range.clone().step_by(batch).enumerate() {
+            let count = batch.min(range.end - start);
+            let mut input = vec![0.0f32; count * per];
+            src.read(start, count, &mut input)?;
+            let mut acts: [Vec<Option<Vec<f32>>>; 3] = [
+                vec![None; self.graph(Net::A).nodes().len()],
+                vec![None; self.graph(Net::B).nodes().len()],
+                vec![None; self.graph(Net::M).nodes().len()],
+            ];
+            for (i, net) in [Net::A, Net::B, Net::M].into_iter().enumerate() {
+                if !needs[i] {
+                    continue;
+                }
+                acts[i][0] = Some(input.clone());
+                for k in 1..=from[i] {
+                    if shard.store.contains(net, k) {
+                        acts[i][k] = shard.store.take(net, k, chunk)?;
+                    }
+                }
+                let fwd = match net {
+                    Net::A => &mut fa,
+                    Net::B => &mut fb,
+                    Net::M => &mut fm,
+                };
+                for k in from[i] + 1..=to[i] {
+                    let out = fwd.compute_node(k, &mut acts[i], count)?;
+                    acts[i][k] = Some(out);
+                }
+            }
+            match barrier {
+                Barrier::Fit { sequential, .. } => {
+                    let first = fit_layers[0];
+                    let in_node = merged.graph.node(first.node).inputs[0];
+                    let src_in = merged.source_node[in_node];
+                    let in_shape = nets.original.node(src_in).shape;
+                    let plane = in_shape.h * in_shape.w;
+                    let cm = first.in_channels;
+                    let xmap: &[f32] = if *sequential {
+                        acts[2][in_node]
+                            .as_deref()
+                            .ok_or_else(|| stage_err(format!("merged input {in_node} missing")))?
+                    } else {
+                        let (ua, ub) = (acts[0][src_in].as_deref(), acts[1][src_in].as_deref());
+                        let (Some(ua), Some(ub)) = (ua, ub) else {
+                            return Err(stage_err(format!("input {src_in} of A or B missing")));
+                        };
+                        let rule = match first.input_rule {
+                            super::merged_model::InputRule::Layout(g) => TargetRule::Layout(g),
+                            super::merged_model::InputRule::Average => TargetRule::Average,
+                        };
+                        let rows = row_sources(rule, nets.layouts, cm);
+                        x.resize(count * cm * plane, 0.0);
+                        compose(&rows, ua, ub, in_shape.c, plane, count, Dest::Nchw, &mut x);
+                        &x
+                    };
+                    let (kernel, stride, padding) = match first.kind {
+                        LayerKind::Linear => ([1, 1], [1, 1], [0, 0]),
+                        LayerKind::Conv {
+                            kernel,
+                            stride,
+                            padding,
+                        } => (kernel, stride, padding),
+                    };
+                    let geom =
+                        ConvGeometry::new(cm, in_shape.h, in_shape.w, kernel, stride, padding)
+                            .ok_or_else(|| stage_err("window does not fit".into()))?;
+                    let ncols = count * geom.positions();
+                    let k = geom.patch_len();
+                    let d = first.columns();
+                    xrows.resize(im2row_len(&geom, count, d), 0.0);
+                    im2row(&geom, xmap, count, d, &mut xrows);
+                    if first.bias {
+                        for row in xrows.chunks_exact_mut(d) {
+                            row[k] = 1.0;
+                        }
+                    }
+                    let t: usize = fit_layers.iter().map(|l| l.outputs).sum();
+                    tbuf.resize(t * ncols, 0.0);
+                    let mut row0 = 0;
+                    for l in &fit_layers {
+                        let sn = merged.source_node[l.node];
+                        let (Some(va), Some(vb)) = (acts[0][sn].as_deref(), acts[1][sn].as_deref())
+                        else {
+                            return Err(stage_err(format!("output {sn} of A or B missing")));
+                        };
+                        let oshape = nets.original.node(sn).shape;
+                        let rows = row_sources(l.target_rule, nets.layouts, l.outputs);
+                        compose(
+                            &rows,
+                            va,
+                            vb,
+                            oshape.c,
+                            oshape.h * oshape.w,
+                            count,
+                            Dest::Rows {
+                                stride: t,
+                                offset: row0,
+                            },
+                            &mut tbuf,
+                        );
+                        row0 += l.outputs;
+                    }
+                    let xv = MatRef::new(&xrows, ncols, d).map_err(|e| stage_err(e.to_string()))?;
+                    let tv = MatRef::new(&tbuf, ncols, t).map_err(|e| stage_err(e.to_string()))?;
+                    acc.as_mut()
+                        .expect("fit accumulator")
+                        .push(xv, Some(tv))
+                        .map_err(|e| {
+                            stage_err(format!(
+                                "layer `{}`: {}",
+                                merged.graph.node(first.node).name,
+                                e.with_sample_offset(start as u64)
+                            ))
+                        })?;
+                }
+                Barrier::BatchNorm { node } => {
+                    let in_node = merged.graph.node(*node).inputs[0];
+                    let shape = merged.graph.node(in_node).shape;
+                    let data = acts[2][in_node]
+                        .as_deref()
+                        .ok_or_else(|| stage_err(format!("batch-norm input {in_node} missing")))?;
+                    let plane = shape.h * shape.w;
+                    let c = shape.c;
+                    let mut mean = vec![0.0f64; c];
+                    let mut m2 = vec![0.0f64; c];
+                    for ch in 0..c {
+                        let mut s = 0.0f64;
+                        for smp in 0..count {
+                            for &v in &data[(smp * c + ch) * plane..][..plane] {
+                                s += f64::from(v);
+                            }
+                        }
+                        let mu = s / (count * plane) as f64;
+                        let mut q = 0.0f64;
+                        for smp in 0..count {
+                            for &v in &data[(smp * c + ch) * plane..][..plane] {
+                                let dv = f64::from(v) - mu;
+                                q += dv * dv;
+                            }
+                        }
+                        mean[ch] = mu;
+                        m2[ch] = q;
+                    }
+                    moments.merge((count * plane) as f64, &mean, &m2);
+                }
+            }
+            // Keep what later passes read.
+            for (i, net) in [Net::A, Net::B, Net::M].into_iter().enumerate() {
+                if !needs[i] {
+                    continue;
+                }
+                let graph = self.graph(net);
+                for k in 1..acts[i].len() {
+                    if let Some(buf) = acts[i][k].take()
+                        && live(graph, &consumers[i], k, to[i])
+                    {
+                        shard.store.put(net, k, chunk, buf)?;
+                    }
+                }
+            }
+        }
+        match barrier {
+            Barrier::Fit { .. } => Ok(PassResult::Fit(acc.expect("fit accumulator"))),
+            Barrier::BatchNorm { .. } => Ok(PassResult::BatchNorm(moments)),
+        }
+    }
+}
