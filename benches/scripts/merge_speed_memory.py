@@ -83,7 +83,7 @@ def main():
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("extra", nargs="*")
     args = ap.parse_args()
-    binary = ROOT / "target" / "release" / "pleas"
+    binary = Path(os.environ.get("PLEAS_BIN", ROOT / "target" / "release" / "pleas"))
     if args.child:
         secs, rss, _ = run(binary, args.child, args.extra)
         print(json.dumps({"secs": secs, "rss_kib": rss}))

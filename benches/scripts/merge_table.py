@@ -21,6 +21,7 @@ Variants (rows):
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -65,7 +66,8 @@ LABELS = {
 def run_merge(binary, pair, budget, extra):
     a, b = PAIRS[pair]
     with tempfile.TemporaryDirectory() as out:
-        args = [str(binary), "merge", str(FIX / a), str(FIX / b), "--data", str(EVAL),
+        data = [] if "--data" in extra else ["--data", str(EVAL)]
+        args = [str(binary), "merge", str(FIX / a), str(FIX / b), *data,
                 "--budget", str(budget), "--eval", str(EVAL), "-o", out, "--json", *extra]
         t = time.time()
         p = subprocess.run(args, capture_output=True, text=True)
@@ -83,7 +85,7 @@ def main():
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--json")
     args = ap.parse_args()
-    binary = ROOT / "target" / "release" / "pleas"
+    binary = Path(os.environ.get("PLEAS_BIN", ROOT / "target" / "release" / "pleas"))
     if not binary.exists():
         sys.exit("build first: cargo build --release -p pleas")
     budgets = [float(b) for b in args.budgets.split(",")]

@@ -12,6 +12,7 @@ use pleas_core::graph::{Graph, Shape};
 use crate::error::Error;
 use crate::io::data::Dataset;
 use crate::model::Model;
+use crate::par::{Parallelism, map_jobs};
 
 /// Accuracy of one head.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +93,18 @@ pub fn evaluate(
     data_path: &Path,
     batch: usize,
 ) -> Result<EvalReport, Error> {
+    evaluate_with(model, data, data_path, batch, Parallelism::available())
+}
+
+/// [`evaluate`] on `par`'s threads: batches are fixed and the per-head counts are summed, so
+/// the result does not depend on the thread count.
+pub fn evaluate_with(
+    model: &Model,
+    data: &Dataset,
+    data_path: &Path,
+    batch: usize,
+    par: Parallelism,
+) -> Result<EvalReport, Error> {
     let bad = |reason: String| Error::Data {
         path: data_path.to_path_buf(),
         reason,
@@ -101,39 +114,59 @@ pub fn evaluate(
         .as_ref()
         .ok_or_else(|| bad("has no labels".to_string()))?;
     let graph = graph_for_data(model, data, data_path)?;
-    let mut fwd = Forward::new(&graph, &model.weights)?;
+    // Check the weights once, before any thread starts.
+    Forward::new(&graph, &model.weights)?;
     let wanted: Vec<usize> = (0..data.n)
         .filter(|&i| model.heads.iter().any(|h| h.classes.contains(&labels[i])))
         .collect();
     let d = data.sample_len();
-    let mut correct = vec![0usize; model.heads.len()];
-    let mut seen = vec![0usize; model.heads.len()];
     let batch = batch.max(1);
-    let mut x = Vec::with_capacity(batch * d);
-    for chunk in wanted.chunks(batch) {
-        x.clear();
-        for &i in chunk {
-            x.extend_from_slice(&data.x[i * d..(i + 1) * d]);
-        }
-        let outs = fwd.logits(&x, chunk.len())?;
-        for (h, (head, out)) in model.heads.iter().zip(&outs).enumerate() {
-            let width = head.classes.len();
-            for (r, &i) in chunk.iter().enumerate() {
-                let Some(unit) = head.classes.iter().position(|&c| c == labels[i]) else {
-                    continue;
-                };
-                let row = &out[r * width..(r + 1) * width];
-                let mut best = 0;
-                for (j, &v) in row.iter().enumerate() {
-                    if v > row[best] {
-                        best = j;
+    let chunks: Vec<&[usize]> = wanted.chunks(batch).collect();
+    let threads = par.threads().min(chunks.len()).max(1);
+    let per_thread = map_jobs(
+        par,
+        threads,
+        |t| -> Result<(Vec<usize>, Vec<usize>), Error> {
+            let mut fwd = Forward::new(&graph, &model.weights)?;
+            let mut correct = vec![0usize; model.heads.len()];
+            let mut seen = vec![0usize; model.heads.len()];
+            let mut x = Vec::with_capacity(batch * d);
+            for chunk in chunks.iter().skip(t).step_by(threads) {
+                x.clear();
+                for &i in *chunk {
+                    x.extend_from_slice(&data.x[i * d..(i + 1) * d]);
+                }
+                let outs = fwd.logits(&x, chunk.len())?;
+                for (h, (head, out)) in model.heads.iter().zip(&outs).enumerate() {
+                    let width = head.classes.len();
+                    for (r, &i) in chunk.iter().enumerate() {
+                        let Some(unit) = head.classes.iter().position(|&c| c == labels[i]) else {
+                            continue;
+                        };
+                        let row = &out[r * width..(r + 1) * width];
+                        let mut best = 0;
+                        for (j, &v) in row.iter().enumerate() {
+                            if v > row[best] {
+                                best = j;
+                            }
+                        }
+                        seen[h] += 1;
+                        if best == unit {
+                            correct[h] += 1;
+                        }
                     }
                 }
-                seen[h] += 1;
-                if best == unit {
-                    correct[h] += 1;
-                }
             }
+            Ok((correct, seen))
+        },
+    );
+    let mut correct = vec![0usize; model.heads.len()];
+    let mut seen = vec![0usize; model.heads.len()];
+    for r in per_thread {
+        let (c, s) = r?;
+        for h in 0..correct.len() {
+            correct[h] += c[h];
+            seen[h] += s[h];
         }
     }
     let mut heads = Vec::new();

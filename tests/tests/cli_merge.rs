@@ -244,3 +244,92 @@ fn unwritable_output_directory_is_refused_before_merging() {
         .collect();
     assert_eq!(names, [OsString::from("keep.txt")]);
 }
+
+/// Every way of turning the budget into ratios runs and stays within the budget; group weights
+/// from a file must name every group.
+#[test]
+fn ratio_schedules_meet_the_budget() {
+    let eval = fashion_eval();
+    for (i, extra) in [
+        vec!["--ratios", "stages", "--budget", "1.6"],
+        vec!["--ratios", "weighted", "--budget", "1.3"],
+        vec![
+            "--ratios",
+            "uniform",
+            "--budget",
+            "1.3",
+            "--metric",
+            "correlation",
+        ],
+        vec![
+            "--ratios",
+            "uniform",
+            "--budget",
+            "1.3",
+            "--matching",
+            "weight",
+        ],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = tmp(&format!("ratios{i}"));
+        let _ = std::fs::remove_dir_all(&out);
+        let mut args = merge_args(&mlp64(0), &mlp64(1), &eval, &out, &extra);
+        args.extend(["--fit".into(), "none".into()]);
+        let (code, _, err) = pleas(&args);
+        assert_eq!(code, 0, "{extra:?}: {err}");
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
+                .unwrap();
+        let budget = report["settings"]["budget"].as_f64().unwrap();
+        let planned = report["planned_flop_ratio"].as_f64().unwrap();
+        assert!(planned <= budget + 1e-9, "{extra:?}: {planned} > {budget}");
+        assert!(planned >= 1.0, "{extra:?}: {planned}");
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+    let weights = tmp("weights.toml");
+    std::fs::write(&weights, "\"layers.0\" = 1.0\nnonexistent = 2.0\n").unwrap();
+    let out = tmp("ratios_bad");
+    assert_fails_cleanly(
+        &merge_args(
+            &mlp64(0),
+            &mlp64(1),
+            &eval,
+            &out,
+            &[
+                "--ratios",
+                "weighted",
+                "--group-weights",
+                weights.to_str().unwrap(),
+                "--budget",
+                "1.3",
+            ],
+        ),
+        &out,
+        &["weights.toml", "nonexistent"],
+    );
+}
+
+/// `--json` streams one JSON event per line and ends with a summary.
+#[test]
+fn json_events_stream() {
+    let out = tmp("json");
+    let _ = std::fs::remove_dir_all(&out);
+    let mut args = merge_args(&mlp64(0), &mlp64(1), &fashion_eval(), &out, &["--json"]);
+    args.retain(|a| a != "--quiet");
+    let (code, stdout, err) = pleas(&args);
+    assert_eq!(code, 0, "{err}");
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events[0]["event"], "stage");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "step" && e["stage"] == "least squares")
+    );
+    assert_eq!(events.last().unwrap()["event"], "done");
+    std::fs::remove_dir_all(&out).unwrap();
+}

@@ -14,7 +14,9 @@ use crate::error::Error;
 use crate::eval::evaluate;
 use crate::io::data::{self, DataSpec, Normalize};
 use crate::merge::pipeline::{Event, MergeOutcome, merge};
-use crate::merge::settings::{BnMode, FitMode, HeadChoice, MatchingMode, MergeSettings, RatioMode};
+use crate::merge::settings::{
+    BnMode, FitMode, HeadChoice, MatchingMode, MergeSettings, RatioMode, RidgePrior,
+};
 use crate::model::Model;
 use pleas_core::similarity::Metric;
 
@@ -81,6 +83,15 @@ fn settings_from(a: &MergeArgs) -> Result<MergeSettings, Error> {
             )));
         }
     };
+    let ridge_prior = match a.ridge_toward.as_str() {
+        "average" => RidgePrior::Average,
+        "zero" => RidgePrior::Zero,
+        o => {
+            return Err(usage(format!(
+                "--ridge-toward `{o}`: expected average or zero"
+            )));
+        }
+    };
     if !a.budget.is_finite() {
         return Err(usage(format!("--budget {} is not a number", a.budget)));
     }
@@ -93,6 +104,7 @@ fn settings_from(a: &MergeArgs) -> Result<MergeSettings, Error> {
         metric,
         matching,
         ridge: a.ridge.unwrap_or(d.ridge),
+        ridge_prior,
         bn,
         fit,
         heads,
@@ -240,6 +252,7 @@ fn report_json(a: &MergeArgs, s: &MergeSettings, o: &MergeOutcome, eval: Option<
             "metric": s.metric.name(),
             "matching": s.matching.name(),
             "ridge": s.ridge,
+            "ridge_toward": s.ridge_prior.name(),
             "bn": match s.bn { BnMode::Fold => "fold", BnMode::Keep => "keep" },
             "fit": s.fit.name(),
             "heads": match o.head_mode { crate::merge::merged_model::HeadMode::Shared => "shared", crate::merge::merged_model::HeadMode::Separate => "separate" },
@@ -292,11 +305,14 @@ pub(super) fn run(
     };
     let interactive = !a.quiet && !a.json && std::io::stderr().is_terminal();
     let json_events = a.json;
-    let mut events: Vec<String> = Vec::new();
     let mut progress = |e: &Event| match e {
         Event::Stage { name, total } => {
             if json_events {
-                events.push(json!({"event": "stage", "name": name, "total": total}).to_string());
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    json!({"event": "stage", "name": name, "total": total})
+                );
             } else if interactive {
                 let _ = write!(err, "\r\x1b[K{name}: 0/{total}");
             }
@@ -308,9 +324,10 @@ pub(super) fn run(
             what,
         } => {
             if json_events {
-                events.push(
+                let _ = writeln!(
+                    out,
+                    "{}",
                     json!({"event": "step", "stage": stage, "done": done, "total": total, "what": what})
-                        .to_string(),
                 );
             } else if interactive {
                 let _ = write!(err, "\r\x1b[K{stage}: {done}/{total} {what}");
@@ -321,9 +338,6 @@ pub(super) fn run(
         }
     };
     let outcome = merge(&ma, &mb, &spec, &settings, &mut progress)?;
-    for e in &events {
-        writeln!(out, "{e}").map_err(write_err)?;
-    }
     // The merged model as a loadable model, evaluated if asked.
     let mut metadata = crate::io::safetensors::Metadata::new();
     metadata.insert("arch".into(), "pleas-merged".into());

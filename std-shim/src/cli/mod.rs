@@ -70,6 +70,10 @@ struct MergeArgs {
     /// Relative ridge: lambda = X * mean(diag G) per output block.
     #[arg(long, value_name = "X", allow_negative_numbers = true)]
     ridge: Option<f64>,
+    /// What the ridge pulls the weights towards: average (the permute-and-average weights) or
+    /// zero.
+    #[arg(long, default_value = "average")]
+    ridge_toward: String,
     /// Batch-norm: fold (into the convs) or keep (averaged, statistics re-estimated).
     #[arg(long, default_value = "fold")]
     bn: String,

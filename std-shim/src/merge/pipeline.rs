@@ -25,7 +25,7 @@ use super::activation_stats::{activation_moments_streamed, group_similarities};
 use super::merged_model::{self, HeadMode, MergedModel};
 use super::plan;
 use super::settings::{
-    BnMode, FitMode, HeadChoice, MatchingMode, MergeSettings, RatioMode, SHARDS,
+    BnMode, FitMode, HeadChoice, MatchingMode, MergeSettings, RatioMode, RidgePrior, SHARDS,
 };
 use super::store::Net;
 use super::stream::{Barrier, Networks, PassResult, StreamParams, Streamer};
@@ -448,6 +448,7 @@ pub fn merge(
                         ls,
                         &mut acc,
                         settings.ridge,
+                        settings.ridge_prior,
                         &mut weights,
                         &average_weights,
                         tl,
@@ -570,6 +571,7 @@ fn solve_fit(
     layer_ids: &[usize],
     acc: &mut crate::par::OwnedGram,
     ridge: f64,
+    prior: RidgePrior,
     weights: &mut Weights,
     average: &Weights,
     started: Instant,
@@ -588,14 +590,10 @@ fn solve_fit(
     let mut reports = Vec::new();
     let mut offset = 0;
     let solve_time = started.elapsed().as_secs_f64();
+    let gram_at = |i: usize, j: usize| if i >= j { g[i * d + j] } else { g[j * d + i] };
     for &li in layer_ids {
         let layer = &merged.layers[li];
         let name = merged.graph.node(layer.node).name.clone();
-        let eqs = NormalEquations {
-            gram: MatRef::new(&g, d, d).expect("d x d"),
-            cross: MatRef::new(&r, d, t).expect("d x t"),
-            target_sq_sums: &tt,
-        };
         let shifted: Vec<OutputBlock> = layer
             .blocks
             .iter()
@@ -604,8 +602,42 @@ fn solve_fit(
                 cols: b.cols.clone(),
             })
             .collect();
-        let fits = fit_layer(eqs, &shifted, params)
+        // Ridge towards the permute-and-average weights W0: solve for W - W0 with the cross
+        // moment R - G W0 (per block, on its own columns), so that directions the merge data
+        // does not excite keep W0 instead of shrinking to zero.
+        let prior = match prior {
+            RidgePrior::Average => Some(layer.dense(average)),
+            RidgePrior::Zero => None,
+        };
+        let mut cross_fit = r.clone();
+        if let Some(w0) = &prior {
+            for b in &layer.blocks {
+                for o in b.rows.clone() {
+                    let w0o = &w0[o * d..(o + 1) * d];
+                    for &i in &b.cols {
+                        let gw: f64 = b.cols.iter().map(|&j| gram_at(i, j) * w0o[j]).sum();
+                        cross_fit[i * t + offset + o] -= gw;
+                    }
+                }
+            }
+        }
+        let eqs = NormalEquations {
+            gram: MatRef::new(&g, d, d).expect("d x d"),
+            cross: MatRef::new(&cross_fit, d, t).expect("d x t"),
+            target_sq_sums: &tt,
+        };
+        let mut fits = fit_layer(eqs, &shifted, params)
             .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?;
+        if let Some(w0) = &prior {
+            for (f, b) in fits.iter_mut().zip(&layer.blocks) {
+                let nc = b.cols.len();
+                for (r_i, o) in b.rows.clone().enumerate() {
+                    for (c, &j) in b.cols.iter().enumerate() {
+                        f.weights[r_i * nc + c] += w0[o * d + j];
+                    }
+                }
+            }
+        }
         let mut max_ridge: f64 = 0.0;
         for (bi, f) in fits.iter().enumerate() {
             layer.store_block(bi, &f.weights, weights);

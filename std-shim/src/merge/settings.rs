@@ -85,6 +85,26 @@ impl FitMode {
     }
 }
 
+/// What the ridge term pulls the weights towards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RidgePrior {
+    /// The permute-and-average weights (`lambda ||W - W0||^2`): directions the merge data does
+    /// not excite keep the averaged weights, like the authors' warm-started gradient fit.
+    Average,
+    /// Zero (plain ridge, `lambda ||W||^2`).
+    Zero,
+}
+
+impl RidgePrior {
+    /// Short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            RidgePrior::Average => "average",
+            RidgePrior::Zero => "zero",
+        }
+    }
+}
+
 /// Heads of the merged model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeadChoice {
@@ -109,6 +129,8 @@ pub struct MergeSettings {
     pub matching: MatchingMode,
     /// Relative ridge (times the mean diagonal of each block's Gram).
     pub ridge: f64,
+    /// What the ridge pulls towards.
+    pub ridge_prior: RidgePrior,
     /// Batch-norm handling.
     pub bn: BnMode,
     /// Weights by least squares or not.
@@ -133,6 +155,7 @@ impl Default for MergeSettings {
             metric: Metric::NegL2,
             matching: MatchingMode::Activation,
             ridge: 1e-6,
+            ridge_prior: RidgePrior::Average,
             bn: BnMode::Fold,
             fit: FitMode::Sequential,
             heads: HeadChoice::Auto,
