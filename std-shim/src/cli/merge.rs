@@ -112,6 +112,7 @@ fn settings_from(a: &MergeArgs) -> Result<MergeSettings, Error> {
         batch: a.batch,
         memory_budget: a.memory_mib.map_or(d.memory_budget, |m| m << 20),
         spill_dir: d.spill_dir,
+        diagnose: a.diagnose,
     })
 }
 
@@ -233,6 +234,7 @@ fn report_json(a: &MergeArgs, s: &MergeSettings, o: &MergeOutcome, eval: Option<
                 "relative_residual": l.relative_residual,
                 "average_relative_residual": l.average_relative_residual,
                 "seconds": l.seconds,
+                "own_input_relative_residual": l.own_input_relative_residual,
             })
         })
         .collect();

@@ -109,6 +109,10 @@ struct MergeArgs {
     /// Output directory (merged.safetensors, report.json).
     #[arg(short, long, value_name = "OUT_DIR")]
     out: PathBuf,
+    /// Also report each layer's residual on the merged network's own inputs (with --fit
+    /// original; one more data pass per layer).
+    #[arg(long)]
+    diagnose: bool,
     /// Print nothing but errors.
     #[arg(long)]
     quiet: bool,

@@ -95,6 +95,9 @@ pub struct LayerReport {
     pub average_relative_residual: f64,
     /// Seconds of its data pass and solve.
     pub seconds: f64,
+    /// With `diagnose`: the fitted weights' relative residual on the merged network's own
+    /// inputs (for fits on the original models' inputs).
+    pub own_input_relative_residual: Option<f64>,
 }
 
 /// Everything a merge produced.
@@ -488,6 +491,31 @@ pub fn merge(
                 what,
             });
         }
+        if settings.diagnose && settings.fit == FitMode::Original {
+            // The fitted layers' residuals on the merged network's own inputs: what they meet
+            // at inference, as opposed to the layout of the original models' inputs.
+            for net in [Net::A, Net::B, Net::M] {
+                streamer.reset(net);
+            }
+            let seq = MergeSettings {
+                fit: FitMode::Sequential,
+                bn: BnMode::Fold,
+                ..settings.clone()
+            };
+            for barrier in plan_passes(&merged, &seq) {
+                let Barrier::Fit { layers: ls, .. } = &barrier else {
+                    continue;
+                };
+                let PassResult::Fit(mut acc) = streamer.pass(&barrier, &weights)? else {
+                    return Err(err("diagnosis", "pass returned the wrong result"));
+                };
+                for (name, residual) in own_input_residuals(&merged, ls, &mut acc, &weights)? {
+                    if let Some(r) = layer_reports.iter_mut().find(|r| r.name == name) {
+                        r.own_input_relative_residual = Some(residual);
+                    }
+                }
+            }
+        }
     }
     timings.push(("least squares", t2.elapsed().as_secs_f64()));
     if let Some((name, index)) = weights.iter().find_map(|(k, t)| {
@@ -670,8 +698,55 @@ fn solve_fit(
             relative_residual: fitted.max(0.0) / norm,
             average_relative_residual: avg.max(0.0) / norm,
             seconds: solve_time / layer_ids.len() as f64,
+            own_input_relative_residual: None,
         });
         offset += o;
     }
     Ok(reports)
+}
+
+/// Relative residuals `||X W - T||^2 / ||T||^2` of the current weights of `layer_ids` on the
+/// moments of one pass.
+fn own_input_residuals(
+    merged: &MergedModel,
+    layer_ids: &[usize],
+    acc: &mut crate::par::OwnedGram,
+    weights: &Weights,
+) -> Result<Vec<(String, f64)>, Error> {
+    let stage = "diagnosis";
+    let (d, t) = (acc.dim(), acc.targets());
+    let mut g = vec![0.0f64; d * d];
+    let mut r = vec![0.0f64; d * t];
+    let mut tt = vec![0.0f64; t];
+    acc.write_gram(MatMut::new(&mut g, d, d).expect("d x d"))
+        .and_then(|_| acc.write_cross(MatMut::new(&mut r, d, t).expect("d x t")))
+        .and_then(|_| acc.write_sum_tt(&mut tt))
+        .map_err(|e| err(stage, e.to_string()))?;
+    let mut out = Vec::new();
+    let mut offset = 0;
+    for &li in layer_ids {
+        let layer = &merged.layers[li];
+        let o = layer.outputs;
+        let mut cross = vec![0.0f64; d * o];
+        for i in 0..d {
+            cross[i * o..(i + 1) * o].copy_from_slice(&r[i * t + offset..i * t + offset + o]);
+        }
+        let eqs = NormalEquations {
+            gram: MatRef::new(&g, d, d).expect("d x d"),
+            cross: MatRef::new(&cross, d, o).expect("d x o"),
+            target_sq_sums: &tt[offset..offset + o],
+        };
+        let norm: f64 = tt[offset..offset + o]
+            .iter()
+            .sum::<f64>()
+            .max(f64::MIN_POSITIVE);
+        let loss =
+            layer_loss(eqs, &layer.dense(weights), o).map_err(|e| err(stage, e.to_string()))?;
+        out.push((
+            merged.graph.node(layer.node).name.clone(),
+            loss.max(0.0) / norm,
+        ));
+        offset += o;
+    }
+    Ok(out)
 }

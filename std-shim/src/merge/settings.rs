@@ -145,6 +145,9 @@ pub struct MergeSettings {
     pub memory_budget: usize,
     /// Directory for spill files.
     pub spill_dir: PathBuf,
+    /// Also measure each layer's residual on the merged network's own inputs (one more pass
+    /// per layer; for fits on the original models' inputs).
+    pub diagnose: bool,
 }
 
 impl Default for MergeSettings {
@@ -163,6 +166,7 @@ impl Default for MergeSettings {
             batch: 64,
             memory_budget: 256 << 20,
             spill_dir: std::env::temp_dir(),
+            diagnose: false,
         }
     }
 }
