@@ -22,7 +22,7 @@ use pleas_core::merge::weight_matching::{WeightMatchParams, weight_matching};
 use pleas_core::similarity::Metric;
 
 use super::activation_stats::{activation_moments_streamed, group_similarities};
-use super::merged_model::{self, HeadMode, MergedModel};
+use super::merged_model::{self, HeadMode, MergedModel, TargetRule};
 use super::plan;
 use super::settings::{
     BnMode, FitMode, HeadChoice, MatchingMode, MergeSettings, RatioMode, RidgePrior, SHARDS,
@@ -408,7 +408,8 @@ pub fn merge(
 
     // Step 2: least squares and batch-norm statistics.
     let t2 = Instant::now();
-    let barriers = plan_passes(&merged, settings);
+    let exact = exact_channels(&merged, &layouts);
+    let barriers = plan_passes(&merged, settings, &exact);
     let total = barriers.len();
     progress(&Event::Stage {
         name: "least squares",
@@ -470,14 +471,14 @@ pub fn merge(
                         return Err(err("batch-norm", "not a batch-norm node"));
                     };
                     let var = m.variance();
-                    if let Some(t) = weights.get_mut(running_mean) {
-                        for (d, &v) in t.data_mut().iter_mut().zip(&m.mean) {
-                            *d = v as f32;
-                        }
-                    }
-                    if let Some(t) = weights.get_mut(running_var) {
-                        for (d, &v) in t.data_mut().iter_mut().zip(&var) {
-                            *d = v as f32;
+                    let keep = &exact[*node];
+                    for (name, values) in [(running_mean, &m.mean), (running_var, &var)] {
+                        if let Some(t) = weights.get_mut(name) {
+                            for ((d, &v), &exact) in t.data_mut().iter_mut().zip(values).zip(keep) {
+                                if !exact {
+                                    *d = v as f32;
+                                }
+                            }
                         }
                     }
                     merged.graph.node(*node).name.clone()
@@ -502,7 +503,7 @@ pub fn merge(
                 bn: BnMode::Fold,
                 ..settings.clone()
             };
-            for barrier in plan_passes(&merged, &seq) {
+            for barrier in plan_passes(&merged, &seq, &exact) {
                 let Barrier::Fit { layers: ls, .. } = &barrier else {
                     continue;
                 };
@@ -556,7 +557,11 @@ pub fn merge(
 /// The data passes in order: fits (layers reading the same input with the same geometry share
 /// one pass) and, with batch-norm kept, one pass per batch-norm node (after all fits for
 /// original inputs; interleaved in node order for the sequential fit).
-fn plan_passes(merged: &MergedModel, settings: &MergeSettings) -> Vec<Barrier> {
+fn plan_passes(
+    merged: &MergedModel,
+    settings: &MergeSettings,
+    exact: &[Vec<bool>],
+) -> Vec<Barrier> {
     let mut fits: Vec<(usize, Vec<usize>)> = Vec::new();
     if settings.fit != FitMode::Average {
         let mut by_input: BTreeMap<(usize, String, bool), usize> = BTreeMap::new();
@@ -579,7 +584,7 @@ fn plan_passes(merged: &MergedModel, settings: &MergeSettings) -> Vec<Barrier> {
         .collect();
     if settings.bn == BnMode::Keep {
         for (id, node) in merged.graph.nodes().iter().enumerate() {
-            if matches!(node.op, Op::BatchNorm { .. }) {
+            if matches!(node.op, Op::BatchNorm { .. }) && exact[id].iter().any(|&e| !e) {
                 let key = if sequential || settings.fit == FitMode::Average {
                     id
                 } else {
@@ -749,4 +754,53 @@ fn own_input_residuals(
         offset += o;
     }
     Ok(out)
+}
+
+/// Per merged node and channel: whether the activation is, by construction, exactly one
+/// original model's unit (a private unit computed only from exact channels of its own side).
+/// Batch-norm statistics of exact channels are the model's own and are not re-estimated, so a
+/// merge that keeps everything separate (budget 2.0) reproduces both models.
+fn exact_channels(merged: &MergedModel, layouts: &[GroupLayout]) -> Vec<Vec<bool>> {
+    let graph = &merged.graph;
+    let mut exact: Vec<Vec<bool>> = Vec::with_capacity(graph.nodes().len());
+    let layer_at: BTreeMap<usize, &super::merged_model::MergedLayer> =
+        merged.layers.iter().map(|l| (l.node, l)).collect();
+    for (id, node) in graph.nodes().iter().enumerate() {
+        let c = node.shape.c;
+        let e = if id == 0 {
+            vec![true; c]
+        } else if let Some(l) = layer_at.get(&id) {
+            let input = &exact[node.inputs[0]];
+            let patch = l.kind.patch();
+            let mut row_exact = vec![false; c];
+            for b in &l.blocks {
+                let reads_exact = b.cols[..b.cols.len() - usize::from(l.bias)]
+                    .iter()
+                    .all(|&col| input[col / patch]);
+                for r in b.rows.clone() {
+                    let private = match l.target_rule {
+                        TargetRule::Layout(g) => r >= layouts[g].merged_count(),
+                        TargetRule::OnlyA | TargetRule::OnlyB => true,
+                        TargetRule::Average => false,
+                    };
+                    row_exact[r] = private && reads_exact;
+                }
+            }
+            row_exact
+        } else {
+            match &node.op {
+                Op::Add => (0..c)
+                    .map(|ch| node.inputs.iter().all(|&i| exact[i][ch]))
+                    .collect(),
+                Op::Flatten => {
+                    let i = &exact[node.inputs[0]];
+                    let per = c / i.len().max(1);
+                    (0..c).map(|ch| i[ch / per.max(1)]).collect()
+                }
+                _ => exact[node.inputs[0]].clone(),
+            }
+        };
+        exact.push(e);
+    }
+    exact
 }
