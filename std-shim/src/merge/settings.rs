@@ -164,7 +164,7 @@ impl Default for MergeSettings {
             heads: HeadChoice::Auto,
             threads: std::thread::available_parallelism().map_or(1, usize::from),
             batch: 64,
-            memory_budget: 256 << 20,
+            memory_budget: 128 << 20,
             spill_dir: std::env::temp_dir(),
             diagnose: false,
         }
