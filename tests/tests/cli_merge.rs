@@ -333,3 +333,26 @@ fn json_events_stream() {
     assert_eq!(events.last().unwrap()["event"], "done");
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// A merged model cannot be merged again (its layers are block-structured): a clear error.
+#[test]
+fn merged_models_are_not_merged_again() {
+    let first = tmp("first");
+    let _ = std::fs::remove_dir_all(&first);
+    let (code, _, err) = pleas(&merge_args(
+        &mlp64(0),
+        &mlp64(1),
+        &fashion_eval(),
+        &first,
+        &[],
+    ));
+    assert_eq!(code, 0, "{err}");
+    let merged = first.join("merged.safetensors");
+    let out = tmp("second");
+    assert_fails_cleanly(
+        &merge_args(&merged, &merged, &fashion_eval(), &out, &[]),
+        &out,
+        &["already a merged model"],
+    );
+    std::fs::remove_dir_all(&first).unwrap();
+}

@@ -232,6 +232,33 @@ pub fn merge(
             ),
         ));
     }
+    for m in [a, b] {
+        if let Some(n) = m
+            .graph
+            .nodes()
+            .iter()
+            .find(|n| matches!(n.op, Op::BlockConv2d { .. } | Op::BlockLinear { .. }))
+        {
+            return Err(err(
+                "architecture",
+                format!(
+                    "`{}` is already a merged model (block-structured layer `{}`); merging merged models is not supported",
+                    m.path.display(),
+                    n.name
+                ),
+            ));
+        }
+        if m.heads.len() != 1 {
+            return Err(err(
+                "architecture",
+                format!(
+                    "`{}` has {} outputs; merging needs models with exactly one head",
+                    m.path.display(),
+                    m.heads.len()
+                ),
+            ));
+        }
+    }
     let (ca, cb) = (&a.heads[0].classes, &b.heads[0].classes);
     let head_mode = match settings.heads {
         HeadChoice::Shared => {
