@@ -639,13 +639,7 @@ fn solve_fit(
     let stage = "least squares";
     let d = acc.dim();
     let t = acc.targets();
-    let mut g = vec![0.0f64; d * d];
-    let mut r = vec![0.0f64; d * t];
-    let mut tt = vec![0.0f64; t];
-    acc.write_gram(MatMut::new(&mut g, d, d).expect("d x d"))
-        .and_then(|_| acc.write_cross(MatMut::new(&mut r, d, t).expect("d x t")))
-        .and_then(|_| acc.write_sum_tt(&mut tt))
-        .map_err(|e| err(stage, e.to_string()))?;
+    let Moments { g, r, tt } = Moments::read(acc, stage)?;
     let params = RidgeParams::default().with_relative_ridge(ridge);
     let mut reports = Vec::new();
     let mut offset = 0;
@@ -705,10 +699,7 @@ fn solve_fit(
         }
         // Losses of the fitted and the permute-and-average weights on this layer's targets.
         let o = layer.outputs;
-        let mut cross = vec![0.0f64; d * o];
-        for i in 0..d {
-            cross[i * o..(i + 1) * o].copy_from_slice(&r[i * t + offset..i * t + offset + o]);
-        }
+        let cross = target_columns(&r, d, t, offset, o);
         let sub = NormalEquations {
             gram: MatRef::new(&g, d, d).expect("d x d"),
             cross: MatRef::new(&cross, d, o).expect("d x o"),
@@ -747,22 +738,13 @@ fn own_input_residuals(
 ) -> Result<Vec<(String, f64)>, Error> {
     let stage = "diagnosis";
     let (d, t) = (acc.dim(), acc.targets());
-    let mut g = vec![0.0f64; d * d];
-    let mut r = vec![0.0f64; d * t];
-    let mut tt = vec![0.0f64; t];
-    acc.write_gram(MatMut::new(&mut g, d, d).expect("d x d"))
-        .and_then(|_| acc.write_cross(MatMut::new(&mut r, d, t).expect("d x t")))
-        .and_then(|_| acc.write_sum_tt(&mut tt))
-        .map_err(|e| err(stage, e.to_string()))?;
+    let Moments { g, r, tt } = Moments::read(acc, stage)?;
     let mut out = Vec::new();
     let mut offset = 0;
     for &li in layer_ids {
         let layer = &merged.layers[li];
         let o = layer.outputs;
-        let mut cross = vec![0.0f64; d * o];
-        for i in 0..d {
-            cross[i * o..(i + 1) * o].copy_from_slice(&r[i * t + offset..i * t + offset + o]);
-        }
+        let cross = target_columns(&r, d, t, offset, o);
         let eqs = NormalEquations {
             gram: MatRef::new(&g, d, d).expect("d x d"),
             cross: MatRef::new(&cross, d, o).expect("d x o"),
@@ -830,4 +812,37 @@ fn exact_channels(merged: &MergedModel, layouts: &[GroupLayout]) -> Vec<Vec<bool
         exact.push(e);
     }
     exact
+}
+
+/// The normal-equation moments of one fit pass: lower-triangular Gram `g` (`d x d`), cross
+/// moment `r` (`d x t`) and per-target sums of squares `tt`.
+struct Moments {
+    g: Vec<f64>,
+    r: Vec<f64>,
+    tt: Vec<f64>,
+}
+
+impl Moments {
+    fn read(acc: &mut crate::par::OwnedGram, stage: &'static str) -> Result<Self, Error> {
+        let (d, t) = (acc.dim(), acc.targets());
+        let mut m = Moments {
+            g: vec![0.0; d * d],
+            r: vec![0.0; d * t],
+            tt: vec![0.0; t],
+        };
+        acc.write_gram(MatMut::new(&mut m.g, d, d).expect("d x d"))
+            .and_then(|_| acc.write_cross(MatMut::new(&mut m.r, d, t).expect("d x t")))
+            .and_then(|_| acc.write_sum_tt(&mut m.tt))
+            .map_err(|e| err(stage, e.to_string()))?;
+        Ok(m)
+    }
+}
+
+/// Columns `offset .. offset + o` of the `d x t` cross moment `r`, as a `d x o` matrix.
+fn target_columns(r: &[f64], d: usize, t: usize, offset: usize, o: usize) -> Vec<f64> {
+    let mut cross = vec![0.0f64; d * o];
+    for i in 0..d {
+        cross[i * o..(i + 1) * o].copy_from_slice(&r[i * t + offset..i * t + offset + o]);
+    }
+    cross
 }
