@@ -639,7 +639,8 @@ fn solve_fit(
     let stage = "least squares";
     let d = acc.dim();
     let t = acc.targets();
-    let Moments { g, r, tt } = Moments::read(acc, stage)?;
+    let moments = Moments::read(acc, stage)?;
+    let (g, r, tt) = (&moments.g, &moments.r, &moments.tt);
     let params = RidgeParams::default().with_relative_ridge(ridge);
     let mut reports = Vec::new();
     let mut offset = 0;
@@ -676,9 +677,9 @@ fn solve_fit(
             }
         }
         let eqs = NormalEquations {
-            gram: MatRef::new(&g, d, d).expect("d x d"),
+            gram: MatRef::new(g, d, d).expect("d x d"),
             cross: MatRef::new(&cross_fit, d, t).expect("d x t"),
-            target_sq_sums: &tt,
+            target_sq_sums: tt,
         };
         let mut fits = fit_layer(eqs, &shifted, params)
             .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?;
@@ -699,27 +700,19 @@ fn solve_fit(
         }
         // Losses of the fitted and the permute-and-average weights on this layer's targets.
         let o = layer.outputs;
-        let cross = target_columns(&r, d, t, offset, o);
-        let sub = NormalEquations {
-            gram: MatRef::new(&g, d, d).expect("d x d"),
-            cross: MatRef::new(&cross, d, o).expect("d x o"),
-            target_sq_sums: &tt[offset..offset + o],
-        };
-        let norm: f64 = tt[offset..offset + o]
-            .iter()
-            .sum::<f64>()
-            .max(f64::MIN_POSITIVE);
-        let fitted = layer_loss(sub, &layer.dense(weights), o)
+        let fitted = moments
+            .relative_residual(offset, layer, weights)
             .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?;
-        let avg = layer_loss(sub, &layer.dense(average), o)
+        let avg = moments
+            .relative_residual(offset, layer, average)
             .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?;
         reports.push(LayerReport {
             name,
             columns: d,
             outputs: o,
             ridge: max_ridge,
-            relative_residual: fitted.max(0.0) / norm,
-            average_relative_residual: avg.max(0.0) / norm,
+            relative_residual: fitted,
+            average_relative_residual: avg,
             seconds: solve_time / layer_ids.len() as f64,
             own_input_relative_residual: None,
         });
@@ -737,29 +730,16 @@ fn own_input_residuals(
     weights: &Weights,
 ) -> Result<Vec<(String, f64)>, Error> {
     let stage = "diagnosis";
-    let (d, t) = (acc.dim(), acc.targets());
-    let Moments { g, r, tt } = Moments::read(acc, stage)?;
+    let moments = Moments::read(acc, stage)?;
     let mut out = Vec::new();
     let mut offset = 0;
     for &li in layer_ids {
         let layer = &merged.layers[li];
         let o = layer.outputs;
-        let cross = target_columns(&r, d, t, offset, o);
-        let eqs = NormalEquations {
-            gram: MatRef::new(&g, d, d).expect("d x d"),
-            cross: MatRef::new(&cross, d, o).expect("d x o"),
-            target_sq_sums: &tt[offset..offset + o],
-        };
-        let norm: f64 = tt[offset..offset + o]
-            .iter()
-            .sum::<f64>()
-            .max(f64::MIN_POSITIVE);
-        let loss =
-            layer_loss(eqs, &layer.dense(weights), o).map_err(|e| err(stage, e.to_string()))?;
-        out.push((
-            merged.graph.node(layer.node).name.clone(),
-            loss.max(0.0) / norm,
-        ));
+        let residual = moments
+            .relative_residual(offset, layer, weights)
+            .map_err(|e| err(stage, e.to_string()))?;
+        out.push((merged.graph.node(layer.node).name.clone(), residual));
         offset += o;
     }
     Ok(out)
@@ -835,6 +815,29 @@ impl Moments {
             .and_then(|_| acc.write_sum_tt(&mut m.tt))
             .map_err(|e| err(stage, e.to_string()))?;
         Ok(m)
+    }
+
+    /// `||X W - T||^2 / ||T||^2` of `layer`'s dense weights in `weights`, for the targets
+    /// from column `offset` on.
+    fn relative_residual(
+        &self,
+        offset: usize,
+        layer: &super::merged_model::MergedLayer,
+        weights: &Weights,
+    ) -> Result<f64, pleas_core::merge::fit::FitError> {
+        let (t, o) = (self.tt.len(), layer.outputs);
+        let d = self.r.len() / t.max(1);
+        let cross = target_columns(&self.r, d, t, offset, o);
+        let eqs = NormalEquations {
+            gram: MatRef::new(&self.g, d, d).expect("d x d"),
+            cross: MatRef::new(&cross, d, o).expect("d x o"),
+            target_sq_sums: &self.tt[offset..offset + o],
+        };
+        let norm = self.tt[offset..offset + o]
+            .iter()
+            .sum::<f64>()
+            .max(f64::MIN_POSITIVE);
+        Ok(layer_loss(eqs, &layer.dense(weights), o)?.max(0.0) / norm)
     }
 }
 
