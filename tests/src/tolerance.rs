@@ -161,6 +161,11 @@ pub const NEAR_TIE_LOGIT_MARGIN: f32 = 2e-3;
 /// relative to the max |output|; f32 sums of up to a few hundred terms in another order.
 pub const KERNEL_VS_NAIVE_REL: f32 = 1e-5;
 
+/// A scalar f64 twin (rounded once to f32) against nalgebra's f64 product of the same f32
+/// values, relative to the max |output|: both are exact to f64 rounding except the twin's final
+/// rounding to f32, half an f32 ulp of the value.
+pub const TWIN_VS_NALGEBRA_REL: f64 = f32::EPSILON as f64;
+
 /// A block-structured conv or linear layer against the dense layer whose weight is zero outside
 /// the blocks, relative to the max |output|: both sum the same non-zero f32 products (the dense
 /// one adds exact zeros, which change nothing), grouped differently (one GEMM per input range,

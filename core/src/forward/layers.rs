@@ -9,6 +9,7 @@
 use core::ops::Range;
 
 use super::ForwardError;
+use super::direct_conv::{direct_conv, direct_conv_applies, direct_conv_scratch_len};
 use super::im2col::{ConvGeometry, im2col, im2col_len};
 use crate::linalg::{MatMut, MatRef, Op, gemm, gemm_scratch_len};
 
@@ -137,6 +138,16 @@ fn conv_scratch(geom: &ConvGeometry, out_c: usize, chunk: usize, gemm_len: usize
 
 /// Scratch elements [`conv2d`] needs when it processes `chunk` samples per matrix product.
 pub fn conv2d_scratch_len(geom: &ConvGeometry, out_c: usize, chunk: usize) -> usize {
+    if direct_conv_applies(geom) {
+        let all = 0..geom.in_c;
+        let block = [BlockRef {
+            weight: &[],
+            bias: None,
+            rows: out_c,
+            inputs: core::slice::from_ref(&all),
+        }];
+        return direct_conv_scratch_len(geom, &block);
+    }
     let cols = chunk * geom.positions();
     conv_scratch(
         geom,
@@ -153,6 +164,9 @@ pub fn block_conv2d_scratch_len(
     blocks: &[BlockRef<'_>],
     chunk: usize,
 ) -> usize {
+    if direct_conv_applies(geom) {
+        return direct_conv_scratch_len(geom, blocks);
+    }
     let cols = chunk * geom.positions();
     let per_col = geom.kernel[0] * geom.kernel[1];
     let gemm_len = blocks
@@ -223,6 +237,10 @@ pub fn block_conv2d(
         block_conv2d_scratch_len(geom, blocks, chunk),
         scratch.len(),
     )?;
+    if direct_conv_applies(geom) {
+        direct_conv(geom, blocks, input, batch, output, scratch);
+        return Ok(());
+    }
     let (cols_buf, rest) = scratch.split_at_mut(im2col_len(geom, chunk));
     let (tmp, gemm_scratch) = rest.split_at_mut(out_c * chunk * p);
     let mut s0 = 0;

@@ -10,9 +10,11 @@
 //! schedule nodes themselves.
 //!
 //! - [`im2col`]: patch unfolding with its length query.
+//! - [`direct_conv`]: stride-1 convolution read straight from padded input planes.
 //! - [`layers`]: the batched kernels (conv, linear, affine, pooling), scratch-sized.
 //! - [`fold`]: folding eval-mode batch-norm into the preceding conv or linear layer.
 
+pub mod direct_conv;
 pub mod fold;
 pub mod im2col;
 pub mod layers;

@@ -1,0 +1,336 @@
+//! Direct convolution of stride-1 windows, without a patch matrix.
+//!
+//! im2col copies every input value `kh * kw` times and the GEMM packs that copy once more; for
+//! the narrow layers of small CNNs (16 channels at 28 x 28) the copies cost as much as the
+//! multiply-adds. This kernel reads the input in place instead:
+//!
+//! - Each input channel of a sample is copied once into a zero-padded plane of row length
+//!   `wp = in_w + 2 pw`, flattened. With stride 1, output `(oy, ox)` at flat position
+//!   `q = oy * wp + ox` is `sum_{c, ky, kx} W[o, c, ky, kx] * plane_c[q + ky * wp + kx]`: every
+//!   tap is a contiguous slice of the plane shifted by `ky * wp + kx`.
+//! - The flat positions `0 .. out_h * wp` (rounded up to whole 8-lane vectors) are computed in
+//!   register tiles of [`ROWS`] output channels x [`VECS`] vectors of 8 positions (12
+//!   accumulators for `f32x8`), over all input channels and taps, so each accumulator is written
+//!   once. The columns `out_w .. wp` of each row are padding and are dropped when the tile rows
+//!   are copied to the NCHW output, where the bias is added.
+//! - Weights are repacked once per call so that a tap's [`ROWS`] weights are adjacent.
+//!
+//! The wasted work is the dropped columns: `2 pw / wp` of the flat positions (7 % at 28 x 28,
+//! 12 % at 14 x 14, 22 % at 7 x 7 for a 3 x 3 kernel with padding 1).
+//!
+//! Blocks ([`BlockRef`]) are handled natively: each block's tile reads only its input ranges.
+//! [`direct_conv_reference`] is the scalar twin (f64 accumulation) the property tests compare
+//! against.
+
+use wide::f32x8;
+
+use super::im2col::ConvGeometry;
+use super::layers::BlockRef;
+
+/// 8-lane vectors.
+const LANES: usize = 8;
+/// Output channels per register tile.
+pub const ROWS: usize = 4;
+/// 8-lane position vectors per register tile.
+pub const VECS: usize = 3;
+
+/// Largest window (taps) the direct kernel takes; wider windows use im2col.
+pub const MAX_TAPS: usize = 49;
+
+/// Whether [`direct_conv`] handles `geom`: stride 1 and a window of 2 to [`MAX_TAPS`] taps (a
+/// 1 x 1 window is a plain matrix product, which the GEMM path does without copies).
+pub fn direct_conv_applies(geom: &ConvGeometry) -> bool {
+    let taps = geom.kernel[0] * geom.kernel[1];
+    geom.stride == [1, 1] && taps > 1 && taps <= MAX_TAPS
+}
+
+/// The flattened padded plane of one input channel.
+#[derive(Debug, Clone, Copy)]
+struct Plane {
+    /// Row length, `in_w + 2 pw`.
+    wp: usize,
+    /// Flat output positions computed: `out_h * wp` rounded up to whole vectors.
+    q: usize,
+    /// Plane length: every tap of every computed position lies inside.
+    len: usize,
+}
+
+impl Plane {
+    fn of(geom: &ConvGeometry) -> Self {
+        let wp = geom.in_w + 2 * geom.padding[1];
+        let q = (geom.out_h * wp).div_ceil(LANES) * LANES;
+        // The last computed position, q - 1, reads up to q - 1 + (kh - 1) wp + kw - 1; with
+        // stride 1, out_h + kh - 1 = in_h + 2 ph, so this also covers every padded row.
+        let len = q + (geom.kernel[0] - 1) * wp + geom.kernel[1] - 1;
+        Self { wp, q, len }
+    }
+}
+
+/// Scratch elements [`direct_conv`] needs for `blocks` over `geom`: the padded planes of one
+/// sample, the repacked weights and one sample's flat output rows.
+pub fn direct_conv_scratch_len(geom: &ConvGeometry, blocks: &[BlockRef<'_>]) -> usize {
+    let plane = Plane::of(geom);
+    let taps = geom.kernel[0] * geom.kernel[1];
+    let (rows, weights) = blocks.iter().fold((0usize, 0usize), |(r, w), b| {
+        let cols = b.inputs.iter().map(|r| r.len()).sum::<usize>();
+        (r + b.rows, w + b.rows * cols * taps)
+    });
+    geom.in_c * plane.len + weights + rows * plane.q
+}
+
+/// Copies the weights of every block so that, per group of up to [`ROWS`] output rows, the
+/// values of one (column, tap) step are adjacent: `packed[step * g + m]` for a group of `g`
+/// rows, groups one after another.
+fn pack_weights(blocks: &[BlockRef<'_>], taps: usize, packed: &mut [f32]) {
+    let mut at = 0;
+    for b in blocks {
+        let steps = b.inputs.iter().map(|r| r.len()).sum::<usize>() * taps;
+        let mut r0 = 0;
+        while r0 < b.rows {
+            let g = ROWS.min(b.rows - r0);
+            for step in 0..steps {
+                for m in 0..g {
+                    packed[at + step * g + m] = b.weight[(r0 + m) * steps + step];
+                }
+            }
+            at += steps * g;
+            r0 += g;
+        }
+    }
+}
+
+#[inline(always)]
+fn load(x: &[f32]) -> f32x8 {
+    f32x8::from(<[f32; LANES]>::try_from(&x[..LANES]).unwrap())
+}
+
+/// One register tile: `G` output rows x `V` vectors starting at flat position `q0`, summed over
+/// the block's input ranges and the taps (plane offsets `offsets`).
+#[inline(always)]
+fn tile<const G: usize, const V: usize>(
+    planes: &[f32],
+    plane_len: usize,
+    block: &BlockRef<'_>,
+    offsets: &[usize],
+    weights: &[f32],
+    q0: usize,
+) -> [[f32x8; V]; G] {
+    let mut acc = [[f32x8::ZERO; V]; G];
+    let span = offsets.last().copied().unwrap_or(0) + V * LANES;
+    let mut w = weights.chunks_exact(G);
+    for range in block.inputs {
+        for c in range.clone() {
+            let window = &planes[c * plane_len + q0..][..span];
+            for &off in offsets {
+                let wg = w.next().unwrap_or(&[]);
+                let mut x = [f32x8::ZERO; V];
+                for (v, xv) in x.iter_mut().enumerate() {
+                    *xv = load(&window[off + v * LANES..]);
+                }
+                for m in 0..G {
+                    let wm = f32x8::splat(wg[m]);
+                    for v in 0..V {
+                        acc[m][v] = wm.mul_add(x[v], acc[m][v]);
+                    }
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// Computes `G` rows of a block over every flat position into `flat` (`G` rows of `q`).
+#[inline(always)]
+fn row_group<const G: usize>(
+    planes: &[f32],
+    plane: Plane,
+    block: &BlockRef<'_>,
+    offsets: &[usize],
+    weights: &[f32],
+    flat: &mut [f32],
+) {
+    let vectors = plane.q / LANES;
+    let mut v0 = 0;
+    while v0 < vectors {
+        let q0 = v0 * LANES;
+        match vectors - v0 {
+            1 => {
+                let t = tile::<G, 1>(planes, plane.len, block, offsets, weights, q0);
+                store(&t, flat, plane.q, q0);
+                v0 += 1;
+            }
+            2 => {
+                let t = tile::<G, 2>(planes, plane.len, block, offsets, weights, q0);
+                store(&t, flat, plane.q, q0);
+                v0 += 2;
+            }
+            _ => {
+                let t = tile::<G, VECS>(planes, plane.len, block, offsets, weights, q0);
+                store(&t, flat, plane.q, q0);
+                v0 += VECS;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn store<const G: usize, const V: usize>(
+    tile: &[[f32x8; V]; G],
+    flat: &mut [f32],
+    q: usize,
+    q0: usize,
+) {
+    for (m, row) in tile.iter().enumerate() {
+        let dst = &mut flat[m * q + q0..][..V * LANES];
+        for (d, v) in dst.chunks_exact_mut(LANES).zip(row) {
+            d.copy_from_slice(&v.to_array());
+        }
+    }
+}
+
+/// Convolution of `batch` NCHW samples with stride 1 ([`direct_conv_applies`]), the output
+/// channels being the blocks' rows stacked in order. Same contract as
+/// [`super::layers::block_conv2d`], which dispatches here; the caller has checked the blocks
+/// and the buffer lengths. `scratch` holds [`direct_conv_scratch_len`] elements.
+pub(crate) fn direct_conv(
+    geom: &ConvGeometry,
+    blocks: &[BlockRef<'_>],
+    input: &[f32],
+    batch: usize,
+    output: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let plane = Plane::of(geom);
+    let (kh, kw) = (geom.kernel[0], geom.kernel[1]);
+    let (ph, pw) = (geom.padding[0], geom.padding[1]);
+    let taps = kh * kw;
+    // Tap offsets in the flat plane, in the weight layout's (ky, kx) order.
+    let mut offset_buf = [0usize; MAX_TAPS];
+    for ky in 0..kh {
+        for kx in 0..kw {
+            offset_buf[ky * kw + kx] = ky * plane.wp + kx;
+        }
+    }
+    let offsets = &offset_buf[..taps];
+    let out_c: usize = blocks.iter().map(|b| b.rows).sum();
+    let weights_len: usize = blocks
+        .iter()
+        .map(|b| b.rows * b.inputs.iter().map(|r| r.len()).sum::<usize>() * taps)
+        .sum();
+    let (planes, rest) = scratch.split_at_mut(geom.in_c * plane.len);
+    let (packed, rest) = rest.split_at_mut(weights_len);
+    let flat = &mut rest[..out_c * plane.q];
+    pack_weights(blocks, taps, packed);
+    planes.fill(0.0);
+    let in_len = geom.input_len();
+    let p = geom.positions();
+    let (ih, iw) = (geom.in_h, geom.in_w);
+    for s in 0..batch {
+        let x = &input[s * in_len..][..in_len];
+        // Interior of each padded plane; the borders stay zero from the fill above.
+        for c in 0..geom.in_c {
+            let dst = &mut planes[c * plane.len..][..plane.len];
+            for y in 0..ih {
+                dst[(y + ph) * plane.wp + pw..][..iw]
+                    .copy_from_slice(&x[(c * ih + y) * iw..][..iw]);
+            }
+        }
+        let mut w0 = 0;
+        let mut r0 = 0;
+        for b in blocks {
+            let steps = b.inputs.iter().map(|r| r.len()).sum::<usize>() * taps;
+            let mut g0 = 0;
+            while g0 < b.rows {
+                let g = ROWS.min(b.rows - g0);
+                let w = &packed[w0..][..steps * g];
+                let f = &mut flat[(r0 + g0) * plane.q..][..g * plane.q];
+                match g {
+                    4 => row_group::<4>(planes, plane, b, offsets, w, f),
+                    3 => row_group::<3>(planes, plane, b, offsets, w, f),
+                    2 => row_group::<2>(planes, plane, b, offsets, w, f),
+                    _ => row_group::<1>(planes, plane, b, offsets, w, f),
+                }
+                w0 += steps * g;
+                g0 += g;
+            }
+            r0 += b.rows;
+        }
+        // Drop the padding columns and add the biases.
+        let out = &mut output[s * out_c * p..][..out_c * p];
+        let mut o = 0;
+        for b in blocks {
+            for local in 0..b.rows {
+                let bias = b.bias.map_or(0.0, |bias| bias[local]);
+                let src = &flat[o * plane.q..][..plane.q];
+                let dst = &mut out[o * p..][..p];
+                for oy in 0..geom.out_h {
+                    let d = &mut dst[oy * geom.out_w..][..geom.out_w];
+                    let r = &src[oy * plane.wp..][..geom.out_w];
+                    for (d, &v) in d.iter_mut().zip(r) {
+                        *d = v + bias;
+                    }
+                }
+                o += 1;
+            }
+        }
+    }
+}
+
+/// The scalar twin of the block-structured convolution for any geometry (any stride, f64
+/// accumulation, rounded once to f32): `output` as [`super::layers::block_conv2d`] computes it.
+/// Panics if a buffer is too short; for tests and audits, not for speed.
+pub fn direct_conv_reference(
+    geom: &ConvGeometry,
+    blocks: &[BlockRef<'_>],
+    input: &[f32],
+    batch: usize,
+    output: &mut [f32],
+) {
+    let (kh, kw) = (geom.kernel[0], geom.kernel[1]);
+    let taps = kh * kw;
+    let out_c: usize = blocks.iter().map(|b| b.rows).sum();
+    let p = geom.positions();
+    let in_len = geom.input_len();
+    for s in 0..batch {
+        let x = &input[s * in_len..][..in_len];
+        let mut o = 0;
+        for b in blocks {
+            let steps = b.inputs.iter().map(|r| r.len()).sum::<usize>() * taps;
+            for local in 0..b.rows {
+                let w = &b.weight[local * steps..][..steps];
+                for oy in 0..geom.out_h {
+                    for ox in 0..geom.out_w {
+                        let mut sum = b.bias.map_or(0.0, |bias| f64::from(bias[local]));
+                        let mut col = 0;
+                        for range in b.inputs {
+                            for c in range.clone() {
+                                for ky in 0..kh {
+                                    for kx in 0..kw {
+                                        let iy = (oy * geom.stride[0] + ky) as isize
+                                            - geom.padding[0] as isize;
+                                        let ix = (ox * geom.stride[1] + kx) as isize
+                                            - geom.padding[1] as isize;
+                                        if iy < 0
+                                            || ix < 0
+                                            || iy >= geom.in_h as isize
+                                            || ix >= geom.in_w as isize
+                                        {
+                                            continue;
+                                        }
+                                        let v = x[(c * geom.in_h + iy as usize) * geom.in_w
+                                            + ix as usize];
+                                        sum +=
+                                            f64::from(w[col * taps + ky * kw + kx]) * f64::from(v);
+                                    }
+                                }
+                                col += 1;
+                            }
+                        }
+                        output[(s * out_c + o) * p + oy * geom.out_w + ox] = sum as f32;
+                    }
+                }
+                o += 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The direct (im2col-free) stride-1 convolution that `block_conv2d` dispatches to: against its
+//! scalar f64 twin over random geometries, blocks, ranges, biases and batches (register-tile
+//! remainders of 1-3 rows and 1-2 vectors included), and the twin against nalgebra's f64 matrix
+//! product of the weight with the unfolded patch matrix.
+
+// Blocks read lists of channel ranges; a list of one range is the common case.
+#![allow(clippy::single_range_in_vec_init)]
+
+use std::ops::Range;
+
+use nalgebra::DMatrix;
+use pleas_core::forward::direct_conv::{
+    MAX_TAPS, direct_conv_applies, direct_conv_reference, direct_conv_scratch_len,
+};
+use pleas_core::forward::im2col::{ConvGeometry, im2col_len, im2col_reference};
+use pleas_core::forward::layers::{BlockRef, block_conv2d, block_conv2d_scratch_len};
+use pleas_tests::rng::Rng;
+use pleas_tests::tolerance::{KERNEL_VS_NAIVE_REL, TWIN_VS_NALGEBRA_REL};
+use proptest::prelude::*;
+
+fn values(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.normal() as f32).collect()
+}
+
+fn max_abs(x: &[f32]) -> f32 {
+    x.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+}
+
+/// Cuts `0..in_c` at random points and keeps a random non-empty subset of the segments.
+fn random_ranges(rng: &mut Rng, in_c: usize) -> Vec<Range<usize>> {
+    let mut cuts: Vec<usize> = (1..in_c).filter(|_| rng.below(3) == 0).collect();
+    cuts.insert(0, 0);
+    cuts.push(in_c);
+    let segments: Vec<Range<usize>> = cuts.windows(2).map(|w| w[0]..w[1]).collect();
+    let mut kept: Vec<Range<usize>> = segments
+        .iter()
+        .filter(|_| rng.below(2) == 0)
+        .cloned()
+        .collect();
+    if kept.is_empty() {
+        kept.push(segments[rng.below(segments.len())].clone());
+    }
+    kept
+}
+
+struct OwnedBlock {
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    rows: usize,
+    inputs: Vec<Range<usize>>,
+}
+
+impl OwnedBlock {
+    fn view(&self) -> BlockRef<'_> {
+        BlockRef {
+            weight: &self.weight,
+            bias: self.bias.as_deref(),
+            rows: self.rows,
+            inputs: &self.inputs,
+        }
+    }
+}
+
+fn check(geom: &ConvGeometry, blocks: &[OwnedBlock], batch: usize, rng: &mut Rng) {
+    assert!(direct_conv_applies(geom));
+    let views: Vec<BlockRef<'_>> = blocks.iter().map(OwnedBlock::view).collect();
+    let out_c: usize = blocks.iter().map(|b| b.rows).sum();
+    let x = values(rng, batch * geom.input_len());
+    let mut got = vec![f32::NAN; batch * out_c * geom.positions()];
+    let len = block_conv2d_scratch_len(geom, &views, batch);
+    assert_eq!(len, direct_conv_scratch_len(geom, &views));
+    // Dirty scratch: the kernel must not depend on its contents.
+    let mut scratch = vec![f32::NAN; len];
+    block_conv2d(geom, &views, &x, batch, batch, &mut got, &mut scratch).unwrap();
+    let mut want = vec![0.0f32; got.len()];
+    direct_conv_reference(geom, &views, &x, batch, &mut want);
+    let scale = max_abs(&want).max(f32::MIN_POSITIVE);
+    let diff = got
+        .iter()
+        .zip(&want)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        diff <= KERNEL_VS_NAIVE_REL * scale,
+        "{geom:?}: max diff {diff} of scale {scale}"
+    );
+}
+
+proptest! {
+    #![proptest_config(pleas_tests::config(64))]
+
+    /// The SIMD kernel equals the scalar twin for random stride-1 geometries and blocks.
+    #[test]
+    fn kernel_matches_the_scalar_twin(
+        in_c in 1usize..7, h in 1usize..12, w in 1usize..20, kh in 1usize..5, kw in 1usize..5,
+        ph in 0usize..3, pw in 0usize..3, blocks in 1usize..4, batch in 1usize..4,
+        seed in 0u64..10_000,
+    ) {
+        let taps = kh * kw;
+        prop_assume!(taps > 1 && taps <= MAX_TAPS);
+        let Some(geom) = ConvGeometry::new(in_c, h, w, [kh, kw], [1, 1], [ph.min(kh - 1), pw.min(kw - 1)]) else {
+            return Ok(());
+        };
+        let mut rng = Rng::new(seed);
+        let owned: Vec<OwnedBlock> = (0..blocks)
+            .map(|_| {
+                let rows = 1 + rng.below(9);
+                let inputs = random_ranges(&mut rng, in_c);
+                let cols: usize = inputs.iter().map(|r| r.len()).sum();
+                OwnedBlock {
+                    weight: values(&mut rng, rows * cols * taps),
+                    bias: (rng.below(2) == 0).then(|| values(&mut rng, rows)),
+                    rows,
+                    inputs,
+                }
+            })
+            .collect();
+        check(&geom, &owned, batch, &mut rng);
+    }
+
+    /// The scalar twin of a dense layer equals nalgebra's f64 product `W * im2col(x) + b`.
+    #[test]
+    fn twin_matches_nalgebra(
+        in_c in 1usize..5, h in 2usize..10, w in 2usize..10, k in 2usize..4, p in 0usize..2,
+        out_c in 1usize..7, seed in 0u64..10_000,
+    ) {
+        let Some(geom) = ConvGeometry::new(in_c, h, w, [k, k], [1, 1], [p, p]) else {
+            return Ok(());
+        };
+        let mut rng = Rng::new(seed);
+        let patch = geom.patch_len();
+        let block = OwnedBlock {
+            weight: values(&mut rng, out_c * patch),
+            bias: Some(values(&mut rng, out_c)),
+            rows: out_c,
+            inputs: vec![0..in_c],
+        };
+        let x = values(&mut rng, geom.input_len());
+        let mut twin = vec![0.0f32; out_c * geom.positions()];
+        direct_conv_reference(&geom, &[block.view()], &x, 1, &mut twin);
+        let mut cols = vec![0.0f32; im2col_len(&geom, 1)];
+        im2col_reference(&geom, &x, 1, &mut cols);
+        let wm = DMatrix::from_row_iterator(out_c, patch, block.weight.iter().map(|&v| f64::from(v)));
+        let cm = DMatrix::from_row_iterator(patch, geom.positions(), cols.iter().map(|&v| f64::from(v)));
+        let mut prod = wm * cm;
+        for (o, &b) in block.bias.as_ref().unwrap().iter().enumerate() {
+            for v in prod.row_mut(o).iter_mut() {
+                *v += f64::from(b);
+            }
+        }
+        let scale = prod.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
+        for o in 0..out_c {
+            for q in 0..geom.positions() {
+                let d = (f64::from(twin[o * geom.positions() + q]) - prod[(o, q)]).abs();
+                prop_assert!(d <= TWIN_VS_NALGEBRA_REL * scale, "diff {d} at ({o}, {q})");
+            }
+        }
+    }
+}
+
+/// The ResNet-20 shapes the merge runs (16/32/64 channels at 28/14/7, merged-model blocks of
+/// uneven rows) against the twin.
+#[test]
+fn resnet_shapes_match_the_scalar_twin() {
+    let mut rng = Rng::new(20);
+    for (c, hw, rows) in [
+        (16, 28, &[16][..]),
+        (19, 28, &[13, 3, 3][..]),
+        (32, 14, &[27, 5, 5][..]),
+        (64, 7, &[64][..]),
+        (70, 7, &[58, 6, 6][..]),
+    ] {
+        let geom = ConvGeometry::new(c, hw, hw, [3, 3], [1, 1], [1, 1]).unwrap();
+        let m = rows[0];
+        let owned: Vec<OwnedBlock> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| {
+                // Merged layout [m | A | B]: the merged block reads all inputs, the others
+                // the merged channels and their own model's.
+                let own = (c - m) / 2;
+                let inputs = match i {
+                    0 => vec![0..c],
+                    1 => vec![0..m, m..m + own],
+                    _ => vec![0..m, m + own..c],
+                };
+                let cols: usize = inputs.iter().map(|r| r.len()).sum();
+                OwnedBlock {
+                    weight: values(&mut rng, r * cols * 9),
+                    bias: Some(values(&mut rng, r)),
+                    rows: r,
+                    inputs,
+                }
+            })
+            .collect();
+        check(&geom, &owned, 2, &mut rng);
+    }
+}
