@@ -123,6 +123,12 @@ pub enum GramError {
     /// The Gram was asked for but the accumulator was built without it
     /// ([`GramParams::gram`] is false).
     GramNotAccumulated,
+    /// [`GramAccumulator::resume`] was given a state no accumulator with these parameters
+    /// can be in (`what` says which part).
+    InvalidState {
+        /// What is inconsistent.
+        what: &'static str,
+    },
 }
 
 impl fmt::Display for GramError {
@@ -157,6 +163,7 @@ impl fmt::Display for GramError {
             GramError::GramNotAccumulated => {
                 f.write_str("this accumulator was built without the Gram (sum x x^T)")
             }
+            GramError::InvalidState { what } => write!(f, "invalid accumulator state: {what}"),
         }
     }
 }
@@ -308,6 +315,34 @@ fn add_centred_sums_f64(t: MatRef<'_, f32>, shift: &[f32], sums: &mut [f64], squ
     }
 }
 
+/// The part of a [`GramAccumulator`]'s state that is not in its buffers: with the storage
+/// and workspace it left behind, [`GramAccumulator::resume`] rebuilds the same accumulator.
+///
+/// This lets a caller that cannot keep a Rust value between calls (a C API over buffers it
+/// owns) hold the accumulator as plain memory plus these three numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct GramState {
+    /// Samples folded into the f64 totals.
+    pub folded: u64,
+    /// Samples in the current f32 block of the workspace, not yet folded (below
+    /// [`GramParams::block_samples`]).
+    pub pending: usize,
+    /// Whether the centring shifts in the workspace are set.
+    pub shift_set: bool,
+}
+
+impl GramState {
+    /// A state from its parts (as read from [`GramAccumulator::state`] earlier).
+    pub const fn new(folded: u64, pending: usize, shift_set: bool) -> Self {
+        Self {
+            folded,
+            pending,
+            shift_set,
+        }
+    }
+}
+
 /// Streaming accumulator of `sum x x^T` (lower triangle), `sum x t^T`, `sum x`, `sum t`,
 /// `sum t^2` and the count, over caller-owned storage `S` (f64) and workspace `W` (f32).
 pub struct GramAccumulator<S, W> {
@@ -412,6 +447,76 @@ where
             folded: 0,
             pending: 0,
             shift_set: false,
+        })
+    }
+
+    /// The counters that, with the buffers, make up the accumulator (see [`Self::resume`]).
+    pub fn state(&self) -> GramState {
+        GramState {
+            folded: self.folded,
+            pending: self.pending,
+            shift_set: self.shift_set,
+        }
+    }
+
+    /// Rebuilds an accumulator over buffers that an earlier one with the same `dim`, `targets`
+    /// and `params` left behind, with the [`state`](Self::state) it reported then. Unlike
+    /// [`Self::new`] the buffers are not cleared.
+    ///
+    /// The buffers are not checked beyond their lengths: if they were changed in between, the
+    /// sums are wrong but nothing else goes wrong. States that no accumulator can be in
+    /// (pending samples without a shift, a full pending block) are rejected with
+    /// [`GramError::InvalidState`].
+    pub fn resume(
+        dim: usize,
+        targets: usize,
+        params: GramParams,
+        storage: S,
+        workspace: W,
+        state: GramState,
+    ) -> Result<Self, GramError> {
+        let params = GramParams {
+            block_samples: params.block_samples.max(1),
+            ..params
+        };
+        if state.pending >= params.block_samples {
+            return Err(GramError::InvalidState {
+                what: "pending samples fill a whole block",
+            });
+        }
+        if (state.folded > 0 || state.pending > 0) && !state.shift_set {
+            return Err(GramError::InvalidState {
+                what: "samples counted but no shift set",
+            });
+        }
+        let slay = StorageLayout::new(dim, targets, params.gram);
+        let wlay = WorkspaceLayout::new(dim, targets, params.block_samples, params.gram);
+        let (slen, wlen) = (storage.as_ref().len(), workspace.as_ref().len());
+        if slen < slay.len {
+            return Err(GramError::ShapeMismatch {
+                what: "storage length",
+                expected: slay.len,
+                found: slen,
+            });
+        }
+        if wlen < wlay.len {
+            return Err(GramError::ShapeMismatch {
+                what: "workspace length",
+                expected: wlay.len,
+                found: wlen,
+            });
+        }
+        Ok(Self {
+            dim,
+            targets,
+            params,
+            storage,
+            workspace,
+            slay,
+            wlay,
+            folded: state.folded,
+            pending: state.pending,
+            shift_set: state.shift_set,
         })
     }
 

@@ -325,6 +325,27 @@ fn warm_start_errors_leave_the_prices_alone() {
     assert_eq!(prices, [0.5, 1.0, 1.5, 2.0]);
 }
 
+/// Whatever the scratch holds on entry (here: values that are no valid column index, such as
+/// infinities and huge numbers, as well as valid but wrong ones), the result is the same.
+#[test]
+fn scratch_contents_do_not_matter() {
+    let s = [
+        0.1f32, 0.9, 0.3, 0.0, 0.8, 0.7, 0.1, 0.2, 0.4, 0.6, 0.2, 0.5,
+    ];
+    for (rows, cols) in [(3, 4), (3, 3), (2, 4), (1, 4)] {
+        let m = MatRef::new(&s[..rows * cols], rows, cols).unwrap();
+        let mut want = vec![0usize; rows];
+        let mut zeros = vec![0.0; auction_scratch_len(cols)];
+        auction(m, &AuctionParams::default(), &mut want, &mut zeros).unwrap();
+        for fill in [f64::INFINITY, f64::NEG_INFINITY, 1e300, 3.0, -0.0, f64::NAN] {
+            let mut scratch = vec![fill; auction_scratch_len(cols)];
+            let mut perm = vec![usize::MAX; rows];
+            auction(m, &AuctionParams::default(), &mut perm, &mut scratch).unwrap();
+            assert_eq!(perm, want, "{rows}x{cols}, scratch filled with {fill}");
+        }
+    }
+}
+
 #[test]
 fn empty_and_single() {
     let (perm, info) = solve::<f64>(&[], 0, 0);

@@ -434,8 +434,12 @@ impl<'a, 's, T: Score> State<'a, 's, T> {
         let (owner, rest) = rest.split_at_mut(n);
         let (assigned, rest) = rest.split_at_mut(n);
         let (queue, cache) = rest.split_at_mut(n);
-        // An infinite bound sends every row's first scan to the whole row.
+        // An infinite bound sends every row's first scan to the whole row. The candidate
+        // columns are cleared too: the cached scan reads them before it looks at the bound,
+        // and the scratch may hold anything on entry (a garbage column index would be read
+        // out of bounds).
         for c in cache.chunks_exact_mut(CACHE) {
+            c[..CANDIDATE_SLOTS].fill(NONE);
             c[2 * CANDIDATE_SLOTS] = f64::INFINITY;
         }
         slack.fill(0.0);
