@@ -193,3 +193,29 @@ pub const MERGE_LOGIT_REL: f32 = 1e-3;
 /// (same forward pass), so 1e-6 only covers the variance's cancellation in the test's
 /// `E[x^2] - mean^2`.
 pub const BN_STATISTICS_REL: f64 = 1e-6;
+
+// --- Packed storage and the dual (sample-space) ridge solve ---
+
+/// Agreement of the dual ridge solve with an f64 oracle (nalgebra's SVD of the samples, or the
+/// primal Cholesky solve of the Gram), on the update `W - W0`:
+/// `||dW - dW_ref||_F <= DUAL_FORWARD (N + k) eps (||X|| (||K|| ||Z|| + ||X|| ||W0||) /
+/// lambda_min(K) + ||X|| ||Z||)` with the kernel `K = X X^T + lambda I` and `Z = K^{-1} E`.
+/// The kernel and `E = T - X W0^T` are sums of `k` products (relative error `~ k u` of
+/// `|X| |X^T|` and of `|X| |W0^T|`), the packed Cholesky solve adds a backward error
+/// `~ N u ||K||`; each moves `Z` by itself over `lambda_min(K)`, and `X^T Z` sums `N` products
+/// more. The oracles carry errors of the same form (an SVD is backward stable with
+/// `~ max(N, k) u ||X||`), hence 8 = 4 (as `RIDGE_FORWARD`) for each side.
+pub const DUAL_FORWARD: f64 = 8.0;
+
+/// The primal oracle's own share when compared with the dual solve:
+/// `DUAL_FORWARD (N + k) eps (||G + lambda I|| ||dW|| + ||X|| ||E||) / lambda_min(G + lambda I)`,
+/// the forward error of a Cholesky solve of the regularised Gram (whose condition number is
+/// `~ ||G|| / lambda` when `k > N`) with right-hand sides `X^T E` formed in f64.
+pub const PRIMAL_SHARE: f64 = DUAL_FORWARD;
+
+/// The dual's reported residual `lambda^2 ||Z||^2 / ||T||^2` against `||X W^T - T||^2 / ||T||^2`
+/// computed directly, relative to `(||X|| ||W|| + ||T||)^2 / ||T||^2`: the direct residual
+/// cancels `X W^T` against `T`, which leaves `~ (k + N) u (||X|| ||W|| + ||T||)` per entry, and
+/// the reported one carries the error of `Z`; 4 (as `RIDGE_RESIDUAL`) times `(N + k) eps` covers
+/// both, times the cancellation factor that the bound already contains.
+pub const DUAL_RESIDUAL: f64 = 4.0;
