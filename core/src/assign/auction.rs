@@ -434,8 +434,11 @@ impl<'a, 's, T: Score> State<'a, 's, T> {
         let (owner, rest) = rest.split_at_mut(n);
         let (assigned, rest) = rest.split_at_mut(n);
         let (queue, cache) = rest.split_at_mut(n);
-        // An infinite bound sends every row's first scan to the whole row.
+        // An infinite bound sends every row's first scan to the whole row; the candidate
+        // columns are cleared too, since the cached scan reads them before it compares with
+        // the bound (a scratch left by a wider problem holds columns beyond `n`).
         for c in cache.chunks_exact_mut(CACHE) {
+            c[..CANDIDATE_SLOTS].fill(NONE);
             c[2 * CANDIDATE_SLOTS] = f64::INFINITY;
         }
         slack.fill(0.0);
