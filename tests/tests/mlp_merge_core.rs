@@ -1083,10 +1083,24 @@ fn bad_input_gives_the_right_error() {
         mlp_merge_plan(&huge, Heads::Separate, 64, 1.0, &params),
         Err(MlpMergeError::SizeOverflow)
     );
+    let wide = MlpDims {
+        hidden: &[usize::MAX / 2, 3],
+        ..MLP64_DIMS
+    };
+    assert_eq!(
+        mlp_merge_plan(&wide, Heads::Shared, 64, 1.5, &params),
+        Err(MlpMergeError::SizeOverflow)
+    );
     assert_eq!(
         mlp_merge_plan(&MLP64_DIMS, Heads::Separate, 0, 1.0, &params),
         Err(MlpMergeError::NoSamples)
     );
+    // Index scratch that no merge wrote: the accessor does not read beyond its lists.
+    let garbage = vec![usize::MAX; plan.index_len];
+    let units = plan.merged_units(&garbage, 1).unwrap();
+    assert_eq!(units.sources(0), (None, None));
+    assert!(plan.merged_units(&garbage, 2).is_none());
+    assert!(plan.merged_units(&garbage[1..], 0).is_none());
     // Absurd sample counts: the dual form's kernel does not fit in usize.
     assert_eq!(
         mlp_merge_plan(
@@ -1152,5 +1166,61 @@ fn a_block_without_data_is_singular() {
         }) => assert_eq!(ridge, 0.0),
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("a dead layer was fitted"),
+    }
+}
+
+/// Extreme values planted in some cases of the robustness property.
+const EXTREMES: [f32; 4] = [1e30, -1e30, 1e-30, 3e38];
+
+proptest::proptest! {
+    #![proptest_config(pleas_tests::config(64))]
+
+    /// Any small MLP pair, any sample count (above or below the columns), any budget in
+    /// [1, 2], any head choice and form: the merge either succeeds with finite weights or
+    /// returns an error; it never panics.
+    #[test]
+    fn merges_of_small_random_mlps_succeed_or_fail_cleanly(
+        inputs in 1usize..6,
+        hidden in proptest::collection::vec(1usize..6, 0..3),
+        classes in 1usize..4,
+        n in 1usize..9,
+        budget in 1.0f64..=2.0,
+        shared in proptest::bool::ANY,
+        bias in proptest::bool::ANY,
+        form in proptest::sample::select(vec![LsForm::Auto, LsForm::Primal, LsForm::Dual]),
+        values in proptest::collection::vec(-2.0f32..2.0, 400),
+        planted in proptest::collection::vec((0usize..400, 0usize..4), 0..3),
+    ) {
+        let mut values = values;
+        for (i, e) in planted {
+            values[i] = EXTREMES[e];
+        }
+        let dims = MlpDims { inputs, hidden: &hidden, classes, bias };
+        let heads = if shared { Heads::Shared } else { Heads::Separate };
+        let mut it = values.iter().copied().cycle();
+        let mut shapes = Vec::new();
+        let mut w_in = inputs;
+        for &h in hidden.iter().chain([&classes]) {
+            shapes.push((h, w_in));
+            w_in = h;
+        }
+        let model = |it: &mut dyn Iterator<Item = f32>| -> Vec<(Vec<f32>, Vec<f32>)> {
+            shapes
+                .iter()
+                .map(|&(o, i)| ((0..o * i).map(|_| it.next().unwrap()).collect(), (0..o).map(|_| it.next().unwrap()).collect()))
+                .collect()
+        };
+        let (ma, mb) = (model(&mut it), model(&mut it));
+        let (mut la, mut lb) = (refs(&ma), refs(&mb));
+        if !bias {
+            for l in la.iter_mut().chain(lb.iter_mut()) {
+                l.bias = None;
+            }
+        }
+        let x: Vec<f32> = (0..n * inputs).map(|_| it.next().unwrap()).collect();
+        let params = MlpMergeParams::default().with_form(form).with_rhs_chunk(2);
+        if let Ok(m) = core_merge(dims, heads, &la, &lb, &x, budget, &params) {
+            proptest::prop_assert!(m.out.iter().all(|v| v.is_finite()));
+        }
     }
 }

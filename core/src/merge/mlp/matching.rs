@@ -104,9 +104,14 @@ impl<'a> MergedUnits<'a> {
     }
 
     /// The A unit and the B unit behind merged unit `r` (`None` for the side it does not
-    /// come from; both `None` out of range).
+    /// come from; both `None` out of range, or when `indices` do not hold a merge's result).
     pub fn sources(&self, r: usize) -> (Option<usize>, Option<usize>) {
-        if r >= 2 * self.layout.n - self.layout.k {
+        let (n, k) = (self.layout.n, self.layout.k);
+        let valid = |&i: &usize| i < n;
+        if r >= 2 * n - k
+            || !self.layout.order.iter().all(valid)
+            || !self.layout.perm.iter().all(valid)
+        {
             return (None, None);
         }
         let (a, b) = self.layout.sources(r);
