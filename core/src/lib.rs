@@ -7,8 +7,9 @@
 //! - [`lstsq`]: ridge least squares on a principal sub-block of an accumulated Gram.
 //! - [`assign`]: the auction matcher and partial (top-k) selection.
 //! - [`similarity`]: neg-l2, inner-product and correlation similarities from streamed moments.
-//! - [`merge`] (feature `alloc`): budgets to per-group ratios, merged layouts, the
-//!   least-squares plan of each merged layer.
+//! - [`merge`]: budgets to per-group ratios and [`merge::mlp`], the whole merge of two MLPs
+//!   without allocation; with the feature `alloc`, merged layouts and the least-squares plan
+//!   of each merged layer of any graph.
 //! - [`graph`] (feature `alloc`): the layer-graph IR, shape inference, permutation groups,
 //!   FLOP and parameter counts.
 //! - [`forward`] (feature `alloc`): batched inference (conv as im2col + GEMM), batch-norm
@@ -29,7 +30,6 @@ pub mod assign;
 pub mod gram;
 pub mod linalg;
 pub mod lstsq;
-#[cfg(feature = "alloc")]
 pub mod merge;
 pub mod similarity;
 

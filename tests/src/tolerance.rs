@@ -198,3 +198,84 @@ pub const MERGE_LOGIT_REL: f32 = 1e-3;
 /// (same forward pass), so 1e-6 only covers the variance's cancellation in the test's
 /// `E[x^2] - mean^2`.
 pub const BN_STATISTICS_REL: f64 = 1e-6;
+
+// --- Packed storage and the dual (sample-space) ridge solve ---
+
+/// Agreement of the dual ridge solve with an f64 oracle (nalgebra's SVD of the samples, or the
+/// primal Cholesky solve of the Gram), on the update `W - W0`:
+/// `||dW - dW_ref||_F <= DUAL_FORWARD (N + k) eps (||X|| (||K|| ||Z|| + ||X|| ||W0||) /
+/// lambda_min(K) + ||X|| ||Z||)` with the kernel `K = X X^T + lambda I` and `Z = K^{-1} E`.
+/// The kernel and `E = T - X W0^T` are sums of `k` products (relative error `~ k u` of
+/// `|X| |X^T|` and of `|X| |W0^T|`), the packed Cholesky solve adds a backward error
+/// `~ N u ||K||`; each moves `Z` by itself over `lambda_min(K)`, and `X^T Z` sums `N` products
+/// more. The oracles carry errors of the same form (an SVD is backward stable with
+/// `~ max(N, k) u ||X||`), hence 8 = 4 (as `RIDGE_FORWARD`) for each side.
+pub const DUAL_FORWARD: f64 = 8.0;
+
+/// The primal oracle's own share when compared with the dual solve:
+/// `DUAL_FORWARD (N + k) eps (||G + lambda I|| ||dW|| + ||X|| ||E||) / lambda_min(G + lambda I)`,
+/// the forward error of a Cholesky solve of the regularised Gram (whose condition number is
+/// `~ ||G|| / lambda` when `k > N`) with right-hand sides `X^T E` formed in f64.
+pub const PRIMAL_SHARE: f64 = DUAL_FORWARD;
+
+/// The dual's reported residual `lambda^2 ||Z||^2 / ||T||^2` against `||X W^T - T||^2 / ||T||^2`
+/// computed directly, relative to `(||X|| ||W|| + ||T||)^2 / ||T||^2`: the direct residual
+/// cancels `X W^T` against `T`, which leaves `~ (k + N) u (||X|| ||W|| + ||T||)` per entry, and
+/// the reported one carries the error of `Z`; 4 (as `RIDGE_RESIDUAL`) times `(N + k) eps` covers
+/// both, times the cancellation factor that the bound already contains.
+pub const DUAL_RESIDUAL: f64 = 4.0;
+
+// --- The heap-free MLP merge of the core against the host pipeline ---
+
+/// Matching scores (total and mean merged similarity per group) and ridges (relative ridge
+/// times a Gram's mean diagonal) of the core against the host, relative. The host sums f32
+/// block products of centred activations (`GRAM_MOMENTS_REL` bounds their error by 1e-5 of
+/// the entries' scale, typically ~1e-7); the core sums f64 products. Scores and mean
+/// diagonals are sums of such entries, so their relative error stays near 1e-7 (measured on
+/// the 784-64-64 pair: 1.4e-8 for scores, 1e-8 for ridges).
+pub const MLP_HOST_MOMENTS_REL: f64 = 1e-6;
+
+/// Weights and biases of every layer after the first (relative Frobenius norm), core against
+/// host. Each is solved from moments the host carries to f32-block rounding (~1e-7),
+/// amplified by the condition number of the block's regularised system (up to ~1e4 for heads
+/// reading 129 partly redundant units), and from inputs that inherit the first layer's
+/// agreement on the samples. Measured on the 784-64-64 pair at 300 samples: up to 5.3e-4; the
+/// host differs from itself by up to 6.2e-4 between batch sizes 64, 32 and 7 (which change
+/// only its f32 rounding).
+pub const MLP_HOST_WEIGHTS_REL: f64 = 2e-3;
+
+/// The first layer's weights in the span of the merge samples (with the bias column), core
+/// against host, relative to the host's weights: where the samples determine the fit, both
+/// are the same solution up to the host's moment rounding amplified by the span's
+/// conditioning. Measured 1.6e-5 (the host against itself at another batch size: 1.9e-5).
+/// Outside the span the host's weights move by 0.4-0.6 of their norm with its f32 rounding
+/// (see `tests/tests/mlp_merge_core.rs`) and are not compared.
+pub const MLP_HOST_SPAN_REL: f64 = 1e-4;
+
+/// The first layer's outputs on the merge samples, core against host, relative: both fit the
+/// targets exactly (more columns than samples), up to the ridge's shrinkage (1e-6) and the
+/// host's f32 moments. Measured 8e-7.
+pub const MLP_HOST_SAMPLE_OUTPUT_REL: f64 = 1e-5;
+
+/// Test accuracy per task, core against host, absolute. The host's first layer outside the
+/// samples' span is f32 rounding (above), which test images do excite: the host's own
+/// accuracy moves by up to 0.0042 between batch sizes 64, 32 and 7 on the 784-64-64 pair at
+/// 300 samples, so agreement to three decimals is not a property the host has. Measured core
+/// against host: up to 0.0012.
+pub const MLP_HOST_ACCURACY_ABS: f64 = 0.005;
+
+/// Exact merges of the core (budget 2.0 against both models, a model with a permuted copy of
+/// itself at 1.0): max |merged logits - model logits| / max |model logits|. Each layer is
+/// the model's own layer plus a ridge update in the samples' span that fits rounding-level
+/// residuals (targets and `W0 x` differ by f32 rounding), stored in f32: ~1e-7 per layer,
+/// three layers deep, seen through logits that cancel (max |logit| against the differences
+/// of 64-term sums). Measured on the 784-64-64 pair: 7.6e-6 (budget 2.0), 7.4e-6 (self-merge).
+pub const MLP_CORE_EXACT_LOGIT_REL: f32 = 1e-4;
+
+/// The core's primal and dual forms against each other (relative Frobenius norm per layer):
+/// the same problem solved in f64 two ways, `~ (N + k) eps cond` apart (cond up to ~1e8 for
+/// the primal 785 x 785 Gram of 300 samples with a relative ridge of 1e-6, so ~1e-5 at worst
+/// before rounding), then rounded to f32 (6e-8) and propagated through the sequential layers.
+/// Measured on the 784-64-64 pair: the primal first layer rounds to the same f32 weights as
+/// the dual one; dual everywhere against primal elsewhere, up to 3e-7.
+pub const MLP_FORMS_REL: f64 = 1e-5;

@@ -470,6 +470,39 @@ fn shape_scratch_and_param_errors() {
     }
 }
 
+/// A scratch reused from a wider problem (stale candidate lists naming columns beyond `n`)
+/// gives the same result as a fresh one, for every kind of matrix (it once panicked: the
+/// cached scan read the stale columns before comparing with the reset bound).
+#[test]
+fn scratch_left_by_a_wider_problem_is_harmless() {
+    for (i, &kind) in KINDS.iter().enumerate() {
+        let (wide, n) = (24, 9);
+        let big = matrix(kind, wide, wide, 40 + i as u64);
+        let small = matrix(kind, n, n, 80 + i as u64);
+        let mut scratch = vec![0.0; auction_scratch_len(wide)];
+        let mut perm = vec![0; wide];
+        let p = AuctionParams::default();
+        auction(
+            MatRef::new(&big, wide, wide).unwrap(),
+            &p,
+            &mut perm,
+            &mut scratch,
+        )
+        .unwrap();
+        let mut reused = vec![0; n];
+        let info = auction(
+            MatRef::new(&small, n, n).unwrap(),
+            &p,
+            &mut reused,
+            &mut scratch[..auction_scratch_len(n)],
+        )
+        .unwrap();
+        let (fresh, fresh_info) = solve(&small, n, n);
+        assert_eq!(reused, fresh, "{kind:?}");
+        assert_eq!(info, fresh_info, "{kind:?}");
+    }
+}
+
 #[test]
 fn strided_rows_are_accepted() {
     // Rows with padding between them (row stride > cols) are fine; only columns must be dense.

@@ -436,8 +436,8 @@ impl<'a, 's, T: Score> State<'a, 's, T> {
         let (queue, cache) = rest.split_at_mut(n);
         // An infinite bound sends every row's first scan to the whole row. The candidate
         // columns are cleared too: the cached scan reads them before it looks at the bound,
-        // and the scratch may hold anything on entry (a garbage column index would be read
-        // out of bounds).
+        // and the scratch may hold anything on entry (garbage, or columns beyond `n` left by a
+        // wider problem would be read out of bounds).
         for c in cache.chunks_exact_mut(CACHE) {
             c[..CANDIDATE_SLOTS].fill(NONE);
             c[2 * CANDIDATE_SLOTS] = f64::INFINITY;

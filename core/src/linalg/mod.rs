@@ -1,5 +1,6 @@
 //! Dense linear algebra: strided views, blocked f32 GEMM and SYRK with `wide` SIMD
-//! micro-kernels, blocked f64 Cholesky and triangular solves.
+//! micro-kernels, blocked f64 Cholesky and triangular solves, and the same for symmetric
+//! matrices in packed storage.
 //!
 //! Every kernel has a scalar twin (`*_reference`) with the same contract, used by the tests as
 //! the first oracle. Kernels never allocate: callers pass scratch sized by `*_scratch_len`.
@@ -12,6 +13,7 @@ pub mod gemm;
 pub(crate) mod lanes;
 mod microkernel;
 mod pack;
+pub mod packed;
 pub mod syrk;
 pub mod triangular;
 pub mod view;
@@ -26,6 +28,7 @@ pub use finite::{
 };
 pub use gemm::{Op, cross_update, gemm, gemm_reference, gemm_scratch_len};
 pub use microkernel::LANES;
+pub use packed::{PackedError, cholesky_packed, packed_index, packed_len, solve_packed};
 pub use syrk::{syrk_lower, syrk_lower_reference, syrk_lower_scratch_len};
 pub use triangular::{
     TriangularError, solve_lower_in_place, solve_lower_reference, solve_lower_transpose_in_place,

@@ -14,8 +14,15 @@
 //!   (ZipIt!-style partial zipping); only the budgets the cuts produce are reachable;
 //! - [`weighted_ratios`]: maximise `sum_g w_g r_g` under the budget, greedily by weight per
 //!   marginal multiply-add, one unit at a time.
+//!
+//! The ratio arithmetic ([`flop_ratio`], [`param_ratio`], [`uniform_ratio`],
+//! [`merged_pairs`]) needs no allocation and is available without the `alloc` feature (the
+//! heap-free whole-MLP merge of [`mlp`](super::mlp) uses it); the schedules that return lists
+//! need `alloc`.
 
+#[cfg(feature = "alloc")]
 use alloc::vec;
+#[cfg(feature = "alloc")]
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -152,9 +159,16 @@ fn check_budget(budget: f64) -> Result<(), BudgetError> {
 
 /// The FLOP (multiply-add) ratio of a merged network with per-group ratios `r`.
 pub fn flop_ratio(layers: &[LayerCost], r: &[f64]) -> f64 {
+    flop_ratio_by(layers, |g| r[g])
+}
+
+/// [`flop_ratio`] with the ratio of group `g` given by `ratio(g)` (the same arithmetic, in the
+/// same order, without a per-group list).
+fn flop_ratio_by(layers: &[LayerCost], ratio: impl Fn(usize) -> f64) -> f64 {
+    let of = |g: Option<usize>| g.map_or(0.0, &ratio);
     let (mut merged, mut original) = (0.0, 0.0);
     for l in layers {
-        let m = layer_multiplier(ratio_of(r, l.input_group), ratio_of(r, l.output_group));
+        let m = layer_multiplier(of(l.input_group), of(l.output_group));
         merged += l.macs * m;
         original += l.macs;
     }
@@ -163,6 +177,13 @@ pub fn flop_ratio(layers: &[LayerCost], r: &[f64]) -> f64 {
     } else {
         1.0
     }
+}
+
+/// Number of pairs merged in a group of width `n` kept separate by fraction `ratio`:
+/// `round((1 - ratio) n)`, clamped to `0..=n`.
+pub fn merged_pairs(n: usize, ratio: f64) -> usize {
+    let k = libm::round((1.0 - ratio) * n as f64);
+    (k.max(0.0) as usize).min(n)
 }
 
 /// The parameter ratio of a merged network with per-group ratios `r` (weights scale like
@@ -186,7 +207,7 @@ pub fn param_ratio(layers: &[LayerCost], r: &[f64]) -> f64 {
 pub fn uniform_ratio(layers: &[LayerCost], groups: usize, budget: f64) -> Result<f64, BudgetError> {
     check_budget(budget)?;
     validate(layers, groups)?;
-    let at = |r: f64| flop_ratio(layers, &vec![r; groups]);
+    let at = |r: f64| flop_ratio_by(layers, |_| r);
     let (mut lo, mut hi) = (0.0f64, 1.0f64);
     if at(hi) <= budget {
         return Ok(1.0);
@@ -206,6 +227,7 @@ pub fn uniform_ratio(layers: &[LayerCost], groups: usize, budget: f64) -> Result
 }
 
 /// A stage cut: stages before `cut` fully merged, the rest separate.
+#[cfg(feature = "alloc")]
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageCut {
     /// Index of the first separate stage (`stages` means everything merged).
@@ -218,6 +240,7 @@ pub struct StageCut {
 
 /// Every stage cut with its FLOP ratio, from all separate (cut 0, budget 2) to all merged
 /// (cut = number of stages, budget 1). `group_stage[g]` is the stage of group `g`.
+#[cfg(feature = "alloc")]
 pub fn stage_cuts(
     layers: &[LayerCost],
     group_stage: &[usize],
@@ -243,6 +266,7 @@ pub fn stage_cuts(
 /// The stage cut with the largest FLOP ratio not above `budget` (the most separate network
 /// the budget pays for). Budgets between two cuts get the cheaper one; the caller reports the
 /// achieved ratio.
+#[cfg(feature = "alloc")]
 pub fn stage_schedule(
     layers: &[LayerCost],
     group_stage: &[usize],
@@ -267,6 +291,7 @@ pub fn stage_schedule(
 /// takes the group with the highest weight per marginal multiply-add that still fits; ties go
 /// to the lower group index. Groups with weight 0 are separated only if budget is left over
 /// after every positively weighted group is fully separate, in the same marginal-cost order.
+#[cfg(feature = "alloc")]
 pub fn weighted_ratios(
     layers: &[LayerCost],
     widths: &[usize],

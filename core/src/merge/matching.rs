@@ -68,12 +68,7 @@ impl fmt::Display for MatchError {
 
 impl core::error::Error for MatchError {}
 
-/// Number of pairs merged in a group of width `n` kept separate by fraction `ratio`:
-/// `round((1 - ratio) n)`.
-pub fn merged_pairs(n: usize, ratio: f64) -> usize {
-    let k = libm::round((1.0 - ratio) * n as f64);
-    (k.max(0.0) as usize).min(n)
-}
+pub use super::budget::merged_pairs;
 
 /// Matches A's units to B's by maximising the total `similarity` (A units as rows) and merges
 /// the best `merged_pairs(n, ratio)` pairs.

@@ -22,8 +22,15 @@
 //! sums alone as `||X w - t||^2 = t^T t - 2 w^T R[c, o] + w^T G[c, c] w` (each target's term
 //! clamped at 0 against rounding). When every chosen target has `sum t^2 = 0` it is reported
 //! as 0. It measures the weights actually returned, not the ridge-regularised objective.
+//!
+//! **Primal or dual.** This primal form needs the `d x d` Gram. When a fit has more input
+//! columns than samples, [`dual`] solves the same ridge problem (same `lambda`, same retries)
+//! in sample space, with an `N x N` kernel instead; see its module docs for the memory each
+//! form needs.
 
 use core::fmt;
+
+pub mod dual;
 
 use crate::linalg::cholesky::{CholeskyParams, cholesky_unchecked};
 use crate::linalg::lanes::{Strided, dot};

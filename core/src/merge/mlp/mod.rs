@@ -1,0 +1,330 @@
+//! The whole PLeaS merge of two MLPs in caller-owned memory, without allocation: for
+//! microcontrollers, and for C callers that own their buffers.
+//!
+//! Two MLPs `A` and `B` of the same shape (`inputs -> hidden[0] -> ... -> classes`, linear
+//! layers with ReLU between them, PyTorch weight layout `out x in`) are merged on `N` unlabeled
+//! merge samples into one MLP whose size is set by a FLOP budget in `[1, 2]`. The result is the
+//! network the host pipeline `pleas merge` builds for an MLP with its default settings:
+//!
+//! 1. **Matching** (ALGORITHM.md section 2): for each hidden layer (one permutation group), the
+//!    neg-l2 similarity `S[i, j] = -||a_i - b_j||` between A's and B's units over the merge
+//!    samples, summed over the group's two nodes (the linear output and its ReLU), from
+//!    moment sums; one auction per group maximising `sum_i S[i, P(i)]`.
+//! 2. **Budget** (section 3): one separate fraction `r` for every group, by bisection on the
+//!    FLOP ratio ([`uniform_ratio`]); `k = round((1 - r) n)` pairs with the highest scores are
+//!    merged ([`select_top`]: ties to the lower A unit); the merged layer has width `2n - k`,
+//!    laid out `[merged | A-only | B-only]`, each block in increasing A order.
+//! 3. **Least squares** (section 4, the sequential variant): layer by layer, each merged
+//!    layer's inputs are the merged network's own activations (already-fitted layers, ReLU),
+//!    its targets the layout of A's and B's pre-activations (`(a + b) / 2` for merged units);
+//!    output blocks are fitted separately with their allowed input columns (merged rows on
+//!    `[m, A, B]`, A-only rows on `[m, A]`, B-only rows on `[m, B]`, the cross blocks stay
+//!    zero), the bias as a constant column, by ridge least squares pulled towards the
+//!    permute-and-average weights `W0` ([`RidgeToward::Average`]) with
+//!    `lambda = 1e-6 * mean(diag G[c, c])` of the block's Gram, retried with `10 lambda` after
+//!    a failed factorization (the rule of [`RidgeParams`](crate::lstsq::RidgeParams)).
+//! 4. **Heads**: with different label spaces ([`Heads::Separate`]) two heads, `a` reading
+//!    `[m | A-only]` fitted to A's logits and `b` reading `[m | B-only]` fitted to B's; with a
+//!    shared label space ([`Heads::Shared`]) one head on all units fitted to the mean logits.
+//!
+//! # Primal or dual least squares
+//!
+//! A block with `k` input columns (bias included) is solved in the primal form
+//! (`(G + lambda I) (W - W0)^T = X^T (T - X W0^T)` with the `k x k` Gram, accumulated over the
+//! samples) when `k <= N`, and in the dual form of [`lstsq::dual`](crate::lstsq::dual)
+//! (`W = W0 + (X^T (X X^T + lambda I)^{-1} (T - X W0^T))^T` with the `N x N` kernel) when
+//! `k > N`: the first layer of a 784-input MLP has 785 columns, against a few hundred merge
+//! samples. Both solve the same problem with the same `lambda` (`trace(X X^T) = trace(X^T X)`).
+//! That is [`LsForm::Auto`], the default; [`MlpMergeParams::form`] can force either form.
+//!
+//! # Memory
+//!
+//! Nothing is allocated. The caller passes the merged weights' buffer (`f32`,
+//! [`MlpMergePlan::output_len`]), an f64 scratch ([`MlpMergePlan::scratch_len`]) and an
+//! index scratch ([`MlpMergePlan::index_len`]); [`mlp_merge_plan`] computes all three from the
+//! shapes, the sample count and the budget. Every symmetric system is kept in packed storage
+//! and every pass over the data is streamed sample by sample (activations are recomputed
+//! rather than stored), so with `W = max(hidden, classes)`, `M` the widest merged layer,
+//! `n_g` the hidden widths, `C = min(rhs_chunk, rows)` right-hand sides per solve:
+//!
+//! ```text
+//! scratch = 4 W + 2 M + max( n_g^2 + 56 n_g                       (matching group g),
+//!                            k (k + 1) / 2 + (k + 1) C + k          (primal block, k <= N),
+//!                            N (N + 1) / 2 + N C [+ N (k - bias)]   (dual block, k > N) )
+//! index   = 4 sum_g n_g
+//! ```
+//!
+//! f64 elements, the bracket only for dual blocks whose inputs are hidden activations (which
+//! are then kept). For the 784-64-64 pair with two 5-way heads and `N = 300`, the dual first
+//! layer dominates: `45,150 + 4,800` f64 plus 384 to 512 for the activations, 403 kB at any
+//! budget (256 samples: 300 kB), and 512 indices. The merged weights themselves take
+//! `m_1 (784 + 1) + ...` f32: 220 kB at budget 1.0, 473 kB at budget 2.0 (`m_1 = 128`).
+//!
+//! # Arithmetic (what matches the host and what does not)
+//!
+//! Forward passes are f32, like the host's; the permute-and-average weights and the
+//! targets are formed in f32 exactly as the host forms them (`0.5 a + 0.5 b`); the fitted
+//! weights are stored as `f32(W0 + delta)` with `delta` in f64, as the host stores them. All
+//! sums over samples (moments, Grams, kernels, right-hand sides) are accumulated in f64 from
+//! the f32 values, one sample at a time; the host multiplies blocks of samples in f32 (with a
+//! centring shift) and folds them into f64. The two agree to f32 rounding of those sums, which
+//! is what the results agree to where the fit is determined by the data. Where it is not (a
+//! first layer with more columns than samples: the Gram is singular up to the ridge), the
+//! host's f32 rounding, amplified by `1 / lambda`, moves the weights in directions the samples
+//! do not span (by tens of percent, and differently for another batch size); the dual form
+//! here keeps the prior exactly there, which is the exact solution of the same problem.
+//!
+//! # Work
+//!
+//! For the 784-64-64 pair at `N = 300`: 70 to 100 million f64 multiply-adds (mostly the first
+//! layer's kernel, `N^2 / 2 x 785`, and its residuals and update, `m_1 x 785 x N` each) and,
+//! because activations are recomputed for every pass over the samples (one per chunk of
+//! `rhs_chunk` output rows per block), up to about a billion f32 multiply-adds (1.2 to 1.8 s
+//! on one x86-64 core). A Cortex-M4F does f64 in software; speed was traded for memory and for
+//! agreement with the host.
+//!
+//! [`uniform_ratio`]: super::budget::uniform_ratio
+//! [`select_top`]: crate::assign::select_top
+
+mod error;
+mod fit;
+mod forward;
+mod matching;
+mod plan;
+
+pub use error::{MlpMergeError, MlpOperand, Model, ScratchKind};
+pub use matching::MergedUnits;
+pub use plan::{MlpMergePlan, mlp_merge_plan};
+
+use crate::assign::AuctionParams;
+
+use self::fit::fit_layers;
+use self::matching::match_groups;
+
+/// Most hidden layers an MLP may have here (the plan and the report keep per-layer values in
+/// fixed-capacity lists).
+pub const MAX_HIDDEN: usize = 8;
+
+/// The shape of the two MLPs: `inputs -> hidden[0] -> ... -> classes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MlpDims<'a> {
+    /// Input features (784 for 28 x 28 images).
+    pub inputs: usize,
+    /// Hidden widths, at most [`MAX_HIDDEN`] layers (each followed by a ReLU).
+    pub hidden: &'a [usize],
+    /// Outputs of each model's head.
+    pub classes: usize,
+    /// Whether every layer has a bias.
+    pub bias: bool,
+}
+
+/// One head or two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heads {
+    /// Shared label space: one head fitted to the mean of both models' logits.
+    Shared,
+    /// Different label spaces: head `a` on `[merged | A-only]` fitted to A's logits and head
+    /// `b` on `[merged | B-only]` fitted to B's.
+    Separate,
+}
+
+/// What the ridge term pulls the weights towards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RidgeToward {
+    /// The permute-and-average weights (the host's default, `--ridge-toward average`).
+    Average,
+    /// Zero (plain ridge).
+    Zero,
+}
+
+/// Which form of least squares solves a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LsForm {
+    /// By shape: the dual form when the block has more columns (bias included) than there
+    /// are samples, the primal form otherwise (the default; the least memory).
+    Auto,
+    /// Always the primal form (the Gram of the block's columns).
+    Primal,
+    /// Always the dual form (the kernel of the samples).
+    Dual,
+}
+
+/// One linear layer of an original model: `weight` is `out x in` row-major (PyTorch's layout),
+/// `bias` has `out` values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerRef<'a> {
+    /// `out x in` weights.
+    pub weight: &'a [f32],
+    /// `out` biases (`None` when the MLP has no biases).
+    pub bias: Option<&'a [f32]>,
+}
+
+/// Everything one merge reads.
+#[derive(Debug, Clone, Copy)]
+pub struct MlpMergeInputs<'a> {
+    /// The shape of both models.
+    pub dims: MlpDims<'a>,
+    /// One head or two.
+    pub heads: Heads,
+    /// Model A: its hidden layers then its head (`hidden.len() + 1` layers).
+    pub a: &'a [LayerRef<'a>],
+    /// Model B, likewise.
+    pub b: &'a [LayerRef<'a>],
+    /// Merge samples, `N x inputs` row-major, already normalised as the models expect.
+    pub samples: &'a [f32],
+    /// FLOP ratio to one model, in `[1, 2]`.
+    pub budget: f64,
+}
+
+/// Tuning knobs of [`mlp_merge`]. The defaults are the host pipeline's defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct MlpMergeParams {
+    /// Ridge relative to the mean diagonal of each block's Gram. Default `1e-6`.
+    pub relative_ridge: f64,
+    /// What the ridge pulls towards. Default [`RidgeToward::Average`].
+    pub ridge_toward: RidgeToward,
+    /// How many times a block's ridge may be multiplied by 10 after a failed factorization.
+    /// Default 4.
+    pub max_retries: u32,
+    /// The assignment's knobs. Default [`AuctionParams::default`].
+    pub auction: AuctionParams,
+    /// Output rows solved per pass over the samples (each pass recomputes the targets).
+    /// Larger values need more scratch (see the module docs) and fewer passes. Default 16;
+    /// values below 1 count as 1.
+    pub rhs_chunk: usize,
+    /// Which form solves each block. Default [`LsForm::Auto`]; the others exist to compare
+    /// the two forms (they solve the same problem) and cost more memory.
+    pub form: LsForm,
+}
+
+impl Default for MlpMergeParams {
+    fn default() -> Self {
+        Self {
+            relative_ridge: 1e-6,
+            ridge_toward: RidgeToward::Average,
+            max_retries: 4,
+            auction: AuctionParams::default(),
+            rhs_chunk: 16,
+            form: LsForm::Auto,
+        }
+    }
+}
+
+impl MlpMergeParams {
+    /// These params with `relative_ridge` replaced.
+    pub const fn with_relative_ridge(mut self, relative_ridge: f64) -> Self {
+        self.relative_ridge = relative_ridge;
+        self
+    }
+
+    /// These params with `ridge_toward` replaced.
+    pub const fn with_ridge_toward(mut self, ridge_toward: RidgeToward) -> Self {
+        self.ridge_toward = ridge_toward;
+        self
+    }
+
+    /// These params with `max_retries` replaced.
+    pub const fn with_max_retries(mut self, max_retries: u32) -> Self {
+        self.max_retries = max_retries;
+        self
+    }
+
+    /// These params with the auction params replaced.
+    pub const fn with_auction(mut self, auction: AuctionParams) -> Self {
+        self.auction = auction;
+        self
+    }
+
+    /// These params with `form` replaced.
+    pub const fn with_form(mut self, form: LsForm) -> Self {
+        self.form = form;
+        self
+    }
+
+    /// These params with `rhs_chunk` replaced.
+    pub const fn with_rhs_chunk(mut self, rhs_chunk: usize) -> Self {
+        self.rhs_chunk = rhs_chunk;
+        self
+    }
+}
+
+/// How one hidden layer (permutation group) was matched.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct GroupInfo {
+    /// Units per model.
+    pub width: usize,
+    /// Pairs merged.
+    pub merged: usize,
+    /// Width in the merged model, `2 width - merged`.
+    pub merged_width: usize,
+    /// `sum_i S[i, P(i)]` of the assignment.
+    pub total_score: f64,
+    /// Mean score of the merged pairs (NaN when none is merged).
+    pub mean_merged_score: f64,
+    /// What the auction reports.
+    pub auction: crate::assign::AuctionInfo,
+}
+
+/// How one merged layer was fitted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct LayerFitInfo {
+    /// Output blocks solved in the primal form (Gram of the block's columns).
+    pub primal_blocks: usize,
+    /// Output blocks solved in the dual form (kernel of the samples).
+    pub dual_blocks: usize,
+    /// Largest ridge used over the blocks.
+    pub ridge: f64,
+    /// Most retries of any block.
+    pub retries: u32,
+}
+
+/// What a merge did.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct MlpMergeInfo {
+    /// The plan it followed.
+    pub plan: MlpMergePlan,
+    /// Per hidden layer: the matching.
+    pub groups: heapless::Vec<GroupInfo, MAX_HIDDEN>,
+    /// Per fitted layer, in order: the hidden layers, then head `a` (or the shared head), then
+    /// head `b`.
+    pub layers: heapless::Vec<LayerFitInfo, { MAX_HIDDEN + 2 }>,
+}
+
+/// Merges the two MLPs of `inputs` (see the module docs) into `out`, laid out as
+/// [`MlpMergePlan`] describes (dense `out x in` weights per layer with the cross blocks zero,
+/// then biases; heads last), using `scratch` (f64) and `indices` of at least the plan's
+/// lengths.
+///
+/// Inputs are checked before anything is computed, in this order: shapes (dims, then A's and
+/// B's layers, then samples), budget, params, buffer lengths, finiteness (A, B, samples). A
+/// merge that fails leaves `out` unspecified.
+pub fn mlp_merge(
+    inputs: &MlpMergeInputs<'_>,
+    params: &MlpMergeParams,
+    out: &mut [f32],
+    scratch: &mut [f64],
+    indices: &mut [usize],
+) -> Result<MlpMergeInfo, MlpMergeError> {
+    let plan = plan::validate(inputs, params, out.len(), scratch.len(), indices.len())?;
+    let ctx = plan::Context {
+        plan: &plan,
+        a: inputs.a,
+        b: inputs.b,
+        samples: inputs.samples,
+        params,
+    };
+    let groups = match_groups(&ctx, scratch, indices)?;
+    let layers = fit_layers(&ctx, out, scratch, indices)?;
+    if let Some(index) = out[..plan.output_len].iter().position(|v| !v.is_finite()) {
+        return Err(MlpMergeError::NonFiniteResult { index });
+    }
+    Ok(MlpMergeInfo {
+        plan,
+        groups,
+        layers,
+    })
+}
