@@ -10,6 +10,7 @@ use pleas_core::assign::AuctionParams;
 use pleas_core::forward::fold_batchnorm;
 use pleas_core::graph::{Graph, Groups, Op, Weights, cost, permutation_groups};
 use pleas_core::linalg::{MatMut, MatRef};
+use pleas_core::lstsq::dual::{DualParams, dual_ridge_scratch_len, dual_ridge_solve};
 use pleas_core::lstsq::{NormalEquations, RidgeParams};
 use pleas_core::merge::blocks::OutputBlock;
 use pleas_core::merge::budget::{
@@ -28,7 +29,7 @@ use super::settings::{
     BnMode, FitMode, HeadChoice, MatchingMode, MergeSettings, RatioMode, RidgePrior, SHARDS,
 };
 use super::store::Net;
-use super::stream::{Barrier, Networks, PassResult, StreamParams, Streamer};
+use super::stream::{Barrier, FitRows, Networks, PassResult, StreamParams, Streamer};
 use crate::error::Error;
 use crate::io::data::{DataSource, DataSpec};
 use crate::model::Model;
@@ -473,11 +474,12 @@ pub fn merge(
             }
             let result = streamer.pass(barrier, &weights)?;
             let what = match (barrier, result) {
-                (Barrier::Fit { layers: ls, .. }, PassResult::Fit(mut acc)) => {
+                (Barrier::Fit { layers: ls, .. }, PassResult::Fit(mut acc, rows)) => {
                     let reports = solve_fit(
                         &merged,
                         ls,
                         &mut acc,
+                        rows.as_ref(),
                         settings.ridge,
                         settings.ridge_prior,
                         &mut weights,
@@ -534,7 +536,7 @@ pub fn merge(
                 let Barrier::Fit { layers: ls, .. } = &barrier else {
                     continue;
                 };
-                let PassResult::Fit(mut acc) = streamer.pass(&barrier, &weights)? else {
+                let PassResult::Fit(mut acc, _) = streamer.pass(&barrier, &weights)? else {
                     return Err(err("diagnosis", "pass returned the wrong result"));
                 };
                 for (name, residual) in own_input_residuals(&merged, ls, &mut acc, &weights)? {
@@ -625,11 +627,14 @@ fn plan_passes(
     passes.into_iter().map(|(_, _, b)| b).collect()
 }
 
-/// Solves the fits of one pass, stores the weights and reports each layer.
+/// Solves the fits of one pass, stores the weights and reports each layer: from the normal
+/// equations of the accumulated moments, or, when the pass kept its rows (fewer rows than
+/// columns), in sample space from the rows ([`sample_space_fit`]).
 fn solve_fit(
     merged: &MergedModel,
     layer_ids: &[usize],
     acc: &mut crate::par::OwnedGram,
+    rows: Option<&FitRows>,
     ridge: f64,
     prior: RidgePrior,
     weights: &mut Weights,
@@ -664,39 +669,47 @@ fn solve_fit(
             RidgePrior::Average => Some(layer.dense(average)),
             RidgePrior::Zero => None,
         };
-        let mut cross_fit = r.clone();
-        if let Some(w0) = &prior {
-            for b in &layer.blocks {
-                for o in b.rows.clone() {
-                    let w0o = &w0[o * d..(o + 1) * d];
-                    for &i in &b.cols {
-                        let gw: f64 = b.cols.iter().map(|&j| gram_at(i, j) * w0o[j]).sum();
-                        cross_fit[i * t + offset + o] -= gw;
+        let fits: Vec<(Vec<f64>, f64)> = if let Some(rows) = rows {
+            sample_space_fit(layer, rows, d, t, offset, prior.as_deref(), ridge)
+                .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?
+        } else {
+            let mut cross_fit = r.clone();
+            if let Some(w0) = &prior {
+                for b in &layer.blocks {
+                    for o in b.rows.clone() {
+                        let w0o = &w0[o * d..(o + 1) * d];
+                        for &i in &b.cols {
+                            let gw: f64 = b.cols.iter().map(|&j| gram_at(i, j) * w0o[j]).sum();
+                            cross_fit[i * t + offset + o] -= gw;
+                        }
                     }
                 }
             }
-        }
-        let eqs = NormalEquations {
-            gram: MatRef::new(g, d, d).expect("d x d"),
-            cross: MatRef::new(&cross_fit, d, t).expect("d x t"),
-            target_sq_sums: tt,
+            let eqs = NormalEquations {
+                gram: MatRef::new(g, d, d).expect("d x d"),
+                cross: MatRef::new(&cross_fit, d, t).expect("d x t"),
+                target_sq_sums: tt,
+            };
+            let mut fits = fit_layer(eqs, &shifted, params)
+                .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?;
+            if let Some(w0) = &prior {
+                for (f, b) in fits.iter_mut().zip(&layer.blocks) {
+                    let nc = b.cols.len();
+                    for (r_i, o) in b.rows.clone().enumerate() {
+                        for (c, &j) in b.cols.iter().enumerate() {
+                            f.weights[r_i * nc + c] += w0[o * d + j];
+                        }
+                    }
+                }
+            }
+            fits.into_iter()
+                .map(|f| (f.weights, f.info.ridge))
+                .collect()
         };
-        let mut fits = fit_layer(eqs, &shifted, params)
-            .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?;
-        if let Some(w0) = &prior {
-            for (f, b) in fits.iter_mut().zip(&layer.blocks) {
-                let nc = b.cols.len();
-                for (r_i, o) in b.rows.clone().enumerate() {
-                    for (c, &j) in b.cols.iter().enumerate() {
-                        f.weights[r_i * nc + c] += w0[o * d + j];
-                    }
-                }
-            }
-        }
         let mut max_ridge: f64 = 0.0;
-        for (bi, f) in fits.iter().enumerate() {
-            layer.store_block(bi, &f.weights, weights);
-            max_ridge = max_ridge.max(f.info.ridge);
+        for (bi, (w, ridge)) in fits.iter().enumerate() {
+            layer.store_block(bi, w, weights);
+            max_ridge = max_ridge.max(*ridge);
         }
         // Losses of the fitted and the permute-and-average weights on this layer's targets.
         let o = layer.outputs;
@@ -719,6 +732,69 @@ fn solve_fit(
         offset += o;
     }
     Ok(reports)
+}
+
+/// The ridge fit of each output block of `layer` in sample space
+/// ([`pleas_core::lstsq::dual`]): `W = W0 + X_b^T (X_b X_b^T + lambda I)^{-1} (T_b - X_b W0^T)`
+/// over the kept rows, `X_b` the block's columns, `T_b` its targets (columns `offset + rows` of
+/// the pass's `t` targets), `W0` the prior (`None`: zero). The ridge rule is the primal solve's
+/// (relative to the mean diagonal of the block's `X^T X`), so both forms solve the same problem;
+/// here the directions the rows do not reach keep `W0` exactly instead of being set by f32
+/// rounding of a rank-deficient Gram. Returns each block's `rows x cols` weights and ridge.
+fn sample_space_fit(
+    layer: &super::merged_model::MergedLayer,
+    rows: &FitRows,
+    d: usize,
+    t: usize,
+    offset: usize,
+    prior: Option<&[f64]>,
+    ridge: f64,
+) -> Result<Vec<(Vec<f64>, f64)>, String> {
+    let n = rows.x.len() / d.max(1);
+    if rows.x.len() != n * d || rows.t.len() != n * t {
+        return Err(format!(
+            "kept rows do not match {d} columns and {t} targets ({} and {} values)",
+            rows.x.len(),
+            rows.t.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(layer.blocks.len());
+    for b in &layer.blocks {
+        let (m, k) = (b.rows.len(), b.cols.len());
+        let mut xb = Vec::with_capacity(n * k);
+        for row in rows.x.chunks_exact(d) {
+            xb.extend(b.cols.iter().map(|&j| row[j]));
+        }
+        let mut tb = Vec::with_capacity(n * m);
+        for row in rows.t.chunks_exact(t) {
+            tb.extend(b.rows.clone().map(|o| row[offset + o]));
+        }
+        // The prior holds f32 weights widened to f64: narrowing it back is exact.
+        let pb: Option<Vec<f32>> = prior.map(|w0| {
+            b.rows
+                .clone()
+                .flat_map(|o| b.cols.iter().map(move |&j| w0[o * d + j] as f32))
+                .collect()
+        });
+        let mut w = vec![0.0f64; m * k];
+        let mut scratch = vec![0.0f64; dual_ridge_scratch_len(n, m)];
+        let view = |e: pleas_core::linalg::ViewError| e.to_string();
+        let info = dual_ridge_solve(
+            MatRef::new(&xb, n, k).map_err(view)?,
+            false,
+            MatRef::new(&tb, n, m).map_err(view)?,
+            pb.as_deref()
+                .map(|p| MatRef::new(p, m, k))
+                .transpose()
+                .map_err(view)?,
+            DualParams::default().with_relative_ridge(ridge),
+            MatMut::new(&mut w, m, k).map_err(view)?,
+            &mut scratch,
+        )
+        .map_err(|e| e.to_string())?;
+        out.push((w, info.factor.ridge));
+    }
+    Ok(out)
 }
 
 /// Relative residuals `||X W - T||^2 / ||T||^2` of the current weights of `layer_ids` on the

@@ -104,10 +104,23 @@ impl ChannelMoments {
     }
 }
 
+/// The rows of a fit, kept when the whole pass has fewer rows (samples x positions) than
+/// columns: the fit is then solved in sample space from the rows themselves (see
+/// [`pleas_core::lstsq::dual`]), since an f32 Gram of rank below its size leaves the
+/// directions the data does not reach to rounding noise divided by the ridge.
+#[derive(Debug, Clone, Default)]
+pub struct FitRows {
+    /// Input rows, `rows x columns` row-major, in sample order (shards concatenated in order).
+    pub x: Vec<f32>,
+    /// Target rows, `rows x targets` row-major, same order.
+    pub t: Vec<f32>,
+}
+
 /// What a pass produced.
 pub enum PassResult {
-    /// The combined moments of a fit (inputs `x`, concatenated targets `t`).
-    Fit(OwnedGram),
+    /// The combined moments of a fit (inputs `x`, concatenated targets `t`), and its rows when
+    /// there are fewer rows than columns.
+    Fit(OwnedGram, Option<FitRows>),
     /// Batch-norm input moments.
     BatchNorm(ChannelMoments),
 }
@@ -139,6 +152,8 @@ pub struct Streamer<'a> {
     shards: Vec<Mutex<Shard>>,
     /// Highest node computed so far, per network (0: only the input).
     frontier: [usize; 3],
+    /// Samples over all shards.
+    samples: usize,
 }
 
 fn net_index(net: Net) -> usize {
@@ -239,6 +254,7 @@ impl<'a> Streamer<'a> {
             data,
             shards,
             frontier: [0; 3],
+            samples: n,
         }
     }
 
@@ -302,10 +318,19 @@ impl<'a> Streamer<'a> {
             let r = r?;
             combined = Some(match (combined, r) {
                 (None, r) => r,
-                (Some(PassResult::Fit(mut acc)), PassResult::Fit(mut other)) => {
+                (Some(PassResult::Fit(mut acc, rows)), PassResult::Fit(mut other, more)) => {
                     acc.combine(&mut other)
                         .map_err(|e| stage_err(e.to_string()))?;
-                    PassResult::Fit(acc)
+                    let rows = match (rows, more) {
+                        (Some(mut r), Some(m)) => {
+                            r.x.extend_from_slice(&m.x);
+                            r.t.extend_from_slice(&m.t);
+                            Some(r)
+                        }
+                        (None, None) => None,
+                        _ => return Err(stage_err("shards kept rows differently".into())),
+                    };
+                    PassResult::Fit(acc, rows)
                 }
                 (Some(PassResult::BatchNorm(mut m)), PassResult::BatchNorm(o)) => {
                     m.merge(o.count, &o.mean, &o.m2);
@@ -366,6 +391,7 @@ impl<'a> Streamer<'a> {
         let batch = self.params.batch.max(1);
         let range = shard.samples.clone();
         let mut x = Vec::new();
+        let mut kept: Option<FitRows> = None;
         let mut xrows = Vec::new();
         let mut tbuf = Vec::new();
         for (chunk, start) in range.clone().step_by(batch).enumerate() {
@@ -470,6 +496,13 @@ impl<'a> Streamer<'a> {
                         );
                         row0 += l.outputs;
                     }
+                    // Fewer rows in the whole pass than columns: keep them for the sample-space
+                    // solve (the same decision in every shard).
+                    if self.samples.saturating_mul(geom.positions()) < d {
+                        let r = kept.get_or_insert_with(FitRows::default);
+                        r.x.extend_from_slice(&xrows[..ncols * d]);
+                        r.t.extend_from_slice(&tbuf[..ncols * t]);
+                    }
                     let xv = MatRef::new(&xrows, ncols, d).map_err(|e| stage_err(e.to_string()))?;
                     let tv = MatRef::new(&tbuf, ncols, t).map_err(|e| stage_err(e.to_string()))?;
                     acc.as_mut()
@@ -530,7 +563,8 @@ impl<'a> Streamer<'a> {
             }
         }
         match barrier {
-            Barrier::Fit { .. } => Ok(PassResult::Fit(acc.expect("fit accumulator"))),
+            // Every shard has at least one sample, so all of them made the same choice.
+            Barrier::Fit { .. } => Ok(PassResult::Fit(acc.expect("fit accumulator"), kept)),
             Barrier::BatchNorm { .. } => Ok(PassResult::BatchNorm(moments)),
         }
     }
