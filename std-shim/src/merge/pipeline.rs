@@ -479,7 +479,7 @@ pub fn merge(
                         &merged,
                         ls,
                         &mut acc,
-                        rows.as_ref(),
+                        rows.as_deref(),
                         settings.ridge,
                         settings.ridge_prior,
                         &mut weights,

@@ -120,7 +120,7 @@ pub struct FitRows {
 pub enum PassResult {
     /// The combined moments of a fit (inputs `x`, concatenated targets `t`), and its rows when
     /// there are fewer rows than columns.
-    Fit(OwnedGram, Option<FitRows>),
+    Fit(OwnedGram, Option<Box<FitRows>>),
     /// Batch-norm input moments.
     BatchNorm(ChannelMoments),
 }
@@ -391,7 +391,7 @@ impl<'a> Streamer<'a> {
         let batch = self.params.batch.max(1);
         let range = shard.samples.clone();
         let mut x = Vec::new();
-        let mut kept: Option<FitRows> = None;
+        let mut kept: Option<Box<FitRows>> = None;
         let mut xrows = Vec::new();
         let mut tbuf = Vec::new();
         for (chunk, start) in range.clone().step_by(batch).enumerate() {
@@ -499,7 +499,7 @@ impl<'a> Streamer<'a> {
                     // Fewer rows in the whole pass than columns: keep them for the sample-space
                     // solve (the same decision in every shard).
                     if self.samples.saturating_mul(geom.positions()) < d {
-                        let r = kept.get_or_insert_with(FitRows::default);
+                        let r = kept.get_or_insert_with(Box::default);
                         r.x.extend_from_slice(&xrows[..ncols * d]);
                         r.t.extend_from_slice(&tbuf[..ncols * t]);
                     }
