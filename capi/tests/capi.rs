@@ -402,8 +402,10 @@ fn auction_finds_the_best_assignment() {
     assert_eq!(perm, [2, 0]);
     // Empty.
     assert_eq!(auction(&[], 0, 0).unwrap().0, Vec::<usize>::new());
-    // Doubles, with explicit parameters.
-    let s64: Vec<f64> = s.iter().map(|&v| f64::from(v)).collect();
+    // Doubles, with explicit parameters, on a 5 x 5 matrix (the 3 x 3 one above is too short
+    // for the 5 x 5 call below: Miri caught the out-of-bounds read in an earlier version).
+    let s64: Vec<f64> = rng.vec(25).iter().map(|&v| f64::from(v)).collect();
+    assert_eq!(s64.len(), 5 * 5);
     let mut params = pleas_auction_params {
         rel_tol: 0.0,
         initial_epsilon: 0.0,
