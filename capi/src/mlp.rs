@@ -15,6 +15,8 @@
 //! pleas_mlp_merge_f32(&dims, &a, &b, samples, n, 1.2, NULL,
 //!                     merged, plan.output_len, &info,
 //!                     scratch, plan.scratch_len, indices, plan.index_len);
+//! /* or, with 8-bit images and the table of their normalised values: */
+//! pleas_mlp_merge_u8(&dims, &a, &b, pixels, n, table, 1.2, NULL, merged, ...);
 //! ```
 //!
 //! The models' weights and the samples are only read (they can stay in flash). The merged
@@ -26,10 +28,10 @@
 //! layers with ReLU, then the heads.
 //!
 //! The scratch is `plan.scratch_len` doubles, the index scratch `plan.index_len` `size_t`.
-//! For a 784-64-64 pair with two 5-way heads and 250 samples that is 268 kB and 2 kB (32-bit
-//! `size_t`), plus 161 to 441 kB of merged weights for budgets 1.0 to 2.0: the first layer has
-//! more columns (785) than samples and is solved in sample space, whose kernel (`n (n + 1) / 2`
-//! doubles) dominates the scratch.
+//! For the 784-64-64 pair of the firmware example (two 5-way heads, 250 samples) that is
+//! 286 kB of scratch and 512 indices, plus 220 kB (budget 1.0), 265 kB (1.2) or 473 kB (2.0)
+//! of merged weights: the first layer has more columns (785) than samples and is solved in
+//! sample space, whose packed kernel (`n (n + 1) / 2` doubles) is most of the scratch.
 
 use pleas_core::merge::mlp::{
     self as core_mlp, GroupInfo, Heads, LayerFitInfo, LayerRef, LsForm, MAX_HIDDEN, MlpDims,
