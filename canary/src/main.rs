@@ -10,7 +10,7 @@ use pleas_core::assign::{AuctionParams, auction, auction_scratch_len};
 use pleas_core::gram::{GramAccumulator, GramParams};
 use pleas_core::linalg::{MatMut, MatRef};
 use pleas_core::merge::mlp::{
-    Heads, LayerRef, MlpDims, MlpMergeInputs, MlpMergeParams, mlp_merge, mlp_merge_plan,
+    Heads, LayerRef, MlpDims, MlpMergeInputs, MlpMergeParams, Samples, mlp_merge, mlp_merge_plan,
 };
 
 #[panic_handler]
@@ -202,7 +202,7 @@ fn mlp_check() -> bool {
         heads: Heads::Shared,
         a: &a,
         b: &b,
-        samples: &samples,
+        samples: Samples::F32(&samples),
         budget: 1.0,
     };
     if mlp_merge(&inputs, &params, &mut out, &mut scratch, &mut indices).is_err() {

@@ -17,6 +17,62 @@
 #include <stdint.h>
 
 /**
+ * Most hidden layers an MLP may have.
+ */
+#define PLEAS_MLP_MAX_HIDDEN 8
+
+/**
+ * Most layers of one model: the hidden layers and the head.
+ */
+#define PLEAS_MLP_MAX_LAYERS 9
+
+/**
+ * Most fitted layers of a merged network: the hidden layers and two heads.
+ */
+#define PLEAS_MLP_MAX_FITTED 10
+
+/**
+ * `pleas_mlp_dims.heads`: both models share one label space; the merged network has one
+ * head, fitted to the mean of both models' logits.
+ */
+#define PLEAS_MLP_HEADS_SHARED 0
+
+/**
+ * `pleas_mlp_dims.heads`: the models have different label spaces; the merged network has
+ * head `a` (on the merged and A-only units, fitted to A's logits) and head `b` (merged and
+ * B-only units, B's logits).
+ */
+#define PLEAS_MLP_HEADS_SEPARATE 1
+
+/**
+ * `pleas_mlp_merge_params.form`: each block by its shape, the dual (sample-space) form when
+ * it has more columns (bias included) than there are samples, else the primal form (the
+ * default; the least memory).
+ */
+#define PLEAS_MLP_FORM_AUTO 0
+
+/**
+ * `pleas_mlp_merge_params.form`: every block in the primal form (the Gram of its columns).
+ */
+#define PLEAS_MLP_FORM_PRIMAL 1
+
+/**
+ * `pleas_mlp_merge_params.form`: every block in the dual form (the kernel of the samples).
+ */
+#define PLEAS_MLP_FORM_DUAL 2
+
+/**
+ * `pleas_mlp_merge_params.ridge_toward`: the ridge pulls towards the permute-and-average
+ * weights (the default, as `pleas merge --ridge-toward average`).
+ */
+#define PLEAS_MLP_RIDGE_TOWARD_AVERAGE 0
+
+/**
+ * `pleas_mlp_merge_params.ridge_toward`: the ridge pulls towards zero (plain ridge).
+ */
+#define PLEAS_MLP_RIDGE_TOWARD_ZERO 1
+
+/**
  * What a call of the C API did. `PLEAS_SUCCESS` is 0, errors are negative; the first five
  * values are those of CMSIS-DSP's `arm_status`. Its type is `int32_t`, whatever size the
  * compiler gives enums.
@@ -54,7 +110,8 @@ enum pleas_status
      */
     PLEAS_ERROR_SINGULAR = -5,
     /**
-     * A scratch or state buffer is shorter than its `*_size` query asks for.
+     * A scratch or state buffer is shorter than its `*_size` query asks for (or, for the
+     * MLP merge, a buffer shorter than its plan asks for).
      */
     PLEAS_ERROR_SCRATCH = -6,
     /**
@@ -64,7 +121,7 @@ enum pleas_status
     PLEAS_ERROR_OUT_OF_RANGE = -7,
     /**
      * The inputs are valid but the result is not representable (a ridge solve whose weights
-     * overflow).
+     * overflow, an MLP merge whose activations or weights do).
      */
     PLEAS_ERROR_OVERFLOW = -8,
     /**
@@ -182,6 +239,232 @@ typedef struct pleas_gram_instance_f32 {
      */
     uint32_t magic;
 } pleas_gram_instance_f32;
+
+/**
+ * Knobs of the MLP merge; the defaults are those of `pleas merge`. Fill with
+ * `pleas_mlp_merge_params_init()`, then change what you need; pass NULL for the defaults.
+ */
+typedef struct pleas_mlp_merge_params {
+    /**
+     * Ridge relative to the mean diagonal of each block's Gram; finite and positive.
+     * Default 1e-6.
+     */
+    double relative_ridge;
+    /**
+     * How many times a block's ridge may be multiplied by 10 after a failed factorization.
+     * Default 4.
+     */
+    uint32_t max_retries;
+    /**
+     * `PLEAS_MLP_RIDGE_TOWARD_AVERAGE` (default) or `PLEAS_MLP_RIDGE_TOWARD_ZERO`.
+     */
+    uint32_t ridge_toward;
+    /**
+     * `PLEAS_MLP_FORM_AUTO` (default), `PLEAS_MLP_FORM_PRIMAL` or `PLEAS_MLP_FORM_DUAL`.
+     */
+    uint32_t form;
+    /**
+     * Output rows solved per pass over the samples (each pass recomputes the activations):
+     * more rows need more scratch and fewer passes. Default 16; 0 counts as 1.
+     */
+    size_t rhs_chunk;
+    /**
+     * The auctions that match the hidden units.
+     */
+    struct pleas_auction_params auction;
+} pleas_mlp_merge_params;
+
+/**
+ * The shape of the two MLPs and of the merge's heads.
+ */
+typedef struct pleas_mlp_dims {
+    /**
+     * Input features (784 for 28 x 28 images); at least 1.
+     */
+    size_t inputs;
+    /**
+     * Hidden layers, at most `PLEAS_MLP_MAX_HIDDEN`.
+     */
+    size_t hidden_layers;
+    /**
+     * Widths of the hidden layers (the first `hidden_layers` entries; each at least 1).
+     */
+    size_t hidden[PLEAS_MLP_MAX_HIDDEN];
+    /**
+     * Outputs of each model's head; at least 1.
+     */
+    size_t classes;
+    /**
+     * 1 if every layer has a bias, 0 if none has.
+     */
+    uint32_t bias;
+    /**
+     * `PLEAS_MLP_HEADS_SEPARATE` or `PLEAS_MLP_HEADS_SHARED`.
+     */
+    uint32_t heads;
+} pleas_mlp_dims;
+
+/**
+ * What a merge will do and the buffers it needs, from `pleas_mlp_merge_plan_f32()`. Per
+ * fitted layer `f < fitted_layers`: the hidden layers, then head `a` (or the shared head),
+ * then head `b`. Entries beyond the counts are 0.
+ */
+typedef struct pleas_mlp_merge_plan {
+    /**
+     * Fraction of every hidden layer's units kept separate (one ratio for all layers).
+     */
+    double ratio;
+    /**
+     * FLOP ratio of the merged network to one model (at most the budget).
+     */
+    double flop_ratio;
+    /**
+     * Merge samples the plan is for.
+     */
+    size_t samples;
+    /**
+     * Hidden layers.
+     */
+    size_t hidden_layers;
+    /**
+     * Pairs of units merged per hidden layer.
+     */
+    size_t merged_pairs[PLEAS_MLP_MAX_HIDDEN];
+    /**
+     * Widths of the merged hidden layers (`2 hidden - merged_pairs`).
+     */
+    size_t merged_widths[PLEAS_MLP_MAX_HIDDEN];
+    /**
+     * Fitted layers: hidden layers plus one or two heads.
+     */
+    size_t fitted_layers;
+    /**
+     * Rows of each fitted layer's weight (outputs).
+     */
+    size_t layer_outputs[PLEAS_MLP_MAX_FITTED];
+    /**
+     * Columns of each fitted layer's weight (inputs).
+     */
+    size_t layer_inputs[PLEAS_MLP_MAX_FITTED];
+    /**
+     * Where each fitted layer's weight starts in the merged buffer (floats).
+     */
+    size_t weight_offset[PLEAS_MLP_MAX_FITTED];
+    /**
+     * Where each fitted layer's bias starts in the merged buffer (floats; meaningless
+     * without biases).
+     */
+    size_t bias_offset[PLEAS_MLP_MAX_FITTED];
+    /**
+     * Floats of the merged network (the `merged` buffer).
+     */
+    size_t output_len;
+    /**
+     * Doubles of scratch (the `scratch` buffer): the peak the merge needs.
+     */
+    size_t scratch_len;
+    /**
+     * `size_t` of index scratch (the `indices` buffer).
+     */
+    size_t index_len;
+} pleas_mlp_merge_plan;
+
+/**
+ * One linear layer of a model: `weight` is `out x in` row-major, `bias` has `out` values (or
+ * is NULL when the MLP has no biases). Both are only read.
+ */
+typedef struct pleas_mlp_layer_f32 {
+    /**
+     * `out x in` weights.
+     */
+    const float *weight;
+    /**
+     * `out` biases, or NULL.
+     */
+    const float *bias;
+} pleas_mlp_layer_f32;
+
+/**
+ * One model: its hidden layers, then its head (the first `hidden_layers + 1` entries are
+ * read, the others are ignored).
+ */
+typedef struct pleas_mlp_model_f32 {
+    /**
+     * `layers[l]` for `l < hidden_layers` is hidden layer `l`; `layers[hidden_layers]` is the
+     * head.
+     */
+    struct pleas_mlp_layer_f32 layers[PLEAS_MLP_MAX_LAYERS];
+} pleas_mlp_model_f32;
+
+/**
+ * How one hidden layer was matched.
+ */
+typedef struct pleas_mlp_group_info {
+    /**
+     * Units per model.
+     */
+    size_t width;
+    /**
+     * Pairs merged.
+     */
+    size_t merged;
+    /**
+     * Width in the merged network.
+     */
+    size_t merged_width;
+    /**
+     * `sum_i S[i, P(i)]` of the assignment (neg-l2 similarities).
+     */
+    double total_score;
+    /**
+     * Mean score of the merged pairs (NaN when none is merged).
+     */
+    double mean_merged_score;
+    /**
+     * What the auction reports.
+     */
+    struct pleas_auction_info auction;
+} pleas_mlp_group_info;
+
+/**
+ * How one fitted layer was solved.
+ */
+typedef struct pleas_mlp_layer_info {
+    /**
+     * Output blocks solved in the primal form (the Gram of the block's columns).
+     */
+    size_t primal_blocks;
+    /**
+     * Output blocks solved in the dual form (the kernel of the samples).
+     */
+    size_t dual_blocks;
+    /**
+     * Largest ridge used over the blocks.
+     */
+    double ridge;
+    /**
+     * Most retries of any block.
+     */
+    uint32_t retries;
+} pleas_mlp_layer_info;
+
+/**
+ * What a successful merge did. Entries beyond the counts are 0.
+ */
+typedef struct pleas_mlp_merge_info {
+    /**
+     * The plan the merge followed.
+     */
+    struct pleas_mlp_merge_plan plan;
+    /**
+     * Per hidden layer: the matching.
+     */
+    struct pleas_mlp_group_info groups[PLEAS_MLP_MAX_HIDDEN];
+    /**
+     * Per fitted layer (hidden layers, then the heads): the least squares.
+     */
+    struct pleas_mlp_layer_info layers[PLEAS_MLP_MAX_FITTED];
+} pleas_mlp_merge_info;
 
 /**
  * Knobs of the ridge solve. Fill with `pleas_ridge_params_init()`, then change what you
@@ -458,6 +741,116 @@ pleas_status pleas_gram_count_f32(const struct pleas_gram_instance_f32 *instance
 pleas_status pleas_gram_reset_f32(struct pleas_gram_instance_f32 *instance);
 
 /**
+ * Writes the default merge parameters into `params`.
+ *
+ * Errors: `PLEAS_ERROR_ARGUMENT` (`params` NULL or misaligned).
+ *
+ * # Safety
+ *
+ * `params` must be NULL or point to a writable `pleas_mlp_merge_params`.
+ */
+pleas_status pleas_mlp_merge_params_init(struct pleas_mlp_merge_params *params);
+
+/**
+ * Plans the merge of two MLPs of shape `dims` on `samples` merge samples at `budget` (a
+ * FLOP ratio to one model, in `[1, 2]`) with `params` (NULL: the defaults), into `plan`:
+ * merged widths, the layout of the merged network and the lengths of the three buffers
+ * `pleas_mlp_merge_f32()` takes. Nothing else is read or written.
+ *
+ * Errors: `PLEAS_ERROR_ARGUMENT` (NULL or misaligned pointer, `plan` overlapping `dims` or
+ * `params`, `bias` not 0 or 1, an unknown `heads`, `form` or `ridge_toward`, a budget outside
+ * `[1, 2]` or NaN, a relative ridge that is not finite and positive), `PLEAS_ERROR_LENGTH`
+ * (`hidden_layers` above `PLEAS_MLP_MAX_HIDDEN`, a width or `samples` of 0, buffers beyond
+ * memory).
+ *
+ * # Safety
+ *
+ * `dims` must point to a valid `pleas_mlp_dims`, `plan` to a writable
+ * `pleas_mlp_merge_plan`; `params` must be NULL or valid.
+ */
+pleas_status pleas_mlp_merge_plan_f32(const struct pleas_mlp_dims *dims,
+                                      size_t samples,
+                                      double budget,
+                                      const struct pleas_mlp_merge_params *params,
+                                      struct pleas_mlp_merge_plan *plan);
+
+/**
+ * Merges the MLPs `a` and `b` of shape `dims` on `n` merge samples (`samples`, `n x inputs`
+ * row-major, normalised as the models expect) at `budget` with `params` (NULL: the
+ * defaults) into `merged` (`merged_len` floats, laid out as the plan describes), and
+ * reports what it did in `info` (may be NULL). `scratch` (doubles) and `indices` (`size_t`)
+ * are the caller's scratch; `merged_len`, `scratch_len` and `indices_len` must be at least
+ * the `output_len`, `scratch_len` and `index_len` of `pleas_mlp_merge_plan_f32()` for the
+ * same dims, `n`, budget and params. A bias pointer is NULL exactly when `dims->bias` is 0.
+ *
+ * The models and the samples are only read (they can live in flash, and may overlap each
+ * other); the writable buffers must not overlap anything. After an error `info` is not
+ * written but `merged` may be (its content is then unspecified). The result does not
+ * depend on `rhs_chunk`, nor on the form (up to rounding).
+ *
+ * Errors found before anything is computed: `PLEAS_ERROR_ARGUMENT` (NULL or misaligned
+ * pointer, overlapping buffers, a field or the budget out of its range as for the plan),
+ * `PLEAS_ERROR_LENGTH` (as for the plan; `n` of 0), `PLEAS_ERROR_SIZE_MISMATCH` (a bias
+ * given although `dims->bias` is 0, or missing although it is 1), `PLEAS_ERROR_SCRATCH` (a
+ * buffer shorter than the plan asks for), `PLEAS_ERROR_NAN_INF` (a NaN or infinity among
+ * the weights, biases or samples). Then, while merging: `PLEAS_ERROR_OVERFLOW` (activations
+ * or merged weights overflow), `PLEAS_ERROR_SINGULAR` (a block's system is not positive
+ * definite with the last ridge tried, e.g. all its inputs are zero).
+ *
+ * # Safety
+ *
+ * `dims`, `a` and `b` must point to valid structs; each of the first
+ * `dims->hidden_layers + 1` layers of `a` and `b` must address `out x in` floats (`weight`)
+ * and `out` floats or NULL (`bias`); `samples` must address `n * dims->inputs` floats;
+ * `merged`, `scratch` and `indices` must address `merged_len`, `scratch_len` and
+ * `indices_len` writable elements; `params` and `info` must be NULL or valid.
+ */
+pleas_status pleas_mlp_merge_f32(const struct pleas_mlp_dims *dims,
+                                 const struct pleas_mlp_model_f32 *a,
+                                 const struct pleas_mlp_model_f32 *b,
+                                 const float *samples,
+                                 size_t n,
+                                 double budget,
+                                 const struct pleas_mlp_merge_params *params,
+                                 float *merged,
+                                 size_t merged_len,
+                                 struct pleas_mlp_merge_info *info,
+                                 double *scratch,
+                                 size_t scratch_len,
+                                 size_t *indices,
+                                 size_t indices_len);
+
+/**
+ * `pleas_mlp_merge_f32()` on byte samples (`samples`, `n x inputs` bytes, e.g. 8-bit pixels)
+ * read through `table` (256 floats: `table[v]` is the value the models take for byte `v`,
+ * e.g. `v / 255.0f * 2.0f - 1.0f`). The bytes are read where they are (flash) and never
+ * copied: no normalised copy of the samples is needed. The result is that of
+ * `pleas_mlp_merge_f32()` on the samples mapped through the table, bit for bit; the plan is
+ * the same. A table value that is not finite is refused (`PLEAS_ERROR_NAN_INF`) if a sample
+ * uses it.
+ *
+ * # Safety
+ *
+ * As for `pleas_mlp_merge_f32()`, with `samples` addressing `n * dims->inputs` bytes and
+ * `table` 256 floats.
+ */
+pleas_status pleas_mlp_merge_u8(const struct pleas_mlp_dims *dims,
+                                const struct pleas_mlp_model_f32 *a,
+                                const struct pleas_mlp_model_f32 *b,
+                                const uint8_t *samples,
+                                size_t n,
+                                const float *table,
+                                double budget,
+                                const struct pleas_mlp_merge_params *params,
+                                float *merged,
+                                size_t merged_len,
+                                struct pleas_mlp_merge_info *info,
+                                double *scratch,
+                                size_t scratch_len,
+                                size_t *indices,
+                                size_t indices_len);
+
+/**
  * Writes the default ridge parameters into `params`.
  *
  * Errors: `PLEAS_ERROR_ARGUMENT` (`params` NULL or misaligned).
@@ -528,9 +921,3 @@ const char *pleas_status_name(int32_t status);
 #endif  // __cplusplus
 
 #endif  /* PLEAS_H */
-
-/*
- * Reserved for the whole-MLP merge (pleas_mlp_merge_f32 and its plan query
- * pleas_mlp_merge_plan_f32), to be added with the no_std MLP merge of pleas-core: see
- * capi/src/mlp.rs.
- */

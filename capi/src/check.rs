@@ -13,7 +13,8 @@ pub(crate) struct Region {
 }
 
 impl Region {
-    const EMPTY: Self = Self {
+    /// The region of an empty buffer, which overlaps nothing.
+    pub(crate) const EMPTY: Self = Self {
         start: 0,
         end: 0,
         writable: false,
@@ -94,6 +95,15 @@ pub(crate) fn output<T>(ptr: *mut T, len: usize) -> Result<Out<T>, pleas_status>
 }
 
 impl<T> In<T> {
+    /// An empty buffer (no elements), for unused slots.
+    pub(crate) const fn empty() -> Self {
+        Self {
+            ptr: core::ptr::null(),
+            len: 0,
+            region: Region::EMPTY,
+        }
+    }
+
     /// The slice.
     ///
     /// # Safety
@@ -172,4 +182,10 @@ pub(crate) fn required<T>(ptr: *const T, writable: bool) -> Result<Region, pleas
 /// [`write_optional`].
 pub(crate) fn optional_region<T>(ptr: *mut T) -> Result<Region, pleas_status> {
     region(ptr.cast_const(), usize::from(!ptr.is_null()), true)
+}
+
+/// The region of an optional input struct (empty when NULL), after the alignment check of
+/// [`optional`].
+pub(crate) fn optional_input_region<T>(ptr: *const T) -> Result<Region, pleas_status> {
+    region(ptr, usize::from(!ptr.is_null()), false)
 }

@@ -28,14 +28,16 @@
 //! length says, and that no other thread writes them during the call.
 //!
 //! Errors of the core map onto the statuses as documented on `pleas_status()`. On error no
-//! output is written (for the Gram accumulator: no sample of the call is counted).
+//! output is written (for the Gram accumulator: no sample of the call is counted), except
+//! the merged network's buffer of the MLP merge, whose content is then unspecified.
 //!
 //! # Groups
 //!
 //! - [`gram`]: streaming accumulation of `sum x x^T`, `sum x t^T` and `sum t^2`.
 //! - [`auction`]: maximum-score assignment (auction algorithm) and top-k pair selection.
 //! - [`ridge`]: ridge least squares on a principal sub-block of accumulated moments.
-//! - [`mlp`]: reserved for the whole-MLP merge (`pleas_mlp_merge_f32`), not yet wired.
+//! - [`mlp`]: the whole PLeaS merge of two MLPs (`pleas_mlp_merge_plan_f32`,
+//!   `pleas_mlp_merge_f32`).
 //!
 //! # Runtime
 //!

@@ -4,6 +4,8 @@ use pleas_core::assign::{AuctionError, SelectError};
 use pleas_core::gram::GramError;
 use pleas_core::linalg::ViewError;
 use pleas_core::lstsq::LstsqError;
+use pleas_core::lstsq::dual::DualError;
+use pleas_core::merge::mlp::MlpMergeError;
 
 /// What a call of the C API did. `PLEAS_SUCCESS` is 0, errors are negative; the first five
 /// values are those of CMSIS-DSP's `arm_status`. Its type is `int32_t`, whatever size the
@@ -27,13 +29,14 @@ pub enum pleas_status {
     PLEAS_ERROR_NAN_INF = -4,
     /// The system is not positive definite even with the largest ridge tried.
     PLEAS_ERROR_SINGULAR = -5,
-    /// A scratch or state buffer is shorter than its `*_size` query asks for.
+    /// A scratch or state buffer is shorter than its `*_size` query asks for (or, for the
+    /// MLP merge, a buffer shorter than its plan asks for).
     PLEAS_ERROR_SCRATCH = -6,
     /// A finite input is too large to be processed without overflow (a Gram sample beyond
     /// the accumulator's value limit).
     PLEAS_ERROR_OUT_OF_RANGE = -7,
     /// The inputs are valid but the result is not representable (a ridge solve whose weights
-    /// overflow).
+    /// overflow, an MLP merge whose activations or weights do).
     PLEAS_ERROR_OVERFLOW = -8,
     /// An index is out of range, or repeated in a list that must not repeat it.
     PLEAS_ERROR_INDEX = -9,
@@ -152,6 +155,46 @@ impl From<LstsqError> for pleas_status {
             LstsqError::NonFinite { .. } => PLEAS_ERROR_NAN_INF,
             LstsqError::NotPositiveDefinite { .. } => PLEAS_ERROR_SINGULAR,
             LstsqError::SolutionOverflow { .. } => PLEAS_ERROR_OVERFLOW,
+            _ => PLEAS_ERROR_INTERNAL,
+        }
+    }
+}
+
+/// The MLP merge's errors. The C API hands the core slices whose lengths it computed from
+/// the dims, so shape errors other than a bias given or missing only happen through a bug.
+impl From<MlpMergeError> for pleas_status {
+    fn from(e: MlpMergeError) -> Self {
+        match e {
+            MlpMergeError::TooManyLayers { .. }
+            | MlpMergeError::EmptyLayer { .. }
+            | MlpMergeError::NoSamples
+            | MlpMergeError::SizeOverflow => PLEAS_ERROR_LENGTH,
+            MlpMergeError::ShapeMismatch { .. } | MlpMergeError::BiasMismatch { .. } => {
+                PLEAS_ERROR_SIZE_MISMATCH
+            }
+            MlpMergeError::BudgetOutOfRange { .. } | MlpMergeError::InvalidRidge { .. } => {
+                PLEAS_ERROR_ARGUMENT
+            }
+            MlpMergeError::ScratchTooSmall { .. } => PLEAS_ERROR_SCRATCH,
+            MlpMergeError::NonFinite { .. } => PLEAS_ERROR_NAN_INF,
+            MlpMergeError::NonFiniteSimilarity { .. } | MlpMergeError::NonFiniteResult { .. } => {
+                PLEAS_ERROR_OVERFLOW
+            }
+            MlpMergeError::Assignment { error, .. } => error.into(),
+            MlpMergeError::Selection { error, .. } => error.into(),
+            MlpMergeError::Singular { .. } => PLEAS_ERROR_SINGULAR,
+            MlpMergeError::DualSolve { error, .. } => match error {
+                // The kernel and right-hand sides are the merged network's own activations,
+                // checked finite on input: non-finite values there are an overflow.
+                DualError::NonFinite { .. } | DualError::SolutionOverflow { .. } => {
+                    PLEAS_ERROR_OVERFLOW
+                }
+                DualError::NotPositiveDefinite { .. } => PLEAS_ERROR_SINGULAR,
+                DualError::InvalidRidge { .. } => PLEAS_ERROR_ARGUMENT,
+                DualError::ScratchTooSmall { .. } => PLEAS_ERROR_SCRATCH,
+                DualError::ShapeMismatch { .. } => PLEAS_ERROR_SIZE_MISMATCH,
+                _ => PLEAS_ERROR_INTERNAL,
+            },
             _ => PLEAS_ERROR_INTERNAL,
         }
     }

@@ -16,6 +16,14 @@ Example (the two fashion MLPs and 250 merge samples, 25 per class):
         b=tests/fixtures/fashion/mlp64_split/fashion_mlp_split_m1_s7.safetensors \
         'data=tests/fixtures/fashion/eval.safetensors:x_match[::8],y_match[::8]'
 
+Options (before OUT):
+
+    --shapes-only   write only the #define lines (shapes), no arrays: for host tools that
+                    need the sizes (e.g. to plan buffers) without compiling the data
+    --safetensors   write the selected tensors to OUT as a safetensors file instead (names
+                    and dtypes kept, rows selected as above): the same samples for the host
+                    pipeline (`pleas merge`, `pleas eval`)
+
 Standard library only: the firmware build needs no Python packages.
 """
 
@@ -72,27 +80,39 @@ def c_value(ctype, v):
     return str(v)
 
 
-def emit(out, prefix, header, data, name, rows):
+def select(prefix, header, data, name, rows):
+    """The dtype, shape and raw bytes of tensor `name` with the rows `rows` (a slice)."""
     if name not in header:
         sys.exit(f"{prefix}: no tensor {name!r} (has {', '.join(sorted(header))})")
     info = header[name]
     if info["dtype"] not in DTYPES:
         sys.exit(f"{prefix}: tensor {name!r} has dtype {info['dtype']}, not F32 or U8")
-    ctype, fmt, size = DTYPES[info["dtype"]]
+    size = DTYPES[info["dtype"]][2]
     shape = list(info["shape"])
     start, end = info["data_offsets"]
-    values = [v for (v,) in struct.iter_unpack(fmt, data[start:end])]
+    raw = data[start:end]
     if rows is not None:
         if not shape or (rows.stop is not None and rows.stop > shape[0]):
             sys.exit(f"{prefix}: {name!r} has shape {shape}, cannot take rows {rows}")
-        per_row = len(values) // shape[0] if shape[0] else 0
+        row_bytes = len(raw) // shape[0] if shape[0] else 0
         keep = range(shape[0])[rows]
-        values = [v for r in keep for v in values[r * per_row : (r + 1) * per_row]]
+        raw = b"".join(raw[r * row_bytes : (r + 1) * row_bytes] for r in keep)
         shape[0] = len(keep)
+    assert len(raw) % size == 0
+    return info["dtype"], shape, raw
+
+
+def emit(out, prefix, header, data, name, rows, shapes_only=False):
+    dtype, shape, raw = select(prefix, header, data, name, rows)
+    ctype, fmt, _ = DTYPES[dtype]
+    values = [v for (v,) in struct.iter_unpack(fmt, raw)]
     ident = c_name(prefix, name)
-    out.append(f"/* {name}: {info['dtype']} {shape} */")
+    out.append(f"/* {name}: {dtype} {shape} */")
     for i, d in enumerate(shape):
         out.append(f"#define {ident.upper()}_DIM{i} {d}")
+    if shapes_only:
+        out.append("")
+        return
     out.append(f"static const {ctype} {ident}[{max(len(values), 1)}] = {{")
     per_line = 8 if ctype == "float" else 20
     for i in range(0, len(values), per_line):
@@ -101,9 +121,37 @@ def emit(out, prefix, header, data, name, rows):
     out.append("")
 
 
+def write_safetensors(target, specs):
+    tensors = {}
+    for spec in specs:
+        prefix, path, wanted = parse_spec(spec)
+        header, data = read_safetensors(path)
+        for name, rows in wanted or [(n, None) for n in sorted(header)]:
+            if name in tensors:
+                sys.exit(f"tensor {name!r} selected twice")
+            tensors[name] = select(prefix, header, data, name, rows)
+    meta, blob = {}, b""
+    for name, (dtype, shape, raw) in tensors.items():
+        offsets = [len(blob), len(blob) + len(raw)]
+        meta[name] = {"dtype": dtype, "shape": shape, "data_offsets": offsets}
+        blob += raw
+    head = json.dumps(meta, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+    with open(target, "wb") as f:
+        f.write(struct.pack("<Q", len(head)) + head + blob)
+
+
 def main(argv):
-    if len(argv) < 3:
+    flags = [a for a in argv[1:] if a.startswith("--")]
+    args = [a for a in argv[1:] if not a.startswith("--")]
+    if len(args) < 2 or any(f not in ("--shapes-only", "--safetensors") for f in flags):
         sys.exit(__doc__)
+    if "--safetensors" in flags:
+        write_safetensors(args[0], args[1:])
+        return
+    shapes_only = "--shapes-only" in flags
+    argv = [argv[0]] + args
     target = argv[1]
     guard = re.sub(r"\W", "_", target.rsplit("/", 1)[-1]).upper()
     out = [
@@ -117,7 +165,7 @@ def main(argv):
         prefix, path, wanted = parse_spec(spec)
         header, data = read_safetensors(path)
         for name, rows in wanted or [(n, None) for n in sorted(header)]:
-            emit(out, prefix, header, data, name, rows)
+            emit(out, prefix, header, data, name, rows, shapes_only)
     out.append(f"#endif /* {guard} */")
     os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
     with open(target, "w") as f:

@@ -27,7 +27,7 @@ use pleas_core::forward::Forward;
 use pleas_core::graph::Op;
 use pleas_core::merge::mlp::{
     Heads, LayerRef, LsForm, MAX_HIDDEN, MlpDims, MlpMergeError, MlpMergeInfo, MlpMergeInputs,
-    MlpMergeParams, MlpMergePlan, MlpOperand, Model as Side, ScratchKind, mlp_merge,
+    MlpMergeParams, MlpMergePlan, MlpOperand, Model as Side, Samples, ScratchKind, mlp_merge,
     mlp_merge_plan,
 };
 use pleas_tests::models::{Rng, fashion_eval, fixtures};
@@ -75,14 +75,15 @@ enum Selection {
 }
 
 /// Merge samples as the host reads them (a file of u8 images, normalised `x / 255 * 2 - 1`)
-/// and as the core takes them (the same values in f32).
-struct Samples {
+/// and as the core takes them (the same values in f32, or the bytes with their table).
+struct MergeData {
     spec: DataSpec,
     x: Vec<f32>,
+    bytes: Vec<u8>,
     n: usize,
 }
 
-fn samples(n: usize, selection: Selection) -> Samples {
+fn samples(n: usize, selection: Selection) -> MergeData {
     let file = safetensors::read(&fashion_eval()).unwrap();
     let all = &file.tensors["x_match"];
     let total = all.shape[0];
@@ -103,13 +104,14 @@ fn samples(n: usize, selection: Selection) -> Samples {
         .iter()
         .map(|&v| Normalize::Symmetric.apply(f32::from(v)))
         .collect();
+    let bytes = t.bytes.clone();
     let dir = std::env::temp_dir().join(format!("pleas-mlp-core-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path: PathBuf = dir.join(format!("x_match_{n}_{selection:?}.safetensors"));
     let mut tensors = std::collections::BTreeMap::new();
     tensors.insert("x_match".to_string(), t);
     std::fs::write(&path, safetensors::raw_to_bytes(&tensors, &Metadata::new())).unwrap();
-    Samples {
+    MergeData {
         spec: DataSpec {
             path,
             data_key: "x_match".into(),
@@ -118,6 +120,7 @@ fn samples(n: usize, selection: Selection) -> Samples {
             normalize: Normalize::Symmetric,
         },
         x,
+        bytes,
         n,
     }
 }
@@ -157,7 +160,7 @@ fn core_merge(
         heads,
         a,
         b,
-        samples: x,
+        samples: Samples::F32(x),
         budget,
     };
     let info = mlp_merge(&inputs, params, &mut out, &mut scratch, &mut indices)?;
@@ -376,7 +379,7 @@ fn rel(a: f64, b: f64) -> f64 {
 }
 
 /// Compares one core merge with the host's on the same samples and budget.
-fn compare_with_host(budget: f64, s: &Samples, host: &MergeOutcome, core: &CoreMerge) {
+fn compare_with_host(budget: f64, s: &MergeData, host: &MergeOutcome, core: &CoreMerge) {
     let plan = &core.plan;
     // The same layouts: merged pairs and widths, and the assignments' scores (which also pins
     // the selected pairs: the mean score of the merged ones).
@@ -822,7 +825,7 @@ fn results_do_not_depend_on_scratch_contents_or_size() {
         heads: Heads::Separate,
         a: &la,
         b: &lb,
-        samples: &x,
+        samples: Samples::F32(&x),
         budget: 1.3,
     };
     mlp_merge(&inputs, &params, &mut out, &mut scratch, &mut indices).unwrap();
@@ -833,6 +836,79 @@ fn results_do_not_depend_on_scratch_contents_or_size() {
             .collect::<Vec<_>>(),
         first.out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
     );
+}
+
+/// Byte samples read through a normalisation table (how a microcontroller keeps its merge
+/// samples in flash) give the merge of the normalised f32 samples, bit for bit; a table value
+/// that is not finite is refused where a byte uses it.
+#[test]
+fn byte_samples_through_a_table_equal_f32_samples() {
+    let (a, b) = (load(MLP64_A), load(MLP64_B));
+    let (la, lb) = (layers(&a), layers(&b));
+    let s = samples(250, Selection::Strided);
+    let table: [f32; 256] = std::array::from_fn(|v| Normalize::Symmetric.apply(v as f32));
+    let params = MlpMergeParams::default();
+    let budget = 1.2;
+    let plan = mlp_merge_plan(&MLP64_DIMS, Heads::Separate, s.n, budget, &params).unwrap();
+    let run = |samples: Samples<'_>| {
+        let mut out = vec![f32::NAN; plan.output_len];
+        let mut scratch = vec![f64::NAN; plan.scratch_len];
+        let mut indices = vec![usize::MAX; plan.index_len];
+        let inputs = MlpMergeInputs {
+            dims: MLP64_DIMS,
+            heads: Heads::Separate,
+            a: &la,
+            b: &lb,
+            samples,
+            budget,
+        };
+        mlp_merge(&inputs, &params, &mut out, &mut scratch, &mut indices).map(|info| (out, info))
+    };
+    let (want, want_info) = run(Samples::F32(&s.x)).unwrap();
+    let (got, got_info) = run(Samples::U8 {
+        data: &s.bytes,
+        table: &table,
+    })
+    .unwrap();
+    assert_eq!(got_info, want_info);
+    assert!(
+        got.iter()
+            .zip(&want)
+            .all(|(g, w)| g.to_bits() == w.to_bits()),
+        "byte samples differ from f32 samples"
+    );
+    // A NaN for a byte value the samples use: refused at its first use.
+    let used = s.bytes[3 * 784 + 400];
+    let first = s.bytes.iter().position(|&v| v == used).unwrap();
+    let mut bad = table;
+    bad[usize::from(used)] = f32::NAN;
+    assert_eq!(
+        run(Samples::U8 {
+            data: &s.bytes,
+            table: &bad,
+        })
+        .map(|_| ()),
+        Err(MlpMergeError::NonFinite {
+            operand: MlpOperand::Samples,
+            index: first,
+        })
+    );
+    // A NaN for a byte value no sample uses is never read.
+    let unused = (0..=255u8).find(|v| !s.bytes.contains(v));
+    if let Some(v) = unused {
+        let mut odd = table;
+        odd[usize::from(v)] = f32::INFINITY;
+        let (out, _) = run(Samples::U8 {
+            data: &s.bytes,
+            table: &odd,
+        })
+        .unwrap();
+        assert!(
+            out.iter()
+                .zip(&want)
+                .all(|(g, w)| g.to_bits() == w.to_bits())
+        );
+    }
 }
 
 /// Every refusal names the problem, and nothing panics.
@@ -854,7 +930,7 @@ fn bad_input_gives_the_right_error() {
         heads: Heads::Separate,
         a: &la,
         b: &lb,
-        samples: &s.x,
+        samples: Samples::F32(&s.x),
         budget: 1.2,
     };
     let mut run =
@@ -934,7 +1010,7 @@ fn bad_input_gives_the_right_error() {
     assert_eq!(
         run(
             &MlpMergeInputs {
-                samples: &bad_x,
+                samples: Samples::F32(&bad_x),
                 ..inputs
             },
             &params,
@@ -984,7 +1060,7 @@ fn bad_input_gives_the_right_error() {
     assert_eq!(
         run(
             &MlpMergeInputs {
-                samples: &s.x[..s.x.len() - 1],
+                samples: Samples::F32(&s.x[..s.x.len() - 1]),
                 ..inputs
             },
             &params,
@@ -1032,7 +1108,7 @@ fn bad_input_gives_the_right_error() {
     assert_eq!(
         run(
             &MlpMergeInputs {
-                samples: &[],
+                samples: Samples::F32(&[]),
                 ..inputs
             },
             &params,

@@ -4,6 +4,7 @@
  * exits non-zero when a check fails.
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -135,12 +136,103 @@ static void auction(void) {
                  PLEAS_ERROR_NAN_INF);
 }
 
+/* The whole-MLP merge on a model and a copy of it with permuted hidden units (shared label
+ * space, budget 1.0): the units are matched back and the merged network computes the model's
+ * logits. Byte samples through a table give the merge of the mapped f32 samples, bit for bit. */
+enum { MI = 3, MH = 4, MC = 2, MN = 16 };
+
+static void mlp_forward(const float *w0, const float *b0, const float *w1, const float *b1,
+                        size_t hidden, const float *x, float *logits) {
+    float h[2 * MH];
+    for (size_t j = 0; j < hidden; j++) {
+        float acc = 0.0f;
+        for (int i = 0; i < MI; i++) acc += w0[j * MI + i] * x[i];
+        acc += b0[j];
+        h[j] = acc > 0.0f ? acc : 0.0f;
+    }
+    for (int o = 0; o < MC; o++) {
+        float acc = 0.0f;
+        for (size_t j = 0; j < hidden; j++) acc += w1[o * hidden + j] * h[j];
+        logits[o] = acc + b1[o];
+    }
+}
+
+static void mlp_merge(void) {
+    static const size_t perm[MH] = {2, 0, 3, 1};
+    float aw0[MH * MI], ab0[MH], aw1[MC * MH], ab1[MC];
+    float bw0[MH * MI], bb0[MH], bw1[MC * MH], bb1[MC];
+    unsigned seed = 777u;
+#define NEXT() (seed = seed * 1103515245u + 12345u, (float)((seed >> 8) % 2001) / 1000.0f - 1.0f)
+    for (int k = 0; k < MH * MI; k++) aw0[k] = NEXT();
+    for (int k = 0; k < MH; k++) ab0[k] = 0.2f * NEXT();
+    for (int k = 0; k < MC * MH; k++) aw1[k] = NEXT();
+    for (int k = 0; k < MC; k++) ab1[k] = 0.2f * NEXT();
+    for (int j = 0; j < MH; j++) {
+        for (int i = 0; i < MI; i++) bw0[j * MI + i] = aw0[perm[j] * MI + i];
+        bb0[j] = ab0[perm[j]];
+        for (int o = 0; o < MC; o++) bw1[o * MH + j] = aw1[o * MH + perm[j]];
+    }
+    for (int o = 0; o < MC; o++) bb1[o] = ab1[o];
+    uint8_t bytes[MN * MI];
+    float table[256], x[MN * MI];
+    for (int v = 0; v < 256; v++) table[v] = (float)v / 255.0f * 2.0f - 1.0f;
+    for (int k = 0; k < MN * MI; k++) {
+        seed = seed * 1103515245u + 12345u;
+        bytes[k] = (uint8_t)(seed >> 16);
+        x[k] = table[bytes[k]];
+    }
+#undef NEXT
+
+    pleas_mlp_dims dims = {MI, 1, {MH}, MC, 1, PLEAS_MLP_HEADS_SHARED};
+    pleas_mlp_model_f32 a = {{{aw0, ab0}, {aw1, ab1}}}, b = {{{bw0, bb0}, {bw1, bb1}}};
+    pleas_mlp_merge_plan plan;
+    CHECK_STATUS(pleas_mlp_merge_plan_f32(&dims, MN, 1.0, NULL, &plan), PLEAS_SUCCESS);
+    CHECK(plan.merged_widths[0] == MH && plan.fitted_layers == 2);
+    CHECK(plan.output_len == MH * MI + MH + MC * MH + MC);
+    static float merged[64], merged_u8[64];
+    static double scratch[4096];
+    static size_t indices[64];
+    CHECK(plan.output_len <= 64 && plan.scratch_len <= 4096 && plan.index_len <= 64);
+    pleas_mlp_merge_info info;
+    CHECK_STATUS(pleas_mlp_merge_f32(&dims, &a, &b, x, MN, 1.0, NULL, merged, plan.output_len,
+                                     &info, scratch, plan.scratch_len, indices,
+                                     plan.index_len),
+                 PLEAS_SUCCESS);
+    CHECK(info.groups[0].merged == MH && info.layers[0].primal_blocks == 1);
+    float worst = 0.0f;
+    for (int s = 0; s < MN; s++) {
+        float want[MC], got[MC];
+        mlp_forward(aw0, ab0, aw1, ab1, MH, &x[s * MI], want);
+        mlp_forward(&merged[plan.weight_offset[0]], &merged[plan.bias_offset[0]],
+                    &merged[plan.weight_offset[1]], &merged[plan.bias_offset[1]], MH,
+                    &x[s * MI], got);
+        for (int o = 0; o < MC; o++) worst = fmaxf(worst, fabsf(got[o] - want[o]));
+    }
+    CHECK(worst < 1e-3f);
+    CHECK_STATUS(pleas_mlp_merge_u8(&dims, &a, &b, bytes, MN, table, 1.0, NULL, merged_u8,
+                                    plan.output_len, NULL, scratch, plan.scratch_len, indices,
+                                    plan.index_len),
+                 PLEAS_SUCCESS);
+    CHECK(memcmp(merged, merged_u8, plan.output_len * sizeof(float)) == 0);
+    CHECK_STATUS(pleas_mlp_merge_f32(&dims, &a, &b, x, MN, 1.0, NULL, merged, plan.output_len,
+                                     NULL, scratch, plan.scratch_len - 1, indices,
+                                     plan.index_len),
+                 PLEAS_ERROR_SCRATCH);
+    CHECK_STATUS(pleas_mlp_merge_plan_f32(&dims, MN, 2.5, NULL, &plan), PLEAS_ERROR_ARGUMENT);
+    dims.bias = 0;
+    CHECK_STATUS(pleas_mlp_merge_plan_f32(&dims, MN, 1.0, NULL, &plan), PLEAS_SUCCESS);
+    CHECK_STATUS(pleas_mlp_merge_f32(&dims, &a, &b, x, MN, 1.0, NULL, merged, plan.output_len,
+                                     NULL, scratch, plan.scratch_len, indices, plan.index_len),
+                 PLEAS_ERROR_SIZE_MISMATCH);
+}
+
 int main(void) {
     CHECK(strcmp(pleas_status_name(PLEAS_ERROR_SINGULAR), "PLEAS_ERROR_SINGULAR") == 0);
     CHECK(strcmp(pleas_status_name(42), "PLEAS_STATUS_UNKNOWN") == 0);
     CHECK(sizeof(pleas_status) == 4);
     gram_then_ridge();
     auction();
+    mlp_merge();
     printf("capi-c: %d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }

@@ -261,18 +261,53 @@ pub fn dual_ridge_scratch_len(samples: usize, targets: usize) -> usize {
     packed_len(samples).saturating_add(samples.saturating_mul(targets))
 }
 
-/// Columns of the fit: the sample columns plus the intercept.
-fn columns<T: Copy>(x: &MatRef<'_, T>, intercept: bool) -> usize {
-    x.cols() + usize::from(intercept)
+/// The samples a dual solve reads: an `N x k'` matrix whose entries are read as f64.
+///
+/// Every [`MatRef`] of values that widen to f64 (`f32`, `f64`) is one; callers whose samples
+/// are stored otherwise (bytes mapped through a normalisation table, for the MLP merge of a
+/// microcontroller) implement it for their storage.
+pub trait DualSamples {
+    /// `(N, k')`: samples and columns (without the intercept).
+    fn shape(&self) -> (usize, usize);
+
+    /// Entry `(s, j)` (`s < N`, `j < k'`) in f64.
+    fn value(&self, s: usize, j: usize) -> f64;
 }
 
-fn first_non_finite<T: Copy + Into<f64>>(
-    m: &MatRef<'_, T>,
-    operand: DualOperand,
-) -> Result<(), DualError> {
-    for i in 0..m.rows() {
-        for j in 0..m.cols() {
-            if !m.at(i, j).into().is_finite() {
+impl<T: Copy + Into<f64>> DualSamples for MatRef<'_, T> {
+    #[inline]
+    fn shape(&self) -> (usize, usize) {
+        MatRef::shape(self)
+    }
+
+    #[inline]
+    fn value(&self, s: usize, j: usize) -> f64 {
+        self.at(s, j).into()
+    }
+}
+
+impl<X: DualSamples + ?Sized> DualSamples for &X {
+    #[inline]
+    fn shape(&self) -> (usize, usize) {
+        (**self).shape()
+    }
+
+    #[inline]
+    fn value(&self, s: usize, j: usize) -> f64 {
+        (**self).value(s, j)
+    }
+}
+
+/// Columns of the fit: the sample columns plus the intercept.
+fn columns<X: DualSamples>(x: &X, intercept: bool) -> usize {
+    x.shape().1 + usize::from(intercept)
+}
+
+fn first_non_finite<X: DualSamples>(m: &X, operand: DualOperand) -> Result<(), DualError> {
+    let (rows, cols) = m.shape();
+    for i in 0..rows {
+        for j in 0..cols {
+            if !m.value(i, j).is_finite() {
                 return Err(DualError::NonFinite {
                     operand,
                     row: i,
@@ -286,39 +321,33 @@ fn first_non_finite<T: Copy + Into<f64>>(
 
 /// `mean(diag X^T X)` as the primal solve computes it: per column `sum_s x_sj^2`, each divided
 /// by `k` before summing; the intercept column contributes `N`.
-fn mean_diagonal<T: Copy + Into<f64>>(x: &MatRef<'_, T>, intercept: bool) -> f64 {
+fn mean_diagonal<X: DualSamples>(x: &X, intercept: bool) -> f64 {
     let k = columns(x, intercept) as f64;
+    let (rows, cols) = x.shape();
     let mut mean = 0.0;
-    for j in 0..x.cols() {
+    for j in 0..cols {
         let mut v = 0.0;
-        for s in 0..x.rows() {
-            let e: f64 = x.at(s, j).into();
+        for s in 0..rows {
+            let e = x.value(s, j);
             v += e * e;
         }
         mean += v / k;
     }
     if intercept {
-        mean += x.rows() as f64 / k;
+        mean += rows as f64 / k;
     }
     mean
 }
 
 /// Writes `X X^T + ridge I` (lower triangle, packed) into `kernel`.
-fn build_kernel<T: Copy + Into<f64>>(
-    x: &MatRef<'_, T>,
-    intercept: bool,
-    ridge: f64,
-    kernel: &mut [f64],
-) {
+fn build_kernel<X: DualSamples>(x: &X, intercept: bool, ridge: f64, kernel: &mut [f64]) {
     let (n, d) = x.shape();
     for s in 0..n {
         let row = packed_index(s, 0);
         for t in 0..=s {
             let mut v = 0.0;
             for j in 0..d {
-                let a: f64 = x.at(s, j).into();
-                let b: f64 = x.at(t, j).into();
-                v += a * b;
+                v += x.value(s, j) * x.value(t, j);
             }
             if intercept {
                 v += 1.0;
@@ -335,8 +364,8 @@ fn build_kernel<T: Copy + Into<f64>>(
 /// if `intercept`) in packed storage and factors it in place (see the module docs for
 /// `lambda` and the retries). `kernel` needs [`dual_kernel_len`]`(x.rows())` values; on
 /// success it holds the packed Cholesky factor for [`dual_solve`].
-pub fn dual_factor<T: Copy + Into<f64>>(
-    x: MatRef<'_, T>,
+pub fn dual_factor<X: DualSamples>(
+    x: X,
     intercept: bool,
     params: DualParams,
     kernel: &mut [f64],
@@ -350,7 +379,7 @@ pub fn dual_factor<T: Copy + Into<f64>>(
     if !usable(rel) || !usable(abs) {
         return Err(invalid);
     }
-    let n = x.rows();
+    let n = x.shape().0;
     let needed = packed_len(n);
     if kernel.len() < needed {
         return Err(DualError::ShapeMismatch {

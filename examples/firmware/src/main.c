@@ -7,6 +7,8 @@
  * 2. Auction: a similarity matrix with a planted matching must give that matching back, and
  *    an integer matrix must give the brute-force optimum (how PLeaS matches units).
  * 3. Top-k selection of the matched pairs, and error statuses on bad input.
+ * 4. The real thing (mlp_merge.c): the whole merge of two trained MLPs on embedded images,
+ *    and the accuracy of the merged network on embedded test images.
  *
  * Prints what it computes over semihosting and returns the number of failed checks, which
  * the startup code hands to QEMU as its exit code.
@@ -15,12 +17,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "demo.h"
 #include "pleas.h"
 #include "semihost.h"
 
 static int passed, failed;
 
-static void check(int ok, const char *what) {
+void check(int ok, const char *what) {
     if (ok) {
         passed++;
     } else {
@@ -29,7 +32,7 @@ static void check(int ok, const char *what) {
     }
 }
 
-static void check_status(pleas_status got, pleas_status want, const char *what) {
+void check_status(pleas_status got, pleas_status want, const char *what) {
     if (got != want)
         sh_printf("FAIL: %s: %s, expected %s\n", what, pleas_status_name(got),
                   pleas_status_name(want));
@@ -202,6 +205,7 @@ int main(void) {
     sh_write0("pleas firmware demo (Cortex-M4F, mps2-an386)\n");
     gram_and_ridge();
     auction();
+    mlp_demo();
     sh_printf("firmware: %d passed, %d failed\n", passed, failed);
     return failed;
 }

@@ -11,8 +11,11 @@
 extern char end, _heap_limit;
 
 /* The heap grows from the end of .bss up to the stack reserve (see the linker script). */
+static char *brk = &end;
+
+size_t heap_used(void) { return (size_t)(brk - &end); }
+
 void *_sbrk(ptrdiff_t incr) {
-    static char *brk = &end;
     if (incr > &_heap_limit - brk || incr < &end - brk) {
         errno = ENOMEM;
         return (void *)-1;

@@ -9,6 +9,7 @@
 
 use core::ops::Range;
 
+use super::Samples;
 use super::error::MlpMergeError;
 use super::forward::{self, Acts, Vector};
 use super::matching::{Layout, Sources};
@@ -17,7 +18,7 @@ use super::{LayerFitInfo, LayerRef, MAX_HIDDEN, RidgeToward};
 use crate::linalg::{
     MatMut, MatRef, PackedError, cholesky_packed, packed_index, packed_len, solve_packed,
 };
-use crate::lstsq::dual::{DualError, DualParams, dual_factor, dual_solve};
+use crate::lstsq::dual::{DualError, DualParams, DualSamples, dual_factor, dual_solve};
 
 /// One fitted layer and what its blocks share.
 struct LayerFit<'c, 'a> {
@@ -208,7 +209,7 @@ impl<'c, 'a> LayerFit<'c, 'a> {
         let ctx = self.ctx;
         let x = ctx.sample(s);
         let v = match self.input {
-            Input::Samples => Vector::Sample(x),
+            Input::Samples => x,
             Input::Hidden(g) => {
                 let w = forward::merged(ctx.plan, out, x, g, &mut *m.0, &mut *m.1);
                 Vector::Hidden(&m.0[..w])
@@ -314,11 +315,11 @@ impl<'c, 'a> LayerFit<'c, 'a> {
     /// The dual solve of one block over the samples `x` (`N x inputs`, the block's columns
     /// without the bias): the packed kernel, then `Z = K^{-1} E` in chunks of rows and
     /// `W = W0 + (X^T Z)^T`.
-    fn dual<T: Copy + Into<f64>>(
+    fn dual<X: DualSamples>(
         &self,
         block: &Block,
         cols: &Columns,
-        x: MatRef<'_, T>,
+        x: X,
         out: &mut [f32],
         acts: &mut Acts<'_>,
         kernel: &mut [f64],
@@ -330,7 +331,7 @@ impl<'c, 'a> LayerFit<'c, 'a> {
         let params = DualParams::default()
             .with_relative_ridge(ctx.params.relative_ridge)
             .with_max_retries(ctx.params.max_retries);
-        let factor = dual_factor(x, cols.bias, params, kernel).map_err(|e| match e {
+        let factor = dual_factor(&x, cols.bias, params, kernel).map_err(|e| match e {
             DualError::NotPositiveDefinite {
                 index,
                 pivot,
@@ -354,7 +355,7 @@ impl<'c, 'a> LayerFit<'c, 'a> {
                 self.originals(s, acts);
                 for (ci, r) in (r0..r1).enumerate() {
                     let t = self.target(r, acts.a.0, acts.b.0);
-                    z[s * c + ci] = self.residual(r, t, cols, out, |a| x.at(s, a).into());
+                    z[s * c + ci] = self.residual(r, t, cols, out, |a| x.value(s, a));
                 }
             }
             let view = MatMut::new(&mut *z, n, c).map_err(|_| MlpMergeError::SizeOverflow)?;
@@ -367,7 +368,7 @@ impl<'c, 'a> LayerFit<'c, 'a> {
                 self.store(r, cols, out, |a| {
                     let mut d = 0.0;
                     for s in 0..n {
-                        let v: f64 = if a < ni { x.at(s, a).into() } else { 1.0 };
+                        let v = if a < ni { x.value(s, a) } else { 1.0 };
                         d += v * z[s * c + ci];
                     }
                     d
@@ -397,11 +398,21 @@ impl<'c, 'a> LayerFit<'c, 'a> {
         let (kernel, rest) = work.split_at_mut(packed_len(n));
         let (z, rest) = rest.split_at_mut(n * chunk);
         match self.input {
-            Input::Samples => {
-                let x = MatRef::new(ctx.samples, n, plan.inputs)
-                    .map_err(|_| MlpMergeError::SizeOverflow)?;
-                self.dual(block, &cols, x, out, &mut acts, kernel, z)
-            }
+            Input::Samples => match ctx.samples {
+                Samples::F32(x) => {
+                    let x =
+                        MatRef::new(x, n, plan.inputs).map_err(|_| MlpMergeError::SizeOverflow)?;
+                    self.dual(block, &cols, x, out, &mut acts, kernel, z)
+                }
+                Samples::U8 { data, table } => {
+                    let x = ByteRows {
+                        data,
+                        table,
+                        cols: plan.inputs,
+                    };
+                    self.dual(block, &cols, x, out, &mut acts, kernel, z)
+                }
+            },
             Input::Hidden(_) => {
                 let ni = cols.inputs();
                 let xg = &mut rest[..n * ni];
@@ -418,6 +429,25 @@ impl<'c, 'a> LayerFit<'c, 'a> {
                 self.dual(block, &cols, x, out, &mut acts, kernel, z)
             }
         }
+    }
+}
+
+/// Byte samples read through their table, as the dual solve reads samples.
+struct ByteRows<'a> {
+    data: &'a [u8],
+    table: &'a [f32; 256],
+    cols: usize,
+}
+
+impl DualSamples for ByteRows<'_> {
+    #[inline]
+    fn shape(&self) -> (usize, usize) {
+        (self.data.len() / self.cols.max(1), self.cols)
+    }
+
+    #[inline]
+    fn value(&self, s: usize, j: usize) -> f64 {
+        f64::from(self.table[usize::from(self.data[s * self.cols + j])])
     }
 }
 

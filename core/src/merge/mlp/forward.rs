@@ -3,14 +3,14 @@
 //! Activations live in the f64 scratch as widened f32 values (exact both ways). Buffers hold
 //! pre-activations; a layer reading a hidden layer applies its ReLU on reading.
 
-use super::LayerRef;
 use super::plan::MlpMergePlan;
+use super::{LayerRef, Samples};
 
 /// What a layer reads.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Vector<'a> {
     /// A merge sample.
-    Sample(&'a [f32]),
+    Sample(Samples<'a>),
     /// Pre-activations of a hidden layer (the ReLU is applied on reading).
     Hidden(&'a [f64]),
 }
@@ -20,7 +20,7 @@ impl Vector<'_> {
     #[inline]
     pub(super) fn at(&self, j: usize) -> f32 {
         match self {
-            Vector::Sample(x) => x[j],
+            Vector::Sample(x) => x.at(j),
             Vector::Hidden(h) => relu(h[j] as f32),
         }
     }
@@ -48,9 +48,14 @@ fn linear(weight: &[f32], bias: Option<&[f32]>, input: Vector<'_>, out: &mut [f6
         let row = &weight[o * cols..(o + 1) * cols];
         let mut acc = 0.0f32;
         match input {
-            Vector::Sample(x) => {
+            Vector::Sample(Samples::F32(x)) => {
                 for (w, v) in row.iter().zip(x) {
                     acc += w * v;
+                }
+            }
+            Vector::Sample(Samples::U8 { data, table }) => {
+                for (w, &v) in row.iter().zip(data) {
+                    acc += w * table[usize::from(v)];
                 }
             }
             Vector::Hidden(h) => {
@@ -72,7 +77,7 @@ fn linear(weight: &[f32], bias: Option<&[f32]>, input: Vector<'_>, out: &mut [f6
 pub(super) fn original(
     plan: &MlpMergePlan,
     layers: &[LayerRef<'_>],
-    x: &[f32],
+    x: Vector<'_>,
     upto: usize,
     out: &mut [f64],
     tmp: &mut [f64],
@@ -90,12 +95,7 @@ pub(super) fn original(
     } else {
         (tmp, out)
     };
-    linear(
-        layers[0].weight,
-        layers[0].bias,
-        Vector::Sample(x),
-        &mut cur[..width(0)],
-    );
+    linear(layers[0].weight, layers[0].bias, x, &mut cur[..width(0)]);
     for i in 1..=upto {
         let input = Vector::Hidden(&cur[..width(i - 1)]);
         linear(
@@ -115,7 +115,7 @@ pub(super) fn original(
 pub(super) fn merged(
     plan: &MlpMergePlan,
     weights: &[f32],
-    x: &[f32],
+    x: Vector<'_>,
     upto: usize,
     out: &mut [f64],
     tmp: &mut [f64],
@@ -132,7 +132,7 @@ pub(super) fn merged(
         (tmp, out)
     };
     let (w, b) = layer(0);
-    linear(w, b, Vector::Sample(x), &mut cur[..plan.merged_widths[0]]);
+    linear(w, b, x, &mut cur[..plan.merged_widths[0]]);
     for i in 1..=upto {
         let (w, b) = layer(i);
         let input = Vector::Hidden(&cur[..plan.merged_widths[i - 1]]);

@@ -39,10 +39,14 @@
 //!
 //! # Memory
 //!
-//! Nothing is allocated. The caller passes the merged weights' buffer (`f32`,
-//! [`MlpMergePlan::output_len`]), an f64 scratch ([`MlpMergePlan::scratch_len`]) and an
-//! index scratch ([`MlpMergePlan::index_len`]); [`mlp_merge_plan`] computes all three from the
-//! shapes, the sample count and the budget. Every symmetric system is kept in packed storage
+//! Nothing is allocated, and the inputs are only read: the models' weights and the samples
+//! can stay in flash. Samples come as f32 values or as bytes with a 256-entry table of their
+//! normalised values ([`Samples::U8`], read through the table at every use, with the same
+//! result bit for bit), so 8-bit images need no normalised copy in RAM (250 Fashion-MNIST
+//! images are 196 kB as bytes, 784 kB as f32). The caller passes the merged weights' buffer
+//! (`f32`, [`MlpMergePlan::output_len`]), an f64 scratch ([`MlpMergePlan::scratch_len`]) and
+//! an index scratch ([`MlpMergePlan::index_len`]); [`mlp_merge_plan`] computes all three from
+//! the shapes, the sample count and the budget. Every symmetric system is kept in packed storage
 //! and every pass over the data is streamed sample by sample (activations are recomputed
 //! rather than stored), so with `W = max(hidden, classes)`, `M` the widest merged layer,
 //! `n_g` the hidden widths, `C = min(rhs_chunk, rows)` right-hand sides per solve:
@@ -159,6 +163,66 @@ pub struct LayerRef<'a> {
     pub bias: Option<&'a [f32]>,
 }
 
+/// The merge samples, `N x inputs` row-major.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Samples<'a> {
+    /// Values as the models take them (already normalised).
+    F32(&'a [f32]),
+    /// Bytes (8-bit pixels, say) and the value the models take for each byte value:
+    /// `table[v]` is the normalised `v` (e.g. `v / 255 * 2 - 1` computed in f32, as the
+    /// host's data pipeline computes it). The merge reads every sample through the table, so
+    /// the samples can stay where they are (in flash on a microcontroller) and no normalised
+    /// copy is needed; the result is the one of [`Samples::F32`] on the mapped values, bit
+    /// for bit.
+    U8 {
+        /// The bytes.
+        data: &'a [u8],
+        /// The value of each byte.
+        table: &'a [f32; 256],
+    },
+}
+
+impl<'a> Samples<'a> {
+    /// Values (`N x inputs`).
+    pub fn len(&self) -> usize {
+        match self {
+            Samples::F32(x) => x.len(),
+            Samples::U8 { data, .. } => data.len(),
+        }
+    }
+
+    /// Whether there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Value `i` as the models take it.
+    #[inline]
+    pub fn at(&self, i: usize) -> f32 {
+        match self {
+            Samples::F32(x) => x[i],
+            Samples::U8 { data, table } => table[usize::from(data[i])],
+        }
+    }
+
+    /// Values `range` (one sample's, in the merge).
+    pub(crate) fn slice(&self, range: core::ops::Range<usize>) -> Self {
+        match *self {
+            Samples::F32(x) => Samples::F32(&x[range]),
+            Samples::U8 { data, table } => Samples::U8 {
+                data: &data[range],
+                table,
+            },
+        }
+    }
+}
+
+impl<'a> From<&'a [f32]> for Samples<'a> {
+    fn from(x: &'a [f32]) -> Self {
+        Samples::F32(x)
+    }
+}
+
 /// Everything one merge reads.
 #[derive(Debug, Clone, Copy)]
 pub struct MlpMergeInputs<'a> {
@@ -170,8 +234,9 @@ pub struct MlpMergeInputs<'a> {
     pub a: &'a [LayerRef<'a>],
     /// Model B, likewise.
     pub b: &'a [LayerRef<'a>],
-    /// Merge samples, `N x inputs` row-major, already normalised as the models expect.
-    pub samples: &'a [f32],
+    /// Merge samples, `N x inputs` row-major, as the models take them (f32 values, or bytes
+    /// read through a normalisation table).
+    pub samples: Samples<'a>,
     /// FLOP ratio to one model, in `[1, 2]`.
     pub budget: f64,
 }

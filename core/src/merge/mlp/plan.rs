@@ -5,7 +5,10 @@
 use core::ops::Range;
 
 use super::error::{MlpMergeError, MlpOperand, Model, ScratchKind};
-use super::{Heads, LayerRef, LsForm, MAX_HIDDEN, MlpDims, MlpMergeInputs, MlpMergeParams};
+use super::forward::Vector;
+use super::{
+    Heads, LayerRef, LsForm, MAX_HIDDEN, MlpDims, MlpMergeInputs, MlpMergeParams, Samples,
+};
 use crate::assign::auction_scratch_len;
 use crate::linalg::packed_len;
 use crate::merge::budget::{BudgetError, LayerCost, flop_ratio, merged_pairs, uniform_ratio};
@@ -523,6 +526,25 @@ fn check_finite(operand: MlpOperand, values: &[f32]) -> Result<(), MlpMergeError
     }
 }
 
+/// The samples' values must be finite (for bytes: the table's values of the bytes present).
+fn check_samples(samples: &Samples<'_>) -> Result<(), MlpMergeError> {
+    match *samples {
+        Samples::F32(x) => check_finite(MlpOperand::Samples, x),
+        Samples::U8 { data, table } => {
+            match data
+                .iter()
+                .position(|&v| !table[usize::from(v)].is_finite())
+            {
+                Some(index) => Err(MlpMergeError::NonFinite {
+                    operand: MlpOperand::Samples,
+                    index,
+                }),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
 /// Checks a merge's inputs and buffers (in the order [`mlp_merge`](super::mlp_merge)
 /// documents) and returns its plan.
 pub(super) fn validate(
@@ -578,7 +600,7 @@ pub(super) fn validate(
             }
         }
     }
-    check_finite(MlpOperand::Samples, inputs.samples)?;
+    check_samples(&inputs.samples)?;
     Ok(plan)
 }
 
@@ -591,15 +613,15 @@ pub(super) struct Context<'a> {
     /// Model B's layers.
     pub(super) b: &'a [LayerRef<'a>],
     /// The merge samples.
-    pub(super) samples: &'a [f32],
+    pub(super) samples: Samples<'a>,
     /// The params.
     pub(super) params: &'a MlpMergeParams,
 }
 
-impl Context<'_> {
+impl<'a> Context<'a> {
     /// Sample `s`.
-    pub(super) fn sample(&self, s: usize) -> &[f32] {
+    pub(super) fn sample(&self, s: usize) -> Vector<'a> {
         let d = self.plan.inputs;
-        &self.samples[s * d..(s + 1) * d]
+        Vector::Sample(self.samples.slice(s * d..(s + 1) * d))
     }
 }

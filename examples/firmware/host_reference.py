@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""The firmware's merge on the host, through the `pleas` command, and the comparison.
+
+    host_reference.py [--pleas CMD] [--budgets "1.2 ..."] [--merge-rows ::8]
+                      [--test-rows ::5] [--out DIR] [--compare FIRMWARE_LOG]
+
+Writes the firmware's merge images (`x_match[MERGE_ROWS]`) and test images with labels
+(`x_test[TEST_ROWS]`, `y_test[TEST_ROWS]`) of tests/fixtures/fashion/eval.safetensors to
+safetensors files (gen_data.py --safetensors: the same rows the firmware embeds), then for
+each budget runs
+
+    pleas merge A B --data merge.safetensors --budget B --normalize x/255*2-1 -o DIR/B
+    pleas eval DIR/B/merged.safetensors --data test.safetensors --normalize x/255*2-1 --json
+
+and prints the per-task accuracies (head a on classes 0-4, head b on classes 5-9):
+
+    host accuracy budget 1.20: a 0.8880 b 0.9552 mean 0.9216 (888/1000, 955/1000)
+
+With --compare, reads the firmware's output (the lines `accuracy budget B: a X b Y mean Z
+(ca/na, cb/nb)` it prints) and exits with status 1 unless, at every budget, both sides scored
+the same number of images per task and their accuracies agree to three decimals.
+
+`--pleas` is the command that runs the CLI (split on spaces); default: the binary
+target/release/pleas if it exists, else `cargo run -q --release -p pleas --`.
+Standard library only.
+"""
+
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures", "fashion")
+MODEL_A = os.path.join(FIXTURES, "mlp64_split", "fashion_mlp_split_m0_s6.safetensors")
+MODEL_B = os.path.join(FIXTURES, "mlp64_split", "fashion_mlp_split_m1_s7.safetensors")
+EVAL = os.path.join(FIXTURES, "eval.safetensors")
+NORMALIZE = "x/255*2-1"
+LINE = re.compile(
+    r"accuracy budget ([0-9.]+): a ([0-9.]+) b ([0-9.]+) mean [0-9.]+ "
+    r"\((\d+)/(\d+), (\d+)/(\d+)\)"
+)
+
+
+def run(cmd):
+    try:
+        return subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        sys.exit(f"host_reference: {' '.join(cmd)}: {e}")
+
+
+def gen(out, spec):
+    run([sys.executable, os.path.join(HERE, "gen_data.py"), "--safetensors", out, spec])
+
+
+def host_accuracies(pleas, budgets, merge_rows, test_rows, out):
+    merge_file = os.path.join(out, "merge.safetensors")
+    test_file = os.path.join(out, "test.safetensors")
+    gen(merge_file, f"data={EVAL}:x_match[{merge_rows}]")
+    gen(test_file, f"data={EVAL}:x_test[{test_rows}],y_test[{test_rows}]")
+    result = {}
+    for budget in budgets:
+        key = f"{float(budget):.2f}"
+        merged = os.path.join(out, f"budget-{key}")
+        run(pleas + ["merge", MODEL_A, MODEL_B, "--data", merge_file, "--budget", budget,
+                     "--normalize", NORMALIZE, "-o", merged, "--quiet"])
+        report = json.loads(run(pleas + ["eval", os.path.join(merged, "merged.safetensors"),
+                                         "--data", test_file, "--normalize", NORMALIZE,
+                                         "--json"]))
+        heads = {h["name"]: h for h in report["heads"]}
+        if sorted(heads) != ["a", "b"]:
+            sys.exit(f"host_reference: expected heads a and b, got {sorted(heads)}")
+        a, b = heads["a"], heads["b"]
+        result[key] = (a["accuracy"], b["accuracy"], a["samples"], b["samples"])
+        print(f"host accuracy budget {key}: a {a['accuracy']:.4f} b {b['accuracy']:.4f} "
+              f"mean {(a['accuracy'] + b['accuracy']) / 2:.4f} "
+              f"({round(a['accuracy'] * a['samples'])}/{a['samples']}, "
+              f"{round(b['accuracy'] * b['samples'])}/{b['samples']})", flush=True)
+    return result
+
+
+def device_accuracies(log):
+    result = {}
+    with open(log) as f:
+        for line in f:
+            m = LINE.match(line.strip())
+            if m:
+                ca, na, cb, nb = (int(g) for g in m.group(4, 5, 6, 7))
+                result[f"{float(m.group(1)):.2f}"] = (ca / na, cb / nb, na, nb)
+    return result
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--pleas", default=None)
+    p.add_argument("--budgets", default="1.2")
+    p.add_argument("--merge-rows", default="::8")
+    p.add_argument("--test-rows", default="::5")
+    p.add_argument("--out", default=os.path.join(HERE, "build", "host"))
+    p.add_argument("--compare", metavar="FIRMWARE_LOG")
+    a = p.parse_args()
+    if a.pleas:
+        pleas = shlex.split(a.pleas)
+    elif os.path.exists(os.path.join(ROOT, "target", "release", "pleas")):
+        pleas = [os.path.join(ROOT, "target", "release", "pleas")]
+    else:
+        pleas = ["cargo", "run", "-q", "--release", "-p", "pleas", "--"]
+    os.makedirs(a.out, exist_ok=True)
+    budgets = a.budgets.split()
+    host = host_accuracies(pleas, budgets, a.merge_rows, a.test_rows, a.out)
+    if not a.compare:
+        return
+    device = device_accuracies(a.compare)
+    failed = 0
+    for key, (ha, hb, hna, hnb) in host.items():
+        if key not in device:
+            print(f"compare budget {key}: no accuracy line in {a.compare}")
+            failed += 1
+            continue
+        da, db, dna, dnb = device[key]
+        same = (dna, dnb) == (hna, hnb) and all(
+            f"{d:.3f}" == f"{h:.3f}" for d, h in ((da, ha), (db, hb)))
+        print(f"compare budget {key}: device a {da:.4f} b {db:.4f}, host a {ha:.4f} b {hb:.4f}: "
+              f"{'equal to three decimals' if same else 'DIFFERENT'}")
+        failed += not same
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
