@@ -441,6 +441,9 @@ fn shape_scratch_and_param_errors() {
         ("rel_tol", params_with(|q| q.rel_tol = f64::NAN)),
         ("initial_epsilon", params_with(|q| q.initial_epsilon = -1.0)),
         ("scaling", params_with(|q| q.scaling = 1.0)),
+        // Barely above 1 meant tens of millions of phases (found by fuzzing: a slow unit).
+        ("scaling", params_with(|q| q.scaling = 1.0 + 1e-12)),
+        ("scaling", params_with(|q| q.scaling = 1.09)),
     ] {
         match auction(m, &params, &mut [0; 3], &mut scratch) {
             Err(AuctionError::InvalidParam { name: got, .. }) => assert_eq!(got, name),
@@ -501,4 +504,75 @@ fn large_integer_scores_fall_back_to_the_real_contract() {
     let opt = total(&s, n, &hungarian_max(&s, n, n));
     let got = total(&s, n, &perm);
     assert!(got >= opt - AUCTION_REL_TOL * n as f64 * 1e13 - 1.0);
+}
+
+/// Scores near the largest f64 (found by fuzzing: `k s - p` overflowed to infinity, so the
+/// certified bound was infinite or NaN and a debug assertion failed), and huge warm-start
+/// prices or a huge first epsilon: the solve stays finite and optimal within its bound.
+#[test]
+fn scores_and_prices_near_the_f64_limit() {
+    let s = [
+        -1.5373271349120864e173,
+        -1.1173896544144197e308,
+        -1.1234083766122848e308,
+        1.3869620883606e-309,
+    ];
+    let m = MatRef::new(&s, 2, 2).unwrap();
+    let mut scratch = vec![0.0; auction_scratch_len(2)];
+    let mut perm = [0; 2];
+    let check = |info: AuctionInfo, perm: &[usize]| {
+        assert_eq!(perm, [0, 1]);
+        assert!(info.optimality_bound.is_finite() && info.epsilon_bound.is_finite());
+    };
+    let info = auction(m, &AuctionParams::default(), &mut perm, &mut scratch).unwrap();
+    check(info, &perm);
+    let mut prices = [2.03e-322, 1.231858753802978e103];
+    let info = auction_warm(
+        m,
+        &AuctionParams::default(),
+        &mut prices,
+        &mut perm,
+        &mut scratch,
+    )
+    .unwrap();
+    check(info, &perm);
+    assert!(prices.iter().all(|p| p.is_finite()) && prices.contains(&0.0));
+    // The whole f64 range: max - min is not representable.
+    let s = [
+        f64::MAX,
+        -f64::MAX,
+        -f64::MAX,
+        f64::MAX,
+        0.0,
+        1.0,
+        0.5,
+        -1.0,
+        2.0,
+    ];
+    let m = MatRef::new(&s, 3, 3).unwrap();
+    let mut scratch = vec![0.0; auction_scratch_len(3)];
+    let mut perm = [0; 3];
+    let mut prices = [f64::MAX, -f64::MAX, 0.0];
+    auction_warm(
+        m,
+        &AuctionParams::default(),
+        &mut prices,
+        &mut perm,
+        &mut scratch,
+    )
+    .unwrap();
+    assert_eq!(perm, [0, 2, 1]);
+    assert!(prices.iter().all(|p| p.is_finite()));
+    // A huge first epsilon acts as the whole range (it used to overflow to infinity).
+    for (scores, want) in [
+        (&[3.0f64, 1.0, 0.0, 2.0][..], [0, 1]),
+        (&[0.5, 0.25, 0.0, 0.75], [0, 1]),
+    ] {
+        let m = MatRef::new(scores, 2, 2).unwrap();
+        let mut scratch = vec![0.0; auction_scratch_len(2)];
+        let mut perm = [0; 2];
+        let p = params_with(|q| q.initial_epsilon = f64::MAX);
+        auction(m, &p, &mut perm, &mut scratch).unwrap();
+        assert_eq!(perm, want);
+    }
 }
