@@ -506,7 +506,7 @@ fn large_integer_scores_fall_back_to_the_real_contract() {
     assert!(got >= opt - AUCTION_REL_TOL * n as f64 * 1e13 - 1.0);
 }
 
-/// Scores near the largest f64 (found by fuzzing: `k s - p` overflowed to infinity, so the
+/// Scores near the largest f64 or subnormal (found by fuzzing: `k s - p` overflowed to infinity, so the
 /// certified bound was infinite or NaN and a debug assertion failed), and huge warm-start
 /// prices or a huge first epsilon: the solve stays finite and optimal within its bound.
 #[test]
@@ -563,6 +563,34 @@ fn scores_and_prices_near_the_f64_limit() {
     .unwrap();
     assert_eq!(perm, [0, 2, 1]);
     assert!(prices.iter().all(|p| p.is_finite()));
+    // Subnormal scores: the final epsilon (2^-40 of the magnitude) used to round to 0, and
+    // bids that raise no price never end (found by fuzzing: a timeout).
+    let s = [1.215e-321f64, 0.0, 0.0, 0.0, 0.0, 0.0];
+    let m = MatRef::new(&s, 1, 6).unwrap();
+    let mut scratch = vec![0.0; auction_scratch_len(6)];
+    let mut perm = [9; 1];
+    let mut prices = [
+        1.0843967485505004e16,
+        1.0843961455707782e16,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+    ];
+    auction_warm(
+        m,
+        &AuctionParams::default(),
+        &mut prices,
+        &mut perm,
+        &mut scratch,
+    )
+    .unwrap();
+    assert_eq!(perm, [0]);
+    let s = [5e-324f64, 0.0, 0.0, 1e-323];
+    let m = MatRef::new(&s, 2, 2).unwrap();
+    let mut perm = [9; 2];
+    auction(m, &AuctionParams::default(), &mut perm, &mut scratch).unwrap();
+    assert_eq!(perm, [0, 1]);
     // A huge first epsilon acts as the whole range (it used to overflow to infinity).
     for (scores, want) in [
         (&[3.0f64, 1.0, 0.0, 2.0][..], [0, 1]),
@@ -574,5 +602,20 @@ fn scores_and_prices_near_the_f64_limit() {
         let p = params_with(|q| q.initial_epsilon = f64::MAX);
         auction(m, &p, &mut perm, &mut scratch).unwrap();
         assert_eq!(perm, want);
+    }
+}
+
+/// The scratch's contents on entry do not matter: not even numbers that read as column indices
+/// beyond this solve's `n` (an earlier, larger solve leaves such numbers; they were read as
+/// candidate columns: an index panic, found while writing the tests for the fuzz findings).
+#[test]
+fn scratch_contents_on_entry_do_not_matter() {
+    let small = [0.1f64, 0.9, 0.8, 0.2];
+    for fill in [0.0, 1.0, 7.0, 1e6, -1.0, f64::NAN] {
+        let mut scratch = vec![fill; auction_scratch_len(2)];
+        let mut perm = [9; 2];
+        let m = MatRef::new(&small, 2, 2).unwrap();
+        auction(m, &AuctionParams::default(), &mut perm, &mut scratch).unwrap();
+        assert_eq!(perm, [1, 0], "scratch filled with {fill}");
     }
 }

@@ -130,6 +130,13 @@ const HUGE_SCORE: f64 = f64::from_bits((1023 + 960) << 52);
 /// `2^-40`: exact for every score above the smallest normal numbers times `2^40`; below that
 /// the scaling rounds, far under the final epsilon (at least `2^-40` times the magnitude).
 const HUGE_SCALE: f64 = 1.0 / (1u64 << 40) as f64;
+/// Real scores of smaller magnitude (`2^-960`) are solved scaled by [`TINY_SCALE`]: otherwise
+/// `2^-40` of the magnitude, the floor of the final epsilon, is below the subnormal spacing
+/// (or rounds to 0), so bids may not raise any price and the auction never ends.
+const TINY_SCORE: f64 = f64::from_bits((1023 - 960) << 52);
+/// `2^100`: takes even the smallest subnormal (`2^-1074`) to `2^-974`, whose `2^-40` is a
+/// normal number; exact (scaled scores stay below `2^-860`).
+const TINY_SCALE: f64 = f64::from_bits((1023 + 100) << 52);
 /// Smallest [`AuctionParams::scaling`]: epsilon falls from at most the range to at least
 /// `2^-40` of it, so at most `40 ln 2 / ln 1.1 ~ 291` phases (a factor barely above 1 would
 /// mean billions of phases).
@@ -336,10 +343,13 @@ fn solve<T: Score>(
             integer,
         }
     } else {
-        // Scores near the f64 limit are scaled down by a power of two (exact), so that the
-        // range, values `k s - p`, prices and sums of `n` slacks stay finite.
+        // Scores near the f64 limits are scaled by a power of two (exact): huge ones down, so
+        // that the range, values `k s - p`, prices and sums of `n` slacks stay finite; tiny ones
+        // (subnormal) up, so that the final epsilon is a positive step that moves prices.
         let k = if magnitude > HUGE_SCORE {
             HUGE_SCALE
+        } else if magnitude < TINY_SCORE {
+            TINY_SCALE
         } else {
             1.0
         };
@@ -460,8 +470,10 @@ impl<'a, 's, T: Score> State<'a, 's, T> {
         let (owner, rest) = rest.split_at_mut(n);
         let (assigned, rest) = rest.split_at_mut(n);
         let (queue, cache) = rest.split_at_mut(n);
-        // An infinite bound sends every row's first scan to the whole row.
+        // No candidates (the scratch may hold another solve's columns, even beyond `n`) and an
+        // infinite bound send every row's first scan to the whole row.
         for c in cache.chunks_exact_mut(CACHE) {
+            c[..CANDIDATE_SLOTS].fill(NONE);
             c[2 * CANDIDATE_SLOTS] = f64::INFINITY;
         }
         slack.fill(0.0);
