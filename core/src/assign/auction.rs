@@ -62,12 +62,15 @@ pub struct AuctionParams {
     /// cannot resolve finer steps). Integer scores are always solved exactly. Default `1e-9`.
     pub rel_tol: f64,
     /// First epsilon, as a fraction of the score range `max s - min s`. Must be finite and
-    /// positive; values above 1 act as 1. Default `0.003` (measured on uniform, planted and activation-similarity
-    /// matrices of n = 512 to 2048: about the fewest full row scans in total; see
-    /// BENCHMARKS.md).
+    /// positive; values outside `[1e-5, 1]` act as the nearer bound (a smaller first epsilon
+    /// makes the first phase a price war of up to about `1 / initial_epsilon` bids per row; a
+    /// larger one is no coarser a start than the range). Default `0.003`
+    /// (measured on uniform, planted and activation-similarity matrices of n = 512 to 2048:
+    /// about the fewest full row scans in total; see BENCHMARKS.md).
     pub initial_epsilon: f64,
-    /// Factor by which epsilon shrinks between phases. Must be finite and at least `1.1` (so a
-    /// solve takes at most about 300 phases). Default `5`.
+    /// Factor by which epsilon shrinks between phases. Must be finite and `> 1`; values outside
+    /// `[1.1, 1000]` act as the nearer bound (so a solve takes at most about 300 phases, and a
+    /// phase after the first at most about `n * scaling` bids per row). Default `5`.
     pub scaling: f64,
 }
 
@@ -137,10 +140,17 @@ const TINY_SCORE: f64 = f64::from_bits((1023 - 960) << 52);
 /// `2^100`: takes even the smallest subnormal (`2^-1074`) to `2^-974`, whose `2^-40` is a
 /// normal number; exact (scaled scores stay below `2^-860`).
 const TINY_SCALE: f64 = f64::from_bits((1023 + 100) << 52);
-/// Smallest [`AuctionParams::scaling`]: epsilon falls from at most the range to at least
-/// `2^-40` of it, so at most `40 ln 2 / ln 1.1 ~ 291` phases (a factor barely above 1 would
-/// mean billions of phases).
-const MIN_SCALING: f64 = 1.1;
+/// The speed knobs are clamped to where the run stays polynomial with small constants (they do
+/// not change the result's guarantee). First epsilon, as a fraction of the range
+/// ([`AuctionParams::initial_epsilon`]): at least `1e-5`, so that the first phase, a price war
+/// of up to about `1 / initial_epsilon` bids per row, stays short; at most 1 (no coarser a
+/// start than the whole range, and no overflow).
+const INITIAL_EPSILON: (f64, f64) = (1e-5, 1.0);
+/// [`AuctionParams::scaling`]: at least 1.1, since epsilon falls from at most the range to at
+/// least `2^-40` of it, so at most `40 ln 2 / ln 1.1 ~ 291` phases (a factor barely above 1
+/// meant billions); at most 1000, since a phase after the first takes up to about `n *
+/// scaling` bids per row.
+const SCALING: (f64, f64) = (1.1, 1000.0);
 
 struct Survey {
     lo: f64,
@@ -331,9 +341,9 @@ fn solve<T: Score>(
     let magnitude = lo.abs().max(hi.abs());
     let big_k = (n + 1) as f64;
     let integer = integral && big_k * magnitude <= INTEGER_LIMIT;
-    // A first epsilon beyond the whole range is no coarser a start than the range itself (and
-    // a huge one would overflow).
-    let initial = params.initial_epsilon.min(1.0);
+    let initial = params
+        .initial_epsilon
+        .clamp(INITIAL_EPSILON.0, INITIAL_EPSILON.1);
     let setup = if integer {
         Setup {
             k: big_k,
@@ -386,7 +396,7 @@ fn solve<T: Score>(
         }
     }
     let mut state = State::new(scores, setup, lo, &mut scratch[..needed]);
-    let (phases, eps, gap) = state.run(params.scaling);
+    let (phases, eps, gap) = state.run(params.scaling.clamp(SCALING.0, SCALING.1));
     if let Some(w) = warm {
         let top = state
             .neg_prices
@@ -421,7 +431,7 @@ fn check_params(p: &AuctionParams) -> Result<(), AuctionError> {
     if !(p.initial_epsilon.is_finite() && p.initial_epsilon > 0.0) {
         return bad("initial_epsilon", p.initial_epsilon);
     }
-    if !(p.scaling.is_finite() && p.scaling >= MIN_SCALING) {
+    if !(p.scaling.is_finite() && p.scaling > 1.0) {
         return bad("scaling", p.scaling);
     }
     Ok(())
