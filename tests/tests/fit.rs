@@ -221,3 +221,55 @@ fn fit_is_never_worse_than_permute_and_average_or_other_block_weights() {
         }
     }
 }
+
+/// A block whose inputs are all zero on the data (dead units, no bias) has a zero Gram block,
+/// where the relative ridge is zero too: it is fitted with zero weights instead of failing as
+/// "not positive definite" (found by fuzzing the whole merge, `fuzz/fuzz_targets/whole_merge.rs`).
+#[test]
+fn a_block_reading_only_zero_inputs_gets_zero_weights() {
+    // Inputs 0 and 1 vary; inputs 2 and 3 are always 0. Targets: t0 = x0 + 2 x1, t1 = 0.
+    let d = 4;
+    let mut rng = Rng::new(7);
+    let (mut g, mut r, mut tt) = (vec![0.0; d * d], vec![0.0; d * 2], vec![0.0; 2]);
+    for _ in 0..50 {
+        let x = [rng.normal(), rng.normal(), 0.0, 0.0];
+        let t = [x[0] + 2.0 * x[1], 0.0];
+        for i in 0..d {
+            for j in 0..d {
+                g[i * d + j] += x[i] * x[j];
+            }
+            for o in 0..2 {
+                r[i * 2 + o] += x[i] * t[o];
+            }
+        }
+        for o in 0..2 {
+            tt[o] += t[o] * t[o];
+        }
+    }
+    let eqs = NormalEquations {
+        gram: MatRef::new(&g, d, d).unwrap(),
+        cross: MatRef::new(&r, d, 2).unwrap(),
+        target_sq_sums: &tt,
+    };
+    let blocks = [
+        pleas_core::merge::blocks::OutputBlock {
+            rows: 0..1,
+            cols: vec![0, 1],
+        },
+        pleas_core::merge::blocks::OutputBlock {
+            rows: 1..2,
+            cols: vec![2, 3],
+        },
+    ];
+    let fits = fit_layer(eqs, &blocks, RidgeParams::default()).unwrap();
+    assert!((fits[0].weights[0] - 1.0).abs() < 1e-4 && (fits[0].weights[1] - 2.0).abs() < 1e-4);
+    assert_eq!(fits[1].weights, vec![0.0, 0.0]);
+    assert_eq!(fits[1].info.ridge, 1.0);
+    // An explicit absolute ridge is the caller's choice and is used as given.
+    let params = RidgeParams::default().with_absolute_ridge(0.5);
+    let fits = fit_layer(eqs, &blocks[1..], params).unwrap();
+    assert_eq!(
+        (fits[0].weights.clone(), fits[0].info.ridge),
+        (vec![0.0, 0.0], 0.5)
+    );
+}

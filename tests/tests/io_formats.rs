@@ -790,6 +790,20 @@ fn open_checks_tensor_dtype_shape_and_layout() {
     let mut src = DataSource::open(&data_spec(&empty, "x", Normalize::Unit)).unwrap();
     assert!(src.is_empty());
     src.read(0, 0, &mut []).unwrap();
+    // No samples of an absurd size: the tensor holds 0 values, but one sample's size overflows
+    // usize. An error, not an arithmetic overflow (found by fuzzing `npy_read`).
+    let huge = 1usize << 22;
+    for path in [
+        write_npy("huge-empty.npy", &u8s(vec![0, huge, huge, huge])),
+        write_safetensors(
+            "huge-empty.safetensors",
+            &[("x", u8s(vec![0, huge, huge, huge]))],
+        ),
+    ] {
+        let err = open(&path, "x");
+        assert!(err.contains("overflows"), "{err}");
+        assert!(load(&data_spec(&path, "x", Normalize::Identity)).is_err());
+    }
 }
 
 #[test]

@@ -812,3 +812,37 @@ fn overflowing_solution_is_a_typed_error() {
     );
     assert_eq!(w, [7.0, 7.0], "nothing written on error");
 }
+
+/// Target energies whose sum exceeds `f64::MAX` (each one finite): the relative residual is
+/// still a number (found by fuzzing `ridge_solve`: it was `inf / inf = NaN`).
+#[test]
+fn relative_residual_of_huge_target_energies_is_finite() {
+    use pleas_core::linalg::{MatMut, MatRef};
+    let gram = [1.0f64, 0.0, 0.0, 1.0];
+    let cross = [0.0f64; 6];
+    let sq = [1.3e308f64, 9e307, 9e307];
+    let eqs = NormalEquations {
+        gram: MatRef::new(&gram, 2, 2).unwrap(),
+        cross: MatRef::new(&cross, 2, 3).unwrap(),
+        target_sq_sums: &sq,
+    };
+    for cols in [&[][..], &[0, 1]] {
+        let mut w = vec![f64::NAN; 3 * cols.len()];
+        let mut scratch = vec![0.0; ridge_solve_scratch_len(cols.len(), 3)];
+        let info = ridge_solve(
+            eqs,
+            cols,
+            &[0, 1, 2],
+            RidgeParams::default(),
+            MatMut::new(&mut w, 3, cols.len()).unwrap(),
+            &mut scratch,
+        )
+        .unwrap();
+        // Nothing explains the targets (no columns, or zero cross moments).
+        assert!(
+            (info.relative_residual - 1.0).abs() < 1e-15,
+            "{cols:?}: {}",
+            info.relative_residual
+        );
+    }
+}

@@ -62,11 +62,15 @@ pub struct AuctionParams {
     /// cannot resolve finer steps). Integer scores are always solved exactly. Default `1e-9`.
     pub rel_tol: f64,
     /// First epsilon, as a fraction of the score range `max s - min s`. Must be finite and
-    /// positive. Default `0.003` (measured on uniform, planted and activation-similarity
-    /// matrices of n = 512 to 2048: about the fewest full row scans in total; see
-    /// BENCHMARKS.md).
+    /// positive; values outside `[1e-5, 1]` act as the nearer bound (a smaller first epsilon
+    /// makes the first phase a price war of up to about `1 / initial_epsilon` bids per row; a
+    /// larger one is no coarser a start than the range). Default `0.003`
+    /// (measured on uniform, planted and activation-similarity matrices of n = 512 to 2048:
+    /// about the fewest full row scans in total; see BENCHMARKS.md).
     pub initial_epsilon: f64,
-    /// Factor by which epsilon shrinks between phases. Must be finite and `> 1`. Default `5`.
+    /// Factor by which epsilon shrinks between phases. Must be finite and `> 1`; values outside
+    /// `[1.1, 1000]` act as the nearer bound (so a solve takes at most about 300 phases, and a
+    /// phase after the first at most about `n * scaling` bids per row). Default `5`.
     pub scaling: f64,
 }
 
@@ -122,6 +126,31 @@ const INTEGER_LIMIT: f64 = (1u64 << 40) as f64;
 const EPS_FLOOR: f64 = 1.0 / (1u64 << 40) as f64;
 /// Marks "no row" / "no column" in the index arrays (stored as f64 in the scratch).
 const NONE: f64 = -1.0;
+/// Real scores of larger magnitude are solved scaled by [`HUGE_SCALE`]: `2^960`, so that scaled
+/// scores stay below `2^985` and the range, prices (which stay within about twice the range
+/// plus `n` epsilons), values and sums of up to `2^38` slacks are finite.
+const HUGE_SCORE: f64 = f64::from_bits((1023 + 960) << 52);
+/// `2^-40`: exact for every score above the smallest normal numbers times `2^40`; below that
+/// the scaling rounds, far under the final epsilon (at least `2^-40` times the magnitude).
+const HUGE_SCALE: f64 = 1.0 / (1u64 << 40) as f64;
+/// Real scores of smaller magnitude (`2^-960`) are solved scaled by [`TINY_SCALE`]: otherwise
+/// `2^-40` of the magnitude, the floor of the final epsilon, is below the subnormal spacing
+/// (or rounds to 0), so bids may not raise any price and the auction never ends.
+const TINY_SCORE: f64 = f64::from_bits((1023 - 960) << 52);
+/// `2^100`: takes even the smallest subnormal (`2^-1074`) to `2^-974`, whose `2^-40` is a
+/// normal number; exact (scaled scores stay below `2^-860`).
+const TINY_SCALE: f64 = f64::from_bits((1023 + 100) << 52);
+/// The speed knobs are clamped to where the run stays polynomial with small constants (they do
+/// not change the result's guarantee). First epsilon, as a fraction of the range
+/// ([`AuctionParams::initial_epsilon`]): at least `1e-5`, so that the first phase, a price war
+/// of up to about `1 / initial_epsilon` bids per row, stays short; at most 1 (no coarser a
+/// start than the whole range, and no overflow).
+const INITIAL_EPSILON: (f64, f64) = (1e-5, 1.0);
+/// [`AuctionParams::scaling`]: at least 1.1, since epsilon falls from at most the range to at
+/// least `2^-40` of it, so at most `40 ln 2 / ln 1.1 ~ 291` phases (a factor barely above 1
+/// meant billions); at most 1000, since a phase after the first takes up to about `n *
+/// scaling` bids per row.
+const SCALING: (f64, f64) = (1.1, 1000.0);
 
 struct Survey {
     lo: f64,
@@ -227,7 +256,8 @@ pub fn auction<T: Score>(
 /// above it (no column is worth more than that), and rounded to the `1 / (n + 1)` grid for
 /// integer scores.
 ///
-/// On success `prices` holds the final prices `p`, shifted so that the lowest is 0: with
+/// On success `prices` holds the final prices `p`, shifted so that the lowest is 0 (and at most
+/// `f64::MAX`, which only binds when the scores' range exceeds it): with
 /// `u_i = max_j (s_ij - p_j)`, the pair `(u, p)` is a feasible dual of the (padded, square)
 /// problem whose objective exceeds the returned total by at most
 /// [`AuctionInfo::optimality_bound`]. On error `prices` is unchanged.
@@ -311,19 +341,33 @@ fn solve<T: Score>(
     let magnitude = lo.abs().max(hi.abs());
     let big_k = (n + 1) as f64;
     let integer = integral && big_k * magnitude <= INTEGER_LIMIT;
+    let initial = params
+        .initial_epsilon
+        .clamp(INITIAL_EPSILON.0, INITIAL_EPSILON.1);
     let setup = if integer {
         Setup {
             k: big_k,
-            eps0: libm::floor(params.initial_epsilon * big_k * range).max(1.0),
+            eps0: libm::floor(initial * big_k * range).max(1.0),
             eps_final: 1.0,
             gap_tol: n as f64,
             integer,
         }
     } else {
+        // Scores near the f64 limits are scaled by a power of two (exact): huge ones down, so
+        // that the range, values `k s - p`, prices and sums of `n` slacks stay finite; tiny ones
+        // (subnormal) up, so that the final epsilon is a positive step that moves prices.
+        let k = if magnitude > HUGE_SCORE {
+            HUGE_SCALE
+        } else if magnitude < TINY_SCORE {
+            TINY_SCALE
+        } else {
+            1.0
+        };
+        let (range, magnitude) = (hi * k - lo * k, magnitude * k);
         let eps_final = (params.rel_tol * range).max(EPS_FLOOR * magnitude.max(range));
         Setup {
-            k: 1.0,
-            eps0: (params.initial_epsilon * range).max(eps_final),
+            k,
+            eps0: (initial * range).max(eps_final),
             eps_final,
             gap_tol: n as f64 * eps_final,
             integer,
@@ -340,8 +384,9 @@ fn solve<T: Score>(
         // scores, rounded to integers in scaled units (keeping all arithmetic exact).
         Some(w) => {
             let low = w.iter().copied().fold(f64::INFINITY, f64::min);
+            let range_k = hi * setup.k - lo * setup.k;
             for (q, &p) in q0.iter_mut().zip(w) {
-                let scaled = ((p - low) * setup.k).clamp(0.0, range * setup.k);
+                let scaled = ((p - low) * setup.k).clamp(0.0, range_k);
                 *q = -if setup.integer {
                     libm::round(scaled)
                 } else {
@@ -351,15 +396,16 @@ fn solve<T: Score>(
         }
     }
     let mut state = State::new(scores, setup, lo, &mut scratch[..needed]);
-    let (phases, eps, gap) = state.run(params.scaling);
+    let (phases, eps, gap) = state.run(params.scaling.clamp(SCALING.0, SCALING.1));
     if let Some(w) = warm {
         let top = state
             .neg_prices
             .iter()
             .copied()
             .fold(f64::NEG_INFINITY, f64::max);
+        // Finite even when the range itself is not (scores spanning the whole f64 range).
         for (p, &q) in w.iter_mut().zip(state.neg_prices.iter()) {
-            *p = (top - q) / setup.k;
+            *p = ((top - q) / setup.k).min(f64::MAX);
         }
     }
     for (i, p) in perm.iter_mut().enumerate() {

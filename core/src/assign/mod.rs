@@ -30,6 +30,8 @@
 //! - Either way [`AuctionInfo::optimality_bound`] is a certified bound on `opt - total`,
 //!   computed from the final prices (at most `n * epsilon` for the last phase's epsilon, and
 //!   often 0 on matrices with a clear structure).
+//! - Any finite scores work, from subnormal to the largest f64 (near those limits the auction
+//!   runs on the scores scaled by a power of two, `2^100` or `2^-40`).
 //! - NaN or infinite scores are rejected with [`AuctionError::NonFinite`] naming the first bad
 //!   position; `n = 0` and `n = 1` work; constant and heavily tied matrices terminate (every
 //!   bid raises a price by at least epsilon).

@@ -552,7 +552,10 @@ pub fn ridge_solve(
 
     // ||X w - t||^2 = t^T t - 2 w^T r + w^T G w, with w^T G w from the pristine diagonal and
     // strict lower rows: w^T G w = sum_a w_a (G_aa w_a + 2 G[a, 0..a] . w[0..a]).
+    // Every target's terms are divided by `m`, so that summing finite energies (each at most
+    // `f64::MAX`) cannot overflow into `inf / inf`.
     let (mut num, mut den) = (0.0, 0.0);
+    let per_target = 1.0 / m.max(1) as f64;
     for (o, &to) in targets.iter().enumerate() {
         let w = &sol[o * k..(o + 1) * k];
         let tt = eqs.target_sq_sums[to];
@@ -567,8 +570,8 @@ pub fn ridge_solve(
             );
             wgw += w[a] * (diag[a] * w[a] + 2.0 * off);
         }
-        num += (tt - 2.0 * wr + wgw).max(0.0);
-        den += tt;
+        num += (tt - 2.0 * wr + wgw).max(0.0) * per_target;
+        den += tt * per_target;
     }
     let relative_residual = if den > 0.0 { num / den } else { 0.0 };
 

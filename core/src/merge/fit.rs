@@ -70,6 +70,14 @@ impl fmt::Display for FitError {
 impl core::error::Error for FitError {}
 
 /// Fits every output block of a layer.
+///
+/// A block whose inputs are all identically zero on the data (units dead on the merge data, in
+/// a layer without bias) has a zero Gram block, so the relative ridge is zero too and the
+/// block's normal equations alone are singular. Any weights fit such inputs equally well;
+/// when `params` has no absolute ridge, such a block is solved with an absolute ridge of 1
+/// (in the units of `G`), which gives the minimum-norm solution `W = R[c, rows]`: zero for
+/// sums of real data (`R[c, o] = sum x_c t_o = 0` when `x_c` is always 0). A caller that
+/// regresses on `R - G W0` (a ridge towards `W0`) thus keeps `W0` there.
 pub fn fit_layer(
     eqs: NormalEquations<'_>,
     blocks: &[OutputBlock],
@@ -82,6 +90,14 @@ pub fn fit_layer(
             let mut weights = vec![0.0; targets.len() * b.cols.len()];
             let mut scratch = vec![0.0; ridge_solve_scratch_len(b.cols.len(), targets.len())];
             let w = MatMut::new(&mut weights, targets.len(), b.cols.len()).expect("sized");
+            let dead = params.absolute_ridge == 0.0
+                && !b.cols.is_empty()
+                && b.cols.iter().all(|&c| eqs.gram.get(c, c) == Some(0.0));
+            let params = if dead {
+                params.with_absolute_ridge(1.0)
+            } else {
+                params
+            };
             let info =
                 ridge_solve(eqs, &b.cols, &targets, params, w, &mut scratch).map_err(|error| {
                     FitError::Solve {

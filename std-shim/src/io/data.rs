@@ -160,8 +160,21 @@ impl DataSource {
                 expected: "U8 or a float type (F32, F16, BF16, F64)",
             });
         };
-        // The header parsers checked that the element count (and byte count) fits in usize.
+        // The header parsers checked that the tensor's element count fits in usize, but with no
+        // samples (N = 0) that count is 0 whatever one sample's size is: check it here.
         let sample_shape = loc.shape[1..].to_vec();
+        let Some(sample_len) = sample_shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+        else {
+            return Err(data_err(
+                path,
+                format!(
+                    "tensor `{}` has shape {:?}: one sample's size overflows",
+                    loc.name, loc.shape
+                ),
+            ));
+        };
         Ok(DataSource {
             path: path.to_path_buf(),
             tensor: loc.name,
@@ -170,7 +183,7 @@ impl DataSource {
             dtype: loc.dtype,
             elem_size,
             n: loc.shape[0],
-            sample_len: sample_shape.iter().product(),
+            sample_len,
             sample_shape,
             normalize: spec.normalize,
             buf: Vec::new(),
