@@ -14,7 +14,7 @@
 # sizes (mlp_plan.h), planned by host/plan_sizes.c through the host build of the C API.
 # Settings (environment):
 #   BUDGETS      merge budgets run on the device, e.g. "1.0 1.2 2.0" (default 1.2; 20 to 40 s
-#                each under QEMU)
+#                of CPU each under QEMU)
 #   MERGE_ROWS   rows of x_match used as merge images (default ::8: 250, 25 per class)
 #   TEST_ROWS    rows of x_test used as test images (default ::5: 2000)
 #   PLEAS        command running the host CLI (default: target/release/pleas if built, else

@@ -37,7 +37,7 @@ pub const VECS: usize = 3;
 /// Largest window (taps) the direct kernel takes; wider windows use im2col.
 pub const MAX_TAPS: usize = 49;
 
-/// Whether [`direct_conv`] handles `geom`: stride 1 and a window of 2 to [`MAX_TAPS`] taps (a
+/// Whether `direct_conv` handles `geom`: stride 1 and a window of 2 to [`MAX_TAPS`] taps (a
 /// 1 x 1 window is a plain matrix product, which the GEMM path does without copies).
 pub fn direct_conv_applies(geom: &ConvGeometry) -> bool {
     let taps = geom.kernel[0] * geom.kernel[1];
@@ -66,7 +66,7 @@ impl Plane {
     }
 }
 
-/// Scratch elements [`direct_conv`] needs for `blocks` over `geom`: the padded planes of one
+/// Scratch elements `direct_conv` needs for `blocks` over `geom`: the padded planes of one
 /// sample, the repacked weights and one sample's flat output rows.
 pub fn direct_conv_scratch_len(geom: &ConvGeometry, blocks: &[BlockRef<'_>]) -> usize {
     let plane = Plane::of(geom);
