@@ -158,11 +158,13 @@ typedef struct pleas_auction_params {
      */
     double rel_tol;
     /**
-     * First epsilon as a fraction of the score range; finite and positive. Default 0.003.
+     * First epsilon as a fraction of the score range; finite and positive (values outside
+     * [1e-5, 1] act as the nearer bound). Default 0.003.
      */
     double initial_epsilon;
     /**
-     * Factor by which epsilon shrinks between phases; finite and above 1. Default 5.
+     * Factor by which epsilon shrinks between phases; finite and above 1 (values outside
+     * [1.1, 1000] act as the nearer bound). Default 5.
      */
     double scaling;
 } pleas_auction_params;

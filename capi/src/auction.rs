@@ -25,9 +25,11 @@ pub struct pleas_auction_params {
     /// `cols * (max score - min score)`; finite and positive (values below 2^-40 are raised to
     /// it). Integer scores are always solved exactly. Default 1e-9.
     pub rel_tol: f64,
-    /// First epsilon as a fraction of the score range; finite and positive. Default 0.003.
+    /// First epsilon as a fraction of the score range; finite and positive (values outside
+    /// [1e-5, 1] act as the nearer bound). Default 0.003.
     pub initial_epsilon: f64,
-    /// Factor by which epsilon shrinks between phases; finite and above 1. Default 5.
+    /// Factor by which epsilon shrinks between phases; finite and above 1 (values outside
+    /// [1.1, 1000] act as the nearer bound). Default 5.
     pub scaling: f64,
 }
 
