@@ -665,9 +665,21 @@ mod tests {
             f64::NEG_INFINITY,
             f64::NAN,
         ];
-        for len in 1..14 {
+        // Under Miri (`scripts/miri.sh`): rows of 1, 5 and 13 (no step, a step and a tail),
+        // the planted value first and last.
+        let lens: &[usize] = if cfg!(miri) {
+            &[1, 5, 13]
+        } else {
+            &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
+        };
+        for &len in lens {
             for &x in &edges {
-                for pos in 0..len {
+                let positions: std::vec::Vec<usize> = if cfg!(miri) {
+                    std::vec![0, len - 1]
+                } else {
+                    (0..len).collect()
+                };
+                for pos in positions {
                     let mut row = vec![0.25; len];
                     row[pos] = x;
                     let start: Vec<f64> = (0..len).map(|j| j as f64 * 0.1 - 0.3).collect();
