@@ -433,6 +433,13 @@ typedef struct pleas_mlp_group_info {
  */
 typedef struct pleas_mlp_layer_info {
     /**
+     * Output blocks that kept their permute-and-average weights without a solve: the layer
+     * reads only exact copies of the models' units (the merge samples, or hidden layers with
+     * no merged pair that were copies themselves), with the ridge towards those weights, so
+     * they are its exact fit. The first layer always; every layer at budget 2.0.
+     */
+    size_t copied_blocks;
+    /**
      * Output blocks solved in the primal form (the Gram of the block's columns).
      */
     size_t primal_blocks;

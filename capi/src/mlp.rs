@@ -290,6 +290,11 @@ impl From<&GroupInfo> for pleas_mlp_group_info {
 #[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct pleas_mlp_layer_info {
+    /// Output blocks that kept their permute-and-average weights without a solve: the layer
+    /// reads only exact copies of the models' units (the merge samples, or hidden layers with
+    /// no merged pair that were copies themselves), with the ridge towards those weights, so
+    /// they are its exact fit. The first layer always; every layer at budget 2.0.
+    pub copied_blocks: usize,
     /// Output blocks solved in the primal form (the Gram of the block's columns).
     pub primal_blocks: usize,
     /// Output blocks solved in the dual form (the kernel of the samples).
@@ -303,6 +308,7 @@ pub struct pleas_mlp_layer_info {
 impl From<&LayerFitInfo> for pleas_mlp_layer_info {
     fn from(l: &LayerFitInfo) -> Self {
         Self {
+            copied_blocks: l.copied_blocks,
             primal_blocks: l.primal_blocks,
             dual_blocks: l.dual_blocks,
             ridge: l.ridge,

@@ -300,13 +300,20 @@ fn real_merge_equals_the_core_bit_for_bit() {
         assert_eq!(info.groups[0].width, 64);
         assert_eq!(info.groups[0].merged_width, cp.merged_widths[0]);
         assert!(info.groups[2].width == 0 && info.layers[4].ridge == 0.0);
-        // The first layer (785 columns, 250 samples) in the dual form, the others primal.
+        // The first layer (785 columns, 250 samples) reads the samples both models share: a
+        // copy of its permute-and-average weights; the others primal.
         assert_eq!(
-            (info.layers[0].dual_blocks, info.layers[0].primal_blocks),
-            (1, 0)
+            (
+                info.layers[0].copied_blocks,
+                info.layers[0].dual_blocks,
+                info.layers[0].primal_blocks
+            ),
+            (1, 0, 0)
         );
         for l in &info.layers[1..4] {
-            assert!(l.dual_blocks == 0 && l.primal_blocks > 0 && l.ridge > 0.0);
+            assert!(
+                l.copied_blocks == 0 && l.dual_blocks == 0 && l.primal_blocks > 0 && l.ridge > 0.0
+            );
         }
     }
 }
@@ -479,12 +486,26 @@ fn plan_errors() {
         params(&|p| p.ridge_toward = 2).err(),
         Some(PLEAS_ERROR_ARGUMENT)
     );
-    // The forms and chunk sizes change the scratch, not the layout.
+    // The forms, chunk sizes and the ridge's target change the scratch, not the layout. With
+    // the ridge towards the permute-and-average weights the first layer is a copy and needs
+    // none; towards zero it is solved (785 columns: a 250-sample kernel, or a 785-column Gram
+    // in the primal form).
     let auto = params(&|_| {}).unwrap();
-    let primal = params(&|p| p.form = PLEAS_MLP_FORM_PRIMAL).unwrap();
-    let wide = params(&|p| p.rhs_chunk = 80).unwrap();
-    assert!(primal.scratch_len > auto.scratch_len && wide.scratch_len > auto.scratch_len);
+    let zero = params(&|p| p.ridge_toward = PLEAS_MLP_RIDGE_TOWARD_ZERO).unwrap();
+    let primal = params(&|p| {
+        p.ridge_toward = PLEAS_MLP_RIDGE_TOWARD_ZERO;
+        p.form = PLEAS_MLP_FORM_PRIMAL;
+    })
+    .unwrap();
+    let wide = params(&|p| {
+        p.ridge_toward = PLEAS_MLP_RIDGE_TOWARD_ZERO;
+        p.rhs_chunk = 80;
+    })
+    .unwrap();
+    assert!(zero.scratch_len > auto.scratch_len);
+    assert!(primal.scratch_len > zero.scratch_len && wide.scratch_len > zero.scratch_len);
     assert_eq!(primal.output_len, auto.output_len);
+    assert_eq!(zero.output_len, auto.output_len);
     // The plan must not overlap its inputs.
     let mut both = [pleas_mlp_merge_plan::default(); 1];
     let dims_in_plan = both.as_mut_ptr().cast::<pleas_mlp_dims>();

@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """The firmware's merge on the host, through the `pleas` command, and the comparison.
 
-    host_reference.py [--pleas CMD] [--budgets "1.2 ..."] [--merge-rows ::8]
-                      [--test-rows ::5] [--out DIR] [--compare FIRMWARE_LOG]
+    host_reference.py [--pleas CMD] [--budgets "1.2 ..."] [--ridge-toward average|zero]
+                      [--merge-rows ::8] [--test-rows ::5] [--out DIR]
+                      [--compare FIRMWARE_LOG]
 
 Writes the firmware's merge images (`x_match[MERGE_ROWS]`) and test images with labels
 (`x_test[TEST_ROWS]`, `y_test[TEST_ROWS]`) of tests/fixtures/fashion/eval.safetensors to
 safetensors files (gen_data.py --safetensors: the same rows the firmware embeds), then for
 each budget runs
 
-    pleas merge A B --data merge.safetensors --budget B --normalize x/255*2-1 -o DIR/B
+    pleas merge A B --data merge.safetensors --budget B --normalize x/255*2-1 \
+        --ridge-toward T -o DIR/B
     pleas eval DIR/B/merged.safetensors --data test.safetensors --normalize x/255*2-1 --json
 
 and prints the per-task accuracies (head a on classes 0-4, head b on classes 5-9):
@@ -57,7 +59,7 @@ def gen(out, spec):
     run([sys.executable, os.path.join(HERE, "gen_data.py"), "--safetensors", out, spec])
 
 
-def host_accuracies(pleas, budgets, merge_rows, test_rows, out):
+def host_accuracies(pleas, budgets, ridge_toward, merge_rows, test_rows, out):
     merge_file = os.path.join(out, "merge.safetensors")
     test_file = os.path.join(out, "test.safetensors")
     gen(merge_file, f"data={EVAL}:x_match[{merge_rows}]")
@@ -67,7 +69,8 @@ def host_accuracies(pleas, budgets, merge_rows, test_rows, out):
         key = f"{float(budget):.2f}"
         merged = os.path.join(out, f"budget-{key}")
         run(pleas + ["merge", MODEL_A, MODEL_B, "--data", merge_file, "--budget", budget,
-                     "--normalize", NORMALIZE, "-o", merged, "--quiet"])
+                     "--normalize", NORMALIZE, "--ridge-toward", ridge_toward, "-o", merged,
+                     "--quiet"])
         report = json.loads(run(pleas + ["eval", os.path.join(merged, "merged.safetensors"),
                                          "--data", test_file, "--normalize", NORMALIZE,
                                          "--json"]))
@@ -98,6 +101,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pleas", default=None)
     p.add_argument("--budgets", default="1.2")
+    p.add_argument("--ridge-toward", choices=["average", "zero"], default="average")
     p.add_argument("--merge-rows", default="::8")
     p.add_argument("--test-rows", default="::5")
     p.add_argument("--out", default=os.path.join(HERE, "build", "host"))
@@ -111,7 +115,7 @@ def main():
         pleas = ["cargo", "run", "-q", "--release", "-p", "pleas", "--"]
     os.makedirs(a.out, exist_ok=True)
     budgets = a.budgets.split()
-    host = host_accuracies(pleas, budgets, a.merge_rows, a.test_rows, a.out)
+    host = host_accuracies(pleas, budgets, a.ridge_toward, a.merge_rows, a.test_rows, a.out)
     if not a.compare:
         return
     device = device_accuracies(a.compare)

@@ -13,8 +13,10 @@
 # and test images as headers of const arrays (they land in flash), and the merge buffers'
 # sizes (mlp_plan.h), planned by host/plan_sizes.c through the host build of the C API.
 # Settings (environment):
-#   BUDGETS      merge budgets run on the device, e.g. "1.0 1.2 2.0" (default 1.2; 20 to 40 s
-#                of CPU each under QEMU)
+#   BUDGETS      merge budgets run on the device, e.g. "1.0 1.2 2.0" (default 1.2)
+#   RIDGE_TOWARD what the ridge pulls towards: average (default; the first layer is then a copy
+#                of the permute-and-average weights, its exact fit) or zero (every layer is
+#                solved, the first in sample space)
 #   MERGE_ROWS   rows of x_match used as merge images (default ::8: 250, 25 per class)
 #   TEST_ROWS    rows of x_test used as test images (default ::5: 2000)
 #   PLEAS        command running the host CLI (default: target/release/pleas if built, else
@@ -26,6 +28,15 @@ root="$(cd "$here/../.." && pwd)"
 BUILD="${BUILD:-$here/build}"
 TIMEOUT="${TIMEOUT:-120}"
 BUDGETS="${BUDGETS:-1.2}"
+RIDGE_TOWARD="${RIDGE_TOWARD:-average}"
+case "$RIDGE_TOWARD" in
+average) toward_c=PLEAS_MLP_RIDGE_TOWARD_AVERAGE ;;
+zero) toward_c=PLEAS_MLP_RIDGE_TOWARD_ZERO ;;
+*)
+    echo "RIDGE_TOWARD must be average or zero, not '$RIDGE_TOWARD'" >&2
+    exit 2
+    ;;
+esac
 MERGE_ROWS="${MERGE_ROWS:-::8}"
 TEST_ROWS="${TEST_ROWS:-::5}"
 HOST_CHECK="${HOST_CHECK:-1}"
@@ -40,9 +51,10 @@ specs=(a="$fx/mlp64_split/fashion_mlp_split_m0_s6.safetensors"
 python3 "$here/gen_data.py" "$gen/mlp64_split.h" "${specs[@]}"
 python3 "$here/gen_data.py" --shapes-only "$gen/mlp64_split_shapes.h" "${specs[@]}"
 
-echo "== merge buffers planned on the host (budgets: $BUDGETS)"
+echo "== merge buffers planned on the host (budgets: $BUDGETS; ridge towards $RIDGE_TOWARD)"
 (cd "$root/capi" && cargo build -q)
 gcc -std=c11 -O1 -Wall -Wextra -Werror -I"$root/capi/include" -I"$here/src" -I"$gen" \
+    -DMERGE_RIDGE_TOWARD="$toward_c" \
     "$here/host/host_merge.c" "$root/capi/target/debug/libpleas_capi.a" -lpthread -ldl -lm \
     -o "$BUILD/host_merge"
 # shellcheck disable=SC2086 # one argument per budget
@@ -58,7 +70,7 @@ cpu=(-mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16)
 # -ffp-contract=off: no fused multiply-adds, so the evaluation rounds as the host does.
 cflags=(-std=c11 -O2 -g -Wall -Wextra -Werror -ffunction-sections -fdata-sections
     -ffp-contract=off -I"$root/capi/include" -I"$here/src" -I"$gen"
-    -DMERGE_BUDGETS="$(echo "$BUDGETS" | tr -s ' ' ',')")
+    -DMERGE_BUDGETS="$(echo "$BUDGETS" | tr -s ' ' ',')" -DMERGE_RIDGE_TOWARD="$toward_c")
 srcs=("$here"/src/*.c ${FIRMWARE_SRCS:-})
 elf="$BUILD/pleas-demo.elf"
 # The Cortex-M4F has no double-precision FPU: f64 arithmetic, which the merge's sums and
@@ -117,7 +129,8 @@ if [ "$status" -eq 0 ] && [ "$HOST_CHECK" != 0 ]; then
         echo "device and host C API: merged weights differ in their bits (see above)"
     fi
     echo "== the same merge on the host (pleas merge, pleas eval) against the device"
-    host_args=(--budgets "$BUDGETS" --merge-rows "$MERGE_ROWS" --test-rows "$TEST_ROWS"
+    host_args=(--budgets "$BUDGETS" --ridge-toward "$RIDGE_TOWARD" --merge-rows "$MERGE_ROWS"
+        --test-rows "$TEST_ROWS"
         --out "$BUILD/host" --compare "$BUILD/output.txt")
     if [ -n "${PLEAS:-}" ]; then host_args+=(--pleas "$PLEAS"); fi
     python3 "$here/host_reference.py" "${host_args[@]}" || status=1

@@ -198,7 +198,8 @@ static void mlp_merge(void) {
                                      &info, scratch, plan.scratch_len, indices,
                                      plan.index_len),
                  PLEAS_SUCCESS);
-    CHECK(info.groups[0].merged == MH && info.layers[0].primal_blocks == 1);
+    CHECK(info.groups[0].merged == MH && info.layers[0].copied_blocks == 1);
+    CHECK(info.layers[1].primal_blocks == 1 && info.layers[1].copied_blocks == 0);
     float worst = 0.0f;
     for (int s = 0; s < MN; s++) {
         float want[MC], got[MC];

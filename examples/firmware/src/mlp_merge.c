@@ -24,6 +24,12 @@
 #ifndef MERGE_BUDGETS
 #define MERGE_BUDGETS 1.2
 #endif
+/* What the ridge pulls towards: PLEAS_MLP_RIDGE_TOWARD_AVERAGE (the default: the first layer,
+ * which reads the images both models share, keeps its permute-and-average weights, its exact
+ * fit) or PLEAS_MLP_RIDGE_TOWARD_ZERO (every layer is solved; the first in sample space). */
+#ifndef MERGE_RIDGE_TOWARD
+#define MERGE_RIDGE_TOWARD PLEAS_MLP_RIDGE_TOWARD_AVERAGE
+#endif
 
 enum {
     INPUTS = DATA_X_MATCH_DIM1,
@@ -40,6 +46,7 @@ static size_t indices[MLP_INDEX_LEN];
 static float table[256];
 
 static const double budgets[] = {MERGE_BUDGETS};
+static pleas_mlp_merge_params params;
 
 static const pleas_mlp_dims dims = MLP_DIMS_INIT;
 static const pleas_mlp_model_f32 model_a = MLP_MODEL_A_INIT;
@@ -125,7 +132,7 @@ static void evaluate(const pleas_mlp_merge_plan *p, size_t correct[2], size_t se
 
 static void merge_at(double budget) {
     pleas_mlp_merge_plan plan;
-    pleas_status s = pleas_mlp_merge_plan_f32(&dims, MLP_MERGE_SAMPLES, budget, NULL, &plan);
+    pleas_status s = pleas_mlp_merge_plan_f32(&dims, MLP_MERGE_SAMPLES, budget, &params, &plan);
     check_status(s, PLEAS_SUCCESS, "mlp plan");
     if (s != PLEAS_SUCCESS) return;
     sh_printf("plan budget %.2f: merged widths %u %u (%u + %u pairs merged), flop ratio %.4f\n",
@@ -145,7 +152,7 @@ static void merge_at(double budget) {
     pleas_mlp_merge_info info;
     long t0 = sh_clock();
     s = pleas_mlp_merge_u8(&dims, &model_a, &model_b, data_x_match, MLP_MERGE_SAMPLES, table,
-                           budget, NULL, merged, plan.output_len, &info, scratch,
+                           budget, &params, merged, plan.output_len, &info, scratch,
                            plan.scratch_len, indices, plan.index_len);
     long t1 = sh_clock();
     check_status(s, PLEAS_SUCCESS, "mlp merge");
@@ -160,20 +167,25 @@ static void merge_at(double budget) {
               budget, pleas_status_name(s), (double)(t1 - t0) / 100.0, (unsigned)used,
               (unsigned)plan.scratch_len, (unsigned)(used * sizeof(double)));
     check(used <= plan.scratch_len, "the merge stays within its planned scratch");
-    /* The first layer has INPUTS + 1 columns (the bias): in sample space when there are fewer
-     * samples (the kernel is then the smaller system), else primal. */
-    size_t dual0 = INPUTS + 1 > MLP_MERGE_SAMPLES;
-    int form0 = info.layers[0].dual_blocks == dual0 && info.layers[0].primal_blocks == (size_t)!dual0;
+    /* The first layer: a copy with the ridge towards the permute-and-average weights; else
+     * solved from INPUTS + 1 columns (the bias), in sample space when there are fewer samples
+     * (the kernel is then the smaller system), else primal. */
+    size_t copy0 = MERGE_RIDGE_TOWARD == PLEAS_MLP_RIDGE_TOWARD_AVERAGE;
+    size_t dual0 = !copy0 && INPUTS + 1 > MLP_MERGE_SAMPLES;
+    int form0 = info.layers[0].copied_blocks == copy0 && info.layers[0].dual_blocks == dual0 &&
+                info.layers[0].primal_blocks == (size_t)(!copy0 && !dual0);
     for (size_t f = 0; f < plan.fitted_layers; f++) {
         const pleas_mlp_layer_info *l = &info.layers[f];
-        sh_printf("merge budget %.2f: layer %u (%s): %u dual + %u primal blocks, ridge %.3e, "
-                  "%u retries\n",
+        sh_printf("merge budget %.2f: layer %u (%s): %u copied + %u dual + %u primal blocks, "
+                  "ridge %.3e, %u retries\n",
                   budget, (unsigned)f,
                   f < plan.hidden_layers ? "hidden" : (f == plan.hidden_layers ? "head a" : "head b"),
-                  (unsigned)l->dual_blocks, (unsigned)l->primal_blocks, l->ridge,
-                  (unsigned)l->retries);
+                  (unsigned)l->copied_blocks, (unsigned)l->dual_blocks,
+                  (unsigned)l->primal_blocks, l->ridge, (unsigned)l->retries);
     }
-    check(form0, "first layer in sample space exactly when it has more columns than samples");
+    check(form0, copy0 ? "first layer copied (ridge towards the average)"
+                       : "first layer in sample space exactly when it has more columns than "
+                         "samples");
     for (size_t g = 0; g < plan.hidden_layers; g++)
         sh_printf("merge budget %.2f: group %u: %u of %u pairs merged, mean score %.4f, "
                   "%lu bids\n",
@@ -198,11 +210,14 @@ static void merge_at(double budget) {
 
 void mlp_demo(void) {
     paint_stack();
+    check_status(pleas_mlp_merge_params_init(&params), PLEAS_SUCCESS, "merge params");
+    params.ridge_toward = MERGE_RIDGE_TOWARD;
     /* The host's normalisation of the fixtures' images, in f32. */
     for (int v = 0; v < 256; v++) table[v] = (float)v / 255.0f * 2.0f - 1.0f;
     sh_printf("mlp merge: two %d-%d-%d MLPs (heads: classes 0-4, 5-9), %d merge images and "
-              "%d test images (bytes in flash)\n",
-              INPUTS, HIDDEN, HIDDEN, (int)MLP_MERGE_SAMPLES, (int)TEST_N);
+              "%d test images (bytes in flash); ridge towards %s\n",
+              INPUTS, HIDDEN, HIDDEN, (int)MLP_MERGE_SAMPLES, (int)TEST_N,
+              MERGE_RIDGE_TOWARD == PLEAS_MLP_RIDGE_TOWARD_ZERO ? "zero" : "the average");
 
     /* Refusals first: they fail before anything is computed. */
     pleas_mlp_merge_plan plan;

@@ -482,6 +482,7 @@ pub fn merge(
                         rows.as_deref(),
                         settings.ridge,
                         settings.ridge_prior,
+                        &exact,
                         &mut weights,
                         &average_weights,
                         tl,
@@ -630,6 +631,15 @@ fn plan_passes(
 /// Solves the fits of one pass, stores the weights and reports each layer: from the normal
 /// equations of the accumulated moments, or, when the pass kept its rows (fewer rows than
 /// columns), in sample space from the rows ([`sample_space_fit`]).
+///
+/// With the ridge towards the permute-and-average weights, a block whose columns all read
+/// exact channels (`exact`, from [`exact_channels`]) keeps those weights without a solve: each
+/// of its rows' targets is the same combination of its sources' outputs that the prior
+/// computes from exact copies of their inputs, so the prior has zero loss and zero ridge
+/// penalty and is the problem's unique minimiser. Solving instead would set the directions the
+/// merge data leaves unexcited from f32 rounding divided by the ridge, which on rank-deficient
+/// inputs (units that are functions of a few others) moves the model off its copy.
+#[allow(clippy::too_many_arguments)]
 fn solve_fit(
     merged: &MergedModel,
     layer_ids: &[usize],
@@ -637,6 +647,7 @@ fn solve_fit(
     rows: Option<&FitRows>,
     ridge: f64,
     prior: RidgePrior,
+    exact: &[Vec<bool>],
     weights: &mut Weights,
     average: &Weights,
     started: Instant,
@@ -669,8 +680,25 @@ fn solve_fit(
             RidgePrior::Average => Some(layer.dense(average)),
             RidgePrior::Zero => None,
         };
-        let fits: Vec<(Vec<f64>, f64)> = if let Some(rows) = rows {
-            sample_space_fit(layer, rows, d, t, offset, prior.as_deref(), ridge)
+        // Blocks whose prior is their exact solution (see above).
+        let copies: Vec<bool> = {
+            let input = &exact[merged.graph.node(layer.node).inputs[0]];
+            let patch = layer.kind.patch();
+            layer
+                .blocks
+                .iter()
+                .map(|b| {
+                    prior.is_some()
+                        && b.cols[..b.cols.len() - usize::from(layer.bias)]
+                            .iter()
+                            .all(|&col| input[col / patch])
+                })
+                .collect()
+        };
+        let solved: Vec<(Vec<f64>, f64)> = if copies.iter().all(|&c| c) {
+            Vec::new()
+        } else if let Some(rows) = rows {
+            sample_space_fit(layer, &copies, rows, d, t, offset, prior.as_deref(), ridge)
                 .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?
         } else {
             let mut cross_fit = r.clone();
@@ -690,10 +718,17 @@ fn solve_fit(
                 cross: MatRef::new(&cross_fit, d, t).expect("d x t"),
                 target_sq_sums: tt,
             };
-            let mut fits = fit_layer(eqs, &shifted, params)
+            let to_solve: Vec<OutputBlock> = shifted
+                .iter()
+                .zip(&copies)
+                .filter(|(_, c)| !**c)
+                .map(|(b, _)| b.clone())
+                .collect();
+            let mut fits = fit_layer(eqs, &to_solve, params)
                 .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?;
             if let Some(w0) = &prior {
-                for (f, b) in fits.iter_mut().zip(&layer.blocks) {
+                let blocks = layer.blocks.iter().zip(&copies).filter(|(_, c)| !**c);
+                for (f, (b, _)) in fits.iter_mut().zip(blocks) {
                     let nc = b.cols.len();
                     for (r_i, o) in b.rows.clone().enumerate() {
                         for (c, &j) in b.cols.iter().enumerate() {
@@ -706,6 +741,24 @@ fn solve_fit(
                 .map(|f| (f.weights, f.info.ridge))
                 .collect()
         };
+        // Every block's weights and ridge: the prior's (no ridge) for copies, else the solve's.
+        let mut solved = solved.into_iter();
+        let mut fits: Vec<(Vec<f64>, f64)> = Vec::with_capacity(layer.blocks.len());
+        for (b, &copy) in layer.blocks.iter().zip(&copies) {
+            if copy {
+                let w0 = prior.as_deref().expect("copies need the prior");
+                let w = b
+                    .rows
+                    .clone()
+                    .flat_map(|o| b.cols.iter().map(move |&j| w0[o * d + j]))
+                    .collect();
+                fits.push((w, 0.0));
+            } else {
+                fits.push(solved.next().ok_or_else(|| {
+                    err(stage, format!("layer `{name}`: a block's fit is missing"))
+                })?);
+            }
+        }
         let mut max_ridge: f64 = 0.0;
         for (bi, (w, ridge)) in fits.iter().enumerate() {
             layer.store_block(bi, w, weights);
@@ -740,9 +793,12 @@ fn solve_fit(
 /// the pass's `t` targets), `W0` the prior (`None`: zero). The ridge rule is the primal solve's
 /// (relative to the mean diagonal of the block's `X^T X`), so both forms solve the same problem;
 /// here the directions the rows do not reach keep `W0` exactly instead of being set by f32
-/// rounding of a rank-deficient Gram. Returns each block's `rows x cols` weights and ridge.
+/// rounding of a rank-deficient Gram. Returns the `rows x cols` weights and ridge of each block that is not a
+/// copy (`copies`).
+#[allow(clippy::too_many_arguments)]
 fn sample_space_fit(
     layer: &super::merged_model::MergedLayer,
+    copies: &[bool],
     rows: &FitRows,
     d: usize,
     t: usize,
@@ -759,7 +815,13 @@ fn sample_space_fit(
         ));
     }
     let mut out = Vec::with_capacity(layer.blocks.len());
-    for b in &layer.blocks {
+    for b in layer
+        .blocks
+        .iter()
+        .zip(copies)
+        .filter(|(_, c)| !**c)
+        .map(|(b, _)| b)
+    {
         let (m, k) = (b.rows.len(), b.cols.len());
         let mut xb = Vec::with_capacity(n * k);
         for row in rows.x.chunks_exact(d) {

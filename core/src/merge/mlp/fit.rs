@@ -2,7 +2,9 @@
 //! primal or the dual form (see the [module docs](super)).
 //!
 //! For each layer the permute-and-average weights `W0` are written into the output buffer
-//! first (they are the ridge's prior); each block then streams the samples: the merged
+//! first (they are the ridge's prior; a layer that only reads exact copies of the models'
+//! units keeps them, see [`MlpMergePlan::copies`](super::MlpMergePlan)); each block then
+//! streams the samples: the merged
 //! network's own activations as inputs (from the layers already fitted), A's and B's
 //! pre-activations for the targets, and `e = t - W0 x` in f64. The solved update is added to
 //! `W0` in f64 and stored in f32, as the host stores it.
@@ -468,12 +470,17 @@ pub(super) fn fit_layers(
             layer.write_prior(block, &cols, out);
         }
         let mut info = LayerFitInfo {
+            copied_blocks: 0,
             primal_blocks: 0,
             dual_blocks: 0,
             ridge: 0.0,
             retries: 0,
         };
-        for block in &blocks {
+        if plan.copies(f) {
+            // The prior just written is the exact solution.
+            info.copied_blocks = blocks.len();
+        }
+        for block in blocks.iter().filter(|_| !plan.copies(f)) {
             let (dual, ridge, retries) = layer.block(block, out, scratch)?;
             if dual {
                 info.dual_blocks += 1;

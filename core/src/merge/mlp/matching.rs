@@ -214,8 +214,10 @@ fn match_group(
             let c = sim[i * n + j] - sa[i] * sb[j] / count;
             let dm = sa[i] / count - sb[j] / count;
             let sq = saa[i] + sbb[j] - 2.0 * c + count * dm * dm;
+            // Overflowed activations make the moments infinite and `sq` infinite or NaN (which
+            // `max` would turn into 0).
             let v = -libm::sqrt(sq.max(0.0));
-            if !v.is_finite() {
+            if !sq.is_finite() || !v.is_finite() {
                 return Err(MlpMergeError::NonFiniteSimilarity {
                     group: g,
                     row: i,

@@ -23,6 +23,13 @@
 //!    permute-and-average weights `W0` ([`RidgeToward::Average`]) with
 //!    `lambda = 1e-6 * mean(diag G[c, c])` of the block's Gram, retried with `10 lambda` after
 //!    a failed factorization (the rule of [`RidgeParams`](crate::lstsq::RidgeParams)).
+//!    A layer that reads only exact copies of the models' units keeps `W0` without a solve
+//!    (a *copy*): the first layer, which reads the samples both models share, and at budget
+//!    2.0 every layer (each hidden layer with no merged pair passes its models' units on
+//!    unchanged). Every row's target is then the combination of its sources' outputs that
+//!    `W0` computes, so `W0` has zero loss and zero ridge penalty: it is the exact solution,
+//!    which a solve would only blur with rounding in the directions the samples leave
+//!    unexcited. With [`RidgeToward::Zero`] nothing is a copy.
 //! 4. **Heads**: with different label spaces ([`Heads::Separate`]) two heads, `a` reading
 //!    `[m | A-only]` fitted to A's logits and `b` reading `[m | B-only]` fitted to B's; with a
 //!    shared label space ([`Heads::Shared`]) one head on all units fitted to the mean logits.
@@ -34,8 +41,10 @@
 //! samples) when `k <= N`, and in the dual form of [`lstsq::dual`](crate::lstsq::dual)
 //! (`W = W0 + (X^T (X X^T + lambda I)^{-1} (T - X W0^T))^T` with the `N x N` kernel) when
 //! `k > N`: the first layer of a 784-input MLP has 785 columns, against a few hundred merge
-//! samples. Both solve the same problem with the same `lambda` (`trace(X X^T) = trace(X^T X)`).
+//! samples, when it is solved (with [`RidgeToward::Zero`]; with the default it is a copy).
+//! Both solve the same problem with the same `lambda` (`trace(X X^T) = trace(X^T X)`).
 //! That is [`LsForm::Auto`], the default; [`MlpMergeParams::form`] can force either form.
+//! Copies need no form and no scratch.
 //!
 //! # Memory
 //!
@@ -58,11 +67,14 @@
 //! index   = 4 sum_g n_g
 //! ```
 //!
-//! f64 elements, the bracket only for dual blocks whose inputs are hidden activations (which
-//! are then kept). For the 784-64-64 pair with two 5-way heads and `N = 300`, the dual first
-//! layer dominates: `45,150 + 4,800` f64 plus 384 to 512 for the activations, 403 kB at any
-//! budget (256 samples: 300 kB), and 512 indices. The merged weights themselves take
-//! `m_1 (784 + 1) + ...` f32: 220 kB at budget 1.0, 473 kB at budget 2.0 (`m_1 = 128`).
+//! f64 elements, the maximum over the blocks that are solved (copies need nothing), the
+//! bracket only for dual blocks whose inputs are hidden activations (which are then kept).
+//! For the 784-64-64 pair with two 5-way heads, the first layer is a copy and the largest
+//! solved block reads the merged first layer: 8,064 to 8,192 f64 (64.5 to 65.5 kB) at any
+//! budget and any `N`, and 512 indices. With the ridge towards zero the first layer is solved
+//! in the dual form and dominates: `45,150 + 4,800` f64 at `N = 300`, 403 kB. The merged
+//! weights themselves take `m_1 (784 + 1) + ...` f32: 220 kB at budget 1.0, 265 kB at 1.2,
+//! 473 kB at budget 2.0 (`m_1 = 128`).
 //!
 //! # Arithmetic (what matches the host and what does not)
 //!
@@ -73,19 +85,21 @@
 //! the f32 values, one sample at a time; the host multiplies blocks of samples in f32 (with a
 //! centring shift) and folds them into f64. The two agree to f32 rounding of those sums, which
 //! is what the results agree to where the fit is determined by the data. Where it is not (a
-//! first layer with more columns than samples: the Gram is singular up to the ridge), the
-//! host's f32 rounding, amplified by `1 / lambda`, moves the weights in directions the samples
-//! do not span (by tens of percent, and differently for another batch size); the dual form
-//! here keeps the prior exactly there, which is the exact solution of the same problem.
+//! block with more columns than samples: the Gram is singular up to the ridge), both solve in
+//! sample space and keep the prior exactly in the directions the samples do not span, which
+//! is the exact solution of the problem (from the f32 Gram, rounding amplified by `1 / lambda`
+//! would set those directions). Copies are the same bits on both: `W0` is formed in f32 in
+//! the same order.
 //!
 //! # Work
 //!
-//! For the 784-64-64 pair at `N = 300`: 70 to 100 million f64 multiply-adds (mostly the first
-//! layer's kernel, `N^2 / 2 x 785`, and its residuals and update, `m_1 x 785 x N` each) and,
-//! because activations are recomputed for every pass over the samples (one per chunk of
-//! `rhs_chunk` output rows per block), up to about a billion f32 multiply-adds (1.2 to 1.8 s
-//! on one x86-64 core). A Cortex-M4F does f64 in software; speed was traded for memory and for
-//! agreement with the host.
+//! Activations are recomputed for every pass over the samples (one per chunk of `rhs_chunk`
+//! output rows per block), so the f32 forward passes dominate. For the 784-64-64 pair at
+//! `N = 250`, budget 1.2, through the C API's release build on one x86-64 core: 0.43 s of CPU
+//! with the default (the first layer a copy), 0.60 s with the ridge towards zero (the first
+//! layer solved in the dual form: its kernel, `N^2 / 2 x 785` f64 multiply-adds, and its
+//! residuals and update, `m_1 x 785 x N` each); under QEMU's Cortex-M4F, which does f64 in
+//! software, 13.2 s and 23.6 s. Speed was traded for memory and for agreement with the host.
 //!
 //! [`uniform_ratio`]: super::budget::uniform_ratio
 //! [`select_top`]: crate::assign::select_top
@@ -336,6 +350,10 @@ pub struct GroupInfo {
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct LayerFitInfo {
+    /// Output blocks that kept their permute-and-average weights without a solve (the layer
+    /// reads only exact copies of the models' units: the merge samples, or hidden layers with
+    /// no merged pair that were copies themselves; with [`RidgeToward::Average`]).
+    pub copied_blocks: usize,
     /// Output blocks solved in the primal form (Gram of the block's columns).
     pub primal_blocks: usize,
     /// Output blocks solved in the dual form (kernel of the samples).

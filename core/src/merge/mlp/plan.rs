@@ -7,7 +7,8 @@ use core::ops::Range;
 use super::error::{MlpMergeError, MlpOperand, Model, ScratchKind};
 use super::forward::Vector;
 use super::{
-    Heads, LayerRef, LsForm, MAX_HIDDEN, MlpDims, MlpMergeInputs, MlpMergeParams, Samples,
+    Heads, LayerRef, LsForm, MAX_HIDDEN, MlpDims, MlpMergeInputs, MlpMergeParams, RidgeToward,
+    Samples,
 };
 use crate::assign::auction_scratch_len;
 use crate::linalg::packed_len;
@@ -55,6 +56,8 @@ pub struct MlpMergePlan {
     pub(super) rhs_chunk: usize,
     /// Which form solves a block.
     pub(super) form: LsForm,
+    /// What the ridge pulls towards (copies need the permute-and-average prior).
+    pub(super) ridge_toward: RidgeToward,
 }
 
 /// The input of a fitted layer.
@@ -276,6 +279,19 @@ impl MlpMergePlan {
         }
     }
 
+    /// Whether fitted layer `f` keeps its permute-and-average weights without a solve: with
+    /// the ridge towards them, when it reads only exact copies of the models' units (the merge
+    /// samples, or a hidden layer with no merged pair whose own layer was a copy). Each row's
+    /// target is then the combination of its sources' outputs that the prior computes, so the
+    /// prior has zero loss and zero ridge penalty: it is the exact solution. The first layer is
+    /// always one; at budget 2.0 every layer is.
+    pub(super) fn copies(&self, f: usize) -> bool {
+        self.ridge_toward == RidgeToward::Average
+            && self.merged_pairs[..f.min(self.hidden.len())]
+                .iter()
+                .all(|&k| k == 0)
+    }
+
     /// Whether a block with `columns` columns (bias included) is solved in the dual form.
     pub(super) fn dual(&self, columns: usize) -> bool {
         match self.form {
@@ -407,6 +423,7 @@ pub fn mlp_merge_plan(
         index_len: 0,
         rhs_chunk: params.rhs_chunk.max(1),
         form: params.form,
+        ridge_toward: params.ridge_toward,
     };
     for &n in dims.hidden {
         let k = merged_pairs(n, ratio);
@@ -443,7 +460,7 @@ fn scratch_len(plan: &MlpMergePlan) -> Result<usize, MlpMergeError> {
         let matching = add(add(mul(w, w)?, auction_scratch_len(w))?, mul(4, w)?)?;
         work = work.max(matching);
     }
-    for f in 0..plan.fitted_layers() {
+    for f in (0..plan.fitted_layers()).filter(|&f| !plan.copies(f)) {
         let (input, _) = plan.io(f);
         for block in plan.blocks(f) {
             let cols = plan.columns(input, &block);
