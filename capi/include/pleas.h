@@ -154,7 +154,8 @@ typedef struct pleas_auction_params {
     /**
      * Tolerance on the total score for non-integer scores, relative to
      * `cols * (max score - min score)`; finite and positive (values below 2^-40 are raised to
-     * it). Integer scores are always solved exactly. Default 1e-9.
+     * it, values above 1 lowered to 1). Integer scores are always solved exactly. Default
+     * 1e-9.
      */
     double rel_tol;
     /**

@@ -23,7 +23,8 @@ use crate::status::run;
 pub struct pleas_auction_params {
     /// Tolerance on the total score for non-integer scores, relative to
     /// `cols * (max score - min score)`; finite and positive (values below 2^-40 are raised to
-    /// it). Integer scores are always solved exactly. Default 1e-9.
+    /// it, values above 1 lowered to 1). Integer scores are always solved exactly. Default
+    /// 1e-9.
     pub rel_tol: f64,
     /// First epsilon as a fraction of the score range; finite and positive (values outside
     /// [1e-5, 1] act as the nearer bound). Default 0.003.

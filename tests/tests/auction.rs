@@ -656,6 +656,98 @@ fn scores_and_prices_near_the_f64_limit() {
     }
 }
 
+/// A tolerance above the whole range (`rel_tol` 1e3) with scores up to 2e306 (found by
+/// fuzzing): the final epsilon, `rel_tol` times the scaled range, pushed prices beyond what the
+/// huge-score scaling keeps finite, and the certified bound came back infinite. A tolerance is
+/// now at most the range (any assignment is within `n` ranges of the optimum anyway).
+#[test]
+fn a_tolerance_above_the_range_keeps_the_bound_finite() {
+    let bits: [u64; 39] = [
+        0x8585855e85850d10,
+        0x8585858585858585,
+        0x8585858585858585,
+        0x8585858585858585,
+        0x8585858585858585,
+        0x8585858585858585,
+        0x8585858585858585,
+        0x4885858585858585,
+        0x4848484848484848,
+        0x4848484848484848,
+        0x4848484848484848,
+        0x4848484848484848,
+        0x4848484848484848,
+        0x4848484848484848,
+        0x4848484848484848,
+        0x4848484848484848,
+        0x4848484848484848,
+        0x4848484848484848,
+        0x4848484848484848,
+        0x4848484848484848,
+        0x4848484848484848,
+        0x4848484848484848,
+        0x8585858585858548,
+        0x8585858585858585,
+        0x8585858585858585,
+        0x8585858585858585,
+        0x8585858585858585,
+        0xfe02858585858585,
+        0x8585858585858585,
+        0x8585858585858585,
+        0x8585858585858585,
+        0xff87cb8585858585,
+        0x7bffffffffffffff,
+        0x2c2c2cc9045b0000,
+        0x2c2c2c2c2c2c2c2c,
+        0x8585858585858585,
+        0x87cb858585858585,
+        0x2c2cc9045b00007b,
+        0x2c2c2c2c2c2c2c2c,
+    ];
+    let price_bits: [u64; 13] = [
+        0x8585858585858585,
+        0x8585858585858585,
+        0x8585858585858585,
+        0x8585858585858585,
+        0x8585858585858585,
+        0x8585858585858585,
+        0x8585858585858585,
+        0x8585858585858585,
+        0x8585858585858585,
+        0x8585858585858585,
+        0xc9045b00007b87cb,
+        0x2c2c2c2c2c2c2c2c,
+        0x858585858585852c,
+    ];
+    let s: Vec<f64> = bits.iter().map(|&b| f64::from_bits(b)).collect();
+    let (rows, cols) = (3, 13);
+    let m = MatRef::new(&s, rows, cols).unwrap();
+    let mut scratch = vec![0.0; auction_scratch_len(cols)];
+    let mut perm = [0; 3];
+    for rel_tol in [1e3, 1.0, 1e-9] {
+        let p = params_with(|q| q.rel_tol = rel_tol);
+        let mut prices: Vec<f64> = price_bits.iter().map(|&b| f64::from_bits(b)).collect();
+        for warm in [false, true] {
+            let info = if warm {
+                auction_warm(m, &p, &mut prices, &mut perm, &mut scratch)
+            } else {
+                auction(m, &p, &mut perm, &mut scratch)
+            }
+            .unwrap();
+            let bound = info.optimality_bound;
+            assert!(
+                bound.is_finite() && bound >= 0.0,
+                "rel_tol {rel_tol}, warm {warm}: {bound}"
+            );
+            let mut seen = [false; 13];
+            for &j in &perm {
+                assert!(!seen[j]);
+                seen[j] = true;
+            }
+            assert!(prices.iter().all(|q| q.is_finite()));
+        }
+    }
+}
+
 /// The scratch's contents on entry do not matter: not even numbers that read as column indices
 /// beyond this solve's `n` (an earlier, larger solve leaves such numbers; they were read as
 /// candidate columns: an index panic, found while writing the tests for the fuzz findings).

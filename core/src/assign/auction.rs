@@ -59,7 +59,9 @@ pub struct AuctionParams {
     /// Tolerance on the total score for real (non-integer) scores, relative to
     /// `n * (max s - min s)`: the result is within `rel_tol * n * (max s - min s)` of the
     /// optimum. Must be finite and positive; values below `2^-40` are raised to it (f64 prices
-    /// cannot resolve finer steps). Integer scores are always solved exactly. Default `1e-9`.
+    /// cannot resolve finer steps), values above 1 lowered to 1 (every assignment is within
+    /// `n` ranges of the optimum; a coarser epsilon only grows the prices). Integer scores are
+    /// always solved exactly. Default `1e-9`.
     pub rel_tol: f64,
     /// First epsilon, as a fraction of the score range `max s - min s`. Must be finite and
     /// positive; values outside `[1e-5, 1]` act as the nearer bound (a smaller first epsilon
@@ -364,7 +366,9 @@ fn solve<T: Score>(
             1.0
         };
         let (range, magnitude) = (hi * k - lo * k, magnitude * k);
-        let eps_final = (params.rel_tol * range).max(EPS_FLOOR * magnitude.max(range));
+        // A tolerance above the range (`rel_tol > 1`) would push prices beyond what the
+        // huge-score scaling keeps finite.
+        let eps_final = (params.rel_tol.min(1.0) * range).max(EPS_FLOOR * magnitude.max(range));
         Setup {
             k,
             eps0: (initial * range).max(eps_final),
