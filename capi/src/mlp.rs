@@ -29,9 +29,11 @@
 //!
 //! The scratch is `plan.scratch_len` doubles, the index scratch `plan.index_len` `size_t`.
 //! For the 784-64-64 pair of the firmware example (two 5-way heads, 250 samples) that is
-//! 286 kB of scratch and 512 indices, plus 220 kB (budget 1.0), 265 kB (1.2) or 473 kB (2.0)
-//! of merged weights: the first layer has more columns (785) than samples and is solved in
-//! sample space, whose packed kernel (`n (n + 1) / 2` doubles) is most of the scratch.
+//! 65 kB of scratch and 512 indices, plus 220 kB (budget 1.0), 265 kB (1.2) or 473 kB (2.0)
+//! of merged weights: the first layer reads the samples both models share, so its
+//! permute-and-average weights are its exact fit and it needs no solve. With the ridge towards
+//! zero it is solved, in sample space because it has more columns (785) than samples, and its
+//! packed kernel (`n (n + 1) / 2` doubles) makes the scratch 286 kB.
 
 use pleas_core::merge::mlp::{
     self as core_mlp, GroupInfo, Heads, LayerFitInfo, LayerRef, LsForm, MAX_HIDDEN, MlpDims,

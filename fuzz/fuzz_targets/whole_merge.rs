@@ -15,9 +15,13 @@
 //!     average weights; ALGORITHM.md section 6);
 //!   - at budget 2.0, with the ridge towards the permute-and-average weights (the default) and
 //!     every hidden layer's output in a permutation group (no flatten of a spatial map), every
-//!     block is a copy and the merged model reproduces both models' logits (each head its
-//!     model's, or a shared head their mean) within `MERGE_COPY_LOGIT_REL` of the logit scale
-//!     (f32 rounding only), on the merge data and on fresh inputs.
+//!     block is a copy (no layer reports a ridge) and the merged model reproduces both models'
+//!     logits (each head its model's, or a shared head their mean) within `MERGE_LOGIT_REL` of
+//!     the logit scale, on the merge data and on fresh inputs. (Copies differ from the models
+//!     only by the kernels' summation order, but that rounding is relative to the terms, not
+//!     to the logits: random tiny networks whose logits cancel down to 3e-4 of their terms
+//!     showed 1.5e-5 of the logit scale, so `MERGE_COPY_LOGIT_REL` holds only for real
+//!     models.)
 #![no_main]
 
 use std::path::PathBuf;
@@ -37,7 +41,7 @@ use pleas_core::graph::{
 };
 use pleas_core::similarity::Metric;
 use pleas_tests::models::{Rng, bn_op, random_weights};
-use pleas_tests::tolerance::{FIT_LOSS_REL, MERGE_COPY_LOGIT_REL};
+use pleas_tests::tolerance::{FIT_LOSS_REL, MERGE_LOGIT_REL};
 
 /// The fuzz input as a stream of choices; past its end every byte reads 0, so short inputs are
 /// complete cases and the fuzzer can grow them.
@@ -368,7 +372,7 @@ fn check_budget_two(a: &Model, b: &Model, o: &MergeOutcome, x: &[f32], n: usize)
         rel_diff(&got[0], &mean, scale)
     };
     assert!(
-        d <= MERGE_COPY_LOGIT_REL,
+        d <= MERGE_LOGIT_REL,
         "budget 2.0: max logit difference {d:e} of the logit scale {scale:e} ({} heads)",
         got.len()
     );
@@ -617,6 +621,14 @@ fuzz_target!(|data: &[u8]| {
     // it reproduces the models only approximately (`merge_exact.rs` shows it failing on
     // foreign data); it is not checked here.
     if budget == 2.0 && ridge_prior == RidgePrior::Average && every_hidden_axis_grouped(&graph) {
+        for l in &o.layers {
+            assert!(
+                l.ridge == 0.0,
+                "budget 2.0: layer {} was solved (ridge {:e}), not copied",
+                l.name,
+                l.ridge
+            );
+        }
         check_budget_two(&a, &b, &o, &x, n);
         let fresh: Vec<f32> = (0..8 * per).map(|_| rng.normal_f32()).collect();
         check_budget_two(&a, &b, &o, &fresh, 8);
