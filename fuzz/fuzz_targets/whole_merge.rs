@@ -41,7 +41,7 @@ use pleas_core::graph::{
 };
 use pleas_core::similarity::Metric;
 use pleas_tests::models::{Rng, bn_op, random_weights};
-use pleas_tests::tolerance::{FIT_LOSS_REL, MERGE_LOGIT_REL};
+use pleas_tests::tolerance::{FIT_LOSS_REL, GRAM_MOMENTS_REL, MERGE_LOGIT_REL};
 
 /// The fuzz input as a stream of choices; past its end every byte reads 0, so short inputs are
 /// complete cases and the fuzzer can grow them.
@@ -562,8 +562,13 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => {
             let msg = pleas::error::chain(&e);
             // Well-conditioned inputs with valid settings merge; only a refused pair, bad
-            // settings or a shared head over different widths may fail.
-            let valid = (1.0..=2.0).contains(&budget) && ridge.is_finite() && ridge > 0.0;
+            // settings or a shared head over different widths may fail. A relative ridge below
+            // the rounding of the f32-accumulated Gram (`GRAM_MOMENTS_REL`) cannot make a block
+            // the merge data leave undetermined positive definite (pooled ReLU features of tiny
+            // CNNs are often collinear): that fails with a typed error and a hint.
+            let undetermined = ridge < GRAM_MOMENTS_REL && msg.contains("not positive definite");
+            let valid =
+                (1.0..=2.0).contains(&budget) && ridge.is_finite() && ridge > 0.0 && !undetermined;
             // Measured group weights need activation statistics.
             let unmeasured = matches!(ratios, RatioMode::Weighted { .. })
                 && matching != MatchingMode::Activation;

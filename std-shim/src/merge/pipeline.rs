@@ -11,12 +11,12 @@ use pleas_core::forward::fold_batchnorm;
 use pleas_core::graph::{Graph, Groups, Op, Weights, cost, permutation_groups};
 use pleas_core::linalg::{MatMut, MatRef};
 use pleas_core::lstsq::dual::{DualParams, dual_ridge_scratch_len, dual_ridge_solve};
-use pleas_core::lstsq::{NormalEquations, RidgeParams};
+use pleas_core::lstsq::{LstsqError, NormalEquations, RidgeParams};
 use pleas_core::merge::blocks::OutputBlock;
 use pleas_core::merge::budget::{
     flop_ratio, param_ratio, stage_schedule, uniform_ratio, weighted_ratios,
 };
-use pleas_core::merge::fit::{fit_layer, layer_loss};
+use pleas_core::merge::fit::{FitError, fit_layer, layer_loss};
 use pleas_core::merge::layout::GroupLayout;
 use pleas_core::merge::matching::{GroupMatch, match_group};
 use pleas_core::merge::weight_matching::{WeightMatchParams, weight_matching};
@@ -724,8 +724,18 @@ fn solve_fit(
                 .filter(|(_, c)| !**c)
                 .map(|(b, _)| b.clone())
                 .collect();
-            let mut fits = fit_layer(eqs, &to_solve, params)
-                .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?;
+            let mut fits = fit_layer(eqs, &to_solve, params).map_err(|e| {
+                let hint = match e {
+                    FitError::Solve {
+                        error: LstsqError::NotPositiveDefinite { .. },
+                        ..
+                    } => format!(
+                        " (the merge data do not determine this block, and ridge {ridge:e} is                          below the rounding of its Gram; a larger --ridge, e.g. the default                          1e-6, or more merge data regularise it)"
+                    ),
+                    _ => String::new(),
+                };
+                err(stage, format!("layer `{name}`: {e}{hint}"))
+            })?;
             if let Some(w0) = &prior {
                 let blocks = layer.blocks.iter().zip(&copies).filter(|(_, c)| !**c);
                 for (f, (b, _)) in fits.iter_mut().zip(blocks) {
