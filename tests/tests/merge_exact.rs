@@ -37,7 +37,11 @@ fn merge_data(n: usize) -> DataSpec {
         t.bytes.truncate(n * 784);
         let mut tensors = std::collections::BTreeMap::new();
         tensors.insert("x_match".to_string(), t);
-        std::fs::write(&path, safetensors::raw_to_bytes(&tensors, &Metadata::new())).unwrap();
+        // Tests run in parallel and share the file: write it whole under a name of this
+        // thread's, then rename, so that no test reads a half-written file.
+        let part = path.with_extension(format!("{:?}.part", std::thread::current().id()));
+        std::fs::write(&part, safetensors::raw_to_bytes(&tensors, &Metadata::new())).unwrap();
+        std::fs::rename(&part, &path).unwrap();
     }
     DataSpec {
         path,
@@ -112,6 +116,18 @@ fn samples_for(a: &Model) -> usize {
 
 fn run(a: &Model, b: &Model, s: &MergeSettings) -> MergeOutcome {
     merge(a, b, &merge_data(samples_for(a)), s, &mut |_| {}).unwrap()
+}
+
+/// Merges `a` and `b` on `spec` and returns the merged network's logits on `x`.
+fn merge_logits(
+    a: &Model,
+    b: &Model,
+    spec: &DataSpec,
+    s: &MergeSettings,
+    x: &[f32],
+) -> Vec<Vec<f32>> {
+    let o = merge(a, b, spec, s, &mut |_| {}).unwrap();
+    merged_logits(&o, x, a.graph.input_shape())
 }
 
 fn permuted_copy(model: &Model, seed: u64) -> Model {
@@ -428,11 +444,9 @@ fn merges_from_foreign_data_keep_what_the_data_does_not_excite() {
             ridge_prior: prior,
             ..settings(budget, FitMode::Sequential, BnMode::Fold)
         };
-        let o = merge(&a, &b, &spec, &at(2.0), &mut |_| {}).unwrap();
-        let got = merged_logits(&o, &x, a.graph.input_shape());
+        let got = merge_logits(&a, &b, &spec, &at(2.0), &x);
         let two = rel_to_scale(&got[0], &la[0]).max(rel_to_scale(&got[1], &lb[0]));
-        let o = merge(&a, &copy, &spec, &at(1.0), &mut |_| {}).unwrap();
-        let got = merged_logits(&o, &x, a.graph.input_shape());
+        let got = merge_logits(&a, &copy, &spec, &at(1.0), &x);
         let own = rel_to_scale(&got[0], &la[0]);
         eprintln!("{prior:?}: budget 2.0 {two:e}, self-merge {own:e}");
         match prior {
@@ -466,25 +480,10 @@ fn merges_from_fewer_samples_than_inputs_reproduce_the_models() {
     let x = test_inputs(&a);
     let (la, lb) = (logits(&a, &x), logits(&b, &x));
     for fit in [FitMode::Sequential, FitMode::Original] {
-        let o = merge(
-            &a,
-            &copy,
-            &spec,
-            &settings(1.0, fit, BnMode::Fold),
-            &mut |_| {},
-        )
-        .unwrap();
-        let got = merged_logits(&o, &x, a.graph.input_shape());
+        let s = |budget| settings(budget, fit, BnMode::Fold);
+        let got = merge_logits(&a, &copy, &spec, &s(1.0), &x);
         let own = rel_to_scale(&got[0], &la[0]);
-        let o = merge(
-            &a,
-            &b,
-            &spec,
-            &settings(2.0, fit, BnMode::Fold),
-            &mut |_| {},
-        )
-        .unwrap();
-        let got = merged_logits(&o, &x, a.graph.input_shape());
+        let got = merge_logits(&a, &b, &spec, &s(2.0), &x);
         let two = rel_to_scale(&got[0], &la[0]).max(rel_to_scale(&got[1], &lb[0]));
         eprintln!("{fit:?}: self-merge {own:e}, budget 2.0 {two:e}");
         assert!(own <= MERGE_LOGIT_REL, "{fit:?}: {own}");
