@@ -680,25 +680,19 @@ fn solve_fit(
             RidgePrior::Average => Some(layer.dense(average)),
             RidgePrior::Zero => None,
         };
-        // Blocks whose prior is their exact solution (see above).
-        let copies: Vec<bool> = {
-            let input = &exact[merged.graph.node(layer.node).inputs[0]];
-            let patch = layer.kind.patch();
-            layer
-                .blocks
-                .iter()
-                .map(|b| {
-                    prior.is_some()
-                        && b.cols[..b.cols.len() - usize::from(layer.bias)]
-                            .iter()
-                            .all(|&col| input[col / patch])
-                })
-                .collect()
-        };
-        let solved: Vec<(Vec<f64>, f64)> = if copies.iter().all(|&c| c) {
+        // Blocks whose prior is their exact solution (see above), and the others, to solve.
+        let input = &exact[merged.graph.node(layer.node).inputs[0]];
+        let copies: Vec<bool> = layer
+            .blocks
+            .iter()
+            .map(|b| prior.is_some() && reads_exact(layer, b, input))
+            .collect();
+        let to_solve: Vec<usize> = (0..copies.len()).filter(|&i| !copies[i]).collect();
+        let solved: Vec<(Vec<f64>, f64)> = if to_solve.is_empty() {
             Vec::new()
         } else if let Some(rows) = rows {
-            sample_space_fit(layer, &copies, rows, d, t, offset, prior.as_deref(), ridge)
+            let blocks = to_solve.iter().map(|&i| &layer.blocks[i]);
+            sample_space_fit(blocks, rows, d, t, offset, prior.as_deref(), ridge)
                 .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?
         } else {
             let mut cross_fit = r.clone();
@@ -718,27 +712,26 @@ fn solve_fit(
                 cross: MatRef::new(&cross_fit, d, t).expect("d x t"),
                 target_sq_sums: tt,
             };
-            let to_solve: Vec<OutputBlock> = shifted
-                .iter()
-                .zip(&copies)
-                .filter(|(_, c)| !**c)
-                .map(|(b, _)| b.clone())
-                .collect();
-            let mut fits = fit_layer(eqs, &to_solve, params).map_err(|e| {
+            let blocks: Vec<OutputBlock> = to_solve.iter().map(|&i| shifted[i].clone()).collect();
+            let mut fits = fit_layer(eqs, &blocks, params).map_err(|e| {
                 let hint = match e {
                     FitError::Solve {
                         error: LstsqError::NotPositiveDefinite { .. },
                         ..
                     } => format!(
-                        " (the merge data do not determine this block, and ridge {ridge:e} is                          below the rounding of its Gram; a larger --ridge, e.g. the default                          1e-6, or more merge data regularise it)"
+                        " (the merge data do not determine this block, and ridge {ridge:e} is \
+                         below the rounding of its Gram; a larger --ridge, e.g. the default \
+                         1e-6, or more merge data regularise it)"
                     ),
                     _ => String::new(),
                 };
                 err(stage, format!("layer `{name}`: {e}{hint}"))
             })?;
             if let Some(w0) = &prior {
-                let blocks = layer.blocks.iter().zip(&copies).filter(|(_, c)| !**c);
-                for (f, (b, _)) in fits.iter_mut().zip(blocks) {
+                for (f, b) in fits
+                    .iter_mut()
+                    .zip(to_solve.iter().map(|&i| &layer.blocks[i]))
+                {
                     let nc = b.cols.len();
                     for (r_i, o) in b.rows.clone().enumerate() {
                         for (c, &j) in b.cols.iter().enumerate() {
@@ -797,18 +790,16 @@ fn solve_fit(
     Ok(reports)
 }
 
-/// The ridge fit of each output block of `layer` in sample space
+/// The ridge fit of each of `blocks` (output blocks of one layer) in sample space
 /// ([`pleas_core::lstsq::dual`]): `W = W0 + X_b^T (X_b X_b^T + lambda I)^{-1} (T_b - X_b W0^T)`
 /// over the kept rows, `X_b` the block's columns, `T_b` its targets (columns `offset + rows` of
 /// the pass's `t` targets), `W0` the prior (`None`: zero). The ridge rule is the primal solve's
 /// (relative to the mean diagonal of the block's `X^T X`), so both forms solve the same problem;
 /// here the directions the rows do not reach keep `W0` exactly instead of being set by f32
-/// rounding of a rank-deficient Gram. Returns the `rows x cols` weights and ridge of each block that is not a
-/// copy (`copies`).
-#[allow(clippy::too_many_arguments)]
-fn sample_space_fit(
-    layer: &super::merged_model::MergedLayer,
-    copies: &[bool],
+/// rounding of a rank-deficient Gram. Returns each of `blocks`' `rows x cols` weights and
+/// ridge.
+fn sample_space_fit<'b>(
+    blocks: impl ExactSizeIterator<Item = &'b OutputBlock>,
     rows: &FitRows,
     d: usize,
     t: usize,
@@ -824,14 +815,8 @@ fn sample_space_fit(
             rows.t.len()
         ));
     }
-    let mut out = Vec::with_capacity(layer.blocks.len());
-    for b in layer
-        .blocks
-        .iter()
-        .zip(copies)
-        .filter(|(_, c)| !**c)
-        .map(|(b, _)| b)
-    {
+    let mut out = Vec::with_capacity(blocks.len());
+    for b in blocks {
         let (m, k) = (b.rows.len(), b.cols.len());
         let mut xb = Vec::with_capacity(n * k);
         for row in rows.x.chunks_exact(d) {
@@ -908,12 +893,9 @@ fn exact_channels(merged: &MergedModel, layouts: &[GroupLayout]) -> Vec<Vec<bool
             vec![true; c]
         } else if let Some(l) = layer_at.get(&id) {
             let input = &exact[node.inputs[0]];
-            let patch = l.kind.patch();
             let mut row_exact = vec![false; c];
             for b in &l.blocks {
-                let reads_exact = b.cols[..b.cols.len() - usize::from(l.bias)]
-                    .iter()
-                    .all(|&col| input[col / patch]);
+                let reads_exact = reads_exact(l, b, input);
                 for r in b.rows.clone() {
                     let private = match l.target_rule {
                         TargetRule::Layout(g) => r >= layouts[g].merged_count(),
@@ -940,6 +922,19 @@ fn exact_channels(merged: &MergedModel, layouts: &[GroupLayout]) -> Vec<Vec<bool
         exact.push(e);
     }
     exact
+}
+
+/// Whether every input column of `block` of `layer` (the bias aside) reads a channel that
+/// `input_exact` marks exact.
+fn reads_exact(
+    layer: &super::merged_model::MergedLayer,
+    block: &OutputBlock,
+    input_exact: &[bool],
+) -> bool {
+    let patch = layer.kind.patch();
+    block.cols[..block.cols.len() - usize::from(layer.bias)]
+        .iter()
+        .all(|&col| input_exact[col / patch])
 }
 
 /// The normal-equation moments of one fit pass: lower-triangular Gram `g` (`d x d`), cross

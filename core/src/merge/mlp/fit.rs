@@ -479,16 +479,17 @@ pub(super) fn fit_layers(
         if plan.copies(f) {
             // The prior just written is the exact solution.
             info.copied_blocks = blocks.len();
-        }
-        for block in blocks.iter().filter(|_| !plan.copies(f)) {
-            let (dual, ridge, retries) = layer.block(block, out, scratch)?;
-            if dual {
-                info.dual_blocks += 1;
-            } else {
-                info.primal_blocks += 1;
+        } else {
+            for block in &blocks {
+                let (dual, ridge, retries) = layer.block(block, out, scratch)?;
+                if dual {
+                    info.dual_blocks += 1;
+                } else {
+                    info.primal_blocks += 1;
+                }
+                info.ridge = info.ridge.max(ridge);
+                info.retries = info.retries.max(retries);
             }
-            info.ridge = info.ridge.max(ridge);
-            info.retries = info.retries.max(retries);
         }
         let end = plan.bias_range(f).map_or(layer.weight.end, |b| b.end);
         if let Some(i) = out[layer.weight.start..end]
