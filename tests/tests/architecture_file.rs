@@ -22,8 +22,7 @@ use pleas_tests::models::{
 };
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pleas-arch-file-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = pleas_tests::scratch::dir("arch-file");
     dir.join(name)
 }
 

@@ -14,8 +14,7 @@ use pleas::io::safetensors::{self, Dtype, RawTensor, raw_to_bytes};
 use pleas_tests::models::{fashion_eval, fixtures};
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pleas-cli-merge-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = pleas_tests::scratch::dir("cli-merge");
     dir.join(name)
 }
 

@@ -24,8 +24,7 @@ fn fixture(part: &str) -> PathBuf {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pleas-io-formats-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = pleas_tests::scratch::dir("io-formats");
     dir.join(name)
 }
 

@@ -21,9 +21,7 @@ const MERGE_SAMPLES: usize = 128;
 const TEST_SAMPLES: usize = 128;
 
 fn tmp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pleas-merge-exact-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    pleas_tests::scratch::dir(&format!("merge-exact-{name}"))
 }
 
 /// The first `n` merge samples of the fixture data in a file of their own.

@@ -17,8 +17,7 @@ use pleas_tests::models::{Rng, max_rel_diff, random_weights};
 use pleas_tests::tolerance::{MERGE_COPY_LOGIT_REL, MERGE_LOGIT_REL};
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pleas-merge-tiny-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = pleas_tests::scratch::dir("merge-tiny");
     dir.join(name)
 }
 

@@ -102,8 +102,7 @@ fn samples(n: usize, selection: Selection) -> MergeData {
         .map(|&v| Normalize::Symmetric.apply(f32::from(v)))
         .collect();
     let bytes = t.bytes.clone();
-    let dir = std::env::temp_dir().join(format!("pleas-mlp-core-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = pleas_tests::scratch::dir("mlp-core");
     let path: PathBuf = dir.join(format!("x_match_{n}_{selection:?}.safetensors"));
     let mut tensors = std::collections::BTreeMap::new();
     tensors.insert("x_match".to_string(), t);
