@@ -188,7 +188,7 @@ pub const FIT_LOSS_REL: f64 = 1e-6;
 /// max |merged logits - expected logits| / max |expected logits|. The merged network recomputes
 /// every layer from least-squares weights solved in f64 from f32-block moments with a relative
 /// ridge of 1e-6, so each layer carries ~1e-6 relative error, compounded over ~20 layers of
-/// ResNet-20; ALGORITHM.md section 6 and the issue bound it by 1e-3 of the logit scale.
+/// ResNet-20; docs/ALGORITHM.md section 6 and the issue bound it by 1e-3 of the logit scale.
 pub const MERGE_LOGIT_REL: f32 = 1e-3;
 
 /// Budget 2.0 with the ridge towards the permute-and-average weights: every block reads exact

@@ -1,4 +1,4 @@
-//! Activation matching end to end (ALGORITHM.md section 6): streaming both models over real
+//! Activation matching end to end (docs/ALGORITHM.md section 6): streaming both models over real
 //! merge data, every group's assignment on a permuted copy of the model is the inverse
 //! permutation, for every metric.
 

@@ -1,4 +1,4 @@
-//! Least-squares fit of a merged layer (ALGORITHM.md sections 4 and 6): with nothing merged the
+//! Least-squares fit of a merged layer (docs/ALGORITHM.md sections 4 and 6): with nothing merged the
 //! fit reproduces both models exactly; the fitted loss is never above permute-and-average's, nor
 //! above any other weights with the same block structure.
 

@@ -1,4 +1,4 @@
-//! Permutation groups (ALGORITHM.md section 1) and cost accounting on the fixture models and on
+//! Permutation groups (docs/ALGORITHM.md section 1) and cost accounting on the fixture models and on
 //! torchvision ResNets built here.
 
 use pleas::io::arch::resnet::{TorchvisionSpec, build_torchvision};

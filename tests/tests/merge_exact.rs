@@ -1,4 +1,4 @@
-//! The checks with exact answers of ALGORITHM.md section 6, on the real fixture models:
+//! The checks with exact answers of docs/ALGORITHM.md section 6, on the real fixture models:
 //! a model merged with a randomly permuted copy of itself at budget 1.0 computes the same
 //! logits; any pair at budget 2.0 reproduces both models; per layer, the least-squares loss
 //! never exceeds the permute-and-average loss; results do not depend on the thread count.

@@ -1,6 +1,6 @@
 //! The heap-free whole-MLP merge of `pleas-core` (`merge::mlp`): against the host pipeline
 //! (`pleas::merge::merge` with its default settings) on the real 784-64-64 split pair, budgets
-//! 1.0, 1.2 and 2.0; the exact answers of ALGORITHM.md section 6 (budget 2.0 reproduces both
+//! 1.0, 1.2 and 2.0; the exact answers of docs/ALGORITHM.md section 6 (budget 2.0 reproduces both
 //! models, a model merged with a permuted copy of itself at 1.0 reproduces it); the primal and
 //! dual least-squares forms against each other; the scratch it needs; and every refusal.
 //!
@@ -609,7 +609,7 @@ fn primal_and_dual_forms_agree_on_wide_hidden_layers() {
     }
 }
 
-/// ALGORITHM.md section 6: at budget 2.0 every unit is kept separate and the merged network
+/// docs/ALGORITHM.md section 6: at budget 2.0 every unit is kept separate and the merged network
 /// computes both models' logits, from a few hundred samples (the host needs enough samples to
 /// determine the first layer's 785 columns for this; the core keeps the prior exactly outside
 /// the samples' span).
@@ -705,7 +705,7 @@ fn permuted(l: &[LayerRef<'_>], dims: &MlpDims<'_>, p: &[Vec<usize>]) -> Vec<(Ve
     out
 }
 
-/// ALGORITHM.md section 6: a model merged at budget 1.0 with a copy of itself whose hidden
+/// docs/ALGORITHM.md section 6: a model merged at budget 1.0 with a copy of itself whose hidden
 /// units are permuted: matching recovers the permutation and the merged network computes the
 /// model's logits, with one shared head and with two heads.
 #[test]

@@ -1,4 +1,4 @@
-//! Permuting every permutation group of a model leaves its logits unchanged (ALGORITHM.md
+//! Permuting every permutation group of a model leaves its logits unchanged (docs/ALGORITHM.md
 //! section 1 self-test), on every fixture model and on random torchvision ResNet-18/50.
 
 use pleas::io::arch::resnet::{TorchvisionSpec, build_torchvision};

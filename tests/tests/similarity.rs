@@ -136,7 +136,7 @@ fn no_samples_and_constant_units() {
     assert_eq!(Metric::from_name("cosine"), None);
 }
 
-/// ALGORITHM.md section 6: matching A against a permuted copy of itself recovers the
+/// docs/ALGORITHM.md section 6: matching A against a permuted copy of itself recovers the
 /// permutation, and at ratio 0 every pair is merged with its true partner.
 #[test]
 fn matching_a_permuted_copy_recovers_the_permutation() {

@@ -1,4 +1,4 @@
-//! Data-free weight matching (ALGORITHM.md section 6): on a model and a permuted copy of it,
+//! Data-free weight matching (docs/ALGORITHM.md section 6): on a model and a permuted copy of it,
 //! every group's matching is the inverse permutation.
 
 use pleas::model::Model;

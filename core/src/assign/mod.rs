@@ -1,6 +1,6 @@
 //! Linear assignment for matching units: the auction matcher and partial (top-k) selection.
 //!
-//! PLeaS solves one maximum-weight assignment per permutation group (ALGORITHM.md section 2):
+//! PLeaS solves one maximum-weight assignment per permutation group (docs/ALGORITHM.md section 2):
 //! given an `n x n` similarity `S` between A's units (rows) and B's units (columns), find the
 //! permutation `P` maximising `sum_i S[i, P(i)]`; then keep the `k` best pairs (section 3).
 //!

@@ -1,4 +1,4 @@
-//! Partial merge selection: the `k` best pairs of an assignment (ALGORITHM.md section 3).
+//! Partial merge selection: the `k` best pairs of an assignment (docs/ALGORITHM.md section 3).
 
 use core::cmp::Ordering;
 

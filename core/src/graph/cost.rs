@@ -1,6 +1,6 @@
 //! FLOP (multiply-add) and parameter accounting at the graph's input size.
 //!
-//! FLOPs here are the multiply-adds of conv and linear layers only (ALGORITHM.md section 3
+//! FLOPs here are the multiply-adds of conv and linear layers only (docs/ALGORITHM.md section 3
 //! budgets count exactly these); batch-norm, ReLU, pooling and adds are not counted. Parameters
 //! are the learnable tensors (conv and linear weights and biases, batch-norm scale and shift);
 //! batch-norm running statistics are buffers, counted separately. Block-structured layers

@@ -1,4 +1,4 @@
-//! Permutation groups by union-find (ALGORITHM.md section 1).
+//! Permutation groups by union-find (docs/ALGORITHM.md section 1).
 //!
 //! Each node's output channel axis is one union-find element. The rules:
 //! - conv / linear: a new channel axis; its output axis owns weight axis 0 and the bias; the

@@ -9,7 +9,7 @@
 //!
 //! - [`shape`]: output-shape inference per op, the checks of block-structured layers and the
 //!   graph's error type.
-//! - [`groups`]: permutation groups by union-find (ALGORITHM.md section 1) and applying
+//! - [`groups`]: permutation groups by union-find (docs/ALGORITHM.md section 1) and applying
 //!   permutations to weights.
 //! - [`cost`](mod@cost): multiply-add (FLOP) and parameter counts.
 //! - [`weights`]: named f32 tensors.

@@ -2,7 +2,7 @@
 //!
 //! The merged weight of a layer is fitted block by block with the cross blocks held at zero:
 //! merged output units regress on all input columns `[m, A, B]`; A-only outputs on `[m, A]`;
-//! B-only outputs on `[m, B]` (ALGORITHM.md section 4). An input channel of a convolution with a
+//! B-only outputs on `[m, B]` (docs/ALGORITHM.md section 4). An input channel of a convolution with a
 //! `kh x kw` kernel owns `kh * kw` consecutive columns of the im2col patch (PyTorch's
 //! `[out, in, kh, kw]` weight order); a bias is one more, constant column at the end.
 

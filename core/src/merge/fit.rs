@@ -1,4 +1,4 @@
-//! The least-squares fit of one merged layer from its accumulated sums (ALGORITHM.md section 4).
+//! The least-squares fit of one merged layer from its accumulated sums (docs/ALGORITHM.md section 4).
 //!
 //! With `G = sum x x^T` over the layer's inputs in the merged layout (im2col patches, plus a
 //! constant 1 column when the layer has a bias), `R = sum x t^T` against the targets in the

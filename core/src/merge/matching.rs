@@ -1,5 +1,5 @@
 //! Matching one permutation group: the assignment on its similarity matrix and the partial
-//! selection of the pairs to merge (ALGORITHM.md sections 2 and 3).
+//! selection of the pairs to merge (docs/ALGORITHM.md sections 2 and 3).
 
 use alloc::vec;
 use alloc::vec::Vec;

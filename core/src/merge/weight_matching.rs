@@ -1,4 +1,4 @@
-//! Data-free matching from the weights alone (Git Re-Basin's weight matching, ALGORITHM.md
+//! Data-free matching from the weights alone (Git Re-Basin's weight matching, docs/ALGORITHM.md
 //! section 2).
 //!
 //! Starting from identity permutations, the groups are swept in a seeded random order; for

@@ -1,5 +1,5 @@
 //! Step 1 statistics: the streamed moments between A's and B's units for every permutation
-//! group, from one forward pass of both models over the merge data (ALGORITHM.md section 2).
+//! group, from one forward pass of both models over the merge data (docs/ALGORITHM.md section 2).
 //!
 //! Every node whose output channel axis belongs to a group contributes: for a batch, its A and
 //! B activations are laid out as rows of samples (batch x height x width positions) by columns

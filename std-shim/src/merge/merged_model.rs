@@ -1,7 +1,7 @@
 //! The merged network: the original graph with every group widened to its layout
 //! `[merged | A-only | B-only]`, every conv and linear layer block-structured (the cross blocks
 //! between A-only and B-only units are neither stored nor computed), and its initial weights by
-//! permute-and-average (ALGORITHM.md sections 3 and 4).
+//! permute-and-average (docs/ALGORITHM.md sections 3 and 4).
 //!
 //! Node ids mirror the original graph's. With two heads (different label spaces) the original
 //! head node becomes head A (`{head}.a`, reading `[merged | A-only]`) and head B (`{head}.b`,

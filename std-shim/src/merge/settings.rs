@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use pleas_core::similarity::Metric;
 
-/// How the budget becomes per-group ratios (ALGORITHM.md section 3).
+/// How the budget becomes per-group ratios (docs/ALGORITHM.md section 3).
 #[derive(Debug, Clone, PartialEq)]
 pub enum RatioMode {
     /// One ratio for every group, by bisection on the FLOP ratio.

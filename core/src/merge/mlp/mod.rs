@@ -6,7 +6,7 @@
 //! merge samples into one MLP whose size is set by a FLOP budget in `[1, 2]`. The result is the
 //! network the host pipeline `pleas merge` builds for an MLP with its default settings:
 //!
-//! 1. **Matching** (ALGORITHM.md section 2): for each hidden layer (one permutation group), the
+//! 1. **Matching** (docs/ALGORITHM.md section 2): for each hidden layer (one permutation group), the
 //!    neg-l2 similarity `S[i, j] = -||a_i - b_j||` between A's and B's units over the merge
 //!    samples, summed over the group's two nodes (the linear output and its ReLU), from
 //!    moment sums; one auction per group maximising `sum_i S[i, P(i)]`.
