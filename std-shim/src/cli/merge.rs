@@ -13,11 +13,12 @@ use super::{MergeArgs, Outcome, parse_normalize};
 use crate::error::Error;
 use crate::eval::evaluate;
 use crate::io::data::{self, DataSpec, Normalize};
-use crate::merge::pipeline::{Event, MergeOutcome, merge};
+use crate::merge::pipeline::{Event, MergeOutcome, merge_on};
 use crate::merge::settings::{
     BnMode, FitMode, HeadChoice, MatchingMode, MergeSettings, RatioMode, RidgePrior,
 };
 use crate::model::Model;
+use crate::ranks::{ROOT, Ranks, agree};
 use pleas_core::similarity::Metric;
 
 fn usage(s: String) -> Error {
@@ -261,6 +262,7 @@ fn report_json(a: &MergeArgs, s: &MergeSettings, o: &MergeOutcome, eval: Option<
             "threads": s.threads,
             "batch": s.batch,
             "memory_budget_bytes": s.memory_budget,
+            "ranks": o.ranks,
         },
         "flop_ratio": o.flop_ratio,
         "planned_flop_ratio": o.planned_flop_ratio,
@@ -278,6 +280,25 @@ pub(super) fn run(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<Outcome, Error> {
+    #[cfg(feature = "mpi")]
+    {
+        let world = crate::ranks::mpi::World::init()?;
+        let result = run_on(a, &world, out, err);
+        // An agreed failure is printed once, by rank 0; the other ranks exit quietly.
+        if world.rank() != ROOT && matches!(result, Err(Error::RankFailed { .. })) {
+            return Ok(Outcome::FailedElsewhere);
+        }
+        result
+    }
+    #[cfg(not(feature = "mpi"))]
+    run_on(a, &crate::ranks::Single, out, err)
+}
+
+/// Checks the arguments and loads the models; on rank 0 also opens OUT_DIR.
+fn prepare(
+    a: &MergeArgs,
+    root: bool,
+) -> Result<(MergeSettings, Model, Model, DataSpec, Option<OutDir>), Error> {
     let settings = settings_from(a)?;
     let ma = Model::load(&a.model_a, a.arch.as_deref())?;
     let mb = Model::load(&a.model_b, a.arch.as_deref())?;
@@ -300,13 +321,31 @@ pub(super) fn run(
         labels_path: None,
         normalize,
     };
-    let outdir = OutDir::open(&a.out)?;
+    let outdir = if root {
+        Some(OutDir::open(&a.out)?)
+    } else {
+        None
+    };
+    Ok((settings, ma, mb, spec, outdir))
+}
+
+/// The merge as one of `ranks`: every rank merges (see [`crate::ranks`]); only rank 0 reports
+/// progress, evaluates and writes OUT_DIR, after every rank succeeded.
+fn run_on(
+    a: &MergeArgs,
+    ranks: &dyn Ranks,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<Outcome, Error> {
+    let root = ranks.rank() == ROOT;
+    let (settings, ma, mb, spec, outdir) = agree(ranks, prepare(a, root))?;
+    let normalize = spec.normalize;
     let write_err = |source| Error::Write {
         path: "<stdout>".into(),
         source,
     };
-    let interactive = !a.quiet && !a.json && std::io::stderr().is_terminal();
-    let json_events = a.json;
+    let interactive = root && !a.quiet && !a.json && std::io::stderr().is_terminal();
+    let json_events = root && a.json;
     let mut progress = |e: &Event| match e {
         Event::Stage { name, total } => {
             if json_events {
@@ -339,7 +378,11 @@ pub(super) fn run(
             }
         }
     };
-    let outcome = merge(&ma, &mb, &spec, &settings, &mut progress)?;
+    let outcome = merge_on(&ma, &mb, &spec, &settings, ranks, &mut progress)?;
+    let Some(outdir) = outdir else {
+        // Not rank 0: its part is done.
+        return Ok(Outcome::Ok);
+    };
     // The merged model as a loadable model, evaluated if asked.
     let mut metadata = crate::io::safetensors::Metadata::new();
     metadata.insert("arch".into(), "pleas-merged".into());

@@ -177,6 +177,10 @@ enum Outcome {
     Ok,
     /// A check failed (exit code 1).
     CheckFailed,
+    /// The command failed and another process (rank 0 of a multi-process merge) printed why
+    /// (exit code 2).
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    FailedElsewhere,
 }
 
 fn parse_normalize(s: &str) -> Result<Normalize, Error> {
@@ -215,6 +219,7 @@ where
     match result {
         Ok(Outcome::Ok) => 0,
         Ok(Outcome::CheckFailed) => 1,
+        Ok(Outcome::FailedElsewhere) => 2,
         Err(e) => {
             let _ = writeln!(err, "error: {}", chain(&e));
             2
