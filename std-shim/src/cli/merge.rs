@@ -294,11 +294,9 @@ pub(super) fn run(
     run_on(a, &crate::ranks::Single, out, err)
 }
 
-/// Checks the arguments and loads the models; on rank 0 also opens OUT_DIR.
-fn prepare(
-    a: &MergeArgs,
-    root: bool,
-) -> Result<(MergeSettings, Model, Model, DataSpec, Option<OutDir>), Error> {
+/// Checks the arguments and loads the models; on rank 0 also checks that OUT_DIR can be
+/// written.
+fn prepare(a: &MergeArgs, root: bool) -> Result<(MergeSettings, Model, Model, DataSpec), Error> {
     let settings = settings_from(a)?;
     let ma = Model::load(&a.model_a, a.arch.as_deref())?;
     let mb = Model::load(&a.model_b, a.arch.as_deref())?;
@@ -321,12 +319,14 @@ fn prepare(
         labels_path: None,
         normalize,
     };
-    let outdir = if root {
-        Some(OutDir::open(&a.out)?)
-    } else {
-        None
-    };
-    Ok((settings, ma, mb, spec, outdir))
+    if root {
+        // Fail now, not after the merge, if OUT_DIR cannot be written; it is left as it was
+        // (a directory made for the probe is removed again) and is created for real only when
+        // the results are written, so a merge killed on the way (SIGKILL, a killed MPI rank)
+        // leaves nothing behind.
+        drop(OutDir::open(&a.out)?);
+    }
+    Ok((settings, ma, mb, spec))
 }
 
 /// The merge as one of `ranks`: every rank merges (see [`crate::ranks`]); only rank 0 reports
@@ -338,7 +338,7 @@ fn run_on(
     err: &mut dyn Write,
 ) -> Result<Outcome, Error> {
     let root = ranks.rank() == ROOT;
-    let (settings, ma, mb, spec, outdir) = agree(ranks, prepare(a, root))?;
+    let (settings, ma, mb, spec) = agree(ranks, prepare(a, root))?;
     let normalize = spec.normalize;
     let write_err = |source| Error::Write {
         path: "<stdout>".into(),
@@ -379,10 +379,11 @@ fn run_on(
         }
     };
     let outcome = merge_on(&ma, &mb, &spec, &settings, ranks, &mut progress)?;
-    let Some(outdir) = outdir else {
-        // Not rank 0: its part is done.
+    if !root {
+        // Every rank has the merged model; writing it is rank 0's.
         return Ok(Outcome::Ok);
-    };
+    }
+    let outdir = OutDir::open(&a.out)?;
     // The merged model as a loadable model, evaluated if asked.
     let mut metadata = crate::io::safetensors::Metadata::new();
     metadata.insert("arch".into(), "pleas-merged".into());
