@@ -284,9 +284,14 @@ pub(super) fn run(
     {
         let world = crate::ranks::mpi::World::init()?;
         let result = run_on(a, &world, out, err);
-        // An agreed failure is printed once, by rank 0; the other ranks exit quietly.
-        if world.rank() != ROOT && matches!(result, Err(Error::RankFailed { .. })) {
-            return Ok(Outcome::FailedElsewhere);
+        if let Err(e @ Error::RankFailed { .. }) = &result {
+            // An agreed failure: rank 0 prints it, once, and no rank exits before it has (the
+            // launcher kills the job when the first rank exits with an error).
+            if world.rank() == ROOT {
+                let _ = err.write_all(super::error_line(e).as_bytes());
+            }
+            world.min_over_ranks(0);
+            return Ok(Outcome::FailedReported);
         }
         result
     }
