@@ -2,7 +2,12 @@
 //!
 //! Everything is checked and computed before anything is written; the outputs are written to
 //! temporary names in OUT_DIR and renamed, and on any failure OUT_DIR is left as it was (removed
-//! again if this command created it).
+//! again if this command created it). OUT_DIR is probed before the merge and created only when
+//! the results are written.
+//!
+//! With the `mpi` feature the command is one rank of an MPI job (see [`crate::ranks`]): every
+//! rank checks the arguments, loads the models and merges; failures are agreed between the
+//! ranks; rank 0 alone prints progress and the error, evaluates and writes OUT_DIR.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
