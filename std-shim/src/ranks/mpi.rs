@@ -6,8 +6,9 @@
 //! MPI counts are C ints.
 //!
 //! Test hook: `PLEAS_MPI_TEST_FAIL_RANK=R` makes rank `R` fail at its `PLEAS_MPI_TEST_FAIL_AT`-th
-//! agreement (default 2: the first data pass after the matching statistics), as an error on
-//! that rank would; CI uses it to check that the whole job fails and writes nothing.
+//! agreement (default 2: in `pleas merge`, agreement 1 is on the arguments and models, 2 on the
+//! matching statistics' pass; every data pass then takes two), as an error on that rank would;
+//! CI uses it to check that the whole job fails and writes nothing.
 
 use std::cell::Cell;
 
