@@ -197,7 +197,74 @@ pub fn reduce_in_shard_order<T: Wire>(
 
 #[cfg(test)]
 mod tests {
+    use pleas_core::gram::GramParams;
+    use pleas_core::linalg::{MatMut, MatRef};
+
     use super::*;
+    use crate::par::OwnedGram;
+
+    /// Shard `s`'s accumulator: 37 samples of 6 features and 2 targets, its own shift.
+    fn shard(s: usize) -> OwnedGram {
+        let (n, d, t) = (37, 6, 2);
+        let v = |i: usize| ((i * 7919 + s * 104_729) % 1000) as f32 / 250.0 - 1.0 + s as f32;
+        let x: Vec<f32> = (0..n * d).map(v).collect();
+        let y: Vec<f32> = (0..n * t).map(|i| v(i + 5000)).collect();
+        let mut acc = OwnedGram::new_owned(d, t, GramParams::with_block_samples(16));
+        acc.push(
+            MatRef::new(&x, n, d).unwrap(),
+            Some(MatRef::new(&y, n, t).unwrap()),
+        )
+        .unwrap();
+        acc
+    }
+
+    fn fold(mut a: OwnedGram, mut b: OwnedGram) -> Result<OwnedGram, Error> {
+        a.combine(&mut b).unwrap();
+        Ok(a)
+    }
+
+    fn gram_bits(mut acc: OwnedGram) -> Vec<u64> {
+        let d = acc.dim();
+        let mut g = vec![0.0; d * d];
+        acc.write_gram(MatMut::new(&mut g, d, d).unwrap()).unwrap();
+        g.iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// The reduction on K thread ranks, each given its own shards' accumulators.
+    fn reduce_on(k: usize, shards: usize) -> Vec<Vec<u64>> {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = LocalRanks::group(k)
+                .into_iter()
+                .map(|r| {
+                    scope.spawn(move || {
+                        let own = owned_shards(r.rank(), r.size(), shards);
+                        let local = own.map(|s| Ok(shard(s))).collect();
+                        gram_bits(reduce_in_shard_order(&r, shards, local, fold).unwrap())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    #[test]
+    fn the_reduction_is_the_sequential_fold_for_any_number_of_ranks() {
+        let shards = 7;
+        let sequential = (1..shards).fold(shard(0), |a, s| fold(a, shard(s)).unwrap());
+        let want = gram_bits(sequential);
+        for k in 1..=9 {
+            for (rank, got) in reduce_on(k, shards).into_iter().enumerate() {
+                assert!(got == want, "{k} ranks, rank {rank}");
+            }
+        }
+        // The check can tell orders apart: per-rank partial sums combined afterwards (a tree)
+        // round differently.
+        let halves = fold(
+            (1..3).fold(shard(0), |a, s| fold(a, shard(s)).unwrap()),
+            (4..shards).fold(shard(3), |a, s| fold(a, shard(s)).unwrap()),
+        );
+        assert!(gram_bits(halves.unwrap()) != want);
+    }
 
     #[test]
     fn owned_ranges_cover_every_shard_once_in_order() {
