@@ -520,6 +520,14 @@ where
         })
     }
 
+    /// Gives up the accumulator and returns its storage and workspace: with the
+    /// [`state`](Self::state) read before, [`Self::resume`] rebuilds the same accumulator (how
+    /// a caller that owns the buffers moves an accumulator through plain memory, for example to
+    /// another process).
+    pub fn into_buffers(self) -> (S, W) {
+        (self.storage, self.workspace)
+    }
+
     /// Forgets every sample (totals back to zero) and keeps the buffers and the shift, so one
     /// accumulator can serve many shards without reallocating.
     pub fn reset(&mut self) {

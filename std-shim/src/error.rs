@@ -128,6 +128,23 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A rank of a multi-process merge failed; every rank returns this, with the failing
+    /// rank's message (the lowest failing rank when several failed).
+    #[error("rank {rank} of {ranks} failed: {message}")]
+    RankFailed {
+        /// The failing rank.
+        rank: usize,
+        /// Ranks in the job.
+        ranks: usize,
+        /// Its error, with its causes.
+        message: String,
+    },
+    /// A message between the ranks of a multi-process merge does not hold what it should.
+    #[error("message between ranks: {reason}")]
+    RankMessage {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The forward pass failed.
     #[error("forward pass failed")]
     Forward(#[source] Box<ForwardError>),

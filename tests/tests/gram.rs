@@ -505,3 +505,36 @@ fn resume_continues_exactly() {
     let short = GramAccumulator::resume(d, t, params, vec![0.0; 1], workspace.clone(), state);
     assert!(matches!(short, Err(GramError::ShapeMismatch { .. })));
 }
+
+/// An owned accumulator given up with `into_buffers` (a partly filled block pending) and
+/// rebuilt with `resume` continues exactly like the one that lived throughout.
+#[test]
+fn into_buffers_then_resume_continues_exactly() {
+    use pleas_core::gram::GramAccumulator;
+    let (d, t, n) = (4, 2, 13);
+    let params = GramParams::with_block_samples(4);
+    let x = data(n, d, 1.5, 21);
+    let y = data(n, t, -0.5, 22);
+    let rows = |r: std::ops::Range<usize>| {
+        (
+            MatRef::new(&x[r.start * d..r.end * d], r.len(), d).unwrap(),
+            MatRef::new(&y[r.start * t..r.end * t], r.len(), t).unwrap(),
+        )
+    };
+    let mut whole = OwnedGram::new_owned(d, t, params);
+    let mut first = OwnedGram::new_owned(d, t, params);
+    let (x0, t0) = rows(0..6);
+    whole.push(x0, Some(t0)).unwrap();
+    first.push(x0, Some(t0)).unwrap();
+    let state = first.state();
+    assert_eq!(state.pending, 2);
+    let (storage, workspace) = first.into_buffers();
+    let mut acc = GramAccumulator::resume(d, t, params, storage, workspace, state).unwrap();
+    let (x1, t1) = rows(6..n);
+    whole.push(x1, Some(t1)).unwrap();
+    acc.push(x1, Some(t1)).unwrap();
+    let (a, b) = (read(&mut acc), read(&mut whole));
+    assert_eq!(a.gram, b.gram);
+    assert_eq!(a.cross, b.cross);
+    assert_eq!((a.sum_x, a.sum_t, a.sum_tt), (b.sum_x, b.sum_t, b.sum_tt));
+}

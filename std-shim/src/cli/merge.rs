@@ -2,7 +2,12 @@
 //!
 //! Everything is checked and computed before anything is written; the outputs are written to
 //! temporary names in OUT_DIR and renamed, and on any failure OUT_DIR is left as it was (removed
-//! again if this command created it).
+//! again if this command created it). OUT_DIR is probed before the merge and created only when
+//! the results are written.
+//!
+//! With the `mpi` feature the command is one rank of an MPI job (see [`crate::ranks`]): every
+//! rank checks the arguments, loads the models and merges; failures are agreed between the
+//! ranks; rank 0 alone prints progress and the error, evaluates and writes OUT_DIR.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -13,11 +18,12 @@ use super::{MergeArgs, Outcome, parse_normalize};
 use crate::error::Error;
 use crate::eval::evaluate;
 use crate::io::data::{self, DataSpec, Normalize};
-use crate::merge::pipeline::{Event, MergeOutcome, merge};
+use crate::merge::pipeline::{Event, MergeOutcome, merge_on};
 use crate::merge::settings::{
     BnMode, FitMode, HeadChoice, MatchingMode, MergeSettings, RatioMode, RidgePrior,
 };
 use crate::model::Model;
+use crate::ranks::{ROOT, Ranks, agree};
 use pleas_core::similarity::Metric;
 
 fn usage(s: String) -> Error {
@@ -261,6 +267,7 @@ fn report_json(a: &MergeArgs, s: &MergeSettings, o: &MergeOutcome, eval: Option<
             "threads": s.threads,
             "batch": s.batch,
             "memory_budget_bytes": s.memory_budget,
+            "ranks": o.ranks,
         },
         "flop_ratio": o.flop_ratio,
         "planned_flop_ratio": o.planned_flop_ratio,
@@ -278,6 +285,28 @@ pub(super) fn run(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<Outcome, Error> {
+    #[cfg(feature = "mpi")]
+    {
+        let world = crate::ranks::mpi::World::init()?;
+        let result = run_on(a, &world, out, err);
+        if let Err(e @ Error::RankFailed { .. }) = &result {
+            // An agreed failure: rank 0 prints it, once, and no rank exits before it has (the
+            // launcher kills the job when the first rank exits with an error).
+            if world.rank() == ROOT {
+                let _ = err.write_all(super::error_line(e).as_bytes());
+            }
+            world.min_over_ranks(0);
+            return Ok(Outcome::FailedReported);
+        }
+        result
+    }
+    #[cfg(not(feature = "mpi"))]
+    run_on(a, &crate::ranks::Single, out, err)
+}
+
+/// Checks the arguments and loads the models; on rank 0 also checks that OUT_DIR can be
+/// written.
+fn prepare(a: &MergeArgs, root: bool) -> Result<(MergeSettings, Model, Model, DataSpec), Error> {
     let settings = settings_from(a)?;
     let ma = Model::load(&a.model_a, a.arch.as_deref())?;
     let mb = Model::load(&a.model_b, a.arch.as_deref())?;
@@ -300,13 +329,33 @@ pub(super) fn run(
         labels_path: None,
         normalize,
     };
-    let outdir = OutDir::open(&a.out)?;
+    if root {
+        // Fail now, not after the merge, if OUT_DIR cannot be written; it is left as it was
+        // (a directory made for the probe is removed again) and is created for real only when
+        // the results are written, so a merge killed on the way (SIGKILL, a killed MPI rank)
+        // leaves nothing behind.
+        drop(OutDir::open(&a.out)?);
+    }
+    Ok((settings, ma, mb, spec))
+}
+
+/// The merge as one of `ranks`: every rank merges (see [`crate::ranks`]); only rank 0 reports
+/// progress, evaluates and writes OUT_DIR, after every rank succeeded.
+fn run_on(
+    a: &MergeArgs,
+    ranks: &dyn Ranks,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<Outcome, Error> {
+    let root = ranks.rank() == ROOT;
+    let (settings, ma, mb, spec) = agree(ranks, prepare(a, root))?;
+    let normalize = spec.normalize;
     let write_err = |source| Error::Write {
         path: "<stdout>".into(),
         source,
     };
-    let interactive = !a.quiet && !a.json && std::io::stderr().is_terminal();
-    let json_events = a.json;
+    let interactive = root && !a.quiet && !a.json && std::io::stderr().is_terminal();
+    let json_events = root && a.json;
     let mut progress = |e: &Event| match e {
         Event::Stage { name, total } => {
             if json_events {
@@ -339,7 +388,12 @@ pub(super) fn run(
             }
         }
     };
-    let outcome = merge(&ma, &mb, &spec, &settings, &mut progress)?;
+    let outcome = merge_on(&ma, &mb, &spec, &settings, ranks, &mut progress)?;
+    if !root {
+        // Every rank has the merged model; writing it is rank 0's.
+        return Ok(Outcome::Ok);
+    }
+    let outdir = OutDir::open(&a.out)?;
     // The merged model as a loadable model, evaluated if asked.
     let mut metadata = crate::io::safetensors::Metadata::new();
     metadata.insert("arch".into(), "pleas-merged".into());

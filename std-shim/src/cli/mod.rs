@@ -177,6 +177,16 @@ enum Outcome {
     Ok,
     /// A check failed (exit code 1).
     CheckFailed,
+    /// The command failed and why has been printed already (by rank 0 of a multi-process
+    /// merge): exit code 2.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    FailedReported,
+}
+
+/// `error: ` and the error's cause chain, on one line (written with one call, so that lines of
+/// several processes sharing a terminal do not interleave).
+fn error_line(e: &Error) -> String {
+    format!("error: {}\n", chain(e))
 }
 
 fn parse_normalize(s: &str) -> Result<Normalize, Error> {
@@ -215,8 +225,9 @@ where
     match result {
         Ok(Outcome::Ok) => 0,
         Ok(Outcome::CheckFailed) => 1,
+        Ok(Outcome::FailedReported) => 2,
         Err(e) => {
-            let _ = writeln!(err, "error: {}", chain(&e));
+            let _ = err.write_all(error_line(&e).as_bytes());
             2
         }
     }

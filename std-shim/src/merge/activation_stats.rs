@@ -18,6 +18,7 @@ use pleas_core::similarity::{Metric, similarity_from_accumulator};
 use crate::error::Error;
 use crate::io::data::{DataSource, DataSpec};
 use crate::par::{OwnedGram, Parallelism, map_jobs};
+use crate::ranks::{Ranks, owned_shards, reduce_in_shard_order};
 
 /// NCHW activations as rows of positions: `out[(s * hw + p) * c + ch] = data[(s * c + ch) * hw + p]`.
 fn positions_by_channels(act: &Activations<'_>, out: &mut Vec<f32>) {
@@ -112,7 +113,8 @@ pub fn activation_moments(
 /// [`activation_moments`] streamed from a data file: the samples are cut into `shards` fixed
 /// shards of consecutive samples (independent of the thread count), each read in chunks of
 /// `batch` by one of `par`'s threads into its own accumulators, combined in shard order, so
-/// the result is the same for any number of threads.
+/// the result is the same for any number of threads. With several `ranks`, each computes its
+/// own shards and the shard-order combination is done once for all (see [`crate::ranks`]).
 pub fn activation_moments_streamed(
     graph: &Graph,
     groups: &Groups,
@@ -122,11 +124,14 @@ pub fn activation_moments_streamed(
     batch: usize,
     shards: usize,
     par: Parallelism,
+    ranks: &dyn Ranks,
 ) -> Result<Vec<OwnedGram>, Error> {
     let n = DataSource::open(data)?.len();
     let shards = shards.clamp(1, n.max(1));
     let batch = batch.max(1);
-    let results = map_jobs(par, shards, |s| -> Result<Vec<OwnedGram>, Error> {
+    let owned = owned_shards(ranks.rank(), ranks.size(), shards);
+    let results = map_jobs(par, owned.len(), |j| -> Result<Vec<OwnedGram>, Error> {
+        let s = owned.start + j;
         let mut src = DataSource::open(data)?;
         let per = src.sample_len();
         let mut accs = new_accumulators(groups);
@@ -141,24 +146,14 @@ pub fn activation_moments_streamed(
         }
         Ok(accs)
     });
-    let mut total: Option<Vec<OwnedGram>> = None;
-    for r in results {
-        let mut r = r?;
-        match total.as_mut() {
-            None => total = Some(r),
-            Some(t) => {
-                for (acc, other) in t.iter_mut().zip(r.iter_mut()) {
-                    acc.combine(other).map_err(|e| Error::Merge {
-                        stage: STAGE,
-                        reason: e.to_string(),
-                    })?;
-                }
-            }
+    reduce_in_shard_order(ranks, shards, results, |mut total, mut next| {
+        for (acc, other) in total.iter_mut().zip(next.iter_mut()) {
+            acc.combine(other).map_err(|e| Error::Merge {
+                stage: STAGE,
+                reason: e.to_string(),
+            })?;
         }
-    }
-    total.ok_or_else(|| Error::Merge {
-        stage: STAGE,
-        reason: "no merge data".into(),
+        Ok(total)
     })
 }
 

@@ -34,6 +34,7 @@ use crate::error::Error;
 use crate::io::data::{DataSource, DataSpec};
 use crate::model::Model;
 use crate::par::Parallelism;
+use crate::ranks::{Ranks, Single, agree};
 
 /// A progress event.
 #[derive(Debug, Clone)]
@@ -124,6 +125,8 @@ pub struct MergeOutcome {
     pub planned_flop_ratio: f64,
     /// Merge samples used.
     pub samples: usize,
+    /// Processes that computed it (MPI ranks; 1 without MPI).
+    pub ranks: usize,
     /// Seconds per stage.
     pub timings: Vec<(&'static str, f64)>,
 }
@@ -204,6 +207,32 @@ pub fn merge(
     b: &Model,
     data: &DataSpec,
     settings: &MergeSettings,
+    progress: &mut dyn FnMut(&Event),
+) -> Result<MergeOutcome, Error> {
+    merge_on(a, b, data, settings, &Single, progress)
+}
+
+/// [`merge`] run by every one of `ranks` (see [`crate::ranks`]): each rank computes its shards
+/// of every data pass, and every rank returns the same outcome, byte for byte the
+/// single-process one. A failure on any rank makes every rank return
+/// [`Error::RankFailed`].
+pub fn merge_on(
+    a: &Model,
+    b: &Model,
+    data: &DataSpec,
+    settings: &MergeSettings,
+    ranks: &dyn Ranks,
+    progress: &mut dyn FnMut(&Event),
+) -> Result<MergeOutcome, Error> {
+    agree(ranks, merge_ranked(a, b, data, settings, ranks, progress))
+}
+
+fn merge_ranked(
+    a: &Model,
+    b: &Model,
+    data: &DataSpec,
+    settings: &MergeSettings,
+    ranks: &dyn Ranks,
     progress: &mut dyn FnMut(&Event),
 ) -> Result<MergeOutcome, Error> {
     let mut timings = Vec::new();
@@ -324,8 +353,9 @@ pub fn merge(
     let widths: Vec<usize> = groups.groups().iter().map(|g| g.width).collect();
     let (scores, correlations): (Vec<Vec<f64>>, Option<Vec<Vec<f64>>>) = match settings.matching {
         MatchingMode::Activation => {
-            let mut accs =
-                activation_moments_streamed(&graph, &groups, &wa, &wb, data, batch, SHARDS, par)?;
+            let mut accs = activation_moments_streamed(
+                &graph, &groups, &wa, &wb, data, batch, SHARDS, par, ranks,
+            )?;
             let s = group_similarities(&mut accs, settings.metric)?;
             let c = group_similarities(&mut accs, Metric::Correlation)?;
             (s, Some(c))
@@ -472,7 +502,7 @@ pub fn merge(
                 streamer.reset(Net::B);
                 fits_done = true;
             }
-            let result = streamer.pass(barrier, &weights)?;
+            let result = streamer.pass(barrier, &weights, ranks)?;
             let what = match (barrier, result) {
                 (Barrier::Fit { layers: ls, .. }, PassResult::Fit(mut acc, rows)) => {
                     let reports = solve_fit(
@@ -537,7 +567,7 @@ pub fn merge(
                 let Barrier::Fit { layers: ls, .. } = &barrier else {
                     continue;
                 };
-                let PassResult::Fit(mut acc, _) = streamer.pass(&barrier, &weights)? else {
+                let PassResult::Fit(mut acc, _) = streamer.pass(&barrier, &weights, ranks)? else {
                     return Err(err("diagnosis", "pass returned the wrong result"));
                 };
                 for (name, residual) in own_input_residuals(&merged, ls, &mut acc, &weights)? {
@@ -580,6 +610,7 @@ pub fn merge(
         param_ratio: merged_cost.params as f64 / original.params.max(1) as f64,
         planned_flop_ratio: planned,
         samples: n,
+        ranks: ranks.size(),
         timings,
     })
 }

@@ -25,6 +25,7 @@ use super::store::{ActivationStore, Net};
 use crate::error::Error;
 use crate::io::data::{DataSource, DataSpec};
 use crate::par::{OwnedGram, Parallelism, map_jobs};
+use crate::ranks::{Ranks, owned_shards, reduce_in_shard_order};
 
 /// How the passes run.
 #[derive(Debug, Clone)]
@@ -235,6 +236,31 @@ fn compose(
     }
 }
 
+/// Adds shard result `next` to the total `acc` of the shards before it.
+fn fold_pass_results(acc: PassResult, next: PassResult) -> Result<PassResult, Error> {
+    Ok(match (acc, next) {
+        (PassResult::Fit(mut acc, rows), PassResult::Fit(mut other, more)) => {
+            acc.combine(&mut other)
+                .map_err(|e| stage_err(e.to_string()))?;
+            let rows = match (rows, more) {
+                (Some(mut r), Some(m)) => {
+                    r.x.extend_from_slice(&m.x);
+                    r.t.extend_from_slice(&m.t);
+                    Some(r)
+                }
+                (None, None) => None,
+                _ => return Err(stage_err("shards kept rows differently".into())),
+            };
+            PassResult::Fit(acc, rows)
+        }
+        (PassResult::BatchNorm(mut m), PassResult::BatchNorm(o)) => {
+            m.merge(o.count, &o.mean, &o.m2);
+            PassResult::BatchNorm(m)
+        }
+        _ => return Err(stage_err("shards returned different results".into())),
+    })
+}
+
 impl<'a> Streamer<'a> {
     /// A streamer over `n` samples of `data`.
     pub fn new(nets: Networks<'a>, params: StreamParams, data: DataSpec, n: usize) -> Self {
@@ -277,8 +303,14 @@ impl<'a> Streamer<'a> {
         self.frontier[net_index(net)] = 0;
     }
 
-    /// Runs one pass accumulating `barrier`, with the merged network's current `m_weights`.
-    pub fn pass(&mut self, barrier: &Barrier, m_weights: &Weights) -> Result<PassResult, Error> {
+    /// Runs one pass accumulating `barrier`, with the merged network's current `m_weights`, over
+    /// this rank's shards of `ranks` (see [`crate::ranks`]); every rank returns the same total.
+    pub fn pass(
+        &mut self,
+        barrier: &Barrier,
+        m_weights: &Weights,
+        ranks: &dyn Ranks,
+    ) -> Result<PassResult, Error> {
         let merged = self.nets.merged;
         let mut target = self.frontier;
         match barrier {
@@ -309,36 +341,15 @@ impl<'a> Streamer<'a> {
         ];
         let from = self.frontier;
         let this = &*self;
-        let results = map_jobs(this.params.par, this.shards.len(), |s| {
-            let mut shard = this.shards[s].lock().expect("shard lock");
+        // This rank's shards only (all of them in a single process); every shard's result is
+        // then folded in shard order, whatever the number of ranks.
+        let shards = this.shards.len();
+        let owned = owned_shards(ranks.rank(), ranks.size(), shards);
+        let results = map_jobs(this.params.par, owned.len(), |j| {
+            let mut shard = this.shards[owned.start + j].lock().expect("shard lock");
             this.run_shard(&mut shard, barrier, m_weights, from, target, &consumers)
         });
-        let mut combined: Option<PassResult> = None;
-        for r in results {
-            let r = r?;
-            combined = Some(match (combined, r) {
-                (None, r) => r,
-                (Some(PassResult::Fit(mut acc, rows)), PassResult::Fit(mut other, more)) => {
-                    acc.combine(&mut other)
-                        .map_err(|e| stage_err(e.to_string()))?;
-                    let rows = match (rows, more) {
-                        (Some(mut r), Some(m)) => {
-                            r.x.extend_from_slice(&m.x);
-                            r.t.extend_from_slice(&m.t);
-                            Some(r)
-                        }
-                        (None, None) => None,
-                        _ => return Err(stage_err("shards kept rows differently".into())),
-                    };
-                    PassResult::Fit(acc, rows)
-                }
-                (Some(PassResult::BatchNorm(mut m)), PassResult::BatchNorm(o)) => {
-                    m.merge(o.count, &o.mean, &o.m2);
-                    PassResult::BatchNorm(m)
-                }
-                _ => return Err(stage_err("shards returned different results".into())),
-            });
-        }
+        let combined = reduce_in_shard_order(ranks, shards, results, fold_pass_results)?;
         self.frontier = target;
         // Release what no later node reads.
         for net in [Net::A, Net::B, Net::M] {
@@ -353,7 +364,7 @@ impl<'a> Streamer<'a> {
                 }
             }
         }
-        combined.ok_or_else(|| stage_err("no data".into()))
+        Ok(combined)
     }
 
     fn run_shard(

@@ -1,0 +1,287 @@
+//! The processes (ranks) of a merge: one process, or several over MPI (`--features mpi`,
+//! `mpirun -n K pleas merge ...`).
+//!
+//! Every rank runs the same deterministic plan. A data pass's shards are split over the ranks
+//! in contiguous ranges ([`owned_shards`]); each rank computes the accumulators of its own
+//! shards (and keeps their live activations), then [`reduce_in_shard_order`] gathers every
+//! shard's accumulator on rank 0, which folds them in shard order exactly as one process does,
+//! and broadcasts the total. So floating-point sums, and hence the merged model, do not depend
+//! on the number of ranks.
+//!
+//! Failures are agreed ([`agree`]): at every pass, and once at the end, the ranks exchange
+//! whether they failed; if any did, every rank returns [`Error::RankFailed`] with the message
+//! of the lowest failing rank, and no rank communicates afterwards. A rank that fails between
+//! two agreements goes straight to the final one, which meets the other ranks' next agreement
+//! (every agreement is the same two collectives), so the job always ends together.
+//!
+//! This module needs no MPI: [`Single`] is one process, [`LocalRanks`] runs ranks as threads
+//! of one process (for tests), and the MPI glue (`mpi`, behind the feature) only moves bytes.
+
+mod local;
+#[cfg(feature = "mpi")]
+pub mod mpi;
+pub mod wire;
+
+use std::ops::Range;
+
+pub use local::LocalRanks;
+pub use wire::Wire;
+
+use crate::error::{Error, chain};
+
+/// The rank that folds the shards' results, solves first and writes the output.
+pub const ROOT: usize = 0;
+
+/// The processes of one merge, as the reduction needs them: who I am, and moving bytes.
+///
+/// Messages between two ranks arrive in the order they were sent; collective calls
+/// ([`broadcast`](Self::broadcast), [`min_over_ranks`](Self::min_over_ranks)) must be made by
+/// every rank in the same order.
+pub trait Ranks {
+    /// This process's rank, `0..size`.
+    fn rank(&self) -> usize;
+    /// Number of ranks.
+    fn size(&self) -> usize;
+    /// Sends `bytes` to rank `to`.
+    fn send(&self, to: usize, bytes: &[u8]);
+    /// Receives the next message from rank `from`.
+    fn receive(&self, from: usize) -> Vec<u8>;
+    /// Every rank ends with `root`'s `bytes` (the other ranks' are replaced).
+    fn broadcast(&self, root: usize, bytes: &mut Vec<u8>);
+    /// The smallest of the ranks' `value`s, on every rank.
+    fn min_over_ranks(&self, value: u64) -> u64;
+    /// Test hook, asked once per [`agree`]: `Some(reason)` makes this rank fail there.
+    fn injected_failure(&self) -> Option<String> {
+        None
+    }
+}
+
+/// One process: no communication.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Single;
+
+impl Ranks for Single {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn send(&self, _to: usize, _bytes: &[u8]) {
+        unreachable!("a single process sends nothing")
+    }
+    fn receive(&self, _from: usize) -> Vec<u8> {
+        unreachable!("a single process receives nothing")
+    }
+    fn broadcast(&self, _root: usize, _bytes: &mut Vec<u8>) {}
+    fn min_over_ranks(&self, value: u64) -> u64 {
+        value
+    }
+}
+
+/// The shards rank `rank` of `size` computes: a contiguous range, the ranges of ranks `0..size`
+/// covering `0..shards` in order (empty for some ranks when there are more ranks than shards).
+pub fn owned_shards(rank: usize, size: usize, shards: usize) -> Range<usize> {
+    let size = size.max(1);
+    (rank * shards / size)..((rank + 1) * shards / size)
+}
+
+/// The rank that computes shard `shard` of `shards` (see [`owned_shards`]).
+pub fn shard_owner(shard: usize, shards: usize, size: usize) -> usize {
+    (0..size.max(1))
+        .find(|&r| owned_shards(r, size, shards).contains(&shard))
+        .unwrap_or(0)
+}
+
+/// Every rank's verdict on `local`: `local` itself when every rank succeeded, else
+/// [`Error::RankFailed`] with the lowest failing rank's message, on every rank. An
+/// `Error::RankFailed` passed in is already agreed and is returned without communicating.
+pub fn agree<T>(ranks: &dyn Ranks, local: Result<T, Error>) -> Result<T, Error> {
+    if matches!(local, Err(Error::RankFailed { .. })) {
+        return local;
+    }
+    let local = match ranks.injected_failure() {
+        Some(reason) => Err(Error::Merge {
+            stage: "test hook",
+            reason,
+        }),
+        None => local,
+    };
+    if ranks.size() <= 1 {
+        return local;
+    }
+    let me = ranks.rank() as u64;
+    let first = ranks.min_over_ranks(if local.is_err() { me } else { u64::MAX });
+    if first == u64::MAX {
+        return local;
+    }
+    let mut message = match &local {
+        Err(e) if first == me => chain(e).into_bytes(),
+        _ => Vec::new(),
+    };
+    ranks.broadcast(first as usize, &mut message);
+    Err(Error::RankFailed {
+        rank: first as usize,
+        ranks: ranks.size(),
+        message: String::from_utf8_lossy(&message).into_owned(),
+    })
+}
+
+/// The total of one pass over `shards` shards: `local` holds this rank's results, one per
+/// shard of [`owned_shards`], in shard order. Rank 0 folds every shard's result in shard order
+/// with `fold` (the first shard's result is the start value, as in a single process),
+/// and every rank returns that total (rank 0 included, decoded from the bytes it
+/// broadcast, so all ranks hold identical values). With one rank nothing is encoded.
+pub fn reduce_in_shard_order<T: Wire>(
+    ranks: &dyn Ranks,
+    shards: usize,
+    local: Vec<Result<T, Error>>,
+    mut fold: impl FnMut(T, T) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let (rank, size) = (ranks.rank(), ranks.size());
+    let owned = owned_shards(rank, size, shards);
+    let local: Result<Vec<T>, Error> = if local.len() == owned.len() {
+        local.into_iter().collect()
+    } else {
+        Err(Error::RankMessage {
+            reason: format!(
+                "rank {rank} computed {} shard results for shards {owned:?}",
+                local.len()
+            ),
+        })
+    };
+    let local = agree(ranks, local)?;
+    let no_data = || Error::Merge {
+        stage: "data",
+        reason: "no shards".into(),
+    };
+    if size <= 1 {
+        let mut results = local.into_iter();
+        let first = results.next().ok_or_else(no_data)?;
+        return results.try_fold(first, &mut fold);
+    }
+    if rank == ROOT {
+        let mut mine = local.into_iter();
+        let mut total: Result<Option<T>, Error> = Ok(None);
+        for s in 0..shards {
+            let owner = shard_owner(s, shards, size);
+            let next = if owner == ROOT {
+                mine.next().ok_or_else(no_data)
+            } else {
+                T::decode(&ranks.receive(owner))
+            };
+            // Keep receiving after a failure: every other rank sends all its shards.
+            total = match (total, next) {
+                (Ok(None), Ok(n)) => Ok(Some(n)),
+                (Ok(Some(t)), Ok(n)) => fold(t, n).map(Some),
+                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            };
+        }
+        let total = agree(ranks, total.and_then(|t| t.ok_or_else(no_data)))?;
+        let mut bytes = Vec::new();
+        total.encode(&mut bytes);
+        ranks.broadcast(ROOT, &mut bytes);
+        T::decode(&bytes)
+    } else {
+        for r in local {
+            let mut bytes = Vec::new();
+            r.encode(&mut bytes);
+            ranks.send(ROOT, &bytes);
+        }
+        agree(ranks, Ok(()))?;
+        let mut bytes = Vec::new();
+        ranks.broadcast(ROOT, &mut bytes);
+        T::decode(&bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pleas_core::gram::GramParams;
+    use pleas_core::linalg::{MatMut, MatRef};
+
+    use super::*;
+    use crate::par::OwnedGram;
+
+    /// Shard `s`'s accumulator: 37 samples of 6 features and 2 targets, its own shift.
+    fn shard(s: usize) -> OwnedGram {
+        let (n, d, t) = (37, 6, 2);
+        let v = |i: usize| ((i * 7919 + s * 104_729) % 1000) as f32 / 250.0 - 1.0 + s as f32;
+        let x: Vec<f32> = (0..n * d).map(v).collect();
+        let y: Vec<f32> = (0..n * t).map(|i| v(i + 5000)).collect();
+        let mut acc = OwnedGram::new_owned(d, t, GramParams::with_block_samples(16));
+        acc.push(
+            MatRef::new(&x, n, d).unwrap(),
+            Some(MatRef::new(&y, n, t).unwrap()),
+        )
+        .unwrap();
+        acc
+    }
+
+    fn fold(mut a: OwnedGram, mut b: OwnedGram) -> Result<OwnedGram, Error> {
+        a.combine(&mut b).unwrap();
+        Ok(a)
+    }
+
+    fn gram_bits(mut acc: OwnedGram) -> Vec<u64> {
+        let d = acc.dim();
+        let mut g = vec![0.0; d * d];
+        acc.write_gram(MatMut::new(&mut g, d, d).unwrap()).unwrap();
+        g.iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// The reduction on K thread ranks, each given its own shards' accumulators.
+    fn reduce_on(k: usize, shards: usize) -> Vec<Vec<u64>> {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = LocalRanks::group(k)
+                .into_iter()
+                .map(|r| {
+                    scope.spawn(move || {
+                        let own = owned_shards(r.rank(), r.size(), shards);
+                        let local = own.map(|s| Ok(shard(s))).collect();
+                        gram_bits(reduce_in_shard_order(&r, shards, local, fold).unwrap())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    #[test]
+    fn the_reduction_is_the_sequential_fold_for_any_number_of_ranks() {
+        let shards = 7;
+        let sequential = (1..shards).fold(shard(0), |a, s| fold(a, shard(s)).unwrap());
+        let want = gram_bits(sequential);
+        for k in 1..=9 {
+            for (rank, got) in reduce_on(k, shards).into_iter().enumerate() {
+                assert!(got == want, "{k} ranks, rank {rank}");
+            }
+        }
+        // The check can tell orders apart: per-rank partial sums combined afterwards (a tree)
+        // round differently.
+        let halves = fold(
+            (1..3).fold(shard(0), |a, s| fold(a, shard(s)).unwrap()),
+            (4..shards).fold(shard(3), |a, s| fold(a, shard(s)).unwrap()),
+        );
+        assert!(gram_bits(halves.unwrap()) != want);
+    }
+
+    #[test]
+    fn owned_ranges_cover_every_shard_once_in_order() {
+        for shards in [0, 1, 2, 3, 7, 8, 64, 100] {
+            for size in 1..=9 {
+                let mut next = 0;
+                for r in 0..size {
+                    let own = owned_shards(r, size, shards);
+                    assert_eq!(own.start, next, "{shards} shards, {size} ranks, rank {r}");
+                    assert!(own.len() <= shards.div_ceil(size));
+                    for s in own.clone() {
+                        assert_eq!(shard_owner(s, shards, size), r);
+                    }
+                    next = own.end;
+                }
+                assert_eq!(next, shards);
+            }
+        }
+    }
+}
