@@ -6,6 +6,7 @@
 //! - [`model`]: a loaded, checked model (graph, weights, metadata, heads).
 //! - [`eval`]: head accuracies on labelled data.
 //! - [`cli`]: the command line as a library function returning the exit code.
+//! - [`simd_env`]: the `PLEAS_SIMD` override of the kernels' instruction-set path.
 #![deny(missing_docs)]
 
 pub use pleas_core as core_crate;
@@ -16,6 +17,7 @@ pub mod eval;
 pub mod io;
 pub mod merge;
 pub mod model;
+pub mod simd_env;
 
 pub use error::Error;
 

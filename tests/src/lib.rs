@@ -6,6 +6,7 @@ pub mod matrices;
 pub mod models;
 pub mod oracle;
 pub mod rng;
+pub mod simd_paths;
 pub mod spd;
 pub mod strided_f64;
 pub mod tolerance;
