@@ -11,7 +11,7 @@ use super::microkernel::{Avx2, Avx512};
 use super::microkernel::{MicroKernel, Portable, TILE_COLS, TILE_ROWS};
 use super::pack::{pack_a, pack_b};
 use super::view::{MatMut, MatRef};
-use crate::simd::{self, Path};
+use crate::simd;
 
 // Block sizes (MC, KC, NC) and the register tile (MR x NR) are the micro-kernel's, per path:
 // see `microkernel`.
@@ -21,12 +21,12 @@ macro_rules! with_kernel {
     ($k:ident => $body:expr) => {
         match simd::path() {
             #[cfg(target_arch = "x86_64")]
-            Path::Avx512 => {
+            simd::Path::Avx512 => {
                 type $k = Avx512;
                 $body
             }
             #[cfg(target_arch = "x86_64")]
-            Path::Avx2 => {
+            simd::Path::Avx2 => {
                 type $k = Avx2;
                 $body
             }
