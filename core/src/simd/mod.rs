@@ -22,6 +22,7 @@
 use core::fmt;
 use core::sync::atomic::{AtomicU8, Ordering};
 
+pub(crate) mod lanes;
 mod probe;
 
 /// An instruction-set path of the SIMD kernels.
