@@ -16,25 +16,29 @@ use crate::simd;
 // Block sizes (MC, KC, NC) and the register tile (MR x NR) are the micro-kernel's, per path:
 // see `microkernel`.
 
-/// Runs `$body` with the type `$k` bound to the micro-kernel of the selected path, read once.
+/// Runs `$body` with the type `$k` bound to the micro-kernel of the selected path, read once,
+/// compiled for that path's instruction set (so the packing loops vectorise with it too).
 macro_rules! with_kernel {
     ($k:ident => $body:expr) => {
-        match simd::path() {
-            #[cfg(target_arch = "x86_64")]
-            simd::Path::Avx512 => {
-                type $k = Avx512;
-                $body
-            }
-            #[cfg(target_arch = "x86_64")]
-            simd::Path::Avx2 => {
-                type $k = Avx2;
-                $body
-            }
-            _ => {
-                type $k = Portable;
-                $body
-            }
-        }
+        simd::vectorised(
+            #[inline(always)]
+            || match simd::path() {
+                #[cfg(target_arch = "x86_64")]
+                simd::Path::Avx512 => {
+                    type $k = Avx512;
+                    $body
+                }
+                #[cfg(target_arch = "x86_64")]
+                simd::Path::Avx2 => {
+                    type $k = Avx2;
+                    $body
+                }
+                _ => {
+                    type $k = Portable;
+                    $body
+                }
+            },
+        )
     };
 }
 
@@ -77,6 +81,7 @@ pub(crate) fn product_into(
     with_kernel!(K => product_into_with::<K>(alpha, a, b, c, part, shifts, scratch))
 }
 
+#[inline(always)]
 fn product_into_with<K: MicroKernel>(
     alpha: f32,
     a: MatRef<'_, f32>,
@@ -156,6 +161,7 @@ pub(crate) fn tiled_row_strips(rows: usize) -> usize {
 }
 
 /// Adds row `i`, columns `0..cols`, of a tile-major buffer into `dst` (length `cols`), in f64.
+#[inline(always)]
 /// Within a tile a row's `TILE_COLS` values are contiguous, so this walks runs of them.
 pub(crate) fn add_tiled_row_f64(tiles: &[f32], i: usize, row_strips: usize, dst: &mut [f64]) {
     for (js, chunk) in dst.chunks_mut(TILE_COLS).enumerate() {
@@ -197,6 +203,7 @@ enum Target<'c> {
 }
 
 /// [`product`] with the micro-kernel `K`.
+#[inline(always)]
 fn product_with<K: MicroKernel>(
     alpha: f32,
     a: MatRef<'_, f32>,
@@ -273,6 +280,7 @@ struct Block {
 }
 
 /// Runs the micro-kernel over the register tiles of one block and adds them into `target`.
+#[inline(always)]
 fn block_tiles<K: MicroKernel>(blk: Block, apack: &[f32], bpack: &[f32], target: &mut Target<'_>) {
     let Block {
         ic,

@@ -9,7 +9,7 @@ use super::microkernel::{MAX_MC, MicroKernel, TILE_COLS, TILE_ROWS};
 use super::view::MatRef;
 
 /// Packs `a[i0..i0+mc, p0..p0+kc]` into `out` (length `round_up(mc, K::MR) * kc`).
-#[inline(never)]
+#[inline(always)]
 pub(crate) fn pack_a<K: MicroKernel>(
     a: MatRef<'_, f32>,
     i0: usize,
@@ -73,7 +73,7 @@ pub(crate) fn pack_a<K: MicroKernel>(
 }
 
 /// Packs `b[p0..p0+kc, j0..j0+nc]` into `out` (length `kc * round_up(nc, K::NR)`).
-#[inline(never)]
+#[inline(always)]
 pub(crate) fn pack_b<K: MicroKernel>(
     b: MatRef<'_, f32>,
     p0: usize,

@@ -147,3 +147,37 @@ pub fn set_path(path: Path) -> Result<(), SimdError> {
     SELECTED.store(path.code(), Ordering::Relaxed);
     Ok(())
 }
+
+/// Runs `f` compiled for the selected path's instruction set: `f` (an `#[inline(always)]`
+/// closure) is inlined into a `#[target_feature]` function per path, so plain loops in it are
+/// auto-vectorised with 256 or 512-bit vectors, and the x86 kernels it calls can inline.
+/// Functions that `f` calls without inlining keep the baseline instruction set.
+#[inline(always)]
+#[allow(unsafe_code)]
+pub(crate) fn vectorised<R>(f: impl FnOnce() -> R) -> R {
+    match path() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the selected path is supported by this CPU and OS.
+        Path::Avx512 => unsafe { features::avx512(f) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Path::Avx2 => unsafe { features::avx2(f) },
+        _ => f(),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod features {
+    /// `f` with AVX2 and FMA enabled. Safety: the CPU supports them.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+
+    /// `f` with AVX-512 F/BW/DQ/VL enabled. Safety: the CPU supports them.
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+    pub(super) unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+}
