@@ -23,7 +23,7 @@ impl MicroKernel for Avx2 {
     const MR: usize = 6;
     const NR: usize = 16;
     const MC: usize = 120;
-    const KC: usize = 320;
+    const KC: usize = 312;
     const NC: usize = 4080;
 
     #[inline]
@@ -70,7 +70,7 @@ impl MicroKernel for Avx512 {
     const MR: usize = 12;
     const NR: usize = 32;
     const MC: usize = 240;
-    const KC: usize = 256;
+    const KC: usize = 248;
     const NC: usize = 4096;
 
     #[inline]
