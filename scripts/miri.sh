@@ -12,16 +12,17 @@
 #                              dimensions shrunk under cfg(miri) (tests/src/matrices.rs) and
 #                              PROPTEST_CASES=1 unless set
 #
-# pleas-core itself has no `unsafe` (`#![forbid(unsafe_code)]`); what Miri checks is the
-# `unsafe` of what it runs on: `wide`/`safe_arch` SIMD intrinsics, `bytemuck` casts,
-# `heapless`, and libm. Problem sizes shrink under `cfg(miri)` (the tests say where): Miri
+# pleas-core's own `unsafe` is confined to the x86-64 SIMD paths (`simd`, the AVX2/AVX-512
+# micro-kernels); under Miri the CPU probe reports no AVX, so the portable path runs. What Miri
+# checks is the `unsafe` of what it runs on: `wide`/`safe_arch` SIMD intrinsics, `bytemuck`
+# casts, `heapless`, and libm. Problem sizes shrink under `cfg(miri)` (the tests say where): Miri
 # interprets about a million times slower, ~0.05 s for one 20-column auction row scan.
 #
 # Knobs (environment):
 # - MIRI_CPU (default x86-64-v3): the target CPU the code is built for, pinned so that the
 #   run does not depend on the machine (Miri emulates the intrinsics). x86-64-v3 takes
-#   `wide`'s AVX2/FMA paths, as local builds on current CPUs do; MIRI_CPU=x86-64 the SSE2
-#   baseline. The same flags go to rustdoc, so doctests and the library agree on target
+#   `wide`'s AVX2/FMA code in the portable path; MIRI_CPU=x86-64 the SSE2 baseline that
+#   release builds use. The same flags go to rustdoc, so doctests and the library agree on target
 #   features (a doctest built without them calling AVX code is UB to Miri).
 # - pleas-core's `soft-floats` feature builds libm with `force-soft-floats`: its x86 `sqrt` is
 #   inline assembly, which Miri cannot run; the soft-float `sqrt` is correctly rounded too.

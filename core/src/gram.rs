@@ -270,6 +270,7 @@ impl WorkspaceLayout {
 
 /// `sums[j] += sum_i (x[i, j] - shift[j])` and `squares[j] += sum_i (x[i, j] - shift[j])^2`,
 /// in f32 (one block of centred samples).
+#[inline(always)]
 fn add_centred_sums_f32(x: MatRef<'_, f32>, shift: &[f32], sums: &mut [f32], squares: &mut [f32]) {
     for i in 0..x.rows() {
         match x.row(i) {
@@ -300,8 +301,18 @@ fn add_centred_sums_f32(x: MatRef<'_, f32>, shift: &[f32], sums: &mut [f32], squ
 }
 
 /// `sums[j] += sum_i (t[i, j] - shift[j])` and `squares[j] += sum_i (...)^2`, in f64.
+#[inline(always)]
 fn add_centred_sums_f64(t: MatRef<'_, f32>, shift: &[f32], sums: &mut [f64], squares: &mut [f64]) {
     for i in 0..t.rows() {
+        if let Some(row) = t.row(i) {
+            // Element-wise over the columns: vectorises without reassociating any sum.
+            for (((s, q), &v), &c) in sums.iter_mut().zip(squares.iter_mut()).zip(row).zip(shift) {
+                let v = f64::from(v - c);
+                *s += v;
+                *q += v * v;
+            }
+            continue;
+        }
         for (j, ((s, q), &c)) in sums
             .iter_mut()
             .zip(squares.iter_mut())
@@ -765,7 +776,10 @@ where
             syrk::syrk_lower_shifted(x, sx, g, pack);
         }
         let (sum_x, sum_xx) = sum_x.split_at_mut(d);
-        add_centred_sums_f32(x, sx, sum_x, sum_xx);
+        crate::simd::vectorised(
+            #[inline(always)]
+            || add_centred_sums_f32(x, sx, sum_x, sum_xx),
+        );
         if let Some(t) = t {
             let r = Dest::Tiled {
                 data: r32,
@@ -785,7 +799,10 @@ where
             // Target sums and squares directly in f64.
             let store = self.storage.as_mut();
             let (sum_t, sum_tt) = store[s.sum_t..s.sum_tt + nt].split_at_mut(nt);
-            add_centred_sums_f64(t, st, sum_t, sum_tt);
+            crate::simd::vectorised(
+                #[inline(always)]
+                || add_centred_sums_f64(t, st, sum_t, sum_tt),
+            );
         }
         self.pending += x.rows();
     }
@@ -802,18 +819,24 @@ where
         let ws = self.workspace.as_ref();
         let store = self.storage.as_mut();
         let row_strips = tiled_row_strips(d);
-        for i in 0..d {
-            if self.params.gram {
-                let row = &mut store[s.gram + i * d..s.gram + i * d + i + 1];
-                add_tiled_row_f64(&ws[w.gram..w.cross], i, row_strips, row);
-            }
-            let row = &mut store[s.cross + i * nt..s.cross + (i + 1) * nt];
-            add_tiled_row_f64(&ws[w.cross..w.sum_x], i, row_strips, row);
-        }
-        for j in 0..d {
-            store[s.sum_x + j] += f64::from(ws[w.sum_x + j]);
-            store[s.sum_xx + j] += f64::from(ws[w.sum_x + d + j]);
-        }
+        let gram = self.params.gram;
+        crate::simd::vectorised(
+            #[inline(always)]
+            || {
+                for i in 0..d {
+                    if gram {
+                        let row = &mut store[s.gram + i * d..s.gram + i * d + i + 1];
+                        add_tiled_row_f64(&ws[w.gram..w.cross], i, row_strips, row);
+                    }
+                    let row = &mut store[s.cross + i * nt..s.cross + (i + 1) * nt];
+                    add_tiled_row_f64(&ws[w.cross..w.sum_x], i, row_strips, row);
+                }
+                for j in 0..d {
+                    store[s.sum_x + j] += f64::from(ws[w.sum_x + j]);
+                    store[s.sum_xx + j] += f64::from(ws[w.sum_x + d + j]);
+                }
+            },
+        );
         self.folded += self.pending as u64;
         self.pending = 0;
     }

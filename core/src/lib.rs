@@ -3,6 +3,8 @@
 //!
 //! - [`linalg`]: strided matrix views, blocked f32 GEMM and SYRK with `wide` SIMD
 //!   micro-kernels, blocked f64 Cholesky and triangular solves.
+//! - [`simd`]: run-time selection of the kernels' instruction-set path (portable, AVX2,
+//!   AVX-512) with an override.
 //! - [`gram`]: streaming accumulation of `sum x x^T` and `sum x t^T` in f64 from f32 blocks.
 //! - [`lstsq`]: ridge least squares on a principal sub-block of an accumulated Gram.
 //! - [`assign`]: the auction matcher and partial (top-k) selection.
@@ -19,7 +21,9 @@
 //! The `alloc` feature enables the layers that build graphs and merged models.
 #![no_std]
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+// `unsafe` only where `core::arch` intrinsics and the CPU probe need it (`simd`, the x86-64
+// micro-kernels), each module opting in.
+#![deny(unsafe_code)]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
@@ -31,6 +35,7 @@ pub mod gram;
 pub mod linalg;
 pub mod lstsq;
 pub mod merge;
+pub mod simd;
 pub mod similarity;
 
 #[cfg(feature = "alloc")]

@@ -148,6 +148,15 @@ pub enum Error {
     /// The forward pass failed.
     #[error("forward pass failed")]
     Forward(#[source] Box<ForwardError>),
+    /// The `PLEAS_SIMD` environment variable names a path that cannot be selected.
+    #[error("PLEAS_SIMD=`{value}`")]
+    SimdPath {
+        /// The variable's value.
+        value: String,
+        /// Why the path was refused.
+        #[source]
+        source: pleas_core::simd::SimdError,
+    },
 }
 
 impl From<ForwardError> for Error {

@@ -7,6 +7,7 @@
 //! - [`eval`]: head accuracies on labelled data.
 //! - [`cli`]: the command line as a library function returning the exit code.
 //! - [`ranks`]: the processes of a merge (one, or several over MPI with `--features mpi`).
+//! - [`simd_env`]: the `PLEAS_SIMD` override of the kernels' instruction-set path.
 #![deny(missing_docs)]
 
 pub use pleas_core as core_crate;
@@ -18,6 +19,7 @@ pub mod io;
 pub mod merge;
 pub mod model;
 pub mod ranks;
+pub mod simd_env;
 
 pub use error::Error;
 

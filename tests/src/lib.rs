@@ -7,6 +7,7 @@ pub mod models;
 pub mod oracle;
 pub mod rng;
 pub mod scratch;
+pub mod simd_paths;
 pub mod spd;
 pub mod strided_f64;
 pub mod tolerance;

@@ -4,9 +4,10 @@ use nalgebra::DMatrix;
 use pleas_core::linalg::MatRef;
 use proptest::prelude::*;
 
-/// Dimensions that sit on SIMD and block edges (MR = 6, NR = 16, 8 lanes) plus small ones;
-/// strategies for the shared `k` dimension go past `KC = 320` and `MC = 120` too.
-pub const EDGE_DIMS: &[usize] = &[1, 2, 7, 8, 9, 15, 17, 63, 65, 129];
+/// Dimensions that sit on SIMD and block edges (MR = 6 / 12, NR = 16 / 32, 8 / 16 lanes) plus
+/// small ones; strategies for the shared `k` dimension go past `KC = 320` / `256` and
+/// `MC = 120` too.
+pub const EDGE_DIMS: &[usize] = &[1, 2, 7, 8, 9, 13, 15, 17, 31, 33, 63, 65, 129];
 
 /// Under Miri (`scripts/miri.sh`, `MIRI_FULL=1`), which interprets about a million times
 /// slower: edge dimensions up to one 16-wide tile and a lane past it.

@@ -4,6 +4,7 @@ use pleas_core::linalg::{
     MatRef, all_finite, all_finite_reference, all_within, all_within_reference, first_non_finite,
     first_outside,
 };
+use pleas_tests::simd_paths::{each_path, for_each_path};
 use proptest::prelude::*;
 
 const EDGES: [f32; 9] = [
@@ -20,7 +21,12 @@ const EDGES: [f32; 9] = [
 
 #[test]
 fn every_edge_value_in_every_lane_and_tail_position() {
-    for len in [1usize, 7, 8, 9, 16, 17, 31] {
+    for_each_path(every_edge_value_on_the_selected_path);
+}
+
+fn every_edge_value_on_the_selected_path(path: pleas_core::simd::Path) {
+    // Tails of every vector width (8, 16) and of the four-vector steps (32, 64).
+    for len in [1usize, 7, 8, 9, 16, 17, 31, 33, 63, 64, 65, 79] {
         for pos in 0..len {
             for &v in &EDGES {
                 let mut values = vec![1.5f32; len];
@@ -28,13 +34,13 @@ fn every_edge_value_in_every_lane_and_tail_position() {
                 assert_eq!(
                     all_finite(&values),
                     all_finite_reference(&values),
-                    "len {len}, value {v} at {pos}"
+                    "{path}: len {len}, value {v} at {pos}"
                 );
                 for limit in [1.5f32, 2.0, f32::MAX, f32::INFINITY] {
                     assert_eq!(
                         all_within(&values, limit),
                         all_within_reference(&values, limit),
-                        "len {len}, value {v} at {pos}, limit {limit}"
+                        "{path}: len {len}, value {v} at {pos}, limit {limit}"
                     );
                 }
             }
@@ -55,17 +61,23 @@ fn value() -> impl Strategy<Value = f32> {
 proptest! {
     #[test]
     fn scan_matches_scalar_twin(values in proptest::collection::vec(value(), 0..100)) {
-        prop_assert_eq!(all_finite(&values), all_finite_reference(&values));
+        each_path(|_| {
+            prop_assert_eq!(all_finite(&values), all_finite_reference(&values));
+            Ok(())
+        })?;
     }
 
     #[test]
     fn bounded_scan_matches_scalar_twin(
         values in proptest::collection::vec(value(), 0..100), limit in 0.0f32..1e31,
     ) {
-        prop_assert_eq!(all_within(&values, limit), all_within_reference(&values, limit));
-        let m = MatRef::new(&values, values.len(), 1).unwrap();
-        let want = values.iter().position(|v| v.is_nan() || v.abs() > limit).map(|i| (i, 0));
-        prop_assert_eq!(first_outside(m, limit), want);
+        each_path(|_| {
+            prop_assert_eq!(all_within(&values, limit), all_within_reference(&values, limit));
+            let m = MatRef::new(&values, values.len(), 1).unwrap();
+            let want = values.iter().position(|v| v.is_nan() || v.abs() > limit).map(|i| (i, 0));
+            prop_assert_eq!(first_outside(m, limit), want);
+            Ok(())
+        })?;
     }
 
     #[test]
@@ -82,6 +94,9 @@ proptest! {
         let want = (0..m.rows())
             .flat_map(|i| (0..m.cols()).map(move |j| (i, j)))
             .find(|&(i, j)| !m.at(i, j).is_finite());
-        prop_assert_eq!(first_non_finite(m), want);
+        each_path(|_| {
+            prop_assert_eq!(first_non_finite(m), want);
+            Ok(())
+        })?;
     }
 }

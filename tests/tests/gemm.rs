@@ -5,6 +5,7 @@ use pleas_core::linalg::{
     KernelError, MatMut, MatRef, Op, cross_update, gemm, gemm_reference, gemm_scratch_len,
 };
 use pleas_tests::matrices::{StridedMatrix, dim, strided_matrix, to_f64};
+use pleas_tests::simd_paths::{each_path, for_each_path};
 use pleas_tests::tolerance::F32_DOT_PER_TERM;
 use proptest::prelude::*;
 
@@ -117,21 +118,24 @@ proptest! {
     #![proptest_config(pleas_tests::config(64))]
 
     #[test]
-    fn blocked_matches_scalar_twin_and_f64(case in case()) {
+    fn blocked_matches_scalar_twin_and_f64_on_every_path(case in case()) {
         let k = match case.op_a { Op::Identity => case.a.cols, Op::Transpose => case.a.rows };
-        let blocked = run(&case, true);
         let scalar = run(&case, false);
         let (truth, scale) = exact(&case);
         let per_term = (k as f64 + 2.0) * F32_DOT_PER_TERM;
-        for i in 0..truth.nrows() {
-            for j in 0..truth.ncols() {
-                let tol = per_term * scale[(i, j)] + f64::MIN_POSITIVE;
-                prop_assert!((blocked[(i, j)] - scalar[(i, j)]).abs() <= 2.0 * tol,
-                    "vs scalar at ({i},{j}): {} vs {}", blocked[(i, j)], scalar[(i, j)]);
-                prop_assert!((blocked[(i, j)] - truth[(i, j)]).abs() <= tol,
-                    "vs f64 at ({i},{j}): {} vs {}", blocked[(i, j)], truth[(i, j)]);
+        each_path(|path| {
+            let blocked = run(&case, true);
+            for i in 0..truth.nrows() {
+                for j in 0..truth.ncols() {
+                    let tol = per_term * scale[(i, j)] + f64::MIN_POSITIVE;
+                    prop_assert!((blocked[(i, j)] - scalar[(i, j)]).abs() <= 2.0 * tol,
+                        "{path}: vs scalar at ({i},{j}): {} vs {}", blocked[(i, j)], scalar[(i, j)]);
+                    prop_assert!((blocked[(i, j)] - truth[(i, j)]).abs() <= tol,
+                        "{path}: vs f64 at ({i},{j}): {} vs {}", blocked[(i, j)], truth[(i, j)]);
+                }
             }
-        }
+            Ok(())
+        })?;
     }
 }
 
@@ -278,6 +282,46 @@ fn cross_update_accumulates_x_transpose_t() {
         for j in 0..t {
             let tol = (n as f64 + 2.0) * F32_DOT_PER_TERM * n as f64;
             assert!((f64::from(r[i * t + j]) - 1.0 - want[(i, j)]).abs() <= tol);
+        }
+    }
+}
+
+/// Shapes crossing every path's block edges (AVX-512: MR = 12, NR = 32, MC = 240, KC = 256;
+/// AVX2 and portable: 6, 16, 120, 320), with transposed operands, on every path, against
+/// nalgebra f64.
+#[test]
+fn block_edges_of_every_path() {
+    for &(m, n, k) in &[(241, 33, 257), (13, 250, 513), (121, 65, 321)] {
+        for (op_a, op_b) in [(Op::Identity, Op::Identity), (Op::Transpose, Op::Transpose)] {
+            let (ar, ac) = if op_a == Op::Identity { (m, k) } else { (k, m) };
+            let (br, bc) = if op_b == Op::Identity { (k, n) } else { (n, k) };
+            let a = pleas_tests::matrices::uniform_values(ar * ac, 3);
+            let b = pleas_tests::matrices::uniform_values(br * bc, 4);
+            let (av, bv) = (
+                MatRef::new(&a, ar, ac).unwrap(),
+                MatRef::new(&b, br, bc).unwrap(),
+            );
+            let af = apply(op_a, to_f64(av));
+            let bf = apply(op_b, to_f64(bv));
+            let truth = &af * &bf;
+            let scale = af.abs() * bf.abs();
+            for_each_path(|path| {
+                let mut c = vec![f32::NAN; m * n];
+                let mut scratch = vec![f32::NAN; gemm_scratch_len(m, n, k)];
+                let cv = MatMut::new(&mut c, m, n).unwrap();
+                gemm(1.0, av, op_a, bv, op_b, 0.0, cv, &mut scratch).unwrap();
+                for i in 0..m {
+                    for j in 0..n {
+                        let v = f64::from(c[i * n + j]);
+                        let tol = (k as f64 + 2.0) * F32_DOT_PER_TERM * scale[(i, j)];
+                        assert!(
+                            (v - truth[(i, j)]).abs() <= tol,
+                            "{path} {m}x{n}x{k} ({i},{j}): {v} vs {}",
+                            truth[(i, j)]
+                        );
+                    }
+                }
+            });
         }
     }
 }

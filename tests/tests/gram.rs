@@ -6,6 +6,7 @@ use pleas::par::{OwnedGram, Parallelism, accumulate_gram};
 use pleas_core::gram::{GramError, GramParams, Operand};
 use pleas_core::linalg::{MatMut, MatRef};
 use pleas_tests::matrices::{dim, uniform_values};
+use pleas_tests::simd_paths::{each_path, for_each_path};
 use pleas_tests::tolerance::{COVARIANCE_REL_FROBENIUS, GRAM_COMBINE_REL, GRAM_MOMENTS_REL};
 use proptest::prelude::*;
 
@@ -90,54 +91,57 @@ proptest! {
         block in prop_oneof![Just(1usize), 2usize..40, Just(4096usize)],
         cuts in proptest::collection::vec(0usize..700, 0..4), seed in any::<u64>(),
     ) {
-        let xs = data(n, d, offset, seed);
-        let ts = data(n, t, -offset, seed ^ 1);
-        let mut acc = OwnedGram::new_owned(d, t, GramParams::with_block_samples(block));
-        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (n + 1)).collect();
-        cuts.push(0);
-        cuts.push(n);
-        cuts.sort_unstable();
-        for w in cuts.windows(2) {
-            let rows = w[1] - w[0];
-            let xb = MatRef::new(&xs[w[0] * d..w[1] * d], rows, d).unwrap();
-            let tb = MatRef::new(&ts[w[0] * t..w[1] * t], rows, t).unwrap();
-            acc.push(xb, (t > 0).then_some(tb)).unwrap();
-        }
-        prop_assert_eq!(acc.count(), n as u64);
-        let m = read(&mut acc);
-        let x = DMatrix::from_row_slice(n, d, &xs).map(f64::from);
-        let tm = DMatrix::from_row_slice(n, t, &ts).map(f64::from);
-        check_against_f64(&m, &x, &tm, GRAM_MOMENTS_REL);
+        each_path(|_| {
+            let xs = data(n, d, offset, seed);
+            let ts = data(n, t, -offset, seed ^ 1);
+            let mut acc = OwnedGram::new_owned(d, t, GramParams::with_block_samples(block));
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (n + 1)).collect();
+            cuts.push(0);
+            cuts.push(n);
+            cuts.sort_unstable();
+            for w in cuts.windows(2) {
+                let rows = w[1] - w[0];
+                let xb = MatRef::new(&xs[w[0] * d..w[1] * d], rows, d).unwrap();
+                let tb = MatRef::new(&ts[w[0] * t..w[1] * t], rows, t).unwrap();
+                acc.push(xb, (t > 0).then_some(tb)).unwrap();
+            }
+            prop_assert_eq!(acc.count(), n as u64);
+            let m = read(&mut acc);
+            let x = DMatrix::from_row_slice(n, d, &xs).map(f64::from);
+            let tm = DMatrix::from_row_slice(n, t, &ts).map(f64::from);
+            check_against_f64(&m, &x, &tm, GRAM_MOMENTS_REL);
 
-        // Centred moments, also from an accumulator that skips the Gram.
-        let mut lean = OwnedGram::new_owned(d, t, GramParams::with_block_samples(block).without_gram());
-        lean.push(MatRef::new(&xs, n, d).unwrap(), (t > 0).then(|| MatRef::new(&ts, n, t).unwrap())).unwrap();
-        prop_assert_eq!(
-            lean.write_gram(MatMut::new(&mut vec![0.0; d * d], d, d).unwrap()),
-            Err(GramError::GramNotAccumulated)
-        );
-        let xc = DMatrix::from_fn(n, d, |i, j| x[(i, j)] - x.column(j).mean());
-        let tc = DMatrix::from_fn(n, t, |i, j| tm[(i, j)] - tm.column(j).mean());
-        for a in [&mut acc, &mut lean] {
-            let mut c = vec![0.0; d * t];
-            a.write_centred_cross(MatMut::new(&mut c, d, t).unwrap()).unwrap();
-            let (mut sx, mut st) = (vec![0.0; d], vec![0.0; t]);
-            a.write_centred_squares_x(&mut sx).unwrap();
-            a.write_centred_squares_t(&mut st).unwrap();
-            let want = xc.transpose() * &tc;
-            let scale = xc.abs().transpose() * tc.abs();
-            for i in 0..d {
-                for j in 0..t {
-                    assert_close(c[i * t + j], want[(i, j)], scale[(i, j)], GRAM_MOMENTS_REL, "centred cross");
+            // Centred moments, also from an accumulator that skips the Gram.
+            let mut lean = OwnedGram::new_owned(d, t, GramParams::with_block_samples(block).without_gram());
+            lean.push(MatRef::new(&xs, n, d).unwrap(), (t > 0).then(|| MatRef::new(&ts, n, t).unwrap())).unwrap();
+            prop_assert_eq!(
+                lean.write_gram(MatMut::new(&mut vec![0.0; d * d], d, d).unwrap()),
+                Err(GramError::GramNotAccumulated)
+            );
+            let xc = DMatrix::from_fn(n, d, |i, j| x[(i, j)] - x.column(j).mean());
+            let tc = DMatrix::from_fn(n, t, |i, j| tm[(i, j)] - tm.column(j).mean());
+            for a in [&mut acc, &mut lean] {
+                let mut c = vec![0.0; d * t];
+                a.write_centred_cross(MatMut::new(&mut c, d, t).unwrap()).unwrap();
+                let (mut sx, mut st) = (vec![0.0; d], vec![0.0; t]);
+                a.write_centred_squares_x(&mut sx).unwrap();
+                a.write_centred_squares_t(&mut st).unwrap();
+                let want = xc.transpose() * &tc;
+                let scale = xc.abs().transpose() * tc.abs();
+                for i in 0..d {
+                    for j in 0..t {
+                        assert_close(c[i * t + j], want[(i, j)], scale[(i, j)], GRAM_MOMENTS_REL, "centred cross");
+                    }
+                    let v = xc.column(i).norm_squared();
+                    assert_close(sx[i], v, v.max(x.column(i).norm_squared() * 1e-3), GRAM_MOMENTS_REL, "x squares");
                 }
-                let v = xc.column(i).norm_squared();
-                assert_close(sx[i], v, v.max(x.column(i).norm_squared() * 1e-3), GRAM_MOMENTS_REL, "x squares");
+                for j in 0..t {
+                    let v = tc.column(j).norm_squared();
+                    assert_close(st[j], v, v.max(tm.column(j).norm_squared() * 1e-3), GRAM_MOMENTS_REL, "t squares");
+                }
             }
-            for j in 0..t {
-                let v = tc.column(j).norm_squared();
-                assert_close(st[j], v, v.max(tm.column(j).norm_squared() * 1e-3), GRAM_MOMENTS_REL, "t squares");
-            }
-        }
+            Ok(())
+        })?;
     }
 
     /// Combining accumulators with different shifts equals one accumulator over all samples.
@@ -145,24 +149,27 @@ proptest! {
     fn combine_moves_between_shifts(
         n1 in 1usize..300, n2 in 1usize..300, d in dim(40), t in 0usize..5, seed in any::<u64>(),
     ) {
-        let x1 = data(n1, d, 3.0, seed);
-        let x2 = data(n2, d, -2.0, seed ^ 2);
-        let t1 = data(n1, t, 1.0, seed ^ 3);
-        let t2 = data(n2, t, 7.0, seed ^ 4);
-        let params = GramParams::default();
-        let mut a = OwnedGram::new_owned(d, t, params);
-        let mut b = OwnedGram::new_owned(d, t, params);
-        a.push(MatRef::new(&x1, n1, d).unwrap(), (t > 0).then(|| MatRef::new(&t1, n1, t).unwrap())).unwrap();
-        b.push(MatRef::new(&x2, n2, d).unwrap(), (t > 0).then(|| MatRef::new(&t2, n2, t).unwrap())).unwrap();
-        prop_assert_ne!(a.x_shift(), b.x_shift());
-        a.combine(&mut b).unwrap();
-        prop_assert_eq!(a.count(), (n1 + n2) as u64);
-        let m = read(&mut a);
-        let xs: Vec<f32> = x1.iter().chain(&x2).copied().collect();
-        let ts: Vec<f32> = t1.iter().chain(&t2).copied().collect();
-        let x = DMatrix::from_row_slice(n1 + n2, d, &xs).map(f64::from);
-        let tm = DMatrix::from_row_slice(n1 + n2, t, &ts).map(f64::from);
-        check_against_f64(&m, &x, &tm, GRAM_COMBINE_REL);
+        each_path(|_| {
+            let x1 = data(n1, d, 3.0, seed);
+            let x2 = data(n2, d, -2.0, seed ^ 2);
+            let t1 = data(n1, t, 1.0, seed ^ 3);
+            let t2 = data(n2, t, 7.0, seed ^ 4);
+            let params = GramParams::default();
+            let mut a = OwnedGram::new_owned(d, t, params);
+            let mut b = OwnedGram::new_owned(d, t, params);
+            a.push(MatRef::new(&x1, n1, d).unwrap(), (t > 0).then(|| MatRef::new(&t1, n1, t).unwrap())).unwrap();
+            b.push(MatRef::new(&x2, n2, d).unwrap(), (t > 0).then(|| MatRef::new(&t2, n2, t).unwrap())).unwrap();
+            prop_assert_ne!(a.x_shift(), b.x_shift());
+            a.combine(&mut b).unwrap();
+            prop_assert_eq!(a.count(), (n1 + n2) as u64);
+            let m = read(&mut a);
+            let xs: Vec<f32> = x1.iter().chain(&x2).copied().collect();
+            let ts: Vec<f32> = t1.iter().chain(&t2).copied().collect();
+            let x = DMatrix::from_row_slice(n1 + n2, d, &xs).map(f64::from);
+            let tm = DMatrix::from_row_slice(n1 + n2, t, &ts).map(f64::from);
+            check_against_f64(&m, &x, &tm, GRAM_COMBINE_REL);
+            Ok(())
+        })?;
     }
 }
 
@@ -233,6 +240,10 @@ fn covariance_of_a_million_offset_samples() {
 /// The threaded accumulation gives bit-identical totals for any thread count.
 #[test]
 fn threaded_result_does_not_depend_on_thread_count() {
+    for_each_path(|_| threaded_result_on_the_selected_path());
+}
+
+fn threaded_result_on_the_selected_path() {
     let (n, d, t) = (5003, 37, 3);
     let xs = data(n, d, 2.0, 11);
     let ts = data(n, t, 0.5, 12);
@@ -457,6 +468,10 @@ fn map_jobs_returns_results_in_job_order() {
 /// a partly filled block pending; impossible states are refused.
 #[test]
 fn resume_continues_exactly() {
+    for_each_path(|_| resume_on_the_selected_path());
+}
+
+fn resume_on_the_selected_path() {
     use pleas_core::gram::{GramAccumulator, GramState};
     let (d, t, n) = (5, 3, 23);
     let params = GramParams::with_block_samples(4);

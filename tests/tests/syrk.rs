@@ -4,6 +4,7 @@ use pleas_core::linalg::{
     KernelError, MatMut, MatRef, syrk_lower, syrk_lower_reference, syrk_lower_scratch_len,
 };
 use pleas_tests::matrices::{StridedMatrix, dim, strided_matrix, to_f64};
+use pleas_tests::simd_paths::{each_path, for_each_path};
 use pleas_tests::tolerance::F32_DOT_PER_TERM;
 use proptest::prelude::*;
 
@@ -22,33 +23,76 @@ proptest! {
     #![proptest_config(pleas_tests::config(64))]
 
     #[test]
-    fn lower_triangle_matches_scalar_twin_and_f64((x, c0, alpha, beta) in case()) {
+    fn lower_triangle_matches_scalar_twin_and_f64_on_every_path((x, c0, alpha, beta) in case()) {
         let (n, d) = (x.rows, x.cols);
-        let mut blocked = c0.clone();
         let mut scalar = c0.clone();
-        let mut scratch = vec![f32::NAN; syrk_lower_scratch_len(n, d)];
-        syrk_lower(alpha, x.view(), beta, MatMut::new(&mut blocked, d, d).unwrap(), &mut scratch).unwrap();
         syrk_lower_reference(alpha, x.view(), beta, MatMut::new(&mut scalar, d, d).unwrap()).unwrap();
         let xf = x.to_f64();
         let truth = xf.transpose() * &xf * f64::from(alpha);
         let scale = xf.abs().transpose() * xf.abs() * f64::from(alpha).abs();
         let per_term = (n as f64 + 2.0) * F32_DOT_PER_TERM;
-        for i in 0..d {
-            for j in 0..d {
-                let (b, s) = (blocked[i * d + j], scalar[i * d + j]);
-                if j > i {
-                    // Strict upper triangle: never written.
-                    prop_assert_eq!(b.to_bits(), c0[i * d + j].to_bits());
-                    prop_assert_eq!(s.to_bits(), c0[i * d + j].to_bits());
-                    continue;
+        each_path(|path| {
+            let mut blocked = c0.clone();
+            let mut scratch = vec![f32::NAN; syrk_lower_scratch_len(n, d)];
+            syrk_lower(alpha, x.view(), beta, MatMut::new(&mut blocked, d, d).unwrap(), &mut scratch).unwrap();
+            for i in 0..d {
+                for j in 0..d {
+                    let (b, s) = (blocked[i * d + j], scalar[i * d + j]);
+                    if j > i {
+                        // Strict upper triangle: never written.
+                        prop_assert_eq!(b.to_bits(), c0[i * d + j].to_bits());
+                        prop_assert_eq!(s.to_bits(), c0[i * d + j].to_bits());
+                        continue;
+                    }
+                    let old = f64::from(c0[i * d + j]);
+                    let want = truth[(i, j)] + f64::from(beta) * old;
+                    let tol = per_term * (scale[(i, j)] + f64::from(beta).abs() * old.abs()) + f64::MIN_POSITIVE;
+                    prop_assert!((f64::from(b) - f64::from(s)).abs() <= 2.0 * tol, "{path}: vs scalar ({i},{j})");
+                    prop_assert!((f64::from(b) - want).abs() <= tol, "{path}: vs f64 ({i},{j}): {b} vs {want}");
                 }
-                let old = f64::from(c0[i * d + j]);
-                let want = truth[(i, j)] + f64::from(beta) * old;
-                let tol = per_term * (scale[(i, j)] + f64::from(beta).abs() * old.abs()) + f64::MIN_POSITIVE;
-                prop_assert!((f64::from(b) - f64::from(s)).abs() <= 2.0 * tol, "vs scalar ({i},{j})");
-                prop_assert!((f64::from(b) - want).abs() <= tol, "vs f64 ({i},{j}): {b} vs {want}");
             }
-        }
+            Ok(())
+        })?;
+    }
+}
+
+/// Shapes crossing every path's block edges (AVX-512: MR = 12, NR = 32, MC = 240, KC = 256;
+/// AVX2 and portable: 6, 16, 120, 320), on every path, against nalgebra f64.
+#[test]
+fn block_edges_of_every_path() {
+    for &(n, d) in &[(257, 241), (513, 35), (321, 130)] {
+        let x = pleas_tests::matrices::uniform_values(n * d, 5);
+        let xv = MatRef::new(&x, n, d).unwrap();
+        let xf = to_f64(xv);
+        let truth = xf.transpose() * &xf;
+        let scale = xf.abs().transpose() * xf.abs();
+        for_each_path(|path| {
+            let mut c = vec![f32::NAN; d * d];
+            let mut scratch = vec![f32::NAN; syrk_lower_scratch_len(n, d)];
+            syrk_lower(
+                1.0,
+                xv,
+                0.0,
+                MatMut::new(&mut c, d, d).unwrap(),
+                &mut scratch,
+            )
+            .unwrap();
+            for i in 0..d {
+                for j in 0..d {
+                    let v = c[i * d + j];
+                    if j > i {
+                        assert!(v.is_nan(), "{path} {n}x{d}: upper ({i},{j}) written");
+                        continue;
+                    }
+                    let tol = (n as f64 + 2.0) * F32_DOT_PER_TERM * scale[(i, j)];
+                    assert!(
+                        (f64::from(v) - truth[(i, j)]).abs() <= tol,
+                        "{path} {n}x{d} ({i},{j}): {v} vs {}",
+                        truth[(i, j)]
+                    );
+                }
+            }
+        });
     }
 }
 

@@ -36,6 +36,13 @@ fn main() {
         })
     };
     let (n, d, repeats, threads) = (parse(1), parse(2), parse(3), parse(4));
+    match pleas::simd_env::select_from_env() {
+        Ok(path) => eprintln!("simd path: {path}"),
+        Err(e) => {
+            eprintln!("error: {}", pleas::error::chain(&e));
+            std::process::exit(2);
+        }
+    }
     let mode = args.get(5).map_or("kernel", String::as_str);
     let x = random_matrix(n, d, 42);
     let xv = MatRef::new(&x, n, d).expect("sized");

@@ -8,10 +8,11 @@
 //!   `wp = in_w + 2 pw`, flattened. With stride 1, output `(oy, ox)` at flat position
 //!   `q = oy * wp + ox` is `sum_{c, ky, kx} W[o, c, ky, kx] * plane_c[q + ky * wp + kx]`: every
 //!   tap is a contiguous slice of the plane shifted by `ky * wp + kx`.
-//! - The flat positions `0 .. out_h * wp` (rounded up to whole 8-lane vectors) are computed in
-//!   register tiles of [`ROWS`] output channels x [`VECS`] vectors of 8 positions (12
-//!   accumulators for `f32x8`), over all input channels and taps, so each accumulator is written
-//!   once. The columns `out_w .. wp` of each row are padding and are dropped when the tile rows
+//! - The flat positions `0 .. out_h * wp` (rounded up to whole 16-lane vectors, the widest
+//!   path's) are computed in register tiles of [`ROWS`] output channels x [`VECS`] vectors of 8
+//!   positions (12 accumulators for `f32x8` / `__m256` on the portable and AVX2 paths), or 4 x 6
+//!   vectors of 16 (24 of the 32 zmm registers, AVX-512), over all input channels and taps, so
+//!   each accumulator is written once. The columns `out_w .. wp` of each row are padding and are dropped when the tile rows
 //!   are copied to the NCHW output, where the bias is added.
 //! - Weights are repacked once per call so that a tap's [`ROWS`] weights are adjacent.
 //!
@@ -26,12 +27,14 @@ use wide::f32x8;
 
 use super::im2col::ConvGeometry;
 use super::layers::BlockRef;
+use crate::simd::lanes::F32Lanes;
+use crate::simd::{self, Path};
 
-/// 8-lane vectors.
-const LANES: usize = 8;
+/// Flat positions are computed in multiples of this many lanes (the widest path's vector).
+const LANES: usize = 16;
 /// Output channels per register tile.
 pub const ROWS: usize = 4;
-/// 8-lane position vectors per register tile.
+/// 8-lane position vectors per register tile (portable and AVX2 paths; AVX-512: 6 of 16).
 pub const VECS: usize = 3;
 
 /// Largest window (taps) the direct kernel takes; wider windows use im2col.
@@ -99,49 +102,54 @@ fn pack_weights(blocks: &[BlockRef<'_>], taps: usize, packed: &mut [f32]) {
     }
 }
 
-#[inline(always)]
-fn load(x: &[f32]) -> f32x8 {
-    f32x8::from(<[f32; LANES]>::try_from(&x[..LANES]).unwrap())
-}
-
 /// One register tile: `G` output rows x `V` vectors starting at flat position `q0`, summed over
 /// the block's input ranges and the taps (plane offsets `offsets`).
+///
+/// Safety: `S` is the vector type of the selected SIMD path (see [`crate::simd::lanes`]).
 #[inline(always)]
-fn tile<const G: usize, const V: usize>(
+#[allow(unsafe_code)]
+unsafe fn tile<S: F32Lanes, const G: usize, const V: usize>(
     planes: &[f32],
     plane_len: usize,
     block: &BlockRef<'_>,
     offsets: &[usize],
     weights: &[f32],
     q0: usize,
-) -> [[f32x8; V]; G] {
-    let mut acc = [[f32x8::ZERO; V]; G];
-    let span = offsets.last().copied().unwrap_or(0) + V * LANES;
-    let mut w = weights.chunks_exact(G);
-    for range in block.inputs {
-        for c in range.clone() {
-            let window = &planes[c * plane_len + q0..][..span];
-            for &off in offsets {
-                let wg = w.next().unwrap_or(&[]);
-                let mut x = [f32x8::ZERO; V];
-                for (v, xv) in x.iter_mut().enumerate() {
-                    *xv = load(&window[off + v * LANES..]);
-                }
-                for m in 0..G {
-                    let wm = f32x8::splat(wg[m]);
-                    for v in 0..V {
-                        acc[m][v] = wm.mul_add(x[v], acc[m][v]);
+) -> [[S; V]; G] {
+    // SAFETY: the caller runs on the path of `S`; loads are bounds-checked slices.
+    unsafe {
+        let mut acc = [[S::zero(); V]; G];
+        let span = offsets.last().copied().unwrap_or(0) + V * S::LANES;
+        let mut w = weights.chunks_exact(G);
+        for range in block.inputs {
+            for c in range.clone() {
+                let window = &planes[c * plane_len + q0..][..span];
+                for &off in offsets {
+                    let wg = w.next().unwrap_or(&[]);
+                    let mut x = [S::zero(); V];
+                    for (v, xv) in x.iter_mut().enumerate() {
+                        *xv = S::load(&window[off + v * S::LANES..]);
+                    }
+                    for m in 0..G {
+                        let wm = S::splat(wg[m]);
+                        for v in 0..V {
+                            acc[m][v] = wm.mul_add(x[v], acc[m][v]);
+                        }
                     }
                 }
             }
         }
+        acc
     }
-    acc
 }
 
-/// Computes `G` rows of a block over every flat position into `flat` (`G` rows of `q`).
+/// Computes `G` rows of a block over every flat position into `flat` (`G` rows of `q`), in
+/// tiles of `VT` vectors of `S`.
+///
+/// Safety: `S` is the vector type of the selected SIMD path.
 #[inline(always)]
-fn row_group<const G: usize>(
+#[allow(unsafe_code)]
+unsafe fn row_group<S: F32Lanes, const G: usize, const VT: usize>(
     planes: &[f32],
     plane: Plane,
     block: &BlockRef<'_>,
@@ -149,42 +157,127 @@ fn row_group<const G: usize>(
     weights: &[f32],
     flat: &mut [f32],
 ) {
-    let vectors = plane.q / LANES;
+    let vectors = plane.q / S::LANES;
     let mut v0 = 0;
-    while v0 < vectors {
-        let q0 = v0 * LANES;
-        match vectors - v0 {
-            1 => {
-                let t = tile::<G, 1>(planes, plane.len, block, offsets, weights, q0);
-                store(&t, flat, plane.q, q0);
-                v0 += 1;
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        while v0 < vectors {
+            let q0 = v0 * S::LANES;
+            let args = (planes, plane.len, block, offsets, weights, q0);
+            macro_rules! run {
+                ($v:expr) => {{
+                    let t = tile::<S, G, { $v }>(args.0, args.1, args.2, args.3, args.4, args.5);
+                    store(&t, flat, plane.q, q0);
+                    v0 += $v;
+                }};
             }
-            2 => {
-                let t = tile::<G, 2>(planes, plane.len, block, offsets, weights, q0);
-                store(&t, flat, plane.q, q0);
-                v0 += 2;
-            }
-            _ => {
-                let t = tile::<G, VECS>(planes, plane.len, block, offsets, weights, q0);
-                store(&t, flat, plane.q, q0);
-                v0 += VECS;
+            match (vectors - v0).min(VT) {
+                1 => run!(1),
+                2 => run!(2),
+                3 => run!(3),
+                4 => run!(4),
+                5 => run!(5),
+                _ => run!(VT),
             }
         }
     }
 }
 
+/// Copies a tile's rows into `flat` (rows of `q`) at position `q0`.
+///
+/// Safety: `S` is the vector type of the selected SIMD path.
 #[inline(always)]
-fn store<const G: usize, const V: usize>(
-    tile: &[[f32x8; V]; G],
+#[allow(unsafe_code)]
+unsafe fn store<S: F32Lanes, const G: usize, const V: usize>(
+    tile: &[[S; V]; G],
     flat: &mut [f32],
     q: usize,
     q0: usize,
 ) {
     for (m, row) in tile.iter().enumerate() {
-        let dst = &mut flat[m * q + q0..][..V * LANES];
-        for (d, v) in dst.chunks_exact_mut(LANES).zip(row) {
-            d.copy_from_slice(&v.to_array());
+        let dst = &mut flat[m * q + q0..][..V * S::LANES];
+        for (d, v) in dst.chunks_exact_mut(S::LANES).zip(row) {
+            // SAFETY: forwarded to the caller.
+            unsafe { v.store(d) };
         }
+    }
+}
+
+/// Every block's rows of one sample (padded planes in `planes`) into `flat`.
+#[derive(Clone, Copy)]
+struct SampleArgs<'a> {
+    planes: &'a [f32],
+    plane: Plane,
+    blocks: &'a [BlockRef<'a>],
+    offsets: &'a [usize],
+    packed: &'a [f32],
+    taps: usize,
+}
+
+/// The rows of every block for one sample, with vectors `S` in tiles of `VT` vectors.
+///
+/// Safety: `S` is the vector type of the selected SIMD path.
+#[inline(always)]
+#[allow(unsafe_code)]
+unsafe fn sample_rows<S: F32Lanes, const VT: usize>(a: SampleArgs<'_>, flat: &mut [f32]) {
+    let mut w0 = 0;
+    let mut r0 = 0;
+    for b in a.blocks {
+        let steps = b.inputs.iter().map(|r| r.len()).sum::<usize>() * a.taps;
+        let mut g0 = 0;
+        while g0 < b.rows {
+            let g = ROWS.min(b.rows - g0);
+            let w = &a.packed[w0..][..steps * g];
+            let f = &mut flat[(r0 + g0) * a.plane.q..][..g * a.plane.q];
+            let (p, pl, o) = (a.planes, a.plane, a.offsets);
+            // SAFETY: forwarded to the caller.
+            unsafe {
+                match g {
+                    4 => row_group::<S, 4, VT>(p, pl, b, o, w, f),
+                    3 => row_group::<S, 3, VT>(p, pl, b, o, w, f),
+                    2 => row_group::<S, 2, VT>(p, pl, b, o, w, f),
+                    _ => row_group::<S, 1, VT>(p, pl, b, o, w, f),
+                }
+            }
+            w0 += steps * g;
+            g0 += g;
+        }
+        r0 += b.rows;
+    }
+}
+
+/// [`sample_rows`] on the selected path.
+#[allow(unsafe_code)]
+fn sample_rows_on(path: Path, a: SampleArgs<'_>, flat: &mut [f32]) {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `path` is the selected path, which the CPU supports.
+        Path::Avx512 => unsafe { x86::sample_rows_avx512(a, flat) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Path::Avx2 => unsafe { x86::sample_rows_avx2(a, flat) },
+        // SAFETY: `f32x8` runs everywhere.
+        _ => unsafe { sample_rows::<f32x8, VECS>(a, flat) },
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod x86 {
+    use core::arch::x86_64::{__m256, __m512};
+
+    use super::{SampleArgs, VECS, sample_rows};
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn sample_rows_avx2(a: SampleArgs<'_>, flat: &mut [f32]) {
+        // SAFETY: this function runs only on the AVX2 path.
+        unsafe { sample_rows::<__m256, VECS>(a, flat) }
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn sample_rows_avx512(a: SampleArgs<'_>, flat: &mut [f32]) {
+        // SAFETY: this function runs only on the AVX-512 path.
+        unsafe { sample_rows::<__m512, 6>(a, flat) }
     }
 }
 
@@ -201,6 +294,7 @@ pub(crate) fn direct_conv(
     scratch: &mut [f32],
 ) {
     let plane = Plane::of(geom);
+    let path = simd::path();
     let (kh, kw) = (geom.kernel[0], geom.kernel[1]);
     let (ph, pw) = (geom.padding[0], geom.padding[1]);
     let taps = kh * kw;
@@ -235,26 +329,15 @@ pub(crate) fn direct_conv(
                     .copy_from_slice(&x[(c * ih + y) * iw..][..iw]);
             }
         }
-        let mut w0 = 0;
-        let mut r0 = 0;
-        for b in blocks {
-            let steps = b.inputs.iter().map(|r| r.len()).sum::<usize>() * taps;
-            let mut g0 = 0;
-            while g0 < b.rows {
-                let g = ROWS.min(b.rows - g0);
-                let w = &packed[w0..][..steps * g];
-                let f = &mut flat[(r0 + g0) * plane.q..][..g * plane.q];
-                match g {
-                    4 => row_group::<4>(planes, plane, b, offsets, w, f),
-                    3 => row_group::<3>(planes, plane, b, offsets, w, f),
-                    2 => row_group::<2>(planes, plane, b, offsets, w, f),
-                    _ => row_group::<1>(planes, plane, b, offsets, w, f),
-                }
-                w0 += steps * g;
-                g0 += g;
-            }
-            r0 += b.rows;
-        }
+        let args = SampleArgs {
+            planes,
+            plane,
+            blocks,
+            offsets,
+            packed,
+            taps,
+        };
+        sample_rows_on(path, args, flat);
         // Drop the padding columns and add the biases.
         let out = &mut output[s * out_c * p..][..out_c * p];
         let mut o = 0;

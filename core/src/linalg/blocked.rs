@@ -1,35 +1,67 @@
 //! The cache-blocked product driver shared by GEMM and SYRK (Goto / BLIS loop order).
 //!
 //! `C += alpha * A B` with `A` packed in `MC x KC` blocks (L2-resident) and `B` in
-//! `KC x NC` panels (L3-resident); the micro-kernel walks `MR x NR` register tiles. When only
+//! `KC x NC` panels (L3-resident); the micro-kernel of the selected SIMD path walks its
+//! `MR x NR` register tiles. When only
 //! the lower triangle is wanted (SYRK), blocks and tiles strictly above the diagonal are never
 //! computed and diagonal tiles store only their lower part.
 
-use super::microkernel::{MR, NR, store_full, tile_product, tile_values};
+#[cfg(target_arch = "x86_64")]
+use super::microkernel::{Avx2, Avx512};
+use super::microkernel::{MicroKernel, Portable, TILE_COLS, TILE_ROWS};
 use super::pack::{pack_a, pack_b};
 use super::view::{MatMut, MatRef};
+use crate::simd;
 
-// Block sizes follow the Goto/BLIS analysis for a 6 x 16 f32 tile on Zen/Haswell-class cores
-// (32 KiB L1d, 512 KiB L2): a KC x NR micro-panel of B (20 KiB) plus a KC x MR micro-panel of A
-// (7.5 KiB) fit in L1, an MC x KC block of A (150 KiB) in L2, and a KC x NC panel of B in L3.
-// KC = 320 beat BLIS's 256 here by 5-15% at d = 1024 and 2304 (alternating runs, CPU time):
-// fewer passes over C.
+// Block sizes (MC, KC, NC) and the register tile (MR x NR) are the micro-kernel's, per path:
+// see `microkernel`.
 
-/// Samples (the shared `k` dimension) per packed slice.
-pub(crate) const KC: usize = 320;
-/// Rows of `A` per packed block.
-pub(crate) const MC: usize = 120;
-/// Columns of `B` per packed panel.
-pub(crate) const NC: usize = 4080;
+/// Runs `$body` with the type `$k` bound to the micro-kernel of the selected path, read once,
+/// compiled for that path's instruction set (so the packing loops vectorise with it too).
+macro_rules! with_kernel {
+    ($k:ident => $body:expr) => {
+        simd::vectorised(
+            #[inline(always)]
+            || match simd::path() {
+                #[cfg(target_arch = "x86_64")]
+                simd::Path::Avx512 => {
+                    type $k = Avx512;
+                    $body
+                }
+                #[cfg(target_arch = "x86_64")]
+                simd::Path::Avx2 => {
+                    type $k = Avx2;
+                    $body
+                }
+                _ => {
+                    type $k = Portable;
+                    $body
+                }
+            },
+        )
+    };
+}
 
-/// Scratch elements for a product of an `m x k` by a `k x n` operand.
-pub(crate) fn scratch_len(m: usize, n: usize, k: usize) -> usize {
+/// Scratch elements of kernel `K` for a product of an `m x k` by a `k x n` operand.
+fn scratch_len_of<K: MicroKernel>(m: usize, n: usize, k: usize) -> usize {
     if m == 0 || n == 0 || k == 0 {
         return 0;
     }
-    let kc = k.min(KC);
-    let packing = m.min(MC).div_ceil(MR) * MR * kc + n.min(NC).div_ceil(NR) * NR * kc;
-    packing + if k > KC { tiled_len(m, n) } else { 0 }
+    let kc = k.min(K::KC);
+    let packing =
+        m.min(K::MC).div_ceil(K::MR) * K::MR * kc + n.min(K::NC).div_ceil(K::NR) * K::NR * kc;
+    packing + if k > K::KC { tiled_len(m, n) } else { 0 }
+}
+
+/// Scratch elements for a product of an `m x k` by a `k x n` operand: what the most demanding
+/// path needs, so a query stays valid whichever path runs.
+pub(crate) fn scratch_len(m: usize, n: usize, k: usize) -> usize {
+    let len = scratch_len_of::<Portable>(m, n, k);
+    #[cfg(target_arch = "x86_64")]
+    let len = len
+        .max(scratch_len_of::<Avx2>(m, n, k))
+        .max(scratch_len_of::<Avx512>(m, n, k));
+    len
 }
 
 /// `C += alpha * A B` on the chosen part of a strided `C`. When the product takes more than one
@@ -41,6 +73,19 @@ pub(crate) fn product_into(
     alpha: f32,
     a: MatRef<'_, f32>,
     b: MatRef<'_, f32>,
+    c: MatMut<'_, f32>,
+    part: Part,
+    shifts: Shifts<'_>,
+    scratch: &mut [f32],
+) {
+    with_kernel!(K => product_into_with::<K>(alpha, a, b, c, part, shifts, scratch))
+}
+
+#[inline(always)]
+fn product_into_with<K: MicroKernel>(
+    alpha: f32,
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
     mut c: MatMut<'_, f32>,
     part: Part,
     shifts: Shifts<'_>,
@@ -48,25 +93,18 @@ pub(crate) fn product_into(
 ) {
     let (m, k) = a.shape();
     let n = b.cols();
-    if k <= KC || m == 0 || n == 0 {
-        product(alpha, a, b, Dest::Strided(c), part, shifts, scratch);
+    if k <= K::KC || m == 0 || n == 0 {
+        product_with::<K>(alpha, a, b, Dest::Strided(c), part, shifts, scratch);
         return;
     }
     let (tiles, pack) = scratch.split_at_mut(tiled_len(m, n));
     tiles.fill(0.0);
     let row_strips = tiled_row_strips(m);
-    product(
-        alpha,
-        a,
-        b,
-        Dest::Tiled {
-            data: tiles,
-            row_strips,
-        },
-        part,
-        shifts,
-        pack,
-    );
+    let dest = Dest::Tiled {
+        data: tiles,
+        row_strips,
+    };
+    product_with::<K>(alpha, a, b, dest, part, shifts, pack);
     for i in 0..m {
         let cmax = match part {
             Part::Full => n,
@@ -98,9 +136,10 @@ pub(crate) struct Shifts<'s> {
 pub(crate) enum Dest<'c> {
     /// A strided matrix view.
     Strided(MatMut<'c, f32>),
-    /// A tile-major buffer: the `MR x NR` tile of rows `is * MR..` and columns `js * NR..`
-    /// is stored contiguously (row-major within the tile) at
-    /// `(js * row_strips + is) * MR * NR`. Tiles are visited in memory order, so the
+    /// A tile-major buffer: the `TILE_ROWS x TILE_COLS` tile of rows `is * TILE_ROWS..` and
+    /// columns `js * TILE_COLS..` is stored contiguously (row-major within the tile) at
+    /// `(js * row_strips + is) * TILE_ROWS * TILE_COLS`. The storage tile is a multiple of every
+    /// micro-kernel's register tile, so the layout is the same on every SIMD path. Tiles are visited in memory order, so the
     /// hardware prefetcher streams them; whole tiles are written (padding and, for the lower
     /// part, the diagonal tiles' upper halves hold values that readers must ignore).
     Tiled {
@@ -113,19 +152,20 @@ pub(crate) enum Dest<'c> {
 
 /// Elements of a tile-major buffer for a `rows x cols` product.
 pub(crate) fn tiled_len(rows: usize, cols: usize) -> usize {
-    rows.div_ceil(MR) * MR * cols.div_ceil(NR) * NR
+    rows.div_ceil(TILE_ROWS) * TILE_ROWS * cols.div_ceil(TILE_COLS) * TILE_COLS
 }
 
 /// Row strips of a tile-major buffer for `rows` rows.
 pub(crate) fn tiled_row_strips(rows: usize) -> usize {
-    rows.div_ceil(MR)
+    rows.div_ceil(TILE_ROWS)
 }
 
 /// Adds row `i`, columns `0..cols`, of a tile-major buffer into `dst` (length `cols`), in f64.
-/// Within a tile a row's `NR` values are contiguous, so this walks runs of `NR`.
+#[inline(always)]
+/// Within a tile a row's `TILE_COLS` values are contiguous, so this walks runs of them.
 pub(crate) fn add_tiled_row_f64(tiles: &[f32], i: usize, row_strips: usize, dst: &mut [f64]) {
-    for (js, chunk) in dst.chunks_mut(NR).enumerate() {
-        let at = ((js * row_strips + i / MR) * MR + i % MR) * NR;
+    for (js, chunk) in dst.chunks_mut(TILE_COLS).enumerate() {
+        let at = ((js * row_strips + i / TILE_ROWS) * TILE_ROWS + i % TILE_ROWS) * TILE_COLS;
         let len = chunk.len();
         for (d, &v) in chunk.iter_mut().zip(&tiles[at..at + len]) {
             *d += f64::from(v);
@@ -136,7 +176,9 @@ pub(crate) fn add_tiled_row_f64(tiles: &[f32], i: usize, row_strips: usize, dst:
 /// Index of element `(i, j)` in a tile-major buffer with `row_strips` row strips.
 #[inline]
 pub(crate) fn tiled_index(i: usize, j: usize, row_strips: usize) -> usize {
-    ((j / NR) * row_strips + i / MR) * (MR * NR) + (i % MR) * NR + j % NR
+    ((j / TILE_COLS) * row_strips + i / TILE_ROWS) * (TILE_ROWS * TILE_COLS)
+        + (i % TILE_ROWS) * TILE_COLS
+        + j % TILE_COLS
 }
 
 /// `C += alpha * (A - sa) (B - sb)` on the chosen part. Shapes and scratch are checked by the
@@ -150,35 +192,57 @@ pub(crate) fn product(
     shifts: Shifts<'_>,
     scratch: &mut [f32],
 ) {
+    with_kernel!(K => product_with::<K>(alpha, a, b, c, part, shifts, scratch))
+}
+
+/// Where one product writes: a strided view (data, row stride, column stride) or a tile-major
+/// buffer (data, row strips).
+enum Target<'c> {
+    Strided(&'c mut [f32], usize, usize),
+    Tiled(&'c mut [f32], usize),
+}
+
+/// [`product`] with the micro-kernel `K`.
+#[inline(always)]
+fn product_with<K: MicroKernel>(
+    alpha: f32,
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    c: Dest<'_>,
+    part: Part,
+    shifts: Shifts<'_>,
+    scratch: &mut [f32],
+) {
     let (m, k) = a.shape();
     let n = b.cols();
     if m == 0 || n == 0 || k == 0 {
         return;
     }
-    let kc_max = k.min(KC);
-    let (apack, bpack) = scratch.split_at_mut(m.min(MC).div_ceil(MR) * MR * kc_max);
-    // Strided destinations: (data, row stride, column stride); tiled: (data, row strips).
-    let (mut strided, mut tiled) = (None, None);
-    match c {
+    let kc_max = k.min(K::KC);
+    let (apack, bpack) = scratch.split_at_mut(m.min(K::MC).div_ceil(K::MR) * K::MR * kc_max);
+    let mut target = match c {
         Dest::Strided(v) => {
             let (rs, cs) = (v.row_stride(), v.col_stride());
-            strided = Some((v.into_raw(), rs, cs));
+            Target::Strided(v.into_raw(), rs, cs)
         }
-        Dest::Tiled { data, row_strips } => tiled = Some((data, row_strips)),
-    }
-
-    for jc in (0..n).step_by(NC) {
-        let nc = (n - jc).min(NC);
-        for pc in (0..k).step_by(KC) {
-            let kc = (k - pc).min(KC);
+        Dest::Tiled { data, row_strips } => Target::Tiled(data, row_strips),
+    };
+    for jc in (0..n).step_by(K::NC) {
+        let nc = (n - jc).min(K::NC);
+        for pc in (0..k).step_by(K::KC) {
+            let kc = (k - pc).min(K::KC);
             // In the lower case rows < jc never touch this panel.
-            let ic_start = if part == Part::Lower { jc - jc % MC } else { 0 };
+            let ic_start = if part == Part::Lower {
+                jc - jc % K::MC
+            } else {
+                0
+            };
             if ic_start >= m {
                 continue;
             }
-            pack_b(b, pc, kc, jc, nc, shifts.b_cols, bpack);
-            for ic in (ic_start..m).step_by(MC) {
-                let mc = (m - ic).min(MC);
+            pack_b::<K>(b, pc, kc, jc, nc, shifts.b_cols, bpack);
+            for ic in (ic_start..m).step_by(K::MC) {
+                let mc = (m - ic).min(K::MC);
                 // Columns this row block needs: all of the panel, or up to its last row.
                 let nc_used = match part {
                     Part::Full => nc,
@@ -187,42 +251,86 @@ pub(crate) fn product(
                 if nc_used == 0 {
                     continue;
                 }
-                pack_a(a, ic, mc, pc, kc, shifts.a_rows, apack);
-                for jr in (0..nc_used).step_by(NR) {
-                    let ncols = (nc_used - jr).min(NR);
-                    let j0 = jc + jr;
-                    let bstrip = &bpack[jr * kc..(jr + NR) * kc];
-                    for ir in (0..mc).step_by(MR) {
-                        let nrows = (mc - ir).min(MR);
-                        let i0 = ic + ir;
-                        if part == Part::Lower && i0 + nrows <= j0 {
-                            continue; // tile strictly above the diagonal
-                        }
-                        let astrip = &apack[ir * kc..(ir + MR) * kc];
-                        let tile = tile_product(astrip, bstrip, kc);
-                        if let Some((data, row_strips)) = tiled.as_mut() {
-                            let at = ((j0 / NR) * *row_strips + i0 / MR) * (MR * NR);
-                            store_full(&tile, alpha, &mut data[at..at + MR * NR], NR);
-                            continue;
-                        }
-                        let (cdata, crs, ccs) = strided.as_mut().expect("one destination");
-                        let (crs, ccs) = (*crs, *ccs);
-                        let diagonal = part == Part::Lower && j0 + ncols > i0 + 1;
-                        if nrows == MR && ncols == NR && ccs == 1 && !diagonal {
-                            store_full(&tile, alpha, &mut cdata[i0 * crs + j0..], crs);
-                        } else {
-                            let vals = tile_values(&tile);
-                            for r in 0..nrows {
-                                let i = i0 + r;
-                                let cmax = match part {
-                                    Part::Full => ncols,
-                                    Part::Lower => ncols.min((i + 1).saturating_sub(j0)),
-                                };
-                                for cc in 0..cmax {
-                                    let idx = i * crs + (j0 + cc) * ccs;
-                                    cdata[idx] += alpha * vals[r][cc];
-                                }
-                            }
+                pack_a::<K>(a, ic, mc, pc, kc, shifts.a_rows, apack);
+                let block = Block {
+                    ic,
+                    mc,
+                    jc,
+                    nc_used,
+                    kc,
+                    part,
+                    alpha,
+                };
+                block_tiles::<K>(block, apack, bpack, &mut target);
+            }
+        }
+    }
+}
+
+/// One packed `mc x kc` block of `A` against the packed `kc x nc_used` panel of `B`.
+#[derive(Clone, Copy)]
+struct Block {
+    ic: usize,
+    mc: usize,
+    jc: usize,
+    nc_used: usize,
+    kc: usize,
+    part: Part,
+    alpha: f32,
+}
+
+/// Runs the micro-kernel over the register tiles of one block and adds them into `target`.
+#[inline(always)]
+fn block_tiles<K: MicroKernel>(blk: Block, apack: &[f32], bpack: &[f32], target: &mut Target<'_>) {
+    let Block {
+        ic,
+        mc,
+        jc,
+        nc_used,
+        kc,
+        part,
+        alpha,
+    } = blk;
+    for jr in (0..nc_used).step_by(K::NR) {
+        let ncols = (nc_used - jr).min(K::NR);
+        let j0 = jc + jr;
+        let bstrip = &bpack[jr * kc..(jr + K::NR) * kc];
+        for ir in (0..mc).step_by(K::MR) {
+            let nrows = (mc - ir).min(K::MR);
+            let i0 = ic + ir;
+            if part == Part::Lower && i0 + nrows <= j0 {
+                continue; // tile strictly above the diagonal
+            }
+            let astrip = &apack[ir * kc..(ir + K::MR) * kc];
+            match target {
+                Target::Tiled(data, row_strips) => {
+                    // Whole tiles, padding included: the storage tile holds every kernel tile.
+                    let at = tiled_index(i0, j0, *row_strips);
+                    K::tile(astrip, bstrip, kc, alpha, &mut data[at..], TILE_COLS);
+                }
+                Target::Strided(cdata, crs, ccs) => {
+                    let diagonal = part == Part::Lower && j0 + ncols > i0 + 1;
+                    if nrows == K::MR && ncols == K::NR && *ccs == 1 && !diagonal {
+                        K::tile(
+                            astrip,
+                            bstrip,
+                            kc,
+                            alpha,
+                            &mut cdata[i0 * *crs + j0..],
+                            *crs,
+                        );
+                        continue;
+                    }
+                    let mut vals = [0.0f32; TILE_ROWS * TILE_COLS];
+                    K::tile(astrip, bstrip, kc, alpha, &mut vals, K::NR);
+                    for r in 0..nrows {
+                        let i = i0 + r;
+                        let cmax = match part {
+                            Part::Full => ncols,
+                            Part::Lower => ncols.min((i + 1).saturating_sub(j0)),
+                        };
+                        for cc in 0..cmax {
+                            cdata[i * *crs + (j0 + cc) * *ccs] += vals[r * K::NR + cc];
                         }
                     }
                 }

@@ -1,8 +1,11 @@
-//! Locating non-finite values (NaN, +-infinity) in f32 matrices, eight lanes at a time.
+//! Locating non-finite values (NaN, +-infinity) in f32 matrices, a vector of the selected SIMD
+//! path (8 or 16 lanes) at a time.
 
 use wide::f32x8;
 
 use super::view::MatRef;
+use crate::simd::lanes::F32Lanes;
+use crate::simd::{self, Path};
 
 /// True when every value of `values` is finite (neither NaN nor infinite).
 #[inline]
@@ -20,16 +23,68 @@ fn outside(v: f32, limit: f32) -> bool {
 }
 
 /// True when every value of `values` satisfies `|v| <= limit` (false for NaN).
-#[inline]
+#[allow(unsafe_code)]
 pub fn all_within(values: &[f32], limit: f32) -> bool {
-    let lim = f32x8::splat(limit);
-    let mut ok = f32x8::from(f32::from_bits(u32::MAX));
-    let mut chunks = values.chunks_exact(8);
-    for c in &mut chunks {
-        let v = f32x8::from(<[f32; 8]>::try_from(c).expect("chunk of 8"));
-        ok &= v.abs().simd_le(lim);
+    match simd::path() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the selected path is supported by the CPU.
+        Path::Avx512 => unsafe { x86::all_within_avx512(values, limit) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Path::Avx2 => unsafe { x86::all_within_avx2(values, limit) },
+        // SAFETY: `f32x8` runs everywhere.
+        _ => unsafe { all_within_with::<f32x8>(values, limit) },
     }
-    ok.all() && !chunks.remainder().iter().any(|&v| outside(v, limit))
+}
+
+/// [`all_within`] with vectors `S`, four per step, stopping at the first step with a value
+/// outside.
+///
+/// Safety: `S` is the vector type of the selected SIMD path.
+#[inline(always)]
+#[allow(unsafe_code)]
+unsafe fn all_within_with<S: F32Lanes>(values: &[f32], limit: f32) -> bool {
+    // SAFETY: forwarded to the caller; loads are bounds-checked slices.
+    unsafe {
+        let lim = S::splat(limit);
+        let step = 4 * S::LANES;
+        let mut chunks = values.chunks_exact(step);
+        for c in &mut chunks {
+            let (a, b) = (S::load(c), S::load(&c[S::LANES..]));
+            let (d, e) = (S::load(&c[2 * S::LANES..]), S::load(&c[3 * S::LANES..]));
+            let ok = a.all_within(lim) & b.all_within(lim) & d.all_within(lim) & e.all_within(lim);
+            if !ok {
+                return false;
+            }
+        }
+        let mut rest = chunks.remainder().chunks_exact(S::LANES);
+        for c in &mut rest {
+            if !S::load(c).all_within(lim) {
+                return false;
+            }
+        }
+        !rest.remainder().iter().any(|&v| outside(v, limit))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod x86 {
+    use core::arch::x86_64::{__m256, __m512};
+
+    use super::all_within_with;
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn all_within_avx2(values: &[f32], limit: f32) -> bool {
+        // SAFETY: runs only on the AVX2 path.
+        unsafe { all_within_with::<__m256>(values, limit) }
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn all_within_avx512(values: &[f32], limit: f32) -> bool {
+        // SAFETY: runs only on the AVX-512 path.
+        unsafe { all_within_with::<__m512>(values, limit) }
+    }
 }
 
 /// Scalar twin of [`all_within`].

@@ -217,6 +217,10 @@ where
             return if code == 0 { 0 } else { 2 };
         }
     };
+    if let Err(e) = crate::simd_env::select_from_env() {
+        let _ = writeln!(err, "error: {}", chain(&e));
+        return 2;
+    }
     let result = match cli.command {
         Command::Inspect(a) => inspect::run(&a, out),
         Command::Eval(a) => eval::run(&a, out),

@@ -1,0 +1,108 @@
+//! The x86-64 micro-kernels: `core::arch` intrinsics in `#[target_feature]` functions, so they
+//! compile to 256-bit / 512-bit FMAs whatever the crate's baseline target (`wide` picks its
+//! implementation at compile time and would give SSE2 code here).
+//!
+//! Soundness: the blocked driver instantiates [`Avx2`] / [`Avx512`] only when
+//! [`crate::simd::path`] returns that path, which [`crate::simd::set_path`] and the probe allow
+//! only when the CPU and OS support it.
+#![allow(unsafe_code)]
+
+use core::arch::x86_64::{
+    __m256, __m512, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps,
+    _mm256_storeu_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
+    _mm512_storeu_ps,
+};
+
+use super::{MicroKernel, check_tile};
+
+/// The AVX2 + FMA kernel, 6 x 16 (12 of the 16 ymm registers accumulate).
+pub(crate) struct Avx2;
+
+// Same tile and blocking as the portable kernel (tuned for 32 KiB L1d / 512 KiB L2 cores).
+impl MicroKernel for Avx2 {
+    const MR: usize = 6;
+    const NR: usize = 16;
+    const MC: usize = 120;
+    const KC: usize = 312;
+    const NC: usize = 4080;
+
+    #[inline]
+    fn tile(a: &[f32], b: &[f32], kc: usize, alpha: f32, c: &mut [f32], rs: usize) {
+        check_tile::<Self>(a, b, kc, c, rs);
+        // SAFETY: lengths checked above; the driver uses this kernel only on the AVX2 path.
+        unsafe { tile_avx2(a.as_ptr(), b.as_ptr(), kc, alpha, c.as_mut_ptr(), rs) }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2(a: *const f32, b: *const f32, kc: usize, alpha: f32, c: *mut f32, rs: usize) {
+    let mut acc: [[__m256; 2]; 6] = [[_mm256_setzero_ps(); 2]; 6];
+    // SAFETY (whole body): a holds kc * 6 values, b kc * 16, c rows of 16 at stride rs.
+    unsafe {
+        for p in 0..kc {
+            let bp = b.add(p * 16);
+            let (b0, b1) = (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)));
+            let ap = a.add(p * 6);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let ar = _mm256_set1_ps(*ap.add(r));
+                acc_r[0] = _mm256_fmadd_ps(ar, b0, acc_r[0]);
+                acc_r[1] = _mm256_fmadd_ps(ar, b1, acc_r[1]);
+            }
+        }
+        let al = _mm256_set1_ps(alpha);
+        for (r, acc_r) in acc.iter().enumerate() {
+            let row = c.add(r * rs);
+            for (v, &t) in acc_r.iter().enumerate() {
+                let dst = row.add(v * 8);
+                _mm256_storeu_ps(dst, _mm256_fmadd_ps(al, t, _mm256_loadu_ps(dst)));
+            }
+        }
+    }
+}
+
+/// The AVX-512 kernel, 12 x 32 (24 of the 32 zmm registers accumulate; each step loads two
+/// `B` vectors and broadcasts twelve `A` values for 24 FMAs).
+pub(crate) struct Avx512;
+
+// Sapphire Rapids: 48 KiB L1d, 2 MiB L2. A KC x NR micro-panel of B (KC = 256: 32 KiB) stays
+// in L1 while the MR-row strips of the MC x KC block of A (240 KiB) stream from L2.
+impl MicroKernel for Avx512 {
+    const MR: usize = 12;
+    const NR: usize = 32;
+    const MC: usize = 240;
+    const KC: usize = 248;
+    const NC: usize = 4096;
+
+    #[inline]
+    fn tile(a: &[f32], b: &[f32], kc: usize, alpha: f32, c: &mut [f32], rs: usize) {
+        check_tile::<Self>(a, b, kc, c, rs);
+        // SAFETY: lengths checked above; the driver uses this kernel only on the AVX-512 path.
+        unsafe { tile_avx512(a.as_ptr(), b.as_ptr(), kc, alpha, c.as_mut_ptr(), rs) }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn tile_avx512(a: *const f32, b: *const f32, kc: usize, alpha: f32, c: *mut f32, rs: usize) {
+    let mut acc: [[__m512; 2]; 12] = [[_mm512_setzero_ps(); 2]; 12];
+    // SAFETY (whole body): a holds kc * 12 values, b kc * 32, c rows of 32 at stride rs.
+    unsafe {
+        for p in 0..kc {
+            let bp = b.add(p * 32);
+            let (b0, b1) = (_mm512_loadu_ps(bp), _mm512_loadu_ps(bp.add(16)));
+            let ap = a.add(p * 12);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let ar = _mm512_set1_ps(*ap.add(r));
+                acc_r[0] = _mm512_fmadd_ps(ar, b0, acc_r[0]);
+                acc_r[1] = _mm512_fmadd_ps(ar, b1, acc_r[1]);
+            }
+        }
+        let al = _mm512_set1_ps(alpha);
+        for (r, acc_r) in acc.iter().enumerate() {
+            let row = c.add(r * rs);
+            for (v, &t) in acc_r.iter().enumerate() {
+                let dst = row.add(v * 16);
+                _mm512_storeu_ps(dst, _mm512_fmadd_ps(al, t, _mm512_loadu_ps(dst)));
+            }
+        }
+    }
+}
