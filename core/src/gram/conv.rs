@@ -277,6 +277,7 @@ struct Totals {
     prefix_u: usize,
     prefix_t: usize,
     pair: usize,
+    columns: usize,
     len: usize,
 }
 
@@ -290,7 +291,8 @@ impl Totals {
         let prefix_u = sq_t + g.t;
         let prefix_t = prefix_u + g.c * (g.h + 1) * (g.w + 1);
         let pair = prefix_t + g.t * (g.oh + 1) * (g.ow + 1);
-        let len = pair + g.c * g.c;
+        let columns = pair + g.c * g.c;
+        let len = columns + 4 * g.dim();
         Self {
             lags,
             cross,
@@ -300,6 +302,7 @@ impl Totals {
             prefix_u,
             prefix_t,
             pair,
+            columns,
             len,
         }
     }
@@ -666,16 +669,18 @@ where
         let st = self.storage.as_mut();
         let xbuf = &mut xbuf[..(g.h * n + 2) * g.ws * g.c];
         xbuf.fill(0.0);
+        let (shift_x, shift_t) = shifts[w.shift_x..].split_at(g.c);
         for i in 0..n {
-            for c in 0..g.c {
-                let s = shifts[w.shift_x + c];
-                for y in 0..g.h {
+            for y in 0..g.h {
+                // The map row y of sample i: W slots of C values each.
+                let base = (1 + y * n + i) * g.ws;
+                let dst = &mut xbuf[base * g.c..(base + g.w) * g.c];
+                for (c, &s) in shift_x.iter().enumerate() {
                     let src = &maps[((i * g.c + c) * g.h + y) * g.w..][..g.w];
                     let sums = &mut st[tl.map_u + (c * g.h + y) * g.w..][..g.w];
-                    let base = (1 + y * n + i) * g.ws;
-                    for (x, (&v, m)) in src.iter().zip(sums.iter_mut()).enumerate() {
+                    for ((cell, &v), m) in dst.chunks_exact_mut(g.c).zip(src).zip(sums) {
                         let u = v - s;
-                        xbuf[(base + x) * g.c + c] = u;
+                        cell[c] = u;
                         *m += f64::from(u);
                     }
                 }
@@ -684,16 +689,21 @@ where
         let Some(t) = t else { return };
         let tbuf = &mut tbuf[..(g.oh * n + 2) * g.ws * g.t];
         tbuf.fill(0.0);
+        let shift_t = &shift_t[..g.t];
+        let (map_t, rest) = st[tl.map_t..].split_at_mut(tl.sq_t - tl.map_t);
+        let sq_t = &mut rest[..g.t];
+        let plane = g.oh * g.ow;
         for i in 0..n {
             for oy in 0..g.oh {
                 for ox in 0..g.ow {
                     let r = (i * g.oh + oy) * g.ow + ox;
                     let slot = ((1 + oy * n + i) * g.ws + ox) * g.t;
-                    for j in 0..g.t {
-                        let v = t.at(r, j) - shifts[w.shift_t + j];
-                        tbuf[slot + j] = v;
-                        st[tl.map_t + (j * g.oh + oy) * g.ow + ox] += f64::from(v);
-                        st[tl.sq_t + j] += f64::from(v) * f64::from(v);
+                    let dst = &mut tbuf[slot..slot + g.t];
+                    for (j, (d, &u)) in dst.iter_mut().zip(shift_t).enumerate() {
+                        let v = t.at(r, j) - u;
+                        *d = v;
+                        map_t[j * plane + oy * g.ow + ox] += f64::from(v);
+                        sq_t[j] += f64::from(v) * f64::from(v);
                     }
                 }
             }
@@ -929,6 +939,11 @@ where
                 g.ow,
             );
         }
+        for a in 0..g.dim() {
+            let col = self.column(acc, a);
+            let at = tl.columns + 4 * a;
+            self.storage.as_mut()[at..at + 4].copy_from_slice(&[col.s, col.big_s, col.u, col.n]);
+        }
         self.add_gram(acc);
         self.add_cross(acc);
         acc.folded += self.count();
@@ -961,6 +976,18 @@ where
             big_s,
             u: rect_sum(prefix, g.w, rows, cols),
             n: self.samples as f64 * ((rows.1 - rows.0) * (cols.1 - cols.0)) as f64,
+        }
+    }
+
+    /// Column `a` as stored by `add_to` (after the accumulator's shifts are known).
+    fn cached(&self, a: usize) -> Column {
+        let at = self.totals.columns + 4 * a;
+        let v = &self.storage.as_ref()[at..at + 4];
+        Column {
+            s: v[0],
+            big_s: v[1],
+            u: v[2],
+            n: v[3],
         }
     }
 
@@ -1058,14 +1085,14 @@ where
                 let plane = (g.h + 1) * (g.w + 1);
                 for c in 0..g.c {
                     let i = c * kk + ka;
-                    let a = self.column(acc, i);
+                    let a = self.cached(i);
                     let u_ab = rect_sum(&st[self.totals.prefix_u + c * plane..], g.w, ra, ca);
                     for c2 in 0..g.c {
                         let j = c2 * kk + kb;
                         if j > i || (!with_gram && j != i) {
                             continue;
                         }
-                        let b = self.column(acc, j);
+                        let b = self.cached(j);
                         let u_ba = rect_sum(&st[self.totals.prefix_u + c2 * plane..], g.w, rb, cb);
                         let lambda = st[self.totals.pair + c * g.c + c2];
                         let v = Column::centred(&a, &b, lambda, u_ab, u_ba, n_ab, n);
@@ -1092,16 +1119,16 @@ where
         };
         if g.bias {
             let i = g.patch_len();
-            let b = self.column(acc, i);
+            let b = self.cached(i);
             for j in 0..=i {
-                let a = self.column(acc, j);
+                let a = self.cached(j);
                 // sum I_j u_j = U_j over the rows where the bias is inside (all of them).
                 let v = Column::centred(&b, &a, 0.0, 0.0, a.u, a.n, n);
                 store_row(acc, i, j, v);
             }
         }
         for a in 0..d {
-            let col = self.column(acc, a);
+            let col = self.cached(a);
             acc.storage.as_mut()[slay.sum_x + a] += col.u + col.s * col.n - col.big_s * n;
         }
     }
@@ -1129,7 +1156,7 @@ where
             let delta = f64::from(self.workspace.as_ref()[self.work.shift_t + j])
                 - f64::from(acc.t_shift()[j]);
             for a in 0..d {
-                let col = self.column(acc, a);
+                let col = self.cached(a);
                 let (lambda, v_a) = if a < g.patch_len() {
                     let (c, k) = (a / kk, a % kk);
                     let (ky, kx) = (k / g.kw, k % g.kw);
