@@ -358,6 +358,9 @@ pub struct ConvGram<S, W> {
     /// Samples (maps) accumulated.
     samples: u64,
     shift_set: bool,
+    /// Maps per batch the packed buffers were last laid out for (0: never). Packing writes
+    /// only map slots, so with the same count the gaps and pads are still zero.
+    packed_for: usize,
 }
 
 impl<S, W> core::fmt::Debug for ConvGram<S, W> {
@@ -467,6 +470,7 @@ where
             work,
             samples: 0,
             shift_set: false,
+            packed_for: 0,
         })
     }
 
@@ -668,7 +672,11 @@ where
         let tbuf = &mut rest[..w.prod - w.tbuf];
         let st = self.storage.as_mut();
         let xbuf = &mut xbuf[..(g.h * n + 2) * g.ws * g.c];
-        xbuf.fill(0.0);
+        let relayout = self.packed_for != n;
+        self.packed_for = n;
+        if relayout {
+            xbuf.fill(0.0);
+        }
         let (shift_x, shift_t) = shifts[w.shift_x..].split_at(g.c);
         for i in 0..n {
             for y in 0..g.h {
@@ -688,7 +696,9 @@ where
         }
         let Some(t) = t else { return };
         let tbuf = &mut tbuf[..(g.oh * n + 2) * g.ws * g.t];
-        tbuf.fill(0.0);
+        if relayout {
+            tbuf.fill(0.0);
+        }
         let shift_t = &shift_t[..g.t];
         let (map_t, rest) = st[tl.map_t..].split_at_mut(tl.sq_t - tl.map_t);
         let sq_t = &mut rest[..g.t];
