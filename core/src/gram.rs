@@ -25,6 +25,8 @@ use core::fmt;
 use crate::linalg::blocked::{Dest, add_tiled_row_f64, tiled_len, tiled_row_strips};
 use crate::linalg::{MatMut, MatRef, first_outside, gemm, syrk};
 
+pub mod conv;
+
 /// Tuning knobs of [`GramAccumulator`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

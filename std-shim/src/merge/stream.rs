@@ -14,7 +14,8 @@ use std::sync::Mutex;
 
 use pleas_core::forward::Forward;
 use pleas_core::forward::im2col::{ConvGeometry, im2row, im2row_len};
-use pleas_core::gram::GramParams;
+use pleas_core::gram::conv::{ConvGram, ConvGramShape};
+use pleas_core::gram::{GramError, GramParams};
 use pleas_core::graph::{Graph, NodeId, Weights};
 use pleas_core::linalg::MatRef;
 use pleas_core::merge::layout::GroupLayout;
@@ -138,6 +139,51 @@ pub struct Networks<'a> {
     pub merged: &'a MergedModel,
     /// Group layouts.
     pub layouts: &'a [GroupLayout],
+}
+
+/// A lag-based patch-moment accumulator with heap buffers.
+type OwnedConvGram = ConvGram<Vec<f64>, Vec<f32>>;
+
+/// The shape of the lag-based patch moments ([`pleas_core::gram::conv`]) of a fit layer, or
+/// `None` where the layer keeps im2row: strided and 1 x 1 convolutions (no lags to share; see
+/// the module docs) and passes that keep their rows for the sample-space solve.
+fn lag_gram_shape(
+    geom: &ConvGeometry,
+    bias: bool,
+    keep_rows: bool,
+    targets: usize,
+) -> Option<ConvGramShape> {
+    (geom.stride == [1, 1] && geom.kernel != [1, 1] && !keep_rows).then_some(ConvGramShape {
+        channels: geom.in_c,
+        height: geom.in_h,
+        width: geom.in_w,
+        kernel: geom.kernel,
+        padding: geom.padding,
+        targets,
+        bias,
+    })
+}
+
+/// Pushes one chunk of maps and target rows into the shard's lag-based accumulator (made on
+/// the first chunk, for chunks of up to `batch` maps). Its totals join the shard's Gram
+/// accumulator once, at the end of the shard.
+fn push_lag_gram(
+    lag: &mut Option<OwnedConvGram>,
+    shape: ConvGramShape,
+    batch: usize,
+    maps: &[f32],
+    count: usize,
+    t: MatRef<'_, f32>,
+) -> Result<(), GramError> {
+    let lag = match lag {
+        Some(l) => l,
+        None => lag.insert(OwnedConvGram::new_owned(
+            shape,
+            GramParams::default(),
+            batch,
+        )?),
+    };
+    lag.push(&maps[..count * shape.input_len()], count, Some(t))
 }
 
 struct Shard {
@@ -403,6 +449,7 @@ impl<'a> Streamer<'a> {
         let range = shard.samples.clone();
         let mut x = Vec::new();
         let mut kept: Option<Box<FitRows>> = None;
+        let mut lag: Option<OwnedConvGram> = None;
         let mut xrows = Vec::new();
         let mut tbuf = Vec::new();
         for (chunk, start) in range.clone().step_by(batch).enumerate() {
@@ -474,11 +521,22 @@ impl<'a> Streamer<'a> {
                     let ncols = count * geom.positions();
                     let k = geom.patch_len();
                     let d = first.columns();
-                    xrows.resize(im2row_len(&geom, count, d), 0.0);
-                    im2row(&geom, xmap, count, d, &mut xrows);
-                    if first.bias {
-                        for row in xrows.chunks_exact_mut(d) {
-                            row[k] = 1.0;
+                    // Fewer rows in the whole pass than columns: keep them for the sample-space
+                    // solve (the same decision in every shard).
+                    let keep_rows = self.samples.saturating_mul(geom.positions()) < d;
+                    let lag_shape = lag_gram_shape(
+                        &geom,
+                        first.bias,
+                        keep_rows,
+                        fit_layers.iter().map(|l| l.outputs).sum(),
+                    );
+                    if lag_shape.is_none() {
+                        xrows.resize(im2row_len(&geom, count, d), 0.0);
+                        im2row(&geom, xmap, count, d, &mut xrows);
+                        if first.bias {
+                            for row in xrows.chunks_exact_mut(d) {
+                                row[k] = 1.0;
+                            }
                         }
                     }
                     let t: usize = fit_layers.iter().map(|l| l.outputs).sum();
@@ -507,25 +565,27 @@ impl<'a> Streamer<'a> {
                         );
                         row0 += l.outputs;
                     }
-                    // Fewer rows in the whole pass than columns: keep them for the sample-space
-                    // solve (the same decision in every shard).
-                    if self.samples.saturating_mul(geom.positions()) < d {
+                    if keep_rows {
                         let r = kept.get_or_insert_with(Box::default);
                         r.x.extend_from_slice(&xrows[..ncols * d]);
                         r.t.extend_from_slice(&tbuf[..ncols * t]);
                     }
-                    let xv = MatRef::new(&xrows, ncols, d).map_err(|e| stage_err(e.to_string()))?;
                     let tv = MatRef::new(&tbuf, ncols, t).map_err(|e| stage_err(e.to_string()))?;
-                    acc.as_mut()
-                        .expect("fit accumulator")
-                        .push(xv, Some(tv))
-                        .map_err(|e| {
-                            stage_err(format!(
-                                "layer `{}`: {}",
-                                merged.graph.node(first.node).name,
-                                e.with_sample_offset(start as u64)
-                            ))
-                        })?;
+                    let pushed = match lag_shape {
+                        Some(shape) => push_lag_gram(&mut lag, shape, batch, xmap, count, tv),
+                        None => {
+                            let xv = MatRef::new(&xrows, ncols, d)
+                                .map_err(|e| stage_err(e.to_string()))?;
+                            acc.as_mut().expect("fit accumulator").push(xv, Some(tv))
+                        }
+                    };
+                    pushed.map_err(|e| {
+                        stage_err(format!(
+                            "layer `{}`: {}",
+                            merged.graph.node(first.node).name,
+                            e.with_sample_offset(start as u64)
+                        ))
+                    })?;
                 }
                 Barrier::BatchNorm { node } => {
                     let in_node = merged.graph.node(*node).inputs[0];
@@ -572,6 +632,9 @@ impl<'a> Streamer<'a> {
                     }
                 }
             }
+        }
+        if let (Some(lag), Some(acc)) = (lag.as_mut(), acc.as_mut()) {
+            lag.add_to(acc).map_err(|e| stage_err(e.to_string()))?;
         }
         match barrier {
             // Every shard has at least one sample, so all of them made the same choice.

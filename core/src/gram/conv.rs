@@ -1,0 +1,1214 @@
+//! The exact Gram and cross moments of convolution patches from per-lag channel products,
+//! without unfolding the patches (im2col).
+//!
+//! For a stride-1 convolution with kernel `kh x kw` and zero padding `(ph, pw)` over
+//! `C x H x W` maps, every output position `o` of every sample has a patch: column
+//! `(c, ky, kx)` (index `(c * kh + ky) * kw + kx`, the im2col / im2row order) holds
+//! `x[c, oy + ky - ph, ox + kx - pw]`, or zero where that falls in the padding. The patch Gram
+//! `G = sum_o p_o p_o^T` has the entry
+//!
+//! ```text
+//! G[(c, k), (c', k')] = sum_{o in O} x_c(o + k - p) x_c'(o + k' - p),
+//! ```
+//!
+//! a cross-correlation of channels `c` and `c'` at the *lag* `d = k' - k`, summed over the
+//! input positions `q = o + k - p` of the first tap. A 3 x 3 kernel has 25 lags, 13 up to
+//! symmetry (`G` is symmetric, and the lag `-d` is the transpose of the lag `d`), against 81
+//! tap pairs: at C channels and H x W positions the lags cost about `13 C^2 H W`
+//! multiply-adds, the im2col SYRK `(9 C)^2 / 2 H W`.
+//!
+//! # Formulation
+//!
+//! Each sample batch is repacked once, centred (see below), into a buffer ordered
+//! `[y][sample][x'][c]` with rows of `Ws = W + g` slots: the `g >= kw - 1` slots after each
+//! map row, and one whole row of slots before and after the batch, hold zeros. In that order a
+//! lag `(dy, dx)` is a constant offset `dy * N * Ws + dx` between slots, a shift in `x` that
+//! leaves the map lands in a gap (zeros), and a run of consecutive map rows of all samples is
+//! one contiguous range. So for one vertical lag `dy >= 0` the products of all horizontal lags
+//! `dx` at once are *one* matrix product `A^T B`: `A` the slots of the rows (one row per slot,
+//! `C` columns), `B` the same buffer read from the slot `dy * N * Ws + dx_min` on, with
+//! `(dx, c')` as its `(2 kw - 1) C` columns (consecutive slots overlap by `C - 1` values, a
+//! plain strided view). These products run on the core's blocked GEMM
+//! ([`crate::linalg::gemm`]), with `C x (2 kw - 1) C` outputs that use its register tiles well
+//! even for few channels.
+//!
+//! The sum over `o in O` differs from the whole-map correlation only where the padding cuts
+//! the patch: a first-tap position `q` counts for the tap `k` only if `q - k + p` is an output
+//! position. For stride 1 every map row counts for every tap except at most `kh - 1 - ph` rows
+//! at the top and the bottom (*border rows*), and likewise for columns. So the rows are cut
+//! into bands -- each border row alone, and the interior rows as one band -- and every band's
+//! product is accumulated separately, together with the products of each border column
+//! within the band (a strided view, one slot per sample and row). The entry of a tap pair is
+//! then the sum of the bands its first tap covers, minus, in each, the border columns it does
+//! not cover: exact, and all inclusion decisions depend on the tap alone. Its cost over the
+//! ideal lag count is the gap slots (`g / W`) and the border columns (`2 (kw - 1 - pw) / W`):
+//! at 3 x 3 with padding 1 the whole kernel does about 2.8x / 2.6x / 2.4x fewer multiply-adds
+//! than the im2col SYRK at 28 x 28 / 14 x 14 / 7 x 7 (BENCHMARKS.md has the count and timings).
+//!
+//! The cross moments `sum_o p_o t_o^T` against targets (one row per output position, as the
+//! rows of im2row) need no border terms: per kernel row `ky` one product of the packed
+//! targets (same slot order, zero in the gaps) against the packed input read at the tap's
+//! offset with `(kx, c)` as columns covers every tap of the row, and positions outside the
+//! output meet zero targets.
+//!
+//! # Centring and accuracy
+//!
+//! As in [`GramAccumulator`], the products are of centred values in f32, at most
+//! [`GramParams::block_samples`] slots per product, each folded into f64 totals at once. Each
+//! channel is centred on one shift `s_c` (the mean of the first batch, rounded to f32) at its
+//! map positions only: padding stays zero, so a patch column `(c, k)` is `u = x - s_c` where
+//! the tap is inside the map and `0` where it is not. The uncentred moments follow in f64 from
+//! per-position sums of the centred maps `M_c(y, x) = sum_samples u` (rectangle sums by
+//! prefix sums) and the counts of rows where a tap, or both taps of a pair, are inside:
+//! with `I_a` the indicator that column `a` is inside the map and `S_a` any other shift,
+//!
+//! ```text
+//! sum (x_a - S_a)(x_b - S_b) = sum I_a I_b u_a u_b + s_b U_a|b - S_b U_a + s_a U_b|a - S_a U_b
+//!                              + s_a s_b n_ab - s_a S_b n_a - S_a s_b n_b + S_a S_b n,
+//! ```
+//!
+//! with `U_a = sum I_a u_a`, `U_a|b = sum I_a I_b u_a`, `n_a = sum I_a`, `n_ab = sum I_a I_b`.
+//! [`ConvGram::add_to`] uses it to add the totals to a [`GramAccumulator`] centred on that
+//! accumulator's shifts (`S`), exactly as if the im2row rows had been pushed into it; the
+//! constant bias column, when asked for, is a column with `u = 0`, `s = 1`, `I = 1`.
+//!
+//! # Strided convolutions
+//!
+//! Not handled (the constructor takes no stride). With stride 2 the first-tap positions of a
+//! tap are one of four phase classes, so a lag's products split by the phase of the tap: a
+//! 3 x 3 kernel has 25 (lag, phase) classes against 45 tap pairs, at most 1.8x fewer
+//! multiply-adds before the border terms, on layers that cost a quarter of a stride-1 layer
+//! of the same input. In the merge of a CIFAR ResNet that is about 3% of the Gram work, so the
+//! merge keeps im2row for strided layers.
+
+use super::{GramAccumulator, GramError, GramParams, Operand};
+use crate::linalg::{MatMut, MatRef, Op, first_outside, gemm, gemm_scratch_len};
+
+/// The geometry of a stride-1 convolution whose patch moments a [`ConvGram`] accumulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGramShape {
+    /// Input channels `C`.
+    pub channels: usize,
+    /// Map height `H`.
+    pub height: usize,
+    /// Map width `W`.
+    pub width: usize,
+    /// Kernel `[kh, kw]`.
+    pub kernel: [usize; 2],
+    /// Zero padding `[ph, pw]`.
+    pub padding: [usize; 2],
+    /// Target columns (0: the Gram only).
+    pub targets: usize,
+    /// Whether the patch rows end with a constant `1` column (a bias).
+    pub bias: bool,
+}
+
+impl ConvGramShape {
+    /// Output height `H + 2 ph - kh + 1` (0 when the kernel is larger than the padded map).
+    pub fn out_h(&self) -> usize {
+        (self.height + 2 * self.padding[0] + 1).saturating_sub(self.kernel[0])
+    }
+
+    /// Output width `W + 2 pw - kw + 1` (0 when the kernel is larger than the padded map).
+    pub fn out_w(&self) -> usize {
+        (self.width + 2 * self.padding[1] + 1).saturating_sub(self.kernel[1])
+    }
+
+    /// Output positions per sample: rows of the patch matrix per sample.
+    pub fn positions(&self) -> usize {
+        self.out_h() * self.out_w()
+    }
+
+    /// Patch columns `C * kh * kw`.
+    pub fn patch_len(&self) -> usize {
+        self.channels * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Columns of the moments: the patch plus the bias column, if any.
+    pub fn dim(&self) -> usize {
+        self.patch_len() + usize::from(self.bias)
+    }
+
+    /// Input values per sample, `C * H * W`.
+    pub fn input_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+}
+
+/// Derived sizes: gaps, bands and border columns.
+#[derive(Debug, Clone, Copy)]
+struct Geo {
+    c: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    ph: usize,
+    pw: usize,
+    oh: usize,
+    ow: usize,
+    t: usize,
+    bias: bool,
+    /// Slots per packed map row, `W + gap`.
+    ws: usize,
+    /// Border rows at each end (at most `H`; all rows are bands of their own when `2 by >= H`).
+    by: usize,
+    /// Border columns at each end.
+    bx: usize,
+    bands: usize,
+    border_cols: usize,
+}
+
+impl Geo {
+    fn new(s: &ConvGramShape) -> Self {
+        let [kh, kw] = s.kernel;
+        let [ph, pw] = s.padding;
+        let (h, w) = (s.height, s.width);
+        let gap = (kw.saturating_sub(1))
+            .max(pw)
+            .max((2 * pw + 1).saturating_sub(kw));
+        let by = kh.saturating_sub(1 + ph).min(h);
+        let bx = kw.saturating_sub(1 + pw).min(w);
+        let bands = if 2 * by >= h { h } else { 2 * by + 1 };
+        let border_cols = if 2 * bx >= w { w } else { 2 * bx };
+        Self {
+            c: s.channels,
+            h,
+            w,
+            kh,
+            kw,
+            ph,
+            pw,
+            oh: s.out_h(),
+            ow: s.out_w(),
+            t: s.targets,
+            bias: s.bias,
+            ws: w + gap,
+            by,
+            bx,
+            bands,
+            border_cols,
+        }
+    }
+
+    fn kk(&self) -> usize {
+        self.kh * self.kw
+    }
+
+    fn patch_len(&self) -> usize {
+        self.c * self.kk()
+    }
+
+    fn dim(&self) -> usize {
+        self.patch_len() + usize::from(self.bias)
+    }
+
+    /// Rows `[y0, y1)` of band `b`.
+    fn band(&self, b: usize) -> (usize, usize) {
+        if 2 * self.by >= self.h || b < self.by {
+            (b, b + 1)
+        } else if b == self.by {
+            (self.by, self.h - self.by)
+        } else {
+            let y = self.h - self.by + (b - self.by - 1);
+            (y, y + 1)
+        }
+    }
+
+    /// Map column of border column `i`.
+    fn border_col(&self, i: usize) -> usize {
+        if 2 * self.bx >= self.w || i < self.bx {
+            i
+        } else {
+            self.w - 2 * self.bx + i
+        }
+    }
+
+    /// Horizontal lags of the vertical lag `dy`: `dx` in `0..kw` for `dy = 0` (the others
+    /// are transposes), `-(kw - 1)..kw` otherwise.
+    fn lag_blocks(&self, dy: usize) -> usize {
+        if dy == 0 { self.kw } else { 2 * self.kw - 1 }
+    }
+
+    fn dx_min(&self, dy: usize) -> isize {
+        if dy == 0 { 0 } else { 1 - self.kw as isize }
+    }
+
+    /// f64 values of one band's (or border column's) product at lag `dy`.
+    fn lag_len(&self, dy: usize) -> usize {
+        self.c * self.lag_blocks(dy) * self.c
+    }
+
+    /// Products per band: the band and its border columns.
+    fn slots(&self) -> usize {
+        1 + self.border_cols
+    }
+
+    /// Offset of the products of lag `dy` among the lag totals.
+    fn lag_offset(&self, dy: usize) -> usize {
+        let per = self.bands * self.slots() * self.c * self.c;
+        if dy == 0 {
+            0
+        } else {
+            per * (self.kw + (dy - 1) * (2 * self.kw - 1))
+        }
+    }
+
+    /// Input rows covered by tap row `ky` (first-tap coordinates), `[lo, hi)` possibly empty.
+    fn tap_rows(&self, ky: usize) -> (isize, isize) {
+        let lo = ky as isize - self.ph as isize;
+        (lo, lo + self.oh as isize)
+    }
+
+    fn tap_cols(&self, kx: usize) -> (isize, isize) {
+        let lo = kx as isize - self.pw as isize;
+        (lo, lo + self.ow as isize)
+    }
+}
+
+/// Offsets of the f64 totals (and the f64 tables `add_to` builds) in the storage.
+#[derive(Debug, Clone, Copy)]
+struct Totals {
+    lags: usize,
+    cross: usize,
+    map_u: usize,
+    map_t: usize,
+    sq_t: usize,
+    prefix_u: usize,
+    prefix_t: usize,
+    pair: usize,
+    columns: usize,
+    len: usize,
+}
+
+impl Totals {
+    fn new(g: &Geo) -> Self {
+        let lags = 0;
+        let cross = lags + g.lag_offset(g.kh);
+        let map_u = cross + g.kh * g.kw * g.c * g.t;
+        let map_t = map_u + g.c * g.h * g.w;
+        let sq_t = map_t + g.t * g.oh * g.ow;
+        let prefix_u = sq_t + g.t;
+        let prefix_t = prefix_u + g.c * (g.h + 1) * (g.w + 1);
+        let pair = prefix_t + g.t * (g.oh + 1) * (g.ow + 1);
+        let columns = pair + g.c * g.c;
+        let len = columns + 4 * g.dim();
+        Self {
+            lags,
+            cross,
+            map_u,
+            map_t,
+            sq_t,
+            prefix_u,
+            prefix_t,
+            pair,
+            columns,
+            len,
+        }
+    }
+}
+
+/// Offsets of the f32 shifts, packed batch, product and GEMM scratch in the workspace.
+#[derive(Debug, Clone, Copy)]
+struct Work {
+    shift_x: usize,
+    shift_t: usize,
+    xbuf: usize,
+    tbuf: usize,
+    prod: usize,
+    gemm: usize,
+    len: usize,
+}
+
+impl Work {
+    fn new(g: &Geo, max_samples: usize, block: usize) -> Self {
+        let shift_x = 0;
+        let shift_t = shift_x + g.c;
+        let xbuf = shift_t + g.t;
+        let tbuf = xbuf + (g.h * max_samples + 2) * g.ws * g.c;
+        let prod = tbuf + (g.oh * max_samples + 2) * g.ws * g.t;
+        let wide = (2 * g.kw).saturating_sub(1) * g.c;
+        let gemm = prod + (g.c * wide).max(g.kw * g.c * g.t);
+        let k = block.max(1);
+        let len = gemm + gemm_scratch_len(g.c, wide, k).max(gemm_scratch_len(g.kw * g.c, g.t, k));
+        Self {
+            shift_x,
+            shift_t,
+            xbuf,
+            tbuf,
+            prod,
+            gemm,
+            len,
+        }
+    }
+}
+
+/// Streaming accumulator of the patch moments of a stride-1 convolution by lags (see the
+/// module docs), over caller-owned storage `S` (f64) and workspace `W` (f32). Its totals go
+/// into a [`GramAccumulator`] of the im2row rows with [`ConvGram::add_to`].
+pub struct ConvGram<S, W> {
+    shape: ConvGramShape,
+    geo: Geo,
+    params: GramParams,
+    max_samples: usize,
+    storage: S,
+    workspace: W,
+    totals: Totals,
+    work: Work,
+    /// Samples (maps) accumulated.
+    samples: u64,
+    shift_set: bool,
+    /// Maps per batch the packed buffers were last laid out for (0: never). Packing writes
+    /// only map slots, so with the same count the gaps and pads are still zero.
+    packed_for: usize,
+}
+
+impl<S, W> core::fmt::Debug for ConvGram<S, W> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ConvGram")
+            .field("shape", &self.shape)
+            .field("samples", &self.samples)
+            .finish()
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl ConvGram<alloc::vec::Vec<f64>, alloc::vec::Vec<f32>> {
+    /// An accumulator that owns heap buffers of the right sizes.
+    pub fn new_owned(
+        shape: ConvGramShape,
+        params: GramParams,
+        max_samples: usize,
+    ) -> Result<Self, GramError> {
+        let storage = alloc::vec![0.0; Self::storage_len(&shape)];
+        let workspace = alloc::vec![0.0; Self::workspace_len(&shape, max_samples, params)];
+        Self::new(shape, params, max_samples, storage, workspace)
+    }
+}
+
+fn mismatch(what: &'static str, expected: usize, found: usize) -> Result<(), GramError> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(GramError::ShapeMismatch {
+            what,
+            expected,
+            found,
+        })
+    }
+}
+
+impl<S, W> ConvGram<S, W>
+where
+    S: AsRef<[f64]> + AsMut<[f64]>,
+    W: AsRef<[f32]> + AsMut<[f32]>,
+{
+    /// f64 elements of storage for `shape`.
+    pub fn storage_len(shape: &ConvGramShape) -> usize {
+        Totals::new(&Geo::new(shape)).len
+    }
+
+    /// f32 elements of workspace for `shape`, batches of up to `max_samples` maps (larger
+    /// pushes are taken in parts) and `params` (its block length bounds each product).
+    pub fn workspace_len(shape: &ConvGramShape, max_samples: usize, params: GramParams) -> usize {
+        Work::new(
+            &Geo::new(shape),
+            max_samples.max(1),
+            params.block_samples.max(1),
+        )
+        .len
+    }
+
+    /// An empty accumulator over caller buffers (their contents are overwritten). The shape
+    /// must have a kernel of at least 1 x 1 that fits the padded map.
+    pub fn new(
+        shape: ConvGramShape,
+        params: GramParams,
+        max_samples: usize,
+        mut storage: S,
+        mut workspace: W,
+    ) -> Result<Self, GramError> {
+        let params = GramParams {
+            block_samples: params.block_samples.max(1),
+            ..params
+        };
+        let max_samples = max_samples.max(1);
+        if shape.kernel[0] == 0 || shape.kernel[1] == 0 {
+            return Err(GramError::ShapeMismatch {
+                what: "kernel size (at least 1 x 1)",
+                expected: 1,
+                found: 0,
+            });
+        }
+        if shape.positions() == 0 {
+            return Err(GramError::ShapeMismatch {
+                what: "output positions (the kernel must fit the padded map)",
+                expected: 1,
+                found: 0,
+            });
+        }
+        let geo = Geo::new(&shape);
+        let totals = Totals::new(&geo);
+        let work = Work::new(&geo, max_samples, params.block_samples);
+        let (slen, wlen) = (storage.as_ref().len(), workspace.as_ref().len());
+        if slen < totals.len {
+            mismatch("storage length", totals.len, slen)?;
+        }
+        if wlen < work.len {
+            mismatch("workspace length", work.len, wlen)?;
+        }
+        storage.as_mut()[..totals.len].fill(0.0);
+        workspace.as_mut()[..work.len].fill(0.0);
+        Ok(Self {
+            shape,
+            geo,
+            params,
+            max_samples,
+            storage,
+            workspace,
+            totals,
+            work,
+            samples: 0,
+            shift_set: false,
+            packed_for: 0,
+        })
+    }
+
+    /// The geometry.
+    pub fn shape(&self) -> ConvGramShape {
+        self.shape
+    }
+
+    /// Samples (maps) accumulated.
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    /// Patch rows accumulated: samples times output positions.
+    pub fn count(&self) -> u64 {
+        self.samples * self.shape.positions() as u64
+    }
+
+    /// The per-channel shift (zeros until set or chosen by the first push).
+    pub fn channel_shift(&self) -> &[f32] {
+        &self.workspace.as_ref()[self.work.shift_x..self.work.shift_x + self.geo.c]
+    }
+
+    /// The per-target shift.
+    pub fn target_shift(&self) -> &[f32] {
+        &self.workspace.as_ref()[self.work.shift_t..self.work.shift_t + self.geo.t]
+    }
+
+    /// Sets the centring shifts: one per channel (applied at map positions only) and one per
+    /// target column. Only allowed before the first sample.
+    pub fn set_shift(&mut self, channel: &[f32], target: &[f32]) -> Result<(), GramError> {
+        if self.samples > 0 {
+            return Err(GramError::ShiftAfterData);
+        }
+        mismatch("channel shift length", self.geo.c, channel.len())?;
+        mismatch("target shift length", self.geo.t, target.len())?;
+        for (operand, v) in [(Operand::Samples, channel), (Operand::Targets, target)] {
+            if let Some(column) = v.iter().position(|v| !v.is_finite()) {
+                return Err(GramError::NonFinite {
+                    operand,
+                    sample: 0,
+                    column,
+                });
+            }
+        }
+        let w = self.work;
+        let ws = self.workspace.as_mut();
+        ws[w.shift_x..w.shift_x + channel.len()].copy_from_slice(channel);
+        ws[w.shift_t..w.shift_t + target.len()].copy_from_slice(target);
+        self.shift_set = true;
+        Ok(())
+    }
+
+    /// The largest magnitude accepted, as [`GramAccumulator::value_limit`]: `(2 v)^2`,
+    /// summed over a block, must stay below `f32::MAX`.
+    pub fn value_limit(&self) -> f32 {
+        libm::sqrtf(f32::MAX / self.params.block_samples as f32) / 2.0
+    }
+
+    /// Adds `samples` maps (`input`: `samples x C x H x W`, NCHW) and, when the shape has
+    /// targets, their target rows `t` (`samples * positions x targets`, rows in the order
+    /// `(sample, oy, ox)` as im2row's). Everything is checked before anything is counted;
+    /// a bad value is reported at its im2row row and column, as [`GramAccumulator::push`]
+    /// of the im2row rows would.
+    pub fn push(
+        &mut self,
+        input: &[f32],
+        samples: usize,
+        t: Option<MatRef<'_, f32>>,
+    ) -> Result<(), GramError> {
+        let g = self.geo;
+        let per = self.shape.input_len();
+        mismatch(
+            "length of the input maps (samples x C x H x W)",
+            samples * per,
+            input.len(),
+        )?;
+        let rows = samples * self.shape.positions();
+        match t {
+            Some(t) => {
+                mismatch("columns of T", g.t, t.cols())?;
+                mismatch("rows of T (samples x output positions)", rows, t.rows())?;
+            }
+            None => mismatch("columns of T (no T given)", g.t, 0)?,
+        }
+        let first = self.count();
+        self.check_input(input, samples, first)?;
+        if let Some(t) = t {
+            let limit = self.value_limit();
+            if let Some((r, column)) = first_outside(t, limit) {
+                return Err(bad_value(
+                    t.at(r, column),
+                    Operand::Targets,
+                    first + r as u64,
+                    column,
+                    limit,
+                ));
+            }
+        }
+        if samples == 0 {
+            return Ok(());
+        }
+        if !self.shift_set {
+            self.choose_shift(input, samples.min(self.max_samples), t);
+        }
+        let positions = self.shape.positions();
+        for start in (0..samples).step_by(self.max_samples) {
+            let n = (samples - start).min(self.max_samples);
+            let maps = &input[start * per..(start + n) * per];
+            let tb = t.map(|t| {
+                t.submatrix(start * positions, 0, n * positions, g.t)
+                    .expect("rows checked")
+            });
+            self.pack(maps, n, tb);
+            self.lag_products(n);
+            if tb.is_some() {
+                self.cross_products(n);
+            }
+        }
+        self.samples += samples as u64;
+        Ok(())
+    }
+
+    /// Rejects a value outside the limit, naming the first im2row (row, column) holding it.
+    fn check_input(&self, input: &[f32], samples: usize, first: u64) -> Result<(), GramError> {
+        let per = self.shape.input_len();
+        let limit = self.value_limit();
+        let Ok(m) = MatRef::new(input, samples, per) else {
+            return Ok(()); // length checked by the caller; empty maps
+        };
+        let Some((n, _)) = first_outside(m, limit) else {
+            return Ok(());
+        };
+        let g = self.geo;
+        let map = &input[n * per..(n + 1) * per];
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                for col in 0..g.patch_len() {
+                    let (c, k) = (col / g.kk(), col % g.kk());
+                    let iy = (oy + k / g.kw) as isize - g.ph as isize;
+                    let ix = (ox + k % g.kw) as isize - g.pw as isize;
+                    if iy < 0 || ix < 0 || iy as usize >= g.h || ix as usize >= g.w {
+                        continue;
+                    }
+                    let v = map[(c * g.h + iy as usize) * g.w + ix as usize];
+                    if v.is_nan() || v.abs() > limit {
+                        let row = (n * g.oh + oy) * g.ow + ox;
+                        return Err(bad_value(
+                            v,
+                            Operand::Samples,
+                            first + row as u64,
+                            col,
+                            limit,
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Channel means over the map positions of the first `n` maps, and target means over
+    /// their rows, rounded to f32.
+    fn choose_shift(&mut self, input: &[f32], n: usize, t: Option<MatRef<'_, f32>>) {
+        let g = self.geo;
+        let plane = g.h * g.w;
+        let w = self.work;
+        let ws = self.workspace.as_mut();
+        for c in 0..g.c {
+            let mut s = 0.0f64;
+            for i in 0..n {
+                for &v in &input[(i * g.c + c) * plane..][..plane] {
+                    s += f64::from(v);
+                }
+            }
+            ws[w.shift_x + c] = (s / (n * plane) as f64) as f32;
+        }
+        if let Some(t) = t {
+            let rows = n * g.oh * g.ow;
+            for j in 0..g.t {
+                let mut s = 0.0f64;
+                for r in 0..rows {
+                    s += f64::from(t.at(r, j));
+                }
+                ws[w.shift_t + j] = (s / rows as f64) as f32;
+            }
+        }
+        self.shift_set = true;
+    }
+
+    /// Packs `n` maps (centred) and their targets into the slot order of the module docs,
+    /// and adds the centred values to the per-position sums.
+    fn pack(&mut self, maps: &[f32], n: usize, t: Option<MatRef<'_, f32>>) {
+        let g = self.geo;
+        let (w, tl) = (self.work, self.totals);
+        let ws = self.workspace.as_mut();
+        let (shifts, rest) = ws.split_at_mut(w.xbuf);
+        let (xbuf, rest) = rest.split_at_mut(w.tbuf - w.xbuf);
+        let tbuf = &mut rest[..w.prod - w.tbuf];
+        let st = self.storage.as_mut();
+        let xbuf = &mut xbuf[..(g.h * n + 2) * g.ws * g.c];
+        let relayout = self.packed_for != n;
+        self.packed_for = n;
+        if relayout {
+            xbuf.fill(0.0);
+        }
+        let (shift_x, shift_t) = shifts[w.shift_x..].split_at(g.c);
+        for i in 0..n {
+            for y in 0..g.h {
+                // The map row y of sample i: W slots of C values each.
+                let base = (1 + y * n + i) * g.ws;
+                let dst = &mut xbuf[base * g.c..(base + g.w) * g.c];
+                for (c, &s) in shift_x.iter().enumerate() {
+                    let src = &maps[((i * g.c + c) * g.h + y) * g.w..][..g.w];
+                    let sums = &mut st[tl.map_u + (c * g.h + y) * g.w..][..g.w];
+                    for ((cell, &v), m) in dst.chunks_exact_mut(g.c).zip(src).zip(sums) {
+                        let u = v - s;
+                        cell[c] = u;
+                        *m += f64::from(u);
+                    }
+                }
+            }
+        }
+        let Some(t) = t else { return };
+        let tbuf = &mut tbuf[..(g.oh * n + 2) * g.ws * g.t];
+        if relayout {
+            tbuf.fill(0.0);
+        }
+        let shift_t = &shift_t[..g.t];
+        let (map_t, rest) = st[tl.map_t..].split_at_mut(tl.sq_t - tl.map_t);
+        let sq_t = &mut rest[..g.t];
+        let plane = g.oh * g.ow;
+        for i in 0..n {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let r = (i * g.oh + oy) * g.ow + ox;
+                    let slot = ((1 + oy * n + i) * g.ws + ox) * g.t;
+                    let dst = &mut tbuf[slot..slot + g.t];
+                    for (j, (d, &u)) in dst.iter_mut().zip(shift_t).enumerate() {
+                        let v = t.at(r, j) - u;
+                        *d = v;
+                        map_t[j * plane + oy * g.ow + ox] += f64::from(v);
+                        sq_t[j] += f64::from(v) * f64::from(v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The products of every vertical lag, band and border column for the packed batch.
+    fn lag_products(&mut self, n: usize) {
+        let g = self.geo;
+        for dy in 0..g.kh.min(g.h) {
+            for b in 0..g.bands {
+                let (y0, y1) = g.band(b);
+                let y1 = y1.min(g.h - dy);
+                if y0 >= y1 {
+                    continue;
+                }
+                let start = (1 + y0 * n) * g.ws;
+                let dest = self.totals.lags + g.lag_offset(dy) + b * g.slots() * g.lag_len(dy);
+                self.lag_product(dy, n, start, (y1 - y0) * n * g.ws, 1, dest);
+                for i in 0..g.border_cols {
+                    let dest = dest + (1 + i) * g.lag_len(dy);
+                    let start = start + g.border_col(i);
+                    self.lag_product(dy, n, start, (y1 - y0) * n, g.ws, dest);
+                }
+            }
+        }
+    }
+
+    /// `totals[dest..] += A^T B` for the `rows` slots `start, start + step, ...` of the
+    /// packed input (`A`, `C` columns) and the slots `dy * n * Ws + dx_min` further on (`B`,
+    /// `(dx, c')` columns), in products of at most a block of slots each folded into f64.
+    fn lag_product(
+        &mut self,
+        dy: usize,
+        n: usize,
+        start: usize,
+        rows: usize,
+        step: usize,
+        dest: usize,
+    ) {
+        let g = self.geo;
+        let w = self.work;
+        let cols = g.lag_blocks(dy) * g.c;
+        let offset = ((dy * n * g.ws) as isize + g.dx_min(dy)) as usize;
+        let ws = self.workspace.as_mut();
+        let (head, rest) = ws.split_at_mut(w.prod);
+        let xbuf = &head[w.xbuf..w.tbuf];
+        let (prod, scratch) = rest.split_at_mut(w.gemm - w.prod);
+        let prod = &mut prod[..g.c * cols];
+        let block = self.params.block_samples;
+        let store = self.storage.as_mut();
+        for r0 in (0..rows).step_by(block) {
+            let k = (rows - r0).min(block);
+            let p0 = start + r0 * step;
+            // The views fit: the packed buffer has a zero row of slots at each end (module docs).
+            let a = MatRef::from_strided(&xbuf[p0 * g.c..], k, g.c, step * g.c, 1)
+                .expect("slots inside the packed batch");
+            let b = MatRef::from_strided(&xbuf[(p0 + offset) * g.c..], k, cols, step * g.c, 1)
+                .expect("slots inside the packed batch");
+            let out = MatMut::new(prod, g.c, cols).expect("product buffer sized by Work");
+            gemm(1.0, a, Op::Transpose, b, Op::Identity, 0.0, out, scratch)
+                .expect("shapes and scratch sized by Work");
+            for (d, &v) in store[dest..dest + g.c * cols].iter_mut().zip(prod.iter()) {
+                *d += f64::from(v);
+            }
+        }
+    }
+
+    /// The cross products of every kernel row for the packed batch.
+    fn cross_products(&mut self, n: usize) {
+        let g = self.geo;
+        let w = self.work;
+        let cols = g.kw * g.c;
+        let block = self.params.block_samples;
+        let ws = self.workspace.as_mut();
+        let (head, rest) = ws.split_at_mut(w.prod);
+        let (xbuf, tbuf) = (&head[w.xbuf..w.tbuf], &head[w.tbuf..w.prod]);
+        let (prod, scratch) = rest.split_at_mut(w.gemm - w.prod);
+        let prod = &mut prod[..cols * g.t];
+        let store = self.storage.as_mut();
+        for ky in 0..g.kh {
+            // Output rows whose tap row ky is inside the map.
+            let oy0 = g.ph.saturating_sub(ky);
+            let oy1 = g.oh.min((g.h + g.ph).saturating_sub(ky));
+            if oy0 >= oy1 {
+                continue;
+            }
+            let start = (1 + oy0 * n) * g.ws;
+            let rows = (oy1 - oy0) * n * g.ws;
+            let shift = (ky as isize - g.ph as isize) * (n * g.ws) as isize - g.pw as isize;
+            let dest = self.totals.cross + ky * cols * g.t;
+            for r0 in (0..rows).step_by(block) {
+                let k = (rows - r0).min(block);
+                let tp = start + r0;
+                let xp = (tp as isize + shift) as usize;
+                let a = MatRef::from_strided(&xbuf[xp * g.c..], k, cols, g.c, 1)
+                    .expect("slots inside the packed batch");
+                let b = MatRef::new(&tbuf[tp * g.t..], k, g.t)
+                    .expect("slots inside the packed targets");
+                let out = MatMut::new(prod, cols, g.t).expect("product buffer sized by Work");
+                gemm(1.0, a, Op::Transpose, b, Op::Identity, 0.0, out, scratch)
+                    .expect("shapes and scratch sized by Work");
+                for (d, &v) in store[dest..dest + cols * g.t].iter_mut().zip(prod.iter()) {
+                    *d += f64::from(v);
+                }
+            }
+        }
+    }
+}
+
+/// `[lo, hi)` clipped to `[0, n)`, empty as `(0, 0)`.
+fn clip(lo: isize, hi: isize, n: usize) -> (usize, usize) {
+    let (lo, hi) = (lo.max(0) as usize, hi.clamp(0, n as isize) as usize);
+    if lo < hi { (lo, hi) } else { (0, 0) }
+}
+
+/// Sum of the rectangle `rows x cols` of a map from its prefix sums (`(h + 1) x (w + 1)`).
+fn rect_sum(prefix: &[f64], w: usize, rows: (usize, usize), cols: (usize, usize)) -> f64 {
+    let at = |y: usize, x: usize| prefix[y * (w + 1) + x];
+    at(rows.1, cols.1) - at(rows.0, cols.1) - at(rows.1, cols.0) + at(rows.0, cols.0)
+}
+
+/// `(h + 1) x (w + 1)` prefix sums of each `h x w` map.
+fn prefix_sums(maps: &[f64], out: &mut [f64], count: usize, h: usize, w: usize) {
+    for m in 0..count {
+        let src = &maps[m * h * w..][..h * w];
+        let dst = &mut out[m * (h + 1) * (w + 1)..][..(h + 1) * (w + 1)];
+        dst[..w + 1].fill(0.0);
+        for y in 0..h {
+            dst[(y + 1) * (w + 1)] = 0.0;
+            for x in 0..w {
+                dst[(y + 1) * (w + 1) + x + 1] =
+                    src[y * w + x] + dst[y * (w + 1) + x + 1] + dst[(y + 1) * (w + 1) + x]
+                        - dst[y * (w + 1) + x];
+            }
+        }
+    }
+}
+
+/// What the moments of one column need besides the products: its natural shift `s`, the
+/// accumulator's shift `big_s`, `U = sum I u` and `n = sum I` (module docs).
+#[derive(Debug, Clone, Copy)]
+struct Column {
+    s: f64,
+    big_s: f64,
+    u: f64,
+    n: f64,
+}
+
+impl Column {
+    /// `sum (x_a - S_a)(x_b - S_b)` from the products `lambda = sum I_a I_b u_a u_b`, the
+    /// pair sums `u_ab = sum I_a I_b u_a`, `u_ba`, the pair count and the row count.
+    fn centred(
+        a: &Column,
+        b: &Column,
+        lambda: f64,
+        u_ab: f64,
+        u_ba: f64,
+        n_ab: f64,
+        n: f64,
+    ) -> f64 {
+        lambda + b.s * u_ab - b.big_s * a.u + a.s * u_ba - a.big_s * b.u + a.s * b.s * n_ab
+            - a.s * b.big_s * a.n
+            - a.big_s * b.s * b.n
+            + a.big_s * b.big_s * n
+    }
+}
+
+impl<S, W> ConvGram<S, W>
+where
+    S: AsRef<[f64]> + AsMut<[f64]>,
+    W: AsRef<[f32]> + AsMut<[f32]>,
+{
+    /// Adds everything accumulated to `acc`, an accumulator of the im2row rows (`dim` =
+    /// patch columns plus the bias column, same targets): afterwards `acc` holds the moments
+    /// it would hold had those rows been pushed into it (up to f32 block rounding). An empty
+    /// `acc` without a shift adopts this one's (each patch column the shift of its channel, or
+    /// 0 for a tap never inside the map; the bias column 1); otherwise the totals are moved to `acc`'s shifts in f64.
+    pub fn add_to<S2, W2>(&mut self, acc: &mut GramAccumulator<S2, W2>) -> Result<(), GramError>
+    where
+        S2: AsRef<[f64]> + AsMut<[f64]>,
+        W2: AsRef<[f32]> + AsMut<[f32]>,
+    {
+        let g = self.geo;
+        mismatch(
+            "dim of the accumulator (patch columns + bias)",
+            g.dim(),
+            acc.dim,
+        )?;
+        mismatch("targets of the accumulator", g.t, acc.targets)?;
+        acc.flush();
+        if self.samples == 0 {
+            return Ok(());
+        }
+        if !acc.shift_set && acc.count() == 0 {
+            let (w, aw) = (self.work, acc.wlay);
+            let src = self.workspace.as_ref();
+            let dst = acc.workspace.as_mut();
+            for a in 0..g.dim() {
+                // A tap never inside the map is a column of zeros: shift 0 keeps it exact.
+                let inside = || {
+                    let (rows, cols) = self.tap_rect(a % g.kk(), a % g.kk());
+                    rows.0 < rows.1 && cols.0 < cols.1
+                };
+                dst[aw.shift_x + a] = if a >= g.patch_len() {
+                    1.0
+                } else if inside() {
+                    src[w.shift_x + a / g.kk()]
+                } else {
+                    0.0
+                };
+            }
+            dst[aw.shift_t..aw.shift_t + g.t].copy_from_slice(&src[w.shift_t..w.shift_t + g.t]);
+            acc.shift_set = true;
+        }
+        let tl = self.totals;
+        {
+            let st = self.storage.as_mut();
+            let (head, tail) = st.split_at_mut(tl.prefix_u);
+            prefix_sums(
+                &head[tl.map_u..tl.map_t],
+                &mut tail[..tl.prefix_t - tl.prefix_u],
+                g.c,
+                g.h,
+                g.w,
+            );
+            let (head, tail) = st.split_at_mut(tl.prefix_t);
+            prefix_sums(
+                &head[tl.map_t..tl.sq_t],
+                &mut tail[..tl.pair - tl.prefix_t],
+                g.t,
+                g.oh,
+                g.ow,
+            );
+        }
+        for a in 0..g.dim() {
+            let col = self.column(acc, a);
+            let at = tl.columns + 4 * a;
+            self.storage.as_mut()[at..at + 4].copy_from_slice(&[col.s, col.big_s, col.u, col.n]);
+        }
+        self.add_gram(acc);
+        self.add_cross(acc);
+        acc.folded += self.count();
+        Ok(())
+    }
+
+    /// Column `a` (patch or bias) of the moments.
+    fn column<S2, W2>(&self, acc: &GramAccumulator<S2, W2>, a: usize) -> Column
+    where
+        S2: AsRef<[f64]> + AsMut<[f64]>,
+        W2: AsRef<[f32]> + AsMut<[f32]>,
+    {
+        let g = self.geo;
+        let n = self.count() as f64;
+        let big_s = f64::from(acc.x_shift()[a]);
+        if a >= g.patch_len() {
+            return Column {
+                s: 1.0,
+                big_s,
+                u: 0.0,
+                n,
+            };
+        }
+        let (c, k) = (a / g.kk(), a % g.kk());
+        let (rows, cols) = self.tap_rect(k, k);
+        let st = self.storage.as_ref();
+        let prefix = &st[self.totals.prefix_u + c * (g.h + 1) * (g.w + 1)..];
+        Column {
+            s: f64::from(self.workspace.as_ref()[self.work.shift_x + c]),
+            big_s,
+            u: rect_sum(prefix, g.w, rows, cols),
+            n: self.samples as f64 * ((rows.1 - rows.0) * (cols.1 - cols.0)) as f64,
+        }
+    }
+
+    /// Column `a` as stored by `add_to` (after the accumulator's shifts are known).
+    fn cached(&self, a: usize) -> Column {
+        let at = self.totals.columns + 4 * a;
+        let v = &self.storage.as_ref()[at..at + 4];
+        Column {
+            s: v[0],
+            big_s: v[1],
+            u: v[2],
+            n: v[3],
+        }
+    }
+
+    /// Input positions (in tap `ka`'s coordinates) where taps `ka` and `kb` of one output
+    /// position are both inside the map; `ka == kb` gives the tap's own positions.
+    fn tap_rect(&self, ka: usize, kb: usize) -> ((usize, usize), (usize, usize)) {
+        let g = self.geo;
+        let (ya, xa) = ((ka / g.kw) as isize, (ka % g.kw) as isize);
+        let (yb, xb) = ((kb / g.kw) as isize, (kb % g.kw) as isize);
+        let (h, w) = (g.h as isize, g.w as isize);
+        let (ylo, yhi) = g.tap_rows(ka / g.kw);
+        let (xlo, xhi) = g.tap_cols(ka % g.kw);
+        (
+            clip(ylo.max(ya - yb), yhi.min(h + ya - yb), g.h),
+            clip(xlo.max(xa - xb), xhi.min(w + xa - xb), g.w),
+        )
+    }
+
+    /// Writes `sum I_ka I_kb u_(c, ka) u_(c', kb)` for all channel pairs into the pair
+    /// buffer (`C x C`, row `c`), from the band and border-column products.
+    fn lag_block(&mut self, ka: usize, kb: usize) {
+        let g = self.geo;
+        let (ya, xa) = (ka / g.kw, ka % g.kw);
+        let (yb, xb) = (kb / g.kw, kb % g.kw);
+        let (dy, dx) = (yb as isize - ya as isize, xb as isize - xa as isize);
+        // The first tap of the stored lag (dy > 0, or dy = 0 and dx >= 0).
+        let swap = dy < 0 || (dy == 0 && dx < 0);
+        let (fy, fx, dy, dx) = if swap {
+            (yb, xb, -dy, -dx)
+        } else {
+            (ya, xa, dy, dx)
+        };
+        let dy = dy as usize;
+        let cols = g.lag_blocks(dy) * g.c;
+        let dxi = (dx - g.dx_min(dy)) as usize;
+        let (rlo, rhi) = g.tap_rows(fy);
+        let (clo, chi) = g.tap_cols(fx);
+        // Taps never inside the map together: exactly zero (the band and column products
+        // would cancel only up to their rounding).
+        let (rows, cols_in) = self.tap_rect(ka, kb);
+        let never = rows.0 >= rows.1 || cols_in.0 >= cols_in.1;
+        let tl = self.totals;
+        let st = self.storage.as_mut();
+        let (lags, rest) = st.split_at_mut(tl.cross);
+        let pair = &mut rest[tl.pair - tl.cross..][..g.c * g.c];
+        pair.fill(0.0);
+        if dy >= g.h || never {
+            return;
+        }
+        for b in 0..g.bands {
+            let (y0, y1) = g.band(b);
+            if (y0 as isize) < rlo || (y1 as isize) > rhi {
+                continue;
+            }
+            let base = g.lag_offset(dy) + b * g.slots() * g.lag_len(dy);
+            let mut add = |slot: usize, sign: f64| {
+                let prod = &lags[base + slot * g.lag_len(dy)..][..g.lag_len(dy)];
+                for c in 0..g.c {
+                    let row = &prod[c * cols + dxi * g.c..][..g.c];
+                    for (c2, &v) in row.iter().enumerate() {
+                        let at = if swap { c2 * g.c + c } else { c * g.c + c2 };
+                        pair[at] += sign * v;
+                    }
+                }
+            };
+            add(0, 1.0);
+            for i in 0..g.border_cols {
+                let x = g.border_col(i) as isize;
+                if x < clo || x >= chi {
+                    add(1 + i, -1.0);
+                }
+            }
+        }
+    }
+
+    /// Adds the centred Gram (if `acc` keeps one) and the centred squares to `acc`.
+    fn add_gram<S2, W2>(&mut self, acc: &mut GramAccumulator<S2, W2>)
+    where
+        S2: AsRef<[f64]> + AsMut<[f64]>,
+        W2: AsRef<[f32]> + AsMut<[f32]>,
+    {
+        let g = self.geo;
+        let (d, kk) = (g.dim(), g.kk());
+        let n = self.count() as f64;
+        let samples = self.samples as f64;
+        let slay = acc.slay;
+        let with_gram = acc.params.gram;
+        for ka in 0..kk {
+            for kb in 0..kk {
+                self.lag_block(ka, kb);
+                let (ra, ca) = self.tap_rect(ka, kb);
+                let (rb, cb) = self.tap_rect(kb, ka);
+                let n_ab = samples * ((ra.1 - ra.0) * (ca.1 - ca.0)) as f64;
+                let st = self.storage.as_ref();
+                let plane = (g.h + 1) * (g.w + 1);
+                for c in 0..g.c {
+                    let i = c * kk + ka;
+                    let a = self.cached(i);
+                    let u_ab = rect_sum(&st[self.totals.prefix_u + c * plane..], g.w, ra, ca);
+                    for c2 in 0..g.c {
+                        let j = c2 * kk + kb;
+                        if j > i || (!with_gram && j != i) {
+                            continue;
+                        }
+                        let b = self.cached(j);
+                        let u_ba = rect_sum(&st[self.totals.prefix_u + c2 * plane..], g.w, rb, cb);
+                        let lambda = st[self.totals.pair + c * g.c + c2];
+                        let v = Column::centred(&a, &b, lambda, u_ab, u_ba, n_ab, n);
+                        let store = acc.storage.as_mut();
+                        if with_gram {
+                            store[slay.gram + i * d + j] += v;
+                        }
+                        if i == j {
+                            store[slay.sum_xx + i] += v;
+                        }
+                    }
+                }
+            }
+        }
+        // The bias column: u = 0, s = 1, inside everywhere.
+        let store_row = |acc: &mut GramAccumulator<S2, W2>, i: usize, j: usize, v: f64| {
+            let store = acc.storage.as_mut();
+            if with_gram {
+                store[slay.gram + i * d + j] += v;
+            }
+            if i == j {
+                store[slay.sum_xx + i] += v;
+            }
+        };
+        if g.bias {
+            let i = g.patch_len();
+            let b = self.cached(i);
+            for j in 0..=i {
+                let a = self.cached(j);
+                // sum I_j u_j = U_j over the rows where the bias is inside (all of them).
+                let v = Column::centred(&b, &a, 0.0, 0.0, a.u, a.n, n);
+                store_row(acc, i, j, v);
+            }
+        }
+        for a in 0..d {
+            let col = self.cached(a);
+            acc.storage.as_mut()[slay.sum_x + a] += col.u + col.s * col.n - col.big_s * n;
+        }
+    }
+
+    /// Adds the centred cross moments and the target sums to `acc`.
+    fn add_cross<S2, W2>(&mut self, acc: &mut GramAccumulator<S2, W2>)
+    where
+        S2: AsRef<[f64]> + AsMut<[f64]>,
+        W2: AsRef<[f32]> + AsMut<[f32]>,
+    {
+        let g = self.geo;
+        if g.t == 0 {
+            return;
+        }
+        let (d, kk, nt) = (g.dim(), g.kk(), g.t);
+        let n = self.count() as f64;
+        let slay = acc.slay;
+        let tl = self.totals;
+        let oplane = (g.oh + 1) * (g.ow + 1);
+        for j in 0..nt {
+            let st = self.storage.as_ref();
+            let prefix = &st[tl.prefix_t + j * oplane..];
+            let v_all = rect_sum(prefix, g.ow, (0, g.oh), (0, g.ow));
+            let q = st[tl.sq_t + j];
+            let delta = f64::from(self.workspace.as_ref()[self.work.shift_t + j])
+                - f64::from(acc.t_shift()[j]);
+            for a in 0..d {
+                let col = self.cached(a);
+                let (lambda, v_a) = if a < g.patch_len() {
+                    let (c, k) = (a / kk, a % kk);
+                    let (ky, kx) = (k / g.kw, k % g.kw);
+                    let rows = clip(
+                        g.ph as isize - ky as isize,
+                        (g.h + g.ph) as isize - ky as isize,
+                        g.oh,
+                    );
+                    let cols = clip(
+                        g.pw as isize - kx as isize,
+                        (g.w + g.pw) as isize - kx as isize,
+                        g.ow,
+                    );
+                    let at = tl.cross + (ky * g.kw * g.c + kx * g.c + c) * nt + j;
+                    (st[at], rect_sum(prefix, g.ow, rows, cols))
+                } else {
+                    (0.0, v_all)
+                };
+                let v = lambda + delta * col.u + col.s * v_a - col.big_s * v_all
+                    + delta * (col.s * col.n - col.big_s * n);
+                acc.storage.as_mut()[slay.cross + a * nt + j] += v;
+            }
+            let store = acc.storage.as_mut();
+            store[slay.sum_t + j] += v_all + n * delta;
+            store[slay.sum_tt + j] += q + 2.0 * delta * v_all + n * delta * delta;
+        }
+    }
+}
+
+fn bad_value(v: f32, operand: Operand, sample: u64, column: usize, limit: f32) -> GramError {
+    if v.is_finite() {
+        GramError::OutOfRange {
+            operand,
+            sample,
+            column,
+            limit,
+        }
+    } else {
+        GramError::NonFinite {
+            operand,
+            sample,
+            column,
+        }
+    }
+}
