@@ -472,7 +472,7 @@ pub fn merge(
                 streamer.reset(Net::B);
                 fits_done = true;
             }
-            let result = streamer.pass(barrier, &weights)?;
+            let result = streamer.pass(barrier, &barriers[i + 1..], &weights)?;
             let what = match (barrier, result) {
                 (Barrier::Fit { layers: ls, .. }, PassResult::Fit(mut acc, rows)) => {
                     let reports = solve_fit(
@@ -533,11 +533,17 @@ pub fn merge(
                 bn: BnMode::Fold,
                 ..settings.clone()
             };
-            for barrier in plan_passes(&merged, &seq, &exact) {
-                let Barrier::Fit { layers: ls, .. } = &barrier else {
+            let passes: Vec<Barrier> = plan_passes(&merged, &seq, &exact)
+                .into_iter()
+                .filter(|b| matches!(b, Barrier::Fit { .. }))
+                .collect();
+            for (i, barrier) in passes.iter().enumerate() {
+                let Barrier::Fit { layers: ls, .. } = barrier else {
                     continue;
                 };
-                let PassResult::Fit(mut acc, _) = streamer.pass(&barrier, &weights)? else {
+                let PassResult::Fit(mut acc, _) =
+                    streamer.pass(barrier, &passes[i + 1..], &weights)?
+                else {
                     return Err(err("diagnosis", "pass returned the wrong result"));
                 };
                 for (name, residual) in own_input_residuals(&merged, ls, &mut acc, &weights)? {

@@ -8,6 +8,7 @@
 //! own [`ActivationStore`] for the activations that stay live between passes; shard results are
 //! combined in shard order. So results are bit-identical for any number of threads.
 
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -137,6 +138,18 @@ pub struct Networks<'a> {
     pub merged: &'a MergedModel,
     /// Group layouts.
     pub layouts: &'a [GroupLayout],
+}
+
+/// The node range one pass computes per network, and what it must keep of A and B.
+struct PassSpan<'s> {
+    /// Highest node already computed, per network.
+    from: [usize; 3],
+    /// Highest node this pass computes, per network.
+    to: [usize; 3],
+    /// Consumers of every node, per network.
+    consumers: &'s [Vec<Vec<NodeId>>; 3],
+    /// Nodes of A and B this pass or a later one reads.
+    keep: &'s BTreeSet<NodeId>,
 }
 
 struct Shard {
@@ -277,9 +290,38 @@ impl<'a> Streamer<'a> {
         self.frontier[net_index(net)] = 0;
     }
 
-    /// Runs one pass accumulating `barrier`, with the merged network's current `m_weights`.
-    pub fn pass(&mut self, barrier: &Barrier, m_weights: &Weights) -> Result<PassResult, Error> {
+    /// The nodes of A and B (one graph) that `barrier` reads: its layers' outputs (the
+    /// targets) and, for a fit on the original models' inputs, the layers' input.
+    fn original_reads(&self, barrier: &Barrier) -> Vec<NodeId> {
         let merged = self.nets.merged;
+        let Barrier::Fit { layers, sequential } = barrier else {
+            return Vec::new();
+        };
+        let mut reads: Vec<NodeId> = layers
+            .iter()
+            .map(|&l| merged.source_node[merged.layers[l].node])
+            .collect();
+        if let (false, Some(&first)) = (*sequential, layers.first()) {
+            let in_node = merged.graph.node(merged.layers[first].node).inputs[0];
+            reads.push(merged.source_node[in_node]);
+        }
+        reads
+    }
+
+    /// Runs one pass accumulating `barrier`, with the merged network's current `m_weights`.
+    /// `later` are the passes still to come: what they read of A and B stays stored even when
+    /// this pass computes past it (layers reading one input share a pass, and a bottleneck's
+    /// downsample comes after the block's other convs).
+    pub fn pass(
+        &mut self,
+        barrier: &Barrier,
+        later: &[Barrier],
+        m_weights: &Weights,
+    ) -> Result<PassResult, Error> {
+        let merged = self.nets.merged;
+        let pinned: BTreeSet<NodeId> = later.iter().flat_map(|b| self.original_reads(b)).collect();
+        let mut keep = pinned.clone();
+        keep.extend(self.original_reads(barrier));
         let mut target = self.frontier;
         match barrier {
             Barrier::Fit { layers, sequential } => {
@@ -309,9 +351,15 @@ impl<'a> Streamer<'a> {
         ];
         let from = self.frontier;
         let this = &*self;
+        let span = PassSpan {
+            from,
+            to: target,
+            consumers: &consumers,
+            keep: &keep,
+        };
         let results = map_jobs(this.params.par, this.shards.len(), |s| {
             let mut shard = this.shards[s].lock().expect("shard lock");
-            this.run_shard(&mut shard, barrier, m_weights, from, target, &consumers)
+            this.run_shard(&mut shard, barrier, m_weights, &span)
         });
         let mut combined: Option<PassResult> = None;
         for r in results {
@@ -347,7 +395,8 @@ impl<'a> Streamer<'a> {
             for shard in &self.shards {
                 let mut sh = shard.lock().expect("shard lock");
                 for (n, k) in sh.store.keys() {
-                    if n == net && !live(graph, &consumers[i], k, target[i]) {
+                    let pinned = n != Net::M && pinned.contains(&k);
+                    if n == net && !pinned && !live(graph, &consumers[i], k, target[i]) {
                         sh.store.release(net, k);
                     }
                 }
@@ -361,10 +410,9 @@ impl<'a> Streamer<'a> {
         shard: &mut Shard,
         barrier: &Barrier,
         m_weights: &Weights,
-        from: [usize; 3],
-        to: [usize; 3],
-        consumers: &[Vec<Vec<NodeId>>; 3],
+        span: &PassSpan<'_>,
     ) -> Result<PassResult, Error> {
+        let (from, to, consumers) = (span.from, span.to, span.consumers);
         let nets = &self.nets;
         let merged = nets.merged;
         let mut src = DataSource::open(&self.data)?;
@@ -419,8 +467,26 @@ impl<'a> Streamer<'a> {
                     Net::M => &mut fm,
                 };
                 for k in from[i] + 1..=to[i] {
+                    // The forward pass may reuse an input's buffer in place when `k` is its
+                    // last reader; keep a copy of inputs this pass or a later one reads.
+                    let kept: Vec<(NodeId, Vec<f32>)> = if net == Net::M {
+                        Vec::new()
+                    } else {
+                        self.graph(net)
+                            .node(k)
+                            .inputs
+                            .iter()
+                            .filter(|&&j| {
+                                span.keep.contains(&j) && consumers[i][j].last() == Some(&k)
+                            })
+                            .filter_map(|&j| acts[i][j].clone().map(|b| (j, b)))
+                            .collect()
+                    };
                     let out = fwd.compute_node(k, &mut acts[i], count)?;
                     acts[i][k] = Some(out);
+                    for (j, b) in kept {
+                        acts[i][j].get_or_insert(b);
+                    }
                 }
             }
             match barrier {
@@ -554,8 +620,9 @@ impl<'a> Streamer<'a> {
                 }
                 let graph = self.graph(net);
                 for k in 1..acts[i].len() {
+                    let pinned = net != Net::M && span.keep.contains(&k);
                     if let Some(buf) = acts[i][k].take()
-                        && live(graph, &consumers[i], k, to[i])
+                        && (pinned || live(graph, &consumers[i], k, to[i]))
                     {
                         shard.store.put(net, k, chunk, buf)?;
                     }
