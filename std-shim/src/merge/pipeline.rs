@@ -9,6 +9,7 @@ use std::time::Instant;
 use pleas_core::assign::AuctionParams;
 use pleas_core::forward::fold_batchnorm;
 use pleas_core::graph::{Graph, Groups, Op, Weights, cost, permutation_groups};
+use pleas_core::linalg::symm_rows;
 use pleas_core::linalg::{MatMut, MatRef};
 use pleas_core::lstsq::dual::{DualParams, dual_ridge_scratch_len, dual_ridge_solve};
 use pleas_core::lstsq::{LstsqError, NormalEquations, RidgeParams};
@@ -16,7 +17,7 @@ use pleas_core::merge::blocks::OutputBlock;
 use pleas_core::merge::budget::{
     flop_ratio, param_ratio, stage_schedule, uniform_ratio, weighted_ratios,
 };
-use pleas_core::merge::fit::{FitError, fit_layer, layer_loss};
+use pleas_core::merge::fit::{FitError, fit_layer, layer_loss_with_product};
 use pleas_core::merge::layout::GroupLayout;
 use pleas_core::merge::matching::{GroupMatch, match_group};
 use pleas_core::merge::weight_matching::{WeightMatchParams, weight_matching};
@@ -33,7 +34,7 @@ use super::stream::{Barrier, FitRows, Networks, PassResult, StreamParams, Stream
 use crate::error::Error;
 use crate::io::data::{DataSource, DataSpec};
 use crate::model::Model;
-use crate::par::Parallelism;
+use crate::par::{Parallelism, map_jobs};
 
 /// A progress event.
 #[derive(Debug, Clone)]
@@ -486,6 +487,7 @@ pub fn merge(
                         &mut weights,
                         &average_weights,
                         tl,
+                        par,
                     )?;
                     let names: Vec<String> = reports.iter().map(|r| r.name.clone()).collect();
                     layer_reports.extend(reports);
@@ -546,7 +548,7 @@ pub fn merge(
                 else {
                     return Err(err("diagnosis", "pass returned the wrong result"));
                 };
-                for (name, residual) in own_input_residuals(&merged, ls, &mut acc, &weights)? {
+                for (name, residual) in own_input_residuals(&merged, ls, &mut acc, &weights, par)? {
                     if let Some(r) = layer_reports.iter_mut().find(|r| r.name == name) {
                         r.own_input_relative_residual = Some(residual);
                     }
@@ -657,6 +659,7 @@ fn solve_fit(
     weights: &mut Weights,
     average: &Weights,
     started: Instant,
+    par: Parallelism,
 ) -> Result<Vec<LayerReport>, Error> {
     let stage = "least squares";
     let d = acc.dim();
@@ -667,7 +670,6 @@ fn solve_fit(
     let mut reports = Vec::new();
     let mut offset = 0;
     let solve_time = started.elapsed().as_secs_f64();
-    let gram_at = |i: usize, j: usize| if i >= j { g[i * d + j] } else { g[j * d + i] };
     for &li in layer_ids {
         let layer = &merged.layers[li];
         let name = merged.graph.node(layer.node).name.clone();
@@ -681,9 +683,11 @@ fn solve_fit(
             .collect();
         // Ridge towards the permute-and-average weights W0: solve for W - W0 with the cross
         // moment R - G W0 (per block, on its own columns), so that directions the merge data
-        // does not excite keep W0 instead of shrinking to zero.
+        // does not excite keep W0 instead of shrinking to zero. `W0 G` also gives W0's loss.
+        let avg_dense = layer.dense(average);
+        let avg_g = moments.product(&avg_dense, layer.outputs, par);
         let prior = match prior {
-            RidgePrior::Average => Some(layer.dense(average)),
+            RidgePrior::Average => Some(&avg_dense),
             RidgePrior::Zero => None,
         };
         // Blocks whose prior is their exact solution (see above), and the others, to solve.
@@ -698,17 +702,17 @@ fn solve_fit(
             Vec::new()
         } else if let Some(rows) = rows {
             let blocks = to_solve.iter().map(|&i| &layer.blocks[i]);
-            sample_space_fit(blocks, rows, d, t, offset, prior.as_deref(), ridge)
+            sample_space_fit(blocks, rows, d, t, offset, prior.map(Vec::as_slice), ridge)
                 .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?
         } else {
             let mut cross_fit = r.clone();
-            if let Some(w0) = &prior {
+            if prior.is_some() {
+                // W0 is zero outside each block's columns, so row o of `W0 G` at column i is
+                // the block's sum over its own columns.
                 for b in &layer.blocks {
                     for o in b.rows.clone() {
-                        let w0o = &w0[o * d..(o + 1) * d];
                         for &i in &b.cols {
-                            let gw: f64 = b.cols.iter().map(|&j| gram_at(i, j) * w0o[j]).sum();
-                            cross_fit[i * t + offset + o] -= gw;
+                            cross_fit[i * t + offset + o] -= avg_g[o * d + i];
                         }
                     }
                 }
@@ -719,20 +723,29 @@ fn solve_fit(
                 target_sq_sums: tt,
             };
             let blocks: Vec<OutputBlock> = to_solve.iter().map(|&i| shifted[i].clone()).collect();
-            let mut fits = fit_layer(eqs, &blocks, params).map_err(|e| {
-                let hint = match e {
-                    FitError::Solve {
-                        error: LstsqError::NotPositiveDefinite { .. },
-                        ..
-                    } => format!(
-                        " (the merge data do not determine this block, and ridge {ridge:e} is \
+            // Blocks are independent solves: one job each, results in block order.
+            let solves = map_jobs(par, blocks.len(), |k| {
+                fit_layer(eqs, &blocks[k..k + 1], params)
+            });
+            let fitted: Result<Vec<Vec<_>>, FitError> = solves.into_iter().collect();
+            let mut fits: Vec<_> = fitted
+                .map_err(|e| {
+                    let hint = match e {
+                        FitError::Solve {
+                            error: LstsqError::NotPositiveDefinite { .. },
+                            ..
+                        } => format!(
+                            " (the merge data do not determine this block, and ridge {ridge:e} is \
                          below the rounding of its Gram; a larger --ridge, e.g. the default \
                          1e-6, or more merge data regularise it)"
-                    ),
-                    _ => String::new(),
-                };
-                err(stage, format!("layer `{name}`: {e}{hint}"))
-            })?;
+                        ),
+                        _ => String::new(),
+                    };
+                    err(stage, format!("layer `{name}`: {e}{hint}"))
+                })?
+                .into_iter()
+                .flatten()
+                .collect();
             if let Some(w0) = &prior {
                 for (f, b) in fits
                     .iter_mut()
@@ -755,7 +768,7 @@ fn solve_fit(
         let mut fits: Vec<(Vec<f64>, f64)> = Vec::with_capacity(layer.blocks.len());
         for (b, &copy) in layer.blocks.iter().zip(&copies) {
             if copy {
-                let w0 = prior.as_deref().expect("copies need the prior");
+                let w0 = prior.expect("copies need the prior");
                 let w = b
                     .rows
                     .clone()
@@ -775,11 +788,13 @@ fn solve_fit(
         }
         // Losses of the fitted and the permute-and-average weights on this layer's targets.
         let o = layer.outputs;
+        let fitted_dense = layer.dense(weights);
+        let fitted_g = moments.product(&fitted_dense, o, par);
         let fitted = moments
-            .relative_residual(offset, layer, weights)
+            .relative_residual(offset, &fitted_dense, &fitted_g, o)
             .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?;
         let avg = moments
-            .relative_residual(offset, layer, average)
+            .relative_residual(offset, &avg_dense, &avg_g, o)
             .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?;
         reports.push(LayerReport {
             name,
@@ -867,6 +882,7 @@ fn own_input_residuals(
     layer_ids: &[usize],
     acc: &mut crate::par::OwnedGram,
     weights: &Weights,
+    par: Parallelism,
 ) -> Result<Vec<(String, f64)>, Error> {
     let stage = "diagnosis";
     let moments = Moments::read(acc, stage)?;
@@ -875,8 +891,10 @@ fn own_input_residuals(
     for &li in layer_ids {
         let layer = &merged.layers[li];
         let o = layer.outputs;
+        let w = layer.dense(weights);
+        let wg = moments.product(&w, o, par);
         let residual = moments
-            .relative_residual(offset, layer, weights)
+            .relative_residual(offset, &w, &wg, o)
             .map_err(|e| err(stage, e.to_string()))?;
         out.push((merged.graph.node(layer.node).name.clone(), residual));
         offset += o;
@@ -966,15 +984,34 @@ impl Moments {
         Ok(m)
     }
 
-    /// `||X W - T||^2 / ||T||^2` of `layer`'s dense weights in `weights`, for the targets
-    /// from column `offset` on.
+    /// `W G` for dense weights `w` (`outputs` rows of `d`), its rows split in fixed chunks
+    /// over `par`'s threads: every row is computed the same way in any chunk, so the result
+    /// does not depend on the thread count.
+    fn product(&self, w: &[f64], outputs: usize, par: Parallelism) -> Vec<f64> {
+        let d = self.r.len() / self.tt.len().max(1);
+        let gram = MatRef::new(&self.g, d, d).expect("d x d");
+        let chunks = outputs.div_ceil(PRODUCT_ROWS);
+        let parts = map_jobs(par, chunks, |c| {
+            let rows = c * PRODUCT_ROWS..((c + 1) * PRODUCT_ROWS).min(outputs);
+            let n = rows.len();
+            let mut out = vec![0.0; n * d];
+            let wv = MatRef::new(&w[rows.start * d..rows.end * d], n, d).expect("n x d");
+            symm_rows(gram, wv, MatMut::new(&mut out, n, d).expect("n x d")).expect("shapes agree");
+            out
+        });
+        parts.concat()
+    }
+
+    /// `||X W - T||^2 / ||T||^2` of dense weights `w` (`o x d`) with `wg = W G`, for the
+    /// targets from column `offset` on.
     fn relative_residual(
         &self,
         offset: usize,
-        layer: &super::merged_model::MergedLayer,
-        weights: &Weights,
+        w: &[f64],
+        wg: &[f64],
+        o: usize,
     ) -> Result<f64, pleas_core::merge::fit::FitError> {
-        let (t, o) = (self.tt.len(), layer.outputs);
+        let t = self.tt.len();
         let d = self.r.len() / t.max(1);
         let cross = target_columns(&self.r, d, t, offset, o);
         let eqs = NormalEquations {
@@ -986,9 +1023,13 @@ impl Moments {
             .iter()
             .sum::<f64>()
             .max(f64::MIN_POSITIVE);
-        Ok(layer_loss(eqs, &layer.dense(weights), o)?.max(0.0) / norm)
+        Ok(layer_loss_with_product(eqs, w, wg, o)?.max(0.0) / norm)
     }
 }
+
+/// Rows of dense weights per job of [`Moments::product`] (a multiple of the kernel's block of
+/// four; fixed, so the split never depends on the thread count).
+const PRODUCT_ROWS: usize = 16;
 
 /// Columns `offset .. offset + o` of the `d x t` cross moment `r`, as a `d x o` matrix.
 fn target_columns(r: &[f64], d: usize, t: usize, offset: usize, o: usize) -> Vec<f64> {
