@@ -17,7 +17,7 @@ use pleas_core::similarity::{Metric, similarity_from_accumulator};
 
 use crate::error::Error;
 use crate::io::data::{DataSource, DataSpec};
-use crate::par::{OwnedGram, Parallelism, map_jobs};
+use crate::par::{OwnedGram, Parallelism, map_jobs, shard_ranges};
 
 /// NCHW activations as rows of positions: `out[(s * hw + p) * c + ch] = data[(s * c + ch) * hw + p]`.
 fn positions_by_channels(act: &Activations<'_>, out: &mut Vec<f32>) {
@@ -109,10 +109,11 @@ pub fn activation_moments(
     Ok(accs)
 }
 
-/// [`activation_moments`] streamed from a data file: the samples are cut into `shards` fixed
-/// shards of consecutive samples (independent of the thread count), each read in chunks of
-/// `batch` by one of `par`'s threads into its own accumulators, combined in shard order, so
-/// the result is the same for any number of threads.
+/// [`activation_moments`] streamed from a data file: the samples are cut into shards of
+/// `shard_samples` consecutive samples ([`shard_ranges`]: independent of the thread count),
+/// each read in chunks of `batch` by one of `par`'s threads into its own accumulators; shards
+/// run in waves of one per thread and are folded into the total in shard order, so the result
+/// is the same for any number of threads and at most a wave of accumulators is held.
 pub fn activation_moments_streamed(
     graph: &Graph,
     groups: &Groups,
@@ -120,18 +121,18 @@ pub fn activation_moments_streamed(
     b: &Weights,
     data: &DataSpec,
     batch: usize,
-    shards: usize,
+    shard_samples: usize,
     par: Parallelism,
 ) -> Result<Vec<OwnedGram>, Error> {
     let n = DataSource::open(data)?.len();
-    let shards = shards.clamp(1, n.max(1));
+    let shards = shard_ranges(n, shard_samples);
     let batch = batch.max(1);
-    let results = map_jobs(par, shards, |s| -> Result<Vec<OwnedGram>, Error> {
+    let run_shard = |s: usize| -> Result<Vec<OwnedGram>, Error> {
         let mut src = DataSource::open(data)?;
         let per = src.sample_len();
         let mut accs = new_accumulators(groups);
         let mut moments = MomentsPass::new(graph, groups, a, b)?;
-        let range = (s * n / shards)..((s + 1) * n / shards);
+        let range = shards[s].clone();
         let mut x = Vec::new();
         for start in range.clone().step_by(batch) {
             let m = batch.min(range.end - start);
@@ -140,18 +141,22 @@ pub fn activation_moments_streamed(
             moments.push(&x, m, &mut accs)?;
         }
         Ok(accs)
-    });
+    };
+    let wave = par.threads().max(1);
     let mut total: Option<Vec<OwnedGram>> = None;
-    for r in results {
-        let mut r = r?;
-        match total.as_mut() {
-            None => total = Some(r),
-            Some(t) => {
-                for (acc, other) in t.iter_mut().zip(r.iter_mut()) {
-                    acc.combine(other).map_err(|e| Error::Merge {
-                        stage: STAGE,
-                        reason: e.to_string(),
-                    })?;
+    for first in (0..shards.len()).step_by(wave) {
+        let count = wave.min(shards.len() - first);
+        for r in map_jobs(par, count, |j| run_shard(first + j)) {
+            let mut r = r?;
+            match total.as_mut() {
+                None => total = Some(r),
+                Some(t) => {
+                    for (acc, other) in t.iter_mut().zip(r.iter_mut()) {
+                        acc.combine(other).map_err(|e| Error::Merge {
+                            stage: STAGE,
+                            reason: e.to_string(),
+                        })?;
+                    }
                 }
             }
         }

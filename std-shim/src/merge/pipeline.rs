@@ -27,7 +27,7 @@ use super::activation_stats::{activation_moments_streamed, group_similarities};
 use super::merged_model::{self, HeadMode, MergedModel, TargetRule};
 use super::plan;
 use super::settings::{
-    BnMode, FitMode, HeadChoice, MatchingMode, MergeSettings, RatioMode, RidgePrior, SHARDS,
+    BnMode, FitMode, HeadChoice, MatchingMode, MergeSettings, RatioMode, RidgePrior, SHARD_SAMPLES,
 };
 use super::store::Net;
 use super::stream::{Barrier, FitRows, Networks, PassResult, StreamParams, Streamer};
@@ -325,8 +325,16 @@ pub fn merge(
     let widths: Vec<usize> = groups.groups().iter().map(|g| g.width).collect();
     let (scores, correlations): (Vec<Vec<f64>>, Option<Vec<Vec<f64>>>) = match settings.matching {
         MatchingMode::Activation => {
-            let mut accs =
-                activation_moments_streamed(&graph, &groups, &wa, &wb, data, batch, SHARDS, par)?;
+            let mut accs = activation_moments_streamed(
+                &graph,
+                &groups,
+                &wa,
+                &wb,
+                data,
+                batch,
+                SHARD_SAMPLES,
+                par,
+            )?;
             let s = group_similarities(&mut accs, settings.metric)?;
             let c = group_similarities(&mut accs, Metric::Correlation)?;
             (s, Some(c))
@@ -456,7 +464,7 @@ pub fn merge(
         let params = StreamParams {
             batch,
             par,
-            shards: SHARDS,
+            shard_samples: SHARD_SAMPLES,
             memory_budget: settings.memory_budget,
             spill_dir: settings.spill_dir.clone(),
         };

@@ -3,10 +3,13 @@
 //! accumulates what the next layer needs: the Gram and cross moments of its inputs and targets,
 //! or the per-channel moments of a batch-norm input.
 //!
-//! The data is cut into a fixed number of shards of consecutive samples (independent of the
-//! thread count); each shard is processed in chunks, in order, with its own accumulators and its
-//! own [`ActivationStore`] for the activations that stay live between passes; shard results are
-//! combined in shard order. So results are bit-identical for any number of threads.
+//! The data is cut into shards of a fixed number of consecutive samples ([`shard_ranges`](crate::par::shard_ranges): the
+//! number of shards grows with the data, never with the thread count); each shard is processed
+//! in chunks, in order, with its own accumulators and its own [`ActivationStore`] for the
+//! activations that stay live between passes. Shards run in waves of one per thread, and every
+//! shard's result is folded into the total in shard order as its wave ends
+//! ([`PassResult::combine`]), so at most a wave of shard accumulators is held at once and
+//! results are bit-identical for any number of threads.
 
 use std::collections::BTreeSet;
 use std::ops::Range;
@@ -22,10 +25,10 @@ use pleas_core::merge::layout::GroupLayout;
 
 use super::merged_model::{MergedLayer, MergedModel, RowSource, TargetRule, row_sources};
 use super::plan::LayerKind;
-use super::store::{ActivationStore, Net};
+use super::store::{ActivationStore, Net, SpillSpace};
 use crate::error::Error;
 use crate::io::data::{DataSource, DataSpec};
-use crate::par::{OwnedGram, Parallelism, map_jobs};
+use crate::par::{OwnedGram, Parallelism, map_jobs, shard_ranges};
 
 /// How the passes run.
 #[derive(Debug, Clone)]
@@ -34,8 +37,8 @@ pub struct StreamParams {
     pub batch: usize,
     /// Worker threads.
     pub par: Parallelism,
-    /// Shards (fixed: results do not depend on the thread count).
-    pub shards: usize,
+    /// Samples per shard (fixed: results do not depend on the thread count).
+    pub shard_samples: usize,
     /// Bytes of live activations kept in memory (over all shards) before spilling to disk.
     pub memory_budget: usize,
     /// Directory for spill files.
@@ -248,16 +251,44 @@ fn compose(
     }
 }
 
+impl PassResult {
+    /// Folds `other` (the next shard's result) into `self`: the reduction every pass applies
+    /// in shard order.
+    pub fn combine(self, other: PassResult) -> Result<PassResult, Error> {
+        Ok(match (self, other) {
+            (PassResult::Fit(mut acc, rows), PassResult::Fit(mut other, more)) => {
+                acc.combine(&mut other)
+                    .map_err(|e| stage_err(e.to_string()))?;
+                let rows = match (rows, more) {
+                    (Some(mut r), Some(m)) => {
+                        r.x.extend_from_slice(&m.x);
+                        r.t.extend_from_slice(&m.t);
+                        Some(r)
+                    }
+                    (None, None) => None,
+                    _ => return Err(stage_err("shards kept rows differently".into())),
+                };
+                PassResult::Fit(acc, rows)
+            }
+            (PassResult::BatchNorm(mut m), PassResult::BatchNorm(o)) => {
+                m.merge(o.count, &o.mean, &o.m2);
+                PassResult::BatchNorm(m)
+            }
+            _ => return Err(stage_err("shards returned different results".into())),
+        })
+    }
+}
+
 impl<'a> Streamer<'a> {
     /// A streamer over `n` samples of `data`.
     pub fn new(nets: Networks<'a>, params: StreamParams, data: DataSpec, n: usize) -> Self {
-        let shards = params.shards.clamp(1, n.max(1));
-        let per_shard_budget = params.memory_budget / shards;
-        let shards = (0..shards)
-            .map(|s| {
+        let space = SpillSpace::new(params.memory_budget, params.spill_dir.clone());
+        let shards = shard_ranges(n, params.shard_samples)
+            .into_iter()
+            .map(|samples| {
                 Mutex::new(Shard {
-                    samples: (s * n / shards)..((s + 1) * n / shards),
-                    store: ActivationStore::new(per_shard_budget, params.spill_dir.clone()),
+                    samples,
+                    store: ActivationStore::new(space.clone()),
                 })
             })
             .collect();
@@ -357,35 +388,22 @@ impl<'a> Streamer<'a> {
             consumers: &consumers,
             keep: &keep,
         };
-        let results = map_jobs(this.params.par, this.shards.len(), |s| {
-            let mut shard = this.shards[s].lock().expect("shard lock");
-            this.run_shard(&mut shard, barrier, m_weights, &span)
-        });
+        // Waves of one shard per thread; each wave's results are folded in shard order.
+        let wave = this.params.par.threads().max(1);
         let mut combined: Option<PassResult> = None;
-        for r in results {
-            let r = r?;
-            combined = Some(match (combined, r) {
-                (None, r) => r,
-                (Some(PassResult::Fit(mut acc, rows)), PassResult::Fit(mut other, more)) => {
-                    acc.combine(&mut other)
-                        .map_err(|e| stage_err(e.to_string()))?;
-                    let rows = match (rows, more) {
-                        (Some(mut r), Some(m)) => {
-                            r.x.extend_from_slice(&m.x);
-                            r.t.extend_from_slice(&m.t);
-                            Some(r)
-                        }
-                        (None, None) => None,
-                        _ => return Err(stage_err("shards kept rows differently".into())),
-                    };
-                    PassResult::Fit(acc, rows)
-                }
-                (Some(PassResult::BatchNorm(mut m)), PassResult::BatchNorm(o)) => {
-                    m.merge(o.count, &o.mean, &o.m2);
-                    PassResult::BatchNorm(m)
-                }
-                _ => return Err(stage_err("shards returned different results".into())),
+        for first in (0..this.shards.len()).step_by(wave) {
+            let count = wave.min(this.shards.len() - first);
+            let results = map_jobs(this.params.par, count, |j| {
+                let mut shard = this.shards[first + j].lock().expect("shard lock");
+                this.run_shard(&mut shard, barrier, m_weights, &span)
             });
+            for r in results {
+                let r = r?;
+                combined = Some(match combined {
+                    None => r,
+                    Some(c) => c.combine(r)?,
+                });
+            }
         }
         self.frontier = target;
         // Release what no later node reads.
