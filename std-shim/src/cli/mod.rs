@@ -4,6 +4,7 @@
 
 mod eval;
 mod inspect;
+mod interrupt;
 mod merge;
 
 use std::ffi::OsString;
