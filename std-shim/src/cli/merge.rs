@@ -230,6 +230,16 @@ impl Drop for OutDir {
     }
 }
 
+/// `1h02m`, `3m05s` or `12s`.
+fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m{sec:02}s"),
+        (h, m, _) => format!("{h}h{m:02}m"),
+    }
+}
+
 fn report_json(a: &MergeArgs, s: &MergeSettings, o: &MergeOutcome, eval: Option<&Value>) -> Value {
     let groups: Vec<Value> = o
         .groups
@@ -353,15 +363,23 @@ pub(super) fn run(
             done,
             total,
             what,
+            elapsed,
+            eta,
         } => {
             if json_events {
                 let _ = writeln!(
                     out,
                     "{}",
-                    json!({"event": "step", "stage": stage, "done": done, "total": total, "what": what})
+                    json!({"event": "step", "stage": stage, "done": done, "total": total, "what": what,
+                           "elapsed_s": elapsed, "eta_s": eta})
                 );
             } else if interactive {
-                let _ = write!(err, "\r\x1b[K{stage}: {done}/{total} {what}");
+                let left = eta.map_or(String::new(), |s| format!(", about {} left", duration(s)));
+                let _ = write!(
+                    err,
+                    "\r\x1b[K{stage}: {done}/{total} {what} ({}{left})",
+                    duration(*elapsed)
+                );
                 if done == total {
                     let _ = writeln!(err);
                 }

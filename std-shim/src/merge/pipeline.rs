@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use pleas_core::assign::AuctionParams;
 use pleas_core::forward::fold_batchnorm;
-use pleas_core::graph::{Graph, Groups, Op, Weights, cost, permutation_groups};
+use pleas_core::graph::{Graph, Groups, Op, Weights, cost, node_macs, permutation_groups};
 use pleas_core::linalg::symm_rows;
 use pleas_core::linalg::{MatMut, MatRef};
 use pleas_core::lstsq::dual::{DualParams, dual_ridge_scratch_len, dual_ridge_solve};
@@ -56,6 +56,13 @@ pub enum Event {
         total: usize,
         /// What was done.
         what: String,
+        /// Seconds since the stage started.
+        elapsed: f64,
+        /// Estimated seconds left in the stage, where the stage's work is estimated: the
+        /// least-squares passes are weighted by their arithmetic (forward passes, Gram and
+        /// cross moments over every sample, the block solves), so an early pass over a wide,
+        /// cheap layer does not promise a fast finish ([`pass_cost`]).
+        eta: Option<f64>,
     },
 }
 
@@ -432,6 +439,8 @@ pub fn merge(
             done: g + 1,
             total: groups.len(),
             what: pg.name.clone(),
+            elapsed: t1.elapsed().as_secs_f64(),
+            eta: None,
         });
         matches.push(gm);
     }
@@ -448,6 +457,12 @@ pub fn merge(
     let exact = exact_channels(&merged, &layouts);
     let barriers = plan_passes(&merged, settings, &exact);
     let total = barriers.len();
+    let pass_costs: Vec<f64> = barriers
+        .iter()
+        .map(|b| pass_cost(&merged, &graph, b, n))
+        .collect();
+    let total_cost: f64 = pass_costs.iter().sum();
+    let mut done_cost = 0.0;
     progress(&Event::Stage {
         name: "least squares",
         total,
@@ -525,11 +540,15 @@ pub fn merge(
                 }
                 _ => return Err(err("least squares", "pass returned the wrong result")),
             };
+            done_cost += pass_costs[i];
+            let elapsed = t2.elapsed().as_secs_f64();
             progress(&Event::Step {
                 stage: "least squares",
                 done: i + 1,
                 total,
                 what,
+                elapsed,
+                eta: (done_cost > 0.0).then(|| elapsed * (total_cost - done_cost) / done_cost),
             });
         }
         if settings.diagnose && settings.fit == FitMode::Original {
@@ -598,6 +617,47 @@ pub fn merge(
         samples: n,
         timings,
     })
+}
+
+/// Estimated arithmetic of one least-squares pass over `samples` samples, in multiply-adds:
+/// for a fit, the forward steps of A, B and the merged network through its layers, the Gram
+/// and cross moments (`positions x (d^2 / 2 + d t)` per sample) and the Cholesky solve of each
+/// output block (`k^3 / 3 + k^2 rows` for `k` columns); for a batch-norm pass, the merged
+/// network's step to it. Only the ratios matter (the ETA scales elapsed time by them).
+pub fn pass_cost(merged: &MergedModel, original: &Graph, barrier: &Barrier, samples: usize) -> f64 {
+    let n = samples as f64;
+    match barrier {
+        Barrier::Fit { layers, .. } => {
+            let Some(first) = layers.first().map(|&l| &merged.layers[l]) else {
+                return 0.0;
+            };
+            let shape = merged.graph.node(first.node).shape;
+            let positions = (shape.h * shape.w) as f64;
+            let d = first.columns() as f64;
+            let t: f64 = layers
+                .iter()
+                .map(|&l| merged.layers[l].outputs as f64)
+                .sum();
+            let forward: f64 = layers
+                .iter()
+                .map(|&l| {
+                    let node = merged.layers[l].node;
+                    let src = merged.source_node[node];
+                    node_macs(&merged.graph, node) as f64 + 2.0 * node_macs(original, src) as f64
+                })
+                .sum();
+            let solve: f64 = layers
+                .iter()
+                .flat_map(|&l| &merged.layers[l].blocks)
+                .map(|b| {
+                    let k = b.cols.len() as f64;
+                    k * k * k / 3.0 + k * k * b.rows.len() as f64
+                })
+                .sum();
+            n * (forward + positions * (d * d / 2.0 + d * t)) + solve
+        }
+        Barrier::BatchNorm { node } => n * merged.graph.node(*node).shape.len() as f64,
+    }
 }
 
 /// The data passes in order: fits (layers reading the same input with the same geometry share
