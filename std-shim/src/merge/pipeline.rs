@@ -98,7 +98,8 @@ pub struct LayerReport {
     pub outputs: usize,
     /// Largest ridge used over its blocks.
     pub ridge: f64,
-    /// `||X W - T||^2 / ||T||^2` with the fitted weights.
+    /// `||X W - T||^2 / ||T||^2` with the fitted weights (for solved blocks, the solve's own
+    /// measure of its f64 solution before the weights are stored as f32).
     pub relative_residual: f64,
     /// The same with the permute-and-average weights.
     pub average_relative_residual: f64,
@@ -498,11 +499,11 @@ pub fn merge(
             }
             let result = streamer.pass(barrier, &barriers[i + 1..], &weights)?;
             let what = match (barrier, result) {
-                (Barrier::Fit { layers: ls, .. }, PassResult::Fit(mut acc, rows)) => {
+                (Barrier::Fit { layers: ls, .. }, PassResult::Fit(acc, rows)) => {
                     let reports = solve_fit(
                         &merged,
                         ls,
-                        &mut acc,
+                        acc,
                         rows.as_deref(),
                         settings.ridge,
                         settings.ridge_prior,
@@ -719,7 +720,7 @@ fn plan_passes(
 fn solve_fit(
     merged: &MergedModel,
     layer_ids: &[usize],
-    acc: &mut crate::par::OwnedGram,
+    mut acc: crate::par::OwnedGram,
     rows: Option<&FitRows>,
     ridge: f64,
     prior: RidgePrior,
@@ -732,7 +733,9 @@ fn solve_fit(
     let stage = "least squares";
     let d = acc.dim();
     let t = acc.targets();
-    let moments = Moments::read(acc, stage)?;
+    let moments = Moments::read(&mut acc, stage)?;
+    // The accumulator's totals are no longer needed: free them before the solves.
+    drop(acc);
     let (g, r, tt) = (&moments.g, &moments.r, &moments.tt);
     let params = RidgeParams::default().with_relative_ridge(ridge);
     let mut reports = Vec::new();
@@ -766,12 +769,18 @@ fn solve_fit(
             .map(|b| prior.is_some() && reads_exact(layer, b, input))
             .collect();
         let to_solve: Vec<usize> = (0..copies.len()).filter(|&i| !copies[i]).collect();
-        let solved: Vec<(Vec<f64>, f64)> = if to_solve.is_empty() {
+        // Per output, the permute-and-average loss ||X w0_o - t_o||^2, from `W0 G`.
+        let avg_losses: Vec<f64> = moments.output_losses(offset, &avg_dense, &avg_g, layer.outputs);
+        // Every solved block's weights, ridge and loss (when the solve measured it).
+        let solved: Vec<(Vec<f64>, f64, Option<f64>)> = if to_solve.is_empty() {
             Vec::new()
         } else if let Some(rows) = rows {
             let blocks = to_solve.iter().map(|&i| &layer.blocks[i]);
             sample_space_fit(blocks, rows, d, t, offset, prior.map(Vec::as_slice), ridge)
                 .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?
+                .into_iter()
+                .map(|(w, ridge)| (w, ridge, None))
+                .collect()
         } else {
             let mut cross_fit = r.clone();
             if prior.is_some() {
@@ -785,10 +794,19 @@ fn solve_fit(
                     }
                 }
             }
+            // With the prior, the solve regresses the residual targets `t - X w0`, whose
+            // energies are the permute-and-average losses: its residual is then the fitted
+            // weights' loss relative to them, and no further `W G` product is needed.
+            let mut energies = tt.to_vec();
+            if prior.is_some() {
+                for (o, &l) in avg_losses.iter().enumerate() {
+                    energies[offset + o] = l;
+                }
+            }
             let eqs = NormalEquations {
                 gram: MatRef::new(g, d, d).expect("d x d"),
                 cross: MatRef::new(&cross_fit, d, t).expect("d x t"),
-                target_sq_sums: tt,
+                target_sq_sums: &energies,
             };
             let blocks: Vec<OutputBlock> = to_solve.iter().map(|&i| shifted[i].clone()).collect();
             // Blocks are independent solves: one job each, results in block order.
@@ -828,12 +846,20 @@ fn solve_fit(
                 }
             }
             fits.into_iter()
-                .map(|f| (f.weights, f.info.ridge))
+                .map(|f| {
+                    let energy: f64 = f.rows.clone().map(|o| energies[o]).sum();
+                    (
+                        f.weights,
+                        f.info.ridge,
+                        Some(f.info.relative_residual * energy),
+                    )
+                })
                 .collect()
         };
-        // Every block's weights and ridge: the prior's (no ridge) for copies, else the solve's.
+        // Every block's weights, ridge and loss: the prior's (no ridge, its own loss) for
+        // copies, else the solve's.
         let mut solved = solved.into_iter();
-        let mut fits: Vec<(Vec<f64>, f64)> = Vec::with_capacity(layer.blocks.len());
+        let mut fits: Vec<(Vec<f64>, f64, Option<f64>)> = Vec::with_capacity(layer.blocks.len());
         for (b, &copy) in layer.blocks.iter().zip(&copies) {
             if copy {
                 let w0 = prior.expect("copies need the prior");
@@ -842,7 +868,7 @@ fn solve_fit(
                     .clone()
                     .flat_map(|o| b.cols.iter().map(move |&j| w0[o * d + j]))
                     .collect();
-                fits.push((w, 0.0));
+                fits.push((w, 0.0, Some(b.rows.clone().map(|o| avg_losses[o]).sum())));
             } else {
                 fits.push(solved.next().ok_or_else(|| {
                     err(stage, format!("layer `{name}`: a block's fit is missing"))
@@ -850,20 +876,29 @@ fn solve_fit(
             }
         }
         let mut max_ridge: f64 = 0.0;
-        for (bi, (w, ridge)) in fits.iter().enumerate() {
+        for (bi, (w, ridge, _)) in fits.iter().enumerate() {
             layer.store_block(bi, w, weights);
             max_ridge = max_ridge.max(*ridge);
         }
-        // Losses of the fitted and the permute-and-average weights on this layer's targets.
+        // Losses of the fitted and the permute-and-average weights on this layer's targets;
+        // the fitted one from the solves where they measured it (of the f64 solution, before
+        // its f32 storage), else from the stored weights' product with the Gram.
         let o = layer.outputs;
-        let fitted_dense = layer.dense(weights);
-        let fitted_g = moments.product(&fitted_dense, o, par);
-        let fitted = moments
-            .relative_residual(offset, &fitted_dense, &fitted_g, o)
-            .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?;
-        let avg = moments
-            .relative_residual(offset, &avg_dense, &avg_g, o)
-            .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?;
+        let energy = tt[offset..offset + o]
+            .iter()
+            .sum::<f64>()
+            .max(f64::MIN_POSITIVE);
+        let fitted = match fits.iter().map(|f| f.2).sum::<Option<f64>>() {
+            Some(loss) => loss.max(0.0) / energy,
+            None => {
+                let fitted_dense = layer.dense(weights);
+                let fitted_g = moments.product(&fitted_dense, o, par);
+                moments
+                    .relative_residual(offset, &fitted_dense, &fitted_g, o)
+                    .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?
+            }
+        };
+        let avg = avg_losses.iter().sum::<f64>().max(0.0) / energy;
         reports.push(LayerReport {
             name,
             columns: d,
@@ -1068,6 +1103,24 @@ impl Moments {
             out
         });
         parts.concat()
+    }
+
+    /// Per output, `||X w_o - t_o||^2` (clamped at 0 against rounding) of dense weights `w`
+    /// (`o x d`) with `wg = W G`, for the targets from column `offset` on.
+    fn output_losses(&self, offset: usize, w: &[f64], wg: &[f64], o: usize) -> Vec<f64> {
+        let t = self.tt.len();
+        let d = self.r.len() / t.max(1);
+        (0..o)
+            .map(|k| {
+                let (wk, gk) = (&w[k * d..(k + 1) * d], &wg[k * d..(k + 1) * d]);
+                let (mut quad, mut lin) = (0.0, 0.0);
+                for i in 0..d {
+                    quad += wk[i] * gk[i];
+                    lin += wk[i] * self.r[i * t + offset + k];
+                }
+                (self.tt[offset + k] - 2.0 * lin + quad).max(0.0)
+            })
+            .collect()
     }
 
     /// `||X W - T||^2 / ||T||^2` of dense weights `w` (`o x d`) with `wg = W G`, for the
