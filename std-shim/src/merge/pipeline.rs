@@ -321,7 +321,7 @@ pub fn merge(
     let layers = plan::layers(&graph, &groups);
     let costs = plan::layer_costs(&graph, &layers);
     let par = Parallelism::from_count(settings.threads);
-    let batch = settings.batch.max(1);
+    let batch = chunk_samples(&graph, settings.batch);
     timings.push(("prepare", t0.elapsed().as_secs_f64()));
 
     // Step 1: matching.
@@ -618,6 +618,19 @@ pub fn merge(
         samples: n,
         timings,
     })
+}
+
+/// Bytes of activations one chunk of one thread may hold, A's, B's and the merged network's
+/// together: a chunk keeps every node a pass computes for its samples, so at 224x224 a
+/// ResNet-50 sample holds about 92 MB per network and 64 samples per chunk held 17 GB.
+pub const CHUNK_BYTES: usize = 1 << 30;
+
+/// Samples per chunk: `batch`, or fewer so that four networks' activations of one chunk (A, B
+/// and a merged network up to twice as wide) fit in [`CHUNK_BYTES`]; at least 1. It depends on
+/// the architecture only, never on the thread count (chunks are the f32 accumulation blocks).
+pub fn chunk_samples(graph: &Graph, batch: usize) -> usize {
+    let per_sample: usize = graph.nodes().iter().map(|n| n.shape.len() * 4).sum();
+    (CHUNK_BYTES / (4 * per_sample).max(1)).clamp(1, batch.max(1))
 }
 
 /// Estimated arithmetic of one least-squares pass over `samples` samples, in multiply-adds:

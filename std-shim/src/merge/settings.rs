@@ -139,7 +139,8 @@ pub struct MergeSettings {
     pub heads: HeadChoice,
     /// Worker threads (results do not depend on it).
     pub threads: usize,
-    /// Samples per chunk.
+    /// Samples per chunk, at most ([`crate::merge::pipeline::chunk_samples`] lowers it so a
+    /// chunk's activations fit in [`crate::merge::pipeline::CHUNK_BYTES`]).
     pub batch: usize,
     /// Bytes of activations kept in memory between passes before spilling to a temporary file.
     pub memory_budget: usize,
