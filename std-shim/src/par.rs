@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::num::NonZeroUsize;
+use std::ops::Range;
 
 use pleas_core::gram::{GramAccumulator, GramError, GramParams};
 use pleas_core::linalg::MatRef;
@@ -92,6 +93,16 @@ where
     slots
         .into_iter()
         .map(|s| s.expect("every job ran"))
+        .collect()
+}
+
+/// The shards of `n` samples: consecutive ranges of `shard_samples` (the last one shorter),
+/// at least one shard. They depend on `n` and the shard size only.
+pub fn shard_ranges(n: usize, shard_samples: usize) -> Vec<Range<usize>> {
+    let size = shard_samples.max(1);
+    let count = n.div_ceil(size).max(1);
+    (0..count)
+        .map(|s| (s * size).min(n)..((s + 1) * size).min(n))
         .collect()
 }
 

@@ -182,6 +182,13 @@ pub const BLOCK_VS_DENSE_REL: f32 = 1e-5;
 /// (nothing merged) therefore shows a loss of "0" as anything below this.
 pub const FIT_LOSS_REL: f64 = 1e-6;
 
+/// The blocked symmetric product `W G` (and the layer loss built on it) against its scalar
+/// twin and nalgebra, per entry relative to `sum_i |w_i| |g_ij|`: f64 sums of `d` products in
+/// different orders (four-lane partial sums against one running sum) each carry at most
+/// `d u` of that sum (`u = 2^-53`); `d <= 300` in the tests, so `2 * 300 * 1.1e-16 = 7e-14`,
+/// rounded up to 1e-12 for the loss's three-term difference.
+pub const SYMM_PRODUCT_REL: f64 = 1e-12;
+
 // --- Whole merges ---
 
 /// Exact merges (a model with a permuted copy of itself at budget 1.0, any pair at 2.0):

@@ -5,12 +5,29 @@
 use pleas::par::OwnedGram;
 use pleas_core::gram::GramParams;
 use pleas_core::linalg::{MatMut, MatRef};
+use pleas_core::linalg::{symm_rows, symm_rows_reference};
 use pleas_core::lstsq::{NormalEquations, RidgeParams};
 use pleas_core::merge::blocks::{InputSide, output_blocks};
-use pleas_core::merge::fit::{dense_weights, fit_layer, layer_loss};
+use pleas_core::merge::fit::{
+    dense_weights, fit_layer, layer_loss, layer_loss_reference, layer_loss_scratch_len,
+};
 use pleas_core::merge::layout::GroupLayout;
 use pleas_tests::rng::Rng;
-use pleas_tests::tolerance::FIT_LOSS_REL;
+use pleas_tests::tolerance::{FIT_LOSS_REL, SYMM_PRODUCT_REL};
+
+/// The blocked layer loss, checked against its scalar twin.
+fn loss_of(eqs: NormalEquations<'_>, w: &[f64], t: usize) -> f64 {
+    let d = eqs.gram.rows();
+    let mut scratch = vec![0.0; layer_loss_scratch_len(d, t)];
+    let loss = layer_loss(eqs, w, t, &mut scratch).unwrap();
+    let twin = layer_loss_reference(eqs, w, t).unwrap();
+    let energy: f64 = eqs.target_sq_sums.iter().sum();
+    assert!(
+        (loss - twin).abs() <= SYMM_PRODUCT_REL * energy.max(twin.abs()),
+        "blocked loss {loss} vs scalar twin {twin}"
+    );
+    loss
+}
 
 /// Two linear layers `v = W u + b` of models A and B on related inputs.
 struct Pair {
@@ -129,7 +146,7 @@ fn fitted(p: &Pair, lin: &GroupLayout, lout: &GroupLayout) -> Fitted {
     let blocks = output_blocks(side, Some(lout), 0);
     let fits = fit_layer(eqs, &blocks, RidgeParams::default()).unwrap();
     let w = dense_weights(&fits, t, d);
-    let loss = layer_loss(eqs, &w, t).unwrap();
+    let loss = loss_of(eqs, &w, t);
     let energy: f64 = tt.iter().sum();
     Fitted {
         loss,
@@ -203,7 +220,7 @@ fn fit_is_never_worse_than_permute_and_average_or_other_block_weights() {
             cross: MatRef::new(&r, d, t).unwrap(),
             target_sq_sums: &tt,
         };
-        let pa_loss = layer_loss(eqs, &pa, t).unwrap();
+        let pa_loss = loss_of(eqs, &pa, t);
         assert!(
             loss <= pa_loss + FIT_LOSS_REL * energy,
             "seed {seed}: LS {loss} vs P&A {pa_loss}"
@@ -213,7 +230,7 @@ fn fit_is_never_worse_than_permute_and_average_or_other_block_weights() {
         let mut rng = Rng::new(seed);
         for _ in 0..5 {
             let nudged: Vec<f64> = w.iter().map(|v| v + 0.01 * rng.normal()).collect();
-            let nl = layer_loss(eqs, &nudged, t).unwrap();
+            let nl = loss_of(eqs, &nudged, t);
             assert!(
                 loss <= nl + FIT_LOSS_REL * energy,
                 "seed {seed}: {loss} vs nudged {nl}"
@@ -272,4 +289,82 @@ fn a_block_reading_only_zero_inputs_gets_zero_weights() {
         (fits[0].weights.clone(), fits[0].info.ridge),
         (vec![0.0, 0.0], 0.5)
     );
+}
+
+/// `W G` from the Gram's lower triangle: the blocked kernel against its scalar twin and
+/// nalgebra's f64 product of the full symmetric matrix, on odd sizes (row blocks of four with a
+/// remainder, four-lane loops with tails), weights with zero entries, and the upper triangle
+/// filled with garbage that must not be read; the loss from the product against its twin.
+#[test]
+fn symmetric_product_and_loss_match_their_twins_and_nalgebra() {
+    let mut rng = Rng::new(41);
+    for &(n, d) in &[(1, 1), (3, 5), (4, 8), (7, 33), (9, 130), (13, 297)] {
+        let x: Vec<f64> = (0..d * (d + 3)).map(|_| rng.normal()).collect();
+        let xm = nalgebra::DMatrix::from_row_slice(d + 3, d, &x);
+        let full = xm.transpose() * &xm;
+        let mut lower = vec![f64::NAN; d * d];
+        for i in 0..d {
+            for j in 0..=i {
+                lower[i * d + j] = full[(i, j)];
+            }
+        }
+        let w: Vec<f64> = (0..n * d)
+            .map(|k| if k % 5 == 2 { 0.0 } else { rng.normal() })
+            .collect();
+        let (mut got, mut twin) = (vec![0.0; n * d], vec![0.0; n * d]);
+        let lv = MatRef::new(&lower, d, d).unwrap();
+        let wv = MatRef::new(&w, n, d).unwrap();
+        symm_rows(lv, wv, MatMut::new(&mut got, n, d).unwrap()).unwrap();
+        symm_rows_reference(lv, wv, MatMut::new(&mut twin, n, d).unwrap()).unwrap();
+        let want = nalgebra::DMatrix::from_row_slice(n, d, &w) * &full;
+        for o in 0..n {
+            for j in 0..d {
+                let scale: f64 = (0..d).map(|i| (w[o * d + i] * full[(i, j)]).abs()).sum();
+                let tol = SYMM_PRODUCT_REL * scale.max(f64::MIN_POSITIVE);
+                let g = got[o * d + j];
+                assert!((g - twin[o * d + j]).abs() <= tol, "{n}x{d} ({o},{j}) twin");
+                assert!(
+                    (g - want[(o, j)]).abs() <= tol,
+                    "{n}x{d} ({o},{j}) nalgebra"
+                );
+            }
+        }
+        // The loss of these weights against random targets.
+        let r: Vec<f64> = (0..d * n).map(|_| rng.normal()).collect();
+        let tt: Vec<f64> = (0..n).map(|_| 10.0 + rng.normal().abs()).collect();
+        let eqs = NormalEquations {
+            gram: lv,
+            cross: MatRef::new(&r, d, n).unwrap(),
+            target_sq_sums: &tt,
+        };
+        loss_of(eqs, &w, n);
+    }
+}
+
+#[test]
+fn layer_loss_rejects_short_scratch_and_wrong_lengths() {
+    let g = [1.0, 0.0, 0.5, 2.0];
+    let r = [1.0, 1.0];
+    let tt = [1.0];
+    let eqs = NormalEquations {
+        gram: MatRef::new(&g, 2, 2).unwrap(),
+        cross: MatRef::new(&r, 2, 1).unwrap(),
+        target_sq_sums: &tt,
+    };
+    let mut short = [0.0; 1];
+    assert!(matches!(
+        layer_loss(eqs, &[1.0, 1.0], 1, &mut short),
+        Err(pleas_core::merge::fit::FitError::ScratchTooSmall {
+            needed: 2,
+            provided: 1
+        })
+    ));
+    let mut scratch = [0.0; 2];
+    assert!(matches!(
+        layer_loss(eqs, &[1.0], 1, &mut scratch),
+        Err(pleas_core::merge::fit::FitError::WeightsLength {
+            expected: 2,
+            found: 1
+        })
+    ));
 }

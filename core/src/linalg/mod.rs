@@ -14,6 +14,7 @@ pub(crate) mod lanes;
 mod microkernel;
 mod pack;
 pub mod packed;
+pub mod symm;
 pub mod syrk;
 pub mod triangular;
 pub mod view;
@@ -29,6 +30,7 @@ pub use finite::{
 pub use gemm::{Op, cross_update, gemm, gemm_reference, gemm_scratch_len};
 pub use microkernel::LANES;
 pub use packed::{PackedError, cholesky_packed, packed_index, packed_len, solve_packed};
+pub use symm::{symm_rows, symm_rows_reference};
 pub use syrk::{syrk_lower, syrk_lower_reference, syrk_lower_scratch_len};
 pub use triangular::{
     TriangularError, solve_lower_in_place, solve_lower_reference, solve_lower_transpose_in_place,

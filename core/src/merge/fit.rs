@@ -13,7 +13,7 @@ use core::fmt;
 use core::ops::Range;
 
 use super::blocks::OutputBlock;
-use crate::linalg::MatMut;
+use crate::linalg::{KernelError, MatMut, MatRef, symm_rows};
 use crate::lstsq::{
     LstsqError, NormalEquations, RidgeInfo, RidgeParams, ridge_solve, ridge_solve_scratch_len,
 };
@@ -42,13 +42,23 @@ pub enum FitError {
         /// The solver's error.
         error: LstsqError,
     },
-    /// Dense weights of the wrong length were given to [`layer_loss`].
+    /// Dense weights (or their product with the Gram) of the wrong length were given to
+    /// [`layer_loss`].
     WeightsLength {
         /// Expected `outputs * columns`.
         expected: usize,
         /// Found.
         found: usize,
     },
+    /// The caller's scratch is shorter than [`layer_loss_scratch_len`] asks for.
+    ScratchTooSmall {
+        /// Values needed.
+        needed: usize,
+        /// Values provided.
+        provided: usize,
+    },
+    /// The Gram and the weights disagree in shape.
+    Kernel(KernelError),
 }
 
 impl fmt::Display for FitError {
@@ -63,6 +73,13 @@ impl fmt::Display for FitError {
                     "dense weights: expected {expected} values, found {found}"
                 )
             }
+            FitError::ScratchTooSmall { needed, provided } => {
+                write!(
+                    f,
+                    "loss scratch: {needed} values needed, {provided} provided"
+                )
+            }
+            FitError::Kernel(e) => write!(f, "loss: {e}"),
         }
     }
 }
@@ -129,9 +146,13 @@ pub fn dense_weights(fits: &[BlockFit], outputs: usize, columns: usize) -> Vec<f
     w
 }
 
-/// `sum_o ||X w_o - t_o||^2` for dense weights `w` (`outputs x columns`, row `o` fitting target
-/// `o`), from the sums alone: `t^T t - 2 w^T R_o + w^T G w`, summed over the outputs.
-pub fn layer_loss(eqs: NormalEquations<'_>, w: &[f64], outputs: usize) -> Result<f64, FitError> {
+/// Scratch `f64` values [`layer_loss`] needs for `outputs x columns` dense weights (their
+/// product with the Gram).
+pub fn layer_loss_scratch_len(columns: usize, outputs: usize) -> usize {
+    columns.saturating_mul(outputs)
+}
+
+fn check_weights(eqs: &NormalEquations<'_>, w: &[f64], outputs: usize) -> Result<(), FitError> {
     let d = eqs.gram.rows();
     if w.len() != outputs * d {
         return Err(FitError::WeightsLength {
@@ -139,6 +160,83 @@ pub fn layer_loss(eqs: NormalEquations<'_>, w: &[f64], outputs: usize) -> Result
             found: w.len(),
         });
     }
+    Ok(())
+}
+
+/// `sum_o ||X w_o - t_o||^2` for dense weights `w` (`outputs x columns`, row `o` fitting target
+/// `o`), from the sums alone: `t^T t - 2 w^T R_o + w^T G w`, summed over the outputs.
+///
+/// `W G` is formed by the blocked symmetric product [`symm_rows`] in `scratch` (at least
+/// [`layer_loss_scratch_len`] values), which reads the Gram's lower triangle row by row; the
+/// rest is `O(outputs x columns)` ([`layer_loss_with_product`]). [`layer_loss_reference`] is
+/// the scalar twin.
+pub fn layer_loss(
+    eqs: NormalEquations<'_>,
+    w: &[f64],
+    outputs: usize,
+    scratch: &mut [f64],
+) -> Result<f64, FitError> {
+    check_weights(&eqs, w, outputs)?;
+    let d = eqs.gram.rows();
+    let needed = layer_loss_scratch_len(d, outputs);
+    if scratch.len() < needed {
+        return Err(FitError::ScratchTooSmall {
+            needed,
+            provided: scratch.len(),
+        });
+    }
+    let wg = &mut scratch[..needed];
+    let wv = MatRef::new(w, outputs, d).expect("length checked");
+    symm_rows(
+        eqs.gram,
+        wv,
+        MatMut::new(wg, outputs, d).expect("length checked"),
+    )
+    .map_err(FitError::Kernel)?;
+    layer_loss_with_product(eqs, w, wg, outputs)
+}
+
+/// [`layer_loss`] when the caller already has `wg = W G` (`outputs x columns`, e.g. from
+/// [`symm_rows`] on other threads, or the product of prior weights a ridge towards them needs):
+/// `O(outputs x columns)`.
+pub fn layer_loss_with_product(
+    eqs: NormalEquations<'_>,
+    w: &[f64],
+    wg: &[f64],
+    outputs: usize,
+) -> Result<f64, FitError> {
+    check_weights(&eqs, w, outputs)?;
+    if wg.len() != w.len() {
+        return Err(FitError::WeightsLength {
+            expected: w.len(),
+            found: wg.len(),
+        });
+    }
+    let d = eqs.gram.rows();
+    let mut total = 0.0;
+    for o in 0..outputs {
+        let wo = &w[o * d..(o + 1) * d];
+        let go = &wg[o * d..(o + 1) * d];
+        let mut quad = 0.0;
+        let mut lin = 0.0;
+        for i in 0..d {
+            quad += wo[i] * go[i];
+            lin += wo[i] * eqs.cross.at(i, o);
+        }
+        total += eqs.target_sq_sums[o] - 2.0 * lin + quad;
+    }
+    Ok(total)
+}
+
+/// Scalar twin of [`layer_loss`] (the oracle of its tests): the quadratic form read entry by
+/// entry from the lower triangle.
+pub fn layer_loss_reference(
+    eqs: NormalEquations<'_>,
+    w: &[f64],
+    outputs: usize,
+) -> Result<f64, FitError> {
+    check_weights(&eqs, w, outputs)?;
+    let d = eqs.gram.rows();
     let g = |i: usize, j: usize| {
         if i >= j {
             eqs.gram.at(i, j)

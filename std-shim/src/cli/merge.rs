@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
+use super::interrupt::{self, OutputGuard};
 use super::{MergeArgs, Outcome, parse_normalize};
 use crate::error::Error;
 use crate::eval::evaluate;
@@ -136,61 +137,87 @@ fn model_normalize(model: &Model) -> Result<Option<Normalize>, Error> {
         .transpose()
 }
 
-/// An output directory being written: created if missing, cleaned on drop unless committed.
+/// An output directory being written: created if missing, cleaned on drop unless committed,
+/// and registered with the interrupt watcher (SIGINT/SIGTERM clean it the same way).
 struct OutDir {
     dir: PathBuf,
     created: bool,
     temps: Vec<PathBuf>,
     committed: bool,
+    guard: Option<OutputGuard>,
+}
+
+fn write_err(dir: &Path, source: std::io::Error) -> Error {
+    Error::Write {
+        path: dir.to_path_buf(),
+        source,
+    }
 }
 
 impl OutDir {
+    /// Fails now, not after the merge, if `dir` cannot be created or written. A directory
+    /// this creates is removed again: OUT_DIR only exists while the outputs are written, so a
+    /// merge killed before that (even by SIGKILL) leaves none.
+    fn probe(dir: &Path) -> Result<(), Error> {
+        let existed = dir.is_dir();
+        if !existed {
+            std::fs::create_dir_all(dir).map_err(|e| write_err(dir, e))?;
+        }
+        let probe = dir.join(interrupt::temp_name("probe"));
+        let written = std::fs::write(&probe, b"");
+        let _ = std::fs::remove_file(&probe);
+        if !existed {
+            let _ = std::fs::remove_dir(dir);
+        }
+        written.map_err(|e| write_err(dir, e))
+    }
+
     fn open(dir: &Path) -> Result<Self, Error> {
         let existed = dir.is_dir();
         if !existed {
-            std::fs::create_dir_all(dir).map_err(|source| Error::Write {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+            std::fs::create_dir_all(dir).map_err(|e| write_err(dir, e))?;
         }
         let mut out = OutDir {
             dir: dir.to_path_buf(),
             created: !existed,
             temps: Vec::new(),
             committed: false,
+            guard: None,
         };
-        // Probe: fail now, not after the merge, if the directory is not writable.
-        let probe = out.temp("probe");
-        std::fs::write(&probe, b"").map_err(|source| Error::Write {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let _ = std::fs::remove_file(&probe);
-        out.temps.clear();
+        out.guard = Some(
+            OutputGuard::register(dir, !existed)
+                .map_err(|reason| usage(format!("cannot watch for interrupts: {reason}")))?,
+        );
         Ok(out)
     }
 
     fn temp(&mut self, name: &str) -> PathBuf {
-        let p = self.dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let p = self.dir.join(interrupt::temp_name(name));
         self.temps.push(p.clone());
         p
     }
 
-    fn write(&mut self, name: &str, bytes: &[u8]) -> Result<PathBuf, Error> {
-        let tmp = self.temp(name);
-        std::fs::write(&tmp, bytes).map_err(|source| Error::Write {
-            path: self.dir.join(name),
-            source,
-        })?;
-        Ok(tmp)
-    }
-
-    fn commit(mut self, files: &[(PathBuf, &str)]) -> Result<(), Error> {
-        for (tmp, name) in files {
+    /// Writes `merged.safetensors` and `report.json` under temporary names and renames them,
+    /// with interrupts held off until both are in place.
+    fn write(mut self, model: &Model, report: &[u8]) -> Result<(), Error> {
+        let guard = self.guard.take();
+        let mut lock = guard.as_ref().map(OutputGuard::writing);
+        let model_tmp = self.temp("merged.safetensors");
+        model.save(&model_tmp)?;
+        let report_tmp = self.temp("report.json");
+        std::fs::write(&report_tmp, report)
+            .map_err(|e| write_err(&self.dir.join("report.json"), e))?;
+        for (tmp, name) in [
+            (model_tmp, "merged.safetensors"),
+            (report_tmp, "report.json"),
+        ] {
             let dst = self.dir.join(name);
             std::fs::rename(tmp, &dst).map_err(|source| Error::Write { path: dst, source })?;
         }
         self.committed = true;
+        if let Some(l) = lock.as_mut() {
+            l.committed();
+        }
         Ok(())
     }
 }
@@ -206,6 +233,16 @@ impl Drop for OutDir {
         if self.created {
             let _ = std::fs::remove_dir(&self.dir);
         }
+    }
+}
+
+/// `1h02m`, `3m05s` or `12s`.
+fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m{sec:02}s"),
+        (h, m, _) => format!("{h}h{m:02}m"),
     }
 }
 
@@ -334,8 +371,10 @@ fn prepare(a: &MergeArgs, root: bool) -> Result<(MergeSettings, Model, Model, Da
         // (a directory made for the probe is removed again) and is created for real only when
         // the results are written, so a merge killed on the way (SIGKILL, a killed MPI rank)
         // leaves nothing behind.
-        drop(OutDir::open(&a.out)?);
+        OutDir::probe(&a.out)?;
     }
+    interrupt::install()
+        .map_err(|reason| usage(format!("cannot watch for interrupts: {reason}")))?;
     Ok((settings, ma, mb, spec))
 }
 
@@ -348,7 +387,10 @@ fn run_on(
     err: &mut dyn Write,
 ) -> Result<Outcome, Error> {
     let root = ranks.rank() == ROOT;
-    let (settings, ma, mb, spec) = agree(ranks, prepare(a, root))?;
+    let (mut settings, ma, mb, spec) = agree(ranks, prepare(a, root))?;
+    // Every rank cuts the passes' shards into the same waves (`ranks::fold_shards`): the
+    // smallest thread count of all ranks sets them.
+    settings.threads = ranks.min_over_ranks(settings.threads as u64) as usize;
     let normalize = spec.normalize;
     let write_err = |source| Error::Write {
         path: "<stdout>".into(),
@@ -373,15 +415,23 @@ fn run_on(
             done,
             total,
             what,
+            elapsed,
+            eta,
         } => {
             if json_events {
                 let _ = writeln!(
                     out,
                     "{}",
-                    json!({"event": "step", "stage": stage, "done": done, "total": total, "what": what})
+                    json!({"event": "step", "stage": stage, "done": done, "total": total, "what": what,
+                           "elapsed_s": elapsed, "eta_s": eta})
                 );
             } else if interactive {
-                let _ = write!(err, "\r\x1b[K{stage}: {done}/{total} {what}");
+                let left = eta.map_or(String::new(), |s| format!(", about {} left", duration(s)));
+                let _ = write!(
+                    err,
+                    "\r\x1b[K{stage}: {done}/{total} {what} ({}{left})",
+                    duration(*elapsed)
+                );
                 if done == total {
                     let _ = writeln!(err);
                 }
@@ -393,7 +443,6 @@ fn run_on(
         // Every rank has the merged model; writing it is rank 0's.
         return Ok(Outcome::Ok);
     }
-    let outdir = OutDir::open(&a.out)?;
     // The merged model as a loadable model, evaluated if asked.
     let mut metadata = crate::io::safetensors::Metadata::new();
     metadata.insert("arch".into(), "pleas-merged".into());
@@ -452,19 +501,8 @@ fn run_on(
         })
     });
     let report = report_json(a, &settings, &outcome, eval_json.as_ref());
-    let mut outdir = outdir;
-    let model_tmp = outdir.temp("merged.safetensors");
-    merged_model.save(&model_tmp)?;
-    let report_tmp = outdir.write(
-        "report.json",
-        serde_json::to_string_pretty(&report)
-            .expect("report serialises")
-            .as_bytes(),
-    )?;
-    outdir.commit(&[
-        (model_tmp, "merged.safetensors"),
-        (report_tmp, "report.json"),
-    ])?;
+    let report = serde_json::to_string_pretty(&report).expect("report serialises");
+    OutDir::open(&a.out)?.write(&merged_model, report.as_bytes())?;
     if a.json {
         let done = json!({"event": "done", "out": a.out.display().to_string(), "flop_ratio": outcome.flop_ratio, "param_ratio": outcome.param_ratio, "eval": eval_json});
         writeln!(out, "{done}").map_err(write_err)?;

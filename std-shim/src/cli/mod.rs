@@ -4,6 +4,7 @@
 
 mod eval;
 mod inspect;
+mod interrupt;
 mod merge;
 
 use std::ffi::OsString;
@@ -91,7 +92,8 @@ struct MergeArgs {
     /// Worker threads (default: all cores); results do not depend on it.
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
-    /// Samples per chunk.
+    /// Samples per chunk (at most: fewer when one chunk's activations of the three networks
+    /// would exceed 1 GiB, e.g. 2 for a ResNet-50 at 224x224).
     #[arg(long, default_value_t = 64)]
     batch: usize,
     /// MiB of activations kept in memory between passes before spilling to a temporary file.

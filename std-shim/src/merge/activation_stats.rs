@@ -17,8 +17,8 @@ use pleas_core::similarity::{Metric, similarity_from_accumulator};
 
 use crate::error::Error;
 use crate::io::data::{DataSource, DataSpec};
-use crate::par::{OwnedGram, Parallelism, map_jobs};
-use crate::ranks::{Ranks, owned_shards, reduce_in_shard_order};
+use crate::par::{OwnedGram, Parallelism, shard_ranges};
+use crate::ranks::{Ranks, fold_shards};
 
 /// NCHW activations as rows of positions: `out[(s * hw + p) * c + ch] = data[(s * c + ch) * hw + p]`.
 fn positions_by_channels(act: &Activations<'_>, out: &mut Vec<f32>) {
@@ -110,11 +110,13 @@ pub fn activation_moments(
     Ok(accs)
 }
 
-/// [`activation_moments`] streamed from a data file: the samples are cut into `shards` fixed
-/// shards of consecutive samples (independent of the thread count), each read in chunks of
-/// `batch` by one of `par`'s threads into its own accumulators, combined in shard order, so
-/// the result is the same for any number of threads. With several `ranks`, each computes its
-/// own shards and the shard-order combination is done once for all (see [`crate::ranks`]).
+/// [`activation_moments`] streamed from a data file: the samples are cut into shards of
+/// `shard_samples` consecutive samples ([`shard_ranges`]: independent of the thread count),
+/// each read in chunks of `batch` by one of `par`'s threads into its own accumulators; shards
+/// run in waves of one per thread and are folded into the total in shard order, so the result
+/// is the same for any number of threads and at most a wave of accumulators is held. With
+/// several `ranks`, each computes its shards of every wave and rank 0 folds them all in shard
+/// order ([`fold_shards`]).
 pub fn activation_moments_streamed(
     graph: &Graph,
     groups: &Groups,
@@ -122,21 +124,19 @@ pub fn activation_moments_streamed(
     b: &Weights,
     data: &DataSpec,
     batch: usize,
-    shards: usize,
+    shard_samples: usize,
     par: Parallelism,
     ranks: &dyn Ranks,
 ) -> Result<Vec<OwnedGram>, Error> {
     let n = DataSource::open(data)?.len();
-    let shards = shards.clamp(1, n.max(1));
+    let shards = shard_ranges(n, shard_samples);
     let batch = batch.max(1);
-    let owned = owned_shards(ranks.rank(), ranks.size(), shards);
-    let results = map_jobs(par, owned.len(), |j| -> Result<Vec<OwnedGram>, Error> {
-        let s = owned.start + j;
+    let run_shard = |s: usize| -> Result<Vec<OwnedGram>, Error> {
         let mut src = DataSource::open(data)?;
         let per = src.sample_len();
         let mut accs = new_accumulators(groups);
         let mut moments = MomentsPass::new(graph, groups, a, b)?;
-        let range = (s * n / shards)..((s + 1) * n / shards);
+        let range = shards[s].clone();
         let mut x = Vec::new();
         for start in range.clone().step_by(batch) {
             let m = batch.min(range.end - start);
@@ -145,16 +145,22 @@ pub fn activation_moments_streamed(
             moments.push(&x, m, &mut accs)?;
         }
         Ok(accs)
-    });
-    reduce_in_shard_order(ranks, shards, results, |mut total, mut next| {
-        for (acc, other) in total.iter_mut().zip(next.iter_mut()) {
-            acc.combine(other).map_err(|e| Error::Merge {
-                stage: STAGE,
-                reason: e.to_string(),
-            })?;
-        }
-        Ok(total)
-    })
+    };
+    fold_shards(
+        ranks,
+        par,
+        shards.len(),
+        run_shard,
+        |mut total, mut next| {
+            for (acc, other) in total.iter_mut().zip(next.iter_mut()) {
+                acc.combine(other).map_err(|e| Error::Merge {
+                    stage: STAGE,
+                    reason: e.to_string(),
+                })?;
+            }
+            Ok(total)
+        },
+    )
 }
 
 const STAGE: &str = "matching statistics";

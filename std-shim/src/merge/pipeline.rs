@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use pleas_core::assign::AuctionParams;
 use pleas_core::forward::fold_batchnorm;
-use pleas_core::graph::{Graph, Groups, Op, Weights, cost, permutation_groups};
+use pleas_core::graph::{Graph, Groups, Op, Weights, cost, node_macs, permutation_groups};
+use pleas_core::linalg::symm_rows;
 use pleas_core::linalg::{MatMut, MatRef};
 use pleas_core::lstsq::dual::{DualParams, dual_ridge_scratch_len, dual_ridge_solve};
 use pleas_core::lstsq::{LstsqError, NormalEquations, RidgeParams};
@@ -16,7 +17,7 @@ use pleas_core::merge::blocks::OutputBlock;
 use pleas_core::merge::budget::{
     flop_ratio, param_ratio, stage_schedule, uniform_ratio, weighted_ratios,
 };
-use pleas_core::merge::fit::{FitError, fit_layer, layer_loss};
+use pleas_core::merge::fit::{FitError, fit_layer, layer_loss_with_product};
 use pleas_core::merge::layout::GroupLayout;
 use pleas_core::merge::matching::{GroupMatch, match_group};
 use pleas_core::merge::weight_matching::{WeightMatchParams, weight_matching};
@@ -26,14 +27,14 @@ use super::activation_stats::{activation_moments_streamed, group_similarities};
 use super::merged_model::{self, HeadMode, MergedModel, TargetRule};
 use super::plan;
 use super::settings::{
-    BnMode, FitMode, HeadChoice, MatchingMode, MergeSettings, RatioMode, RidgePrior, SHARDS,
+    BnMode, FitMode, HeadChoice, MatchingMode, MergeSettings, RatioMode, RidgePrior, SHARD_SAMPLES,
 };
 use super::store::Net;
 use super::stream::{Barrier, FitRows, Networks, PassResult, StreamParams, Streamer};
 use crate::error::Error;
 use crate::io::data::{DataSource, DataSpec};
 use crate::model::Model;
-use crate::par::Parallelism;
+use crate::par::{Parallelism, map_jobs};
 use crate::ranks::{Ranks, Single, agree};
 
 /// A progress event.
@@ -56,6 +57,13 @@ pub enum Event {
         total: usize,
         /// What was done.
         what: String,
+        /// Seconds since the stage started.
+        elapsed: f64,
+        /// Estimated seconds left in the stage, where the stage's work is estimated: the
+        /// least-squares passes are weighted by their arithmetic (forward passes, Gram and
+        /// cross moments over every sample, the block solves), so an early pass over a wide,
+        /// cheap layer does not promise a fast finish ([`pass_cost`]).
+        eta: Option<f64>,
     },
 }
 
@@ -91,7 +99,8 @@ pub struct LayerReport {
     pub outputs: usize,
     /// Largest ridge used over its blocks.
     pub ridge: f64,
-    /// `||X W - T||^2 / ||T||^2` with the fitted weights.
+    /// `||X W - T||^2 / ||T||^2` with the fitted weights (for solved blocks, the solve's own
+    /// measure of its f64 solution before the weights are stored as f32).
     pub relative_residual: f64,
     /// The same with the permute-and-average weights.
     pub average_relative_residual: f64,
@@ -341,7 +350,7 @@ fn merge_ranked(
     let layers = plan::layers(&graph, &groups);
     let costs = plan::layer_costs(&graph, &layers);
     let par = Parallelism::from_count(settings.threads);
-    let batch = settings.batch.max(1);
+    let batch = chunk_samples(&graph, settings.batch);
     timings.push(("prepare", t0.elapsed().as_secs_f64()));
 
     // Step 1: matching.
@@ -354,7 +363,15 @@ fn merge_ranked(
     let (scores, correlations): (Vec<Vec<f64>>, Option<Vec<Vec<f64>>>) = match settings.matching {
         MatchingMode::Activation => {
             let mut accs = activation_moments_streamed(
-                &graph, &groups, &wa, &wb, data, batch, SHARDS, par, ranks,
+                &graph,
+                &groups,
+                &wa,
+                &wb,
+                data,
+                batch,
+                SHARD_SAMPLES,
+                par,
+                ranks,
             )?;
             let s = group_similarities(&mut accs, settings.metric)?;
             let c = group_similarities(&mut accs, Metric::Correlation)?;
@@ -453,6 +470,8 @@ fn merge_ranked(
             done: g + 1,
             total: groups.len(),
             what: pg.name.clone(),
+            elapsed: t1.elapsed().as_secs_f64(),
+            eta: None,
         });
         matches.push(gm);
     }
@@ -469,6 +488,12 @@ fn merge_ranked(
     let exact = exact_channels(&merged, &layouts);
     let barriers = plan_passes(&merged, settings, &exact);
     let total = barriers.len();
+    let pass_costs: Vec<f64> = barriers
+        .iter()
+        .map(|b| pass_cost(&merged, &graph, b, n))
+        .collect();
+    let total_cost: f64 = pass_costs.iter().sum();
+    let mut done_cost = 0.0;
     progress(&Event::Stage {
         name: "least squares",
         total,
@@ -485,7 +510,7 @@ fn merge_ranked(
         let params = StreamParams {
             batch,
             par,
-            shards: SHARDS,
+            shard_samples: SHARD_SAMPLES,
             memory_budget: settings.memory_budget,
             spill_dir: settings.spill_dir.clone(),
         };
@@ -502,13 +527,13 @@ fn merge_ranked(
                 streamer.reset(Net::B);
                 fits_done = true;
             }
-            let result = streamer.pass(barrier, &weights, ranks)?;
+            let result = streamer.pass(barrier, &barriers[i + 1..], &weights, ranks)?;
             let what = match (barrier, result) {
-                (Barrier::Fit { layers: ls, .. }, PassResult::Fit(mut acc, rows)) => {
+                (Barrier::Fit { layers: ls, .. }, PassResult::Fit(acc, rows)) => {
                     let reports = solve_fit(
                         &merged,
                         ls,
-                        &mut acc,
+                        acc,
                         rows.as_deref(),
                         settings.ridge,
                         settings.ridge_prior,
@@ -516,6 +541,7 @@ fn merge_ranked(
                         &mut weights,
                         &average_weights,
                         tl,
+                        par,
                     )?;
                     let names: Vec<String> = reports.iter().map(|r| r.name.clone()).collect();
                     layer_reports.extend(reports);
@@ -545,11 +571,15 @@ fn merge_ranked(
                 }
                 _ => return Err(err("least squares", "pass returned the wrong result")),
             };
+            done_cost += pass_costs[i];
+            let elapsed = t2.elapsed().as_secs_f64();
             progress(&Event::Step {
                 stage: "least squares",
                 done: i + 1,
                 total,
                 what,
+                elapsed,
+                eta: (done_cost > 0.0).then(|| elapsed * (total_cost - done_cost) / done_cost),
             });
         }
         if settings.diagnose && settings.fit == FitMode::Original {
@@ -563,14 +593,20 @@ fn merge_ranked(
                 bn: BnMode::Fold,
                 ..settings.clone()
             };
-            for barrier in plan_passes(&merged, &seq, &exact) {
-                let Barrier::Fit { layers: ls, .. } = &barrier else {
+            let passes: Vec<Barrier> = plan_passes(&merged, &seq, &exact)
+                .into_iter()
+                .filter(|b| matches!(b, Barrier::Fit { .. }))
+                .collect();
+            for (i, barrier) in passes.iter().enumerate() {
+                let Barrier::Fit { layers: ls, .. } = barrier else {
                     continue;
                 };
-                let PassResult::Fit(mut acc, _) = streamer.pass(&barrier, &weights, ranks)? else {
+                let PassResult::Fit(mut acc, _) =
+                    streamer.pass(barrier, &passes[i + 1..], &weights, ranks)?
+                else {
                     return Err(err("diagnosis", "pass returned the wrong result"));
                 };
-                for (name, residual) in own_input_residuals(&merged, ls, &mut acc, &weights)? {
+                for (name, residual) in own_input_residuals(&merged, ls, &mut acc, &weights, par)? {
                     if let Some(r) = layer_reports.iter_mut().find(|r| r.name == name) {
                         r.own_input_relative_residual = Some(residual);
                     }
@@ -613,6 +649,60 @@ fn merge_ranked(
         ranks: ranks.size(),
         timings,
     })
+}
+
+/// Bytes of activations one chunk of one thread may hold, A's, B's and the merged network's
+/// together: a chunk keeps every node a pass computes for its samples, so at 224x224 a
+/// ResNet-50 sample holds about 92 MB per network and 64 samples per chunk held 17 GB.
+pub const CHUNK_BYTES: usize = 1 << 30;
+
+/// Samples per chunk: `batch`, or fewer so that four networks' activations of one chunk (A, B
+/// and a merged network up to twice as wide) fit in [`CHUNK_BYTES`]; at least 1. It depends on
+/// the architecture only, never on the thread count (chunks are the f32 accumulation blocks).
+pub fn chunk_samples(graph: &Graph, batch: usize) -> usize {
+    let per_sample: usize = graph.nodes().iter().map(|n| n.shape.len() * 4).sum();
+    (CHUNK_BYTES / (4 * per_sample).max(1)).clamp(1, batch.max(1))
+}
+
+/// Estimated arithmetic of one least-squares pass over `samples` samples, in multiply-adds:
+/// for a fit, the forward steps of A, B and the merged network through its layers, the Gram
+/// and cross moments (`positions x (d^2 / 2 + d t)` per sample) and the Cholesky solve of each
+/// output block (`k^3 / 3 + k^2 rows` for `k` columns); for a batch-norm pass, the merged
+/// network's step to it. Only the ratios matter (the ETA scales elapsed time by them).
+pub fn pass_cost(merged: &MergedModel, original: &Graph, barrier: &Barrier, samples: usize) -> f64 {
+    let n = samples as f64;
+    match barrier {
+        Barrier::Fit { layers, .. } => {
+            let Some(first) = layers.first().map(|&l| &merged.layers[l]) else {
+                return 0.0;
+            };
+            let shape = merged.graph.node(first.node).shape;
+            let positions = (shape.h * shape.w) as f64;
+            let d = first.columns() as f64;
+            let t: f64 = layers
+                .iter()
+                .map(|&l| merged.layers[l].outputs as f64)
+                .sum();
+            let forward: f64 = layers
+                .iter()
+                .map(|&l| {
+                    let node = merged.layers[l].node;
+                    let src = merged.source_node[node];
+                    node_macs(&merged.graph, node) as f64 + 2.0 * node_macs(original, src) as f64
+                })
+                .sum();
+            let solve: f64 = layers
+                .iter()
+                .flat_map(|&l| &merged.layers[l].blocks)
+                .map(|b| {
+                    let k = b.cols.len() as f64;
+                    k * k * k / 3.0 + k * k * b.rows.len() as f64
+                })
+                .sum();
+            n * (forward + positions * (d * d / 2.0 + d * t)) + solve
+        }
+        Barrier::BatchNorm { node } => n * merged.graph.node(*node).shape.len() as f64,
+    }
 }
 
 /// The data passes in order: fits (layers reading the same input with the same geometry share
@@ -674,7 +764,7 @@ fn plan_passes(
 fn solve_fit(
     merged: &MergedModel,
     layer_ids: &[usize],
-    acc: &mut crate::par::OwnedGram,
+    mut acc: crate::par::OwnedGram,
     rows: Option<&FitRows>,
     ridge: f64,
     prior: RidgePrior,
@@ -682,17 +772,19 @@ fn solve_fit(
     weights: &mut Weights,
     average: &Weights,
     started: Instant,
+    par: Parallelism,
 ) -> Result<Vec<LayerReport>, Error> {
     let stage = "least squares";
     let d = acc.dim();
     let t = acc.targets();
-    let moments = Moments::read(acc, stage)?;
+    let moments = Moments::read(&mut acc, stage)?;
+    // The accumulator's totals are no longer needed: free them before the solves.
+    drop(acc);
     let (g, r, tt) = (&moments.g, &moments.r, &moments.tt);
     let params = RidgeParams::default().with_relative_ridge(ridge);
     let mut reports = Vec::new();
     let mut offset = 0;
     let solve_time = started.elapsed().as_secs_f64();
-    let gram_at = |i: usize, j: usize| if i >= j { g[i * d + j] } else { g[j * d + i] };
     for &li in layer_ids {
         let layer = &merged.layers[li];
         let name = merged.graph.node(layer.node).name.clone();
@@ -706,9 +798,11 @@ fn solve_fit(
             .collect();
         // Ridge towards the permute-and-average weights W0: solve for W - W0 with the cross
         // moment R - G W0 (per block, on its own columns), so that directions the merge data
-        // does not excite keep W0 instead of shrinking to zero.
+        // does not excite keep W0 instead of shrinking to zero. `W0 G` also gives W0's loss.
+        let avg_dense = layer.dense(average);
+        let avg_g = moments.product(&avg_dense, layer.outputs, par);
         let prior = match prior {
-            RidgePrior::Average => Some(layer.dense(average)),
+            RidgePrior::Average => Some(&avg_dense),
             RidgePrior::Zero => None,
         };
         // Blocks whose prior is their exact solution (see above), and the others, to solve.
@@ -719,45 +813,69 @@ fn solve_fit(
             .map(|b| prior.is_some() && reads_exact(layer, b, input))
             .collect();
         let to_solve: Vec<usize> = (0..copies.len()).filter(|&i| !copies[i]).collect();
-        let solved: Vec<(Vec<f64>, f64)> = if to_solve.is_empty() {
+        // Per output, the permute-and-average loss ||X w0_o - t_o||^2, from `W0 G`.
+        let avg_losses: Vec<f64> = moments.output_losses(offset, &avg_dense, &avg_g, layer.outputs);
+        // Every solved block's weights, ridge and loss (when the solve measured it).
+        let solved: Vec<(Vec<f64>, f64, Option<f64>)> = if to_solve.is_empty() {
             Vec::new()
         } else if let Some(rows) = rows {
             let blocks = to_solve.iter().map(|&i| &layer.blocks[i]);
-            sample_space_fit(blocks, rows, d, t, offset, prior.as_deref(), ridge)
+            sample_space_fit(blocks, rows, d, t, offset, prior.map(Vec::as_slice), ridge)
                 .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?
+                .into_iter()
+                .map(|(w, ridge)| (w, ridge, None))
+                .collect()
         } else {
             let mut cross_fit = r.clone();
-            if let Some(w0) = &prior {
+            if prior.is_some() {
+                // W0 is zero outside each block's columns, so row o of `W0 G` at column i is
+                // the block's sum over its own columns.
                 for b in &layer.blocks {
                     for o in b.rows.clone() {
-                        let w0o = &w0[o * d..(o + 1) * d];
                         for &i in &b.cols {
-                            let gw: f64 = b.cols.iter().map(|&j| gram_at(i, j) * w0o[j]).sum();
-                            cross_fit[i * t + offset + o] -= gw;
+                            cross_fit[i * t + offset + o] -= avg_g[o * d + i];
                         }
                     }
+                }
+            }
+            // With the prior, the solve regresses the residual targets `t - X w0`, whose
+            // energies are the permute-and-average losses: its residual is then the fitted
+            // weights' loss relative to them, and no further `W G` product is needed.
+            let mut energies = tt.to_vec();
+            if prior.is_some() {
+                for (o, &l) in avg_losses.iter().enumerate() {
+                    energies[offset + o] = l;
                 }
             }
             let eqs = NormalEquations {
                 gram: MatRef::new(g, d, d).expect("d x d"),
                 cross: MatRef::new(&cross_fit, d, t).expect("d x t"),
-                target_sq_sums: tt,
+                target_sq_sums: &energies,
             };
             let blocks: Vec<OutputBlock> = to_solve.iter().map(|&i| shifted[i].clone()).collect();
-            let mut fits = fit_layer(eqs, &blocks, params).map_err(|e| {
-                let hint = match e {
-                    FitError::Solve {
-                        error: LstsqError::NotPositiveDefinite { .. },
-                        ..
-                    } => format!(
-                        " (the merge data do not determine this block, and ridge {ridge:e} is \
+            // Blocks are independent solves: one job each, results in block order.
+            let solves = map_jobs(par, blocks.len(), |k| {
+                fit_layer(eqs, &blocks[k..k + 1], params)
+            });
+            let fitted: Result<Vec<Vec<_>>, FitError> = solves.into_iter().collect();
+            let mut fits: Vec<_> = fitted
+                .map_err(|e| {
+                    let hint = match e {
+                        FitError::Solve {
+                            error: LstsqError::NotPositiveDefinite { .. },
+                            ..
+                        } => format!(
+                            " (the merge data do not determine this block, and ridge {ridge:e} is \
                          below the rounding of its Gram; a larger --ridge, e.g. the default \
                          1e-6, or more merge data regularise it)"
-                    ),
-                    _ => String::new(),
-                };
-                err(stage, format!("layer `{name}`: {e}{hint}"))
-            })?;
+                        ),
+                        _ => String::new(),
+                    };
+                    err(stage, format!("layer `{name}`: {e}{hint}"))
+                })?
+                .into_iter()
+                .flatten()
+                .collect();
             if let Some(w0) = &prior {
                 for (f, b) in fits
                     .iter_mut()
@@ -772,21 +890,29 @@ fn solve_fit(
                 }
             }
             fits.into_iter()
-                .map(|f| (f.weights, f.info.ridge))
+                .map(|f| {
+                    let energy: f64 = f.rows.clone().map(|o| energies[o]).sum();
+                    (
+                        f.weights,
+                        f.info.ridge,
+                        Some(f.info.relative_residual * energy),
+                    )
+                })
                 .collect()
         };
-        // Every block's weights and ridge: the prior's (no ridge) for copies, else the solve's.
+        // Every block's weights, ridge and loss: the prior's (no ridge, its own loss) for
+        // copies, else the solve's.
         let mut solved = solved.into_iter();
-        let mut fits: Vec<(Vec<f64>, f64)> = Vec::with_capacity(layer.blocks.len());
+        let mut fits: Vec<(Vec<f64>, f64, Option<f64>)> = Vec::with_capacity(layer.blocks.len());
         for (b, &copy) in layer.blocks.iter().zip(&copies) {
             if copy {
-                let w0 = prior.as_deref().expect("copies need the prior");
+                let w0 = prior.expect("copies need the prior");
                 let w = b
                     .rows
                     .clone()
                     .flat_map(|o| b.cols.iter().map(move |&j| w0[o * d + j]))
                     .collect();
-                fits.push((w, 0.0));
+                fits.push((w, 0.0, Some(b.rows.clone().map(|o| avg_losses[o]).sum())));
             } else {
                 fits.push(solved.next().ok_or_else(|| {
                     err(stage, format!("layer `{name}`: a block's fit is missing"))
@@ -794,18 +920,29 @@ fn solve_fit(
             }
         }
         let mut max_ridge: f64 = 0.0;
-        for (bi, (w, ridge)) in fits.iter().enumerate() {
+        for (bi, (w, ridge, _)) in fits.iter().enumerate() {
             layer.store_block(bi, w, weights);
             max_ridge = max_ridge.max(*ridge);
         }
-        // Losses of the fitted and the permute-and-average weights on this layer's targets.
+        // Losses of the fitted and the permute-and-average weights on this layer's targets;
+        // the fitted one from the solves where they measured it (of the f64 solution, before
+        // its f32 storage), else from the stored weights' product with the Gram.
         let o = layer.outputs;
-        let fitted = moments
-            .relative_residual(offset, layer, weights)
-            .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?;
-        let avg = moments
-            .relative_residual(offset, layer, average)
-            .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?;
+        let energy = tt[offset..offset + o]
+            .iter()
+            .sum::<f64>()
+            .max(f64::MIN_POSITIVE);
+        let fitted = match fits.iter().map(|f| f.2).sum::<Option<f64>>() {
+            Some(loss) => loss.max(0.0) / energy,
+            None => {
+                let fitted_dense = layer.dense(weights);
+                let fitted_g = moments.product(&fitted_dense, o, par);
+                moments
+                    .relative_residual(offset, &fitted_dense, &fitted_g, o)
+                    .map_err(|e| err(stage, format!("layer `{name}`: {e}")))?
+            }
+        };
+        let avg = avg_losses.iter().sum::<f64>().max(0.0) / energy;
         reports.push(LayerReport {
             name,
             columns: d,
@@ -892,6 +1029,7 @@ fn own_input_residuals(
     layer_ids: &[usize],
     acc: &mut crate::par::OwnedGram,
     weights: &Weights,
+    par: Parallelism,
 ) -> Result<Vec<(String, f64)>, Error> {
     let stage = "diagnosis";
     let moments = Moments::read(acc, stage)?;
@@ -900,8 +1038,10 @@ fn own_input_residuals(
     for &li in layer_ids {
         let layer = &merged.layers[li];
         let o = layer.outputs;
+        let w = layer.dense(weights);
+        let wg = moments.product(&w, o, par);
         let residual = moments
-            .relative_residual(offset, layer, weights)
+            .relative_residual(offset, &w, &wg, o)
             .map_err(|e| err(stage, e.to_string()))?;
         out.push((merged.graph.node(layer.node).name.clone(), residual));
         offset += o;
@@ -991,15 +1131,52 @@ impl Moments {
         Ok(m)
     }
 
-    /// `||X W - T||^2 / ||T||^2` of `layer`'s dense weights in `weights`, for the targets
-    /// from column `offset` on.
+    /// `W G` for dense weights `w` (`outputs` rows of `d`), its rows split in fixed chunks
+    /// over `par`'s threads: every row is computed the same way in any chunk, so the result
+    /// does not depend on the thread count.
+    fn product(&self, w: &[f64], outputs: usize, par: Parallelism) -> Vec<f64> {
+        let d = self.r.len() / self.tt.len().max(1);
+        let gram = MatRef::new(&self.g, d, d).expect("d x d");
+        let chunks = outputs.div_ceil(PRODUCT_ROWS);
+        let parts = map_jobs(par, chunks, |c| {
+            let rows = c * PRODUCT_ROWS..((c + 1) * PRODUCT_ROWS).min(outputs);
+            let n = rows.len();
+            let mut out = vec![0.0; n * d];
+            let wv = MatRef::new(&w[rows.start * d..rows.end * d], n, d).expect("n x d");
+            symm_rows(gram, wv, MatMut::new(&mut out, n, d).expect("n x d")).expect("shapes agree");
+            out
+        });
+        parts.concat()
+    }
+
+    /// Per output, `||X w_o - t_o||^2` (clamped at 0 against rounding) of dense weights `w`
+    /// (`o x d`) with `wg = W G`, for the targets from column `offset` on.
+    fn output_losses(&self, offset: usize, w: &[f64], wg: &[f64], o: usize) -> Vec<f64> {
+        let t = self.tt.len();
+        let d = self.r.len() / t.max(1);
+        (0..o)
+            .map(|k| {
+                let (wk, gk) = (&w[k * d..(k + 1) * d], &wg[k * d..(k + 1) * d]);
+                let (mut quad, mut lin) = (0.0, 0.0);
+                for i in 0..d {
+                    quad += wk[i] * gk[i];
+                    lin += wk[i] * self.r[i * t + offset + k];
+                }
+                (self.tt[offset + k] - 2.0 * lin + quad).max(0.0)
+            })
+            .collect()
+    }
+
+    /// `||X W - T||^2 / ||T||^2` of dense weights `w` (`o x d`) with `wg = W G`, for the
+    /// targets from column `offset` on.
     fn relative_residual(
         &self,
         offset: usize,
-        layer: &super::merged_model::MergedLayer,
-        weights: &Weights,
+        w: &[f64],
+        wg: &[f64],
+        o: usize,
     ) -> Result<f64, pleas_core::merge::fit::FitError> {
-        let (t, o) = (self.tt.len(), layer.outputs);
+        let t = self.tt.len();
         let d = self.r.len() / t.max(1);
         let cross = target_columns(&self.r, d, t, offset, o);
         let eqs = NormalEquations {
@@ -1011,9 +1188,13 @@ impl Moments {
             .iter()
             .sum::<f64>()
             .max(f64::MIN_POSITIVE);
-        Ok(layer_loss(eqs, &layer.dense(weights), o)?.max(0.0) / norm)
+        Ok(layer_loss_with_product(eqs, w, wg, o)?.max(0.0) / norm)
     }
 }
+
+/// Rows of dense weights per job of [`Moments::product`] (a multiple of the kernel's block of
+/// four; fixed, so the split never depends on the thread count).
+const PRODUCT_ROWS: usize = 16;
 
 /// Columns `offset .. offset + o` of the `d x t` cross moment `r`, as a `d x o` matrix.
 fn target_columns(r: &[f64], d: usize, t: usize, offset: usize, o: usize) -> Vec<f64> {

@@ -139,7 +139,8 @@ pub struct MergeSettings {
     pub heads: HeadChoice,
     /// Worker threads (results do not depend on it).
     pub threads: usize,
-    /// Samples per chunk.
+    /// Samples per chunk, at most ([`crate::merge::pipeline::chunk_samples`] lowers it so a
+    /// chunk's activations fit in [`crate::merge::pipeline::CHUNK_BYTES`]).
     pub batch: usize,
     /// Bytes of activations kept in memory between passes before spilling to a temporary file.
     pub memory_budget: usize,
@@ -171,5 +172,9 @@ impl Default for MergeSettings {
     }
 }
 
-/// Fixed number of data shards: results are identical for any thread count.
-pub const SHARDS: usize = 8;
+/// Samples per data shard. Shards are fixed in size, so their number grows with the merge
+/// data (every thread of a large machine gets work: 1,563 shards for 10^5 samples) and never
+/// depends on the thread count: results are identical for any thread count. Each shard costs
+/// one accumulator reset and one combination per pass (`d^2` for a fit of `d` columns), small
+/// next to accumulating 64 samples' patches (`64 x positions x d^2`).
+pub const SHARD_SAMPLES: usize = 64;

@@ -2,15 +2,20 @@
 //! and batch-norm re-estimation run one pass per layer, and every pass starts from the live
 //! activations the previous one left).
 //!
-//! Chunks are kept in memory up to a byte budget; beyond it they go to a temporary file per
-//! stored node (removed when the node is released or the store dropped), so memory does not
-//! grow with the amount of merge data.
+//! Chunks are kept in memory while the bytes held by all shards together stay within a budget;
+//! beyond it they go to one spill file shared by every shard ([`SpillSpace`]), in extents that
+//! are handed back when a node is released, so memory does not grow with the amount of merge
+//! data and the file only holds what is live. The spill file is unnamed (`O_TMPFILE`, or
+//! created and unlinked at once where that is not available): no path ever names it, so
+//! however the process ends, SIGKILL included, the system reclaims its space and nothing is
+//! left in the temporary folder.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::Error;
 
@@ -30,60 +35,167 @@ enum Slot {
     Disk { offset: u64, len: usize },
 }
 
-struct Spill {
-    path: PathBuf,
-    file: File,
+/// Free byte ranges of the spill file (first fit, neighbours coalesced) and its end.
+#[derive(Default)]
+struct Extents {
+    free: BTreeMap<u64, u64>,
     end: u64,
 }
 
-impl Drop for Spill {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+impl Extents {
+    fn alloc(&mut self, len: u64) -> u64 {
+        if let Some((&off, &have)) = self.free.iter().find(|(_, l)| **l >= len) {
+            self.free.remove(&off);
+            if have > len {
+                self.free.insert(off + len, have - len);
+            }
+            return off;
+        }
+        let off = self.end;
+        self.end += len;
+        off
+    }
+
+    /// Returns `[off, off + len)`; returns the new end when the file's tail became free.
+    fn release(&mut self, mut off: u64, mut len: u64) -> Option<u64> {
+        if let Some((&p, &pl)) = self.free.range(..off).next_back()
+            && p + pl == off
+        {
+            self.free.remove(&p);
+            off = p;
+            len += pl;
+        }
+        if let Some(nl) = self.free.remove(&(off + len)) {
+            len += nl;
+        }
+        if off + len == self.end {
+            self.end = off;
+            return Some(off);
+        }
+        self.free.insert(off, len);
+        None
     }
 }
 
-#[derive(Default)]
-struct Entry {
-    chunks: BTreeMap<usize, Slot>,
-    spill: Option<Spill>,
+/// What every shard's store shares: the in-memory byte budget and the spill file.
+pub struct SpillSpace {
+    budget: usize,
+    in_memory: AtomicUsize,
+    dir: PathBuf,
+    file: OnceLock<File>,
+    extents: Mutex<Extents>,
 }
 
-static SPILL_COUNTER: AtomicUsize = AtomicUsize::new(0);
+impl SpillSpace {
+    /// Up to `budget_bytes` of activations in memory over all shards, the rest in an unnamed
+    /// file in `dir` (created on first use).
+    pub fn new(budget_bytes: usize, dir: PathBuf) -> Arc<Self> {
+        Arc::new(Self {
+            budget: budget_bytes,
+            in_memory: AtomicUsize::new(0),
+            dir,
+            file: OnceLock::new(),
+            extents: Mutex::new(Extents::default()),
+        })
+    }
+
+    /// Bytes held in memory over all shards.
+    pub fn memory_bytes(&self) -> usize {
+        self.in_memory.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the spill file in use (its length).
+    pub fn spilled_bytes(&self) -> u64 {
+        self.extents.lock().expect("extents lock").end
+    }
+
+    fn write_err(&self, source: std::io::Error) -> Error {
+        Error::Write {
+            path: self.dir.join("<unnamed spill file>"),
+            source,
+        }
+    }
+
+    fn file(&self) -> Result<&File, Error> {
+        if let Some(f) = self.file.get() {
+            return Ok(f);
+        }
+        let f = tempfile::tempfile_in(&self.dir).map_err(|e| self.write_err(e))?;
+        // Another shard may have won the race; its file is kept and ours closed (unnamed: gone).
+        Ok(self.file.get_or_init(|| f))
+    }
+
+    /// Reserves `bytes` of the memory budget, if they fit.
+    fn reserve(&self, bytes: usize) -> bool {
+        let before = self.in_memory.fetch_add(bytes, Ordering::Relaxed);
+        if before + bytes <= self.budget {
+            return true;
+        }
+        self.in_memory.fetch_sub(bytes, Ordering::Relaxed);
+        false
+    }
+
+    fn unreserve(&self, bytes: usize) {
+        self.in_memory.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    fn spill(&self, data: &[f32]) -> Result<u64, Error> {
+        let file = self.file()?;
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let off = self
+            .extents
+            .lock()
+            .expect("extents lock")
+            .alloc(bytes.len() as u64);
+        file.write_all_at(&bytes, off)
+            .map_err(|e| self.write_err(e))?;
+        Ok(off)
+    }
+
+    fn read(&self, offset: u64, len: usize) -> Result<Vec<f32>, Error> {
+        let file = self.file()?;
+        let mut bytes = vec![0u8; len * 4];
+        file.read_exact_at(&mut bytes, offset)
+            .map_err(|source| Error::Read {
+                path: self.dir.join("<unnamed spill file>"),
+                source,
+            })?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+
+    fn free_disk(&self, offset: u64, len: usize) {
+        let mut ext = self.extents.lock().expect("extents lock");
+        if let Some(end) = ext.release(offset, len as u64 * 4)
+            && let Some(f) = self.file.get()
+        {
+            // Give the tail's blocks back to the file system (best effort: a failure only
+            // leaves the file longer than needed until it is closed).
+            let _ = f.set_len(end);
+        }
+    }
+}
 
 /// Live activations of one shard, per (network, node), per chunk.
 pub struct ActivationStore {
-    entries: BTreeMap<(Net, usize), Entry>,
-    in_memory: usize,
-    budget: usize,
-    dir: PathBuf,
+    entries: BTreeMap<(Net, usize), BTreeMap<usize, Slot>>,
+    space: Arc<SpillSpace>,
 }
 
 impl ActivationStore {
-    /// An empty store keeping up to `budget_bytes` in memory, spilling into `dir`.
-    pub fn new(budget_bytes: usize, dir: PathBuf) -> Self {
+    /// An empty store sharing `space` with the other shards.
+    pub fn new(space: Arc<SpillSpace>) -> Self {
         Self {
             entries: BTreeMap::new(),
-            in_memory: 0,
-            budget: budget_bytes,
-            dir,
+            space,
         }
     }
 
     /// Whether `(net, node)` is stored.
     pub fn contains(&self, net: Net, node: usize) -> bool {
         self.entries.contains_key(&(net, node))
-    }
-
-    /// Bytes held in memory.
-    pub fn memory_bytes(&self) -> usize {
-        self.in_memory
-    }
-
-    fn io_err(path: &std::path::Path, source: std::io::Error) -> Error {
-        Error::Write {
-            path: path.to_path_buf(),
-            source,
-        }
     }
 
     /// Stores chunk `chunk` of `(net, node)`. A chunk already on disk is left there (the data
@@ -95,50 +207,27 @@ impl ActivationStore {
         chunk: usize,
         data: Vec<f32>,
     ) -> Result<(), Error> {
-        let bytes = data.len() * 4;
-        let fits = self.in_memory + bytes <= self.budget;
-        let dir = self.dir.clone();
         let entry = self.entries.entry((net, node)).or_default();
-        if let Some(Slot::Disk { .. }) = entry.chunks.get(&chunk) {
+        match entry.remove(&chunk) {
+            Some(Slot::Disk { offset, len }) => {
+                entry.insert(chunk, Slot::Disk { offset, len });
+                return Ok(());
+            }
+            Some(Slot::Memory(old)) => self.space.unreserve(old.len() * 4),
+            None => {}
+        }
+        if self.space.reserve(data.len() * 4) {
+            entry.insert(chunk, Slot::Memory(data));
             return Ok(());
         }
-        if let Some(Slot::Memory(old)) = entry.chunks.remove(&chunk) {
-            self.in_memory -= old.len() * 4;
-        }
-        if fits {
-            self.in_memory += bytes;
-            entry.chunks.insert(chunk, Slot::Memory(data));
-            return Ok(());
-        }
-        if entry.spill.is_none() {
-            let id = SPILL_COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = dir.join(format!("pleas-spill-{}-{id}.f32", std::process::id()));
-            let file = File::options()
-                .create_new(true)
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(|e| Self::io_err(&path, e))?;
-            entry.spill = Some(Spill { path, file, end: 0 });
-        }
-        let spill = entry.spill.as_mut().expect("just created");
-        let mut bytes_buf = Vec::with_capacity(bytes);
-        for v in &data {
-            bytes_buf.extend_from_slice(&v.to_le_bytes());
-        }
-        spill
-            .file
-            .seek(SeekFrom::Start(spill.end))
-            .and_then(|_| spill.file.write_all(&bytes_buf))
-            .map_err(|e| Self::io_err(&spill.path, e))?;
-        entry.chunks.insert(
+        let offset = self.space.spill(&data)?;
+        entry.insert(
             chunk,
             Slot::Disk {
-                offset: spill.end,
+                offset,
                 len: data.len(),
             },
         );
-        spill.end += bytes as u64;
         Ok(())
     }
 
@@ -148,43 +237,31 @@ impl ActivationStore {
         let Some(entry) = self.entries.get_mut(&(net, node)) else {
             return Ok(None);
         };
-        match entry.chunks.get(&chunk) {
+        match entry.get(&chunk) {
             None => Ok(None),
-            Some(Slot::Memory(_)) => match entry.chunks.remove(&chunk) {
+            Some(Slot::Memory(_)) => match entry.remove(&chunk) {
                 Some(Slot::Memory(v)) => {
-                    self.in_memory -= v.len() * 4;
+                    self.space.unreserve(v.len() * 4);
                     Ok(Some(v))
                 }
                 _ => Ok(None),
             },
-            Some(&Slot::Disk { offset, len }) => {
-                let spill = entry.spill.as_mut().expect("disk slot has a file");
-                let mut bytes = vec![0u8; len * 4];
-                spill
-                    .file
-                    .seek(SeekFrom::Start(offset))
-                    .and_then(|_| spill.file.read_exact(&mut bytes))
-                    .map_err(|source| Error::Read {
-                        path: spill.path.clone(),
-                        source,
-                    })?;
-                Ok(Some(
-                    bytes
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect(),
-                ))
-            }
+            Some(&Slot::Disk { offset, len }) => self.space.read(offset, len).map(Some),
         }
     }
 
-    /// Forgets `(net, node)` (memory freed, spill file removed).
+    /// Forgets `(net, node)` (memory freed, disk extents handed back).
     pub fn release(&mut self, net: Net, node: usize) {
         if let Some(e) = self.entries.remove(&(net, node)) {
-            for s in e.chunks.values() {
-                if let Slot::Memory(v) = s {
-                    self.in_memory -= v.len() * 4;
-                }
+            self.free(e);
+        }
+    }
+
+    fn free(&self, chunks: BTreeMap<usize, Slot>) {
+        for s in chunks.into_values() {
+            match s {
+                Slot::Memory(v) => self.space.unreserve(v.len() * 4),
+                Slot::Disk { offset, len } => self.space.free_disk(offset, len),
             }
         }
     }
@@ -192,5 +269,59 @@ impl ActivationStore {
     /// The stored `(net, node)` keys.
     pub fn keys(&self) -> Vec<(Net, usize)> {
         self.entries.keys().copied().collect()
+    }
+}
+
+impl Drop for ActivationStore {
+    fn drop(&mut self) {
+        let entries = std::mem::take(&mut self.entries);
+        for chunks in entries.into_values() {
+            self.free(chunks);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extents_reuse_freed_ranges_and_shrink_the_tail() {
+        let mut e = Extents::default();
+        let a = e.alloc(10);
+        let b = e.alloc(20);
+        let c = e.alloc(5);
+        assert_eq!((a, b, c, e.end), (0, 10, 30, 35));
+        assert_eq!(e.release(a, 10), None);
+        // First fit reuses the hole.
+        assert_eq!(e.alloc(4), 0);
+        assert_eq!(e.release(0, 4), None);
+        // Freeing b coalesces with the hole before it; freeing c then frees the whole tail.
+        assert_eq!(e.release(b, 20), None);
+        assert_eq!(e.free.len(), 1);
+        assert_eq!(e.release(c, 5), Some(0));
+        assert!(e.free.is_empty());
+        assert_eq!(e.end, 0);
+    }
+
+    #[test]
+    fn spilled_chunks_read_back_and_leave_no_file() {
+        let dir = std::env::temp_dir().join(format!("pleas-store-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let space = SpillSpace::new(16, dir.clone());
+        let mut store = ActivationStore::new(space.clone());
+        let data: Vec<f32> = (0..100).map(|i| i as f32 * 0.5).collect();
+        store.put(Net::A, 3, 0, vec![1.0, 2.0]).unwrap();
+        store.put(Net::A, 3, 1, data.clone()).unwrap();
+        assert_eq!(space.memory_bytes(), 8);
+        assert_eq!(space.spilled_bytes(), 400);
+        // Nothing in the folder names the spill file.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        assert_eq!(store.take(Net::A, 3, 1).unwrap(), Some(data));
+        assert_eq!(store.take(Net::A, 3, 0).unwrap(), Some(vec![1.0, 2.0]));
+        assert_eq!(space.memory_bytes(), 0);
+        store.release(Net::A, 3);
+        assert_eq!(space.spilled_bytes(), 0);
+        std::fs::remove_dir(&dir).unwrap();
     }
 }

@@ -3,11 +3,15 @@
 //! accumulates what the next layer needs: the Gram and cross moments of its inputs and targets,
 //! or the per-channel moments of a batch-norm input.
 //!
-//! The data is cut into a fixed number of shards of consecutive samples (independent of the
-//! thread count); each shard is processed in chunks, in order, with its own accumulators and its
-//! own [`ActivationStore`] for the activations that stay live between passes; shard results are
-//! combined in shard order. So results are bit-identical for any number of threads.
+//! The data is cut into shards of a fixed number of consecutive samples ([`shard_ranges`](crate::par::shard_ranges): the
+//! number of shards grows with the data, never with the thread count); each shard is processed
+//! in chunks, in order, with its own accumulators and its own [`ActivationStore`] for the
+//! activations that stay live between passes. Shards run in waves of one per thread, and every
+//! shard's result is folded into the total in shard order as its wave ends
+//! ([`PassResult::combine`]), so at most a wave of shard accumulators is held at once and
+//! results are bit-identical for any number of threads.
 
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -22,11 +26,11 @@ use pleas_core::merge::layout::GroupLayout;
 
 use super::merged_model::{MergedLayer, MergedModel, RowSource, TargetRule, row_sources};
 use super::plan::LayerKind;
-use super::store::{ActivationStore, Net};
+use super::store::{ActivationStore, Net, SpillSpace};
 use crate::error::Error;
 use crate::io::data::{DataSource, DataSpec};
-use crate::par::{OwnedGram, Parallelism, map_jobs};
-use crate::ranks::{Ranks, owned_shards, reduce_in_shard_order};
+use crate::par::{OwnedGram, Parallelism, shard_ranges};
+use crate::ranks::{Ranks, fold_shards};
 
 /// How the passes run.
 #[derive(Debug, Clone)]
@@ -35,8 +39,8 @@ pub struct StreamParams {
     pub batch: usize,
     /// Worker threads.
     pub par: Parallelism,
-    /// Shards (fixed: results do not depend on the thread count).
-    pub shards: usize,
+    /// Samples per shard (fixed: results do not depend on the thread count).
+    pub shard_samples: usize,
     /// Bytes of live activations kept in memory (over all shards) before spilling to disk.
     pub memory_budget: usize,
     /// Directory for spill files.
@@ -186,6 +190,18 @@ fn push_lag_gram(
     lag.push(&maps[..count * shape.input_len()], count, Some(t))
 }
 
+/// The node range one pass computes per network, and what it must keep of A and B.
+struct PassSpan<'s> {
+    /// Highest node already computed, per network.
+    from: [usize; 3],
+    /// Highest node this pass computes, per network.
+    to: [usize; 3],
+    /// Consumers of every node, per network.
+    consumers: &'s [Vec<Vec<NodeId>>; 3],
+    /// Nodes of A and B this pass or a later one reads.
+    keep: &'s BTreeSet<NodeId>,
+}
+
 struct Shard {
     samples: Range<usize>,
     store: ActivationStore,
@@ -282,41 +298,44 @@ fn compose(
     }
 }
 
-/// Adds shard result `next` to the total `acc` of the shards before it.
-fn fold_pass_results(acc: PassResult, next: PassResult) -> Result<PassResult, Error> {
-    Ok(match (acc, next) {
-        (PassResult::Fit(mut acc, rows), PassResult::Fit(mut other, more)) => {
-            acc.combine(&mut other)
-                .map_err(|e| stage_err(e.to_string()))?;
-            let rows = match (rows, more) {
-                (Some(mut r), Some(m)) => {
-                    r.x.extend_from_slice(&m.x);
-                    r.t.extend_from_slice(&m.t);
-                    Some(r)
-                }
-                (None, None) => None,
-                _ => return Err(stage_err("shards kept rows differently".into())),
-            };
-            PassResult::Fit(acc, rows)
-        }
-        (PassResult::BatchNorm(mut m), PassResult::BatchNorm(o)) => {
-            m.merge(o.count, &o.mean, &o.m2);
-            PassResult::BatchNorm(m)
-        }
-        _ => return Err(stage_err("shards returned different results".into())),
-    })
+impl PassResult {
+    /// Folds `other` (the next shard's result) into `self`: the reduction every pass applies
+    /// in shard order.
+    pub fn combine(self, other: PassResult) -> Result<PassResult, Error> {
+        Ok(match (self, other) {
+            (PassResult::Fit(mut acc, rows), PassResult::Fit(mut other, more)) => {
+                acc.combine(&mut other)
+                    .map_err(|e| stage_err(e.to_string()))?;
+                let rows = match (rows, more) {
+                    (Some(mut r), Some(m)) => {
+                        r.x.extend_from_slice(&m.x);
+                        r.t.extend_from_slice(&m.t);
+                        Some(r)
+                    }
+                    (None, None) => None,
+                    _ => return Err(stage_err("shards kept rows differently".into())),
+                };
+                PassResult::Fit(acc, rows)
+            }
+            (PassResult::BatchNorm(mut m), PassResult::BatchNorm(o)) => {
+                m.merge(o.count, &o.mean, &o.m2);
+                PassResult::BatchNorm(m)
+            }
+            _ => return Err(stage_err("shards returned different results".into())),
+        })
+    }
 }
 
 impl<'a> Streamer<'a> {
     /// A streamer over `n` samples of `data`.
     pub fn new(nets: Networks<'a>, params: StreamParams, data: DataSpec, n: usize) -> Self {
-        let shards = params.shards.clamp(1, n.max(1));
-        let per_shard_budget = params.memory_budget / shards;
-        let shards = (0..shards)
-            .map(|s| {
+        let space = SpillSpace::new(params.memory_budget, params.spill_dir.clone());
+        let shards = shard_ranges(n, params.shard_samples)
+            .into_iter()
+            .map(|samples| {
                 Mutex::new(Shard {
-                    samples: (s * n / shards)..((s + 1) * n / shards),
-                    store: ActivationStore::new(per_shard_budget, params.spill_dir.clone()),
+                    samples,
+                    store: ActivationStore::new(space.clone()),
                 })
             })
             .collect();
@@ -349,15 +368,40 @@ impl<'a> Streamer<'a> {
         self.frontier[net_index(net)] = 0;
     }
 
-    /// Runs one pass accumulating `barrier`, with the merged network's current `m_weights`, over
-    /// this rank's shards of `ranks` (see [`crate::ranks`]); every rank returns the same total.
+    /// The nodes of A and B (one graph) that `barrier` reads: its layers' outputs (the
+    /// targets) and, for a fit on the original models' inputs, the layers' input.
+    fn original_reads(&self, barrier: &Barrier) -> Vec<NodeId> {
+        let merged = self.nets.merged;
+        let Barrier::Fit { layers, sequential } = barrier else {
+            return Vec::new();
+        };
+        let mut reads: Vec<NodeId> = layers
+            .iter()
+            .map(|&l| merged.source_node[merged.layers[l].node])
+            .collect();
+        if let (false, Some(&first)) = (*sequential, layers.first()) {
+            let in_node = merged.graph.node(merged.layers[first].node).inputs[0];
+            reads.push(merged.source_node[in_node]);
+        }
+        reads
+    }
+
+    /// Runs one pass accumulating `barrier`, with the merged network's current `m_weights`.
+    /// `later` are the passes still to come: what they read of A and B stays stored even when
+    /// this pass computes past it (layers reading one input share a pass, and a bottleneck's
+    /// downsample comes after the block's other convs). Runs this rank's shards of `ranks`
+    /// (see [`crate::ranks`]); every rank returns the same total.
     pub fn pass(
         &mut self,
         barrier: &Barrier,
+        later: &[Barrier],
         m_weights: &Weights,
         ranks: &dyn Ranks,
     ) -> Result<PassResult, Error> {
         let merged = self.nets.merged;
+        let pinned: BTreeSet<NodeId> = later.iter().flat_map(|b| self.original_reads(b)).collect();
+        let mut keep = pinned.clone();
+        keep.extend(self.original_reads(barrier));
         let mut target = self.frontier;
         match barrier {
             Barrier::Fit { layers, sequential } => {
@@ -387,15 +431,24 @@ impl<'a> Streamer<'a> {
         ];
         let from = self.frontier;
         let this = &*self;
-        // This rank's shards only (all of them in a single process); every shard's result is
-        // then folded in shard order, whatever the number of ranks.
-        let shards = this.shards.len();
-        let owned = owned_shards(ranks.rank(), ranks.size(), shards);
-        let results = map_jobs(this.params.par, owned.len(), |j| {
-            let mut shard = this.shards[owned.start + j].lock().expect("shard lock");
-            this.run_shard(&mut shard, barrier, m_weights, from, target, &consumers)
-        });
-        let combined = reduce_in_shard_order(ranks, shards, results, fold_pass_results)?;
+        let span = PassSpan {
+            from,
+            to: target,
+            consumers: &consumers,
+            keep: &keep,
+        };
+        // This rank's shards, a wave at a time; every shard's result is folded in shard order,
+        // whatever the number of ranks and threads.
+        let combined = fold_shards(
+            ranks,
+            this.params.par,
+            this.shards.len(),
+            |s| {
+                let mut shard = this.shards[s].lock().expect("shard lock");
+                this.run_shard(&mut shard, barrier, m_weights, &span)
+            },
+            PassResult::combine,
+        )?;
         self.frontier = target;
         // Release what no later node reads.
         for net in [Net::A, Net::B, Net::M] {
@@ -404,7 +457,8 @@ impl<'a> Streamer<'a> {
             for shard in &self.shards {
                 let mut sh = shard.lock().expect("shard lock");
                 for (n, k) in sh.store.keys() {
-                    if n == net && !live(graph, &consumers[i], k, target[i]) {
+                    let pinned = n != Net::M && pinned.contains(&k);
+                    if n == net && !pinned && !live(graph, &consumers[i], k, target[i]) {
                         sh.store.release(net, k);
                     }
                 }
@@ -418,10 +472,9 @@ impl<'a> Streamer<'a> {
         shard: &mut Shard,
         barrier: &Barrier,
         m_weights: &Weights,
-        from: [usize; 3],
-        to: [usize; 3],
-        consumers: &[Vec<Vec<NodeId>>; 3],
+        span: &PassSpan<'_>,
     ) -> Result<PassResult, Error> {
+        let (from, to, consumers) = (span.from, span.to, span.consumers);
         let nets = &self.nets;
         let merged = nets.merged;
         let mut src = DataSource::open(&self.data)?;
@@ -477,8 +530,26 @@ impl<'a> Streamer<'a> {
                     Net::M => &mut fm,
                 };
                 for k in from[i] + 1..=to[i] {
+                    // The forward pass may reuse an input's buffer in place when `k` is its
+                    // last reader; keep a copy of inputs this pass or a later one reads.
+                    let kept: Vec<(NodeId, Vec<f32>)> = if net == Net::M {
+                        Vec::new()
+                    } else {
+                        self.graph(net)
+                            .node(k)
+                            .inputs
+                            .iter()
+                            .filter(|&&j| {
+                                span.keep.contains(&j) && consumers[i][j].last() == Some(&k)
+                            })
+                            .filter_map(|&j| acts[i][j].clone().map(|b| (j, b)))
+                            .collect()
+                    };
                     let out = fwd.compute_node(k, &mut acts[i], count)?;
                     acts[i][k] = Some(out);
+                    for (j, b) in kept {
+                        acts[i][j].get_or_insert(b);
+                    }
                 }
             }
             match barrier {
@@ -625,8 +696,9 @@ impl<'a> Streamer<'a> {
                 }
                 let graph = self.graph(net);
                 for k in 1..acts[i].len() {
+                    let pinned = net != Net::M && span.keep.contains(&k);
                     if let Some(buf) = acts[i][k].take()
-                        && live(graph, &consumers[i], k, to[i])
+                        && (pinned || live(graph, &consumers[i], k, to[i]))
                     {
                         shard.store.put(net, k, chunk, buf)?;
                     }

@@ -1,12 +1,13 @@
 //! The processes (ranks) of a merge: one process, or several over MPI (`--features mpi`,
 //! `mpirun -n K pleas merge ...`).
 //!
-//! Every rank runs the same deterministic plan. A data pass's shards are split over the ranks
-//! in contiguous ranges ([`owned_shards`]); each rank computes the accumulators of its own
-//! shards (and keeps their live activations), then [`reduce_in_shard_order`] gathers every
-//! shard's accumulator on rank 0, which folds them in shard order exactly as one process does,
-//! and broadcasts the total. So floating-point sums, and hence the merged model, do not depend
-//! on the number of ranks.
+//! Every rank runs the same deterministic plan. A data pass's shards run in waves of one shard
+//! per thread per rank ([`wave_shards`]); each rank computes the accumulators of its shards of
+//! the wave (and keeps their live activations), and rank 0 folds every shard's accumulator in
+//! shard order exactly as one process does, receiving the other ranks' as it goes; after the
+//! last wave it broadcasts the total ([`fold_shards`]). So floating-point sums, and hence the
+//! merged model, do not depend on the number of ranks or threads, and memory holds a wave of
+//! accumulators, not one per shard.
 //!
 //! Failures are agreed ([`agree`]): at every pass, and once at the end, the ranks exchange
 //! whether they failed; if any did, every rank returns [`Error::RankFailed`] with the message
@@ -28,6 +29,7 @@ pub use local::LocalRanks;
 pub use wire::Wire;
 
 use crate::error::{Error, chain};
+use crate::par::{Parallelism, map_jobs};
 
 /// The rank that folds the shards' results, solves first and writes the output.
 pub const ROOT: usize = 0;
@@ -79,18 +81,13 @@ impl Ranks for Single {
     }
 }
 
-/// The shards rank `rank` of `size` computes: a contiguous range, the ranges of ranks `0..size`
-/// covering `0..shards` in order (empty for some ranks when there are more ranks than shards).
-pub fn owned_shards(rank: usize, size: usize, shards: usize) -> Range<usize> {
-    let size = size.max(1);
-    (rank * shards / size)..((rank + 1) * shards / size)
-}
-
-/// The rank that computes shard `shard` of `shards` (see [`owned_shards`]).
-pub fn shard_owner(shard: usize, shards: usize, size: usize) -> usize {
-    (0..size.max(1))
-        .find(|&r| owned_shards(r, size, shards).contains(&shard))
-        .unwrap_or(0)
+/// The shards of one wave that rank `rank` computes. Shards run in waves of `per_rank` shards
+/// per rank, `size * per_rank` in all; wave `w` starts at shard `w * size * per_rank` and rank
+/// `r` computes its `r`-th run of `per_rank` shards (clipped to `shards`). A shard's rank is
+/// therefore the same in every pass, so its live activations stay where they were made.
+pub fn wave_shards(wave_start: usize, rank: usize, per_rank: usize, shards: usize) -> Range<usize> {
+    let start = (wave_start + rank * per_rank).min(shards);
+    start..(start + per_rank).min(shards)
 }
 
 /// Every rank's verdict on `local`: `local` itself when every rank succeeded, else
@@ -127,71 +124,72 @@ pub fn agree<T>(ranks: &dyn Ranks, local: Result<T, Error>) -> Result<T, Error> 
     })
 }
 
-/// The total of one pass over `shards` shards: `local` holds this rank's results, one per
-/// shard of [`owned_shards`], in shard order. Rank 0 folds every shard's result in shard order
-/// with `fold` (the first shard's result is the start value, as in a single process),
-/// and every rank returns that total (rank 0 included, decoded from the bytes it
-/// broadcast, so all ranks hold identical values). With one rank nothing is encoded.
-pub fn reduce_in_shard_order<T: Wire>(
+/// The total of one pass over `shards` shards: every rank computes its shards with `run` (on
+/// `par`'s threads, a wave at a time: see [`wave_shards`]) and rank 0 folds every shard's result
+/// in shard order with `fold` (the first shard's result is the start value, as in a single
+/// process). Every rank returns that total (rank 0 included, decoded from the bytes it
+/// broadcast, so all ranks hold identical values); with one rank nothing is encoded. At most
+/// a wave of results is held at once (on rank 0: its own wave, the total and one received
+/// result), whatever the number of shards. Every rank must pass the same thread count, so that
+/// all cut the same waves (`pleas merge` agrees on the smallest).
+pub fn fold_shards<T: Wire + Send>(
     ranks: &dyn Ranks,
+    par: Parallelism,
     shards: usize,
-    local: Vec<Result<T, Error>>,
+    run: impl Fn(usize) -> Result<T, Error> + Sync,
     mut fold: impl FnMut(T, T) -> Result<T, Error>,
 ) -> Result<T, Error> {
-    let (rank, size) = (ranks.rank(), ranks.size());
-    let owned = owned_shards(rank, size, shards);
-    let local: Result<Vec<T>, Error> = if local.len() == owned.len() {
-        local.into_iter().collect()
-    } else {
-        Err(Error::RankMessage {
-            reason: format!(
-                "rank {rank} computed {} shard results for shards {owned:?}",
-                local.len()
-            ),
-        })
-    };
-    let local = agree(ranks, local)?;
-    let no_data = || Error::Merge {
-        stage: "data",
-        reason: "no shards".into(),
-    };
-    if size <= 1 {
-        let mut results = local.into_iter();
-        let first = results.next().ok_or_else(no_data)?;
-        return results.try_fold(first, &mut fold);
-    }
-    if rank == ROOT {
-        let mut mine = local.into_iter();
-        let mut total: Result<Option<T>, Error> = Ok(None);
-        for s in 0..shards {
-            let owner = shard_owner(s, shards, size);
-            let next = if owner == ROOT {
-                mine.next().ok_or_else(no_data)
-            } else {
-                T::decode(&ranks.receive(owner))
+    let (rank, size) = (ranks.rank(), ranks.size().max(1));
+    let per_rank = par.threads().max(1);
+    let mut total: Result<Option<T>, Error> = Ok(None);
+    for wave_start in (0..shards).step_by(size * per_rank) {
+        let mine = wave_shards(wave_start, rank, per_rank, shards);
+        let local: Result<Vec<T>, Error> = map_jobs(par, mine.len(), |j| run(mine.start + j))
+            .into_iter()
+            .collect();
+        let local = agree(ranks, local)?;
+        if rank != ROOT {
+            for r in local {
+                let mut bytes = Vec::new();
+                r.encode(&mut bytes);
+                ranks.send(ROOT, &bytes);
+            }
+            continue;
+        }
+        let mut local = local.into_iter();
+        let wave_end = (wave_start + size * per_rank).min(shards);
+        for s in wave_start..wave_end {
+            let owner = (s - wave_start) / per_rank;
+            let next = match owner {
+                ROOT => local.next().ok_or_else(no_shards),
+                _ => T::decode(&ranks.receive(owner)),
             };
-            // Keep receiving after a failure: every other rank sends all its shards.
+            // Keep receiving after a failure: every other rank sends all its results.
             total = match (total, next) {
                 (Ok(None), Ok(n)) => Ok(Some(n)),
                 (Ok(Some(t)), Ok(n)) => fold(t, n).map(Some),
                 (Err(e), _) | (Ok(_), Err(e)) => Err(e),
             };
         }
-        let total = agree(ranks, total.and_then(|t| t.ok_or_else(no_data)))?;
-        let mut bytes = Vec::new();
-        total.encode(&mut bytes);
-        ranks.broadcast(ROOT, &mut bytes);
-        T::decode(&bytes)
+    }
+    let total = total.and_then(|t| t.ok_or_else(no_shards));
+    if size <= 1 {
+        return total;
+    }
+    let mut bytes = Vec::new();
+    if rank == ROOT {
+        agree(ranks, total)?.encode(&mut bytes);
     } else {
-        for r in local {
-            let mut bytes = Vec::new();
-            r.encode(&mut bytes);
-            ranks.send(ROOT, &bytes);
-        }
         agree(ranks, Ok(()))?;
-        let mut bytes = Vec::new();
-        ranks.broadcast(ROOT, &mut bytes);
-        T::decode(&bytes)
+    }
+    ranks.broadcast(ROOT, &mut bytes);
+    T::decode(&bytes)
+}
+
+fn no_shards() -> Error {
+    Error::Merge {
+        stage: "data",
+        reason: "no shards".into(),
     }
 }
 
@@ -230,16 +228,16 @@ mod tests {
         g.iter().map(|v| v.to_bits()).collect()
     }
 
-    /// The reduction on K thread ranks, each given its own shards' accumulators.
-    fn reduce_on(k: usize, shards: usize) -> Vec<Vec<u64>> {
+    /// The reduction on K thread ranks with `threads` threads each.
+    fn reduce_on(k: usize, threads: usize, shards: usize) -> Vec<Vec<u64>> {
+        let par = Parallelism::from_count(threads);
         std::thread::scope(|scope| {
             let handles: Vec<_> = LocalRanks::group(k)
                 .into_iter()
                 .map(|r| {
                     scope.spawn(move || {
-                        let own = owned_shards(r.rank(), r.size(), shards);
-                        let local = own.map(|s| Ok(shard(s))).collect();
-                        gram_bits(reduce_in_shard_order(&r, shards, local, fold).unwrap())
+                        let run = |s: usize| Ok(shard(s));
+                        gram_bits(fold_shards(&r, par, shards, run, fold).unwrap())
                     })
                 })
                 .collect();
@@ -248,13 +246,15 @@ mod tests {
     }
 
     #[test]
-    fn the_reduction_is_the_sequential_fold_for_any_number_of_ranks() {
+    fn the_reduction_is_the_sequential_fold_for_any_number_of_ranks_and_threads() {
         let shards = 7;
         let sequential = (1..shards).fold(shard(0), |a, s| fold(a, shard(s)).unwrap());
         let want = gram_bits(sequential);
         for k in 1..=9 {
-            for (rank, got) in reduce_on(k, shards).into_iter().enumerate() {
-                assert!(got == want, "{k} ranks, rank {rank}");
+            for threads in 1..=3 {
+                for (rank, got) in reduce_on(k, threads, shards).into_iter().enumerate() {
+                    assert!(got == want, "{k} ranks of {threads} threads, rank {rank}");
+                }
             }
         }
         // The check can tell orders apart: per-rank partial sums combined afterwards (a tree)
@@ -267,20 +267,21 @@ mod tests {
     }
 
     #[test]
-    fn owned_ranges_cover_every_shard_once_in_order() {
-        for shards in [0, 1, 2, 3, 7, 8, 64, 100] {
+    fn waves_cover_every_shard_once_in_order() {
+        for shards in [0usize, 1, 2, 3, 7, 8, 64, 100] {
             for size in 1..=9 {
-                let mut next = 0;
-                for r in 0..size {
-                    let own = owned_shards(r, size, shards);
-                    assert_eq!(own.start, next, "{shards} shards, {size} ranks, rank {r}");
-                    assert!(own.len() <= shards.div_ceil(size));
-                    for s in own.clone() {
-                        assert_eq!(shard_owner(s, shards, size), r);
+                for per_rank in 1..=3 {
+                    let mut next = 0;
+                    for wave_start in (0..shards).step_by(size * per_rank) {
+                        for r in 0..size {
+                            let own = wave_shards(wave_start, r, per_rank, shards);
+                            assert_eq!(own.start, next.min(shards), "{shards}/{size}/{per_rank}");
+                            assert!(own.len() <= per_rank);
+                            next = own.end;
+                        }
                     }
-                    next = own.end;
+                    assert_eq!(next, shards);
                 }
-                assert_eq!(next, shards);
             }
         }
     }
