@@ -4,8 +4,8 @@
 use wide::f32x8;
 
 use super::view::MatRef;
-use crate::simd::lanes::F32Lanes;
 use crate::simd;
+use crate::simd::lanes::F32Lanes;
 
 /// True when every value of `values` is finite (neither NaN nor infinite).
 #[inline]
