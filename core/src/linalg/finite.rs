@@ -4,8 +4,8 @@
 use wide::f32x8;
 
 use super::view::MatRef;
+use crate::simd;
 use crate::simd::lanes::F32Lanes;
-use crate::simd::{self, Path};
 
 /// True when every value of `values` is finite (neither NaN nor infinite).
 #[inline]
@@ -28,10 +28,10 @@ pub fn all_within(values: &[f32], limit: f32) -> bool {
     match simd::path() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the selected path is supported by the CPU.
-        Path::Avx512 => unsafe { x86::all_within_avx512(values, limit) },
+        simd::Path::Avx512 => unsafe { x86::all_within_avx512(values, limit) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Path::Avx2 => unsafe { x86::all_within_avx2(values, limit) },
+        simd::Path::Avx2 => unsafe { x86::all_within_avx2(values, limit) },
         // SAFETY: `f32x8` runs everywhere.
         _ => unsafe { all_within_with::<f32x8>(values, limit) },
     }

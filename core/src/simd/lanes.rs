@@ -10,6 +10,8 @@
 use wide::f32x8;
 
 /// Operations of one f32 vector type.
+// Without `alloc` only the value checks use it (the direct convolution is an `alloc` layer).
+#[cfg_attr(not(feature = "alloc"), allow(dead_code))]
 pub(crate) trait F32Lanes: Copy {
     /// Lanes per vector.
     const LANES: usize;
