@@ -141,7 +141,12 @@ impl SpillSpace {
 
     fn spill(&self, data: &[f32]) -> Result<u64, Error> {
         let file = self.file()?;
-        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        // Element by element into a sized buffer (an iterator chain collected byte by byte
+        // showed as 9 % of a ResNet-50 merge's profile).
+        let mut bytes = vec![0u8; data.len() * 4];
+        for (b, v) in bytes.chunks_exact_mut(4).zip(data) {
+            b.copy_from_slice(&v.to_le_bytes());
+        }
         let off = self
             .extents
             .lock()
@@ -160,10 +165,11 @@ impl SpillSpace {
                 path: self.dir.join("<unnamed spill file>"),
                 source,
             })?;
-        Ok(bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
+        let mut out = vec![0.0f32; len];
+        for (v, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+            *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        Ok(out)
     }
 
     fn free_disk(&self, offset: u64, len: usize) {
