@@ -5,6 +5,7 @@
 //!   recognition and the TOML architecture file.
 //! - [`model`]: a loaded, checked model (graph, weights, metadata, heads).
 //! - [`eval`]: head accuracies on labelled data.
+//! - [`export`]: writing a model as ONNX (and other formats others run).
 //! - [`cli`]: the command line as a library function returning the exit code.
 #![deny(missing_docs)]
 
@@ -13,6 +14,7 @@ pub use pleas_core as core_crate;
 pub mod cli;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod io;
 pub mod merge;
 pub mod model;

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::{MergeArgs, Outcome, parse_normalize};
 use crate::error::Error;
 use crate::eval::evaluate;
+use crate::export::ModelWriter as _;
 use crate::io::data::{self, DataSpec, Normalize};
 use crate::merge::pipeline::{Event, MergeOutcome, merge};
 use crate::merge::settings::{
@@ -279,6 +280,15 @@ pub(super) fn run(
     err: &mut dyn Write,
 ) -> Result<Outcome, Error> {
     let settings = settings_from(a)?;
+    let onnx_writer = a
+        .onnx
+        .then(|| crate::export::onnx::OnnxWriter::new(&crate::export::ExportSettings::default()))
+        .transpose()
+        .map_err(|source| Error::Export {
+            path: a.out.join("merged.onnx"),
+            format: "onnx",
+            source,
+        })?;
     let ma = Model::load(&a.model_a, a.arch.as_deref())?;
     let mb = Model::load(&a.model_b, a.arch.as_deref())?;
     let normalize = match a.normalize.as_deref() {
@@ -407,10 +417,19 @@ pub(super) fn run(
             .expect("report serialises")
             .as_bytes(),
     )?;
-    outdir.commit(&[
+    let mut files = vec![
         (model_tmp, "merged.safetensors"),
         (report_tmp, "report.json"),
-    ])?;
+    ];
+    if let Some(w) = &onnx_writer {
+        let bytes = w.encode(&merged_model).map_err(|source| Error::Export {
+            path: a.out.join("merged.onnx"),
+            format: "onnx",
+            source,
+        })?;
+        files.push((outdir.write("merged.onnx", &bytes)?, "merged.onnx"));
+    }
+    outdir.commit(&files)?;
     if a.json {
         let done = json!({"event": "done", "out": a.out.display().to_string(), "flop_ratio": outcome.flop_ratio, "param_ratio": outcome.param_ratio, "eval": eval_json});
         writeln!(out, "{done}").map_err(write_err)?;
@@ -426,9 +445,14 @@ pub(super) fn run(
             outcome.timings.last().map_or(0.0, |t| t.1),
         );
         s.push_str(&format!(
-            "wrote {} and {}\n",
+            "wrote {} and {}{}\n",
             a.out.join("merged.safetensors").display(),
-            a.out.join("report.json").display()
+            a.out.join("report.json").display(),
+            if a.onnx {
+                format!(" and {}", a.out.join("merged.onnx").display())
+            } else {
+                String::new()
+            }
         ));
         if let Some(r) = &eval {
             s.push_str(&format!("accuracy {:.4} (mean over heads)\n", r.accuracy));
