@@ -127,15 +127,25 @@ def head_accuracy(logits, labels, classes):
     return float(np.mean(pred == target)), int(keep.sum())
 
 
+_EVALS = {}
+
+
+def pleas_eval(binary, model, data, work):
+    """`pleas eval --json --logits` of a model (once per model)."""
+    if model not in _EVALS:
+        logits_path = os.path.join(work, f"pleas_logits_{len(_EVALS)}.safetensors")
+        ev = json.loads(pleas(binary, "eval", model, "--data", data, "--json", "--logits", logits_path))
+        _EVALS[model] = (ev, read_safetensors(logits_path))
+    return _EVALS[model]
+
+
 def check_export(binary, model, onnx_path, blocks, data, report_ratio, original_macs, work):
     """One exported model against pleas eval; returns the table row and failures."""
     pleas(binary, "export", model, "-o", onnx_path, "--blocks", blocks, "--quiet")
     proto = onnx.load(onnx_path)
     onnx.checker.check_model(proto, full_check=True)
     meta = {p.key: p.value for p in proto.metadata_props}
-    logits_path = os.path.join(work, "pleas_logits.safetensors")
-    ev = json.loads(pleas(binary, "eval", model, "--data", data, "--json", "--logits", logits_path))
-    ref = read_safetensors(logits_path)
+    ev, ref = pleas_eval(binary, model, data, work)
     tensors = read_safetensors(data)
     x = normalise(tensors["x_test"], meta["normalize"])
     got = run_onnx(onnx_path, x)

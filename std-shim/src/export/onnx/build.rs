@@ -582,7 +582,15 @@ fn metadata(model: &Model, mode: BlockMode) -> Vec<StringStringEntryProto> {
     };
     let mut out = vec![
         entry("pleas.version", crate::VERSION.into()),
-        entry("pleas.arch", model.arch.clone()),
+        // The file's own `arch` (e.g. `pleas-merged`) before the family it was read as.
+        entry(
+            "pleas.arch",
+            model
+                .metadata
+                .get("arch")
+                .cloned()
+                .unwrap_or_else(|| model.arch.clone()),
+        ),
         entry("pleas.blocks", mode.name().into()),
         entry(
             "normalize",
