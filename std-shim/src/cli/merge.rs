@@ -1,6 +1,7 @@
 //! `pleas merge MODEL_A MODEL_B --data FILE --budget B -o OUT_DIR`.
 //!
-//! Everything is checked and computed before anything is written; the outputs are written to
+//! With `--onnx` the merged model is also written as `merged.onnx` (split blocks, the default
+//! opset). Everything is checked and computed before anything is written; the outputs are written to
 //! temporary names in OUT_DIR and renamed, and on any failure OUT_DIR is left as it was (removed
 //! again if this command created it).
 

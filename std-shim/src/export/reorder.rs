@@ -44,6 +44,8 @@ fn find(parent: &mut [usize], mut x: usize) -> usize {
 
 /// The input channel ranges of each output block of a layer node, and the blocks' row counts
 /// (a dense layer is one block over all its input channels); `None` for other ops.
+// A block reading one range is the common case: its list of ranges has one element.
+#[allow(clippy::single_range_in_vec_init)]
 pub fn layer_blocks(graph: &Graph, id: NodeId) -> Option<Vec<(usize, Vec<Range<usize>>)>> {
     let node = graph.node(id);
     let in_c = node.inputs.first().map_or(0, |&i| graph.node(i).shape.c);
