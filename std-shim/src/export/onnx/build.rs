@@ -36,6 +36,16 @@ struct SourceBlock {
     bias_name: Option<String>,
 }
 
+/// What every block of one layer shares: its node, conv geometry (`None` for a linear layer),
+/// columns per input channel, and the export positions of its input and output channels.
+struct LayerGeometry<'g> {
+    node: &'g Node,
+    conv: Option<(Pair, Pair, Pair)>,
+    patch: usize,
+    in_pos: Option<Vec<usize>>,
+    out_pos: Option<Vec<usize>>,
+}
+
 struct Builder<'m> {
     graph: &'m Graph,
     weights: &'m Weights,
@@ -374,90 +384,22 @@ impl<'m> Builder<'m> {
         } else {
             self.rank2(x)
         };
-        let in_pos = self.order.position(node.inputs[0]).map(<[usize]>::to_vec);
-        let out_pos = self.order.position(id).map(<[usize]>::to_vec);
+        let layer = LayerGeometry {
+            node,
+            conv,
+            patch,
+            in_pos: self.order.position(node.inputs[0]).map(<[usize]>::to_vec),
+            out_pos: self.order.position(id).map(<[usize]>::to_vec),
+        };
         let mut pieces: Vec<(usize, Value)> = Vec::new();
         let mut row0 = 0;
-        let several = blocks.len() > 1;
         for (bi, b) in blocks.iter().enumerate() {
-            let new_col: Vec<usize> = b
-                .channels
-                .iter()
-                .map(|&c| in_pos.as_ref().map_or(c, |p| p[c]))
-                .collect();
-            let mut cols: Vec<usize> = (0..b.channels.len()).collect();
-            cols.sort_by_key(|&j| new_col[j]);
-            let sorted: Vec<usize> = cols.iter().map(|&j| new_col[j]).collect();
-            let ranges = runs(&sorted).into_iter().map(|(_, r)| r).collect();
-            let block_hint = if several {
+            let hint = if blocks.len() > 1 {
                 format!("{}.blocks.{bi}", node.name)
             } else {
                 node.name.clone()
             };
-            let xin = self.gather(&x, ranges, &format!("{block_hint}.input"));
-            let new_row: Vec<usize> = (row0..row0 + b.rows)
-                .map(|r| out_pos.as_ref().map_or(r, |p| p[r]))
-                .collect();
-            let mut rows: Vec<usize> = (0..b.rows).collect();
-            rows.sort_by_key(|&r| new_row[r]);
-            let sorted_rows: Vec<usize> = rows.iter().map(|&r| new_row[r]).collect();
-            let row_runs = runs(&sorted_rows);
-            let cols_kept = cols.iter().enumerate().all(|(i, &j)| i == j);
-            for (first, run) in &row_runs {
-                let picked = &rows[*first..*first + run.len()];
-                let kept = cols_kept
-                    && row_runs.len() == 1
-                    && picked.iter().enumerate().all(|(i, &r)| i == r);
-                let suffix = if kept {
-                    String::new()
-                } else if row_runs.len() == 1 {
-                    ".perm".into()
-                } else {
-                    format!(".rows{}-{}", run.start, run.end)
-                };
-                let ncols = b.channels.len();
-                let mut w = Vec::with_capacity(picked.len() * ncols * patch);
-                for &r in picked {
-                    for &j in &cols {
-                        let src = (r * ncols + j) * patch;
-                        w.extend_from_slice(&b.weight[src..src + patch]);
-                    }
-                }
-                let mut dims = vec![picked.len(), ncols];
-                if let Some((k, _, _)) = conv {
-                    dims.extend(k);
-                }
-                let wn = self.init_f32(&format!("{}{suffix}", b.weight_name), &dims, &w);
-                let mut inputs = vec![xin.name.clone(), wn];
-                if let (Some(bias), Some(bn)) = (&b.bias, &b.bias_name) {
-                    let bv: Vec<f32> = picked.iter().map(|&r| bias[r]).collect();
-                    inputs.push(self.init_f32(&format!("{bn}{suffix}"), &[picked.len()], &bv));
-                }
-                let hint = if row_runs.len() > 1 {
-                    format!("{block_hint}.rows{}-{}", run.start, run.end)
-                } else {
-                    block_hint.clone()
-                };
-                let v = match conv {
-                    Some((k, s, p)) => self.emit(
-                        "Conv",
-                        &hint,
-                        inputs,
-                        window_attrs(k, s, p),
-                        4,
-                        Shape::new(picked.len(), node.shape.h, node.shape.w),
-                    ),
-                    None => self.emit(
-                        "Gemm",
-                        &hint,
-                        inputs,
-                        vec![attr_int("transB", 1)],
-                        2,
-                        Shape::flat(picked.len()),
-                    ),
-                };
-                pieces.push((run.start, v));
-            }
+            pieces.extend(self.block(&layer, b, row0, &x, &hint));
             row0 += b.rows;
         }
         pieces.sort_by_key(|(start, _)| *start);
@@ -466,14 +408,101 @@ impl<'m> Builder<'m> {
         }
         let rank = pieces[0].1.rank;
         let names = pieces.into_iter().map(|(_, v)| v.name).collect();
-        Ok(self.emit(
-            "Concat",
-            &node.name,
-            names,
-            vec![attr_int("axis", 1)],
-            rank,
-            node.shape,
-        ))
+        let axis = vec![attr_int("axis", 1)];
+        Ok(self.emit("Concat", &node.name, names, axis, rank, node.shape))
+    }
+
+    /// One output block (rows from `row0`) of a layer: its input gathered from `x` in the
+    /// export order, then one Conv / Gemm per run of its rows in that order, each with its
+    /// first export position.
+    fn block(
+        &mut self,
+        layer: &LayerGeometry<'_>,
+        b: &SourceBlock,
+        row0: usize,
+        x: &Value,
+        hint: &str,
+    ) -> Vec<(usize, Value)> {
+        let moved = |pos: &Option<Vec<usize>>, c: usize| pos.as_ref().map_or(c, |p| p[c]);
+        let new_col: Vec<usize> = b
+            .channels
+            .iter()
+            .map(|&c| moved(&layer.in_pos, c))
+            .collect();
+        let mut cols: Vec<usize> = (0..b.channels.len()).collect();
+        cols.sort_by_key(|&j| new_col[j]);
+        let sorted: Vec<usize> = cols.iter().map(|&j| new_col[j]).collect();
+        let ranges = runs(&sorted).into_iter().map(|(_, r)| r).collect();
+        let xin = self.gather(x, ranges, &format!("{hint}.input"));
+        let new_row: Vec<usize> = (row0..row0 + b.rows)
+            .map(|r| moved(&layer.out_pos, r))
+            .collect();
+        let mut rows: Vec<usize> = (0..b.rows).collect();
+        rows.sort_by_key(|&r| new_row[r]);
+        let sorted_rows: Vec<usize> = rows.iter().map(|&r| new_row[r]).collect();
+        let row_runs = runs(&sorted_rows);
+        let cols_kept = cols.iter().enumerate().all(|(i, &j)| i == j);
+        let mut pieces = Vec::new();
+        for (first, run) in &row_runs {
+            let picked = &rows[*first..*first + run.len()];
+            let whole = row_runs.len() == 1;
+            let kept = cols_kept && whole && picked.iter().enumerate().all(|(i, &r)| i == r);
+            let suffix = match (kept, whole) {
+                (true, _) => String::new(),
+                (false, true) => ".perm".into(),
+                (false, false) => format!(".rows{}-{}", run.start, run.end),
+            };
+            let piece_hint = if whole {
+                hint.to_string()
+            } else {
+                format!("{hint}.rows{}-{}", run.start, run.end)
+            };
+            let v = self.piece(layer, b, picked, &cols, &suffix, &xin, &piece_hint);
+            pieces.push((run.start, v));
+        }
+        pieces
+    }
+
+    /// One Conv / Gemm: rows `picked` of block `b`, its columns in the order `cols`, on `xin`.
+    fn piece(
+        &mut self,
+        layer: &LayerGeometry<'_>,
+        b: &SourceBlock,
+        picked: &[usize],
+        cols: &[usize],
+        suffix: &str,
+        xin: &Value,
+        hint: &str,
+    ) -> Value {
+        let (ncols, patch) = (b.channels.len(), layer.patch);
+        let mut w = Vec::with_capacity(picked.len() * ncols * patch);
+        for &r in picked {
+            for &j in cols {
+                let src = (r * ncols + j) * patch;
+                w.extend_from_slice(&b.weight[src..src + patch]);
+            }
+        }
+        let mut dims = vec![picked.len(), ncols];
+        if let Some((k, _, _)) = layer.conv {
+            dims.extend(k);
+        }
+        let wn = self.init_f32(&format!("{}{suffix}", b.weight_name), &dims, &w);
+        let mut inputs = vec![xin.name.clone(), wn];
+        if let (Some(bias), Some(bn)) = (&b.bias, &b.bias_name) {
+            let bv: Vec<f32> = picked.iter().map(|&r| bias[r]).collect();
+            inputs.push(self.init_f32(&format!("{bn}{suffix}"), &[picked.len()], &bv));
+        }
+        let s = layer.node.shape;
+        match layer.conv {
+            Some((k, st, p)) => {
+                let shape = Shape::new(picked.len(), s.h, s.w);
+                self.emit("Conv", hint, inputs, window_attrs(k, st, p), 4, shape)
+            }
+            None => {
+                let attrs = vec![attr_int("transB", 1)];
+                self.emit("Gemm", hint, inputs, attrs, 2, Shape::flat(picked.len()))
+            }
+        }
     }
 
     fn batch_norm(&mut self, id: NodeId) -> Result<Value, ExportError> {
