@@ -145,6 +145,17 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A model could not be exported.
+    #[error("cannot export `{}` as {format}", path.display())]
+    Export {
+        /// The output file.
+        path: PathBuf,
+        /// The format's name.
+        format: &'static str,
+        /// What went wrong.
+        #[source]
+        source: crate::export::ExportError,
+    },
     /// The forward pass failed.
     #[error("forward pass failed")]
     Forward(#[source] Box<ForwardError>),

@@ -188,3 +188,40 @@ pub fn evaluate_with(
     let accuracy = heads.iter().map(|h| h.accuracy).sum::<f64>() / heads.len().max(1) as f64;
     Ok(EvalReport { accuracy, heads })
 }
+
+/// Every head's logits on every sample of `data` (labelled or not), `batch` samples per
+/// forward pass spread over `par`'s threads: per head a row-major `samples x width` matrix.
+/// Each sample's logits are computed by one forward pass whatever the thread count, so the
+/// result does not depend on it.
+pub fn logits(
+    model: &Model,
+    data: &Dataset,
+    data_path: &Path,
+    batch: usize,
+    par: Parallelism,
+) -> Result<Vec<Vec<f32>>, Error> {
+    let graph = graph_for_data(model, data, data_path)?;
+    Forward::new(&graph, &model.weights)?;
+    let d = data.sample_len();
+    let batch = batch.max(1);
+    let chunks: Vec<std::ops::Range<usize>> = (0..data.n)
+        .step_by(batch)
+        .map(|s| s..(s + batch).min(data.n))
+        .collect();
+    let per_chunk = map_jobs(par, chunks.len(), |c| -> Result<Vec<Vec<f32>>, Error> {
+        let mut fwd = Forward::new(&graph, &model.weights)?;
+        let r = &chunks[c];
+        Ok(fwd.logits(&data.x[r.start * d..r.end * d], r.len())?)
+    });
+    let mut out: Vec<Vec<f32>> = model
+        .heads
+        .iter()
+        .map(|h| Vec::with_capacity(data.n * h.classes.len()))
+        .collect();
+    for chunk in per_chunk {
+        for (head, part) in out.iter_mut().zip(chunk?) {
+            head.extend_from_slice(&part);
+        }
+    }
+    Ok(out)
+}

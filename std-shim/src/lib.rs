@@ -5,6 +5,7 @@
 //!   recognition and the TOML architecture file.
 //! - [`model`]: a loaded, checked model (graph, weights, metadata, heads).
 //! - [`eval`]: head accuracies on labelled data.
+//! - [`export`]: writing a model as ONNX (and other formats others run).
 //! - [`cli`]: the command line as a library function returning the exit code.
 //! - [`ranks`]: the processes of a merge (one, or several over MPI with `--features mpi`).
 //! - [`simd_env`]: the `PLEAS_SIMD` override of the kernels' instruction-set path.
@@ -15,6 +16,7 @@ pub use pleas_core as core_crate;
 pub mod cli;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod io;
 pub mod merge;
 pub mod model;

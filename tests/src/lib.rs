@@ -4,6 +4,7 @@
 pub mod assignment;
 pub mod matrices;
 pub mod models;
+pub mod onnx;
 pub mod oracle;
 pub mod rng;
 pub mod scratch;

@@ -4,9 +4,27 @@ use std::io::Write;
 
 use super::{EvalArgs, Outcome, parse_normalize};
 use crate::error::Error;
-use crate::eval::evaluate;
+use crate::eval::{evaluate, logits};
 use crate::io::data::{self, DataSpec, Normalize};
 use crate::model::Model;
+use crate::par::Parallelism;
+
+/// Writes every head's logits on every sample as a safetensors file (atomically).
+fn write_logits(
+    model: &Model,
+    dataset: &data::Dataset,
+    a: &EvalArgs,
+    path: &std::path::Path,
+) -> Result<(), Error> {
+    let per_head = logits(model, dataset, &a.data, a.batch, Parallelism::available())?;
+    let mut tensors = pleas_core::graph::Weights::new();
+    for (head, values) in model.heads.iter().zip(per_head) {
+        let t = pleas_core::graph::Tensor::new(vec![dataset.n, head.classes.len()], values)
+            .expect("one row of logits per sample");
+        tensors.insert(head.name.clone(), t);
+    }
+    crate::io::safetensors::save_weights(path, &tensors, &Default::default())
+}
 
 pub(super) fn run(a: &EvalArgs, out: &mut dyn Write) -> Result<Outcome, Error> {
     if a.batch == 0 {
@@ -34,6 +52,9 @@ pub(super) fn run(a: &EvalArgs, out: &mut dyn Write) -> Result<Outcome, Error> {
     };
     let dataset = data::load(&spec)?;
     let report = evaluate(&model, &dataset, &a.data, a.batch)?;
+    if let Some(path) = &a.logits {
+        write_logits(&model, &dataset, a, path)?;
+    }
     let write_err = |source| Error::Write {
         path: "<stdout>".into(),
         source,

@@ -1,6 +1,7 @@
 //! `pleas merge MODEL_A MODEL_B --data FILE --budget B -o OUT_DIR`.
 //!
-//! Everything is checked and computed before anything is written; the outputs are written to
+//! With `--onnx` the merged model is also written as `merged.onnx` (split blocks, the default
+//! opset). Everything is checked and computed before anything is written; the outputs are written to
 //! temporary names in OUT_DIR and renamed, and on any failure OUT_DIR is left as it was (removed
 //! again if this command created it). OUT_DIR is probed before the merge and created only when
 //! the results are written.
@@ -18,6 +19,7 @@ use super::interrupt::{self, OutputGuard};
 use super::{MergeArgs, Outcome, parse_normalize};
 use crate::error::Error;
 use crate::eval::evaluate;
+use crate::export::ModelWriter as _;
 use crate::io::data::{self, DataSpec, Normalize};
 use crate::merge::pipeline::{Event, MergeOutcome, merge_on};
 use crate::merge::settings::{
@@ -197,20 +199,20 @@ impl OutDir {
         p
     }
 
-    /// Writes `merged.safetensors` and `report.json` under temporary names and renames them,
-    /// with interrupts held off until both are in place.
-    fn write(mut self, model: &Model, report: &[u8]) -> Result<(), Error> {
+    /// Writes `merged.safetensors`, `report.json` and the `extra` files (name, bytes) under
+    /// temporary names and renames them, with interrupts held off until all are in place.
+    fn write(mut self, model: &Model, report: &[u8], extra: &[(&str, &[u8])]) -> Result<(), Error> {
         let guard = self.guard.take();
         let mut lock = guard.as_ref().map(OutputGuard::writing);
         let model_tmp = self.temp("merged.safetensors");
         model.save(&model_tmp)?;
-        let report_tmp = self.temp("report.json");
-        std::fs::write(&report_tmp, report)
-            .map_err(|e| write_err(&self.dir.join("report.json"), e))?;
-        for (tmp, name) in [
-            (model_tmp, "merged.safetensors"),
-            (report_tmp, "report.json"),
-        ] {
+        let mut files = vec![(model_tmp, "merged.safetensors")];
+        for &(name, bytes) in [("report.json", report)].iter().chain(extra) {
+            let tmp = self.temp(name);
+            std::fs::write(&tmp, bytes).map_err(|e| write_err(&self.dir.join(name), e))?;
+            files.push((tmp, name));
+        }
+        for (tmp, name) in files {
             let dst = self.dir.join(name);
             std::fs::rename(tmp, &dst).map_err(|source| Error::Write { path: dst, source })?;
         }
@@ -341,10 +343,29 @@ pub(super) fn run(
     run_on(a, &crate::ranks::Single, out, err)
 }
 
+/// What every rank checks and loads before merging: settings, models, merge data and the
+/// `--onnx` writer.
+type Prepared = (
+    MergeSettings,
+    Model,
+    Model,
+    DataSpec,
+    Option<crate::export::onnx::OnnxWriter>,
+);
+
 /// Checks the arguments and loads the models; on rank 0 also checks that OUT_DIR can be
 /// written.
-fn prepare(a: &MergeArgs, root: bool) -> Result<(MergeSettings, Model, Model, DataSpec), Error> {
+fn prepare(a: &MergeArgs, root: bool) -> Result<Prepared, Error> {
     let settings = settings_from(a)?;
+    let onnx_writer = a
+        .onnx
+        .then(|| crate::export::onnx::OnnxWriter::new(&crate::export::ExportSettings::default()))
+        .transpose()
+        .map_err(|source| Error::Export {
+            path: a.out.join("merged.onnx"),
+            format: "onnx",
+            source,
+        })?;
     let ma = Model::load(&a.model_a, a.arch.as_deref())?;
     let mb = Model::load(&a.model_b, a.arch.as_deref())?;
     let normalize = match a.normalize.as_deref() {
@@ -375,7 +396,7 @@ fn prepare(a: &MergeArgs, root: bool) -> Result<(MergeSettings, Model, Model, Da
     }
     interrupt::install()
         .map_err(|reason| usage(format!("cannot watch for interrupts: {reason}")))?;
-    Ok((settings, ma, mb, spec))
+    Ok((settings, ma, mb, spec, onnx_writer))
 }
 
 /// The merge as one of `ranks`: every rank merges (see [`crate::ranks`]); only rank 0 reports
@@ -387,7 +408,7 @@ fn run_on(
     err: &mut dyn Write,
 ) -> Result<Outcome, Error> {
     let root = ranks.rank() == ROOT;
-    let (mut settings, ma, mb, spec) = agree(ranks, prepare(a, root))?;
+    let (mut settings, ma, mb, spec, onnx_writer) = agree(ranks, prepare(a, root))?;
     // Every rank cuts the passes' shards into the same waves (`ranks::fold_shards`): the
     // smallest thread count of all ranks sets them.
     settings.threads = ranks.min_over_ranks(settings.threads as u64) as usize;
@@ -502,7 +523,16 @@ fn run_on(
     });
     let report = report_json(a, &settings, &outcome, eval_json.as_ref());
     let report = serde_json::to_string_pretty(&report).expect("report serialises");
-    OutDir::open(&a.out)?.write(&merged_model, report.as_bytes())?;
+    let onnx = match &onnx_writer {
+        Some(w) => Some(w.encode(&merged_model).map_err(|source| Error::Export {
+            path: a.out.join("merged.onnx"),
+            format: "onnx",
+            source,
+        })?),
+        None => None,
+    };
+    let extra: Vec<(&str, &[u8])> = onnx.iter().map(|b| ("merged.onnx", b.as_slice())).collect();
+    OutDir::open(&a.out)?.write(&merged_model, report.as_bytes(), &extra)?;
     if a.json {
         let done = json!({"event": "done", "out": a.out.display().to_string(), "flop_ratio": outcome.flop_ratio, "param_ratio": outcome.param_ratio, "eval": eval_json});
         writeln!(out, "{done}").map_err(write_err)?;
@@ -518,9 +548,14 @@ fn run_on(
             outcome.timings.last().map_or(0.0, |t| t.1),
         );
         s.push_str(&format!(
-            "wrote {} and {}\n",
+            "wrote {} and {}{}\n",
             a.out.join("merged.safetensors").display(),
-            a.out.join("report.json").display()
+            a.out.join("report.json").display(),
+            if a.onnx {
+                format!(" and {}", a.out.join("merged.onnx").display())
+            } else {
+                String::new()
+            }
         ));
         if let Some(r) = &eval {
             s.push_str(&format!("accuracy {:.4} (mean over heads)\n", r.accuracy));

@@ -3,6 +3,7 @@
 //! printed on one line with their cause chain. The binary is a thin wrapper over it.
 
 mod eval;
+mod export;
 mod inspect;
 mod interrupt;
 mod merge;
@@ -32,6 +33,30 @@ enum Command {
     Eval(EvalArgs),
     /// Merge two models of one architecture into one of a chosen size.
     Merge(Box<MergeArgs>),
+    /// Write a model (original or merged) in a format other runtimes load (ONNX).
+    Export(ExportArgs),
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Output file.
+    #[arg(short, long, value_name = "FILE")]
+    out: PathBuf,
+    /// Output format: onnx; default: from the file extension, else onnx.
+    #[arg(long, value_name = "FORMAT")]
+    format: Option<String>,
+    /// Block-structured (merged) layers: split (one operator per block after a channel
+    /// reorder: the exact multiply-adds) or dense (one operator per layer, zero cross blocks).
+    #[arg(long, default_value = "split")]
+    blocks: String,
+    /// ONNX operator set version (13 to 21).
+    #[arg(long, default_value_t = crate::export::onnx::DEFAULT_OPSET, allow_negative_numbers = true)]
+    opset: i64,
+    /// Print nothing but errors.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -121,6 +146,9 @@ struct MergeArgs {
     /// Print JSON events (one per line) and a final JSON summary.
     #[arg(long)]
     json: bool,
+    /// Also write OUT_DIR/merged.onnx (ONNX, block layers split: `pleas export` defaults).
+    #[arg(long)]
+    onnx: bool,
 }
 
 /// Model options shared by commands.
@@ -168,6 +196,10 @@ struct EvalArgs {
     /// Exit with code 1 if the mean accuracy is below this.
     #[arg(long, value_name = "ACC")]
     min_accuracy: Option<f64>,
+    /// Also write every head's logits on every sample of the data file to this safetensors
+    /// file (one F32 tensor `[samples, classes]` per head, named after it).
+    #[arg(long, value_name = "FILE")]
+    logits: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -227,6 +259,7 @@ where
         Command::Inspect(a) => inspect::run(&a, out),
         Command::Eval(a) => eval::run(&a, out),
         Command::Merge(a) => merge::run(&a, out, err),
+        Command::Export(a) => export::run(&a, out),
     };
     match result {
         Ok(Outcome::Ok) => 0,

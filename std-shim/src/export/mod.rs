@@ -1,0 +1,205 @@
+//! Writing a model in the formats other runtimes load: one writer type per format behind the
+//! [`ModelWriter`] trait (the way ripgrep keeps one printer per output format), chosen by
+//! [`Format`].
+//!
+//! - [`onnx`]: an ONNX model (`--blocks split`: each block-structured layer as Slice + one
+//!   Conv/Gemm per block + Concat after a per-group channel reorder, at the model's exact
+//!   multiply-adds; `--blocks dense`: one Conv/Gemm per layer with zero cross blocks).
+//! - [`dense`]: the dense expansion of a block-structured layer, shared by every writer that
+//!   needs plain layers.
+//! - [`reorder`]: the per-group channel orders under which every block reads one contiguous
+//!   input range.
+//!
+//! Files are written to a temporary name beside the target and renamed ([`write_atomic`]):
+//! a failed export leaves nothing behind.
+
+pub mod dense;
+pub mod onnx;
+pub mod reorder;
+
+use std::path::Path;
+
+use crate::error::Error;
+use crate::model::Model;
+
+/// An output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Format {
+    /// ONNX (`.onnx`).
+    Onnx,
+}
+
+impl Format {
+    /// Every format, in the order `--format` lists them.
+    pub const ALL: &'static [Format] = &[Format::Onnx];
+
+    /// The format's `--format` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Onnx => "onnx",
+        }
+    }
+
+    /// The format called `name` (`onnx`).
+    pub fn from_name(name: &str) -> Option<Format> {
+        Format::ALL.iter().copied().find(|f| f.name() == name)
+    }
+
+    /// The format a file name's extension stands for (`.onnx`), if any.
+    pub fn from_path(path: &Path) -> Option<Format> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "onnx" => Some(Format::Onnx),
+            _ => None,
+        }
+    }
+}
+
+/// How block-structured (merged) layers are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BlockMode {
+    /// One operator per output block on one contiguous input range (after a per-group channel
+    /// reorder): the model's exact multiply-adds.
+    #[default]
+    Split,
+    /// One dense operator per layer, the cross blocks stored as zeros.
+    Dense,
+}
+
+impl BlockMode {
+    /// The `--blocks` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            BlockMode::Split => "split",
+            BlockMode::Dense => "dense",
+        }
+    }
+
+    /// The mode called `name` (`split` or `dense`).
+    pub fn from_name(name: &str) -> Option<BlockMode> {
+        match name {
+            "split" => Some(BlockMode::Split),
+            "dense" => Some(BlockMode::Dense),
+            _ => None,
+        }
+    }
+}
+
+/// Export knobs shared by the formats (each writer reads the ones that apply to it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExportSettings {
+    /// How block-structured layers are written.
+    pub blocks: BlockMode,
+    /// ONNX operator set version ([`onnx::OPSETS`]).
+    pub opset: i64,
+}
+
+impl ExportSettings {
+    /// Settings with block mode `blocks` and ONNX opset `opset`.
+    pub fn new(blocks: BlockMode, opset: i64) -> Self {
+        Self { blocks, opset }
+    }
+}
+
+impl Default for ExportSettings {
+    fn default() -> Self {
+        Self {
+            blocks: BlockMode::Split,
+            opset: onnx::DEFAULT_OPSET,
+        }
+    }
+}
+
+/// Why a model could not be exported.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// The ONNX opset asked for is outside the supported range.
+    #[error("ONNX opset {opset} is not supported (supported: {} to {})", onnx::OPSETS.start(), onnx::OPSETS.end())]
+    Opset {
+        /// The opset asked for.
+        opset: i64,
+    },
+    /// A tensor the graph reads is missing or has another shape than its node needs.
+    #[error("node `{node}`: tensor `{tensor}` is missing or has the wrong shape")]
+    Tensor {
+        /// The node.
+        node: String,
+        /// The tensor.
+        tensor: String,
+    },
+    /// The graph holds an operation the format cannot express.
+    #[error("node `{node}`: {reason}")]
+    Unsupported {
+        /// The node.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+    /// The encoded model exceeds the format's size limit.
+    #[error("the encoded model has {bytes} bytes, over the format's limit of {limit}")]
+    TooLarge {
+        /// Encoded size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// One output format's writer: turns a loaded model into the file's bytes.
+pub trait ModelWriter {
+    /// The format written.
+    fn format(&self) -> Format;
+
+    /// The model encoded in this format.
+    fn encode(&self, model: &Model) -> Result<Vec<u8>, ExportError>;
+}
+
+/// The writer of `format` with `settings` (checked: an unsupported opset is an error).
+pub fn writer(
+    format: Format,
+    settings: &ExportSettings,
+) -> Result<Box<dyn ModelWriter>, ExportError> {
+    match format {
+        Format::Onnx => Ok(Box::new(onnx::OnnxWriter::new(settings)?)),
+    }
+}
+
+/// Encodes `model` with `writer` and writes it to `path` atomically.
+pub fn export(model: &Model, writer: &dyn ModelWriter, path: &Path) -> Result<(), Error> {
+    let bytes = writer.encode(model).map_err(|source| Error::Export {
+        path: path.to_path_buf(),
+        format: writer.format().name(),
+        source,
+    })?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it to `path`; on any failure
+/// the temporary file is removed and `path` is untouched.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let write_err = |source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let name = path.file_name().ok_or_else(|| {
+        write_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the path names no file",
+        ))
+    })?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    if let Err(e) = std::fs::write(&tmp, bytes) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(write_err(e));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        write_err(e)
+    })
+}
