@@ -35,9 +35,9 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct MergeArgs {
-    /// Model A (safetensors).
+    /// Model A (safetensors or a PyTorch checkpoint: .pt / .pth / .bin).
     model_a: PathBuf,
-    /// Model B (safetensors), same architecture as A.
+    /// Model B (safetensors or a PyTorch checkpoint), same architecture as A.
     model_b: PathBuf,
     /// Architecture file (TOML) for models no family recognises.
     #[arg(long, value_name = "FILE")]
@@ -124,7 +124,8 @@ struct MergeArgs {
 /// Model options shared by commands.
 #[derive(Args, Debug)]
 struct ModelArgs {
-    /// The model (safetensors, PyTorch state_dict names).
+    /// The model: safetensors or a PyTorch checkpoint (torch.save's zip: .pt / .pth / .bin),
+    /// PyTorch state_dict names.
     model: PathBuf,
     /// Architecture file (TOML) for a model no family recognises.
     #[arg(long, value_name = "FILE")]
