@@ -55,6 +55,14 @@ pub enum Error {
         /// The file.
         path: PathBuf,
     },
+    /// A model cannot be exported in the asked format.
+    #[error("cannot export to `{}`: {reason}", path.display())]
+    Export {
+        /// The output file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A `.npy` file is malformed or uses an unsupported layout.
     #[error("`{}` is not a readable .npy file: {reason}", path.display())]
     Npy {

@@ -13,6 +13,7 @@ pub use pleas_core as core_crate;
 pub mod cli;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod io;
 pub mod merge;
 pub mod model;

@@ -3,6 +3,7 @@
 //! printed on one line with their cause chain. The binary is a thin wrapper over it.
 
 mod eval;
+mod export;
 mod inspect;
 mod merge;
 
@@ -31,6 +32,21 @@ enum Command {
     Eval(EvalArgs),
     /// Merge two models of one architecture into one of a chosen size.
     Merge(Box<MergeArgs>),
+    /// Write a model for another runtime: `--format torch` writes FILE.pt (a PyTorch
+    /// state_dict, block layers dense) and FILE.py (the torch.nn module that loads it).
+    Export(ExportArgs),
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Output format: torch (default for an output ending in .pt, .pth or .bin).
+    #[arg(long)]
+    format: Option<String>,
+    /// Output file.
+    #[arg(short, long, value_name = "FILE")]
+    out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -212,6 +228,7 @@ where
         Command::Inspect(a) => inspect::run(&a, out),
         Command::Eval(a) => eval::run(&a, out),
         Command::Merge(a) => merge::run(&a, out, err),
+        Command::Export(a) => export::run(&a, out),
     };
     match result {
         Ok(Outcome::Ok) => 0,

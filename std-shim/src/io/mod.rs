@@ -2,6 +2,7 @@
 //! normalisation, and architecture recognition.
 
 pub mod arch;
+pub mod atomic;
 pub mod data;
 pub mod model_file;
 pub mod npy;

@@ -19,6 +19,7 @@
 
 pub mod checkpoint;
 pub mod pickle;
+pub mod write;
 pub mod zip;
 
 /// What is wrong with a PyTorch checkpoint (the file is named by [`crate::Error::Torch`]).
