@@ -354,3 +354,33 @@ fn replace_all(b: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+#[test]
+fn pickles_that_repeat_a_large_call_are_refused() {
+    use pleas::io::torch::pickle::unpickle;
+    // A list of 1000 pairs, memoised, then OrderedDict(list) called 5000 times: linear input,
+    // quadratic copies if it were allowed.
+    let mut p = b"\x80\x02]q\x00(".to_vec();
+    for _ in 0..1000 {
+        p.extend_from_slice(b"K\x00K\x00\x86");
+    }
+    p.push(b'e');
+    for _ in 0..5000 {
+        p.extend_from_slice(b"ccollections\nOrderedDict\nh\x00\x85R0");
+    }
+    p.push(b'.');
+    let err = unpickle(&p).unwrap_err().to_string();
+    assert!(err.contains("calls copy more items"), "{err}");
+    // Once is fine.
+    let mut once = p[..p.len() - 1 - 5000 * 30].to_vec();
+    once.extend_from_slice(b"ccollections\nOrderedDict\nh\x00\x85R.");
+    assert!(unpickle(&once).is_ok());
+    // A tensor of 65 dimensions.
+    let mut t = b"\x80\x02ctorch._utils\n_rebuild_tensor\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x01tQK\x00(".to_vec();
+    t.extend(std::iter::repeat_n(&b"K\x01"[..], 65).flatten());
+    t.extend_from_slice(b"t(");
+    t.extend(std::iter::repeat_n(&b"K\x01"[..], 65).flatten());
+    t.extend_from_slice(b"ttR.");
+    let err = unpickle(&t).unwrap_err().to_string();
+    assert!(err.contains("more than 64"), "{err}");
+}

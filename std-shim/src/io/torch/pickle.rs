@@ -27,6 +27,12 @@ pub const MAX_STACK: usize = 1 << 20;
 pub const MAX_MEMO: usize = 1 << 20;
 /// Most open marks.
 pub const MAX_MARKS: usize = 1 << 16;
+/// Most dimensions of a tensor.
+pub const MAX_DIMS: usize = 64;
+/// Bound on the items all calls (`REDUCE`) may copy together, relative to the pickle's length:
+/// a call copies its arguments' items, and a pickle could otherwise call the same large
+/// argument again and again (quadratic memory from linear input).
+pub const CALL_WORK_FACTOR: usize = 4;
 
 /// A storage class named in the pickle (`torch.FloatStorage`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +221,9 @@ pub fn unpickle(data: &[u8]) -> Result<Unpickled, TorchError> {
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        work_left: CALL_WORK_FACTOR
+            .saturating_mul(data.len())
+            .saturating_add(1 << 16),
     };
     loop {
         m.op_start = m.pos;
@@ -235,6 +244,8 @@ struct Machine<'a> {
     stack: Vec<ObjId>,
     marks: Vec<usize>,
     memo: HashMap<u64, ObjId>,
+    /// Items calls may still copy (see [`CALL_WORK_FACTOR`]).
+    work_left: usize,
 }
 
 impl<'a> Machine<'a> {
@@ -541,8 +552,10 @@ impl<'a> Machine<'a> {
             b'R' | 0x81 => {
                 let args = self.pop()?;
                 let f = self.pop()?;
-                let o = self.call(f, args)?;
-                self.push(o)
+                match self.call(f, args)? {
+                    Called::New(o) => self.push(o),
+                    Called::Same(id) => self.push_id(id),
+                }
             }
             b'b' => {
                 self.pop()?;
@@ -590,44 +603,63 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn call(&self, f: ObjId, args: ObjId) -> Result<Obj, TorchError> {
+    /// Takes `n` items from the call budget.
+    fn charge(&mut self, n: usize) -> Result<(), TorchError> {
+        self.work_left = self.work_left.checked_sub(n).ok_or_else(|| {
+            self.err(
+                "calls copy more items than the pickle's size allows (a repeated large argument)",
+            )
+        })?;
+        Ok(())
+    }
+
+    fn call(&mut self, f: ObjId, args: ObjId) -> Result<Called, TorchError> {
         let Obj::Global(g) = self.objs[f] else {
             return Err(self.err("REDUCE of something that is not an accepted global"));
         };
-        let a = self.args_of(args)?;
-        match (g, a) {
-            (Global::OrderedDict, []) => Ok(Obj::Dict(Vec::new())),
-            (Global::OrderedDict, [items]) => self.dict_from_pairs(*items),
+        let a = self.args_of(args)?.to_vec();
+        self.charge(a.len())?;
+        let new = match (g, a.as_slice()) {
+            (Global::OrderedDict, []) => Obj::Dict(Vec::new()),
+            (Global::OrderedDict, [items]) => self.dict_from_pairs(*items)?,
             (Global::RebuildTensorV2, [s, o, size, stride, ..]) if a.len() <= 7 => {
-                self.rebuild_tensor(*s, *o, *size, *stride)
+                self.rebuild_tensor(*s, *o, *size, *stride)?
             }
             (Global::RebuildTensor, [s, o, size, stride]) => {
-                self.rebuild_tensor(*s, *o, *size, *stride)
+                self.rebuild_tensor(*s, *o, *size, *stride)?
             }
             (Global::RebuildParameter, [t, _, _])
             | (Global::RebuildParameterWithState, [t, _, _, _]) => match &self.objs[*t] {
-                Obj::Tensor(v) => Ok(Obj::Tensor(v.clone())),
-                _ => Err(self.err("_rebuild_parameter of something that is not a tensor")),
+                Obj::Tensor(_) => return Ok(Called::Same(*t)),
+                _ => return Err(self.err("_rebuild_parameter of something that is not a tensor")),
             },
             (Global::TorchSize, [t]) => match &self.objs[*t] {
-                Obj::Tuple(v) => Ok(Obj::Tuple(v.clone())),
-                _ => Err(self.err("torch.Size of something that is not a tuple")),
+                Obj::Tuple(_) => return Ok(Called::Same(*t)),
+                _ => return Err(self.err("torch.Size of something that is not a tuple")),
             },
-            (Global::CodecsEncode, [s, enc]) => self.latin1(*s, *enc),
+            (Global::CodecsEncode, [s, enc]) => self.latin1(*s, *enc)?,
             (Global::Storage(_), _) => {
-                Err(self
-                    .err("a storage class is called; storages may only appear as persistent ids"))
+                return Err(self
+                    .err("a storage class is called; storages may only appear as persistent ids"));
             }
-            _ => Err(self.err(format!(
-                "{g:?} called with {} arguments it does not take",
-                a.len()
-            ))),
-        }
+            _ => {
+                return Err(self.err(format!(
+                    "{g:?} called with {} arguments it does not take",
+                    a.len()
+                )));
+            }
+        };
+        Ok(Called::New(new))
     }
 
-    fn dict_from_pairs(&self, items: ObjId) -> Result<Obj, TorchError> {
+    fn dict_from_pairs(&mut self, items: ObjId) -> Result<Obj, TorchError> {
+        let n = match &self.objs[items] {
+            Obj::List(l) | Obj::Tuple(l) => l.len(),
+            _ => return Err(self.err("OrderedDict of something that is not a list of pairs")),
+        };
+        self.charge(n)?;
         let (Obj::List(l) | Obj::Tuple(l)) = &self.objs[items] else {
-            return Err(self.err("OrderedDict of something that is not a list of pairs"));
+            unreachable!("checked above");
         };
         let mut pairs = Vec::with_capacity(l.len());
         for &p in l {
@@ -643,6 +675,12 @@ impl<'a> Machine<'a> {
         let (Obj::Tuple(t) | Obj::List(t)) = &self.objs[id] else {
             return Err(self.err(format!("a tensor's {what} is not a tuple")));
         };
+        if t.len() > MAX_DIMS {
+            return Err(self.err(format!(
+                "a tensor's {what} has {} dimensions, more than {MAX_DIMS}",
+                t.len()
+            )));
+        }
         t.iter().map(|&d| self.int_of(d, what)).collect()
     }
 
@@ -673,7 +711,10 @@ impl<'a> Machine<'a> {
         }))
     }
 
-    fn latin1(&self, s: ObjId, enc: ObjId) -> Result<Obj, TorchError> {
+    fn latin1(&mut self, s: ObjId, enc: ObjId) -> Result<Obj, TorchError> {
+        if let Obj::Str(text) = &self.objs[s] {
+            self.charge(text.len())?;
+        }
         let (Some(s), Some("latin1" | "latin-1")) = (self.str_of(s), self.str_of(enc)) else {
             return Err(self.err("_codecs.encode other than (text, 'latin1')"));
         };
@@ -682,6 +723,13 @@ impl<'a> Machine<'a> {
             .map(Obj::Bytes)
             .ok_or_else(|| self.err("_codecs.encode of text beyond latin-1"))
     }
+}
+
+/// What a call made: a new object, or one it returns as it is (a parameter's tensor,
+/// `torch.Size`'s tuple).
+enum Called {
+    New(Obj),
+    Same(ObjId),
 }
 
 /// Bytes of the length field of a string or bytes opcode.
