@@ -36,6 +36,25 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A PyTorch checkpoint is malformed or refers to something a weights-only load refuses.
+    #[error("`{}` is not a readable PyTorch checkpoint", path.display())]
+    Torch {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: crate::io::torch::TorchError,
+    },
+    /// A model file is neither safetensors nor a PyTorch checkpoint.
+    #[error(
+        "`{}` is neither a safetensors file (8-byte header length, then a JSON header) nor a \
+         PyTorch checkpoint (the zip archive torch.save writes)",
+        path.display()
+    )]
+    Format {
+        /// The file.
+        path: PathBuf,
+    },
     /// A `.npy` file is malformed or uses an unsupported layout.
     #[error("`{}` is not a readable .npy file: {reason}", path.display())]
     Npy {

@@ -6,6 +6,7 @@ use pleas_core::graph::{Graph, NodeId, Weights};
 
 use crate::error::Error;
 use crate::io::arch;
+use crate::io::model_file;
 use crate::io::safetensors::{self, Metadata};
 
 /// One classification head: a graph output and the dataset labels its units stand for.
@@ -123,10 +124,10 @@ impl Model {
         })
     }
 
-    /// Loads a safetensors model, recognising its architecture (or reading `arch_file`, or the
+    /// Loads a model (safetensors or a PyTorch checkpoint, told apart by content), recognising its architecture (or reading `arch_file`, or the
     /// architecture embedded in its metadata: see [`arch::recognise`]).
     pub fn load(path: &Path, arch_file: Option<&Path>) -> Result<Model, Error> {
-        let (weights, metadata) = safetensors::load_weights(path)?;
+        let (weights, metadata) = model_file::load_weights(path)?;
         let weights = strip_module_prefix(weights);
         let rec = arch::recognise(path, &weights, &metadata, arch_file)?;
         Model::from_parts(path, rec.arch, rec.graph, weights, metadata)

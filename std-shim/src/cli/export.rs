@@ -1,4 +1,5 @@
-//! `pleas export MODEL -o FILE [--format onnx] [--blocks split|dense] [--opset N]`.
+//! `pleas export MODEL -o FILE [--format onnx|torch] [--blocks split|dense] [--opset N]`
+//! (`--format torch` writes every block layer dense and ignores `--blocks` and `--opset`).
 //!
 //! Every setting is checked before the model is read; the file is written to a temporary name
 //! and renamed, so a failed export writes nothing.
@@ -31,18 +32,19 @@ pub(super) fn run(a: &ExportArgs, out: &mut dyn Write) -> Result<Outcome, Error>
         blocks,
         opset: a.opset,
     };
-    let writer = export::writer(format, &settings).map_err(|source| Error::Export {
-        path: a.out.clone(),
-        format: format.name(),
-        source,
-    })?;
     let model = Model::load(&a.model.model, a.model.arch.as_deref())?;
-    export::export(&model, writer.as_ref(), &a.out)?;
+    let files = export::export_to(&model, format, &settings, &a.out)?;
     if !a.quiet {
+        let blocks = match format {
+            // The state_dict holds every block layer dense (zero cross blocks).
+            Format::Torch => BlockMode::Dense,
+            _ => blocks,
+        };
+        let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
         writeln!(
             out,
             "wrote {} ({}, blocks {})",
-            a.out.display(),
+            files.join(" and "),
             format.name(),
             blocks.name()
         )

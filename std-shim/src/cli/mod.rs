@@ -33,7 +33,8 @@ enum Command {
     Eval(EvalArgs),
     /// Merge two models of one architecture into one of a chosen size.
     Merge(Box<MergeArgs>),
-    /// Write a model (original or merged) in a format other runtimes load (ONNX).
+    /// Write a model (original or merged) in a format other runtimes load: ONNX, or a PyTorch
+    /// state_dict (block layers dense) with the torch.nn module file that loads it.
     Export(ExportArgs),
 }
 
@@ -44,7 +45,8 @@ struct ExportArgs {
     /// Output file.
     #[arg(short, long, value_name = "FILE")]
     out: PathBuf,
-    /// Output format: onnx; default: from the file extension, else onnx.
+    /// Output format: onnx or torch; default: from the file extension (.pt, .pth, .bin:
+    /// torch), else onnx.
     #[arg(long, value_name = "FORMAT")]
     format: Option<String>,
     /// Block-structured (merged) layers: split (one operator per block after a channel
@@ -61,9 +63,9 @@ struct ExportArgs {
 
 #[derive(Args, Debug)]
 struct MergeArgs {
-    /// Model A (safetensors).
+    /// Model A (safetensors or a PyTorch checkpoint: .pt / .pth / .bin).
     model_a: PathBuf,
-    /// Model B (safetensors), same architecture as A.
+    /// Model B (safetensors or a PyTorch checkpoint), same architecture as A.
     model_b: PathBuf,
     /// Architecture file (TOML) for models no family recognises.
     #[arg(long, value_name = "FILE")]
@@ -154,7 +156,8 @@ struct MergeArgs {
 /// Model options shared by commands.
 #[derive(Args, Debug)]
 struct ModelArgs {
-    /// The model (safetensors, PyTorch state_dict names).
+    /// The model: safetensors or a PyTorch checkpoint (torch.save's zip: .pt / .pth / .bin),
+    /// PyTorch state_dict names.
     model: PathBuf,
     /// Architecture file (TOML) for a model no family recognises.
     #[arg(long, value_name = "FILE")]

@@ -10,16 +10,18 @@
 //! - [`reorder`]: the per-group channel orders under which every block reads one contiguous
 //!   input range.
 //!
-//! Files are written to a temporary name beside the target and renamed ([`write_atomic`]):
+//! Files are written to a temporary name beside the target and renamed ([`write_atomically`]):
 //! a failed export leaves nothing behind.
 
 pub mod dense;
 pub mod onnx;
 pub mod reorder;
+pub mod torch;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::Error;
+use crate::io::atomic::write_atomically;
 use crate::model::Model;
 
 /// An output format.
@@ -28,29 +30,34 @@ use crate::model::Model;
 pub enum Format {
     /// ONNX (`.onnx`).
     Onnx,
+    /// A PyTorch state_dict of the dense form (`.pt`, `.pth`, `.bin`) and its `torch.nn`
+    /// module file beside it ([`torch`]).
+    Torch,
 }
 
 impl Format {
     /// Every format, in the order `--format` lists them.
-    pub const ALL: &'static [Format] = &[Format::Onnx];
+    pub const ALL: &'static [Format] = &[Format::Onnx, Format::Torch];
 
     /// The format's `--format` name.
     pub fn name(self) -> &'static str {
         match self {
             Format::Onnx => "onnx",
+            Format::Torch => "torch",
         }
     }
 
-    /// The format called `name` (`onnx`).
+    /// The format called `name` (`onnx` or `torch`).
     pub fn from_name(name: &str) -> Option<Format> {
         Format::ALL.iter().copied().find(|f| f.name() == name)
     }
 
-    /// The format a file name's extension stands for (`.onnx`), if any.
+    /// The format a file name's extension stands for (`.onnx`; `.pt`, `.pth`, `.bin`), if any.
     pub fn from_path(path: &Path) -> Option<Format> {
         let ext = path.extension()?.to_str()?.to_ascii_lowercase();
         match ext.as_str() {
             "onnx" => Some(Format::Onnx),
+            "pt" | "pth" | "bin" => Some(Format::Torch),
             _ => None,
         }
     }
@@ -138,6 +145,12 @@ pub enum ExportError {
         /// Why.
         reason: String,
     },
+    /// The model has no PyTorch state_dict form (or its state_dict cannot be encoded).
+    #[error("{reason}")]
+    Torch {
+        /// Why.
+        reason: String,
+    },
     /// The encoded model exceeds the format's size limit.
     #[error("the encoded model has {bytes} bytes, over the format's limit of {limit}")]
     TooLarge {
@@ -157,13 +170,29 @@ pub trait ModelWriter {
     fn encode(&self, model: &Model) -> Result<Vec<u8>, ExportError>;
 }
 
-/// The writer of `format` with `settings` (checked: an unsupported opset is an error).
-pub fn writer(
+/// Writes `model` to `path` in `format` with `settings`, atomically; returns the files written
+/// (for [`Format::Torch`], the state_dict and its module file). Settings are checked before
+/// anything is encoded (an unsupported opset is an error).
+pub fn export_to(
+    model: &Model,
     format: Format,
     settings: &ExportSettings,
-) -> Result<Box<dyn ModelWriter>, ExportError> {
+    path: &Path,
+) -> Result<Vec<PathBuf>, Error> {
     match format {
-        Format::Onnx => Ok(Box::new(onnx::OnnxWriter::new(settings)?)),
+        Format::Onnx => {
+            let writer = onnx::OnnxWriter::new(settings).map_err(|source| Error::Export {
+                path: path.to_path_buf(),
+                format: format.name(),
+                source,
+            })?;
+            export(model, &writer, path)?;
+            Ok(vec![path.to_path_buf()])
+        }
+        Format::Torch => {
+            let (module, _) = torch::export(model, path)?;
+            Ok(vec![path.to_path_buf(), module])
+        }
     }
 }
 
@@ -174,32 +203,5 @@ pub fn export(model: &Model, writer: &dyn ModelWriter, path: &Path) -> Result<()
         format: writer.format().name(),
         source,
     })?;
-    write_atomic(path, &bytes)
-}
-
-/// Writes `bytes` to a temporary file beside `path`, then renames it to `path`; on any failure
-/// the temporary file is removed and `path` is untouched.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let write_err = |source| Error::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let name = path.file_name().ok_or_else(|| {
-        write_err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "the path names no file",
-        ))
-    })?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    if let Err(e) = std::fs::write(&tmp, bytes) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(write_err(e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        write_err(e)
-    })
+    write_atomically(path, &bytes)
 }

@@ -436,8 +436,16 @@ pub fn read(path: &Path) -> Result<SafetensorsFile, Error> {
 /// `*.num_batches_tracked` counters skipped; any other dtype is an error naming the tensor.
 pub fn load_weights(path: &Path) -> Result<(Weights, Metadata), Error> {
     let file = read(path)?;
+    Ok((weights_from_raw(path, file.tensors)?, file.metadata))
+}
+
+/// Converts raw tensors (of `path`, for errors) to model weights as [`load_weights`] does.
+pub fn weights_from_raw(
+    path: &Path,
+    tensors: BTreeMap<String, RawTensor>,
+) -> Result<Weights, Error> {
     let mut weights = Weights::new();
-    for (name, raw) in file.tensors {
+    for (name, raw) in tensors {
         if name.ends_with(".num_batches_tracked") {
             continue;
         }
@@ -459,7 +467,7 @@ pub fn load_weights(path: &Path) -> Result<(Weights, Metadata), Error> {
         })?;
         weights.insert(name, t);
     }
-    Ok((weights, file.metadata))
+    Ok(weights)
 }
 
 /// Serialises f32 tensors (as F32) and metadata strings to safetensors bytes.
