@@ -2,7 +2,7 @@
 //! `torch.save` writes it) plus the module that loads it (`FILE.py`, plain `torch.nn` layers,
 //! no TorchScript).
 //!
-//! Block layers are written in their dense form ([`dense_expansion`]: the cross blocks stored as
+//! Block layers are written in their dense form ([`dense_layer`]: the cross blocks stored as
 //! zeros), so every layer is one `nn.Conv2d` / `nn.Linear`. Tensor names are the graph's node
 //! names (the original PyTorch module paths, e.g. `layers.3.conv1.weight`; merged split models
 //! have `head.a` / `head.b`); batch-norm layers carry `num_batches_tracked` as PyTorch's do, so
@@ -16,111 +16,20 @@
 
 use std::path::{Path, PathBuf};
 
-use pleas_core::graph::{Graph, Op, Tensor, WeightBlock, Weights};
+use pleas_core::graph::{Graph, Op, Tensor, Weights};
 use serde_json::{Value, json};
 
+use super::dense::dense_layer;
 use crate::error::Error;
 use crate::io::atomic::write_atomically;
 use crate::io::safetensors::{Dtype, RawTensor};
 use crate::io::torch::write;
 use crate::model::Model;
 
-/// A layer's dense weight and bias.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DenseLayer {
-    /// `[out, in]` (linear) or `[out, in, kh, kw]` (conv).
-    pub weight: Tensor,
-    /// `[out]`, if the layer has a bias.
-    pub bias: Option<Tensor>,
-}
-
 fn get<'w>(weights: &'w Weights, name: &str) -> Result<&'w Tensor, String> {
     weights
         .get(name)
         .ok_or_else(|| format!("tensor `{name}` is missing"))
-}
-
-/// The dense form of a weight layer: a plain conv / linear as it is; a block layer with every
-/// block's weights placed at its rows and input channels and zeros elsewhere (the cross
-/// blocks), and a bias of the blocks' biases (zeros for a block without one) if any block has
-/// one. `None` for a node without weights.
-pub fn dense_expansion(op: &Op, weights: &Weights) -> Result<Option<DenseLayer>, String> {
-    let plain = |w: &str, b: &Option<String>| -> Result<Option<DenseLayer>, String> {
-        Ok(Some(DenseLayer {
-            weight: get(weights, w)?.clone(),
-            bias: b.as_deref().map(|b| get(weights, b).cloned()).transpose()?,
-        }))
-    };
-    let (out, inp, k, blocks) = match op {
-        Op::Linear { weight, bias, .. } | Op::Conv2d { weight, bias, .. } => {
-            return plain(weight, bias);
-        }
-        Op::BlockLinear {
-            in_features,
-            out_features,
-            blocks,
-        } => (*out_features, *in_features, 1, blocks),
-        Op::BlockConv2d {
-            in_channels,
-            out_channels,
-            kernel,
-            blocks,
-            ..
-        } => (*out_channels, *in_channels, kernel[0] * kernel[1], blocks),
-        _ => return Ok(None),
-    };
-    let mut dense = vec![0.0f32; out * inp * k];
-    let has_bias = blocks.iter().any(|b| b.bias.is_some());
-    let mut bias = vec![0.0f32; out];
-    let mut row0 = 0;
-    for b in blocks {
-        place_block(b, weights, row0, inp, k, &mut dense, &mut bias)?;
-        row0 += b.rows;
-    }
-    let shape = match op {
-        Op::BlockConv2d { kernel, .. } => vec![out, inp, kernel[0], kernel[1]],
-        _ => vec![out, inp],
-    };
-    let err = |e| format!("{e:?}");
-    Ok(Some(DenseLayer {
-        weight: Tensor::new(shape, dense).map_err(err)?,
-        bias: has_bias
-            .then(|| Tensor::new(vec![out], bias))
-            .transpose()
-            .map_err(err)?,
-    }))
-}
-
-/// Copies block `b` (rows from `row0`) into the dense `[out, inp, k]` weight and its bias.
-fn place_block(
-    b: &WeightBlock,
-    weights: &Weights,
-    row0: usize,
-    inp: usize,
-    k: usize,
-    dense: &mut [f32],
-    bias: &mut [f32],
-) -> Result<(), String> {
-    let w = get(weights, &b.weight)?.data();
-    let cols = b.cols();
-    if w.len() != b.rows * cols * k || row0 + b.rows > bias.len() {
-        return Err(format!("block `{}` does not fit its layer", b.weight));
-    }
-    for r in 0..b.rows {
-        let mut c = 0;
-        for range in &b.inputs {
-            for ch in range.clone() {
-                let src = &w[(r * cols + c) * k..(r * cols + c + 1) * k];
-                let dst = ((row0 + r) * inp + ch) * k;
-                dense[dst..dst + k].copy_from_slice(src);
-                c += 1;
-            }
-        }
-    }
-    if let Some(bn) = &b.bias {
-        bias[row0..row0 + b.rows].copy_from_slice(get(weights, bn)?.data());
-    }
-    Ok(())
 }
 
 /// The module path of each node with parameters (`None` for the others): its name, or, if one
@@ -192,7 +101,8 @@ pub fn state_dict(model: &Model) -> Result<Vec<(String, RawTensor)>, String> {
             out.push((format!("{path}.num_batches_tracked"), count));
             continue;
         }
-        let layer = dense_expansion(&node.op, &model.weights)?
+        let layer = dense_layer(node, &model.weights)
+            .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("node `{}` has weights of no known layer", node.name))?;
         out.push((format!("{path}.weight"), raw_f32(&layer.weight)));
         if let Some(b) = &layer.bias {
