@@ -29,7 +29,7 @@
 //! `C` columns), `B` the same buffer read from the slot `dy * N * Ws + dx_min` on, with
 //! `(dx, c')` as its `(2 kw - 1) C` columns (consecutive slots overlap by `C - 1` values, a
 //! plain strided view). These products run on the core's blocked GEMM
-//! ([`crate::linalg::gemm`]), with `C x (2 kw - 1) C` outputs that use its register tiles well
+//! ([`crate::linalg::gemm()`]), with `C x (2 kw - 1) C` outputs that use its register tiles well
 //! even for few channels.
 //!
 //! The sum over `o in O` differs from the whole-map correlation only where the padding cuts
