@@ -491,26 +491,7 @@ pub fn to_bytes(weights: &Weights, metadata: &Metadata) -> Vec<u8> {
 /// file beside `path` that is renamed over it once complete, so an error never leaves a
 /// partial file behind.
 pub fn save_weights(path: &Path, weights: &Weights, metadata: &Metadata) -> Result<(), Error> {
-    let write_err = |source| Error::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let name = path.file_name().map_or_else(
-        || std::ffi::OsString::from("out"),
-        std::ffi::OsStr::to_os_string,
-    );
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(&name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    if let Err(e) = std::fs::write(&tmp, to_bytes(weights, metadata)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(write_err(e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        write_err(e)
-    })
+    super::atomic::write_atomically(path, &to_bytes(weights, metadata))
 }
 
 /// Serialises raw tensors (any dtype) and metadata, e.g. to write test data.
