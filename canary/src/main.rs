@@ -79,7 +79,8 @@ pub extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
     let x: [f32; N * D] = [1.0, 2.0, 0.0, 0.0, 1.0, 1.0, 3.0, 0.0, 2.0, 1.0, 1.0, 1.0];
     let params = GramParams::default();
     let mut storage = [0.0f64; 64];
-    let mut workspace = [0.0f32; 8192];
+    // The workspace query covers every SIMD path's packing (the 512-bit tiles need the most).
+    let mut workspace = [0.0f32; 16384];
     let len = GramAccumulator::<&mut [f64], &mut [f32]>::workspace_len(D, 0, params);
     if len > workspace.len() {
         return 1;
