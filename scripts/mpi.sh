@@ -71,7 +71,7 @@ rn20=("$fx/rn20w1_split/fashion_resnet20_w1_split_m0_s2.safetensors"
 launcher=$!
 # Rank 0 prints one JSON event per finished pass; kill rank 1 after the first least-squares one.
 for _ in $(seq 1200); do
-    grep -q '"done":1,"event":"step","stage":"least squares"' "$tmp/killed.out" && break
+    grep -q '"done":1,.*"event":"step","stage":"least squares"' "$tmp/killed.out" && break
     kill -0 "$launcher" 2>/dev/null || break
     sleep 0.1
 done
