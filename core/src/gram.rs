@@ -712,20 +712,13 @@ where
             None => Ok(()),
             Some((r, column)) => {
                 let sample = first + r as u64;
-                Err(if m.at(r, column).is_finite() {
-                    GramError::OutOfRange {
-                        operand,
-                        sample,
-                        column,
-                        limit,
-                    }
-                } else {
-                    GramError::NonFinite {
-                        operand,
-                        sample,
-                        column,
-                    }
-                })
+                Err(conv::bad_value(
+                    m.at(r, column),
+                    operand,
+                    sample,
+                    column,
+                    limit,
+                ))
             }
         }
     }

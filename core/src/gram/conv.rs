@@ -1196,7 +1196,15 @@ where
     }
 }
 
-fn bad_value(v: f32, operand: Operand, sample: u64, column: usize, limit: f32) -> GramError {
+/// The error for value `v` at `sample`, `column` that failed the accumulator's check: out of
+/// range when finite, else non-finite.
+pub(super) fn bad_value(
+    v: f32,
+    operand: Operand,
+    sample: u64,
+    column: usize,
+    limit: f32,
+) -> GramError {
     if v.is_finite() {
         GramError::OutOfRange {
             operand,
