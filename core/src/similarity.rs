@@ -127,6 +127,20 @@ fn check(what: &'static str, expected: usize, found: usize) -> Result<(), Simila
     }
 }
 
+/// neg-l2 of one pair from its centred moments (see the module docs):
+/// `-sqrt(Va_i + Vb_j - 2 C_ij + n (mean_a_i - mean_b_j)^2)`, with `mean_diff` the difference
+/// of the means; NaN when the sum is not finite (overflowed moments), which the callers
+/// report. The one neg-l2 of the host and the device merge.
+#[inline]
+pub fn neg_l2(squares_a: f64, squares_b: f64, cross: f64, mean_diff: f64, count: f64) -> f64 {
+    let sq = squares_a + squares_b - 2.0 * cross + count * mean_diff * mean_diff;
+    if sq.is_finite() {
+        -libm::sqrt(sq.max(0.0))
+    } else {
+        f64::NAN
+    }
+}
+
 /// Writes the `n_a x n_b` similarity matrix of `metric` into `out`.
 pub fn similarity(
     metric: Metric,
@@ -148,11 +162,13 @@ pub fn similarity(
         for j in 0..nb {
             let c = m.cross.at(i, j);
             let v = match metric {
-                Metric::NegL2 => {
-                    let dm = m.mean_a[i] - m.mean_b[j];
-                    let sq = m.squares_a[i] + m.squares_b[j] - 2.0 * c + n * dm * dm;
-                    -libm::sqrt(sq.max(0.0))
-                }
+                Metric::NegL2 => neg_l2(
+                    m.squares_a[i],
+                    m.squares_b[j],
+                    c,
+                    m.mean_a[i] - m.mean_b[j],
+                    n,
+                ),
                 Metric::Inner => c + n * m.mean_a[i] * m.mean_b[j],
                 Metric::Correlation => {
                     let denom = libm::sqrt(m.squares_a[i] * m.squares_b[j]);

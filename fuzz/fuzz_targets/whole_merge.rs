@@ -32,7 +32,7 @@ use pleas::io::npy;
 use pleas::io::safetensors::{Dtype, Metadata, RawTensor};
 use pleas::merge::pipeline::{MergeOutcome, merge};
 use pleas::merge::settings::{
-    BnMode, FitMode, HeadChoice, MatchingMode, MergeSettings, RatioMode, RidgePrior,
+    BnMode, FitMode, Heads, MatchingMode, MergeSettings, RatioMode, RidgeToward,
 };
 use pleas::model::Model;
 use pleas_core::forward::Forward;
@@ -405,9 +405,9 @@ fuzz_target!(|data: &[u8]| {
     let fit =
         [FitMode::Sequential, FitMode::Original, FitMode::Average][usize::from(modes / 3 % 3)];
     let bn = [BnMode::Fold, BnMode::Keep][usize::from(modes / 9 % 2)];
-    let ridge_prior = [RidgePrior::Average, RidgePrior::Zero][usize::from(modes / 18 % 2)];
+    let ridge_toward = [RidgeToward::Average, RidgeToward::Zero][usize::from(modes / 18 % 2)];
     let heads =
-        [HeadChoice::Auto, HeadChoice::Shared, HeadChoice::Separate][usize::from(modes / 36 % 3)];
+        [None, Some(Heads::Shared), Some(Heads::Separate)][usize::from(modes / 36 % 3)];
     let m = c.byte();
     let matching = [
         MatchingMode::Activation,
@@ -545,7 +545,7 @@ fuzz_target!(|data: &[u8]| {
         metric,
         matching,
         ridge,
-        ridge_prior,
+        ridge_toward,
         bn,
         fit,
         heads,
@@ -605,7 +605,7 @@ fuzz_target!(|data: &[u8]| {
     if !well || ridge != 1e-6 {
         return;
     }
-    if ridge_prior == RidgePrior::Average {
+    if ridge_toward == RidgeToward::Average {
         for l in &o.layers {
             assert!(
                 l.relative_residual <= l.average_relative_residual + FIT_LOSS_REL,
@@ -625,7 +625,7 @@ fuzz_target!(|data: &[u8]| {
     // networks have many (pooled ReLU features of one input channel are nearly collinear), so
     // it reproduces the models only approximately (`merge_exact.rs` shows it failing on
     // foreign data); it is not checked here.
-    if budget == 2.0 && ridge_prior == RidgePrior::Average && every_hidden_axis_grouped(&graph) {
+    if budget == 2.0 && ridge_toward == RidgeToward::Average && every_hidden_axis_grouped(&graph) {
         for l in &o.layers {
             assert!(
                 l.ridge == 0.0,

@@ -139,13 +139,25 @@ pub enum Error {
     /// A command-line value is invalid.
     #[error("{0}")]
     Usage(String),
-    /// A step of a merge failed.
+    /// A step of a merge failed (a refusal of the merge itself: bad settings, data that do
+    /// not fit).
     #[error("merge: {stage}: {reason}")]
     Merge {
         /// The step (e.g. "matching statistics").
         stage: &'static str,
         /// What went wrong.
         reason: String,
+    },
+    /// A step of a merge failed in the core: the core's error, typed, is the source.
+    #[error("merge: {stage}{}", what.as_ref().map(|w| format!(": {w}")).unwrap_or_default())]
+    MergeCore {
+        /// The step (e.g. "budget").
+        stage: &'static str,
+        /// What it was working on (a layer, a group), if anything.
+        what: Option<String>,
+        /// The core's error.
+        #[source]
+        source: Box<CoreError>,
     },
     /// A rank of a multi-process merge failed; every rank returns this, with the failing
     /// rank's message (the lowest failing rank when several failed).
@@ -187,6 +199,69 @@ pub enum Error {
         #[source]
         source: pleas_core::simd::SimdError,
     },
+}
+
+/// A typed error of the core, as a merge step meets it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// The graph (folding, building the merged graph).
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// A tensor of the merged model.
+    #[error(transparent)]
+    Tensor(#[from] pleas_core::graph::TensorError),
+    /// Budget to ratios.
+    #[error(transparent)]
+    Budget(#[from] pleas_core::merge::budget::BudgetError),
+    /// Weight matching.
+    #[error(transparent)]
+    WeightMatching(#[from] pleas_core::merge::weight_matching::WeightMatchError),
+    /// Matching one group.
+    #[error(transparent)]
+    Matching(#[from] pleas_core::merge::matching::MatchError),
+    /// Similarities from moments.
+    #[error(transparent)]
+    Similarity(#[from] pleas_core::similarity::SimilarityFromMomentsError),
+    /// A matrix view.
+    #[error(transparent)]
+    View(#[from] pleas_core::linalg::ViewError),
+    /// Moments (Gram accumulation).
+    #[error(transparent)]
+    Gram(#[from] pleas_core::gram::GramError),
+    /// The least-squares fit of a layer.
+    #[error(transparent)]
+    Fit(#[from] pleas_core::merge::fit::FitError),
+    /// The sample-space (dual) fit.
+    #[error(transparent)]
+    Dual(#[from] pleas_core::lstsq::dual::DualError),
+    /// The sample-space fit of a pass's kept rows.
+    #[error(transparent)]
+    SampleSpace(#[from] crate::merge::solve::SampleSpaceError),
+}
+
+impl Error {
+    /// A core error met by merge step `stage`.
+    pub fn core(stage: &'static str, source: impl Into<CoreError>) -> Self {
+        Error::MergeCore {
+            stage,
+            what: None,
+            source: Box::new(source.into()),
+        }
+    }
+
+    /// A core error met by merge step `stage` working on `what`.
+    pub fn core_at(
+        stage: &'static str,
+        what: impl Into<String>,
+        source: impl Into<CoreError>,
+    ) -> Self {
+        Error::MergeCore {
+            stage,
+            what: Some(what.into()),
+            source: Box::new(source.into()),
+        }
+    }
 }
 
 impl From<ForwardError> for Error {

@@ -1,6 +1,7 @@
 //! The merged layout of a group: block order, slots and the layout map.
 
 use pleas_core::merge::layout::{GroupLayout, LayoutError, Slot};
+use pleas_core::merge::sources::{RowSource, TargetRule, UnitLayout, row_source};
 
 #[test]
 fn blocks_follow_a_order_and_b_partners() {
@@ -165,4 +166,56 @@ mod blocks {
         );
         assert!(output_blocks(side, None, 0).is_empty());
     }
+}
+
+#[test]
+fn unit_layout_view_and_row_sources_agree_with_the_lists() {
+    // A units 1 and 3 merged with their partners 0 and 1; A-only 0 and 2, B-only 2 and 3:
+    // [ (1, 0), (3, 1) | 0, 2 | 2, 3 ].
+    let perm = [2, 0, 3, 1];
+    let l = GroupLayout::new(&perm, &[1, 3]).unwrap();
+    assert_eq!(UnitLayout::merged_width(&l), l.merged_width());
+    for i in 0..4 {
+        assert_eq!(l.slot_a(i), l.slots_a()[i].index());
+        assert_eq!(l.slot_b(i), l.slots_b()[i].index());
+    }
+    let rows: Vec<RowSource> = (0..6)
+        .map(|r| row_source(TargetRule::Layout(0), |_| &l, r))
+        .collect();
+    let pair = |a, b| RowSource {
+        a: Some((a, 0.5)),
+        b: Some((b, 0.5)),
+    };
+    assert_eq!(rows[0], pair(1, 0));
+    assert_eq!(rows[1], pair(3, 1));
+    assert_eq!(
+        rows[2],
+        RowSource {
+            a: Some((0, 1.0)),
+            b: None
+        }
+    );
+    assert_eq!(
+        rows[5],
+        RowSource {
+            a: None,
+            b: Some((3, 1.0))
+        }
+    );
+    // Every unit feeds the row at its slot, and only private rows are one model's alone.
+    for i in 0..4 {
+        assert_eq!(rows[l.slot_a(i)].a.map(|s| s.0), Some(i));
+        assert_eq!(rows[l.slot_b(i)].b.map(|s| s.0), Some(i));
+    }
+    let private: Vec<bool> = rows.iter().map(RowSource::private).collect();
+    assert_eq!(private, [false, false, true, true, true, true]);
+    // Heads: the mean of both models' row, or one model's.
+    assert_eq!(row_source(TargetRule::Average, |_| &l, 4), pair(4, 4));
+    assert_eq!(
+        row_source(TargetRule::OnlyB, |_| &l, 4),
+        RowSource {
+            a: None,
+            b: Some((4, 1.0))
+        }
+    );
 }

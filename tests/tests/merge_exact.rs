@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use pleas::io::data::{DataSpec, Normalize, load};
 use pleas::io::safetensors::{self, Metadata};
 use pleas::merge::pipeline::{MergeOutcome, merge};
-use pleas::merge::settings::{BnMode, FitMode, MatchingMode, MergeSettings, RidgePrior};
+use pleas::merge::settings::{BnMode, FitMode, MatchingMode, MergeSettings, RidgeToward};
 use pleas::model::Model;
 use pleas_core::forward::Forward;
 use pleas_core::graph::{Weights, apply_permutations, permutation_groups};
@@ -437,9 +437,9 @@ fn merges_from_foreign_data_keep_what_the_data_does_not_excite() {
     let x = test_inputs(&a);
     let (la, lb) = (logits(&a, &x), logits(&b, &x));
     let copy = permuted_copy(&a, 5);
-    for prior in [RidgePrior::Average, RidgePrior::Zero] {
+    for prior in [RidgeToward::Average, RidgeToward::Zero] {
         let at = |budget| MergeSettings {
-            ridge_prior: prior,
+            ridge_toward: prior,
             ..settings(budget, FitMode::Sequential, BnMode::Fold)
         };
         let got = merge_logits(&a, &b, &spec, &at(2.0), &x);
@@ -448,7 +448,7 @@ fn merges_from_foreign_data_keep_what_the_data_does_not_excite() {
         let own = rel_to_scale(&got[0], &la[0]);
         eprintln!("{prior:?}: budget 2.0 {two:e}, self-merge {own:e}");
         match prior {
-            RidgePrior::Average => {
+            RidgeToward::Average => {
                 assert!(two <= MERGE_COPY_LOGIT_REL, "{two}");
                 assert!(own <= MERGE_LOGIT_REL, "{own}");
             }

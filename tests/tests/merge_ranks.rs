@@ -13,7 +13,7 @@ use pleas::error::Error;
 use pleas::io::data::{DataSpec, Normalize};
 use pleas::io::safetensors::{self, Metadata};
 use pleas::merge::pipeline::{MergeOutcome, merge, merge_on};
-use pleas::merge::settings::{BnMode, FitMode, MergeSettings, RidgePrior};
+use pleas::merge::settings::{BnMode, FitMode, MergeSettings, RidgeToward};
 use pleas::model::Model;
 use pleas::ranks::{LocalRanks, Ranks};
 use pleas_tests::models::{fashion_eval, fixtures};
@@ -135,7 +135,7 @@ fn mlp_merge_is_the_same_on_any_number_of_ranks() {
     let settings = MergeSettings {
         budget: 1.2,
         threads: 1,
-        ridge_prior: RidgePrior::Zero,
+        ridge_toward: RidgeToward::Zero,
         ..MergeSettings::default()
     };
     for n in [300, 1000] {

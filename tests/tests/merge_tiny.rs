@@ -7,7 +7,7 @@ use pleas::io::data::{DataSpec, Normalize};
 use pleas::io::npy;
 use pleas::io::safetensors::{Dtype, Metadata, RawTensor};
 use pleas::merge::pipeline::merge;
-use pleas::merge::settings::{FitMode, HeadChoice, MergeSettings};
+use pleas::merge::settings::{FitMode, MergeSettings};
 use pleas::model::Model;
 use pleas_core::forward::Forward;
 use pleas_core::graph::{
@@ -108,7 +108,7 @@ fn layers_whose_inputs_are_dead_on_the_merge_data_merge() {
     for budget in [1.0, 1.06, 1.5, 2.0] {
         let s = MergeSettings {
             budget,
-            heads: HeadChoice::Auto,
+            heads: None,
             threads: 1,
             batch: 8,
             ..MergeSettings::default()

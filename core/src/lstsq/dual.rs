@@ -47,6 +47,7 @@
 
 use core::fmt;
 
+use super::retry::{Attempt, RetryError, with_ridge_retries};
 use crate::linalg::packed::{PackedError, cholesky_packed, packed_index, packed_len, solve_packed};
 use crate::linalg::view::{MatMut, MatRef};
 
@@ -390,46 +391,46 @@ pub fn dual_factor<X: DualSamples>(
     }
     first_non_finite(&x, DualOperand::Samples)?;
     let mean_diagonal = mean_diagonal(&x, intercept);
-    let mut ridge = rel * mean_diagonal.max(0.0) + abs;
-    if !ridge.is_finite() {
+    let first_ridge = rel * mean_diagonal.max(0.0) + abs;
+    if !first_ridge.is_finite() {
         return Err(invalid);
     }
-    let mut retries = 0;
-    loop {
+    let shape_error = DualError::ShapeMismatch {
+        operand: DualOperand::Kernel,
+        expected: (needed, 1),
+        found: (kernel.len(), 1),
+    };
+    let retried = with_ridge_retries(first_ridge, params.max_retries, |ridge| {
         build_kernel(&x, intercept, ridge, kernel);
-        match cholesky_packed(&mut kernel[..needed], n) {
-            Ok(info) => {
-                return Ok(DualFactorInfo {
-                    mean_diagonal,
-                    ridge,
-                    retries,
-                    min_pivot: info.min_pivot,
-                    max_pivot: info.max_pivot,
-                });
-            }
-            Err(PackedError::NonPositivePivot { index, value }) => {
-                let next = ridge * 10.0;
-                if retries >= params.max_retries || !next.is_finite() || next <= 0.0 {
-                    return Err(DualError::NotPositiveDefinite {
-                        index,
-                        pivot: value,
-                        ridge,
-                        retries,
-                    });
-                }
-                ridge = next;
-                retries += 1;
+        cholesky_packed(&mut kernel[..needed], n).map_err(|e| match e {
+            PackedError::NonPositivePivot { index, value } => {
+                Attempt::NonPositivePivot { index, value }
             }
             // The length was checked above.
-            Err(_) => {
-                return Err(DualError::ShapeMismatch {
-                    operand: DualOperand::Kernel,
-                    expected: (needed, 1),
-                    found: (kernel.len(), 1),
-                });
-            }
-        }
-    }
+            _ => Attempt::Failed(shape_error),
+        })
+    })
+    .map_err(|e| match e {
+        RetryError::Exhausted {
+            index,
+            pivot,
+            ridge,
+            retries,
+        } => DualError::NotPositiveDefinite {
+            index,
+            pivot,
+            ridge,
+            retries,
+        },
+        RetryError::Failed(e) => e,
+    })?;
+    Ok(DualFactorInfo {
+        mean_diagonal,
+        ridge: retried.ridge,
+        retries: retried.retries,
+        min_pivot: retried.value.min_pivot,
+        max_pivot: retried.value.max_pivot,
+    })
 }
 
 /// Solves `K Z = E` in place for the factor of [`dual_factor`] (`samples` rows): `rhs` holds
@@ -448,6 +449,81 @@ pub fn dual_solve(factor: &[f64], samples: usize, rhs: MatMut<'_, f64>) -> Resul
             found: (factor.len(), 1),
         },
     })
+}
+
+/// The shapes, the scratch length and the finiteness of a dual solve's inputs (in the order
+/// [`dual_ridge_solve`] documents).
+fn check_dual_inputs<T: Copy + Into<f64>>(
+    x: &MatRef<'_, T>,
+    intercept: bool,
+    targets: &MatRef<'_, T>,
+    prior: Option<&MatRef<'_, T>>,
+    weights: (usize, usize),
+    scratch: usize,
+) -> Result<(), DualError> {
+    let n = x.rows();
+    let k = columns(x, intercept);
+    let m = targets.cols();
+    let mut shapes = [
+        (DualOperand::Targets, (n, m), targets.shape()),
+        (DualOperand::Weights, (m, k), weights),
+        (DualOperand::Prior, (m, k), (m, k)),
+    ];
+    if let Some(p) = prior {
+        shapes[2].2 = p.shape();
+    }
+    for (operand, expected, found) in shapes {
+        if expected != found {
+            return Err(DualError::ShapeMismatch {
+                operand,
+                expected,
+                found,
+            });
+        }
+    }
+    let needed = dual_ridge_scratch_len(n, m);
+    if scratch < needed {
+        return Err(DualError::ScratchTooSmall {
+            needed,
+            provided: scratch,
+        });
+    }
+    first_non_finite(x, DualOperand::Samples)?;
+    first_non_finite(targets, DualOperand::Targets)?;
+    if let Some(p) = prior {
+        first_non_finite(p, DualOperand::Prior)?;
+    }
+    Ok(())
+}
+
+/// `E = T - X W0^T` in f64 into `z` (`N x m`), the prior's weight of target `o` on column `j`
+/// read as `w0(o, j)` (intercept last); returns `||T||^2`.
+fn prior_residual<T: Copy + Into<f64>>(
+    x: &MatRef<'_, T>,
+    intercept: bool,
+    targets: &MatRef<'_, T>,
+    w0: impl Fn(usize, usize) -> f64,
+    z: &mut [f64],
+) -> f64 {
+    let (n, m) = (x.rows(), targets.cols());
+    let k = columns(x, intercept);
+    let mut tt = 0.0;
+    for s in 0..n {
+        for o in 0..m {
+            let t: f64 = targets.at(s, o).into();
+            tt += t * t;
+            let mut p = 0.0;
+            for j in 0..x.cols() {
+                let v: f64 = x.at(s, j).into();
+                p += w0(o, j) * v;
+            }
+            if intercept {
+                p += w0(o, k - 1);
+            }
+            z[s * m + o] = t - p;
+        }
+    }
+    tt
 }
 
 /// Solves the ridge problem of the module docs in sample space: `x` (`N x k'`, plus an
@@ -474,58 +550,21 @@ pub fn dual_ridge_solve<T: Copy + Into<f64>>(
             absolute: params.absolute_ridge,
         });
     }
+    check_dual_inputs(
+        &x,
+        intercept,
+        &targets,
+        prior.as_ref(),
+        weights.shape(),
+        scratch.len(),
+    )?;
     let n = x.rows();
     let k = columns(&x, intercept);
     let m = targets.cols();
-    let mut shapes = [
-        (DualOperand::Targets, (n, m), targets.shape()),
-        (DualOperand::Weights, (m, k), weights.shape()),
-        (DualOperand::Prior, (m, k), (m, k)),
-    ];
-    if let Some(p) = &prior {
-        shapes[2].2 = p.shape();
-    }
-    for (operand, expected, found) in shapes {
-        if expected != found {
-            return Err(DualError::ShapeMismatch {
-                operand,
-                expected,
-                found,
-            });
-        }
-    }
-    let needed = dual_ridge_scratch_len(n, m);
-    if scratch.len() < needed {
-        return Err(DualError::ScratchTooSmall {
-            needed,
-            provided: scratch.len(),
-        });
-    }
-    first_non_finite(&x, DualOperand::Samples)?;
-    first_non_finite(&targets, DualOperand::Targets)?;
-    if let Some(p) = &prior {
-        first_non_finite(p, DualOperand::Prior)?;
-    }
     let (kernel, rest) = scratch.split_at_mut(packed_len(n));
     let z = &mut rest[..n * m];
     let w0 = |o: usize, j: usize| -> f64 { prior.as_ref().map_or(0.0, |p| p.at(o, j).into()) };
-    // E = T - X W0^T, in f64.
-    let mut tt = 0.0;
-    for s in 0..n {
-        for o in 0..m {
-            let t: f64 = targets.at(s, o).into();
-            tt += t * t;
-            let mut p = 0.0;
-            for j in 0..x.cols() {
-                let v: f64 = x.at(s, j).into();
-                p += w0(o, j) * v;
-            }
-            if intercept {
-                p += w0(o, k - 1);
-            }
-            z[s * m + o] = t - p;
-        }
-    }
+    let tt = prior_residual(&x, intercept, &targets, w0, z);
     if k == 0 {
         // Nothing to fit: the (empty) weights are what they are, the residual is all of T.
         return Ok(DualInfo {

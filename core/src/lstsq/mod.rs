@@ -15,7 +15,8 @@
 //! the columns `c`, in the given order).
 //!
 //! If the factorization meets a non-positive pivot, the ridge is multiplied by 10 and the
-//! factorization retried, up to [`RidgeParams::max_retries`] times.
+//! factorization retried, up to [`RidgeParams::max_retries`] times (the one retry loop of
+//! [`retry`], shared with the dual form).
 //!
 //! **Residual.** [`RidgeInfo::relative_residual`] is
 //! `sum_o ||X w_o - t_o||^2 / sum_o ||t_o||^2` over the chosen targets, computed from the
@@ -31,6 +32,9 @@
 use core::fmt;
 
 pub mod dual;
+pub mod retry;
+
+pub use retry::{Attempt, LsForm, Retried, RetryError, with_ridge_retries};
 
 use crate::linalg::cholesky::{CholeskyParams, cholesky_unchecked};
 use crate::linalg::lanes::{Strided, dot, dots};
@@ -438,118 +442,18 @@ fn check_targets_finite(
     Ok(())
 }
 
-/// Solves the ridge problem `(G[c, c] + lambda I) W^T = R[c, targets]` (see the module docs)
-/// into `weights` (`targets.len() x cols.len()`, any strides), using `scratch` of at least
-/// [`ridge_solve_scratch_len`]`(cols.len(), targets.len())` elements.
-///
-/// Errors are checked in this order, before anything is computed: ridge params, shapes,
-/// indices (range, then duplicates; `cols` before `targets`), scratch, finiteness. Then the
-/// factorization may fail with [`LstsqError::NotPositiveDefinite`] after its retries. A
-/// ridge of 0 (all selected diagonals 0 and no absolute ridge) is never retried.
-pub fn ridge_solve(
-    eqs: NormalEquations<'_>,
+/// `sum_o ||X w_o - t_o||^2 / sum_o ||t_o||^2` of the solution `sol` (`m x k`, row `o` the
+/// weights of `targets[o]`), from the sums and the pristine Gram block kept in `factor` and
+/// `diag` (see the module docs); 0 when every target's energy is 0.
+fn relative_residual(
+    eqs: &NormalEquations<'_>,
     cols: &[usize],
     targets: &[usize],
-    params: RidgeParams,
-    mut weights: MatMut<'_, f64>,
-    scratch: &mut [f64],
-) -> Result<RidgeInfo, LstsqError> {
-    let (rel, abs) = (params.relative_ridge, params.absolute_ridge);
-    let invalid = LstsqError::InvalidRidge {
-        relative: rel,
-        absolute: abs,
-    };
-    let usable = |v: f64| v.is_finite() && v >= 0.0;
-    if !usable(rel) || !usable(abs) {
-        return Err(invalid);
-    }
-
-    let d = eqs.gram.rows();
-    let t = eqs.cross.cols();
+    factor: &[f64],
+    diag: &[f64],
+    sol: &[f64],
+) -> f64 {
     let (k, m) = (cols.len(), targets.len());
-    let shapes = [
-        (Operand::Gram, (d, d), eqs.gram.shape()),
-        (Operand::Cross, (d, t), eqs.cross.shape()),
-        (Operand::TargetSqSums, (t, 1), (eqs.target_sq_sums.len(), 1)),
-        (Operand::Weights, (m, k), weights.shape()),
-    ];
-    for (operand, expected, found) in shapes {
-        if expected != found {
-            return Err(LstsqError::ShapeMismatch {
-                operand,
-                expected,
-                found,
-            });
-        }
-    }
-    check_indices(IndexList::Cols, cols, d)?;
-    check_indices(IndexList::Targets, targets, t)?;
-    let needed = ridge_solve_scratch_len(k, m);
-    if scratch.len() < needed {
-        return Err(LstsqError::ScratchTooSmall {
-            needed,
-            provided: scratch.len(),
-        });
-    }
-
-    let (factor, rest) = scratch.split_at_mut(k * k);
-    let (sol, rest) = rest.split_at_mut(m * k);
-    let diag = &mut rest[..k];
-    let mean_diag = copy_gram_block(eqs.gram, cols, factor, diag)?;
-    check_targets_finite(&eqs, cols, targets)?;
-
-    let mut ridge = rel * mean_diag.max(0.0) + abs;
-    if !ridge.is_finite() {
-        return Err(invalid);
-    }
-
-    let mut retries = 0;
-    let info = loop {
-        for a in 0..k {
-            factor.copy_within(pristine_row(k, a), a * k);
-            let v = diag[a] + ridge;
-            if !v.is_finite() {
-                return Err(LstsqError::NonFinite {
-                    operand: Operand::Gram,
-                    row: cols[a],
-                    col: cols[a],
-                });
-            }
-            factor[a * k + a] = v;
-        }
-        let view = MatMut::new(&mut *factor, k, k).expect("k x k fits in k * k");
-        match cholesky_unchecked(view, params.cholesky) {
-            Ok(info) => break info,
-            Err(fail) => {
-                let next = ridge * 10.0;
-                if retries >= params.max_retries || !next.is_finite() || next <= 0.0 {
-                    return Err(LstsqError::NotPositiveDefinite {
-                        index: fail.index,
-                        column: cols[fail.index],
-                        pivot: fail.value,
-                        ridge,
-                        retries,
-                    });
-                }
-                ridge = next;
-                retries += 1;
-            }
-        }
-    };
-
-    // W^T as a k x m view over `sol`, whose row o (contiguous) is the weights of target o.
-    for (o, &to) in targets.iter().enumerate() {
-        for (a, &ca) in cols.iter().enumerate() {
-            sol[o * k + a] = eqs.cross.at(ca, to);
-        }
-    }
-    if k > 0 && m > 0 {
-        let l = MatRef::new(&*factor, k, k).expect("k x k fits in k * k");
-        let mut wt = MatMut::from_strided(&mut *sol, k, m, 1, k).expect("W^T fits in m * k");
-        solve_lower_unchecked(l, wt.reborrow());
-        solve_lower_transpose_unchecked(l, wt);
-    }
-
     // ||X w - t||^2 = t^T t - 2 w^T r + w^T G w, with w^T G w from the pristine diagonal and
     // strict lower rows: w^T G w = sum_a w_a (G_aa w_a + 2 G[a, 0..a] . w[0..a]).
     // Every target's terms are divided by `m`, so that summing finite energies (each at most
@@ -597,7 +501,137 @@ pub fn ridge_solve(
             den += tt * per_target;
         }
     }
-    let relative_residual = if den > 0.0 { num / den } else { 0.0 };
+    if den > 0.0 { num / den } else { 0.0 }
+}
+
+/// The shapes, the indices and the scratch length of a ridge solve (in the order
+/// [`ridge_solve`] documents).
+fn check_shapes(
+    eqs: &NormalEquations<'_>,
+    cols: &[usize],
+    targets: &[usize],
+    weights: (usize, usize),
+    scratch: usize,
+) -> Result<(), LstsqError> {
+    let d = eqs.gram.rows();
+    let t = eqs.cross.cols();
+    let (k, m) = (cols.len(), targets.len());
+    let shapes = [
+        (Operand::Gram, (d, d), eqs.gram.shape()),
+        (Operand::Cross, (d, t), eqs.cross.shape()),
+        (Operand::TargetSqSums, (t, 1), (eqs.target_sq_sums.len(), 1)),
+        (Operand::Weights, (m, k), weights),
+    ];
+    for (operand, expected, found) in shapes {
+        if expected != found {
+            return Err(LstsqError::ShapeMismatch {
+                operand,
+                expected,
+                found,
+            });
+        }
+    }
+    check_indices(IndexList::Cols, cols, d)?;
+    check_indices(IndexList::Targets, targets, t)?;
+    let needed = ridge_solve_scratch_len(k, m);
+    if scratch < needed {
+        return Err(LstsqError::ScratchTooSmall {
+            needed,
+            provided: scratch,
+        });
+    }
+    Ok(())
+}
+
+/// Solves the ridge problem `(G[c, c] + lambda I) W^T = R[c, targets]` (see the module docs)
+/// into `weights` (`targets.len() x cols.len()`, any strides), using `scratch` of at least
+/// [`ridge_solve_scratch_len`]`(cols.len(), targets.len())` elements.
+///
+/// Errors are checked in this order, before anything is computed: ridge params, shapes,
+/// indices (range, then duplicates; `cols` before `targets`), scratch, finiteness. Then the
+/// factorization may fail with [`LstsqError::NotPositiveDefinite`] after its retries. A
+/// ridge of 0 (all selected diagonals 0 and no absolute ridge) is never retried.
+pub fn ridge_solve(
+    eqs: NormalEquations<'_>,
+    cols: &[usize],
+    targets: &[usize],
+    params: RidgeParams,
+    mut weights: MatMut<'_, f64>,
+    scratch: &mut [f64],
+) -> Result<RidgeInfo, LstsqError> {
+    let (rel, abs) = (params.relative_ridge, params.absolute_ridge);
+    let invalid = LstsqError::InvalidRidge {
+        relative: rel,
+        absolute: abs,
+    };
+    let usable = |v: f64| v.is_finite() && v >= 0.0;
+    if !usable(rel) || !usable(abs) {
+        return Err(invalid);
+    }
+    check_shapes(&eqs, cols, targets, weights.shape(), scratch.len())?;
+    let (k, m) = (cols.len(), targets.len());
+
+    let (factor, rest) = scratch.split_at_mut(k * k);
+    let (sol, rest) = rest.split_at_mut(m * k);
+    let diag = &mut rest[..k];
+    let mean_diag = copy_gram_block(eqs.gram, cols, factor, diag)?;
+    check_targets_finite(&eqs, cols, targets)?;
+
+    let first_ridge = rel * mean_diag.max(0.0) + abs;
+    if !first_ridge.is_finite() {
+        return Err(invalid);
+    }
+
+    let retried = with_ridge_retries(first_ridge, params.max_retries, |ridge| {
+        for a in 0..k {
+            factor.copy_within(pristine_row(k, a), a * k);
+            let v = diag[a] + ridge;
+            if !v.is_finite() {
+                return Err(Attempt::Failed(LstsqError::NonFinite {
+                    operand: Operand::Gram,
+                    row: cols[a],
+                    col: cols[a],
+                }));
+            }
+            factor[a * k + a] = v;
+        }
+        let view = MatMut::new(&mut *factor, k, k).expect("k x k fits in k * k");
+        cholesky_unchecked(view, params.cholesky).map_err(|fail| Attempt::NonPositivePivot {
+            index: fail.index,
+            value: fail.value,
+        })
+    })
+    .map_err(|e| match e {
+        RetryError::Exhausted {
+            index,
+            pivot,
+            ridge,
+            retries,
+        } => LstsqError::NotPositiveDefinite {
+            index,
+            column: cols[index],
+            pivot,
+            ridge,
+            retries,
+        },
+        RetryError::Failed(e) => e,
+    })?;
+    let (info, ridge, retries) = (retried.value, retried.ridge, retried.retries);
+
+    // W^T as a k x m view over `sol`, whose row o (contiguous) is the weights of target o.
+    for (o, &to) in targets.iter().enumerate() {
+        for (a, &ca) in cols.iter().enumerate() {
+            sol[o * k + a] = eqs.cross.at(ca, to);
+        }
+    }
+    if k > 0 && m > 0 {
+        let l = MatRef::new(&*factor, k, k).expect("k x k fits in k * k");
+        let mut wt = MatMut::from_strided(&mut *sol, k, m, 1, k).expect("W^T fits in m * k");
+        solve_lower_unchecked(l, wt.reborrow());
+        solve_lower_transpose_unchecked(l, wt);
+    }
+
+    let relative_residual = relative_residual(&eqs, cols, targets, factor, diag, sol);
 
     if let Some(pos) = sol[..m * k].iter().position(|v| !v.is_finite()) {
         return Err(LstsqError::SolutionOverflow {

@@ -10,6 +10,8 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
+use super::sources::UnitLayout;
+
 /// Why a layout could not be built or applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -67,6 +69,10 @@ pub struct GroupLayout {
     pub a_only: Vec<usize>,
     /// B-only units: the partners of `a_only`, in the same order.
     pub b_only: Vec<usize>,
+    /// Merged index of each A unit.
+    index_a: Vec<usize>,
+    /// Merged index of each B unit.
+    index_b: Vec<usize>,
 }
 
 /// Where a unit of one original model sits in the merged layout.
@@ -111,11 +117,16 @@ impl GroupLayout {
             .collect();
         let a_only: Vec<usize> = (0..n).filter(|&i| !is_merged[i]).collect();
         let b_only = a_only.iter().map(|&i| perm[i]).collect();
-        Ok(Self {
+        let mut layout = Self {
             merged,
             a_only,
             b_only,
-        })
+            index_a: Vec::new(),
+            index_b: Vec::new(),
+        };
+        layout.index_a = layout.slots_a().into_iter().map(Slot::index).collect();
+        layout.index_b = layout.slots_b().into_iter().map(Slot::index).collect();
+        Ok(layout)
     }
 
     /// Width of each original model's group.
@@ -194,5 +205,29 @@ impl GroupLayout {
             out[bo + s] = u_b[b];
         }
         Ok(())
+    }
+}
+
+impl UnitLayout for GroupLayout {
+    fn original_width(&self) -> usize {
+        GroupLayout::original_width(self)
+    }
+    fn merged_count(&self) -> usize {
+        GroupLayout::merged_count(self)
+    }
+    fn pair(&self, m: usize) -> (usize, usize) {
+        self.merged[m]
+    }
+    fn a_only(&self, s: usize) -> usize {
+        self.a_only[s]
+    }
+    fn b_only(&self, s: usize) -> usize {
+        self.b_only[s]
+    }
+    fn slot_a(&self, i: usize) -> usize {
+        self.index_a[i]
+    }
+    fn slot_b(&self, j: usize) -> usize {
+        self.index_b[j]
     }
 }

@@ -6,9 +6,8 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use super::layout::{GroupLayout, LayoutError};
-use crate::assign::{
-    AuctionError, AuctionInfo, AuctionParams, SelectError, auction, auction_scratch_len, select_top,
-};
+use super::pairs::{PairsError, assign_pairs};
+use crate::assign::{AuctionError, AuctionInfo, AuctionParams, SelectError, auction_scratch_len};
 use crate::linalg::MatRef;
 
 /// The matching of one group.
@@ -87,26 +86,21 @@ pub fn match_group(
     let n = rows;
     let mut perm = vec![0usize; n];
     let mut scratch = vec![0.0f64; auction_scratch_len(n)];
-    let info = auction(similarity, params, &mut perm, &mut scratch).map_err(MatchError::Auction)?;
     let k = merged_pairs(n, ratio);
     let mut order = vec![0usize; n];
-    select_top(similarity, &perm, k, &mut order).map_err(MatchError::Select)?;
+    let info =
+        assign_pairs(similarity, k, params, &mut perm, &mut order, &mut scratch).map_err(|e| {
+            match e {
+                PairsError::Auction(e) => MatchError::Auction(e),
+                PairsError::Select(e) => MatchError::Select(e),
+            }
+        })?;
     let layout = GroupLayout::new(&perm, &order[..k]).map_err(MatchError::Layout)?;
-    let total_score = (0..n).map(|i| similarity.at(i, perm[i])).sum();
-    let mean_merged_score = if k == 0 {
-        f64::NAN
-    } else {
-        order[..k]
-            .iter()
-            .map(|&i| similarity.at(i, perm[i]))
-            .sum::<f64>()
-            / k as f64
-    };
     Ok(GroupMatch {
         perm,
         layout,
-        auction: info,
-        total_score,
-        mean_merged_score,
+        auction: info.auction,
+        total_score: info.total_score,
+        mean_merged_score: info.mean_merged_score,
     })
 }

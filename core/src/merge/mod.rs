@@ -2,7 +2,10 @@
 //!
 //! Most of this module builds merged models on the heap (feature `alloc`). Two parts need no
 //! allocation: the budget arithmetic of [`budget`] (ratios from a FLOP budget) and [`mlp`],
-//! the whole PLeaS merge of two MLPs in caller-owned memory (for microcontrollers).
+//! the whole PLeaS merge of two MLPs in caller-owned memory (for microcontrollers). What both
+//! faces share is allocation-free too: where a merged unit comes from ([`sources`]), the
+//! permute-and-average prior and the exact-copy rule ([`prior`]), and the contract of a
+//! source of data passes ([`pass`]).
 
 #[cfg(feature = "alloc")]
 pub mod blocks;
@@ -14,5 +17,12 @@ pub mod layout;
 #[cfg(feature = "alloc")]
 pub mod matching;
 pub mod mlp;
+pub mod pairs;
+pub mod pass;
+pub mod prior;
+pub mod sources;
 #[cfg(feature = "alloc")]
 pub mod weight_matching;
+
+pub use prior::RidgeToward;
+pub use sources::{Heads, RowSource, TargetRule, UnitLayout};

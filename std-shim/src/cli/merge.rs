@@ -23,7 +23,7 @@ use crate::export::ModelWriter as _;
 use crate::io::data::{self, DataSpec, Normalize};
 use crate::merge::pipeline::{Event, MergeOutcome, merge_on};
 use crate::merge::settings::{
-    BnMode, FitMode, HeadChoice, MatchingMode, MergeSettings, RatioMode, RidgePrior,
+    BnMode, FitMode, Heads, MatchingMode, MergeSettings, RatioMode, RidgeToward,
 };
 use crate::model::Model;
 use crate::ranks::{ROOT, Ranks, agree};
@@ -83,18 +83,18 @@ fn settings_from(a: &MergeArgs) -> Result<MergeSettings, Error> {
         }
     };
     let heads = match a.heads.as_str() {
-        "auto" => HeadChoice::Auto,
-        "shared" => HeadChoice::Shared,
-        "separate" => HeadChoice::Separate,
+        "auto" => None,
+        "shared" => Some(Heads::Shared),
+        "separate" => Some(Heads::Separate),
         o => {
             return Err(usage(format!(
                 "--heads `{o}`: expected auto, shared or separate"
             )));
         }
     };
-    let ridge_prior = match a.ridge_toward.as_str() {
-        "average" => RidgePrior::Average,
-        "zero" => RidgePrior::Zero,
+    let ridge_toward = match a.ridge_toward.as_str() {
+        "average" => RidgeToward::Average,
+        "zero" => RidgeToward::Zero,
         o => {
             return Err(usage(format!(
                 "--ridge-toward `{o}`: expected average or zero"
@@ -113,7 +113,7 @@ fn settings_from(a: &MergeArgs) -> Result<MergeSettings, Error> {
         metric,
         matching,
         ridge: a.ridge.unwrap_or(d.ridge),
-        ridge_prior,
+        ridge_toward,
         bn,
         fit,
         heads,
@@ -299,10 +299,10 @@ fn report_json(a: &MergeArgs, s: &MergeSettings, o: &MergeOutcome, eval: Option<
             "metric": s.metric.name(),
             "matching": s.matching.name(),
             "ridge": s.ridge,
-            "ridge_toward": s.ridge_prior.name(),
+            "ridge_toward": s.ridge_toward.name(),
             "bn": match s.bn { BnMode::Fold => "fold", BnMode::Keep => "keep" },
             "fit": s.fit.name(),
-            "heads": match o.head_mode { crate::merge::merged_model::HeadMode::Shared => "shared", crate::merge::merged_model::HeadMode::Separate => "separate" },
+            "heads": match o.heads { Heads::Shared => "shared", Heads::Separate => "separate" },
             "threads": s.threads,
             "batch": s.batch,
             "memory_budget_bytes": s.memory_budget,
@@ -311,7 +311,7 @@ fn report_json(a: &MergeArgs, s: &MergeSettings, o: &MergeOutcome, eval: Option<
         "flop_ratio": o.flop_ratio,
         "planned_flop_ratio": o.planned_flop_ratio,
         "param_ratio": o.param_ratio,
-        "heads": o.heads.iter().map(|(n, c)| json!({"name": n, "classes": c})).collect::<Vec<_>>(),
+        "heads": o.head_classes.iter().map(|(n, c)| json!({"name": n, "classes": c})).collect::<Vec<_>>(),
         "groups": groups,
         "layers": layers,
         "seconds": timings,
@@ -477,8 +477,8 @@ fn run_on(
     if a.normalize.is_some() {
         metadata.insert("normalize".into(), a.normalize.clone().unwrap_or_default());
     }
-    let single = outcome.heads.len() == 1;
-    for (name, classes) in &outcome.heads {
+    let single = outcome.head_classes.len() == 1;
+    for (name, classes) in &outcome.head_classes {
         let key = if single {
             "classes".to_string()
         } else {

@@ -153,10 +153,7 @@ pub fn activation_moments_streamed(
         run_shard,
         |mut total, mut next| {
             for (acc, other) in total.iter_mut().zip(next.iter_mut()) {
-                acc.combine(other).map_err(|e| Error::Merge {
-                    stage: STAGE,
-                    reason: e.to_string(),
-                })?;
+                acc.combine(other).map_err(|e| Error::core(STAGE, e))?;
             }
             Ok(total)
         },
@@ -235,10 +232,7 @@ pub fn group_similarities(accs: &mut [OwnedGram], metric: Metric) -> Result<Vec<
             let n = acc.dim();
             let mut s = vec![0.0; n * n];
             similarity_from_accumulator(metric, acc, MatMut::new(&mut s, n, n).expect("n x n"))
-                .map_err(|e| Error::Merge {
-                    stage: "similarity",
-                    reason: format!("group {g}: {e}"),
-                })?;
+                .map_err(|e| Error::core_at("similarity", format!("group {g}"), e))?;
             Ok(s)
         })
         .collect()

@@ -9,21 +9,17 @@
 
 use std::ops::Range;
 
-use pleas_core::graph::{Graph, Groups, NodeId, Op, Tensor, WeightBlock, Weights};
+use pleas_core::graph::{
+    Graph, GraphError, Groups, Node, NodeId, Op, Tensor, WeightBlock, Weights,
+};
 use pleas_core::merge::blocks::{InputSide, OutputBlock, output_blocks};
-use pleas_core::merge::layout::{GroupLayout, Slot};
+use pleas_core::merge::layout::GroupLayout;
+use pleas_core::merge::prior::{UnitWeights, write_prior_row};
+pub use pleas_core::merge::sources::{Heads, TargetRule};
+use pleas_core::merge::sources::{UnitLayout, row_source};
 
-use super::plan::{Layer, LayerKind};
+use super::layers::{Layer, LayerKind};
 use crate::error::Error;
-
-/// One head or two.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeadMode {
-    /// Shared label space: one head fitted to the mean of both models' logits.
-    Shared,
-    /// Different label spaces: head A on `[m | A]` and head B on `[m | B]`.
-    Separate,
-}
 
 /// How a layer's merged input is formed from A's and B's inputs (non-sequential fit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,19 +28,6 @@ pub enum InputRule {
     Layout(usize),
     /// Plain average (an axis in no group, e.g. the image).
     Average,
-}
-
-/// How a layer's regression targets are formed from A's and B's outputs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TargetRule {
-    /// Through the layout of this group.
-    Layout(usize),
-    /// Plain average (a shared head).
-    Average,
-    /// A's outputs only (head A).
-    OnlyA,
-    /// B's outputs only (head B).
-    OnlyB,
 }
 
 /// A block-structured layer of the merged network and how it is fitted.
@@ -137,10 +120,13 @@ pub struct MergedModel {
 
 fn merge_err(reason: String) -> Error {
     Error::Merge {
-        stage: "merged model",
+        stage: STAGE,
         reason,
     }
 }
+
+/// The merge step this module is, in errors.
+const STAGE: &str = "merged model";
 
 /// Channel ranges covered by the dense columns `cols` (bias excluded), merged when adjacent.
 fn channel_ranges(cols: &[usize], patch: usize, bias: bool) -> Vec<Range<usize>> {
@@ -162,81 +148,32 @@ fn param_prefix(weight: &str, node: &str) -> String {
         .map_or_else(|| node.to_string(), str::to_string)
 }
 
-/// Which original units feed an output row, with their weights.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RowSource {
-    /// A's unit and its weight.
-    pub(crate) a: Option<(usize, f32)>,
-    /// B's unit and its weight.
-    pub(crate) b: Option<(usize, f32)>,
-}
-
-pub(crate) fn row_sources(
-    rule: TargetRule,
-    layouts: &[GroupLayout],
-    rows: usize,
-) -> Vec<RowSource> {
+/// Merged input channel of original input unit `i` of A (`a`) or B under `rule`.
+fn input_slot(rule: InputRule, layouts: &[GroupLayout], a: bool, i: usize) -> usize {
     match rule {
-        TargetRule::Layout(g) => {
-            let l = &layouts[g];
-            let mut v: Vec<RowSource> = l
-                .merged
-                .iter()
-                .map(|&(a, b)| RowSource {
-                    a: Some((a, 0.5)),
-                    b: Some((b, 0.5)),
-                })
-                .collect();
-            v.extend(l.a_only.iter().map(|&a| RowSource {
-                a: Some((a, 1.0)),
-                b: None,
-            }));
-            v.extend(l.b_only.iter().map(|&b| RowSource {
-                a: None,
-                b: Some((b, 1.0)),
-            }));
-            v
-        }
-        TargetRule::Average => (0..rows)
-            .map(|o| RowSource {
-                a: Some((o, 0.5)),
-                b: Some((o, 0.5)),
-            })
-            .collect(),
-        TargetRule::OnlyA => (0..rows)
-            .map(|o| RowSource {
-                a: Some((o, 1.0)),
-                b: None,
-            })
-            .collect(),
-        TargetRule::OnlyB => (0..rows)
-            .map(|o| RowSource {
-                a: None,
-                b: Some((o, 1.0)),
-            })
-            .collect(),
+        InputRule::Layout(g) if a => layouts[g].slot_a(i),
+        InputRule::Layout(g) => layouts[g].slot_b(i),
+        InputRule::Average => i,
     }
 }
 
-/// Merged input channel of every original input unit of A and of B.
-fn input_slots(
-    rule: InputRule,
-    layouts: &[GroupLayout],
-    channels: usize,
-) -> (Vec<usize>, Vec<usize>) {
-    match rule {
-        InputRule::Layout(g) => {
-            let l = &layouts[g];
-            let f = |s: Vec<Slot>| s.into_iter().map(Slot::index).collect();
-            (f(l.slots_a()), f(l.slots_b()))
-        }
-        InputRule::Average => ((0..channels).collect(), (0..channels).collect()),
-    }
+/// Unit `o`'s weight row (`per_unit` values) and bias.
+fn unit_weights<'w>(
+    weight: &'w [f32],
+    bias: Option<&'w [f32]>,
+    per_unit: usize,
+    o: usize,
+) -> UnitWeights<'w> {
+    (
+        &weight[o * per_unit..(o + 1) * per_unit],
+        bias.map(|b| b[o]),
+    )
 }
 
-/// Permute-and-average weights of one block: every output row takes its sources' rows, each
-/// scaled by its weight, placed at the merged channels of their input units (merged input
-/// channels thus get the average of A's and B's weights).
+/// Permute-and-average weights of one block (the core's prior writer, row by row): every
+/// output row takes its sources' rows, each scaled by its weight, placed at the merged
+/// channels of their input units (merged input channels thus get the average of A's and B's
+/// weights).
 fn average_block(
     layer: &Layer,
     ml: &MergedLayer,
@@ -251,29 +188,29 @@ fn average_block(
     for (i, &c) in block.cols[..cols].iter().enumerate().step_by(patch) {
         pos[c / patch] = i;
     }
-    let sources = row_sources(ml.target_rule, layouts, ml.outputs);
-    let (slot_a, slot_b) = input_slots(ml.input_rule, layouts, layer.in_channels);
     let per_unit = layer.in_channels * patch;
+    let (ta, tb) = (wa[&layer.weight].data(), wb[&layer.weight].data());
+    let ba = layer.bias.as_ref().map(|n| wa[n].data());
+    let bb = layer.bias.as_ref().map(|n| wb[n].data());
+    let unit_a = |o: usize| unit_weights(ta, ba, per_unit, o);
+    let unit_b = |o: usize| unit_weights(tb, bb, per_unit, o);
+    let place = |a: bool, i: usize| {
+        let p = pos[input_slot(ml.input_rule, layouts, a, i)];
+        (p != usize::MAX).then_some(p)
+    };
+    let place_a = |i: usize| place(true, i);
+    let place_b = |i: usize| place(false, i);
     let mut w = vec![0.0f32; block.rows.len() * cols];
     let mut bias = ml.bias.then(|| vec![0.0f32; block.rows.len()]);
     for (r, row) in block.rows.clone().enumerate() {
-        let src = sources[row];
-        for (unit, (weights, slots)) in [(src.a, (wa, &slot_a)), (src.b, (wb, &slot_b))] {
-            let Some((o, alpha)) = unit else { continue };
-            let wt = &weights[&layer.weight].data()[o * per_unit..(o + 1) * per_unit];
-            for i in 0..layer.in_channels {
-                let p = pos[slots[i]];
-                if p == usize::MAX {
-                    continue;
-                }
-                for q in 0..patch {
-                    w[r * cols + p + q] += alpha * wt[i * patch + q];
-                }
-            }
-            if let (Some(bv), Some(bn)) = (bias.as_mut(), &layer.bias) {
-                bv[r] += alpha * weights[bn].data()[o];
-            }
-        }
+        write_prior_row(
+            row_source(ml.target_rule, |g| &layouts[g], row),
+            [&unit_a, &unit_b],
+            [&place_a, &place_b],
+            patch,
+            &mut w[r * cols..(r + 1) * cols],
+            bias.as_mut().map(|b| &mut b[r]),
+        );
     }
     (w, bias)
 }
@@ -296,17 +233,9 @@ fn rule_of(group: Option<usize>) -> InputRule {
     group.map_or(InputRule::Average, InputRule::Layout)
 }
 
-/// Builds the merged network of `graph` (the original architecture, batch-norm folded or not)
-/// for the group `layouts`, with permute-and-average weights from A's and B's.
-pub fn build(
-    graph: &Graph,
-    groups: &Groups,
-    layers: &[Layer],
-    layouts: &[GroupLayout],
-    heads: HeadMode,
-    wa: &Weights,
-    wb: &Weights,
-) -> Result<MergedModel, Error> {
+/// The group layouts must match the groups; the models must have one output. Returns the
+/// head node.
+fn check_inputs(graph: &Graph, groups: &Groups, layouts: &[GroupLayout]) -> Result<NodeId, Error> {
     if layouts.len() != groups.len() {
         return Err(merge_err(format!(
             "{} layouts for {} groups",
@@ -330,158 +259,189 @@ pub fn build(
             outputs.len()
         )));
     }
-    let head = outputs[0].node;
-    let width = |id: NodeId| -> usize {
-        groups
+    Ok(outputs[0].node)
+}
+
+/// The merged network under construction.
+struct Builder<'a> {
+    graph: &'a Graph,
+    groups: &'a Groups,
+    layers: &'a [Layer],
+    layouts: &'a [GroupLayout],
+    wa: &'a Weights,
+    wb: &'a Weights,
+    m: Graph,
+    weights: Weights,
+    merged_layers: Vec<MergedLayer>,
+    source_node: Vec<NodeId>,
+}
+
+impl<'a> Builder<'a> {
+    /// Merged width of node `id`'s output.
+    fn width(&self, id: NodeId) -> usize {
+        self.groups
             .of_node(id)
-            .map_or(graph.node(id).shape.c, |g| layouts[g].merged_width())
-    };
-    let layer_of: std::collections::BTreeMap<NodeId, usize> = layers
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.node, i))
-        .collect();
-    if heads == HeadMode::Separate && !layer_of.contains_key(&head) {
-        return Err(merge_err(format!(
-            "two heads need the output `{}` to be a conv or linear layer",
-            graph.node(head).name
-        )));
+            .map_or(self.graph.node(id).shape.c, |g| {
+                self.layouts[g].merged_width()
+            })
     }
-    let mut m = Graph::new(graph.input_shape());
-    let mut weights = Weights::new();
-    let mut merged_layers = Vec::new();
-    let mut source_node = vec![0];
-    let mut pending_b: Option<(MergedLayer, Op)> = None;
-    for (id, node) in graph.nodes().iter().enumerate().skip(1) {
-        let graph_err = |e: pleas_core::graph::GraphError| merge_err(e.to_string());
-        if let Some(&li) = layer_of.get(&id) {
-            let layer = &layers[li];
-            let input = InputSide {
-                layout: layer.input_group.map(|g| &layouts[g]),
-                channels: layer.in_channels,
-                patch: layer.kind.patch(),
-                bias: layer.bias.is_some(),
-            };
-            let prefix = param_prefix(&layer.weight, &node.name);
-            let mut make = |prefix: String,
-                            rule: TargetRule,
-                            blocks: Vec<OutputBlock>,
-                            outputs: usize|
-             -> Result<(MergedLayer, Op), Error> {
-                let tensors: Vec<(String, Option<String>)> = (0..blocks.len())
-                    .map(|b| {
-                        let p = format!("{prefix}.blocks.{b}");
-                        (
-                            format!("{p}.weight"),
-                            layer.bias.as_ref().map(|_| format!("{p}.bias")),
-                        )
-                    })
-                    .collect();
-                let ml = MergedLayer {
-                    node: 0,
-                    source: li,
-                    input_rule: rule_of(layer.input_group),
-                    target_rule: rule,
-                    kind: layer.kind,
-                    in_channels: input.merged_channels(),
-                    outputs,
-                    bias: layer.bias.is_some(),
-                    blocks,
-                    tensors,
-                };
-                let mut wblocks = Vec::new();
-                for (b, block) in ml.blocks.iter().enumerate() {
-                    let (w, bias) = average_block(layer, &ml, block, layouts, wa, wb);
-                    let inputs = channel_ranges(&block.cols, layer.kind.patch(), ml.bias);
-                    let cols: usize = inputs.iter().map(|r| r.len()).sum();
-                    let shape = match layer.kind {
-                        LayerKind::Linear => vec![block.rows.len(), cols],
-                        LayerKind::Conv { kernel, .. } => {
-                            vec![block.rows.len(), cols, kernel[0], kernel[1]]
-                        }
-                    };
-                    let (wn, bn) = &ml.tensors[b];
-                    weights.insert(
-                        wn.clone(),
-                        Tensor::new(shape, w).map_err(|e| merge_err(e.to_string()))?,
-                    );
-                    if let (Some(bn), Some(bv)) = (bn, bias) {
-                        weights.insert(
-                            bn.clone(),
-                            Tensor::new(vec![block.rows.len()], bv)
-                                .map_err(|e| merge_err(e.to_string()))?,
-                        );
-                    }
-                    wblocks.push(WeightBlock {
-                        weight: wn.clone(),
-                        bias: bn.clone(),
-                        rows: block.rows.len(),
-                        inputs,
-                    });
-                }
-                let op = match layer.kind {
-                    LayerKind::Linear => Op::BlockLinear {
-                        in_features: ml.in_channels,
-                        out_features: outputs,
-                        blocks: wblocks,
-                    },
-                    LayerKind::Conv {
-                        kernel,
-                        stride,
-                        padding,
-                    } => Op::BlockConv2d {
-                        in_channels: ml.in_channels,
-                        out_channels: outputs,
-                        kernel,
-                        stride,
-                        padding,
-                        blocks: wblocks,
-                    },
-                };
-                Ok((ml, op))
-            };
-            if id == head && heads == HeadMode::Separate {
-                let n = layer.out_channels;
-                let side = |a: bool, b: bool| {
-                    vec![OutputBlock {
-                        rows: 0..n,
-                        cols: input.columns_for(a, b),
-                    }]
-                };
-                let (mut ma, op_a) = make(
-                    format!("{prefix}.a"),
-                    TargetRule::OnlyA,
-                    side(true, false),
-                    n,
-                )?;
-                let (mb, op_b) = make(
-                    format!("{prefix}.b"),
-                    TargetRule::OnlyB,
-                    side(false, true),
-                    n,
-                )?;
-                ma.node = m
-                    .push(format!("{}.a", node.name), op_a, &node.inputs)
-                    .map_err(graph_err)?;
-                source_node.push(id);
-                merged_layers.push(ma);
-                // Head B goes last, once every other node is in place.
-                pending_b = Some((mb, op_b));
-                continue;
-            }
-            let out_layout = layer.output_group.map(|g| &layouts[g]);
-            let blocks = output_blocks(input, out_layout, layer.out_channels);
-            let rule = layer
-                .output_group
-                .map_or(TargetRule::Average, TargetRule::Layout);
-            let (mut ml, op) = make(prefix, rule, blocks, width(id))?;
-            ml.node = m
-                .push(node.name.clone(), op, &node.inputs)
-                .map_err(graph_err)?;
-            source_node.push(id);
-            merged_layers.push(ml);
-            continue;
+
+    /// The input side of original layer `li`.
+    fn input_side(&self, li: usize) -> InputSide<'a> {
+        let (layers, layouts) = (self.layers, self.layouts);
+        let layer = &layers[li];
+        InputSide {
+            layout: layer.input_group.map(|g| &layouts[g]),
+            channels: layer.in_channels,
+            patch: layer.kind.patch(),
+            bias: layer.bias.is_some(),
         }
+    }
+
+    /// The block-structured layer of original layer `li` with tensors under `prefix`, rows by
+    /// `rule`, output `blocks` and `outputs` units: its permute-and-average weights go into
+    /// the merged weights; returns the layer and its op.
+    fn block_layer(
+        &mut self,
+        li: usize,
+        prefix: &str,
+        rule: TargetRule,
+        blocks: Vec<OutputBlock>,
+        outputs: usize,
+    ) -> Result<(MergedLayer, Op), Error> {
+        let (layers, layouts, wa, wb) = (self.layers, self.layouts, self.wa, self.wb);
+        let layer = &layers[li];
+        let tensors: Vec<(String, Option<String>)> = (0..blocks.len())
+            .map(|b| {
+                let p = format!("{prefix}.blocks.{b}");
+                (
+                    format!("{p}.weight"),
+                    layer.bias.as_ref().map(|_| format!("{p}.bias")),
+                )
+            })
+            .collect();
+        let ml = MergedLayer {
+            node: 0,
+            source: li,
+            input_rule: rule_of(layer.input_group),
+            target_rule: rule,
+            kind: layer.kind,
+            in_channels: self.input_side(li).merged_channels(),
+            outputs,
+            bias: layer.bias.is_some(),
+            blocks,
+            tensors,
+        };
+        let mut wblocks = Vec::new();
+        for (b, block) in ml.blocks.iter().enumerate() {
+            let (w, bias) = average_block(layer, &ml, block, layouts, wa, wb);
+            let inputs = channel_ranges(&block.cols, layer.kind.patch(), ml.bias);
+            let cols: usize = inputs.iter().map(|r| r.len()).sum();
+            let shape = match layer.kind {
+                LayerKind::Linear => vec![block.rows.len(), cols],
+                LayerKind::Conv { kernel, .. } => {
+                    vec![block.rows.len(), cols, kernel[0], kernel[1]]
+                }
+            };
+            let (wn, bn) = &ml.tensors[b];
+            let tensor = Tensor::new(shape, w).map_err(|e| Error::core_at(STAGE, wn.clone(), e))?;
+            self.weights.insert(wn.clone(), tensor);
+            if let (Some(bn), Some(bv)) = (bn, bias) {
+                let tensor = Tensor::new(vec![block.rows.len()], bv)
+                    .map_err(|e| Error::core_at(STAGE, bn.clone(), e))?;
+                self.weights.insert(bn.clone(), tensor);
+            }
+            wblocks.push(WeightBlock {
+                weight: wn.clone(),
+                bias: bn.clone(),
+                rows: block.rows.len(),
+                inputs,
+            });
+        }
+        let op = match layer.kind {
+            LayerKind::Linear => Op::BlockLinear {
+                in_features: ml.in_channels,
+                out_features: outputs,
+                blocks: wblocks,
+            },
+            LayerKind::Conv {
+                kernel,
+                stride,
+                padding,
+            } => Op::BlockConv2d {
+                in_channels: ml.in_channels,
+                out_channels: outputs,
+                kernel,
+                stride,
+                padding,
+                blocks: wblocks,
+            },
+        };
+        Ok((ml, op))
+    }
+
+    /// Appends node `name` to the merged graph as the counterpart of original node `source`.
+    fn push(
+        &mut self,
+        name: String,
+        op: Op,
+        inputs: &[NodeId],
+        source: NodeId,
+    ) -> Result<NodeId, Error> {
+        let id = self
+            .m
+            .push(name.clone(), op, inputs)
+            .map_err(|e| Error::core_at(STAGE, format!("node `{name}`"), e))?;
+        self.source_node.push(source);
+        Ok(id)
+    }
+
+    /// The two heads of original layer `li` (node `id`): head A is pushed now, head B is
+    /// returned to go last, once every other node is in place.
+    fn two_heads(
+        &mut self,
+        id: NodeId,
+        node: &Node,
+        li: usize,
+    ) -> Result<(MergedLayer, Op), Error> {
+        let input = self.input_side(li);
+        let n = self.layers[li].out_channels;
+        let side = |a: bool, b: bool| {
+            vec![OutputBlock {
+                rows: 0..n,
+                cols: input.columns_for(a, b),
+            }]
+        };
+        let (blocks_a, blocks_b) = (side(true, false), side(false, true));
+        let prefix = param_prefix(&self.layers[li].weight, &node.name);
+        let (mut ma, op_a) =
+            self.block_layer(li, &format!("{prefix}.a"), TargetRule::OnlyA, blocks_a, n)?;
+        let head_b =
+            self.block_layer(li, &format!("{prefix}.b"), TargetRule::OnlyB, blocks_b, n)?;
+        ma.node = self.push(format!("{}.a", node.name), op_a, &node.inputs, id)?;
+        self.merged_layers.push(ma);
+        Ok(head_b)
+    }
+
+    /// The block-structured counterpart of original layer `li` (node `id`).
+    fn layer(&mut self, id: NodeId, node: &Node, li: usize) -> Result<(), Error> {
+        let (layers, layouts) = (self.layers, self.layouts);
+        let layer = &layers[li];
+        let out_layout = layer.output_group.map(|g| &layouts[g]);
+        let blocks = output_blocks(self.input_side(li), out_layout, layer.out_channels);
+        let rule = layer
+            .output_group
+            .map_or(TargetRule::Average, TargetRule::Layout);
+        let prefix = param_prefix(&layer.weight, &node.name);
+        let (mut ml, op) = self.block_layer(li, &prefix, rule, blocks, self.width(id))?;
+        ml.node = self.push(node.name.clone(), op, &node.inputs, id)?;
+        self.merged_layers.push(ml);
+        Ok(())
+    }
+
+    /// The counterpart of a node that is not a conv or linear layer (batch-norm parameters
+    /// merged through the layout; other ops as they are).
+    fn other(&mut self, id: NodeId, node: &Node) -> Result<(), Error> {
         let op = match &node.op {
             Op::BatchNorm {
                 weight,
@@ -491,21 +451,19 @@ pub fn build(
                 eps,
                 ..
             } => {
-                let rule = rule_of(groups.of_node(id));
+                let rule = rule_of(self.groups.of_node(id));
                 for t in [weight, bias, running_mean, running_var] {
-                    let v = merged_vector(rule, layouts, wa[t].data(), wb[t].data());
-                    let len = v.len();
-                    weights.insert(
-                        t.clone(),
-                        Tensor::new(vec![len], v).map_err(|e| merge_err(e.to_string()))?,
-                    );
+                    let v = merged_vector(rule, self.layouts, self.wa[t].data(), self.wb[t].data());
+                    let tensor = Tensor::new(vec![v.len()], v)
+                        .map_err(|e| Error::core_at(STAGE, t.clone(), e))?;
+                    self.weights.insert(t.clone(), tensor);
                 }
                 Op::BatchNorm {
                     weight: weight.clone(),
                     bias: bias.clone(),
                     running_mean: running_mean.clone(),
                     running_var: running_var.clone(),
-                    channels: width(id),
+                    channels: self.width(id),
                     eps: *eps,
                 }
             }
@@ -518,37 +476,89 @@ pub fn build(
             }
             other => other.clone(),
         };
-        m.push(node.name.clone(), op, &node.inputs)
-            .map_err(|e| merge_err(e.to_string()))?;
-        source_node.push(id);
+        self.push(node.name.clone(), op, &node.inputs, id)?;
+        Ok(())
     }
-    match pending_b {
-        Some((mut mb, op)) => {
-            let head_node = graph.node(head);
-            mb.node = m
-                .push(format!("{}.b", head_node.name), op, &head_node.inputs)
-                .map_err(|e| merge_err(e.to_string()))?;
-            source_node.push(head);
-            let a_node = merged_layers
-                .iter()
-                .find(|l| l.target_rule == TargetRule::OnlyA)
-                .map(|l| l.node)
-                .expect("head A pushed");
-            merged_layers.push(mb);
-            m.add_output("a", a_node)
-                .map_err(|e| merge_err(e.to_string()))?;
-            m.add_output("b", m.nodes().len() - 1)
-                .map_err(|e| merge_err(e.to_string()))?;
+
+    /// Head B (if any) last, then the graph outputs: `a` and `b`, or the original output.
+    fn outputs(&mut self, head: NodeId, head_b: Option<(MergedLayer, Op)>) -> Result<(), Error> {
+        let out_err = |e: GraphError| Error::core_at(STAGE, "graph outputs", e);
+        match head_b {
+            Some((mut mb, op)) => {
+                let graph = self.graph;
+                let head_node = graph.node(head);
+                mb.node =
+                    self.push(format!("{}.b", head_node.name), op, &head_node.inputs, head)?;
+                let a_node = self
+                    .merged_layers
+                    .iter()
+                    .find(|l| l.target_rule == TargetRule::OnlyA)
+                    .map(|l| l.node)
+                    .expect("head A pushed");
+                self.merged_layers.push(mb);
+                self.m.add_output("a", a_node).map_err(out_err)?;
+                let last = self.m.nodes().len() - 1;
+                self.m.add_output("b", last).map_err(out_err)?;
+            }
+            None => {
+                let name = self.graph.outputs()[0].name.clone();
+                self.m.add_output(name, head).map_err(out_err)?;
+            }
         }
-        None => {
-            m.add_output(outputs[0].name.clone(), head)
-                .map_err(|e| merge_err(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Builds the merged network of `graph` (the original architecture, batch-norm folded or not)
+/// for the group `layouts`, with permute-and-average weights from A's and B's.
+pub fn build(
+    graph: &Graph,
+    groups: &Groups,
+    layers: &[Layer],
+    layouts: &[GroupLayout],
+    heads: Heads,
+    wa: &Weights,
+    wb: &Weights,
+) -> Result<MergedModel, Error> {
+    let head = check_inputs(graph, groups, layouts)?;
+    let layer_of: std::collections::BTreeMap<NodeId, usize> = layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.node, i))
+        .collect();
+    if heads == Heads::Separate && !layer_of.contains_key(&head) {
+        return Err(merge_err(format!(
+            "two heads need the output `{}` to be a conv or linear layer",
+            graph.node(head).name
+        )));
+    }
+    let mut b = Builder {
+        graph,
+        groups,
+        layers,
+        layouts,
+        wa,
+        wb,
+        m: Graph::new(graph.input_shape()),
+        weights: Weights::new(),
+        merged_layers: Vec::new(),
+        source_node: vec![0],
+    };
+    let mut head_b = None;
+    for (id, node) in graph.nodes().iter().enumerate().skip(1) {
+        match layer_of.get(&id) {
+            Some(&li) if id == head && heads == Heads::Separate => {
+                head_b = Some(b.two_heads(id, node, li)?);
+            }
+            Some(&li) => b.layer(id, node, li)?,
+            None => b.other(id, node)?,
         }
     }
+    b.outputs(head, head_b)?;
     Ok(MergedModel {
-        graph: m,
-        weights,
-        layers: merged_layers,
-        source_node,
+        graph: b.m,
+        weights: b.weights,
+        layers: b.merged_layers,
+        source_node: b.source_node,
     })
 }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+pub use pleas_core::merge::{Heads, RidgeToward};
 use pleas_core::similarity::Metric;
 
 /// How the budget becomes per-group ratios (docs/ALGORITHM.md section 3).
@@ -85,37 +86,6 @@ impl FitMode {
     }
 }
 
-/// What the ridge term pulls the weights towards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RidgePrior {
-    /// The permute-and-average weights (`lambda ||W - W0||^2`): directions the merge data does
-    /// not excite keep the averaged weights, like the authors' warm-started gradient fit.
-    Average,
-    /// Zero (plain ridge, `lambda ||W||^2`).
-    Zero,
-}
-
-impl RidgePrior {
-    /// Short name for reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            RidgePrior::Average => "average",
-            RidgePrior::Zero => "zero",
-        }
-    }
-}
-
-/// Heads of the merged model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeadChoice {
-    /// Two heads if the models' metadata `classes` differ, else one.
-    Auto,
-    /// One head fitted to the mean of both models' logits.
-    Shared,
-    /// Two heads, each fitted to its own model's logits.
-    Separate,
-}
-
 /// The settings of one merge.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MergeSettings {
@@ -130,13 +100,14 @@ pub struct MergeSettings {
     /// Relative ridge (times the mean diagonal of each block's Gram).
     pub ridge: f64,
     /// What the ridge pulls towards.
-    pub ridge_prior: RidgePrior,
+    pub ridge_toward: RidgeToward,
     /// Batch-norm handling.
     pub bn: BnMode,
     /// Weights by least squares or not.
     pub fit: FitMode,
-    /// Heads.
-    pub heads: HeadChoice,
+    /// Heads: one or two; `None` chooses by the models' metadata (two heads if their
+    /// `classes` differ, else one).
+    pub heads: Option<Heads>,
     /// Worker threads (results do not depend on it).
     pub threads: usize,
     /// Samples per chunk, at most ([`crate::merge::pipeline::chunk_samples`] lowers it so a
@@ -159,10 +130,10 @@ impl Default for MergeSettings {
             metric: Metric::NegL2,
             matching: MatchingMode::Activation,
             ridge: 1e-6,
-            ridge_prior: RidgePrior::Average,
+            ridge_toward: RidgeToward::Average,
             bn: BnMode::Fold,
             fit: FitMode::Sequential,
-            heads: HeadChoice::Auto,
+            heads: None,
             threads: std::thread::available_parallelism().map_or(1, usize::from),
             batch: 64,
             memory_budget: 128 << 20,

@@ -22,15 +22,17 @@ use pleas_core::gram::conv::{ConvGram, ConvGramShape};
 use pleas_core::gram::{GramError, GramParams};
 use pleas_core::graph::{Graph, NodeId, Weights};
 use pleas_core::linalg::MatRef;
+use pleas_core::lstsq::LsForm;
 use pleas_core::merge::layout::GroupLayout;
 
-use super::merged_model::{MergedLayer, MergedModel, RowSource, TargetRule, row_sources};
-use super::plan::LayerKind;
+use super::layers::LayerKind;
+use super::merged_model::{InputRule, MergedLayer, MergedModel};
 use super::store::{ActivationStore, Net, SpillSpace};
 use crate::error::Error;
 use crate::io::data::{DataSource, DataSpec};
 use crate::par::{OwnedGram, Parallelism, shard_ranges};
 use crate::ranks::{Ranks, fold_shards};
+use pleas_core::merge::sources::{RowSource, TargetRule, row_source};
 
 /// How the passes run.
 #[derive(Debug, Clone)]
@@ -202,6 +204,54 @@ struct PassSpan<'s> {
     keep: &'s BTreeSet<NodeId>,
 }
 
+/// One chunk's activations of A, B and the merged network, by node (`None`: not held).
+type ChunkActs = [Vec<Option<Vec<f32>>>; 3];
+
+/// What one shard of a fit pass accumulates over its chunks, and its buffers.
+struct FitShard<'l> {
+    /// The pass's layers (one input, targets side by side).
+    layers: Vec<&'l MergedLayer>,
+    acc: OwnedGram,
+    kept: Option<Box<FitRows>>,
+    lag: Option<OwnedConvGram>,
+    /// Composed input maps (fits on the layout of A's and B's inputs).
+    x: Vec<f32>,
+    xrows: Vec<f32>,
+    tbuf: Vec<f32>,
+}
+
+impl<'l> FitShard<'l> {
+    /// The pass must have at least one layer ([`Streamer::pass`] checks).
+    fn new(layers: Vec<&'l MergedLayer>) -> Self {
+        let d = layers[0].columns();
+        let t: usize = layers.iter().map(|l| l.outputs).sum();
+        Self {
+            layers,
+            acc: OwnedGram::new_owned(d, t, GramParams::default()),
+            kept: None,
+            lag: None,
+            x: Vec::new(),
+            xrows: Vec::new(),
+            tbuf: Vec::new(),
+        }
+    }
+
+    /// The shard's result: the lag-based moments joined to the accumulator.
+    fn finish(mut self) -> Result<PassResult, Error> {
+        if let Some(lag) = self.lag.as_mut() {
+            lag.add_to(&mut self.acc)
+                .map_err(|e| Error::core(STAGE, e))?;
+        }
+        Ok(PassResult::Fit(self.acc, self.kept))
+    }
+}
+
+/// What one shard accumulates.
+enum ShardSums<'l> {
+    Fit(Box<FitShard<'l>>),
+    BatchNorm(ChannelMoments),
+}
+
 struct Shard {
     samples: Range<usize>,
     store: ActivationStore,
@@ -227,9 +277,12 @@ fn net_index(net: Net) -> usize {
     }
 }
 
+/// The merge step a pass belongs to, in errors.
+const STAGE: &str = "least squares";
+
 fn stage_err(reason: String) -> Error {
     Error::Merge {
-        stage: "least squares",
+        stage: STAGE,
         reason,
     }
 }
@@ -304,8 +357,7 @@ impl PassResult {
     pub fn combine(self, other: PassResult) -> Result<PassResult, Error> {
         Ok(match (self, other) {
             (PassResult::Fit(mut acc, rows), PassResult::Fit(mut other, more)) => {
-                acc.combine(&mut other)
-                    .map_err(|e| stage_err(e.to_string()))?;
+                acc.combine(&mut other).map_err(|e| Error::core(STAGE, e))?;
                 let rows = match (rows, more) {
                     (Some(mut r), Some(m)) => {
                         r.x.extend_from_slice(&m.x);
@@ -474,244 +526,310 @@ impl<'a> Streamer<'a> {
         m_weights: &Weights,
         span: &PassSpan<'_>,
     ) -> Result<PassResult, Error> {
-        let (from, to, consumers) = (span.from, span.to, span.consumers);
         let nets = &self.nets;
         let merged = nets.merged;
         let mut src = DataSource::open(&self.data)?;
         let per = src.sample_len();
-        let mut fa = Forward::new(nets.original, nets.a)?;
-        let mut fb = Forward::new(nets.original, nets.b)?;
-        let mut fm = Forward::new(&merged.graph, m_weights)?;
+        let mut fwd = [
+            Forward::new(nets.original, nets.a)?,
+            Forward::new(nets.original, nets.b)?,
+            Forward::new(&merged.graph, m_weights)?,
+        ];
         let needs: [bool; 3] = match barrier {
             Barrier::Fit { sequential, .. } => [true, true, *sequential],
             Barrier::BatchNorm { .. } => [false, false, true],
         };
-        // Accumulator for this shard.
-        let mut acc: Option<OwnedGram> = None;
-        let mut moments = ChannelMoments::default();
-        let fit_layers: Vec<&MergedLayer> = match barrier {
-            Barrier::Fit { layers, .. } => layers.iter().map(|&l| &merged.layers[l]).collect(),
-            Barrier::BatchNorm { .. } => Vec::new(),
+        // What this shard accumulates.
+        let mut sums = match barrier {
+            Barrier::Fit { layers, .. } => ShardSums::Fit(Box::new(FitShard::new(
+                layers.iter().map(|&l| &merged.layers[l]).collect(),
+            ))),
+            Barrier::BatchNorm { .. } => ShardSums::BatchNorm(ChannelMoments::default()),
         };
-        if let Some(first) = fit_layers.first() {
-            let d = first.columns();
-            let t: usize = fit_layers.iter().map(|l| l.outputs).sum();
-            acc = Some(OwnedGram::new_owned(d, t, GramParams::default()));
-        }
         let batch = self.params.batch.max(1);
         let range = shard.samples.clone();
-        let mut x = Vec::new();
-        let mut kept: Option<Box<FitRows>> = None;
-        let mut lag: Option<OwnedConvGram> = None;
-        let mut xrows = Vec::new();
-        let mut tbuf = Vec::new();
         for (chunk, start) in range.clone().step_by(batch).enumerate() {
             let count = batch.min(range.end - start);
             let mut input = vec![0.0f32; count * per];
             src.read(start, count, &mut input)?;
-            let mut acts: [Vec<Option<Vec<f32>>>; 3] = [
-                vec![None; self.graph(Net::A).nodes().len()],
-                vec![None; self.graph(Net::B).nodes().len()],
-                vec![None; self.graph(Net::M).nodes().len()],
-            ];
-            for (i, net) in [Net::A, Net::B, Net::M].into_iter().enumerate() {
-                if !needs[i] {
-                    continue;
+            let mut acts =
+                self.forward_chunk(shard, &mut fwd, needs, span, (chunk, count), &input)?;
+            match (&mut sums, barrier) {
+                (ShardSums::Fit(f), Barrier::Fit { sequential, .. }) => {
+                    self.fit_chunk(f, &acts, *sequential, (start, count))?;
                 }
-                acts[i][0] = Some(input.clone());
-                for k in 1..=from[i] {
-                    if shard.store.contains(net, k) {
-                        acts[i][k] = shard.store.take(net, k, chunk)?;
-                    }
+                (ShardSums::BatchNorm(m), Barrier::BatchNorm { node }) => {
+                    self.batchnorm_chunk(m, &acts, *node, count)?;
                 }
-                let fwd = match net {
-                    Net::A => &mut fa,
-                    Net::B => &mut fb,
-                    Net::M => &mut fm,
-                };
-                for k in from[i] + 1..=to[i] {
-                    // The forward pass may reuse an input's buffer in place when `k` is its
-                    // last reader; keep a copy of inputs this pass or a later one reads.
-                    let kept: Vec<(NodeId, Vec<f32>)> = if net == Net::M {
-                        Vec::new()
-                    } else {
-                        self.graph(net)
-                            .node(k)
-                            .inputs
-                            .iter()
-                            .filter(|&&j| {
-                                span.keep.contains(&j) && consumers[i][j].last() == Some(&k)
-                            })
-                            .filter_map(|&j| acts[i][j].clone().map(|b| (j, b)))
-                            .collect()
-                    };
-                    let out = fwd.compute_node(k, &mut acts[i], count)?;
-                    acts[i][k] = Some(out);
-                    for (j, b) in kept {
-                        acts[i][j].get_or_insert(b);
-                    }
-                }
-            }
-            match barrier {
-                Barrier::Fit { sequential, .. } => {
-                    let first = fit_layers[0];
-                    let in_node = merged.graph.node(first.node).inputs[0];
-                    let src_in = merged.source_node[in_node];
-                    let in_shape = nets.original.node(src_in).shape;
-                    let plane = in_shape.h * in_shape.w;
-                    let cm = first.in_channels;
-                    let xmap: &[f32] = if *sequential {
-                        acts[2][in_node]
-                            .as_deref()
-                            .ok_or_else(|| stage_err(format!("merged input {in_node} missing")))?
-                    } else {
-                        let (ua, ub) = (acts[0][src_in].as_deref(), acts[1][src_in].as_deref());
-                        let (Some(ua), Some(ub)) = (ua, ub) else {
-                            return Err(stage_err(format!("input {src_in} of A or B missing")));
-                        };
-                        let rule = match first.input_rule {
-                            super::merged_model::InputRule::Layout(g) => TargetRule::Layout(g),
-                            super::merged_model::InputRule::Average => TargetRule::Average,
-                        };
-                        let rows = row_sources(rule, nets.layouts, cm);
-                        x.resize(count * cm * plane, 0.0);
-                        compose(&rows, ua, ub, in_shape.c, plane, count, Dest::Nchw, &mut x);
-                        &x
-                    };
-                    let (kernel, stride, padding) = match first.kind {
-                        LayerKind::Linear => ([1, 1], [1, 1], [0, 0]),
-                        LayerKind::Conv {
-                            kernel,
-                            stride,
-                            padding,
-                        } => (kernel, stride, padding),
-                    };
-                    let geom =
-                        ConvGeometry::new(cm, in_shape.h, in_shape.w, kernel, stride, padding)
-                            .ok_or_else(|| stage_err("window does not fit".into()))?;
-                    let ncols = count * geom.positions();
-                    let k = geom.patch_len();
-                    let d = first.columns();
-                    // Fewer rows in the whole pass than columns: keep them for the sample-space
-                    // solve (the same decision in every shard).
-                    let keep_rows = self.samples.saturating_mul(geom.positions()) < d;
-                    let lag_shape = lag_gram_shape(
-                        &geom,
-                        first.bias,
-                        keep_rows,
-                        fit_layers.iter().map(|l| l.outputs).sum(),
-                    );
-                    if lag_shape.is_none() {
-                        xrows.resize(im2row_len(&geom, count, d), 0.0);
-                        im2row(&geom, xmap, count, d, &mut xrows);
-                        if first.bias {
-                            for row in xrows.chunks_exact_mut(d) {
-                                row[k] = 1.0;
-                            }
-                        }
-                    }
-                    let t: usize = fit_layers.iter().map(|l| l.outputs).sum();
-                    tbuf.resize(t * ncols, 0.0);
-                    let mut row0 = 0;
-                    for l in &fit_layers {
-                        let sn = merged.source_node[l.node];
-                        let (Some(va), Some(vb)) = (acts[0][sn].as_deref(), acts[1][sn].as_deref())
-                        else {
-                            return Err(stage_err(format!("output {sn} of A or B missing")));
-                        };
-                        let oshape = nets.original.node(sn).shape;
-                        let rows = row_sources(l.target_rule, nets.layouts, l.outputs);
-                        compose(
-                            &rows,
-                            va,
-                            vb,
-                            oshape.c,
-                            oshape.h * oshape.w,
-                            count,
-                            Dest::Rows {
-                                stride: t,
-                                offset: row0,
-                            },
-                            &mut tbuf,
-                        );
-                        row0 += l.outputs;
-                    }
-                    if keep_rows {
-                        let r = kept.get_or_insert_with(Box::default);
-                        r.x.extend_from_slice(&xrows[..ncols * d]);
-                        r.t.extend_from_slice(&tbuf[..ncols * t]);
-                    }
-                    let tv = MatRef::new(&tbuf, ncols, t).map_err(|e| stage_err(e.to_string()))?;
-                    let pushed = match lag_shape {
-                        Some(shape) => push_lag_gram(&mut lag, shape, batch, xmap, count, tv),
-                        None => {
-                            let xv = MatRef::new(&xrows, ncols, d)
-                                .map_err(|e| stage_err(e.to_string()))?;
-                            acc.as_mut().expect("fit accumulator").push(xv, Some(tv))
-                        }
-                    };
-                    pushed.map_err(|e| {
-                        stage_err(format!(
-                            "layer `{}`: {}",
-                            merged.graph.node(first.node).name,
-                            e.with_sample_offset(start as u64)
-                        ))
-                    })?;
-                }
-                Barrier::BatchNorm { node } => {
-                    let in_node = merged.graph.node(*node).inputs[0];
-                    let shape = merged.graph.node(in_node).shape;
-                    let data = acts[2][in_node]
-                        .as_deref()
-                        .ok_or_else(|| stage_err(format!("batch-norm input {in_node} missing")))?;
-                    let plane = shape.h * shape.w;
-                    let c = shape.c;
-                    let mut mean = vec![0.0f64; c];
-                    let mut m2 = vec![0.0f64; c];
-                    for ch in 0..c {
-                        let mut s = 0.0f64;
-                        for smp in 0..count {
-                            for &v in &data[(smp * c + ch) * plane..][..plane] {
-                                s += f64::from(v);
-                            }
-                        }
-                        let mu = s / (count * plane) as f64;
-                        let mut q = 0.0f64;
-                        for smp in 0..count {
-                            for &v in &data[(smp * c + ch) * plane..][..plane] {
-                                let dv = f64::from(v) - mu;
-                                q += dv * dv;
-                            }
-                        }
-                        mean[ch] = mu;
-                        m2[ch] = q;
-                    }
-                    moments.merge((count * plane) as f64, &mean, &m2);
-                }
+                _ => return Err(stage_err("a shard's sums do not match its pass".into())),
             }
             // Keep what later passes read.
-            for (i, net) in [Net::A, Net::B, Net::M].into_iter().enumerate() {
-                if !needs[i] {
-                    continue;
+            self.keep_live(shard, &mut acts, needs, span, chunk)?;
+        }
+        match sums {
+            // Every shard has at least one sample, so all of them made the same choice.
+            ShardSums::Fit(f) => f.finish(),
+            ShardSums::BatchNorm(m) => Ok(PassResult::BatchNorm(m)),
+        }
+    }
+
+    /// The activations of one chunk of `count` samples (chunk `chunk` of the shard) that this
+    /// pass needs: those stored by earlier passes, then the nodes this pass computes.
+    fn forward_chunk(
+        &self,
+        shard: &mut Shard,
+        fwd: &mut [Forward<'_>; 3],
+        needs: [bool; 3],
+        span: &PassSpan<'_>,
+        (chunk, count): (usize, usize),
+        input: &[f32],
+    ) -> Result<ChunkActs, Error> {
+        let (from, to, consumers) = (span.from, span.to, span.consumers);
+        let mut acts: ChunkActs = [
+            vec![None; self.graph(Net::A).nodes().len()],
+            vec![None; self.graph(Net::B).nodes().len()],
+            vec![None; self.graph(Net::M).nodes().len()],
+        ];
+        for (i, net) in [Net::A, Net::B, Net::M].into_iter().enumerate() {
+            if !needs[i] {
+                continue;
+            }
+            acts[i][0] = Some(input.to_vec());
+            for k in 1..=from[i] {
+                if shard.store.contains(net, k) {
+                    acts[i][k] = shard.store.take(net, k, chunk)?;
                 }
-                let graph = self.graph(net);
-                for k in 1..acts[i].len() {
-                    let pinned = net != Net::M && span.keep.contains(&k);
-                    if let Some(buf) = acts[i][k].take()
-                        && (pinned || live(graph, &consumers[i], k, to[i]))
-                    {
-                        shard.store.put(net, k, chunk, buf)?;
-                    }
+            }
+            for k in from[i] + 1..=to[i] {
+                // The forward pass may reuse an input's buffer in place when `k` is its
+                // last reader; keep a copy of inputs this pass or a later one reads.
+                let kept: Vec<(NodeId, Vec<f32>)> = if net == Net::M {
+                    Vec::new()
+                } else {
+                    self.graph(net)
+                        .node(k)
+                        .inputs
+                        .iter()
+                        .filter(|&&j| span.keep.contains(&j) && consumers[i][j].last() == Some(&k))
+                        .filter_map(|&j| acts[i][j].clone().map(|b| (j, b)))
+                        .collect()
+                };
+                let out = fwd[i].compute_node(k, &mut acts[i], count)?;
+                acts[i][k] = Some(out);
+                for (j, b) in kept {
+                    acts[i][j].get_or_insert(b);
                 }
             }
         }
-        if let (Some(lag), Some(acc)) = (lag.as_mut(), acc.as_mut()) {
-            lag.add_to(acc).map_err(|e| stage_err(e.to_string()))?;
+        Ok(acts)
+    }
+
+    /// Stores the chunk's activations that a later node or pass reads.
+    fn keep_live(
+        &self,
+        shard: &mut Shard,
+        acts: &mut ChunkActs,
+        needs: [bool; 3],
+        span: &PassSpan<'_>,
+        chunk: usize,
+    ) -> Result<(), Error> {
+        for (i, net) in [Net::A, Net::B, Net::M].into_iter().enumerate() {
+            if !needs[i] {
+                continue;
+            }
+            let graph = self.graph(net);
+            for k in 1..acts[i].len() {
+                let pinned = net != Net::M && span.keep.contains(&k);
+                if let Some(buf) = acts[i][k].take()
+                    && (pinned || live(graph, &span.consumers[i], k, span.to[i]))
+                {
+                    shard.store.put(net, k, chunk, buf)?;
+                }
+            }
         }
-        match barrier {
-            // Every shard has at least one sample, so all of them made the same choice.
-            Barrier::Fit { .. } => Ok(PassResult::Fit(acc.expect("fit accumulator"), kept)),
-            Barrier::BatchNorm { .. } => Ok(PassResult::BatchNorm(moments)),
+        Ok(())
+    }
+
+    /// The merged input maps of the fit's first layer for one chunk (the merged network's
+    /// own, or the layout of A's and B's, composed into `x`) and its convolution geometry.
+    fn fit_input<'c>(
+        &self,
+        first: &MergedLayer,
+        acts: &'c ChunkActs,
+        sequential: bool,
+        count: usize,
+        x: &'c mut Vec<f32>,
+    ) -> Result<(&'c [f32], ConvGeometry), Error> {
+        let (nets, merged) = (&self.nets, self.nets.merged);
+        let in_node = merged.graph.node(first.node).inputs[0];
+        let src_in = merged.source_node[in_node];
+        let in_shape = nets.original.node(src_in).shape;
+        let plane = in_shape.h * in_shape.w;
+        let cm = first.in_channels;
+        let xmap: &[f32] = if sequential {
+            acts[2][in_node]
+                .as_deref()
+                .ok_or_else(|| stage_err(format!("merged input {in_node} missing")))?
+        } else {
+            let (ua, ub) = (acts[0][src_in].as_deref(), acts[1][src_in].as_deref());
+            let (Some(ua), Some(ub)) = (ua, ub) else {
+                return Err(stage_err(format!("input {src_in} of A or B missing")));
+            };
+            let rule = match first.input_rule {
+                InputRule::Layout(g) => TargetRule::Layout(g),
+                InputRule::Average => TargetRule::Average,
+            };
+            let rows: Vec<RowSource> = (0..cm)
+                .map(|r| row_source(rule, |g| &nets.layouts[g], r))
+                .collect();
+            x.resize(count * cm * plane, 0.0);
+            compose(&rows, ua, ub, in_shape.c, plane, count, Dest::Nchw, x);
+            x
+        };
+        let (kernel, stride, padding) = match first.kind {
+            LayerKind::Linear => ([1, 1], [1, 1], [0, 0]),
+            LayerKind::Conv {
+                kernel,
+                stride,
+                padding,
+            } => (kernel, stride, padding),
+        };
+        let geom = ConvGeometry::new(cm, in_shape.h, in_shape.w, kernel, stride, padding)
+            .ok_or_else(|| stage_err("window does not fit".into()))?;
+        Ok((xmap, geom))
+    }
+
+    /// The fit's target rows for one chunk (`t` targets per position, the layers' targets
+    /// side by side): the layout of A's and B's outputs.
+    fn fit_targets(
+        &self,
+        layers: &[&MergedLayer],
+        acts: &ChunkActs,
+        (count, t): (usize, usize),
+        tbuf: &mut [f32],
+    ) -> Result<(), Error> {
+        let (nets, merged) = (&self.nets, self.nets.merged);
+        let mut row0 = 0;
+        for l in layers {
+            let sn = merged.source_node[l.node];
+            let (Some(va), Some(vb)) = (acts[0][sn].as_deref(), acts[1][sn].as_deref()) else {
+                return Err(stage_err(format!("output {sn} of A or B missing")));
+            };
+            let oshape = nets.original.node(sn).shape;
+            let rows: Vec<RowSource> = (0..l.outputs)
+                .map(|r| row_source(l.target_rule, |g| &nets.layouts[g], r))
+                .collect();
+            let dest = Dest::Rows {
+                stride: t,
+                offset: row0,
+            };
+            compose(
+                &rows,
+                va,
+                vb,
+                oshape.c,
+                oshape.h * oshape.w,
+                count,
+                dest,
+                tbuf,
+            );
+            row0 += l.outputs;
         }
+        Ok(())
+    }
+
+    /// Adds one chunk (samples `start..start + count`) to a fit's shard sums: im2row rows or
+    /// lag-based moments of the inputs, against the targets; the rows themselves when the
+    /// pass keeps them.
+    fn fit_chunk(
+        &self,
+        f: &mut FitShard<'_>,
+        acts: &ChunkActs,
+        sequential: bool,
+        (start, count): (usize, usize),
+    ) -> Result<(), Error> {
+        let merged = self.nets.merged;
+        let batch = self.params.batch.max(1);
+        let first = f.layers[0];
+        let (xmap, geom) = self.fit_input(first, acts, sequential, count, &mut f.x)?;
+        let ncols = count * geom.positions();
+        let k = geom.patch_len();
+        let d = first.columns();
+        // Fewer rows in the whole pass than columns: keep them for the sample-space
+        // solve (the same decision in every shard; the core's form rule).
+        let keep_rows = LsForm::Auto.dual(self.samples.saturating_mul(geom.positions()), d);
+        let t: usize = f.layers.iter().map(|l| l.outputs).sum();
+        let lag_shape = lag_gram_shape(&geom, first.bias, keep_rows, t);
+        if lag_shape.is_none() {
+            f.xrows.resize(im2row_len(&geom, count, d), 0.0);
+            im2row(&geom, xmap, count, d, &mut f.xrows);
+            if first.bias {
+                for row in f.xrows.chunks_exact_mut(d) {
+                    row[k] = 1.0;
+                }
+            }
+        }
+        f.tbuf.resize(t * ncols, 0.0);
+        self.fit_targets(&f.layers, acts, (count, t), &mut f.tbuf)?;
+        if keep_rows {
+            let r = f.kept.get_or_insert_with(Box::default);
+            r.x.extend_from_slice(&f.xrows[..ncols * d]);
+            r.t.extend_from_slice(&f.tbuf[..ncols * t]);
+        }
+        let tv = MatRef::new(&f.tbuf, ncols, t).map_err(|e| Error::core(STAGE, e))?;
+        let pushed = match lag_shape {
+            Some(shape) => push_lag_gram(&mut f.lag, shape, batch, xmap, count, tv),
+            None => {
+                let xv = MatRef::new(&f.xrows, ncols, d).map_err(|e| Error::core(STAGE, e))?;
+                f.acc.push(xv, Some(tv))
+            }
+        };
+        pushed.map_err(|e| {
+            Error::core_at(
+                STAGE,
+                format!("layer `{}`", merged.graph.node(first.node).name),
+                e.with_sample_offset(start as u64),
+            )
+        })
+    }
+
+    /// Adds one chunk of `count` samples to the channel moments of batch-norm `node`'s input.
+    fn batchnorm_chunk(
+        &self,
+        moments: &mut ChannelMoments,
+        acts: &ChunkActs,
+        node: NodeId,
+        count: usize,
+    ) -> Result<(), Error> {
+        let merged = self.nets.merged;
+        let in_node = merged.graph.node(node).inputs[0];
+        let shape = merged.graph.node(in_node).shape;
+        let data = acts[2][in_node]
+            .as_deref()
+            .ok_or_else(|| stage_err(format!("batch-norm input {in_node} missing")))?;
+        let plane = shape.h * shape.w;
+        let c = shape.c;
+        let mut mean = vec![0.0f64; c];
+        let mut m2 = vec![0.0f64; c];
+        for ch in 0..c {
+            let mut s = 0.0f64;
+            for smp in 0..count {
+                for &v in &data[(smp * c + ch) * plane..][..plane] {
+                    s += f64::from(v);
+                }
+            }
+            let mu = s / (count * plane) as f64;
+            let mut q = 0.0f64;
+            for smp in 0..count {
+                for &v in &data[(smp * c + ch) * plane..][..plane] {
+                    let dv = f64::from(v) - mu;
+                    q += dv * dv;
+                }
+            }
+            mean[ch] = mu;
+            m2[ch] = q;
+        }
+        moments.merge((count * plane) as f64, &mean, &m2);
+        Ok(())
     }
 }

@@ -183,6 +183,9 @@ pub enum MlpMergeError {
         /// The solver's error.
         error: DualError,
     },
+    /// The device source was asked for a pass an MLP has no data for (batch-norm
+    /// statistics: an MLP has no batch-norm), or with moments that do not match the pass.
+    UnsupportedPass,
     /// A merged weight is not finite (the solve overflowed): its position in the output.
     NonFiniteResult {
         /// Position in the output buffer.
@@ -267,6 +270,9 @@ impl fmt::Display for MlpMergeError {
                 first_row,
                 error,
             } => write!(f, "layer {layer}, block from row {first_row}: {error}"),
+            MlpMergeError::UnsupportedPass => {
+                f.write_str("the MLP pass source cannot run this pass")
+            }
             MlpMergeError::NonFiniteResult { index } => {
                 write!(
                     f,

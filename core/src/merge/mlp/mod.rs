@@ -34,6 +34,18 @@
 //!    `[m | A-only]` fitted to A's logits and `b` reading `[m | B-only]` fitted to B's; with a
 //!    shared label space ([`Heads::Shared`]) one head on all units fitted to the mean logits.
 //!
+//! # Structure
+//!
+//! The decisions are the core's, shared with the host: where a merged unit comes from
+//! ([`merge::sources`](crate::merge::sources)), the prior and the exact-copy rule
+//! ([`merge::prior`](crate::merge::prior)), neg-l2 and the auction tail
+//! ([`similarity::neg_l2`](crate::similarity::neg_l2),
+//! [`merge::pairs`](crate::merge::pairs)), the ridge retries and the form choice
+//! ([`lstsq::retry`](crate::lstsq::retry)). The data comes through the pass contract of
+//! [`merge::pass`](crate::merge::pass): the matching and the fits ask an in-place source
+//! (private `source.rs`) for moment sums, which it computes by recomputing activations
+//! sample by sample in the scratch.
+//!
 //! # Primal or dual least squares
 //!
 //! A block with `k` input columns (bias included) is solved in the primal form
@@ -107,17 +119,23 @@
 mod error;
 mod fit;
 mod forward;
+mod layout;
 mod matching;
 mod plan;
+mod source;
 
 pub use error::{MlpMergeError, MlpOperand, Model, ScratchKind};
-pub use matching::MergedUnits;
+pub use layout::MergedUnits;
 pub use plan::{MlpMergePlan, mlp_merge_plan};
 
 use crate::assign::AuctionParams;
+pub use crate::lstsq::LsForm;
+pub use crate::merge::prior::RidgeToward;
+pub use crate::merge::sources::Heads;
 
 use self::fit::fit_layers;
 use self::matching::match_groups;
+use self::source::InPlaceSource;
 
 /// Most hidden layers an MLP may have here (the plan and the report keep per-layer values in
 /// fixed-capacity lists).
@@ -134,37 +152,6 @@ pub struct MlpDims<'a> {
     pub classes: usize,
     /// Whether every layer has a bias.
     pub bias: bool,
-}
-
-/// One head or two.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Heads {
-    /// Shared label space: one head fitted to the mean of both models' logits.
-    Shared,
-    /// Different label spaces: head `a` on `[merged | A-only]` fitted to A's logits and head
-    /// `b` on `[merged | B-only]` fitted to B's.
-    Separate,
-}
-
-/// What the ridge term pulls the weights towards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RidgeToward {
-    /// The permute-and-average weights (the host's default, `--ridge-toward average`).
-    Average,
-    /// Zero (plain ridge).
-    Zero,
-}
-
-/// Which form of least squares solves a block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LsForm {
-    /// By shape: the dual form when the block has more columns (bias included) than there
-    /// are samples, the primal form otherwise (the default; the least memory).
-    Auto,
-    /// Always the primal form (the Gram of the block's columns).
-    Primal,
-    /// Always the dual form (the kernel of the samples).
-    Dual,
 }
 
 /// One linear layer of an original model: `weight` is `out x in` row-major (PyTorch's layout),
@@ -393,15 +380,17 @@ pub fn mlp_merge(
     indices: &mut [usize],
 ) -> Result<MlpMergeInfo, MlpMergeError> {
     let plan = plan::validate(inputs, params, out.len(), scratch.len(), indices.len())?;
-    let ctx = plan::Context {
+    let mut source = InPlaceSource {
         plan: &plan,
         a: inputs.a,
         b: inputs.b,
         samples: inputs.samples,
         params,
+        indices: &[],
     };
-    let groups = match_groups(&ctx, scratch, indices)?;
-    let layers = fit_layers(&ctx, out, scratch, indices)?;
+    let groups = match_groups(&mut source, out, scratch, indices)?;
+    source.indices = &*indices;
+    let layers = fit_layers(&mut source, out, scratch)?;
     if let Some(index) = out[..plan.output_len].iter().position(|v| !v.is_finite()) {
         return Err(MlpMergeError::NonFiniteResult { index });
     }

@@ -5,7 +5,6 @@
 use core::ops::Range;
 
 use super::error::{MlpMergeError, MlpOperand, Model, ScratchKind};
-use super::forward::Vector;
 use super::{
     Heads, LayerRef, LsForm, MAX_HIDDEN, MlpDims, MlpMergeInputs, MlpMergeParams, RidgeToward,
     Samples,
@@ -13,6 +12,8 @@ use super::{
 use crate::assign::auction_scratch_len;
 use crate::linalg::packed_len;
 use crate::merge::budget::{BudgetError, LayerCost, flop_ratio, merged_pairs, uniform_ratio};
+use crate::merge::prior::block_is_copy;
+use crate::merge::sources::TargetRule;
 
 /// Everything the caller needs to size its buffers, and how the merged weights are laid out.
 ///
@@ -67,19 +68,6 @@ pub(super) enum Input {
     Samples,
     /// The merged hidden layer `g` (after its ReLU).
     Hidden(usize),
-}
-
-/// The outputs of a fitted layer and its targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Output {
-    /// Hidden layer `g` in its merged layout.
-    Group(usize),
-    /// The shared head: the mean of both models' logits.
-    Shared,
-    /// Head `a`: A's logits.
-    HeadA,
-    /// Head `b`: B's logits.
-    HeadB,
 }
 
 /// One output block: its rows and which private input units it may read.
@@ -204,8 +192,9 @@ impl MlpMergePlan {
         )
     }
 
-    /// Input and output of fitted layer `f`.
-    pub(super) fn io(&self, f: usize) -> (Input, Output) {
+    /// Input of fitted layer `f` and how its rows are formed (hidden layer `g` in its merged
+    /// layout, the shared head from the mean logits, head `a` from A's, head `b` from B's).
+    pub(super) fn io(&self, f: usize) -> (Input, TargetRule) {
         let l = self.hidden.len();
         let input = if f.min(l) == 0 {
             Input::Samples
@@ -213,12 +202,12 @@ impl MlpMergePlan {
             Input::Hidden(f.min(l) - 1)
         };
         let output = if f < l {
-            Output::Group(f)
+            TargetRule::Layout(f)
         } else {
             match (self.heads, f - l) {
-                (Heads::Shared, _) => Output::Shared,
-                (Heads::Separate, 0) => Output::HeadA,
-                (Heads::Separate, _) => Output::HeadB,
+                (Heads::Shared, _) => TargetRule::Average,
+                (Heads::Separate, 0) => TargetRule::OnlyA,
+                (Heads::Separate, _) => TargetRule::OnlyB,
             }
         };
         (input, output)
@@ -246,15 +235,15 @@ impl MlpMergePlan {
         };
         match (input, output) {
             (Input::Samples, _) => push(0..rows, true, true),
-            (_, Output::Group(g)) => {
+            (_, TargetRule::Layout(g)) => {
                 let (k, n) = (self.merged_pairs[g], self.hidden[g]);
                 push(0..k, true, true);
                 push(k..n, true, false);
                 push(n..rows, false, true);
             }
-            (_, Output::Shared) => push(0..rows, true, true),
-            (_, Output::HeadA) => push(0..rows, true, false),
-            (_, Output::HeadB) => push(0..rows, false, true),
+            (_, TargetRule::Average) => push(0..rows, true, true),
+            (_, TargetRule::OnlyA) => push(0..rows, true, false),
+            (_, TargetRule::OnlyB) => push(0..rows, false, true),
         }
         out
     }
@@ -279,26 +268,24 @@ impl MlpMergePlan {
         }
     }
 
-    /// Whether fitted layer `f` keeps its permute-and-average weights without a solve: with
-    /// the ridge towards them, when it reads only exact copies of the models' units (the merge
-    /// samples, or a hidden layer with no merged pair whose own layer was a copy). Each row's
-    /// target is then the combination of its sources' outputs that the prior computes, so the
-    /// prior has zero loss and zero ridge penalty: it is the exact solution. The first layer is
-    /// always one; at budget 2.0 every layer is.
+    /// Whether fitted layer `f` keeps its permute-and-average weights without a solve
+    /// ([`block_is_copy`]): with the ridge towards them, when it reads only exact copies of
+    /// the models' units. The first layer is always one; at budget 2.0 every layer is.
     pub(super) fn copies(&self, f: usize) -> bool {
-        self.ridge_toward == RidgeToward::Average
-            && self.merged_pairs[..f.min(self.hidden.len())]
-                .iter()
-                .all(|&k| k == 0)
+        block_is_copy(self.ridge_toward, self.reads_exact(f))
+    }
+
+    /// Whether every input channel of fitted layer `f` is an exact copy of one model's unit
+    /// ([`row_is_exact`](crate::merge::prior::row_is_exact)): the merge samples are; a hidden
+    /// layer's units are when all are private (no merged pair) and its own layer read only
+    /// exact channels (a block of a layer with a merged pair reads the merged units).
+    fn reads_exact(&self, f: usize) -> bool {
+        (0..f.min(self.hidden.len())).all(|g| self.merged_pairs[g] == 0)
     }
 
     /// Whether a block with `columns` columns (bias included) is solved in the dual form.
     pub(super) fn dual(&self, columns: usize) -> bool {
-        match self.form {
-            LsForm::Auto => columns > self.samples,
-            LsForm::Primal => false,
-            LsForm::Dual => true,
-        }
+        self.form.dual(self.samples, columns)
     }
 
     /// Right-hand sides per solve for a block of `rows` rows.
@@ -619,26 +606,4 @@ pub(super) fn validate(
     }
     check_samples(&inputs.samples)?;
     Ok(plan)
-}
-
-/// What the stages of a merge share.
-pub(super) struct Context<'a> {
-    /// The plan.
-    pub(super) plan: &'a MlpMergePlan,
-    /// Model A's layers.
-    pub(super) a: &'a [LayerRef<'a>],
-    /// Model B's layers.
-    pub(super) b: &'a [LayerRef<'a>],
-    /// The merge samples.
-    pub(super) samples: Samples<'a>,
-    /// The params.
-    pub(super) params: &'a MlpMergeParams,
-}
-
-impl<'a> Context<'a> {
-    /// Sample `s`.
-    pub(super) fn sample(&self, s: usize) -> Vector<'a> {
-        let d = self.plan.inputs;
-        Vector::Sample(self.samples.slice(s * d..(s + 1) * d))
-    }
 }
