@@ -22,7 +22,7 @@ use super::report::{Event, GroupReport};
 use super::settings::{MatchingMode, MergeSettings, RatioMode, SHARD_SAMPLES};
 use crate::error::Error;
 use crate::io::data::DataSpec;
-use crate::par::Parallelism;
+use crate::par::{Parallelism, shard_ranges};
 use crate::ranks::Ranks;
 
 /// What the matching reads: the prepared pair and how to stream the data.
@@ -43,14 +43,51 @@ pub(crate) struct MatchInputs<'a> {
     pub(crate) par: Parallelism,
     /// The processes computing the merge.
     pub(crate) ranks: &'a dyn Ranks,
+    /// Merge samples.
+    pub(crate) samples: usize,
+}
+
+/// The stage that streams the data once through both models for the matching statistics;
+/// one step per wave of shards.
+const STATISTICS: &str = "matching statistics";
+
+/// Progress of a pass over the `n` samples' shards as [`Event`]s of `stage`: the stage event
+/// now, then a step per wave with an ETA from the rate so far (every shard has the same
+/// number of samples, but the last).
+fn shard_progress<'p>(
+    stage: &'static str,
+    n: usize,
+    progress: &'p mut dyn FnMut(&Event),
+) -> impl FnMut(usize, usize) + 'p {
+    progress(&Event::Stage {
+        name: stage,
+        total: shard_ranges(n, SHARD_SAMPLES).len(),
+    });
+    let start = Instant::now();
+    move |done, total| {
+        let elapsed = start.elapsed().as_secs_f64();
+        progress(&Event::Step {
+            stage,
+            done,
+            total,
+            what: format!("{done} of {total} shards"),
+            elapsed,
+            eta: (done > 0).then(|| elapsed * (total - done) as f64 / done as f64),
+        });
+    }
 }
 
 /// Similarity per group (`n x n`, A's units as rows), and the correlations where activation
 /// moments give them (for measured group weights).
 type Scores = (Vec<Vec<f64>>, Option<Vec<Vec<f64>>>);
 
-/// Every group's similarity, by the settings' matching.
-fn scores(m: &MatchInputs<'_>, settings: &MergeSettings) -> Result<Scores, Error> {
+/// Every group's similarity, by the settings' matching (the streamed statistics reported to
+/// `progress` as their own stage).
+fn scores(
+    m: &MatchInputs<'_>,
+    settings: &MergeSettings,
+    progress: &mut dyn FnMut(&Event),
+) -> Result<Scores, Error> {
     let (graph, groups, wa, wb) = (m.graph, m.groups, m.wa, m.wb);
     let (data, batch, par, ranks) = (m.data, m.batch, m.par, m.ranks);
     let widths: Vec<usize> = groups.groups().iter().map(|g| g.width).collect();
@@ -66,6 +103,7 @@ fn scores(m: &MatchInputs<'_>, settings: &MergeSettings) -> Result<Scores, Error
                 SHARD_SAMPLES,
                 par,
                 ranks,
+                &mut shard_progress(STATISTICS, m.samples, progress),
             )?;
             let s = group_similarities(&mut accs, settings.metric)?;
             let c = group_similarities(&mut accs, Metric::Correlation)?;
@@ -201,12 +239,12 @@ pub(crate) fn match_groups(
 ) -> Result<Matched, Error> {
     let (graph, groups) = (m.graph, m.groups);
     let t1 = Instant::now();
+    let (scores, correlations) = scores(m, settings, progress)?;
+    let ratios = ratios(graph, groups, costs, settings, correlations.as_deref())?;
     progress(&Event::Stage {
         name: "matching",
         total: groups.len(),
     });
-    let (scores, correlations) = scores(m, settings)?;
-    let ratios = ratios(graph, groups, costs, settings, correlations.as_deref())?;
     let auction = AuctionParams::default();
     let mut matches: Vec<GroupMatch> = Vec::with_capacity(groups.len());
     let mut group_reports = Vec::new();
