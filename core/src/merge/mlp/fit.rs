@@ -161,7 +161,7 @@ fn block_prior(
     let bias_start = plan.bias_range(f).map(|b| b.start - weight.end);
     for r in block.rows.clone() {
         let row_source = match source.params.ridge_toward {
-            RidgeToward::Average => source.row_source(f, r),
+            RidgeToward::Average => source.source_of_row(f, r),
             RidgeToward::Zero => RowSource::NONE,
         };
         let start = weight.start + r * in_width;

@@ -74,7 +74,7 @@ impl<'a> InPlaceSource<'a> {
     }
 
     /// The sources of row `r` of fitted layer `f`.
-    pub(super) fn row_source(&self, f: usize, r: usize) -> RowSource {
+    pub(super) fn source_of_row(&self, f: usize, r: usize) -> RowSource {
         let (plan, indices) = (self.plan, self.indices);
         row_source(plan.io(f).1, |g| Layout::of(plan, indices, g), r)
     }
@@ -116,7 +116,7 @@ impl<'a> InPlaceSource<'a> {
     /// The target of row `r` of layer `f` from A's and B's pre-activations.
     fn target(&self, f: usize, r: usize, acts: &Acts<'_>) -> f32 {
         let (za, zb) = (&*acts.a.0, &*acts.b.0);
-        self.row_source(f, r)
+        self.source_of_row(f, r)
             .target(|i| za[i] as f32, |j| zb[j] as f32)
     }
 
