@@ -9,11 +9,13 @@
 //! [`Forward::compute_node`] computes one node from caller-held activations, for pipelines that
 //! schedule nodes themselves.
 //!
+//! - [`block_ref`]: one output block of a block-structured layer, as the kernels read it.
 //! - [`im2col`]: patch unfolding with its length query.
 //! - [`direct_conv`]: stride-1 convolution read straight from padded input planes.
 //! - [`layers`]: the batched kernels (conv, linear, affine, pooling), scratch-sized.
 //! - [`fold`]: folding eval-mode batch-norm into the preceding conv or linear layer.
 
+pub mod block_ref;
 pub mod direct_conv;
 pub mod fold;
 pub mod im2col;
