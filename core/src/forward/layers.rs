@@ -10,7 +10,7 @@ use super::ForwardError;
 pub use super::block_ref::BlockRef;
 use super::direct_conv::{direct_conv, direct_conv_applies, direct_conv_scratch_len};
 use super::im2col::{ConvGeometry, im2col, im2col_len};
-use crate::linalg::{MatMut, MatRef, Op, gemm, gemm_scratch_len};
+use crate::linalg::{MatMut, MatRef, Transpose, gemm, gemm_scratch_len};
 
 fn need(what: &'static str, needed: usize, provided: usize) -> Result<(), ForwardError> {
     if provided < needed {
@@ -88,7 +88,7 @@ fn block_product(
         let xr =
             MatRef::from_strided(&x[r.start * per_col * x_stride + col0..], k, n, x_stride, 1)?;
         let c = MatMut::new(dst, b.rows, n)?;
-        gemm(1.0, a, Op::Identity, xr, Op::Identity, beta, c, scratch)?;
+        gemm(1.0, a, Transpose::No, xr, Transpose::No, beta, c, scratch)?;
         beta = 1.0;
         w0 += k;
     }
@@ -354,7 +354,7 @@ pub fn block_linear(
             let x = MatRef::from_strided(&input[r.start..], batch, r.len(), in_f, 1)?;
             let w = MatRef::from_strided(&b.weight[w0..], b.rows, r.len(), cols, 1)?;
             let y = MatMut::from_strided(&mut output[o0..], batch, b.rows, out_f, 1)?;
-            gemm(1.0, x, Op::Identity, w, Op::Transpose, beta, y, scratch)?;
+            gemm(1.0, x, Transpose::No, w, Transpose::Yes, beta, y, scratch)?;
             beta = 1.0;
             w0 += r.len();
         }
