@@ -3,6 +3,7 @@
 
 pub mod assignment;
 pub mod cli;
+pub mod compact;
 pub mod matrices;
 pub mod models;
 pub mod onnx;

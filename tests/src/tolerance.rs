@@ -302,3 +302,10 @@ pub const MLP_FORMS_REL: f64 = 1e-5;
 /// of a ResNet-18 (observed on the tiny fixture: see tests/tests/torch_checkpoint.rs); 1e-4
 /// leaves an order of magnitude of room, as [`PERMUTATION_INVARIANCE_REL`].
 pub const TORCH_LOGIT_REL: f32 = 1e-4;
+
+/// Relative difference (`max |a - b| / max |a|`) between the compact forward pass (one sample
+/// at a time, `forward::compact`) and the batched graph forward pass on the same network: the
+/// same kernels and f32 arithmetic, but a GEMM over one sample's columns against one over a
+/// chunk of samples may block the `k` sums differently (a few roundings of `2^-24` per layer,
+/// amplified by at most the depth of the small test networks).
+pub const COMPACT_FORWARD_REL: f32 = 1e-5;
