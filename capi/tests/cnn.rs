@@ -123,6 +123,33 @@ fn forward(
     }
 }
 
+/// `pleas_cnn_forward_u8` with buffers of the given lengths.
+fn forward_u8(
+    g: &pleas_cnn_graph,
+    p: &[f32],
+    bytes: &[u8],
+    table: &[f32; 256],
+    out: &mut [f32],
+    sc: &mut [f32],
+) -> pleas_status {
+    // SAFETY: every pointer addresses its length (the table 256 values); the writable
+    // buffers are distinct.
+    unsafe {
+        pleas_cnn_forward_u8(
+            g,
+            p.as_ptr(),
+            p.len(),
+            bytes.as_ptr(),
+            bytes.len(),
+            table.as_ptr(),
+            out.as_mut_ptr(),
+            out.len(),
+            sc.as_mut_ptr(),
+            sc.len(),
+        )
+    }
+}
+
 fn table() -> [f32; 256] {
     std::array::from_fn(|v| v as f32 / 255.0 * 2.0 - 1.0)
 }
@@ -212,21 +239,7 @@ fn the_cnn_pair_runs_as_the_core_runs_it() {
             let xf: Vec<f32> = bytes.iter().map(|&b| t[usize::from(b)]).collect();
             let (mut z, mut zu) = ([0.0f32; 5], [0.0f32; 5]);
             assert_eq!(forward(&g, &p, &xf, &mut z, &mut sc), PLEAS_SUCCESS);
-            // SAFETY: as in `forward`, with 784 bytes and a 256-entry table.
-            let s = unsafe {
-                pleas_cnn_forward_u8(
-                    &g,
-                    p.as_ptr(),
-                    p.len(),
-                    bytes.as_ptr(),
-                    784,
-                    t.as_ptr(),
-                    zu.as_mut_ptr(),
-                    5,
-                    sc.as_mut_ptr(),
-                    sc.len(),
-                )
-            };
+            let s = forward_u8(&g, &p, bytes, &t, &mut zu, &mut sc);
             assert_eq!(s, PLEAS_SUCCESS);
             assert_eq!(
                 bits(&z),
@@ -341,21 +354,6 @@ fn refusals_have_their_statuses() {
     assert_eq!(s, PLEAS_ERROR_ARGUMENT);
     let mut t = table();
     t[200] = f32::NAN;
-    let bytes = [200u8; 784];
-    // SAFETY: valid buffers of their lengths.
-    let s = unsafe {
-        pleas_cnn_forward_u8(
-            &g,
-            p.as_ptr(),
-            p.len(),
-            bytes.as_ptr(),
-            784,
-            t.as_ptr(),
-            out.as_mut_ptr(),
-            5,
-            sc.as_mut_ptr(),
-            len,
-        )
-    };
+    let s = forward_u8(&g, &p, &[200u8; 784], &t, &mut out, &mut sc);
     assert_eq!(s, PLEAS_ERROR_NAN_INF);
 }
