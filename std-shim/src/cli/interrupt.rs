@@ -7,6 +7,12 @@
 //! Output is written under a lock ([`OutputGuard::writing`]) that the watcher takes before
 //! cleaning, so it never deletes files half way through a commit; once the outputs are
 //! committed they are kept.
+//!
+//! One rank of a multi-process (MPI) merge that receives SIGINT or SIGTERM is a failed rank,
+//! not an interrupted command: it prints which rank stopped and exits with status 2, which
+//! the launcher (`mpirun`, `srun`) reports as the job's status after it has stopped the other
+//! ranks ([`set_rank`]). Only SIGKILL cannot be turned into 2: the launcher then reports
+//! 128 + 9.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +34,20 @@ struct Registered {
 static OUTPUTS: Mutex<BTreeMap<u64, Registered>> = Mutex::new(BTreeMap::new());
 static NEXT: AtomicU64 = AtomicU64::new(0);
 static WATCHER: OnceLock<Result<(), String>> = OnceLock::new();
+/// This process's rank and the number of ranks, when it is one of several.
+static RANK: OnceLock<(usize, usize)> = OnceLock::new();
+
+/// Exit status of a rank of a multi-rank job stopped by a signal: the job failed.
+const RANK_STOPPED: i32 = 2;
+
+/// Records that this process is rank `rank` of `size` (from then on, with `size > 1`, a
+/// signal ends it as a failed rank, status 2).
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+pub(super) fn set_rank(rank: usize, size: usize) {
+    if size > 1 {
+        let _ = RANK.set((rank, size));
+    }
+}
 
 fn outputs() -> MutexGuard<'static, BTreeMap<u64, Registered>> {
     OUTPUTS.lock().unwrap_or_else(|p| p.into_inner())
@@ -80,8 +100,16 @@ fn watch(mut signals: Signals) {
         } else {
             format!("; nothing written to {}", dirs.join(", "))
         };
-        eprintln!("pleas: interrupted by {name}{what}");
-        std::process::exit(128 + sig);
+        match RANK.get() {
+            Some((rank, size)) => {
+                eprintln!("error: rank {rank} of {size} stopped by {name}; the job fails{what}");
+                std::process::exit(RANK_STOPPED);
+            }
+            None => {
+                eprintln!("pleas: interrupted by {name}{what}");
+                std::process::exit(128 + sig);
+            }
+        }
     }
 }
 

@@ -27,6 +27,7 @@ use crate::merge::settings::{
 };
 use crate::model::Model;
 use crate::ranks::{ROOT, Ranks, agree};
+use pleas_core::simd;
 use pleas_core::similarity::Metric;
 
 fn usage(s: String) -> Error {
@@ -327,6 +328,7 @@ pub(super) fn run(
     #[cfg(feature = "mpi")]
     {
         let world = crate::ranks::mpi::World::init()?;
+        interrupt::set_rank(world.rank(), world.size());
         let result = run_on(a, &world, out, err);
         if let Err(e @ Error::RankFailed { .. }) = &result {
             // An agreed failure: rank 0 prints it, once, and no rank exits before it has (the
@@ -399,6 +401,21 @@ fn prepare(a: &MergeArgs, root: bool) -> Result<Prepared, Error> {
     Ok((settings, ma, mb, spec, onnx_writer))
 }
 
+/// Every rank takes the narrowest SIMD path any rank runs (the paths' kernels sum in different
+/// orders, so ranks on a mixed partition would otherwise not give the single process's bits);
+/// one process keeps its own.
+fn same_simd_path(ranks: &dyn Ranks) -> Result<(), Error> {
+    let mine = simd::Path::ALL
+        .iter()
+        .position(|&p| p == simd::path())
+        .unwrap_or(0);
+    let path = simd::Path::ALL[ranks.min_over_ranks(mine as u64) as usize];
+    simd::set_path(path).map_err(|source| Error::SimdPath {
+        value: path.name().into(),
+        source,
+    })
+}
+
 /// The merge as one of `ranks`: every rank merges (see [`crate::ranks`]); only rank 0 reports
 /// progress, evaluates and writes OUT_DIR, after every rank succeeded.
 fn run_on(
@@ -412,6 +429,7 @@ fn run_on(
     // Every rank cuts the passes' shards into the same waves (`ranks::fold_shards`): the
     // smallest thread count of all ranks sets them.
     settings.threads = ranks.min_over_ranks(settings.threads as u64) as usize;
+    same_simd_path(ranks)?;
     let normalize = spec.normalize;
     let write_err = |source| Error::Write {
         path: "<stdout>".into(),

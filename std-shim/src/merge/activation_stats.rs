@@ -19,7 +19,7 @@ use pleas_core::similarity::{Metric, similarity_from_accumulator};
 use crate::error::Error;
 use crate::io::data::{DataSource, DataSpec};
 use crate::par::{OwnedGram, Parallelism, shard_ranges};
-use crate::ranks::{Ranks, fold_shards};
+use crate::ranks::{Ranks, fold_shards_reporting};
 
 /// NCHW activations as rows of positions: `out[(s * hw + p) * c + ch] = data[(s * c + ch) * hw + p]`.
 fn positions_by_channels(act: &Activations<'_>, out: &mut Vec<f32>) {
@@ -125,7 +125,8 @@ pub fn activation_moments(
 /// run in waves of one per thread and are folded into the total in shard order, so the result
 /// is the same for any number of threads and at most a wave of accumulators is held. With
 /// several `ranks`, each computes its shards of every wave and rank 0 folds them all in shard
-/// order ([`fold_shards`]).
+/// order ([`fold_shards`](crate::ranks::fold_shards)). `on_shards(done, total)` is called
+/// after every wave (for progress).
 pub fn activation_moments_streamed(
     graph: &Graph,
     groups: &Groups,
@@ -136,9 +137,11 @@ pub fn activation_moments_streamed(
     shard_samples: usize,
     par: Parallelism,
     ranks: &dyn Ranks,
+    on_shards: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<OwnedGram>, Error> {
     let n = DataSource::open(data)?.len();
     let shards = shard_ranges(n, shard_samples);
+    let total = shards.len();
     let batch = batch.max(1);
     // One set of buffers per thread: shards `s` with the same `s % threads` run in turn.
     let slots: Vec<Mutex<PassBuffers>> = (0..par.threads().max(1))
@@ -167,20 +170,21 @@ pub fn activation_moments_streamed(
         moments.swap_buffers(&mut slot);
         pushed.map(|()| accs)
     };
-    fold_shards(
+    fold_shards_reporting(
         ranks,
         par,
-        shards.len(),
+        total,
         run_shard,
-        |mut total, mut next| {
-            for (acc, other) in total.iter_mut().zip(next.iter_mut()) {
+        |mut sum, mut next| {
+            for (acc, other) in sum.iter_mut().zip(next.iter_mut()) {
                 acc.combine(other).map_err(|e| Error::Merge {
                     stage: STAGE,
                     reason: e.to_string(),
                 })?;
             }
-            Ok(total)
+            Ok(sum)
         },
+        |done| on_shards(done, total),
     )
 }
 

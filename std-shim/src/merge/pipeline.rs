@@ -34,8 +34,38 @@ use super::stream::{Barrier, FitRows, Networks, PassResult, StreamParams, Stream
 use crate::error::Error;
 use crate::io::data::{DataSource, DataSpec};
 use crate::model::Model;
-use crate::par::{Parallelism, map_jobs};
+use crate::par::{Parallelism, map_jobs, shard_ranges};
 use crate::ranks::{Ranks, Single, agree};
+
+/// The stage that streams the data once through both models for the matching statistics;
+/// one step per wave of shards.
+const STATISTICS: &str = "matching statistics";
+
+/// Progress of a pass over the `n` samples' shards as [`Event`]s of `stage`: the stage event
+/// now, then a step per wave with an ETA from the rate so far (every shard has the same
+/// number of samples, but the last).
+fn shard_progress<'p>(
+    stage: &'static str,
+    n: usize,
+    progress: &'p mut dyn FnMut(&Event),
+) -> impl FnMut(usize, usize) + 'p {
+    progress(&Event::Stage {
+        name: stage,
+        total: shard_ranges(n, SHARD_SAMPLES).len(),
+    });
+    let start = Instant::now();
+    move |done, total| {
+        let elapsed = start.elapsed().as_secs_f64();
+        progress(&Event::Step {
+            stage,
+            done,
+            total,
+            what: format!("{done} of {total} shards"),
+            elapsed,
+            eta: (done > 0).then(|| elapsed * (total - done) as f64 / done as f64),
+        });
+    }
+}
 
 /// A progress event.
 #[derive(Debug, Clone)]
@@ -355,10 +385,6 @@ fn merge_ranked(
 
     // Step 1: matching.
     let t1 = Instant::now();
-    progress(&Event::Stage {
-        name: "matching",
-        total: groups.len(),
-    });
     let widths: Vec<usize> = groups.groups().iter().map(|g| g.width).collect();
     let (scores, correlations): (Vec<Vec<f64>>, Option<Vec<Vec<f64>>>) = match settings.matching {
         MatchingMode::Activation => {
@@ -372,6 +398,7 @@ fn merge_ranked(
                 SHARD_SAMPLES,
                 par,
                 ranks,
+                &mut shard_progress(STATISTICS, n, progress),
             )?;
             let s = group_similarities(&mut accs, settings.metric)?;
             let c = group_similarities(&mut accs, Metric::Correlation)?;
@@ -443,6 +470,10 @@ fn merge_ranked(
                 .map_err(|e| err("budget", e.to_string()))?
         }
     };
+    progress(&Event::Stage {
+        name: "matching",
+        total: groups.len(),
+    });
     let auction = AuctionParams::default();
     let mut matches: Vec<GroupMatch> = Vec::with_capacity(groups.len());
     let mut group_reports = Vec::new();

@@ -137,7 +137,20 @@ pub fn fold_shards<T: Wire + Send>(
     par: Parallelism,
     shards: usize,
     run: impl Fn(usize) -> Result<T, Error> + Sync,
+    fold: impl FnMut(T, T) -> Result<T, Error>,
+) -> Result<T, Error> {
+    fold_shards_reporting(ranks, par, shards, run, fold, |_| {})
+}
+
+/// [`fold_shards`], calling `on_wave(done)` on every rank after each wave with the number of
+/// shards finished so far (all ranks' shards of the waves done), for progress reports.
+pub fn fold_shards_reporting<T: Wire + Send>(
+    ranks: &dyn Ranks,
+    par: Parallelism,
+    shards: usize,
+    run: impl Fn(usize) -> Result<T, Error> + Sync,
     mut fold: impl FnMut(T, T) -> Result<T, Error>,
+    mut on_wave: impl FnMut(usize),
 ) -> Result<T, Error> {
     let (rank, size) = (ranks.rank(), ranks.size().max(1));
     let per_rank = par.threads().max(1);
@@ -148,16 +161,17 @@ pub fn fold_shards<T: Wire + Send>(
             .into_iter()
             .collect();
         let local = agree(ranks, local)?;
+        let wave_end = (wave_start + size * per_rank).min(shards);
         if rank != ROOT {
             for r in local {
                 let mut bytes = Vec::new();
                 r.encode(&mut bytes);
                 ranks.send(ROOT, &bytes);
             }
+            on_wave(wave_end);
             continue;
         }
         let mut local = local.into_iter();
-        let wave_end = (wave_start + size * per_rank).min(shards);
         for s in wave_start..wave_end {
             let owner = (s - wave_start) / per_rank;
             let next = match owner {
@@ -171,6 +185,7 @@ pub fn fold_shards<T: Wire + Send>(
                 (Err(e), _) | (Ok(_), Err(e)) => Err(e),
             };
         }
+        on_wave(wave_end);
     }
     let total = total.and_then(|t| t.ok_or_else(no_shards));
     if size <= 1 {
