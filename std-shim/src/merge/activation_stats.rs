@@ -33,9 +33,10 @@ fn positions_by_channels(act: &Activations<'_>, out: &mut Vec<f32>) {
         // channel down the whole map missed it at 28 x 28).
         for p0 in (0..hw).step_by(TRANSPOSE_RUN) {
             let p1 = (p0 + TRANSPOSE_RUN).min(hw);
-            for ch in 0..c {
-                for (p, &v) in (p0..p1).zip(&sample[ch * hw + p0..ch * hw + p1]) {
-                    rows[p * c + ch] = v;
+            let run = &mut rows[p0 * c..p1 * c];
+            for (ch, src) in sample.chunks_exact(hw).enumerate() {
+                for (cell, &v) in run.chunks_exact_mut(c).zip(&src[p0..p1]) {
+                    cell[ch] = v;
                 }
             }
         }
