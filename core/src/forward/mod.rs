@@ -451,6 +451,13 @@ impl<'a> Forward<'a> {
         self.pool.push(buf);
     }
 
+    /// The pool of spare activation buffers ([`Forward::recycle`] adds to it; every op draws its
+    /// output from it): a caller running several forward passes in turn can move the spare
+    /// buffers from one to the next instead of allocating (and zeroing) new ones.
+    pub fn spare_buffers(&mut self) -> &mut Vec<Vec<f32>> {
+        &mut self.pool
+    }
+
     fn buffer(&mut self, len: usize) -> Vec<f32> {
         let pick = self
             .pool

@@ -474,9 +474,23 @@ where
         })
     }
 
+    /// Forgets every sample and the shifts, as a new accumulator over the same buffers (the
+    /// packed buffers keep their zero gaps, so the next push of as many maps as the last one
+    /// skips laying them out again).
+    pub fn reset(&mut self) {
+        self.storage.as_mut()[..self.totals.len].fill(0.0);
+        self.samples = 0;
+        self.shift_set = false;
+    }
+
     /// The geometry.
     pub fn shape(&self) -> ConvGramShape {
         self.shape
+    }
+
+    /// Most maps one product batch takes (larger pushes are taken in parts).
+    pub fn max_samples(&self) -> usize {
+        self.max_samples
     }
 
     /// Samples (maps) accumulated.
