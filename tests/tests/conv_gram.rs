@@ -97,7 +97,12 @@ impl Case {
 
     /// The lag-based moments, read through a Gram accumulator.
     fn lag_moments(&self) -> Moments {
-        let mut cg = OwnedConvGram::new_owned(self.shape, self.params(), self.max_samples).unwrap();
+        let cg = OwnedConvGram::new_owned(self.shape, self.params(), self.max_samples).unwrap();
+        self.lag_moments_with(cg)
+    }
+
+    /// The lag-based moments from `cg` (empty), read through a Gram accumulator.
+    fn lag_moments_with(&self, mut cg: OwnedConvGram) -> Moments {
         let per = self.shape.input_len();
         for w in self.cuts.windows(2) {
             cg.push(
@@ -358,6 +363,26 @@ proptest! {
         let old = case.im2col_moments();
         check(&old, &x, &t, &g, &r, GRAM_MOMENTS_REL);
         check(&lag, &x, &t, &old.gram, &old.cross, 2.0 * GRAM_MOMENTS_REL);
+    }
+
+    /// An accumulator reset after other maps (other shifts, other totals, perhaps another
+    /// batch layout) gives bit for bit the moments of a new one: the merge reuses one per
+    /// thread from shard to shard.
+    #[test]
+    fn a_reset_accumulator_equals_a_new_one(case in case_strategy()) {
+        let fresh = case.lag_moments();
+        let mut cg = OwnedConvGram::new_owned(case.shape, case.params(), case.max_samples).unwrap();
+        let other: Vec<f32> = case.maps.iter().map(|v| 2.0 * v + 3.0).collect();
+        cg.push(&other, case.samples, case.t_view(0, case.samples)).unwrap();
+        cg.reset();
+        prop_assert_eq!(cg.count(), 0);
+        let reused = case.lag_moments_with(cg);
+        let bits = |m: &Moments| -> Vec<u64> {
+            m.gram.iter().chain(m.cross.iter()).chain(&m.sum_x).chain(&m.sum_t).chain(&m.sum_tt)
+                .map(|v| v.to_bits()).collect()
+        };
+        prop_assert_eq!(fresh.count, reused.count);
+        prop_assert!(bits(&fresh) == bits(&reused), "reset accumulator differs from a new one");
     }
 
     /// Two accumulators of the same maps, one pushed with im2row rows and then given the

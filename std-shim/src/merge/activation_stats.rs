@@ -8,6 +8,7 @@
 //! is O(n^2) per group whatever the amount of data, and every batch counts.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use pleas_core::forward::{Activations, Forward, Observer};
 use pleas_core::gram::GramParams;
@@ -23,19 +24,28 @@ use crate::ranks::{Ranks, fold_shards_reporting};
 /// NCHW activations as rows of positions: `out[(s * hw + p) * c + ch] = data[(s * c + ch) * hw + p]`.
 fn positions_by_channels(act: &Activations<'_>, out: &mut Vec<f32>) {
     let (c, hw) = (act.shape.c, act.shape.h * act.shape.w);
-    out.clear();
+    // Every value is overwritten: no need to clear first.
     out.resize(act.batch * hw * c, 0.0);
     for s in 0..act.batch {
-        for ch in 0..c {
-            let src = &act.data[(s * c + ch) * hw..(s * c + ch + 1) * hw];
-            for (p, &v) in src.iter().enumerate() {
-                out[(s * hw + p) * c + ch] = v;
+        let sample = &act.data[s * c * hw..(s + 1) * c * hw];
+        let rows = &mut out[s * hw * c..(s + 1) * hw * c];
+        // A run of positions at a time, so the rows being written stay in L1 (writing each
+        // channel down the whole map missed it at 28 x 28).
+        for p0 in (0..hw).step_by(TRANSPOSE_RUN) {
+            let p1 = (p0 + TRANSPOSE_RUN).min(hw);
+            let run = &mut rows[p0 * c..p1 * c];
+            for (ch, src) in sample.chunks_exact(hw).enumerate() {
+                for (cell, &v) in run.chunks_exact_mut(c).zip(&src[p0..p1]) {
+                    cell[ch] = v;
+                }
             }
         }
     }
 }
 
-/// Keeps A's activations of the watched nodes for the current batch.
+/// Positions per run of [`positions_by_channels`].
+const TRANSPOSE_RUN: usize = 32;
+
 struct RecordA<'w> {
     watch: &'w BTreeMap<NodeId, usize>,
     kept: BTreeMap<NodeId, Vec<f32>>,
@@ -134,20 +144,32 @@ pub fn activation_moments_streamed(
     let shards = shard_ranges(n, shard_samples);
     let total = shards.len();
     let batch = batch.max(1);
+    // One set of buffers per thread: shards `s` with the same `s % threads` run in turn.
+    let slots: Vec<Mutex<PassBuffers>> = (0..par.threads().max(1))
+        .map(|_| Mutex::default())
+        .collect();
     let run_shard = |s: usize| -> Result<Vec<OwnedGram>, Error> {
         let mut src = DataSource::open(data)?;
         let per = src.sample_len();
         let mut accs = new_accumulators(groups);
         let mut moments = MomentsPass::new(graph, groups, a, b)?;
+        let mut slot = slots[s % slots.len()].lock().expect("slot lock");
+        moments.swap_buffers(&mut slot);
         let range = shards[s].clone();
         let mut x = Vec::new();
+        let mut pushed = Ok(());
         for start in range.clone().step_by(batch) {
             let m = batch.min(range.end - start);
             x.resize(m * per, 0.0);
-            src.read(start, m, &mut x)?;
-            moments.push(&x, m, &mut accs)?;
+            pushed = src
+                .read(start, m, &mut x)
+                .and_then(|()| moments.push(&x, m, &mut accs));
+            if pushed.is_err() {
+                break;
+            }
         }
-        Ok(accs)
+        moments.swap_buffers(&mut slot);
+        pushed.map(|()| accs)
     };
     fold_shards_reporting(
         ranks,
@@ -174,12 +196,25 @@ fn new_accumulators(groups: &Groups) -> Vec<OwnedGram> {
         .collect()
 }
 
+/// Buffers a [`MomentsPass`] reuses: the next shard on the same thread takes them over, so
+/// the multi-megabyte activation and transposition buffers are not allocated (zeroed,
+/// page-faulted) anew for every shard.
+#[derive(Default)]
+struct PassBuffers {
+    kept: BTreeMap<NodeId, Vec<f32>>,
+    rows: Vec<f32>,
+    spare_a: Vec<Vec<f32>>,
+    spare_b: Vec<Vec<f32>>,
+}
+
 /// One batch at a time: A's watched activations are recorded, then B's are paired with them.
 struct MomentsPass<'g> {
     watch: BTreeMap<NodeId, usize>,
     fa: Forward<'g>,
     fb: Forward<'g>,
     kept: BTreeMap<NodeId, Vec<f32>>,
+    /// B's activations as rows of positions.
+    rows: Vec<f32>,
 }
 
 impl<'g> MomentsPass<'g> {
@@ -200,7 +235,16 @@ impl<'g> MomentsPass<'g> {
             fa: Forward::new(graph, a)?,
             fb: Forward::new(graph, b)?,
             kept: BTreeMap::new(),
+            rows: Vec::new(),
         })
+    }
+
+    /// Exchanges this pass's reusable buffers with `bufs`.
+    fn swap_buffers(&mut self, bufs: &mut PassBuffers) {
+        std::mem::swap(&mut self.kept, &mut bufs.kept);
+        std::mem::swap(&mut self.rows, &mut bufs.rows);
+        std::mem::swap(self.fa.spare_buffers(), &mut bufs.spare_a);
+        std::mem::swap(self.fb.spare_buffers(), &mut bufs.spare_b);
     }
 
     fn push(&mut self, x: &[f32], m: usize, accs: &mut [OwnedGram]) -> Result<(), Error> {
@@ -214,10 +258,11 @@ impl<'g> MomentsPass<'g> {
             watch: &self.watch,
             kept: &self.kept,
             accs,
-            buf: Vec::new(),
+            buf: std::mem::take(&mut self.rows),
             error: None,
         };
         self.fb.run(x, m, &mut push)?;
+        self.rows = push.buf;
         match push.error {
             Some(reason) => Err(Error::Merge {
                 stage: STAGE,

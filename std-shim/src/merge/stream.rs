@@ -22,7 +22,6 @@ use pleas_core::gram::conv::{ConvGram, ConvGramShape};
 use pleas_core::gram::{GramError, GramParams};
 use pleas_core::graph::{Graph, NodeId, Weights};
 use pleas_core::linalg::MatRef;
-use pleas_core::lstsq::LsForm;
 use pleas_core::merge::layout::GroupLayout;
 
 use super::layers::LayerKind;
@@ -32,6 +31,7 @@ use crate::error::Error;
 use crate::io::data::{DataSource, DataSpec};
 use crate::par::{OwnedGram, Parallelism, shard_ranges};
 use crate::ranks::{Ranks, fold_shards};
+use pleas_core::lstsq::LsForm;
 use pleas_core::merge::sources::{RowSource, TargetRule, row_source};
 
 /// How the passes run.
@@ -170,11 +170,13 @@ fn lag_gram_shape(
     })
 }
 
-/// Pushes one chunk of maps and target rows into the shard's lag-based accumulator (made on
-/// the first chunk, for chunks of up to `batch` maps). Its totals join the shard's Gram
-/// accumulator once, at the end of the shard.
+/// Pushes one chunk of maps and target rows into the shard's lag-based accumulator: `lag`,
+/// reset, when it has this shape and is unused in this shard (`fresh`), else a new one for
+/// chunks of up to `batch` maps. Its totals join the shard's Gram accumulator once, at the
+/// end of the shard.
 fn push_lag_gram(
     lag: &mut Option<OwnedConvGram>,
+    fresh: bool,
     shape: ConvGramShape,
     batch: usize,
     maps: &[f32],
@@ -182,8 +184,13 @@ fn push_lag_gram(
     t: MatRef<'_, f32>,
 ) -> Result<(), GramError> {
     let lag = match lag {
-        Some(l) => l,
-        None => lag.insert(OwnedConvGram::new_owned(
+        Some(l) if l.shape() == shape && l.max_samples() >= batch => {
+            if fresh {
+                l.reset();
+            }
+            l
+        }
+        _ => lag.insert(OwnedConvGram::new_owned(
             shape,
             GramParams::default(),
             batch,
@@ -204,57 +211,52 @@ struct PassSpan<'s> {
     keep: &'s BTreeSet<NodeId>,
 }
 
-/// One chunk's activations of A, B and the merged network, by node (`None`: not held).
-type ChunkActs = [Vec<Option<Vec<f32>>>; 3];
-
-/// What one shard of a fit pass accumulates over its chunks, and its buffers.
-struct FitShard<'l> {
-    /// The pass's layers (one input, targets side by side).
-    layers: Vec<&'l MergedLayer>,
-    acc: OwnedGram,
-    kept: Option<Box<FitRows>>,
-    lag: Option<OwnedConvGram>,
-    /// Composed input maps (fits on the layout of A's and B's inputs).
-    x: Vec<f32>,
-    xrows: Vec<f32>,
-    tbuf: Vec<f32>,
-}
-
-impl<'l> FitShard<'l> {
-    /// The pass must have at least one layer ([`Streamer::pass`] checks).
-    fn new(layers: Vec<&'l MergedLayer>) -> Self {
-        let d = layers[0].columns();
-        let t: usize = layers.iter().map(|l| l.outputs).sum();
-        Self {
-            layers,
-            acc: OwnedGram::new_owned(d, t, GramParams::default()),
-            kept: None,
-            lag: None,
-            x: Vec::new(),
-            xrows: Vec::new(),
-            tbuf: Vec::new(),
-        }
-    }
-
-    /// The shard's result: the lag-based moments joined to the accumulator.
-    fn finish(mut self) -> Result<PassResult, Error> {
-        if let Some(lag) = self.lag.as_mut() {
-            lag.add_to(&mut self.acc)
-                .map_err(|e| Error::core(STAGE, e))?;
-        }
-        Ok(PassResult::Fit(self.acc, self.kept))
-    }
-}
-
-/// What one shard accumulates.
-enum ShardSums<'l> {
-    Fit(Box<FitShard<'l>>),
-    BatchNorm(ChannelMoments),
-}
-
 struct Shard {
     samples: Range<usize>,
     store: ActivationStore,
+}
+
+/// Most spare activation buffers a [`SlotBuffers`] keeps between shards.
+const MAX_SPARE: usize = 12;
+
+/// Buffers one thread reuses from shard to shard (shards `s` with the same `s % threads` run
+/// one after another): activation buffers the forward passes draw from and the store reads
+/// into, and the patch and target rows of the fits. Fresh multi-megabyte buffers for every
+/// node of every shard cost zeroing and page faults (about 15 % of a merge's profile).
+#[derive(Default)]
+struct SlotBuffers {
+    /// Spare activation buffers.
+    spare: Vec<Vec<f32>>,
+    /// Composed inputs of a fit on the original models' inputs.
+    x: Vec<f32>,
+    /// im2row patch rows.
+    xrows: Vec<f32>,
+    /// Composed target rows.
+    tbuf: Vec<f32>,
+    /// The lag-based accumulator of the last shard (reset for the next one of its shape).
+    lag: Option<OwnedConvGram>,
+}
+
+/// The spare buffer that best fits `len` values (the smallest that holds them, else the
+/// largest), emptied, or a new one.
+fn take_spare(spare: &mut Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    let fits = spare
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.capacity() >= len)
+        .min_by_key(|(_, b)| b.capacity())
+        .or_else(|| spare.iter().enumerate().max_by_key(|(_, b)| b.capacity()))
+        .map(|(i, _)| i);
+    let mut b = fits.map(|i| spare.swap_remove(i)).unwrap_or_default();
+    b.clear();
+    b
+}
+
+/// A spare buffer (or a new one) holding a copy of `data`.
+fn spare_copy(spare: &mut Vec<Vec<f32>>, data: &[f32]) -> Vec<f32> {
+    let mut b = take_spare(spare, data.len());
+    b.extend_from_slice(data);
+    b
 }
 
 /// Runs passes over the merge data, keeping each network's live activations between them.
@@ -263,6 +265,8 @@ pub struct Streamer<'a> {
     params: StreamParams,
     data: DataSpec,
     shards: Vec<Mutex<Shard>>,
+    /// Reused buffers, one set per thread (shard `s` uses set `s % threads`).
+    slots: Vec<Mutex<SlotBuffers>>,
     /// Highest node computed so far, per network (0: only the input).
     frontier: [usize; 3],
     /// Samples over all shards.
@@ -317,39 +321,50 @@ fn compose(
     out: &mut [f32],
 ) {
     let rows = sources_rows.len();
-    let mut tmp = vec![0.0f32; plane];
+    // For row-major output, a run of positions at a time, so that the output rows being
+    // written stay in L1 (writing each output column down a whole map missed it).
+    let run = match dest {
+        Dest::Nchw => plane.max(1),
+        Dest::Rows { .. } => COMPOSE_RUN,
+    };
+    let mut tmp = [0.0f32; COMPOSE_RUN];
     for s in 0..batch {
-        for (r, src) in sources_rows.iter().enumerate() {
-            let (sa, sb) = (src.a, src.b);
-            let dst: &mut [f32] = match dest {
-                Dest::Nchw => &mut out[(s * rows + r) * plane..][..plane],
-                Dest::Rows { .. } => &mut tmp,
-            };
-            match (sa, sb) {
-                (Some((ia, wa)), Some((ib, wb))) => {
-                    let pa = &a[(s * in_channels + ia) * plane..][..plane];
-                    let pb = &b[(s * in_channels + ib) * plane..][..plane];
-                    for ((d, &x), &y) in dst.iter_mut().zip(pa).zip(pb) {
-                        *d = wa * x + wb * y;
+        for p0 in (0..plane).step_by(run) {
+            let p1 = (p0 + run).min(plane);
+            for (r, src) in sources_rows.iter().enumerate() {
+                let dst: &mut [f32] = match dest {
+                    Dest::Nchw => &mut out[(s * rows + r) * plane + p0..][..p1 - p0],
+                    Dest::Rows { .. } => &mut tmp[..p1 - p0],
+                };
+                let at = |i: usize| (s * in_channels + i) * plane;
+                match (src.a, src.b) {
+                    (Some((ia, wa)), Some((ib, wb))) => {
+                        let pa = &a[at(ia) + p0..at(ia) + p1];
+                        let pb = &b[at(ib) + p0..at(ib) + p1];
+                        for ((d, &x), &y) in dst.iter_mut().zip(pa).zip(pb) {
+                            *d = wa * x + wb * y;
+                        }
                     }
-                }
-                (Some((i, w)), None) | (None, Some((i, w))) => {
-                    let src = if sa.is_some() { a } else { b };
-                    let p = &src[(s * in_channels + i) * plane..][..plane];
-                    for (d, &x) in dst.iter_mut().zip(p) {
-                        *d = w * x;
+                    (Some((i, w)), None) | (None, Some((i, w))) => {
+                        let src = if src.a.is_some() { a } else { b };
+                        for (d, &x) in dst.iter_mut().zip(&src[at(i) + p0..at(i) + p1]) {
+                            *d = w * x;
+                        }
                     }
+                    (None, None) => dst.fill(0.0),
                 }
-                (None, None) => dst.fill(0.0),
-            }
-            if let Dest::Rows { stride, offset } = dest {
-                for (p, &v) in tmp.iter().enumerate() {
-                    out[(s * plane + p) * stride + offset + r] = v;
+                if let Dest::Rows { stride, offset } = dest {
+                    for (p, &v) in (p0..p1).zip(tmp.iter()) {
+                        out[(s * plane + p) * stride + offset + r] = v;
+                    }
                 }
             }
         }
     }
 }
+
+/// Positions per run of [`compose`] into rows.
+const COMPOSE_RUN: usize = 32;
 
 impl PassResult {
     /// Folds `other` (the next shard's result) into `self`: the reduction every pass applies
@@ -391,11 +406,15 @@ impl<'a> Streamer<'a> {
                 })
             })
             .collect();
+        let slots = (0..params.par.threads().max(1))
+            .map(|_| Mutex::default())
+            .collect();
         Self {
             nets,
             params,
             data,
             shards,
+            slots,
             frontier: [0; 3],
             samples: n,
         }
@@ -497,7 +516,8 @@ impl<'a> Streamer<'a> {
             this.shards.len(),
             |s| {
                 let mut shard = this.shards[s].lock().expect("shard lock");
-                this.run_shard(&mut shard, barrier, m_weights, &span)
+                let mut bufs = this.slots[s % this.slots.len()].lock().expect("slot lock");
+                this.run_shard(&mut shard, &mut bufs, barrier, m_weights, &span)
             },
             PassResult::combine,
         )?;
@@ -522,314 +542,280 @@ impl<'a> Streamer<'a> {
     fn run_shard(
         &self,
         shard: &mut Shard,
+        bufs: &mut SlotBuffers,
         barrier: &Barrier,
         m_weights: &Weights,
         span: &PassSpan<'_>,
     ) -> Result<PassResult, Error> {
+        let (from, to, consumers) = (span.from, span.to, span.consumers);
         let nets = &self.nets;
         let merged = nets.merged;
         let mut src = DataSource::open(&self.data)?;
         let per = src.sample_len();
-        let mut fwd = [
-            Forward::new(nets.original, nets.a)?,
-            Forward::new(nets.original, nets.b)?,
-            Forward::new(&merged.graph, m_weights)?,
-        ];
+        let mut fa = Forward::new(nets.original, nets.a)?;
+        let mut fb = Forward::new(nets.original, nets.b)?;
+        let mut fm = Forward::new(&merged.graph, m_weights)?;
         let needs: [bool; 3] = match barrier {
             Barrier::Fit { sequential, .. } => [true, true, *sequential],
             Barrier::BatchNorm { .. } => [false, false, true],
         };
-        // What this shard accumulates.
-        let mut sums = match barrier {
-            Barrier::Fit { layers, .. } => ShardSums::Fit(Box::new(FitShard::new(
-                layers.iter().map(|&l| &merged.layers[l]).collect(),
-            ))),
-            Barrier::BatchNorm { .. } => ShardSums::BatchNorm(ChannelMoments::default()),
+        // Accumulator for this shard.
+        let mut acc: Option<OwnedGram> = None;
+        let mut moments = ChannelMoments::default();
+        let fit_layers: Vec<&MergedLayer> = match barrier {
+            Barrier::Fit { layers, .. } => layers.iter().map(|&l| &merged.layers[l]).collect(),
+            Barrier::BatchNorm { .. } => Vec::new(),
         };
+        if let Some(first) = fit_layers.first() {
+            let d = first.columns();
+            let t: usize = fit_layers.iter().map(|l| l.outputs).sum();
+            acc = Some(OwnedGram::new_owned(d, t, GramParams::default()));
+        }
         let batch = self.params.batch.max(1);
         let range = shard.samples.clone();
+        let SlotBuffers {
+            spare,
+            x,
+            xrows,
+            tbuf,
+            lag,
+        } = bufs;
+        let mut kept: Option<Box<FitRows>> = None;
+        // Whether this shard has pushed into `lag` yet.
+        let mut lag_used = false;
         for (chunk, start) in range.clone().step_by(batch).enumerate() {
             let count = batch.min(range.end - start);
-            let mut input = vec![0.0f32; count * per];
+            let mut input = take_spare(spare, count * per);
+            input.resize(count * per, 0.0);
             src.read(start, count, &mut input)?;
-            let mut acts =
-                self.forward_chunk(shard, &mut fwd, needs, span, (chunk, count), &input)?;
-            match (&mut sums, barrier) {
-                (ShardSums::Fit(f), Barrier::Fit { sequential, .. }) => {
-                    self.fit_chunk(f, &acts, *sequential, (start, count))?;
+            let mut acts: [Vec<Option<Vec<f32>>>; 3] = [
+                vec![None; self.graph(Net::A).nodes().len()],
+                vec![None; self.graph(Net::B).nodes().len()],
+                vec![None; self.graph(Net::M).nodes().len()],
+            ];
+            for (i, net) in [Net::A, Net::B, Net::M].into_iter().enumerate() {
+                if !needs[i] {
+                    continue;
                 }
-                (ShardSums::BatchNorm(m), Barrier::BatchNorm { node }) => {
-                    self.batchnorm_chunk(m, &acts, *node, count)?;
+                acts[i][0] = Some(spare_copy(spare, &input));
+                for k in 1..=from[i] {
+                    if shard.store.contains(net, k) {
+                        acts[i][k] = shard.store.take(net, k, chunk, spare)?;
+                    }
                 }
-                _ => return Err(stage_err("a shard's sums do not match its pass".into())),
-            }
-            // Keep what later passes read.
-            self.keep_live(shard, &mut acts, needs, span, chunk)?;
-        }
-        match sums {
-            // Every shard has at least one sample, so all of them made the same choice.
-            ShardSums::Fit(f) => f.finish(),
-            ShardSums::BatchNorm(m) => Ok(PassResult::BatchNorm(m)),
-        }
-    }
-
-    /// The activations of one chunk of `count` samples (chunk `chunk` of the shard) that this
-    /// pass needs: those stored by earlier passes, then the nodes this pass computes.
-    fn forward_chunk(
-        &self,
-        shard: &mut Shard,
-        fwd: &mut [Forward<'_>; 3],
-        needs: [bool; 3],
-        span: &PassSpan<'_>,
-        (chunk, count): (usize, usize),
-        input: &[f32],
-    ) -> Result<ChunkActs, Error> {
-        let (from, to, consumers) = (span.from, span.to, span.consumers);
-        let mut acts: ChunkActs = [
-            vec![None; self.graph(Net::A).nodes().len()],
-            vec![None; self.graph(Net::B).nodes().len()],
-            vec![None; self.graph(Net::M).nodes().len()],
-        ];
-        for (i, net) in [Net::A, Net::B, Net::M].into_iter().enumerate() {
-            if !needs[i] {
-                continue;
-            }
-            acts[i][0] = Some(input.to_vec());
-            for k in 1..=from[i] {
-                if shard.store.contains(net, k) {
-                    acts[i][k] = shard.store.take(net, k, chunk)?;
-                }
-            }
-            for k in from[i] + 1..=to[i] {
-                // The forward pass may reuse an input's buffer in place when `k` is its
-                // last reader; keep a copy of inputs this pass or a later one reads.
-                let kept: Vec<(NodeId, Vec<f32>)> = if net == Net::M {
-                    Vec::new()
-                } else {
-                    self.graph(net)
-                        .node(k)
-                        .inputs
-                        .iter()
-                        .filter(|&&j| span.keep.contains(&j) && consumers[i][j].last() == Some(&k))
-                        .filter_map(|&j| acts[i][j].clone().map(|b| (j, b)))
-                        .collect()
+                let fwd = match net {
+                    Net::A => &mut fa,
+                    Net::B => &mut fb,
+                    Net::M => &mut fm,
                 };
-                let out = fwd[i].compute_node(k, &mut acts[i], count)?;
-                acts[i][k] = Some(out);
-                for (j, b) in kept {
-                    acts[i][j].get_or_insert(b);
+                // The forward pass draws its buffers from the spares while it runs.
+                std::mem::swap(fwd.spare_buffers(), spare);
+                for k in from[i] + 1..=to[i] {
+                    // The forward pass may reuse an input's buffer in place when `k` is its
+                    // last reader; keep a copy of inputs this pass or a later one reads.
+                    let kept: Vec<(NodeId, Vec<f32>)> = if net == Net::M {
+                        Vec::new()
+                    } else {
+                        self.graph(net)
+                            .node(k)
+                            .inputs
+                            .iter()
+                            .filter(|&&j| {
+                                span.keep.contains(&j) && consumers[i][j].last() == Some(&k)
+                            })
+                            .filter_map(|&j| {
+                                let b = acts[i][j].as_deref()?;
+                                Some((j, spare_copy(fwd.spare_buffers(), b)))
+                            })
+                            .collect()
+                    };
+                    let out = fwd.compute_node(k, &mut acts[i], count)?;
+                    acts[i][k] = Some(out);
+                    for (j, b) in kept {
+                        match acts[i][j] {
+                            Some(_) => fwd.recycle(b),
+                            None => acts[i][j] = Some(b),
+                        }
+                    }
+                }
+                std::mem::swap(fwd.spare_buffers(), spare);
+            }
+            match barrier {
+                Barrier::Fit { sequential, .. } => {
+                    let first = fit_layers[0];
+                    let in_node = merged.graph.node(first.node).inputs[0];
+                    let src_in = merged.source_node[in_node];
+                    let in_shape = nets.original.node(src_in).shape;
+                    let plane = in_shape.h * in_shape.w;
+                    let cm = first.in_channels;
+                    let xmap: &[f32] = if *sequential {
+                        acts[2][in_node]
+                            .as_deref()
+                            .ok_or_else(|| stage_err(format!("merged input {in_node} missing")))?
+                    } else {
+                        let (ua, ub) = (acts[0][src_in].as_deref(), acts[1][src_in].as_deref());
+                        let (Some(ua), Some(ub)) = (ua, ub) else {
+                            return Err(stage_err(format!("input {src_in} of A or B missing")));
+                        };
+                        let rule = match first.input_rule {
+                            InputRule::Layout(g) => TargetRule::Layout(g),
+                            InputRule::Average => TargetRule::Average,
+                        };
+                        let rows: Vec<RowSource> = (0..cm)
+                            .map(|r| row_source(rule, |g| &nets.layouts[g], r))
+                            .collect();
+                        x.resize(count * cm * plane, 0.0);
+                        compose(&rows, ua, ub, in_shape.c, plane, count, Dest::Nchw, x);
+                        x.as_slice()
+                    };
+                    let (kernel, stride, padding) = match first.kind {
+                        LayerKind::Linear => ([1, 1], [1, 1], [0, 0]),
+                        LayerKind::Conv {
+                            kernel,
+                            stride,
+                            padding,
+                        } => (kernel, stride, padding),
+                    };
+                    let geom =
+                        ConvGeometry::new(cm, in_shape.h, in_shape.w, kernel, stride, padding)
+                            .ok_or_else(|| stage_err("window does not fit".into()))?;
+                    let ncols = count * geom.positions();
+                    let k = geom.patch_len();
+                    let d = first.columns();
+                    // Fewer rows in the whole pass than columns: keep them for the sample-space
+                    // solve (the same decision in every shard).
+                    let keep_rows =
+                        LsForm::Auto.dual(self.samples.saturating_mul(geom.positions()), d);
+                    let lag_shape = lag_gram_shape(
+                        &geom,
+                        first.bias,
+                        keep_rows,
+                        fit_layers.iter().map(|l| l.outputs).sum(),
+                    );
+                    if lag_shape.is_none() {
+                        xrows.resize(im2row_len(&geom, count, d), 0.0);
+                        im2row(&geom, xmap, count, d, xrows);
+                        if first.bias {
+                            for row in xrows.chunks_exact_mut(d) {
+                                row[k] = 1.0;
+                            }
+                        }
+                    }
+                    let t: usize = fit_layers.iter().map(|l| l.outputs).sum();
+                    tbuf.resize(t * ncols, 0.0);
+                    let mut row0 = 0;
+                    for l in &fit_layers {
+                        let sn = merged.source_node[l.node];
+                        let (Some(va), Some(vb)) = (acts[0][sn].as_deref(), acts[1][sn].as_deref())
+                        else {
+                            return Err(stage_err(format!("output {sn} of A or B missing")));
+                        };
+                        let oshape = nets.original.node(sn).shape;
+                        let rows: Vec<RowSource> = (0..l.outputs)
+                            .map(|r| row_source(l.target_rule, |g| &nets.layouts[g], r))
+                            .collect();
+                        compose(
+                            &rows,
+                            va,
+                            vb,
+                            oshape.c,
+                            oshape.h * oshape.w,
+                            count,
+                            Dest::Rows {
+                                stride: t,
+                                offset: row0,
+                            },
+                            tbuf,
+                        );
+                        row0 += l.outputs;
+                    }
+                    if keep_rows {
+                        let r = kept.get_or_insert_with(Box::default);
+                        r.x.extend_from_slice(&xrows[..ncols * d]);
+                        r.t.extend_from_slice(&tbuf[..ncols * t]);
+                    }
+                    let tv = MatRef::new(tbuf, ncols, t).map_err(|e| Error::core(STAGE, e))?;
+                    let pushed = match lag_shape {
+                        Some(shape) => {
+                            let fresh = !std::mem::replace(&mut lag_used, true);
+                            push_lag_gram(lag, fresh, shape, batch, xmap, count, tv)
+                        }
+                        None => {
+                            let xv =
+                                MatRef::new(xrows, ncols, d).map_err(|e| Error::core(STAGE, e))?;
+                            acc.as_mut().expect("fit accumulator").push(xv, Some(tv))
+                        }
+                    };
+                    pushed.map_err(|e| {
+                        Error::core_at(
+                            STAGE,
+                            format!("layer `{}`", merged.graph.node(first.node).name),
+                            e.with_sample_offset(start as u64),
+                        )
+                    })?;
+                }
+                Barrier::BatchNorm { node } => {
+                    let in_node = merged.graph.node(*node).inputs[0];
+                    let shape = merged.graph.node(in_node).shape;
+                    let data = acts[2][in_node]
+                        .as_deref()
+                        .ok_or_else(|| stage_err(format!("batch-norm input {in_node} missing")))?;
+                    let plane = shape.h * shape.w;
+                    let c = shape.c;
+                    let mut mean = vec![0.0f64; c];
+                    let mut m2 = vec![0.0f64; c];
+                    for ch in 0..c {
+                        let mut s = 0.0f64;
+                        for smp in 0..count {
+                            for &v in &data[(smp * c + ch) * plane..][..plane] {
+                                s += f64::from(v);
+                            }
+                        }
+                        let mu = s / (count * plane) as f64;
+                        let mut q = 0.0f64;
+                        for smp in 0..count {
+                            for &v in &data[(smp * c + ch) * plane..][..plane] {
+                                let dv = f64::from(v) - mu;
+                                q += dv * dv;
+                            }
+                        }
+                        mean[ch] = mu;
+                        m2[ch] = q;
+                    }
+                    moments.merge((count * plane) as f64, &mean, &m2);
+                }
+            }
+            // Keep what later passes read; the other buffers (and those the store wrote to
+            // disk) become spares.
+            spare.push(input);
+            for (i, net) in [Net::A, Net::B, Net::M].into_iter().enumerate() {
+                if !needs[i] {
+                    continue;
+                }
+                let graph = self.graph(net);
+                for k in 0..acts[i].len() {
+                    let pinned = net != Net::M && span.keep.contains(&k);
+                    let Some(buf) = acts[i][k].take() else {
+                        continue;
+                    };
+                    if k > 0 && (pinned || live(graph, &consumers[i], k, to[i])) {
+                        spare.extend(shard.store.put(net, k, chunk, buf)?);
+                    } else {
+                        spare.push(buf);
+                    }
                 }
             }
         }
-        Ok(acts)
-    }
-
-    /// Stores the chunk's activations that a later node or pass reads.
-    fn keep_live(
-        &self,
-        shard: &mut Shard,
-        acts: &mut ChunkActs,
-        needs: [bool; 3],
-        span: &PassSpan<'_>,
-        chunk: usize,
-    ) -> Result<(), Error> {
-        for (i, net) in [Net::A, Net::B, Net::M].into_iter().enumerate() {
-            if !needs[i] {
-                continue;
-            }
-            let graph = self.graph(net);
-            for k in 1..acts[i].len() {
-                let pinned = net != Net::M && span.keep.contains(&k);
-                if let Some(buf) = acts[i][k].take()
-                    && (pinned || live(graph, &span.consumers[i], k, span.to[i]))
-                {
-                    shard.store.put(net, k, chunk, buf)?;
-                }
-            }
+        // Keep the largest spares: those are the ones that cost page faults to make anew.
+        spare.sort_unstable_by_key(|b| std::cmp::Reverse(b.capacity()));
+        spare.truncate(MAX_SPARE);
+        if let (true, Some(lag), Some(acc)) = (lag_used, lag.as_mut(), acc.as_mut()) {
+            lag.add_to(acc).map_err(|e| Error::core(STAGE, e))?;
         }
-        Ok(())
-    }
-
-    /// The merged input maps of the fit's first layer for one chunk (the merged network's
-    /// own, or the layout of A's and B's, composed into `x`) and its convolution geometry.
-    fn fit_input<'c>(
-        &self,
-        first: &MergedLayer,
-        acts: &'c ChunkActs,
-        sequential: bool,
-        count: usize,
-        x: &'c mut Vec<f32>,
-    ) -> Result<(&'c [f32], ConvGeometry), Error> {
-        let (nets, merged) = (&self.nets, self.nets.merged);
-        let in_node = merged.graph.node(first.node).inputs[0];
-        let src_in = merged.source_node[in_node];
-        let in_shape = nets.original.node(src_in).shape;
-        let plane = in_shape.h * in_shape.w;
-        let cm = first.in_channels;
-        let xmap: &[f32] = if sequential {
-            acts[2][in_node]
-                .as_deref()
-                .ok_or_else(|| stage_err(format!("merged input {in_node} missing")))?
-        } else {
-            let (ua, ub) = (acts[0][src_in].as_deref(), acts[1][src_in].as_deref());
-            let (Some(ua), Some(ub)) = (ua, ub) else {
-                return Err(stage_err(format!("input {src_in} of A or B missing")));
-            };
-            let rule = match first.input_rule {
-                InputRule::Layout(g) => TargetRule::Layout(g),
-                InputRule::Average => TargetRule::Average,
-            };
-            let rows: Vec<RowSource> = (0..cm)
-                .map(|r| row_source(rule, |g| &nets.layouts[g], r))
-                .collect();
-            x.resize(count * cm * plane, 0.0);
-            compose(&rows, ua, ub, in_shape.c, plane, count, Dest::Nchw, x);
-            x
-        };
-        let (kernel, stride, padding) = match first.kind {
-            LayerKind::Linear => ([1, 1], [1, 1], [0, 0]),
-            LayerKind::Conv {
-                kernel,
-                stride,
-                padding,
-            } => (kernel, stride, padding),
-        };
-        let geom = ConvGeometry::new(cm, in_shape.h, in_shape.w, kernel, stride, padding)
-            .ok_or_else(|| stage_err("window does not fit".into()))?;
-        Ok((xmap, geom))
-    }
-
-    /// The fit's target rows for one chunk (`t` targets per position, the layers' targets
-    /// side by side): the layout of A's and B's outputs.
-    fn fit_targets(
-        &self,
-        layers: &[&MergedLayer],
-        acts: &ChunkActs,
-        (count, t): (usize, usize),
-        tbuf: &mut [f32],
-    ) -> Result<(), Error> {
-        let (nets, merged) = (&self.nets, self.nets.merged);
-        let mut row0 = 0;
-        for l in layers {
-            let sn = merged.source_node[l.node];
-            let (Some(va), Some(vb)) = (acts[0][sn].as_deref(), acts[1][sn].as_deref()) else {
-                return Err(stage_err(format!("output {sn} of A or B missing")));
-            };
-            let oshape = nets.original.node(sn).shape;
-            let rows: Vec<RowSource> = (0..l.outputs)
-                .map(|r| row_source(l.target_rule, |g| &nets.layouts[g], r))
-                .collect();
-            let dest = Dest::Rows {
-                stride: t,
-                offset: row0,
-            };
-            compose(
-                &rows,
-                va,
-                vb,
-                oshape.c,
-                oshape.h * oshape.w,
-                count,
-                dest,
-                tbuf,
-            );
-            row0 += l.outputs;
+        match barrier {
+            // Every shard has at least one sample, so all of them made the same choice.
+            Barrier::Fit { .. } => Ok(PassResult::Fit(acc.expect("fit accumulator"), kept)),
+            Barrier::BatchNorm { .. } => Ok(PassResult::BatchNorm(moments)),
         }
-        Ok(())
-    }
-
-    /// Adds one chunk (samples `start..start + count`) to a fit's shard sums: im2row rows or
-    /// lag-based moments of the inputs, against the targets; the rows themselves when the
-    /// pass keeps them.
-    fn fit_chunk(
-        &self,
-        f: &mut FitShard<'_>,
-        acts: &ChunkActs,
-        sequential: bool,
-        (start, count): (usize, usize),
-    ) -> Result<(), Error> {
-        let merged = self.nets.merged;
-        let batch = self.params.batch.max(1);
-        let first = f.layers[0];
-        let (xmap, geom) = self.fit_input(first, acts, sequential, count, &mut f.x)?;
-        let ncols = count * geom.positions();
-        let k = geom.patch_len();
-        let d = first.columns();
-        // Fewer rows in the whole pass than columns: keep them for the sample-space
-        // solve (the same decision in every shard; the core's form rule).
-        let keep_rows = LsForm::Auto.dual(self.samples.saturating_mul(geom.positions()), d);
-        let t: usize = f.layers.iter().map(|l| l.outputs).sum();
-        let lag_shape = lag_gram_shape(&geom, first.bias, keep_rows, t);
-        if lag_shape.is_none() {
-            f.xrows.resize(im2row_len(&geom, count, d), 0.0);
-            im2row(&geom, xmap, count, d, &mut f.xrows);
-            if first.bias {
-                for row in f.xrows.chunks_exact_mut(d) {
-                    row[k] = 1.0;
-                }
-            }
-        }
-        f.tbuf.resize(t * ncols, 0.0);
-        self.fit_targets(&f.layers, acts, (count, t), &mut f.tbuf)?;
-        if keep_rows {
-            let r = f.kept.get_or_insert_with(Box::default);
-            r.x.extend_from_slice(&f.xrows[..ncols * d]);
-            r.t.extend_from_slice(&f.tbuf[..ncols * t]);
-        }
-        let tv = MatRef::new(&f.tbuf, ncols, t).map_err(|e| Error::core(STAGE, e))?;
-        let pushed = match lag_shape {
-            Some(shape) => push_lag_gram(&mut f.lag, shape, batch, xmap, count, tv),
-            None => {
-                let xv = MatRef::new(&f.xrows, ncols, d).map_err(|e| Error::core(STAGE, e))?;
-                f.acc.push(xv, Some(tv))
-            }
-        };
-        pushed.map_err(|e| {
-            Error::core_at(
-                STAGE,
-                format!("layer `{}`", merged.graph.node(first.node).name),
-                e.with_sample_offset(start as u64),
-            )
-        })
-    }
-
-    /// Adds one chunk of `count` samples to the channel moments of batch-norm `node`'s input.
-    fn batchnorm_chunk(
-        &self,
-        moments: &mut ChannelMoments,
-        acts: &ChunkActs,
-        node: NodeId,
-        count: usize,
-    ) -> Result<(), Error> {
-        let merged = self.nets.merged;
-        let in_node = merged.graph.node(node).inputs[0];
-        let shape = merged.graph.node(in_node).shape;
-        let data = acts[2][in_node]
-            .as_deref()
-            .ok_or_else(|| stage_err(format!("batch-norm input {in_node} missing")))?;
-        let plane = shape.h * shape.w;
-        let c = shape.c;
-        let mut mean = vec![0.0f64; c];
-        let mut m2 = vec![0.0f64; c];
-        for ch in 0..c {
-            let mut s = 0.0f64;
-            for smp in 0..count {
-                for &v in &data[(smp * c + ch) * plane..][..plane] {
-                    s += f64::from(v);
-                }
-            }
-            let mu = s / (count * plane) as f64;
-            let mut q = 0.0f64;
-            for smp in 0..count {
-                for &v in &data[(smp * c + ch) * plane..][..plane] {
-                    let dv = f64::from(v) - mu;
-                    q += dv * dv;
-                }
-            }
-            mean[ch] = mu;
-            m2[ch] = q;
-        }
-        moments.merge((count * plane) as f64, &mean, &m2);
-        Ok(())
     }
 }
