@@ -17,6 +17,56 @@
 #include <stdint.h>
 
 /**
+ * Most layers of a network.
+ */
+#define PLEAS_CNN_MAX_LAYERS 32
+
+/**
+ * Most outputs of a network.
+ */
+#define PLEAS_CNN_MAX_OUTPUTS 8
+
+/**
+ * `pleas_cnn_layer.op`: 2-D convolution.
+ */
+#define PLEAS_CNN_OP_CONV2D 0
+
+/**
+ * `pleas_cnn_layer.op`: linear layer on the flattened input.
+ */
+#define PLEAS_CNN_OP_LINEAR 1
+
+/**
+ * `pleas_cnn_layer.op`: eval-mode batch normalisation.
+ */
+#define PLEAS_CNN_OP_BATCHNORM 2
+
+/**
+ * `pleas_cnn_layer.op`: `max(x, 0)`.
+ */
+#define PLEAS_CNN_OP_RELU 3
+
+/**
+ * `pleas_cnn_layer.op`: max pooling.
+ */
+#define PLEAS_CNN_OP_MAXPOOL 4
+
+/**
+ * `pleas_cnn_layer.op`: average pooling (padding counts as zeros).
+ */
+#define PLEAS_CNN_OP_AVGPOOL 5
+
+/**
+ * `pleas_cnn_layer.op`: mean over the positions of each channel.
+ */
+#define PLEAS_CNN_OP_GLOBAL_AVGPOOL 6
+
+/**
+ * `pleas_cnn_layer.op`: the sum of nodes `input` and `other` (residual add).
+ */
+#define PLEAS_CNN_OP_ADD 7
+
+/**
  * Most hidden layers an MLP may have.
  */
 #define PLEAS_MLP_MAX_HIDDEN 8
@@ -199,6 +249,108 @@ typedef struct pleas_auction_info {
      */
     uint32_t integer;
 } pleas_auction_info;
+
+/**
+ * One layer of a network (see the module docs for which fields each op reads).
+ */
+typedef struct pleas_cnn_layer {
+    /**
+     * `PLEAS_CNN_OP_*`.
+     */
+    uint32_t op;
+    /**
+     * The node read: 0 for the input, `l + 1` for layer `l`; earlier than the layer's own.
+     */
+    size_t input;
+    /**
+     * `PLEAS_CNN_OP_ADD`: the second node added.
+     */
+    size_t other;
+    /**
+     * Conv: output channels; linear: output features.
+     */
+    size_t out;
+    /**
+     * Conv and pools: `[kh, kw]`.
+     */
+    size_t kernel[2];
+    /**
+     * Conv and pools: `[sh, sw]`.
+     */
+    size_t stride[2];
+    /**
+     * Conv and pools: zero padding `[ph, pw]` on each side.
+     */
+    size_t padding[2];
+    /**
+     * Conv and linear: 1 if the layer has a bias, 0 if not.
+     */
+    uint32_t bias;
+    /**
+     * Batch-norm: the variance epsilon (finite, positive; PyTorch's default is `1e-5`).
+     */
+    float eps;
+} pleas_cnn_layer;
+
+/**
+ * A network: per-sample input shape, layers, output nodes.
+ */
+typedef struct pleas_cnn_graph {
+    /**
+     * Input channels.
+     */
+    size_t channels;
+    /**
+     * Input height.
+     */
+    size_t height;
+    /**
+     * Input width.
+     */
+    size_t width;
+    /**
+     * `layer_count` layers (only read).
+     */
+    const struct pleas_cnn_layer *layers;
+    /**
+     * Layers, 1 to `PLEAS_CNN_MAX_LAYERS`.
+     */
+    size_t layer_count;
+    /**
+     * `output_count` node numbers (only read).
+     */
+    const size_t *outputs;
+    /**
+     * Outputs, 1 to `PLEAS_CNN_MAX_OUTPUTS`.
+     */
+    size_t output_count;
+} pleas_cnn_graph;
+
+/**
+ * The buffers of a forward pass, from `pleas_cnn_forward_plan_f32()`.
+ */
+typedef struct pleas_cnn_forward_plan {
+    /**
+     * Floats of the parameters (exactly).
+     */
+    size_t params_len;
+    /**
+     * Values of one input sample (`channels x height x width`).
+     */
+    size_t input_len;
+    /**
+     * Floats of the outputs: every output node's values, in output order.
+     */
+    size_t output_len;
+    /**
+     * Floats of scratch: activation buffers and the layers' own scratch.
+     */
+    size_t scratch_len;
+    /**
+     * Activation buffers kept at once (2 for a chain of layers, 3 with a residual add).
+     */
+    size_t slots;
+} pleas_cnn_forward_plan;
 
 /**
  * A Gram accumulator over f32 samples. Set up by `pleas_gram_init_f32()`; every field is
@@ -645,6 +797,75 @@ pleas_status pleas_select_top_f32(const float *scores,
                                   const size_t *perm,
                                   size_t k,
                                   size_t *order);
+
+/**
+ * Plans the forward pass of `graph` into `plan`: the lengths of the parameters, of one input
+ * sample, of the outputs and of the scratch that `pleas_cnn_forward_f32()` takes.
+ *
+ * Errors: `PLEAS_ERROR_ARGUMENT` (NULL or misaligned pointer, `plan` overlapping the graph,
+ * an unknown op, `bias` not 0 or 1, a batch-norm `eps` that is not finite and positive),
+ * `PLEAS_ERROR_LENGTH` (no layer or output, more than the maximum, an empty input shape or
+ * layer output, sizes beyond memory), `PLEAS_ERROR_INDEX` (a layer reading a node that is
+ * not earlier than its own, an output naming no node), `PLEAS_ERROR_SIZE_MISMATCH` (a window
+ * that does not fit its input, or whose padding is as large as its kernel; an add of two
+ * shapes).
+ *
+ * # Safety
+ *
+ * `graph` must point to a valid `pleas_cnn_graph` whose `layers` and `outputs` address
+ * `layer_count` and `output_count` elements; `plan` must point to a writable
+ * `pleas_cnn_forward_plan`.
+ */
+pleas_status pleas_cnn_forward_plan_f32(const struct pleas_cnn_graph *graph,
+                                        struct pleas_cnn_forward_plan *plan);
+
+/**
+ * Runs one sample (`input`, `input_len` floats, NCHW) through `graph` with `params`
+ * (`params_len` floats) and writes every output node's values, in output order, to `out`
+ * (`out_len` floats). `scratch` (`scratch_len` floats) is the caller's scratch. The lengths
+ * come from `pleas_cnn_forward_plan_f32()`.
+ *
+ * Errors: those of the plan; `PLEAS_ERROR_ARGUMENT` (overlapping buffers),
+ * `PLEAS_ERROR_SIZE_MISMATCH` (`params_len` or `input_len` not the plan's), `PLEAS_ERROR_SCRATCH`
+ * (`out` or `scratch` shorter than the plan's), `PLEAS_ERROR_NAN_INF` (a NaN or infinity
+ * among the parameters or the input). Nothing is written on error except the scratch.
+ *
+ * # Safety
+ *
+ * `graph` as for the plan; `params`, `input`, `out` and `scratch` must address their lengths
+ * of floats, the last two writable; the read-only buffers may overlap each other.
+ */
+pleas_status pleas_cnn_forward_f32(const struct pleas_cnn_graph *graph,
+                                   const float *params,
+                                   size_t params_len,
+                                   const float *input,
+                                   size_t input_len,
+                                   float *out,
+                                   size_t out_len,
+                                   float *scratch,
+                                   size_t scratch_len);
+
+/**
+ * `pleas_cnn_forward_f32()` on a byte sample (`input`, `input_len` bytes, e.g. 8-bit pixels)
+ * read through `table` (256 floats: `table[v]` is the value the network takes for byte `v`).
+ * The result is that of `pleas_cnn_forward_f32()` on the mapped values, bit for bit. A table
+ * value that is not finite is refused (`PLEAS_ERROR_NAN_INF`) if the sample uses it.
+ *
+ * # Safety
+ *
+ * As for `pleas_cnn_forward_f32()`, with `input` addressing `input_len` bytes and `table`
+ * 256 floats.
+ */
+pleas_status pleas_cnn_forward_u8(const struct pleas_cnn_graph *graph,
+                                  const float *params,
+                                  size_t params_len,
+                                  const uint8_t *input,
+                                  size_t input_len,
+                                  const float *table,
+                                  float *out,
+                                  size_t out_len,
+                                  float *scratch,
+                                  size_t scratch_len);
 
 /**
  * The length in doubles of the state buffer of an accumulator of `dim` features (at least

@@ -38,6 +38,8 @@
 //! - [`ridge`]: ridge least squares on a principal sub-block of accumulated moments.
 //! - [`mlp`]: the whole PLeaS merge of two MLPs (`pleas_mlp_merge_plan_f32`,
 //!   `pleas_mlp_merge_f32`).
+//! - [`cnn`]: convolutional networks from a compact graph description: the forward pass of
+//!   one sample (`pleas_cnn_forward_plan_f32`, `pleas_cnn_forward_f32`, `pleas_cnn_forward_u8`).
 //!
 //! # Runtime
 //!
@@ -52,6 +54,7 @@ extern crate std;
 
 pub mod auction;
 mod check;
+pub mod cnn;
 pub mod gram;
 pub mod mlp;
 pub mod ridge;

@@ -1,6 +1,7 @@
 //! The status every function returns, and the mapping of the core's errors onto it.
 
 use pleas_core::assign::{AuctionError, SelectError};
+use pleas_core::forward::compact::CompactError;
 use pleas_core::gram::GramError;
 use pleas_core::linalg::ViewError;
 use pleas_core::lstsq::LstsqError;
@@ -195,6 +196,28 @@ impl From<MlpMergeError> for pleas_status {
                 DualError::ShapeMismatch { .. } => PLEAS_ERROR_SIZE_MISMATCH,
                 _ => PLEAS_ERROR_INTERNAL,
             },
+            _ => PLEAS_ERROR_INTERNAL,
+        }
+    }
+}
+
+/// Where the compact network's errors land among the statuses.
+impl From<CompactError> for pleas_status {
+    fn from(e: CompactError) -> Self {
+        match e {
+            CompactError::LayerCount { .. }
+            | CompactError::EmptyInput
+            | CompactError::Size { .. } => PLEAS_ERROR_LENGTH,
+            CompactError::NodeOrder { .. } | CompactError::UnknownOutput { .. } => {
+                PLEAS_ERROR_INDEX
+            }
+            CompactError::Window { .. } | CompactError::AddShapes { .. } => {
+                PLEAS_ERROR_SIZE_MISMATCH
+            }
+            CompactError::Buffer {
+                what: "scratch", ..
+            } => PLEAS_ERROR_SCRATCH,
+            CompactError::Buffer { .. } => PLEAS_ERROR_SIZE_MISMATCH,
             _ => PLEAS_ERROR_INTERNAL,
         }
     }

@@ -2,60 +2,16 @@
 //! pair equals the core's call bit for bit (f32 samples and byte samples with a table), the
 //! plan describes the core's plan, and every status the checks and the core's errors map to.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::ptr::{null, null_mut};
 
+mod common;
+
+use common::{Tensors, fixtures, read_safetensors};
 use pleas_capi::mlp::*;
 use pleas_capi::pleas_status::{self, *};
 use pleas_core::merge::mlp::{
     Heads, LayerRef, MlpDims, MlpMergeInputs, MlpMergeParams, Samples, mlp_merge, mlp_merge_plan,
 };
-
-/// The tensors of a safetensors file (F32 as f32, U8 as bytes), by name.
-struct Tensors {
-    f32: HashMap<String, Vec<f32>>,
-    u8: HashMap<String, Vec<u8>>,
-}
-
-fn read_safetensors(path: &PathBuf) -> Tensors {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    let data = &bytes[8 + n..];
-    let mut t = Tensors {
-        f32: HashMap::new(),
-        u8: HashMap::new(),
-    };
-    for (name, info) in header.as_object().unwrap() {
-        if name == "__metadata__" {
-            continue;
-        }
-        let off = &info["data_offsets"];
-        let (a, b) = (
-            off[0].as_u64().unwrap() as usize,
-            off[1].as_u64().unwrap() as usize,
-        );
-        match info["dtype"].as_str().unwrap() {
-            "F32" => {
-                let v = data[a..b]
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect();
-                t.f32.insert(name.clone(), v);
-            }
-            "U8" => {
-                t.u8.insert(name.clone(), data[a..b].to_vec());
-            }
-            _ => {}
-        }
-    }
-    t
-}
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/fashion")
-}
 
 /// Model layers in the core's order: `layers.0`, `layers.1`, then `head`.
 fn model(t: &Tensors) -> Vec<(Vec<f32>, Vec<f32>)> {

@@ -14,8 +14,10 @@
 //!   of each merged layer of any graph.
 //! - [`graph`] (feature `alloc`): the layer-graph IR, shape inference, permutation groups,
 //!   FLOP and parameter counts.
-//! - [`forward`] (feature `alloc`): batched inference (conv as im2col + GEMM), batch-norm
-//!   folding and an activation observer hook.
+//! - [`forward`]: the layer kernels (conv as im2col + GEMM or direct, linear, pooling), which
+//!   need no allocation; with `alloc`, batched inference over a graph, batch-norm folding and
+//!   an activation observer hook.
+//! - [`window`]: sliding-window sizes shared by the graph and the kernels.
 //!
 //! Kernels never allocate: each takes caller-owned scratch sized by a `*_scratch_len` query.
 //! The `alloc` feature enables the layers that build graphs and merged models.
@@ -31,14 +33,14 @@ extern crate alloc;
 extern crate std;
 
 pub mod assign;
+pub mod forward;
 pub mod gram;
 pub mod linalg;
 pub mod lstsq;
 pub mod merge;
 pub mod simd;
 pub mod similarity;
+pub mod window;
 
-#[cfg(feature = "alloc")]
-pub mod forward;
 #[cfg(feature = "alloc")]
 pub mod graph;

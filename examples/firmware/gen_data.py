@@ -7,7 +7,9 @@ Each selected tensor NAME of FILE becomes `static const T PREFIX_NAME[]` (dots a
 non-identifier characters become `_`) with `#define PREFIX_NAME_DIM<i>` for its shape; `T` is
 `float` for F32 and `uint8_t` for U8. `NAME[ROWS]` keeps the first ROWS rows, `NAME[a:b:c]`
 the rows of the Python slice `a:b:c` (e.g. every 8th of 2000 merge samples sorted by class:
-`x_match[::8]`). Without a NAME list, every tensor is written.
+`x_match[::8]`). Without a NAME list, every tensor is written. `ALIAS=NAME+NAME+...` writes
+the F32 tensors listed one after the other as one array `PREFIX_ALIAS` (with
+`#define PREFIX_ALIAS_LEN`): a network's parameters as one buffer, in layer order.
 
 Example (the two fashion MLPs and 250 merge samples, 25 per class):
 
@@ -52,6 +54,12 @@ def parse_spec(spec):
     path, _, names = rest.partition(":")
     wanted = []
     for item in filter(None, names.split(",")):
+        alias, eq, parts = item.partition("=")
+        if eq:
+            if not alias or not all(parts.split("+")):
+                sys.exit(f"bad joined selection {item!r}: expected ALIAS=NAME+NAME+...")
+            wanted.append((alias, parts.split("+")))
+            continue
         m = re.fullmatch(r"([^\[\]]+)(?:\[([0-9:-]+)\])?", item)
         if not m:
             sys.exit(f"bad tensor selection {item!r}")
@@ -102,8 +110,23 @@ def select(prefix, header, data, name, rows):
     return info["dtype"], shape, raw
 
 
+def join(prefix, header, data, names):
+    """The F32 tensors `names` one after the other, as one flat tensor."""
+    raw = b""
+    for name in names:
+        dtype, _, part = select(prefix, header, data, name, None)
+        if dtype != "F32":
+            sys.exit(f"{prefix}: joined tensor {name!r} has dtype {dtype}, not F32")
+        raw += part
+    return "F32", [len(raw) // 4], raw
+
+
 def emit(out, prefix, header, data, name, rows, shapes_only=False):
-    dtype, shape, raw = select(prefix, header, data, name, rows)
+    if isinstance(rows, list):
+        dtype, shape, raw = join(prefix, header, data, rows)
+        out.append(f"#define {c_name(prefix, name).upper()}_LEN {shape[0]}")
+    else:
+        dtype, shape, raw = select(prefix, header, data, name, rows)
     ctype, fmt, _ = DTYPES[dtype]
     values = [v for (v,) in struct.iter_unpack(fmt, raw)]
     ident = c_name(prefix, name)
@@ -127,6 +150,8 @@ def write_safetensors(target, specs):
         prefix, path, wanted = parse_spec(spec)
         header, data = read_safetensors(path)
         for name, rows in wanted or [(n, None) for n in sorted(header)]:
+            if isinstance(rows, list):
+                sys.exit(f"joined selection {name!r}: not for --safetensors")
             if name in tensors:
                 sys.exit(f"tensor {name!r} selected twice")
             tensors[name] = select(prefix, header, data, name, rows)

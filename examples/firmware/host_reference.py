@@ -3,7 +3,7 @@
 
     host_reference.py [--pleas CMD] [--budgets "1.2 ..."] [--ridge-toward average|zero]
                       [--merge-rows ::8] [--test-rows ::5] [--out DIR]
-                      [--compare FIRMWARE_LOG]
+                      [--compare FIRMWARE_LOG] [--cnn]
 
 Writes the firmware's merge images (`x_match[MERGE_ROWS]`) and test images with labels
 (`x_test[TEST_ROWS]`, `y_test[TEST_ROWS]`) of tests/fixtures/fashion/eval.safetensors to
@@ -21,6 +21,10 @@ and prints the per-task accuracies (head a on classes 0-4, head b on classes 5-9
 With --compare, reads the firmware's output (the lines `accuracy budget B: a X b Y mean Z
 (ca/na, cb/nb)` it prints) and exits with status 1 unless, at every budget, both sides scored
 the same number of images per task and their accuracies agree to three decimals.
+
+With --cnn, also runs `pleas eval` of each model of the CNN pair (tests/fixtures/fashion/
+cnn_split) on the test images and, with --compare, requires the firmware's line `cnn accuracy:
+a X b Y (ca/na, cb/nb)` to agree with it in the same way.
 
 `--pleas` is the command that runs the CLI (split on spaces); default: the binary
 target/release/pleas if it exists, else `cargo run -q --release -p pleas --`.
@@ -41,6 +45,9 @@ FIXTURES = os.path.join(ROOT, "tests", "fixtures", "fashion")
 MODEL_A = os.path.join(FIXTURES, "mlp64_split", "fashion_mlp_split_m0_s6.safetensors")
 MODEL_B = os.path.join(FIXTURES, "mlp64_split", "fashion_mlp_split_m1_s7.safetensors")
 EVAL = os.path.join(FIXTURES, "eval.safetensors")
+CNN_A = os.path.join(FIXTURES, "cnn_split", "fashion_cnn_split_m0_s8.safetensors")
+CNN_B = os.path.join(FIXTURES, "cnn_split", "fashion_cnn_split_m1_s9.safetensors")
+CNN_LINE = re.compile(r"cnn accuracy: a ([0-9.]+) b ([0-9.]+) \((\d+)/(\d+), (\d+)/(\d+)\)")
 NORMALIZE = "x/255*2-1"
 LINE = re.compile(
     r"accuracy budget ([0-9.]+): a ([0-9.]+) b ([0-9.]+) mean [0-9.]+ "
@@ -86,6 +93,37 @@ def host_accuracies(pleas, budgets, ridge_toward, merge_rows, test_rows, out):
     return result
 
 
+def host_cnn_accuracies(pleas, out):
+    """`pleas eval` of each CNN on the test images written by host_accuracies."""
+    test_file = os.path.join(out, "test.safetensors")
+    accs = []
+    for model in (CNN_A, CNN_B):
+        report = json.loads(run(pleas + ["eval", model, "--data", test_file, "--normalize",
+                                         NORMALIZE, "--json"]))
+        (head,) = report["heads"]
+        accs += [head["accuracy"], head["samples"]]
+    a, na, b, nb = accs
+    print(f"host cnn accuracy: a {a:.4f} b {b:.4f} ({round(a * na)}/{na}, {round(b * nb)}/{nb})",
+          flush=True)
+    return a, b, na, nb
+
+
+def device_cnn_accuracies(log):
+    with open(log) as f:
+        for line in f:
+            m = CNN_LINE.match(line.strip())
+            if m:
+                ca, na, cb, nb = (int(g) for g in m.group(3, 4, 5, 6))
+                return ca / na, cb / nb, na, nb
+    return None
+
+
+def same_to_three_decimals(device, host):
+    (da, db, dna, dnb), (ha, hb, hna, hnb) = device, host
+    return (dna, dnb) == (hna, hnb) and all(
+        f"{d:.3f}" == f"{h:.3f}" for d, h in ((da, ha), (db, hb)))
+
+
 def device_accuracies(log):
     result = {}
     with open(log) as f:
@@ -106,6 +144,7 @@ def main():
     p.add_argument("--test-rows", default="::5")
     p.add_argument("--out", default=os.path.join(HERE, "build", "host"))
     p.add_argument("--compare", metavar="FIRMWARE_LOG")
+    p.add_argument("--cnn", action="store_true")
     a = p.parse_args()
     if a.pleas:
         pleas = shlex.split(a.pleas)
@@ -116,6 +155,7 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     budgets = a.budgets.split()
     host = host_accuracies(pleas, budgets, a.ridge_toward, a.merge_rows, a.test_rows, a.out)
+    cnn = host_cnn_accuracies(pleas, a.out) if a.cnn else None
     if not a.compare:
         return
     device = device_accuracies(a.compare)
@@ -126,9 +166,15 @@ def main():
             failed += 1
             continue
         da, db, dna, dnb = device[key]
-        same = (dna, dnb) == (hna, hnb) and all(
-            f"{d:.3f}" == f"{h:.3f}" for d, h in ((da, ha), (db, hb)))
+        same = same_to_three_decimals(device[key], host[key])
         print(f"compare budget {key}: device a {da:.4f} b {db:.4f}, host a {ha:.4f} b {hb:.4f}: "
+              f"{'equal to three decimals' if same else 'DIFFERENT'}")
+        failed += not same
+    if cnn is not None:
+        dev = device_cnn_accuracies(a.compare)
+        same = dev is not None and same_to_three_decimals(dev, cnn)
+        shown = f"device a {dev[0]:.4f} b {dev[1]:.4f}" if dev else f"no cnn line in {a.compare}"
+        print(f"compare cnn: {shown}, host a {cnn[0]:.4f} b {cnn[1]:.4f}: "
               f"{'equal to three decimals' if same else 'DIFFERENT'}")
         failed += not same
     sys.exit(1 if failed else 0)

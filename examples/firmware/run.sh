@@ -3,15 +3,17 @@
 # arm-none-eabi-gcc and newlib (nano), prints the ELF's size and runs it under
 # qemu-system-arm -M mps2-an386 with semihosting, within a timeout; then merges the same pair
 # on the same images on the host with the `pleas` command and compares the accuracies
-# (host_reference.py). Exits with the firmware's status (0 when every check passed), or 1 when
-# the host's accuracies differ from the device's at three decimals.
+# (host_reference.py), and evaluates the CNN pair with `pleas eval` on the same test images.
+# Exits with the firmware's status (0 when every check passed), or 1 when the host's
+# accuracies differ from the device's at three decimals.
 #
 # Needs: rustup target thumbv7em-none-eabihf; Debian packages gcc-arm-none-eabi,
 # libnewlib-arm-none-eabi, qemu-system-arm; a host C compiler and python3.
 #
-# Generated data go to $BUILD/generated (not committed): the two fashion MLPs and the merge
-# and test images as headers of const arrays (they land in flash), and the merge buffers'
-# sizes (mlp_plan.h), planned by host/plan_sizes.c through the host build of the C API.
+# Generated data go to $BUILD/generated (not committed): the two fashion MLPs, the two fashion
+# CNNs (one parameter array each) and the merge and test images as headers of const arrays
+# (they land in flash), and the buffers' sizes (mlp_plan.h, cnn_plan.h), planned by
+# host/host_merge.c and host/cnn_sizes.c through the host build of the C API.
 # Settings (environment):
 #   BUDGETS      merge budgets run on the device, e.g. "1.0 1.2 2.0" (default 1.2)
 #   RIDGE_TOWARD what the ridge pulls towards: average (default; the first layer is then a copy
@@ -21,6 +23,8 @@
 #   TEST_ROWS    rows of x_test used as test images (default ::5: 2000)
 #   PLEAS        command running the host CLI (default: target/release/pleas if built, else
 #                cargo run --release -p pleas --); HOST_CHECK=0 skips the host comparison
+#   CNN          1 (default): also evaluate the CNN pair on the device and compare with
+#                `pleas eval`; 0: the MLP merge only
 #   TIMEOUT      seconds for QEMU (default 120); FIRMWARE_SRCS extra C sources
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -40,6 +44,14 @@ esac
 MERGE_ROWS="${MERGE_ROWS:-::8}"
 TEST_ROWS="${TEST_ROWS:-::5}"
 HOST_CHECK="${HOST_CHECK:-1}"
+CNN="${CNN:-1}"
+case "$CNN" in
+0 | 1) ;;
+*)
+    echo "CNN must be 0 or 1, not '$CNN'" >&2
+    exit 2
+    ;;
+esac
 gen="$BUILD/generated"
 mkdir -p "$gen"
 
@@ -50,6 +62,15 @@ specs=(a="$fx/mlp64_split/fashion_mlp_split_m0_s6.safetensors"
     "data=$fx/eval.safetensors:x_match[$MERGE_ROWS],x_test[$TEST_ROWS],y_test[$TEST_ROWS]")
 python3 "$here/gen_data.py" "$gen/mlp64_split.h" "${specs[@]}"
 python3 "$here/gen_data.py" --shapes-only "$gen/mlp64_split_shapes.h" "${specs[@]}"
+# The CNN pair: each model's parameters joined into one array, in the layer order of
+# src/cnn_graph.h (batch-norm as gamma, beta, running mean, running variance).
+cnn_params="params=conv1.weight+bn1.weight+bn1.bias+bn1.running_mean+bn1.running_var"
+cnn_params+="+conv2.weight+bn2.weight+bn2.bias+bn2.running_mean+bn2.running_var"
+cnn_params+="+conv3.weight+bn3.weight+bn3.bias+bn3.running_mean+bn3.running_var"
+cnn_params+="+head.weight+head.bias"
+python3 "$here/gen_data.py" "$gen/cnn_split.h" \
+    a="$fx/cnn_split/fashion_cnn_split_m0_s8.safetensors:$cnn_params" \
+    b="$fx/cnn_split/fashion_cnn_split_m1_s9.safetensors:$cnn_params"
 
 echo "== merge buffers planned on the host (budgets: $BUDGETS; ridge towards $RIDGE_TOWARD)"
 (cd "$root/capi" && cargo build -q)
@@ -60,6 +81,11 @@ gcc -std=c11 -O1 -Wall -Wextra -Werror -I"$root/capi/include" -I"$here/src" -I"$
 # shellcheck disable=SC2086 # one argument per budget
 "$BUILD/host_merge" sizes $BUDGETS >"$gen/mlp_plan.h"
 grep "^#define MLP_" "$gen/mlp_plan.h"
+gcc -std=c11 -O1 -Wall -Wextra -Werror -I"$root/capi/include" -I"$here/src" \
+    "$here/host/cnn_sizes.c" "$root/capi/target/debug/libpleas_capi.a" -lpthread -ldl -lm \
+    -o "$BUILD/cnn_sizes"
+"$BUILD/cnn_sizes" >"$gen/cnn_plan.h"
+grep "^#define CNN_" "$gen/cnn_plan.h"
 
 echo "== staticlib (thumbv7em-none-eabihf, release)"
 (cd "$root/capi" && cargo build --release --target thumbv7em-none-eabihf -q)
@@ -70,7 +96,8 @@ cpu=(-mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16)
 # -ffp-contract=off: no fused multiply-adds, so the evaluation rounds as the host does.
 cflags=(-std=c11 -O2 -g -Wall -Wextra -Werror -ffunction-sections -fdata-sections
     -ffp-contract=off -I"$root/capi/include" -I"$here/src" -I"$gen"
-    -DMERGE_BUDGETS="$(echo "$BUDGETS" | tr -s ' ' ',')" -DMERGE_RIDGE_TOWARD="$toward_c")
+    -DMERGE_BUDGETS="$(echo "$BUDGETS" | tr -s ' ' ',')" -DMERGE_RIDGE_TOWARD="$toward_c"
+    -DCNN_DEMO="$CNN")
 srcs=("$here"/src/*.c ${FIRMWARE_SRCS:-})
 elf="$BUILD/pleas-demo.elf"
 # The Cortex-M4F has no double-precision FPU: f64 arithmetic, which the merge's sums and
@@ -132,6 +159,7 @@ if [ "$status" -eq 0 ] && [ "$HOST_CHECK" != 0 ]; then
     host_args=(--budgets "$BUDGETS" --ridge-toward "$RIDGE_TOWARD" --merge-rows "$MERGE_ROWS"
         --test-rows "$TEST_ROWS"
         --out "$BUILD/host" --compare "$BUILD/output.txt")
+    if [ "$CNN" = 1 ]; then host_args+=(--cnn); fi
     if [ -n "${PLEAS:-}" ]; then host_args+=(--pleas "$PLEAS"); fi
     python3 "$here/host_reference.py" "${host_args[@]}" || status=1
 fi

@@ -1,7 +1,9 @@
 //! Shared helpers of the `pleas` integration and property tests: the tolerance table, matrix
-//! strategies and f64 oracles.
+//! strategies and f64 oracles, the in-process CLI runner and scratch directories.
 
 pub mod assignment;
+pub mod cli;
+pub mod compact;
 pub mod matrices;
 pub mod models;
 pub mod onnx;

@@ -6,8 +6,11 @@
 //! that removes every directory handed out. The harness ends by returning from `main` or
 //! through `std::process::exit`, and both run `atexit` handlers; a process killed by a signal
 //! leaves its directory behind (its name carries the process id, so runs never collide).
+//!
+//! [`TempDir`] is one test's own directory inside such a directory, removed when the test
+//! ends (and with its parent at exit if the test panicked).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, Once};
 
 /// Directories to remove at exit.
@@ -39,4 +42,34 @@ pub fn dir(name: &str) -> PathBuf {
         dirs.push(dir.clone());
     }
     dir
+}
+
+/// One test's directory, `dir(group)/name`: emptied when made, removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// `dir(group)/name`, empty.
+    pub fn new(group: &str, name: &str) -> Self {
+        let path = dir(group).join(name);
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// A path inside the directory.
+    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -161,6 +161,15 @@ pub const NEAR_TIE_LOGIT_MARGIN: f32 = 2e-3;
 /// relative to the max |output|; f32 sums of up to a few hundred terms in another order.
 pub const KERNEL_VS_NAIVE_REL: f32 = 1e-5;
 
+/// A whole small network (conv, batch-norm, ReLU, conv, residual add, pooling, linear) through
+/// the kernels against the naive f64 twin, relative to the max |logit|: every layer's f32 sums
+/// (up to `5 x 5 x 3 = 75` and `3 x 3 x 8 = 72` terms) err by up to `terms x eps` of the sum of
+/// their terms' magnitudes, and the errors of about four layers add up; a logit that is a
+/// difference of larger terms sees them relative to itself. Measured worst over random
+/// geometries: 1.67e-5 (c = 3, 7 x 5 map, 5 x 5 kernel), so four layers of `75 eps` with
+/// margin.
+pub const NET_VS_NAIVE_REL: f32 = 4e-5;
+
 /// A scalar f64 twin (rounded once to f32) against nalgebra's f64 product of the same f32
 /// values, relative to the max |output|: both are exact to f64 rounding except the twin's final
 /// rounding to f32, half an f32 ulp of the value.
@@ -302,3 +311,10 @@ pub const MLP_FORMS_REL: f64 = 1e-5;
 /// of a ResNet-18 (observed on the tiny fixture: see tests/tests/torch_checkpoint.rs); 1e-4
 /// leaves an order of magnitude of room, as [`PERMUTATION_INVARIANCE_REL`].
 pub const TORCH_LOGIT_REL: f32 = 1e-4;
+
+/// Relative difference (`max |a - b| / max |a|`) between the compact forward pass (one sample
+/// at a time, `forward::compact`) and the batched graph forward pass on the same network: the
+/// same kernels and f32 arithmetic, but a GEMM over one sample's columns against one over a
+/// chunk of samples may block the `k` sums differently (a few roundings of `2^-24` per layer,
+/// amplified by at most the depth of the small test networks).
+pub const COMPACT_FORWARD_REL: f32 = 1e-5;

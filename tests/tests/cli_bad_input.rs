@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use pleas::cli::run;
 use pleas::io::npy;
 use pleas::io::safetensors::{Dtype, RawTensor, raw_to_bytes, read};
+use pleas_tests::cli::pleas;
 use pleas_tests::models::{fashion_eval, fixture_models};
 
 fn fixture(part: &str) -> PathBuf {
@@ -21,19 +21,6 @@ fn fixture(part: &str) -> PathBuf {
 fn tmp(name: &str) -> PathBuf {
     let dir = pleas_tests::scratch::dir("bad-input");
     dir.join(name)
-}
-
-/// Runs the CLI; returns (exit code, stdout, stderr).
-fn pleas(args: &[&OsString]) -> (i32, String, String) {
-    let mut full: Vec<OsString> = vec!["pleas".into()];
-    full.extend(args.iter().map(|a| (*a).clone()));
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = run(full, &mut out, &mut err);
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
 }
 
 /// Asserts exit code 2 and a single `error:` line containing every needle.

@@ -8,26 +8,14 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use pleas::cli::run;
 use pleas::io::npy;
 use pleas::io::safetensors::{self, Dtype, RawTensor, raw_to_bytes};
+use pleas_tests::cli::pleas;
 use pleas_tests::models::{fashion_eval, fixtures};
 
 fn tmp(name: &str) -> PathBuf {
     let dir = pleas_tests::scratch::dir("cli-merge");
     dir.join(name)
-}
-
-fn pleas(args: &[OsString]) -> (i32, String, String) {
-    let mut full: Vec<OsString> = vec!["pleas".into()];
-    full.extend(args.iter().cloned());
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = run(full, &mut out, &mut err);
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
 }
 
 fn mlp64(i: usize) -> PathBuf {
@@ -110,7 +98,7 @@ fn merge_writes_a_model_that_evaluates_per_head() {
     }
     let merged_acc = report["eval"]["accuracy"].as_f64().unwrap();
     // The same accuracy from `pleas eval` on the saved file.
-    let (code, stdout, err) = pleas(&[
+    let (code, stdout, err) = pleas::<OsString>(&[
         "eval".into(),
         out.join("merged.safetensors").into(),
         "--data".into(),

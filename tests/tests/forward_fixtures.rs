@@ -64,7 +64,7 @@ fn near_ties(m: &Model) -> usize {
 #[test]
 fn eval_reproduces_the_metadata_accuracy_of_every_fixture() {
     let models = fixture_models();
-    assert_eq!(models.len(), 8);
+    assert_eq!(models.len(), 10);
     let mut exact = 0;
     for path in &models {
         let m = Model::load(path, None).unwrap();

@@ -5,7 +5,7 @@
 use pleas_core::forward::Forward;
 use pleas_core::graph::{Graph, Op, Shape, Weights};
 use pleas_tests::models::{max_rel_diff, random_input, random_weights};
-use pleas_tests::tolerance::KERNEL_VS_NAIVE_REL;
+use pleas_tests::tolerance::NET_VS_NAIVE_REL;
 use proptest::prelude::*;
 
 /// NCHW activations of one node for the whole batch, in f64.
@@ -258,7 +258,7 @@ fn check(g: &Graph, n: usize, seed: u64) {
     for (o, (a, b)) in want.iter().zip(&got).enumerate() {
         let a32: Vec<f32> = a.iter().map(|&v| v as f32).collect();
         let d = max_rel_diff(&a32, b);
-        assert!(d <= KERNEL_VS_NAIVE_REL, "output {o}: rel diff {d}");
+        assert!(d <= NET_VS_NAIVE_REL, "output {o}: rel diff {d}");
     }
 }
 
@@ -277,7 +277,7 @@ fn fixed_geometries_match_the_naive_twin() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(pleas_tests::config(24))]
     #[test]
     fn random_geometries_match_the_naive_twin(
         c in 1usize..4, h in 3usize..14, w in 3usize..14, k in 1usize..6,

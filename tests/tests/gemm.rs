@@ -2,7 +2,7 @@
 
 use nalgebra::DMatrix;
 use pleas_core::linalg::{
-    KernelError, MatMut, MatRef, Op, cross_update, gemm, gemm_reference, gemm_scratch_len,
+    KernelError, MatMut, MatRef, Transpose, cross_update, gemm, gemm_reference, gemm_scratch_len,
 };
 use pleas_tests::matrices::{StridedMatrix, dim, strided_matrix, to_f64};
 use pleas_tests::simd_paths::{each_path, for_each_path};
@@ -12,23 +12,31 @@ use proptest::prelude::*;
 #[derive(Debug, Clone)]
 struct Case {
     a: StridedMatrix,
-    op_a: Op,
+    op_a: Transpose,
     b: StridedMatrix,
-    op_b: Op,
+    op_b: Transpose,
     c: StridedMatrix,
     alpha: f32,
     beta: f32,
 }
 
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![Just(Op::Identity), Just(Op::Transpose)]
+fn op() -> impl Strategy<Value = Transpose> {
+    prop_oneof![Just(Transpose::No), Just(Transpose::Yes)]
 }
 
 fn case() -> impl Strategy<Value = Case> {
     (dim(140), dim(140), dim(700), op(), op())
         .prop_flat_map(|(m, n, k, op_a, op_b)| {
-            let (ar, ac) = if op_a == Op::Identity { (m, k) } else { (k, m) };
-            let (br, bc) = if op_b == Op::Identity { (k, n) } else { (n, k) };
+            let (ar, ac) = if op_a == Transpose::No {
+                (m, k)
+            } else {
+                (k, m)
+            };
+            let (br, bc) = if op_b == Transpose::No {
+                (k, n)
+            } else {
+                (n, k)
+            };
             (
                 strided_matrix(ar, ac),
                 Just(op_a),
@@ -50,10 +58,10 @@ fn case() -> impl Strategy<Value = Case> {
         })
 }
 
-fn apply(op: Op, m: DMatrix<f64>) -> DMatrix<f64> {
+fn apply(op: Transpose, m: DMatrix<f64>) -> DMatrix<f64> {
     match op {
-        Op::Identity => m,
-        Op::Transpose => m.transpose(),
+        Transpose::No => m,
+        Transpose::Yes => m.transpose(),
     }
 }
 
@@ -64,8 +72,8 @@ fn run(case: &Case, blocked: bool) -> DMatrix<f64> {
     let (rs, cs) = (c.row_stride, c.col_stride);
     let cv = MatMut::from_strided(&mut c.data, m, n, rs, cs).unwrap();
     let k = match case.op_a {
-        Op::Identity => case.a.cols,
-        Op::Transpose => case.a.rows,
+        Transpose::No => case.a.cols,
+        Transpose::Yes => case.a.rows,
     };
     if blocked {
         let mut scratch = vec![f32::NAN; gemm_scratch_len(m, n, k)];
@@ -119,7 +127,7 @@ proptest! {
 
     #[test]
     fn blocked_matches_scalar_twin_and_f64_on_every_path(case in case()) {
-        let k = match case.op_a { Op::Identity => case.a.cols, Op::Transpose => case.a.rows };
+        let k = match case.op_a { Transpose::No => case.a.cols, Transpose::Yes => case.a.rows };
         let scalar = run(&case, false);
         let (truth, scale) = exact(&case);
         let per_term = (k as f64 + 2.0) * F32_DOT_PER_TERM;
@@ -148,9 +156,9 @@ fn beta_zero_ignores_nan_in_c() {
     gemm(
         1.0,
         av,
-        Op::Identity,
+        Transpose::No,
         av,
-        Op::Identity,
+        Transpose::No,
         0.0,
         MatMut::new(&mut c, 2, 2).unwrap(),
         &mut scratch,
@@ -168,9 +176,9 @@ fn nan_in_inputs_propagates() {
     gemm(
         1.0,
         av,
-        Op::Identity,
+        Transpose::No,
         av,
-        Op::Identity,
+        Transpose::No,
         1.0,
         MatMut::new(&mut c, 2, 2).unwrap(),
         &mut scratch,
@@ -190,9 +198,9 @@ fn shape_and_scratch_errors_name_the_problem() {
     let err = gemm(
         1.0,
         av,
-        Op::Identity,
+        Transpose::No,
         bv,
-        Op::Identity,
+        Transpose::No,
         0.0,
         MatMut::new(&mut c, 2, 4).unwrap(),
         &mut scratch,
@@ -210,9 +218,9 @@ fn shape_and_scratch_errors_name_the_problem() {
     let err = gemm(
         1.0,
         av,
-        Op::Identity,
+        Transpose::No,
         bv,
-        Op::Transpose,
+        Transpose::Yes,
         0.0,
         MatMut::new(&mut c, 4, 2).unwrap(),
         &mut scratch,
@@ -230,9 +238,9 @@ fn shape_and_scratch_errors_name_the_problem() {
     let err = gemm(
         1.0,
         av,
-        Op::Identity,
+        Transpose::No,
         bv,
-        Op::Transpose,
+        Transpose::Yes,
         0.0,
         MatMut::new(&mut c, 2, 4).unwrap(),
         &mut scratch[..needed - 1],
@@ -256,9 +264,9 @@ fn empty_dimensions_are_fine() {
     gemm(
         1.0,
         av,
-        Op::Identity,
+        Transpose::No,
         bv,
-        Op::Identity,
+        Transpose::No,
         2.0,
         MatMut::new(&mut c, 2, 3).unwrap(),
         &mut [],
@@ -292,9 +300,20 @@ fn cross_update_accumulates_x_transpose_t() {
 #[test]
 fn block_edges_of_every_path() {
     for &(m, n, k) in &[(241, 33, 257), (13, 250, 513), (121, 65, 321)] {
-        for (op_a, op_b) in [(Op::Identity, Op::Identity), (Op::Transpose, Op::Transpose)] {
-            let (ar, ac) = if op_a == Op::Identity { (m, k) } else { (k, m) };
-            let (br, bc) = if op_b == Op::Identity { (k, n) } else { (n, k) };
+        for (op_a, op_b) in [
+            (Transpose::No, Transpose::No),
+            (Transpose::Yes, Transpose::Yes),
+        ] {
+            let (ar, ac) = if op_a == Transpose::No {
+                (m, k)
+            } else {
+                (k, m)
+            };
+            let (br, bc) = if op_b == Transpose::No {
+                (k, n)
+            } else {
+                (n, k)
+            };
             let a = pleas_tests::matrices::uniform_values(ar * ac, 3);
             let b = pleas_tests::matrices::uniform_values(br * bc, 4);
             let (av, bv) = (

@@ -7,7 +7,6 @@
 //! rank fail with that rank's message.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use pleas::error::Error;
 use pleas::io::data::{DataSpec, Normalize};
@@ -17,20 +16,12 @@ use pleas::merge::settings::{BnMode, FitMode, MergeSettings, RidgePrior};
 use pleas::model::Model;
 use pleas::ranks::{LocalRanks, Ranks};
 use pleas_tests::models::{fashion_eval, fixtures};
+use pleas_tests::scratch::TempDir;
 
 const MLP64_A: &str = "fashion/mlp64_split/fashion_mlp_split_m0_s6.safetensors";
 const MLP64_B: &str = "fashion/mlp64_split/fashion_mlp_split_m1_s7.safetensors";
 const RN20_A: &str = "fashion/rn20w1_split/fashion_resnet20_w1_split_m0_s2.safetensors";
 const RN20_B: &str = "fashion/rn20w1_split/fashion_resnet20_w1_split_m1_s3.safetensors";
-
-/// A temporary directory of this test process, removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Every `2000 / n`-th image of the fixture merge data, as a file in `dir`.
 fn merge_data(dir: &TempDir, n: usize) -> DataSpec {
@@ -45,7 +36,7 @@ fn merge_data(dir: &TempDir, n: usize) -> DataSpec {
             all.bytes[r * per..(r + 1) * per].to_vec()
         })
         .collect();
-    let path = dir.0.join(format!("x_match_{n}.safetensors"));
+    let path = dir.path().join(format!("x_match_{n}.safetensors"));
     let mut tensors = BTreeMap::new();
     tensors.insert("x_match".to_string(), t);
     std::fs::write(&path, safetensors::raw_to_bytes(&tensors, &Metadata::new())).unwrap();
@@ -56,12 +47,6 @@ fn merge_data(dir: &TempDir, n: usize) -> DataSpec {
         labels_path: None,
         normalize: Normalize::Symmetric,
     }
-}
-
-fn temp_dir(name: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!("pleas-merge-ranks-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
 }
 
 fn load(rel: &str) -> Model {
@@ -130,7 +115,7 @@ fn check_same_on_ranks(
 /// than columns) and on 1000 (normal equations), ridge towards zero so every layer is solved.
 #[test]
 fn mlp_merge_is_the_same_on_any_number_of_ranks() {
-    let dir = temp_dir("mlp");
+    let dir = TempDir::new("merge-ranks", "mlp");
     let (a, b) = (load(MLP64_A), load(MLP64_B));
     let settings = MergeSettings {
         budget: 1.2,
@@ -148,7 +133,7 @@ fn mlp_merge_is_the_same_on_any_number_of_ranks() {
 /// activations that stay on the rank owning their shard), no least squares.
 #[test]
 fn batchnorm_reestimation_is_the_same_on_any_number_of_ranks() {
-    let dir = temp_dir("rn20");
+    let dir = TempDir::new("merge-ranks", "rn20");
     let (a, b) = (load(RN20_A), load(RN20_B));
     let settings = MergeSettings {
         budget: 1.2,
@@ -164,7 +149,7 @@ fn batchnorm_reestimation_is_the_same_on_any_number_of_ranks() {
 /// every rank fail with its message; nothing hangs.
 #[test]
 fn a_failing_rank_fails_every_rank() {
-    let dir = temp_dir("fail");
+    let dir = TempDir::new("merge-ranks", "fail");
     let (a, b) = (load(MLP64_A), load(MLP64_B));
     let data = merge_data(&dir, 100);
     let settings = MergeSettings {

@@ -11,24 +11,7 @@ use pleas::io::safetensors::{self, Metadata};
 use pleas::merge::settings::SHARD_SAMPLES;
 use pleas::par::shard_ranges;
 use pleas_tests::models::{fashion_eval, fixtures};
-
-/// A temporary directory removed when dropped.
-struct TmpDir(PathBuf);
-
-impl TmpDir {
-    fn new(name: &str) -> Self {
-        let d =
-            std::env::temp_dir().join(format!("pleas-merge-shards-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        Self(d)
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use pleas_tests::scratch::TempDir;
 
 #[test]
 fn the_shard_plan_grows_with_the_data() {
@@ -110,12 +93,12 @@ fn merged_bytes(dir: &Path, data: &Path, threads: usize, memory_mib: usize) -> V
 /// and with `--memory 0` (every live activation spilled), write identical files.
 #[test]
 fn merged_files_are_identical_for_one_two_and_three_threads() {
-    let dir = TmpDir::new("threads");
-    let data = merge_data(&dir.0, 200);
+    let dir = TempDir::new("merge-shards", "threads");
+    let data = merge_data(dir.path(), 200);
     assert_eq!(shard_ranges(200, SHARD_SAMPLES).len(), 4);
-    let one = merged_bytes(&dir.0, &data, 1, 128);
+    let one = merged_bytes(dir.path(), &data, 1, 128);
     for (threads, memory) in [(2, 128), (3, 128), (3, 0)] {
-        let other = merged_bytes(&dir.0, &data, threads, memory);
+        let other = merged_bytes(dir.path(), &data, threads, memory);
         assert!(
             one == other,
             "{threads} threads, --memory {memory}: merged.safetensors differs from one thread's"

@@ -7,7 +7,7 @@
 //! `conv1` (both 1x1 convs of the stem's output), which once left the block's later targets
 //! unstored (`output N of A or B missing`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pleas::io::arch::resnet::{TorchvisionSpec, build_torchvision};
 use pleas::io::data::{DataSpec, Normalize};
@@ -18,32 +18,13 @@ use pleas::model::Model;
 use pleas_core::forward::Forward;
 use pleas_core::graph::{Shape, Tensor, Weights, apply_permutations, permutation_groups};
 use pleas_tests::models::{Rng, max_rel_diff, random_input, random_weights};
+use pleas_tests::scratch::TempDir;
 use pleas_tests::tolerance::{MERGE_COPY_LOGIT_REL, MERGE_LOGIT_REL};
 
 const SIDE: usize = 32;
 const MERGE_SAMPLES: usize = 24;
 const TEST_SAMPLES: usize = 8;
 const CLASSES: usize = 10;
-
-/// A temporary directory removed when dropped.
-struct TmpDir(PathBuf);
-
-impl TmpDir {
-    fn new(name: &str) -> Self {
-        let d = std::env::temp_dir().join(format!(
-            "pleas-merge-torchvision-{}-{name}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        Self(d)
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// ResNet-18's or ResNet-50's depth at tiny widths (stem 8; bottleneck outputs 4x planes).
 fn spec(depth: usize) -> TorchvisionSpec {
@@ -126,12 +107,12 @@ fn permuted_copy(model: &Model, seed: u64) -> Model {
 }
 
 fn check_exact_merges(depth: usize) {
-    let dir = TmpDir::new(&format!("rn{depth}"));
+    let dir = TempDir::new("merge-torchvision", &format!("rn{depth}"));
     let own: Vec<i64> = (0..CLASSES as i64).collect();
     let other: Vec<i64> = (CLASSES as i64..2 * CLASSES as i64).collect();
-    let a = write_model(&dir.0, "a", depth, 1, &own);
-    let b = write_model(&dir.0, "b", depth, 2, &other);
-    let data = write_data(&dir.0, &a.graph, MERGE_SAMPLES, 3);
+    let a = write_model(dir.path(), "a", depth, 1, &own);
+    let b = write_model(dir.path(), "b", depth, 2, &other);
+    let data = write_data(dir.path(), &a.graph, MERGE_SAMPLES, 3);
     let x = random_input(&a.graph, TEST_SAMPLES, 4);
     let (la, lb) = (
         logits(&a.graph, &a.weights, &x),

@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use pleas::cli::run;
 use pleas::export::dense::dense_layer;
 use pleas::export::onnx::proto::{ModelProto, TensorProto};
 use pleas::export::onnx::{OnnxWriter, decode};
@@ -17,45 +16,14 @@ use pleas::export::{BlockMode, ExportSettings, ModelWriter};
 use pleas::io::arch::resnet::{TorchvisionSpec, build_torchvision};
 use pleas::model::Model;
 use pleas_core::graph::{Op, cost};
+use pleas_tests::cli::{args, pleas};
 use pleas_tests::models::{block_resnet, fashion_eval, fixture_models, fixtures, random_weights};
 use pleas_tests::onnx::{dense_macs, dims, floats};
+use pleas_tests::scratch::TempDir;
 
 /// The multiply-adds counted from the exported graph read back.
 fn graph_macs(m: &ModelProto) -> u64 {
     pleas_tests::onnx::graph_macs(m).expect("every Conv and Gemm has its shapes")
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("pleas-onnx-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn pleas(args: &[OsString]) -> (i32, String, String) {
-    let mut full: Vec<OsString> = vec!["pleas".into()];
-    full.extend(args.iter().cloned());
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = run(full, &mut out, &mut err);
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
-}
-
-fn args(v: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<OsString> {
-    v.iter().map(|a| a.as_ref().to_os_string()).collect()
 }
 
 fn export(model: &Model, blocks: BlockMode) -> ModelProto {
@@ -336,9 +304,9 @@ fn check_merged(dir: &Path, pair: &str, names: [&str; 2], extra: &[&str]) -> (f6
 
 #[test]
 fn merged_mlp_exports_at_the_report_ratio() {
-    let dir = TempDir::new("mlp");
+    let dir = TempDir::new("onnx", "mlp");
     let (split, dense) = check_merged(
-        &dir.0,
+        dir.path(),
         "mlp64_split",
         ["fashion_mlp_split_m0_s6", "fashion_mlp_split_m1_s7"],
         &["--budget", "1.2"],
@@ -348,10 +316,10 @@ fn merged_mlp_exports_at_the_report_ratio() {
 
 #[test]
 fn merged_resnet_exports_at_the_report_ratio_with_bn_kept_or_folded() {
-    let dir = TempDir::new("rn20");
+    let dir = TempDir::new("onnx", "rn20");
     for bn in ["fold", "keep"] {
         let (split, dense) = check_merged(
-            &dir.0,
+            dir.path(),
             "rn20w1_biased",
             [
                 "fashion_resnet20_w1_biased_m0_s4",
@@ -386,9 +354,9 @@ fn assert_fails_cleanly(a: &[OsString], dir: &Path, needles: &[&str]) {
 
 #[test]
 fn bad_export_requests_exit_2_and_write_nothing() {
-    let dir = TempDir::new("bad");
+    let dir = TempDir::new("onnx", "bad");
     let model = fixture_models()[0].clone();
-    let out = dir.0.join("m.onnx");
+    let out = dir.path().join("m.onnx");
     let export = |extra: &[&str]| {
         let mut v = args(&[&"export", &model, &"-o", &out]);
         v.extend(extra.iter().map(OsString::from));
@@ -396,33 +364,38 @@ fn bad_export_requests_exit_2_and_write_nothing() {
     };
     assert_fails_cleanly(
         &export(&["--blocks", "sparse"]),
-        &dir.0,
+        dir.path(),
         &["--blocks `sparse`"],
     );
     assert_fails_cleanly(
         &export(&["--opset", "12"]),
-        &dir.0,
+        dir.path(),
         &["opset 12", "13 to 21"],
     );
-    assert_fails_cleanly(&export(&["--opset", "22"]), &dir.0, &["opset 22"]);
+    assert_fails_cleanly(&export(&["--opset", "22"]), dir.path(), &["opset 22"]);
     assert_fails_cleanly(
         &export(&["--format", "tflite"]),
-        &dir.0,
+        dir.path(),
         &["--format `tflite`"],
     );
-    let missing = dir.0.join("no-such-dir").join("m.onnx");
+    let missing = dir.path().join("no-such-dir").join("m.onnx");
     assert_fails_cleanly(
         &args(&[&"export", &model, &"-o", &missing]),
-        &dir.0,
+        dir.path(),
         &["cannot write", "no-such-dir"],
     );
     assert_fails_cleanly(
-        &args(&[&"export", &dir.0.join("absent.safetensors"), &"-o", &out]),
-        &dir.0,
+        &args(&[
+            &"export",
+            &dir.path().join("absent.safetensors"),
+            &"-o",
+            &out,
+        ]),
+        dir.path(),
         &["absent.safetensors"],
     );
     // A failed merge with --onnx leaves no OUT_DIR.
-    let merged = dir.0.join("merged");
+    let merged = dir.path().join("merged");
     let (code, _, _) = pleas(&args(&[
         &"merge",
         &model,

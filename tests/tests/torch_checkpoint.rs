@@ -7,16 +7,16 @@
 //! error line, exit code 2, and nothing runs or is written.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use pleas::cli::run;
 use pleas::io::model_file::load_weights;
 use pleas::io::safetensors::{self, Dtype, RawTensor, raw_to_bytes};
 use pleas::model::Model;
 use pleas_core::forward::Forward;
 use pleas_core::graph::Shape;
+use pleas_tests::cli::{args, pleas};
 use pleas_tests::models::{fashion_eval, fixtures, max_rel_diff};
+use pleas_tests::scratch::TempDir;
 use pleas_tests::tolerance::TORCH_LOGIT_REL;
 
 fn torch_fixture(name: &str) -> PathBuf {
@@ -32,43 +32,6 @@ fn rn20(i: usize) -> PathBuf {
 
 fn mlp64() -> PathBuf {
     fixtures().join("fashion/mlp64_split/fashion_mlp_split_m0_s6.safetensors")
-}
-
-/// A temporary directory for one test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("pleas-torch-{}-{test}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn pleas(args: &[OsString]) -> (i32, String, String) {
-    let mut full: Vec<OsString> = vec!["pleas".into()];
-    full.extend(args.iter().cloned());
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = run(full, &mut out, &mut err);
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
-}
-
-fn args(v: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<OsString> {
-    v.iter().map(|a| a.as_ref().to_owned()).collect()
 }
 
 /// `pleas inspect --json`, without the `model` path.
@@ -109,7 +72,7 @@ fn eval_subset(dir: &TempDir, n: usize) -> PathBuf {
             (k, t)
         })
         .collect();
-    let path = dir.join(&format!("eval{n}.safetensors"));
+    let path = dir.join(format!("eval{n}.safetensors"));
     std::fs::write(&path, raw_to_bytes(&cut, &Default::default())).unwrap();
     path
 }
@@ -198,7 +161,7 @@ fn inspect_of_a_checkpoint_equals_inspect_of_its_safetensors() {
 
 #[test]
 fn eval_of_a_checkpoint_equals_eval_of_its_safetensors() {
-    let dir = TempDir::new("eval");
+    let dir = TempDir::new("torch", "eval");
     let data = eval_subset(&dir, 500);
     let pairs = [
         ("rn20_split_m0_wrapped.pth", rn20(0)),
@@ -219,7 +182,7 @@ fn eval_of_a_checkpoint_equals_eval_of_its_safetensors() {
 
 #[test]
 fn merging_checkpoints_writes_the_bytes_merging_safetensors_writes() {
-    let dir = TempDir::new("merge");
+    let dir = TempDir::new("torch", "merge");
     let data = eval_subset(&dir, 200);
     let merged = |a: &Path, b: &Path, out: &str| {
         let out = dir.join(out);
@@ -280,7 +243,7 @@ const MARKER: &str = "/tmp/pleas_torch_hostile_marker";
 
 #[test]
 fn pickles_naming_other_globals_are_refused_and_nothing_runs() {
-    let dir = TempDir::new("hostile");
+    let dir = TempDir::new("torch", "hostile");
     let _ = std::fs::remove_file(MARKER);
     for (file, global) in [
         ("hostile_os_system.pth", "`os.system`"),
@@ -289,7 +252,7 @@ fn pickles_naming_other_globals_are_refused_and_nothing_runs() {
     ] {
         assert_refused(&torch_fixture(file), &[file, global, "weights-only"]);
         // eval and merge refuse it too, and merge writes nothing.
-        let out = dir.join(&format!("merge-{file}"));
+        let out = dir.join(format!("merge-{file}"));
         let a = args(&[
             &"merge",
             &torch_fixture(file),
@@ -309,7 +272,7 @@ fn pickles_naming_other_globals_are_refused_and_nothing_runs() {
 
 #[test]
 fn broken_checkpoints_are_clear_errors() {
-    let dir = TempDir::new("broken");
+    let dir = TempDir::new("torch", "broken");
     assert_refused(
         &torch_fixture("bad_storage_too_small.pth"),
         &["tensor `w`", "[4, 4]", "element 15", "holds 8"],

@@ -5,50 +5,17 @@
 //! `pleas eval`'s accuracies is scripts/torch_check.py, run by hand: see the README.)
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use pleas::cli::run;
 use pleas::io::safetensors::{self, Dtype, raw_to_bytes};
 use pleas::io::torch::checkpoint;
 use pleas::model::Model;
 use pleas_core::forward::Forward;
 use pleas_core::graph::{Graph, Op, Tensor, Weights};
+use pleas_tests::cli::{args, pleas};
 use pleas_tests::models::{fashion_eval, fixtures, max_rel_diff, random_input};
+use pleas_tests::scratch::TempDir;
 use pleas_tests::tolerance::PERMUTATION_INVARIANCE_REL;
-
-/// A temporary directory for one test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("pleas-texport-{}-{test}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn pleas(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (i32, String, String) {
-    let mut full: Vec<OsString> = vec!["pleas".into()];
-    full.extend(args.iter().map(|a| a.as_ref().to_owned()));
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = run(full, &mut out, &mut err);
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
-}
 
 fn pair(folder: &str, stem: &str, seeds: (usize, usize)) -> (PathBuf, PathBuf) {
     let f = |i: usize, s: usize| {
@@ -160,11 +127,11 @@ fn dense_graph(g: &Graph, tensors: &Weights) -> Graph {
 /// Exports `model_path`, reads the .pt back, and compares the dense graph's logits with the
 /// model's on random inputs.
 fn export_runs_as_the_model(dir: &TempDir, model_path: &Path, name: &str) -> Weights {
-    let pt = dir.join(&format!("{name}.pt"));
-    let (code, out, err) = pleas(&[&"export", &model_path, &"-o", &pt]);
+    let pt = dir.join(format!("{name}.pt"));
+    let (code, out, err) = pleas(&args(&[&"export", &model_path, &"-o", &pt]));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("(torch, blocks dense)"), "{out}");
-    let py = std::fs::read_to_string(dir.join(&format!("{name}.py"))).unwrap();
+    let py = std::fs::read_to_string(dir.join(format!("{name}.py"))).unwrap();
     assert!(py.contains("class Model(nn.Module)") && py.contains(&format!("{name}.pt")));
     let ck = checkpoint::parse(&std::fs::read(&pt).unwrap()).unwrap();
     let mut tensors = Weights::new();
@@ -205,7 +172,7 @@ fn export_runs_as_the_model(dir: &TempDir, model_path: &Path, name: &str) -> Wei
 
 #[test]
 fn merged_models_export_as_dense_state_dicts() {
-    let dir = TempDir::new("merged");
+    let dir = TempDir::new("texport", "merged");
     let mlp = merged(
         &dir,
         "mlp",
@@ -226,7 +193,7 @@ fn merged_models_export_as_dense_state_dicts() {
 
 #[test]
 fn originals_export_under_their_own_names() {
-    let dir = TempDir::new("originals");
+    let dir = TempDir::new("texport", "originals");
     let (a, _) = pair("rn20w1_split", "fashion_resnet20_w1_split", (2, 3));
     let t = export_runs_as_the_model(&dir, &a, "rn20");
     let (orig, _) = pleas::io::model_file::load_weights(&a).unwrap();
@@ -236,7 +203,7 @@ fn originals_export_under_their_own_names() {
 
 #[test]
 fn refused_exports_write_nothing() {
-    let dir = TempDir::new("refused");
+    let dir = TempDir::new("texport", "refused");
     let (a, _) = pair("mlp64_split", "fashion_mlp_split", (6, 7));
     let cases: [(PathBuf, &[&str], &str); 2] = [
         (
@@ -254,11 +221,11 @@ fn refused_exports_write_nothing() {
         assert!(err.contains(needle), "`{needle}` not in {err}");
     }
     let missing = dir.join("no/such/dir/m.pt");
-    let (code, _, err) = pleas(&[&"export", &a, &"-o", &missing]);
+    let (code, _, err) = pleas(&args(&[&"export", &a, &"-o", &missing]));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cannot write"), "{err}");
     assert_eq!(
-        std::fs::read_dir(&dir.0).unwrap().count(),
+        std::fs::read_dir(dir.path()).unwrap().count(),
         0,
         "something was written"
     );

@@ -25,8 +25,8 @@
 
 use wide::f32x8;
 
+use super::block_ref::BlockRef;
 use super::im2col::ConvGeometry;
-use super::layers::BlockRef;
 use crate::simd::lanes::F32Lanes;
 use crate::simd::{self, Path};
 

@@ -6,8 +6,7 @@
 //! Then `out[o, (sample, oy, ox)] = sum_r W[o, r] * patches[r, (sample, oy, ox)]` with the
 //! PyTorch weight `W` (`out x C x kh x kw`) read as an `out x (C * kh * kw)` matrix.
 
-use crate::graph::Pair;
-use crate::graph::shape::window_out;
+use crate::window::{Pair, window_out};
 
 /// The geometry of one 2-D convolution (or pooling window) over one sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,12 +6,11 @@
 //! ([`conv2d`], [`linear`]) are the single-block case of [`block_conv2d`] and
 //! [`block_linear`].
 
-use core::ops::Range;
-
 use super::ForwardError;
+pub use super::block_ref::BlockRef;
 use super::direct_conv::{direct_conv, direct_conv_applies, direct_conv_scratch_len};
 use super::im2col::{ConvGeometry, im2col, im2col_len};
-use crate::linalg::{MatMut, MatRef, Op, gemm, gemm_scratch_len};
+use crate::linalg::{MatMut, MatRef, Transpose, gemm, gemm_scratch_len};
 
 fn need(what: &'static str, needed: usize, provided: usize) -> Result<(), ForwardError> {
     if provided < needed {
@@ -27,33 +26,6 @@ fn need(what: &'static str, needed: usize, provided: usize) -> Result<(), Forwar
 /// Output positions per sample from which [`block_conv2d`] multiplies each sample straight
 /// into its output; smaller maps are batched into one wider product and scattered.
 const DIRECT_POSITIONS: usize = 256;
-
-/// One output block of a block-structured layer as the kernels read it: `rows` consecutive
-/// output channels computed from the input channel ranges `inputs` only.
-///
-/// A dense layer is the single block of every output row reading `0..in_channels`.
-#[derive(Debug, Clone, Copy)]
-pub struct BlockRef<'a> {
-    /// Row-major `rows x (cols * kh * kw)` (the PyTorch layout `[rows, cols, kh, kw]`;
-    /// `kh = kw = 1` for a linear layer), `cols` being the total length of `inputs`; the
-    /// columns of each range follow those of the previous one.
-    pub weight: &'a [f32],
-    /// `rows` values added to the block's outputs, if any.
-    pub bias: Option<&'a [f32]>,
-    /// Output channels of the block; blocks are stacked in order.
-    pub rows: usize,
-    /// Input channel ranges read, each within the layer's input channels.
-    pub inputs: &'a [Range<usize>],
-}
-
-impl BlockRef<'_> {
-    /// Total length of the input ranges (saturating).
-    fn cols(&self) -> usize {
-        self.inputs
-            .iter()
-            .fold(0usize, |acc, r| acc.saturating_add(r.len()))
-    }
-}
 
 /// Output channels of `blocks` (sum of rows, saturating).
 fn total_rows(blocks: &[BlockRef<'_>]) -> usize {
@@ -116,7 +88,7 @@ fn block_product(
         let xr =
             MatRef::from_strided(&x[r.start * per_col * x_stride + col0..], k, n, x_stride, 1)?;
         let c = MatMut::new(dst, b.rows, n)?;
-        gemm(1.0, a, Op::Identity, xr, Op::Identity, beta, c, scratch)?;
+        gemm(1.0, a, Transpose::No, xr, Transpose::No, beta, c, scratch)?;
         beta = 1.0;
         w0 += k;
     }
@@ -382,7 +354,7 @@ pub fn block_linear(
             let x = MatRef::from_strided(&input[r.start..], batch, r.len(), in_f, 1)?;
             let w = MatRef::from_strided(&b.weight[w0..], b.rows, r.len(), cols, 1)?;
             let y = MatMut::from_strided(&mut output[o0..], batch, b.rows, out_f, 1)?;
-            gemm(1.0, x, Op::Identity, w, Op::Transpose, beta, y, scratch)?;
+            gemm(1.0, x, Transpose::No, w, Transpose::Yes, beta, y, scratch)?;
             beta = 1.0;
             w0 += r.len();
         }

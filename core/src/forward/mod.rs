@@ -2,30 +2,43 @@
 //! block-structured (merged) conv and linear layers as one GEMM per block and input range over
 //! the same patch matrix, eval-mode batch-norm as a per-channel affine map.
 //!
-//! A [`Forward`] binds a graph to its weights once (checking every tensor) and then runs batches
+//! A [`Forward`] (feature `alloc`) binds a graph to its weights once (checking every tensor) and then runs batches
 //! of NCHW f32 samples. After each node is computed, an [`Observer`] sees its activations: that is
 //! how merge statistics are gathered while streaming data. Buffers are recycled as soon as their
 //! last consumer has run, so memory is a few activation maps of one batch, not the whole graph.
 //! [`Forward::compute_node`] computes one node from caller-held activations, for pipelines that
 //! schedule nodes themselves.
 //!
+//! - [`compact`]: a network description without allocation and its sample-by-sample forward
+//!   pass in caller scratch (devices, C callers).
+//! - [`block_ref`]: one output block of a block-structured layer, as the kernels read it.
 //! - [`im2col`]: patch unfolding with its length query.
 //! - [`direct_conv`]: stride-1 convolution read straight from padded input planes.
 //! - [`layers`]: the batched kernels (conv, linear, affine, pooling), scratch-sized.
 //! - [`fold`]: folding eval-mode batch-norm into the preceding conv or linear layer.
 
+pub mod block_ref;
+pub mod compact;
 pub mod direct_conv;
+#[cfg(feature = "alloc")]
 pub mod fold;
 pub mod im2col;
 pub mod layers;
 
+#[cfg(feature = "alloc")]
 use alloc::vec::Vec;
 use core::fmt;
 
+#[cfg(feature = "alloc")]
 use crate::graph::{Graph, GraphError, NodeId, Op, Shape, Weights};
+/// Node numbers (the graph's `NodeId`, which needs `alloc`).
+#[cfg(not(feature = "alloc"))]
+type NodeId = usize;
 use crate::linalg::{KernelError, ViewError};
+#[cfg(feature = "alloc")]
 use im2col::ConvGeometry;
 
+#[cfg(feature = "alloc")]
 pub use fold::{Folded, fold_batchnorm};
 
 /// Why a forward pass failed.
@@ -33,6 +46,7 @@ pub use fold::{Folded, fold_batchnorm};
 #[non_exhaustive]
 pub enum ForwardError {
     /// The weights do not fit the graph.
+    #[cfg(feature = "alloc")]
     Graph(GraphError),
     /// The input slice does not hold `batch` samples of the graph's input shape.
     InputLength {
@@ -90,6 +104,7 @@ pub enum ForwardError {
 impl fmt::Display for ForwardError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            #[cfg(feature = "alloc")]
             ForwardError::Graph(e) => write!(f, "{e}"),
             ForwardError::InputLength { expected, found } => {
                 write!(f, "input holds {found} values, the batch needs {expected}")
@@ -131,6 +146,7 @@ impl fmt::Display for ForwardError {
 impl core::error::Error for ForwardError {
     fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
         match self {
+            #[cfg(feature = "alloc")]
             ForwardError::Graph(e) => Some(e),
             ForwardError::Kernel(e) => Some(e),
             ForwardError::View(e) => Some(e),
@@ -139,6 +155,7 @@ impl core::error::Error for ForwardError {
     }
 }
 
+#[cfg(feature = "alloc")]
 impl From<GraphError> for ForwardError {
     fn from(e: GraphError) -> Self {
         ForwardError::Graph(e)
@@ -158,6 +175,7 @@ impl From<ViewError> for ForwardError {
 }
 
 /// The geometry of a conv or pooling window over `input`, or the graph error naming the node.
+#[cfg(feature = "alloc")]
 fn window_geometry(
     node: &str,
     input: Shape,
@@ -177,6 +195,7 @@ fn window_geometry(
 }
 
 /// One node's activations for one batch: `batch` samples of `shape`, NCHW row-major.
+#[cfg(feature = "alloc")]
 #[derive(Debug, Clone, Copy)]
 pub struct Activations<'a> {
     /// Samples in the batch.
@@ -188,15 +207,18 @@ pub struct Activations<'a> {
 }
 
 /// Sees every node's activations, node by node in graph order, batch by batch.
+#[cfg(feature = "alloc")]
 pub trait Observer {
     /// Called once per node per batch, right after the node is computed (node 0 is the input).
     fn observe(&mut self, node: NodeId, activations: Activations<'_>);
 }
 
 /// An observer that ignores everything.
+#[cfg(feature = "alloc")]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoObserver;
 
+#[cfg(feature = "alloc")]
 impl Observer for NoObserver {
     fn observe(&mut self, _node: NodeId, _activations: Activations<'_>) {}
 }
@@ -217,6 +239,7 @@ impl Default for ForwardParams {
 }
 
 /// A graph bound to its weights, ready to run batches.
+#[cfg(feature = "alloc")]
 pub struct Forward<'a> {
     graph: &'a Graph,
     weights: &'a Weights,
@@ -231,6 +254,7 @@ pub struct Forward<'a> {
     pool: Vec<Vec<f32>>,
 }
 
+#[cfg(feature = "alloc")]
 impl<'a> Forward<'a> {
     /// Binds `graph` to `weights` after checking every tensor it reads (presence, shape,
     /// finiteness).

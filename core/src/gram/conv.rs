@@ -82,7 +82,7 @@
 //! merge keeps im2row for strided layers.
 
 use super::{GramAccumulator, GramError, GramParams, Operand};
-use crate::linalg::{MatMut, MatRef, Op, first_outside, gemm, gemm_scratch_len};
+use crate::linalg::{MatMut, MatRef, Transpose, first_outside, gemm, gemm_scratch_len};
 
 /// The geometry of a stride-1 convolution whose patch moments a [`ConvGram`] accumulates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -788,7 +788,7 @@ where
             let b = MatRef::from_strided(&xbuf[(p0 + offset) * g.c..], k, cols, step * g.c, 1)
                 .expect("slots inside the packed batch");
             let out = MatMut::new(prod, g.c, cols).expect("product buffer sized by Work");
-            gemm(1.0, a, Op::Transpose, b, Op::Identity, 0.0, out, scratch)
+            gemm(1.0, a, Transpose::Yes, b, Transpose::No, 0.0, out, scratch)
                 .expect("shapes and scratch sized by Work");
             for (d, &v) in store[dest..dest + g.c * cols].iter_mut().zip(prod.iter()) {
                 *d += f64::from(v);
@@ -828,7 +828,7 @@ where
                 let b = MatRef::new(&tbuf[tp * g.t..], k, g.t)
                     .expect("slots inside the packed targets");
                 let out = MatMut::new(prod, cols, g.t).expect("product buffer sized by Work");
-                gemm(1.0, a, Op::Transpose, b, Op::Identity, 0.0, out, scratch)
+                gemm(1.0, a, Transpose::Yes, b, Transpose::No, 0.0, out, scratch)
                     .expect("shapes and scratch sized by Work");
                 for (d, &v) in store[dest..dest + cols * g.t].iter_mut().zip(prod.iter()) {
                     *d += f64::from(v);

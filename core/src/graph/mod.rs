@@ -79,8 +79,7 @@ impl fmt::Display for Shape {
     }
 }
 
-/// Height/width pair (kernel size, stride or padding).
-pub type Pair = [usize; 2];
+pub use crate::window::Pair;
 
 /// One output block of a block-structured layer: `rows` consecutive output channels reading
 /// the input channel ranges `inputs` (ascending, disjoint, non-empty list) of the layer input.

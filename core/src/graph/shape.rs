@@ -5,6 +5,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use super::{Op, Pair, Shape, WeightBlock};
+pub use crate::window::window_out;
 
 /// What is wrong with the blocks of a block-structured layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,18 +291,6 @@ impl fmt::Display for GraphError {
 // The block fault is part of the message, so it is not also reported as a source (error
 // chains would print it twice).
 impl core::error::Error for GraphError {}
-
-/// Output size of a sliding window along one axis, or `None` if it does not fit.
-pub fn window_out(size: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
-    if kernel == 0 || stride == 0 {
-        return None;
-    }
-    let padded = size.checked_add(padding.checked_mul(2)?)?;
-    if padded < kernel {
-        return None;
-    }
-    Some((padded - kernel) / stride + 1)
-}
 
 fn window(
     node: &str,

@@ -4,20 +4,20 @@ use super::blocked::{self, Dest, Part, Shifts};
 use super::error::KernelError;
 use super::view::{MatMut, MatRef};
 
-/// Whether an operand is used as given or transposed.
+/// Whether a GEMM operand is used as given or transposed (BLAS's `trans` argument).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    /// `op(X) = X`.
-    Identity,
-    /// `op(X) = X^T`.
-    Transpose,
+pub enum Transpose {
+    /// As given: `op(X) = X`.
+    No,
+    /// Transposed: `op(X) = X^T`.
+    Yes,
 }
 
-impl Op {
+impl Transpose {
     fn apply<'a>(self, x: MatRef<'a, f32>) -> MatRef<'a, f32> {
         match self {
-            Op::Identity => x,
-            Op::Transpose => x.transpose(),
+            Transpose::No => x,
+            Transpose::Yes => x.transpose(),
         }
     }
 }
@@ -56,9 +56,9 @@ fn check_shapes(
 pub fn gemm(
     alpha: f32,
     a: MatRef<'_, f32>,
-    op_a: Op,
+    op_a: Transpose,
     b: MatRef<'_, f32>,
-    op_b: Op,
+    op_b: Transpose,
     beta: f32,
     mut c: MatMut<'_, f32>,
     scratch: &mut [f32],
@@ -87,7 +87,7 @@ pub fn cross_update(
     r: MatMut<'_, f32>,
     scratch: &mut [f32],
 ) -> Result<(), KernelError> {
-    gemm(1.0, x, Op::Transpose, t, Op::Identity, 1.0, r, scratch)
+    gemm(1.0, x, Transpose::Yes, t, Transpose::No, 1.0, r, scratch)
 }
 
 /// `C += alpha * (op(A) - sa) (op(B) - sb)` with a per-row shift `sa` of `op(A)` and a
@@ -108,9 +108,9 @@ pub(crate) fn gemm_shifted(
 pub fn gemm_reference(
     alpha: f32,
     a: MatRef<'_, f32>,
-    op_a: Op,
+    op_a: Transpose,
     b: MatRef<'_, f32>,
-    op_b: Op,
+    op_b: Transpose,
     beta: f32,
     mut c: MatMut<'_, f32>,
 ) -> Result<(), KernelError> {
@@ -159,9 +159,9 @@ mod tests {
             &[(1, 1, 1), (7, 17, 9), (97, 33, 300), (13, 130, 513)]
         };
         let ops = [
-            (Op::Identity, Op::Identity),
-            (Op::Transpose, Op::Identity),
-            (Op::Identity, Op::Transpose),
+            (Transpose::No, Transpose::No),
+            (Transpose::Yes, Transpose::No),
+            (Transpose::No, Transpose::Yes),
         ];
         for (i, &(m, n, k)) in shapes.iter().enumerate() {
             // Under Miri, one transposition case per shape, in turn.
@@ -173,8 +173,16 @@ mod tests {
             for &(op_a, op_b) in cases {
                 let a = lcg(m * k, 1);
                 let b = lcg(k * n, 2);
-                let (ar, ac) = if op_a == Op::Identity { (m, k) } else { (k, m) };
-                let (br, bc) = if op_b == Op::Identity { (k, n) } else { (n, k) };
+                let (ar, ac) = if op_a == Transpose::No {
+                    (m, k)
+                } else {
+                    (k, m)
+                };
+                let (br, bc) = if op_b == Transpose::No {
+                    (k, n)
+                } else {
+                    (n, k)
+                };
                 let a = MatRef::new(&a, ar, ac).unwrap();
                 let b = MatRef::new(&b, br, bc).unwrap();
                 let mut c1 = lcg(m * n, 3);

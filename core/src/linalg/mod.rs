@@ -27,7 +27,7 @@ pub use finite::{
     all_finite, all_finite_reference, all_within, all_within_reference, first_non_finite,
     first_outside,
 };
-pub use gemm::{Op, cross_update, gemm, gemm_reference, gemm_scratch_len};
+pub use gemm::{Transpose, cross_update, gemm, gemm_reference, gemm_scratch_len};
 pub use microkernel::LANES;
 pub use packed::{PackedError, cholesky_packed, packed_index, packed_len, solve_packed};
 pub use symm::{symm_rows, symm_rows_reference};

@@ -17,7 +17,7 @@ use core::fmt;
 
 use crate::assign::{AuctionError, AuctionParams, auction, auction_scratch_len};
 use crate::graph::{Groups, Tensor, Weights};
-use crate::linalg::{MatMut, MatRef, Op, gemm, gemm_scratch_len};
+use crate::linalg::{MatMut, MatRef, Transpose, gemm, gemm_scratch_len};
 
 /// Knobs of [`weight_matching`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -128,7 +128,7 @@ fn add_axis_products(
         let av = MatRef::new(&a.data()[base..base + n * inner], n, inner).expect("in bounds");
         let bv = MatRef::new(&b.data()[base..base + n * inner], n, inner).expect("in bounds");
         let cv = MatMut::new(c, n, n).expect("n x n");
-        gemm(1.0, av, Op::Identity, bv, Op::Transpose, 1.0, cv, scratch).expect("shapes agree");
+        gemm(1.0, av, Transpose::No, bv, Transpose::Yes, 1.0, cv, scratch).expect("shapes agree");
     }
 }
 

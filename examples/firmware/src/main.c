@@ -9,6 +9,8 @@
  * 3. Top-k selection of the matched pairs, and error statuses on bad input.
  * 4. The real thing (mlp_merge.c): the whole merge of two trained MLPs on embedded images,
  *    and the accuracy of the merged network on embedded test images.
+ * 5. The fashion CNN pair (cnn_eval.c) through the compact graph description: each model's
+ *    accuracy on the embedded test images of its classes.
  *
  * Prints what it computes over semihosting and returns the number of failed checks, which
  * the startup code hands to QEMU as its exit code.
@@ -20,6 +22,11 @@
 #include "demo.h"
 #include "pleas.h"
 #include "semihost.h"
+
+/* Whether to evaluate the CNN pair too (run.sh: CNN=1, the default). */
+#ifndef CNN_DEMO
+#define CNN_DEMO 1
+#endif
 
 static int passed, failed;
 
@@ -206,6 +213,9 @@ int main(void) {
     gram_and_ridge();
     auction();
     mlp_demo();
+#if CNN_DEMO
+    cnn_demo();
+#endif
     sh_printf("firmware: %d passed, %d failed\n", passed, failed);
     return failed;
 }

@@ -40,6 +40,10 @@ enum {
     MAX_WIDTH = 2 * HIDDEN,
 };
 
+const uint8_t *const demo_test_images = data_x_test;
+const uint8_t *const demo_test_labels = data_y_test;
+const size_t demo_test_count = TEST_N;
+
 static float merged[MLP_MERGED_LEN];
 static double scratch[MLP_SCRATCH_LEN];
 static size_t indices[MLP_INDEX_LEN];

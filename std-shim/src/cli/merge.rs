@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::interrupt::{self, OutputGuard};
 use super::{MergeArgs, Outcome, parse_normalize};
 use crate::error::Error;
-use crate::eval::evaluate;
+use crate::eval::{EvalReport, evaluate};
 use crate::export::ModelWriter as _;
 use crate::io::data::{self, DataSpec, Normalize};
 use crate::merge::pipeline::{Event, MergeOutcome, merge_on};
@@ -430,59 +430,121 @@ fn run_on(
     // smallest thread count of all ranks sets them.
     settings.threads = ranks.min_over_ranks(settings.threads as u64) as usize;
     same_simd_path(ranks)?;
-    let normalize = spec.normalize;
-    let write_err = |source| Error::Write {
-        path: "<stdout>".into(),
-        source,
+    let mut progress = Progress {
+        out: &mut *out,
+        err,
+        interactive: root && !a.quiet && !a.json && std::io::stderr().is_terminal(),
+        json: root && a.json,
     };
-    let interactive = root && !a.quiet && !a.json && std::io::stderr().is_terminal();
-    let json_events = root && a.json;
-    let mut progress = |e: &Event| match e {
-        Event::Stage { name, total } => {
-            if json_events {
-                let _ = writeln!(
-                    out,
-                    "{}",
-                    json!({"event": "stage", "name": name, "total": total})
-                );
-            } else if interactive {
-                let _ = write!(err, "\r\x1b[K{name}: 0/{total}");
-            }
-        }
-        Event::Step {
-            stage,
-            done,
-            total,
-            what,
-            elapsed,
-            eta,
-        } => {
-            if json_events {
-                let _ = writeln!(
-                    out,
-                    "{}",
-                    json!({"event": "step", "stage": stage, "done": done, "total": total, "what": what,
-                           "elapsed_s": elapsed, "eta_s": eta})
-                );
-            } else if interactive {
-                let left = eta.map_or(String::new(), |s| format!(", about {} left", duration(s)));
-                let _ = write!(
-                    err,
-                    "\r\x1b[K{stage}: {done}/{total} {what} ({}{left})",
-                    duration(*elapsed)
-                );
-                if done == total {
-                    let _ = writeln!(err);
-                }
-            }
-        }
-    };
-    let outcome = merge_on(&ma, &mb, &spec, &settings, ranks, &mut progress)?;
+    let outcome = merge_on(&ma, &mb, &spec, &settings, ranks, &mut |e| {
+        progress.event(e)
+    })?;
     if !root {
         // Every rank has the merged model; writing it is rank 0's.
         return Ok(Outcome::Ok);
     }
     // The merged model as a loadable model, evaluated if asked.
+    let merged_model = Model::from_parts(
+        &a.out.join("merged.safetensors"),
+        "pleas-merged".into(),
+        outcome.graph.clone(),
+        outcome.weights.clone(),
+        merged_metadata(a, &ma, &settings, &outcome),
+    )?;
+    let eval = match &a.eval {
+        Some(path) => Some(evaluate_merged(a, path, spec.normalize, &merged_model)?),
+        None => None,
+    };
+    let eval_json = eval.as_ref().map(eval_json);
+    let report = report_json(a, &settings, &outcome, eval_json.as_ref());
+    let report = serde_json::to_string_pretty(&report).expect("report serialises");
+    let onnx = match &onnx_writer {
+        Some(w) => Some(w.encode(&merged_model).map_err(|source| Error::Export {
+            path: a.out.join("merged.onnx"),
+            format: "onnx",
+            source,
+        })?),
+        None => None,
+    };
+    let extra: Vec<(&str, &[u8])> = onnx.iter().map(|b| ("merged.onnx", b.as_slice())).collect();
+    OutDir::open(&a.out)?.write(&merged_model, report.as_bytes(), &extra)?;
+    let write_err = |source| Error::Write {
+        path: "<stdout>".into(),
+        source,
+    };
+    if a.json {
+        let done = json!({"event": "done", "out": a.out.display().to_string(), "flop_ratio": outcome.flop_ratio, "param_ratio": outcome.param_ratio, "eval": eval_json});
+        writeln!(out, "{done}").map_err(write_err)?;
+    } else if !a.quiet {
+        let s = summary(a, &settings, &outcome, eval.as_ref());
+        out.write_all(s.as_bytes()).map_err(write_err)?;
+    }
+    Ok(Outcome::Ok)
+}
+
+/// Where progress events go: JSON lines on stdout (`--json`), or one updated line on stderr
+/// when it is a terminal; nowhere otherwise (and on every rank but 0).
+struct Progress<'w> {
+    out: &'w mut dyn Write,
+    err: &'w mut dyn Write,
+    interactive: bool,
+    json: bool,
+}
+
+impl Progress<'_> {
+    fn event(&mut self, e: &Event) {
+        match e {
+            Event::Stage { name, total } => {
+                if self.json {
+                    let _ = writeln!(
+                        self.out,
+                        "{}",
+                        json!({"event": "stage", "name": name, "total": total})
+                    );
+                } else if self.interactive {
+                    let _ = write!(self.err, "\r\x1b[K{name}: 0/{total}");
+                }
+            }
+            Event::Step {
+                stage,
+                done,
+                total,
+                what,
+                elapsed,
+                eta,
+            } => {
+                if self.json {
+                    let _ = writeln!(
+                        self.out,
+                        "{}",
+                        json!({"event": "step", "stage": stage, "done": done, "total": total, "what": what,
+                               "elapsed_s": elapsed, "eta_s": eta})
+                    );
+                } else if self.interactive {
+                    let left =
+                        eta.map_or(String::new(), |s| format!(", about {} left", duration(s)));
+                    let _ = write!(
+                        self.err,
+                        "\r\x1b[K{stage}: {done}/{total} {what} ({}{left})",
+                        duration(*elapsed)
+                    );
+                    if done == total {
+                        let _ = writeln!(self.err);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The merged model's metadata: `arch`, `normalize` (`--normalize`, else model A's), the
+/// `classes` of each head, the budget and the achieved FLOP ratio.
+fn merged_metadata(
+    a: &MergeArgs,
+    ma: &Model,
+    settings: &MergeSettings,
+    outcome: &MergeOutcome,
+) -> crate::io::safetensors::Metadata {
     let mut metadata = crate::io::safetensors::Metadata::new();
     metadata.insert("arch".into(), "pleas-merged".into());
     metadata.insert(
@@ -509,82 +571,73 @@ fn run_on(
     }
     metadata.insert("budget".into(), format!("{}", settings.budget));
     metadata.insert("flop_ratio".into(), format!("{:.6}", outcome.flop_ratio));
-    let merged_model = Model::from_parts(
-        &a.out.join("merged.safetensors"),
-        "pleas-merged".into(),
-        outcome.graph.clone(),
-        outcome.weights.clone(),
-        metadata.clone(),
-    )?;
-    let eval = match &a.eval {
-        Some(path) => {
-            let spec = DataSpec {
-                path: path.clone(),
-                data_key: a.eval_data_key.clone(),
-                label_key: Some(a.eval_label_key.clone()),
-                labels_path: None,
-                normalize,
-            };
-            let dataset = data::load(&spec)?;
-            let r = evaluate(&merged_model, &dataset, path, 256)?;
-            Some(r)
-        }
-        None => None,
+    metadata
+}
+
+/// `--eval FILE`: the merged model's accuracy per head on the labeled data in `path`,
+/// normalised as the merge data were.
+fn evaluate_merged(
+    a: &MergeArgs,
+    path: &Path,
+    normalize: Normalize,
+    merged_model: &Model,
+) -> Result<EvalReport, Error> {
+    let spec = DataSpec {
+        path: path.to_path_buf(),
+        data_key: a.eval_data_key.clone(),
+        label_key: Some(a.eval_label_key.clone()),
+        labels_path: None,
+        normalize,
     };
-    let eval_json = eval.as_ref().map(|r| {
-        json!({
-            "accuracy": r.accuracy,
-            "heads": r.heads.iter().map(|h| json!({
-                "name": h.name, "classes": h.classes, "accuracy": h.accuracy, "samples": h.samples
-            })).collect::<Vec<_>>(),
-        })
-    });
-    let report = report_json(a, &settings, &outcome, eval_json.as_ref());
-    let report = serde_json::to_string_pretty(&report).expect("report serialises");
-    let onnx = match &onnx_writer {
-        Some(w) => Some(w.encode(&merged_model).map_err(|source| Error::Export {
-            path: a.out.join("merged.onnx"),
-            format: "onnx",
-            source,
-        })?),
-        None => None,
-    };
-    let extra: Vec<(&str, &[u8])> = onnx.iter().map(|b| ("merged.onnx", b.as_slice())).collect();
-    OutDir::open(&a.out)?.write(&merged_model, report.as_bytes(), &extra)?;
-    if a.json {
-        let done = json!({"event": "done", "out": a.out.display().to_string(), "flop_ratio": outcome.flop_ratio, "param_ratio": outcome.param_ratio, "eval": eval_json});
-        writeln!(out, "{done}").map_err(write_err)?;
-    } else if !a.quiet {
-        let mut s = format!(
-            "merged {} groups at budget {} ({} fit, {} samples): FLOP ratio {:.3}, parameter ratio {:.3}, {:.1} s\n",
-            outcome.groups.len(),
-            settings.budget,
-            settings.fit.name(),
-            outcome.samples,
-            outcome.flop_ratio,
-            outcome.param_ratio,
-            outcome.timings.last().map_or(0.0, |t| t.1),
-        );
-        s.push_str(&format!(
-            "wrote {} and {}{}\n",
-            a.out.join("merged.safetensors").display(),
-            a.out.join("report.json").display(),
-            if a.onnx {
-                format!(" and {}", a.out.join("merged.onnx").display())
-            } else {
-                String::new()
-            }
-        ));
-        if let Some(r) = &eval {
-            s.push_str(&format!("accuracy {:.4} (mean over heads)\n", r.accuracy));
-            for h in &r.heads {
-                s.push_str(&format!(
-                    "  head {}: {:.4} ({} samples, classes {:?})\n",
-                    h.name, h.accuracy, h.samples, h.classes
-                ));
-            }
+    let dataset = data::load(&spec)?;
+    evaluate(merged_model, &dataset, path, 256)
+}
+
+/// The `eval` object of the report and of the `done` event.
+fn eval_json(r: &EvalReport) -> Value {
+    json!({
+        "accuracy": r.accuracy,
+        "heads": r.heads.iter().map(|h| json!({
+            "name": h.name, "classes": h.classes, "accuracy": h.accuracy, "samples": h.samples
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The lines printed after a merge without `--json` or `--quiet`.
+fn summary(
+    a: &MergeArgs,
+    settings: &MergeSettings,
+    outcome: &MergeOutcome,
+    eval: Option<&EvalReport>,
+) -> String {
+    let mut s = format!(
+        "merged {} groups at budget {} ({} fit, {} samples): FLOP ratio {:.3}, parameter ratio {:.3}, {:.1} s\n",
+        outcome.groups.len(),
+        settings.budget,
+        settings.fit.name(),
+        outcome.samples,
+        outcome.flop_ratio,
+        outcome.param_ratio,
+        outcome.timings.last().map_or(0.0, |t| t.1),
+    );
+    s.push_str(&format!(
+        "wrote {} and {}{}\n",
+        a.out.join("merged.safetensors").display(),
+        a.out.join("report.json").display(),
+        if a.onnx {
+            format!(" and {}", a.out.join("merged.onnx").display())
+        } else {
+            String::new()
         }
-        out.write_all(s.as_bytes()).map_err(write_err)?;
+    ));
+    if let Some(r) = eval {
+        s.push_str(&format!("accuracy {:.4} (mean over heads)\n", r.accuracy));
+        for h in &r.heads {
+            s.push_str(&format!(
+                "  head {}: {:.4} ({} samples, classes {:?})\n",
+                h.name, h.accuracy, h.samples, h.classes
+            ));
+        }
     }
-    Ok(Outcome::Ok)
+    s
 }

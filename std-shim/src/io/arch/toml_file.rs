@@ -184,6 +184,42 @@ pub fn parse(text: &str, weights: &Weights) -> Result<Graph, String> {
         let e = e.to_string();
         e.lines().next().unwrap_or("invalid TOML").to_string()
     })?;
+    let nodes = table
+        .get("node")
+        .and_then(|v| v.as_array())
+        .ok_or("no `[[node]]` entries");
+    let mut g = Graph::new(input_shape(&table)?);
+    let mut prev: NodeId = g.input();
+    for (i, node) in nodes?.iter().enumerate() {
+        let t = node
+            .as_table()
+            .ok_or_else(|| format!("node {i} is not a table"))?;
+        let name = t
+            .get("name")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| format!("node {i} has no `name`"))?;
+        let node = NodeEntry {
+            t,
+            name,
+            prefix: t.get("params").and_then(|v| v.as_str()).unwrap_or(name),
+            weights,
+        };
+        let op_name = t
+            .get("op")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| node.ctx("missing `op`".into()))?;
+        let inputs = node.inputs(&g, prev)?;
+        let op = node.op(op_name, &g, &inputs)?;
+        prev = g
+            .push(name.to_string(), op, &inputs)
+            .map_err(|e| e.to_string())?;
+    }
+    add_outputs(&table, &mut g, prev)?;
+    Ok(g)
+}
+
+/// The `input` key: `[D]` or `[C, H, W]`.
+fn input_shape(table: &toml::Table) -> Result<Shape, String> {
     let input: Vec<usize> = table
         .get("input")
         .and_then(|v| v.as_array())
@@ -192,197 +228,228 @@ pub fn parse(text: &str, weights: &Weights) -> Result<Graph, String> {
         .map(|v| v.as_integer().and_then(|i| usize::try_from(i).ok()))
         .collect::<Option<_>>()
         .ok_or("`input` must hold non-negative integers")?;
-    let shape = match input.as_slice() {
-        [d] => Shape::flat(*d),
-        [c, h, w] => Shape::new(*c, *h, *w),
-        _ => return Err(format!("`input` {input:?} must be [D] or [C, H, W]")),
+    match input.as_slice() {
+        [d] => Ok(Shape::flat(*d)),
+        [c, h, w] => Ok(Shape::new(*c, *h, *w)),
+        _ => Err(format!("`input` {input:?} must be [D] or [C, H, W]")),
+    }
+}
+
+/// The `outputs` key (default: the last node, `last`).
+fn add_outputs(table: &toml::Table, g: &mut Graph, last: NodeId) -> Result<(), String> {
+    let list = match table.get("outputs") {
+        None => {
+            let name = g.node(last).name.clone();
+            return g.add_output(name, last).map_err(|e| e.to_string());
+        }
+        Some(toml::Value::Array(a)) => a,
+        Some(_) => return Err("`outputs` must be a list of node names".into()),
     };
-    let nodes = table
-        .get("node")
-        .and_then(|v| v.as_array())
-        .ok_or("no `[[node]]` entries")?;
-    let mut g = Graph::new(shape);
-    let mut prev: NodeId = g.input();
-    for (i, node) in nodes.iter().enumerate() {
-        let t = node
-            .as_table()
-            .ok_or_else(|| format!("node {i} is not a table"))?;
-        let name = t
-            .get("name")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| format!("node {i} has no `name`"))?
-            .to_string();
-        let ctx = |m: String| format!("node `{name}`: {m}");
-        let op_name = t
-            .get("op")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| ctx("missing `op`".into()))?;
-        let inputs: Vec<NodeId> = match t.get("inputs") {
-            None => vec![prev],
+    const BAD: &str =
+        "`outputs` entries must be node names or { name = \"...\", node = \"...\" } tables";
+    for v in list {
+        let (name, node) = match v {
+            toml::Value::String(s) => (s.as_str(), s.as_str()),
+            toml::Value::Table(t) => match (
+                t.get("name").and_then(|v| v.as_str()),
+                t.get("node").and_then(|v| v.as_str()),
+            ) {
+                (Some(name), Some(node)) => (name, node),
+                _ => return Err(BAD.into()),
+            },
+            _ => return Err(BAD.into()),
+        };
+        let id = g
+            .find(node)
+            .ok_or_else(|| format!("output `{name}`: `{node}` is not a node"))?;
+        g.add_output(name, id).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// One `[[node]]` table being read: its keys, name, tensor-name prefix and the weights its
+/// shapes come from.
+struct NodeEntry<'a> {
+    t: &'a toml::Table,
+    name: &'a str,
+    prefix: &'a str,
+    weights: &'a Weights,
+}
+
+impl NodeEntry<'_> {
+    /// `m` prefixed with the node's name.
+    fn ctx(&self, m: String) -> String {
+        format!("node `{}`: {m}", self.name)
+    }
+
+    /// The `inputs` key (default: the previous node, `prev`).
+    fn inputs(&self, g: &Graph, prev: NodeId) -> Result<Vec<NodeId>, String> {
+        match self.t.get("inputs") {
+            None => Ok(vec![prev]),
             Some(toml::Value::Array(a)) => a
                 .iter()
                 .map(|v| {
                     let s = v
                         .as_str()
-                        .ok_or_else(|| ctx("`inputs` must be names".into()))?;
+                        .ok_or_else(|| self.ctx("`inputs` must be names".into()))?;
                     g.find(s)
-                        .ok_or_else(|| ctx(format!("input `{s}` is not an earlier node")))
+                        .ok_or_else(|| self.ctx(format!("input `{s}` is not an earlier node")))
                 })
-                .collect::<Result<_, _>>()?,
-            Some(_) => return Err(ctx("`inputs` must be a list of node names".into())),
-        };
-        let prefix = t
-            .get("params")
-            .and_then(|v| v.as_str())
-            .unwrap_or(&name)
-            .to_string();
-        let wname = format!("{prefix}.weight");
-        let bname = format!("{prefix}.bias");
-        let wshape = || {
-            weights
-                .get(&wname)
-                .map(|w| w.shape().to_vec())
-                .ok_or_else(|| ctx(format!("tensor `{wname}` is missing")))
-        };
-        let bias = || bias_of(t, &bname, weights).map_err(|e| ctx(e.into()));
-        let stride = |d| pair(t.get("stride"), d, "stride").map_err(ctx);
-        let padding = || pair(t.get("padding"), [0, 0], "padding").map_err(ctx);
-        let op = match op_name {
-            "conv2d" => {
-                let s = wshape()?;
-                let [o, c, kh, kw] = s[..] else {
-                    return Err(ctx(format!(
-                        "conv weight `{wname}` has shape {s:?}, not 4-D"
-                    )));
-                };
-                Op::Conv2d {
-                    weight: wname.clone(),
-                    bias: bias()?,
-                    in_channels: c,
-                    out_channels: o,
-                    kernel: [kh, kw],
-                    stride: stride([1, 1])?,
-                    padding: padding()?,
-                }
-            }
-            "linear" => {
-                let s = wshape()?;
-                let [o, c] = s[..] else {
-                    return Err(ctx(format!(
-                        "linear weight `{wname}` has shape {s:?}, not 2-D"
-                    )));
-                };
-                Op::Linear {
-                    weight: wname.clone(),
-                    bias: bias()?,
-                    in_features: c,
-                    out_features: o,
-                }
-            }
-            "batchnorm" => {
-                let s = wshape()?;
-                let eps = match t.get("eps") {
-                    None => BN_EPS,
-                    Some(v) => v
-                        .as_float()
-                        .or_else(|| v.as_integer().map(|i| i as f64))
-                        .ok_or_else(|| ctx("`eps` must be a number".into()))?
-                        as f32,
-                };
-                Op::BatchNorm {
-                    weight: wname.clone(),
-                    bias: bname.clone(),
-                    running_mean: format!("{prefix}.running_mean"),
-                    running_var: format!("{prefix}.running_var"),
-                    channels: s.first().copied().unwrap_or(0),
-                    eps,
-                }
-            }
-            "relu" => Op::Relu,
-            "add" => Op::Add,
-            "maxpool" | "avgpool" => {
-                let kernel = pair(t.get("kernel"), [0, 0], "kernel").map_err(ctx)?;
-                if kernel == [0, 0] {
-                    return Err(ctx("pools need a `kernel`".into()));
-                }
-                let (stride, padding) = (stride(kernel)?, padding()?);
-                if op_name == "maxpool" {
-                    Op::MaxPool {
-                        kernel,
-                        stride,
-                        padding,
-                    }
-                } else {
-                    Op::AvgPool {
-                        kernel,
-                        stride,
-                        padding,
-                    }
-                }
-            }
-            "global_avgpool" => Op::GlobalAvgPool,
-            "flatten" => Op::Flatten,
+                .collect(),
+            Some(_) => Err(self.ctx("`inputs` must be a list of node names".into())),
+        }
+    }
+
+    fn weight_name(&self) -> String {
+        format!("{}.weight", self.prefix)
+    }
+
+    fn bias_name(&self) -> String {
+        format!("{}.bias", self.prefix)
+    }
+
+    /// The shape of `{params}.weight`.
+    fn weight_shape(&self) -> Result<Vec<usize>, String> {
+        let wname = self.weight_name();
+        self.weights
+            .get(&wname)
+            .map(|w| w.shape().to_vec())
+            .ok_or_else(|| self.ctx(format!("tensor `{wname}` is missing")))
+    }
+
+    fn bias(&self) -> Result<Option<String>, String> {
+        bias_of(self.t, &self.bias_name(), self.weights).map_err(|e| self.ctx(e.into()))
+    }
+
+    fn stride(&self, default: Pair) -> Result<Pair, String> {
+        pair(self.t.get("stride"), default, "stride").map_err(|e| self.ctx(e))
+    }
+
+    fn padding(&self) -> Result<Pair, String> {
+        pair(self.t.get("padding"), [0, 0], "padding").map_err(|e| self.ctx(e))
+    }
+
+    /// The layer op `op_name` of this node, reading `inputs` of `g`.
+    fn op(&self, op_name: &str, g: &Graph, inputs: &[NodeId]) -> Result<Op, String> {
+        match op_name {
+            "conv2d" => self.conv2d(),
+            "linear" => self.linear(),
+            "batchnorm" => self.batchnorm(),
+            "relu" => Ok(Op::Relu),
+            "add" => Ok(Op::Add),
+            "maxpool" | "avgpool" => self.pool(op_name == "maxpool"),
+            "global_avgpool" => Ok(Op::GlobalAvgPool),
+            "flatten" => Ok(Op::Flatten),
             "block_conv2d" | "block_linear" => {
-                let conv = op_name == "block_conv2d";
-                let (blocks, kernel) = blocks(t, weights, if conv { 4 } else { 2 }).map_err(ctx)?;
                 // The layer reads all its input's channels; a wrong input count is the graph's
                 // error.
                 let in_c = inputs.first().map_or(0, |&i| g.node(i).shape.c);
-                let out_c = blocks
-                    .iter()
-                    .fold(0usize, |acc, b| acc.saturating_add(b.rows));
-                if conv {
-                    Op::BlockConv2d {
-                        in_channels: in_c,
-                        out_channels: out_c,
-                        kernel,
-                        stride: stride([1, 1])?,
-                        padding: padding()?,
-                        blocks,
-                    }
-                } else {
-                    Op::BlockLinear {
-                        in_features: in_c,
-                        out_features: out_c,
-                        blocks,
-                    }
-                }
+                self.block_layer(op_name == "block_conv2d", in_c)
             }
-            other => return Err(ctx(format!("unknown op `{other}`"))),
+            other => Err(self.ctx(format!("unknown op `{other}`"))),
+        }
+    }
+
+    fn conv2d(&self) -> Result<Op, String> {
+        let s = self.weight_shape()?;
+        let [o, c, kh, kw] = s[..] else {
+            return Err(self.ctx(format!(
+                "conv weight `{}` has shape {s:?}, not 4-D",
+                self.weight_name()
+            )));
         };
-        prev = g
-            .push(name.clone(), op, &inputs)
-            .map_err(|e| e.to_string())?;
+        Ok(Op::Conv2d {
+            weight: self.weight_name(),
+            bias: self.bias()?,
+            in_channels: c,
+            out_channels: o,
+            kernel: [kh, kw],
+            stride: self.stride([1, 1])?,
+            padding: self.padding()?,
+        })
     }
-    match table.get("outputs") {
-        None => {
-            let last = g.node(prev).name.clone();
-            g.add_output(last, prev).map_err(|e| e.to_string())?;
+
+    fn linear(&self) -> Result<Op, String> {
+        let s = self.weight_shape()?;
+        let [o, c] = s[..] else {
+            return Err(self.ctx(format!(
+                "linear weight `{}` has shape {s:?}, not 2-D",
+                self.weight_name()
+            )));
+        };
+        Ok(Op::Linear {
+            weight: self.weight_name(),
+            bias: self.bias()?,
+            in_features: c,
+            out_features: o,
+        })
+    }
+
+    fn batchnorm(&self) -> Result<Op, String> {
+        let s = self.weight_shape()?;
+        let eps = match self.t.get("eps") {
+            None => BN_EPS,
+            Some(v) => v
+                .as_float()
+                .or_else(|| v.as_integer().map(|i| i as f64))
+                .ok_or_else(|| self.ctx("`eps` must be a number".into()))?
+                as f32,
+        };
+        Ok(Op::BatchNorm {
+            weight: self.weight_name(),
+            bias: self.bias_name(),
+            running_mean: format!("{}.running_mean", self.prefix),
+            running_var: format!("{}.running_var", self.prefix),
+            channels: s.first().copied().unwrap_or(0),
+            eps,
+        })
+    }
+
+    fn pool(&self, is_max: bool) -> Result<Op, String> {
+        let kernel = pair(self.t.get("kernel"), [0, 0], "kernel").map_err(|e| self.ctx(e))?;
+        if kernel == [0, 0] {
+            return Err(self.ctx("pools need a `kernel`".into()));
         }
-        Some(toml::Value::Array(a)) => {
-            const BAD: &str =
-                "`outputs` entries must be node names or { name = \"...\", node = \"...\" } tables";
-            for v in a {
-                let (name, node) = match v {
-                    toml::Value::String(s) => (s.as_str(), s.as_str()),
-                    toml::Value::Table(t) => match (
-                        t.get("name").and_then(|v| v.as_str()),
-                        t.get("node").and_then(|v| v.as_str()),
-                    ) {
-                        (Some(name), Some(node)) => (name, node),
-                        _ => return Err(BAD.into()),
-                    },
-                    _ => return Err(BAD.into()),
-                };
-                let id = g
-                    .find(node)
-                    .ok_or_else(|| format!("output `{name}`: `{node}` is not a node"))?;
-                g.add_output(name, id).map_err(|e| e.to_string())?;
+        let (stride, padding) = (self.stride(kernel)?, self.padding()?);
+        Ok(if is_max {
+            Op::MaxPool {
+                kernel,
+                stride,
+                padding,
             }
-        }
-        Some(_) => return Err("`outputs` must be a list of node names".into()),
+        } else {
+            Op::AvgPool {
+                kernel,
+                stride,
+                padding,
+            }
+        })
     }
-    Ok(g)
+
+    /// A `block_conv2d` (`conv`) or `block_linear` layer over `in_c` input channels.
+    fn block_layer(&self, conv: bool, in_c: usize) -> Result<Op, String> {
+        let (blocks, kernel) =
+            blocks(self.t, self.weights, if conv { 4 } else { 2 }).map_err(|e| self.ctx(e))?;
+        let out_c = blocks
+            .iter()
+            .fold(0usize, |acc, b| acc.saturating_add(b.rows));
+        Ok(if conv {
+            Op::BlockConv2d {
+                in_channels: in_c,
+                out_channels: out_c,
+                kernel,
+                stride: self.stride([1, 1])?,
+                padding: self.padding()?,
+                blocks,
+            }
+        } else {
+            Op::BlockLinear {
+                in_features: in_c,
+                out_features: out_c,
+                blocks,
+            }
+        })
+    }
 }
 
 /// A TOML basic string.
