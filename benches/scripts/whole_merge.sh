@@ -77,5 +77,6 @@ for k in keys:
     print(f'| {k[0]} | {k[1]} | {w:.2f} | {c:.2f} | {old_wall / w:.2f}x | {old_cpu / c:.2f}x |')
 EOF
 for h in "$work"/hashes-*; do
-    printf '%s: %s distinct merged.safetensors hash(es)\n' "${h##*/hashes-}" "$(sort -u "$h" | wc -l)"
+    printf '%s: %s distinct merged.safetensors hash(es): %s\n' "${h##*/hashes-}" \
+        "$(sort -u "$h" | wc -l)" "$(sort -u "$h" | tr '\n' ' ')"
 done
