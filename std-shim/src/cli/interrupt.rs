@@ -42,7 +42,7 @@ const RANK_STOPPED: i32 = 2;
 
 /// Records that this process is rank `rank` of `size` (from then on, with `size > 1`, a
 /// signal ends it as a failed rank, status 2).
-#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+#[cfg(feature = "mpi")]
 pub(super) fn set_rank(rank: usize, size: usize) {
     if size > 1 {
         let _ = RANK.set((rank, size));

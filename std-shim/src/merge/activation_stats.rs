@@ -127,7 +127,7 @@ pub fn activation_moments(
 /// is the same for any number of threads and at most a wave of accumulators is held. With
 /// several `ranks`, each computes its shards of every wave and rank 0 folds them all in shard
 /// order ([`fold_shards`](crate::ranks::fold_shards)). `on_shards(done, total)` is called
-/// after every wave (for progress).
+/// once with `done = 0` before the first wave, then after every wave (for progress).
 pub fn activation_moments_streamed(
     graph: &Graph,
     groups: &Groups,
@@ -171,6 +171,7 @@ pub fn activation_moments_streamed(
         moments.swap_buffers(&mut slot);
         pushed.map(|()| accs)
     };
+    on_shards(0, total);
     fold_shards_reporting(
         ranks,
         par,
@@ -186,7 +187,8 @@ pub fn activation_moments_streamed(
     )
 }
 
-const STAGE: &str = "matching statistics";
+/// The stage's name in errors and progress.
+pub(super) const STAGE: &str = "matching statistics";
 
 fn new_accumulators(groups: &Groups) -> Vec<OwnedGram> {
     groups

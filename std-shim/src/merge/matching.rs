@@ -15,14 +15,14 @@ use pleas_core::merge::matching::{GroupMatch, match_group};
 use pleas_core::merge::weight_matching::{WeightMatchParams, weight_matching};
 use pleas_core::similarity::Metric;
 
-use super::activation_stats::{activation_moments_streamed, group_similarities};
+use super::activation_stats::{self, activation_moments_streamed, group_similarities};
 use super::layers;
 use super::prepare::err;
 use super::report::{Event, GroupReport};
 use super::settings::{MatchingMode, MergeSettings, RatioMode, SHARD_SAMPLES};
 use crate::error::Error;
 use crate::io::data::DataSpec;
-use crate::par::{Parallelism, shard_ranges};
+use crate::par::Parallelism;
 use crate::ranks::Ranks;
 
 /// What the matching reads: the prepared pair and how to stream the data.
@@ -43,28 +43,21 @@ pub(crate) struct MatchInputs<'a> {
     pub(crate) par: Parallelism,
     /// The processes computing the merge.
     pub(crate) ranks: &'a dyn Ranks,
-    /// Merge samples.
-    pub(crate) samples: usize,
 }
 
-/// The stage that streams the data once through both models for the matching statistics;
-/// one step per wave of shards.
-const STATISTICS: &str = "matching statistics";
-
-/// Progress of a pass over the `n` samples' shards as [`Event`]s of `stage`: the stage event
-/// now, then a step per wave with an ETA from the rate so far (every shard has the same
-/// number of samples, but the last).
+/// Progress of a pass over shards as [`Event`]s of `stage`: the stage event at `done = 0`
+/// (before any shard), then a step per wave with an ETA from the rate so far (every shard has
+/// the same number of samples, but the last).
 fn shard_progress<'p>(
     stage: &'static str,
-    n: usize,
     progress: &'p mut dyn FnMut(&Event),
 ) -> impl FnMut(usize, usize) + 'p {
-    progress(&Event::Stage {
-        name: stage,
-        total: shard_ranges(n, SHARD_SAMPLES).len(),
-    });
     let start = Instant::now();
     move |done, total| {
+        if done == 0 {
+            progress(&Event::Stage { name: stage, total });
+            return;
+        }
         let elapsed = start.elapsed().as_secs_f64();
         progress(&Event::Step {
             stage,
@@ -72,7 +65,7 @@ fn shard_progress<'p>(
             total,
             what: format!("{done} of {total} shards"),
             elapsed,
-            eta: (done > 0).then(|| elapsed * (total - done) as f64 / done as f64),
+            eta: Some(elapsed * (total - done) as f64 / done as f64),
         });
     }
 }
@@ -103,7 +96,7 @@ fn scores(
                 SHARD_SAMPLES,
                 par,
                 ranks,
-                &mut shard_progress(STATISTICS, m.samples, progress),
+                &mut shard_progress(activation_stats::STAGE, progress),
             )?;
             let s = group_similarities(&mut accs, settings.metric)?;
             let c = group_similarities(&mut accs, Metric::Correlation)?;

@@ -80,7 +80,6 @@ fn merge_ranked(
         batch,
         par,
         ranks,
-        samples: prepared.samples,
     };
     let (layouts, ratios, group_reports) = match_groups(&inputs, &costs, settings, progress)?;
     timings.push(("matching", t1.elapsed().as_secs_f64()));
