@@ -231,8 +231,7 @@ fn trim_spares(spare: &mut Vec<Vec<f32>>, cap_bytes: usize) {
     });
 }
 
-/// Buffers one thread reuses from shard to shard (shards `s` with the same `s % threads` run
-/// one after another): activation buffers the forward passes draw from and the store reads
+/// Buffers one worker thread reuses from shard to shard: activation buffers the forward passes draw from and the store reads
 /// into, and the patch and target rows of the fits. Fresh multi-megabyte buffers for every
 /// node of every shard cost zeroing and page faults (about 15 % of a merge's profile).
 #[derive(Default)]
@@ -279,7 +278,7 @@ pub struct Streamer<'a> {
     shards: Vec<Mutex<Shard>>,
     /// The memory budget and spill file every shard's store shares.
     space: Arc<SpillSpace>,
-    /// Reused buffers, one set per thread (shard `s` uses set `s % threads`).
+    /// Reused buffers, one set per worker thread.
     slots: Vec<Mutex<SlotBuffers>>,
     /// Highest node computed so far, per network (0: only the input).
     frontier: [usize; 3],
@@ -539,9 +538,9 @@ impl<'a> Streamer<'a> {
             ranks,
             this.params.par,
             this.shards.len(),
-            |s| {
+            |s, worker| {
                 let mut shard = this.shards[s].lock().expect("shard lock");
-                let mut bufs = this.slots[s % this.slots.len()].lock().expect("slot lock");
+                let mut bufs = this.slots[worker].lock().expect("slot lock");
                 this.run_shard(&mut shard, &mut bufs, barrier, m_weights, &span)
             },
             PassResult::combine,

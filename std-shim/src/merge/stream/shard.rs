@@ -76,7 +76,7 @@ impl Streamer<'_> {
             Forward::new(nets.original, nets.b)?,
             Forward::new(&nets.merged.graph, m_weights)?,
         ];
-        let mut sums = self.shard_sums(barrier);
+        let mut sums = self.shard_sums(barrier)?;
         let needs: [bool; 3] = match barrier {
             Barrier::Fit { sequential, .. } => [true, true, *sequential],
             Barrier::BatchNorm { .. } => [false, false, true],
@@ -118,24 +118,42 @@ impl Streamer<'_> {
         })
     }
 
-    /// Empty sums for `barrier` over one shard.
-    fn shard_sums(&self, barrier: &Barrier) -> ShardSums<'_> {
+    /// Empty sums for `barrier` over one shard. A fit whose patches go to the lag-based
+    /// accumulator pushes no rows into its Gram accumulator (the lag totals are added once, at
+    /// the end), so that one gets no block buffer: one sample per block (its results do not
+    /// depend on the block size, and a 4096-row block buffer is megabytes per shard).
+    fn shard_sums(&self, barrier: &Barrier) -> Result<ShardSums<'_>, Error> {
         let merged = self.nets.merged;
-        match barrier {
+        Ok(match barrier {
             Barrier::Fit { layers, sequential } => {
                 let layers: Vec<&MergedLayer> = layers.iter().map(|&l| &merged.layers[l]).collect();
-                let d = layers.first().map_or(0, |l| l.columns());
+                let Some(first) = layers.first() else {
+                    return Err(stage_err("a fit pass needs at least one layer".into()));
+                };
+                let d = first.columns();
                 let t: usize = layers.iter().map(|l| l.outputs).sum();
+                let geom = self.fit_geometry(first)?;
+                let keep_rows = self.keeps_rows(&geom, d);
+                let params = match lag_gram_shape(&geom, first.bias, keep_rows, t) {
+                    Some(_) => GramParams::with_block_samples(1),
+                    None => GramParams::default(),
+                };
                 ShardSums::Fit(FitSums {
                     layers,
                     sequential: *sequential,
-                    acc: OwnedGram::new_owned(d, t, GramParams::default()),
+                    acc: OwnedGram::new_owned(d, t, params),
                     kept: None,
                     lag_used: false,
                 })
             }
             Barrier::BatchNorm { .. } => ShardSums::BatchNorm(ChannelMoments::default()),
-        }
+        })
+    }
+
+    /// Whether a fit over `geom` with `d` columns keeps its rows for the sample-space solve:
+    /// fewer rows in the whole pass than columns (the same decision in every shard).
+    fn keeps_rows(&self, geom: &ConvGeometry, d: usize) -> bool {
+        LsForm::Auto.dual(self.samples.saturating_mul(geom.positions()), d)
     }
 
     /// Runs one chunk forward through every network the pass `needs`, from the nodes stored by
@@ -225,9 +243,7 @@ impl Streamer<'_> {
         let geom = self.fit_geometry(first)?;
         let d = first.columns();
         let ncols = chunk.count * geom.positions();
-        // Fewer rows in the whole pass than columns: keep them for the sample-space solve (the
-        // same decision in every shard).
-        let keep_rows = LsForm::Auto.dual(self.samples.saturating_mul(geom.positions()), d);
+        let keep_rows = self.keeps_rows(&geom, d);
         let t: usize = fit.layers.iter().map(|l| l.outputs).sum();
         let lag_shape = lag_gram_shape(&geom, first.bias, keep_rows, t);
         self.compose_fit_input(fit, &mut bufs.x, acts, chunk.count)?;
