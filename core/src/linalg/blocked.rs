@@ -302,11 +302,15 @@ fn block_tiles<K: MicroKernel>(blk: Block, apack: &[f32], bpack: &[f32], target:
                 continue; // tile strictly above the diagonal
             }
             let astrip = &apack[ir * kc..(ir + K::MR) * kc];
+            // A diagonal tile whose right half lies wholly above the diagonal: only the left
+            // half is computed (the lower product stores nothing above the diagonal).
+            let half = part == Part::Lower && j0 + K::NR / 2 >= i0 + nrows;
+            let tile = if half { K::tile_left_half } else { K::tile };
             match target {
                 Target::Tiled(data, row_strips) => {
                     // Whole tiles, padding included: the storage tile holds every kernel tile.
                     let at = tiled_index(i0, j0, *row_strips);
-                    K::tile(astrip, bstrip, kc, alpha, &mut data[at..], TILE_COLS);
+                    tile(astrip, bstrip, kc, alpha, &mut data[at..], TILE_COLS);
                 }
                 Target::Strided(cdata, crs, ccs) => {
                     let diagonal = part == Part::Lower && j0 + ncols > i0 + 1;
@@ -322,7 +326,7 @@ fn block_tiles<K: MicroKernel>(blk: Block, apack: &[f32], bpack: &[f32], target:
                         continue;
                     }
                     let mut vals = [0.0f32; TILE_ROWS * TILE_COLS];
-                    K::tile(astrip, bstrip, kc, alpha, &mut vals, K::NR);
+                    tile(astrip, bstrip, kc, alpha, &mut vals, K::NR);
                     for r in 0..nrows {
                         let i = i0 + r;
                         let cmax = match part {
