@@ -10,7 +10,8 @@
 # report.json's merge seconds, peak resident memory, the load average before the run) and the
 # medians per
 # binary/path, with the ratio of the old binary's median wall time to each one's.
-# Set EVAL=1 to also score the merged models (--eval; adds the evaluation to wall time).
+# Set EVAL=1 to also score the merged models (--eval; adds the evaluation to wall time), and
+# NEW_ARGS="--memory 1024" (say) to pass extra options to the new binary only.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 old=${1:?usage: whole_merge.sh OLD NEW [ROUNDS] [PATHS]}
@@ -36,11 +37,12 @@ run() { # label binary path round
     local label=$1 bin=$2 path=$3 round=$4 out=$work/out-$1-$3-$4
     local load
     load=$(cut -d' ' -f1 /proc/loadavg)
-    local envs=()
+    local envs=() extra=()
+    if [[ "$label" == new && -n "${NEW_ARGS:-}" ]]; then read -r -a extra <<<"$NEW_ARGS"; fi
     if [[ "$path" != default ]]; then envs=(PLEAS_SIMD="$path"); fi
     env "${envs[@]}" /usr/bin/time -f '%e %U %S %M' -o "$work/time" \
         "$bin" merge "$a" "$b" --data "$fx/eval.safetensors" --budget 1.2 -o "$out" --quiet \
-        "${eval_args[@]}" >"$work/stdout" 2>&1 || { cat "$work/stdout"; exit 1; }
+        "${eval_args[@]}" "${extra[@]}" >"$work/stdout" 2>&1 || { cat "$work/stdout"; exit 1; }
     local wall cpu merge
     read -r wall user sys rss_kb <"$work/time"
     local rss
