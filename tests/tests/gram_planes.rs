@@ -18,7 +18,8 @@ fn rows_of(planes: &[f32], samples: usize, channels: usize, positions: usize) ->
     for s in 0..samples {
         for c in 0..channels {
             for p in 0..positions {
-                rows[(s * positions + p) * channels + c] = planes[(s * channels + c) * positions + p];
+                rows[(s * positions + p) * channels + c] =
+                    planes[(s * channels + c) * positions + p];
             }
         }
     }
@@ -39,7 +40,11 @@ fn moments(acc: &mut OwnedGram) -> Vec<f64> {
     if acc.params().gram {
         let mut g = vec![0.0; d * d];
         acc.write_gram(MatMut::new(&mut g, d, d).unwrap()).unwrap();
-        out.extend((0..d).flat_map(|i| (0..=i).map(move |j| (i, j))).map(|(i, j)| g[i * d + j]));
+        out.extend(
+            (0..d)
+                .flat_map(|i| (0..=i).map(move |j| (i, j)))
+                .map(|(i, j)| g[i * d + j]),
+        );
     }
     let mut r = vec![0.0; d * t];
     acc.write_cross(MatMut::new(&mut r, d, t).unwrap()).unwrap();
@@ -47,10 +52,7 @@ fn moments(acc: &mut OwnedGram) -> Vec<f64> {
     acc.write_centred_cross(MatMut::new(&mut r, d, t).unwrap())
         .unwrap();
     out.extend(&r);
-    for f in [
-        OwnedGram::write_sum_x,
-        OwnedGram::write_centred_squares_x,
-    ] {
+    for f in [OwnedGram::write_sum_x, OwnedGram::write_centred_squares_x] {
         let mut v = vec![0.0; d];
         f(acc, &mut v).unwrap();
         out.extend(v);
@@ -214,11 +216,29 @@ fn plane_cross_rejects_short_buffers() {
     let a = [1.0f32; 10];
     let mut out = [0.0f32; 4];
     let e = plane_cross(&a, 2, &a, 2, 6, 6, &mut out).unwrap_err();
-    assert!(matches!(e, KernelError::ShapeMismatch { operands: "rows of A", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            KernelError::ShapeMismatch {
+                operands: "rows of A",
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = plane_cross(&a, 2, &a, 2, 5, 4, &mut out).unwrap_err();
     assert!(matches!(e, KernelError::ShapeMismatch { .. }), "{e}");
     let e = plane_cross(&a, 2, &a, 2, 5, 5, &mut out[..3]).unwrap_err();
-    assert!(matches!(e, KernelError::ShapeMismatch { operands: "output vs A B^T", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            KernelError::ShapeMismatch {
+                operands: "output vs A B^T",
+                ..
+            }
+        ),
+        "{e}"
+    );
     plane_cross(&a, 2, &a, 2, 5, 5, &mut out).unwrap();
     assert_eq!(out, [5.0; 4]);
 }

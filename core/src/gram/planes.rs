@@ -167,10 +167,7 @@ mod x86 {
 /// Safety: `S` is the vector type of the selected SIMD path.
 #[inline(always)]
 #[allow(unsafe_code)]
-unsafe fn cross_with<S: F32Lanes, const R: usize, const C: usize>(
-    args: Args<'_>,
-    out: &mut [f32],
-) {
+unsafe fn cross_with<S: F32Lanes, const R: usize, const C: usize>(args: Args<'_>, out: &mut [f32]) {
     let full_rows = args.rows_a / R * R;
     let full_cols = args.rows_b / C * C;
     // SAFETY: forwarded to the caller.
@@ -211,14 +208,17 @@ unsafe fn tile<S: F32Lanes, const R: usize, const C: usize>(
     let a_rows: [&[f32]; R] = core::array::from_fn(|r| &args.a[(i0 + r) * args.stride..][..len]);
     let b_rows: [&[f32]; C] = core::array::from_fn(|c| &args.b[(j0 + c) * args.stride..][..len]);
     let vectors = len / S::LANES;
-    // SAFETY: the caller runs on the path of `S`; loads are bounds-checked slices.
+    let a_ptrs = a_rows.map(<[f32]>::as_ptr);
+    let b_ptrs = b_rows.map(<[f32]>::as_ptr);
+    // SAFETY: the caller runs on the path of `S`; every row is a checked slice of `len`
+    // values and the unchecked loads read `p .. p + LANES` with `p + LANES <= len`.
     unsafe {
         let mut acc = [[S::zero(); C]; R];
         for v in 0..vectors {
             let p = v * S::LANES;
-            let bv: [S; C] = core::array::from_fn(|c| S::load(&b_rows[c][p..]));
+            let bv: [S; C] = core::array::from_fn(|c| S::load_at(b_ptrs[c].add(p)));
             for r in 0..R {
-                let av = S::load(&a_rows[r][p..]);
+                let av = S::load_at(a_ptrs[r].add(p));
                 for c in 0..C {
                     acc[r][c] = av.mul_add(bv[c], acc[r][c]);
                 }
@@ -419,7 +419,15 @@ where
                 cross_on(simd::path(), args, r32);
             }
             if gram {
-                cross_on(simd::path(), Args { b: xc, rows_b: d, ..args }, g32);
+                cross_on(
+                    simd::path(),
+                    Args {
+                        b: xc,
+                        rows_b: d,
+                        ..args
+                    },
+                    g32,
+                );
             }
             r0 += len;
         }
