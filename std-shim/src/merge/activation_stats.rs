@@ -58,9 +58,8 @@ impl Observer for PushPairs<'_> {
         // NCHW maps straight from the forward pass: every position of every sample is a row
         // (no transposition); vectors (one position) are rows already.
         let pushed = if hw == 1 {
-            MatRef::new(a, act.batch, c).and_then(|av| {
-                MatRef::new(act.data, act.batch, c).map(|bv| acc.push(av, Some(bv)))
-            })
+            MatRef::new(a, act.batch, c)
+                .and_then(|av| MatRef::new(act.data, act.batch, c).map(|bv| acc.push(av, Some(bv))))
         } else {
             Ok(acc.push_planes(a, Some(act.data), act.batch, hw))
         };
