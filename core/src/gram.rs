@@ -259,7 +259,7 @@ impl WorkspaceLayout {
         let pack = shift_t + targets;
         let pack_len = syrk::syrk_lower_scratch_len(block, dim)
             .max(gemm::gemm_scratch_len(dim, targets, block))
-            .max(planes::plane_scratch_len(dim, targets));
+            .max(planes::plane_scratch_len(dim, targets, block));
         Self {
             gram,
             cross,

@@ -5,7 +5,8 @@
 //! channels. The forward pass produces NCHW maps, where one channel of one sample is a
 //! contiguous *plane* of positions, so the cross moment `sum_p a_i(p) b_j(p)` is a product of
 //! two matrices whose shared dimension (positions) is contiguous in both. This module computes
-//! it there, in two steps per chunk of at most [`PLANE_CHUNK`] positions:
+//! it there, in two steps per chunk of at most [`PLANE_CHUNK`] positions (fewer when the
+//! accumulator's block is shorter):
 //!
 //! - the chunk is copied once, centred on the accumulator's shifts, into caller scratch
 //!   (channel-major rows of the chunk's positions, zero-padded to whole vectors), adding the
@@ -28,10 +29,16 @@ use crate::simd::{self, Path};
 /// Positions per centred chunk: the rows of A and B channels for one chunk stay in L2.
 pub const PLANE_CHUNK: usize = 256;
 
-/// Scratch elements the plane path of an accumulator with `dim` features and `targets`
-/// targets needs for its centred chunks (the accumulator's workspace includes them).
-pub(super) fn plane_scratch_len(dim: usize, targets: usize) -> usize {
-    (dim + targets) * PLANE_CHUNK
+/// Positions per centred chunk of an accumulator with blocks of `block` samples: a chunk
+/// never spans more than a block, so short blocks need no long chunk scratch.
+fn plane_chunk(block: usize) -> usize {
+    block.next_multiple_of(16).min(PLANE_CHUNK)
+}
+
+/// Scratch elements the plane path of an accumulator with `dim` features, `targets` targets
+/// and blocks of `block` samples needs for its centred chunks (part of its workspace).
+pub(super) fn plane_scratch_len(dim: usize, targets: usize, block: usize) -> usize {
+    (dim + targets) * plane_chunk(block)
 }
 
 /// `out[i * rows_b + j] += sum_{p < len} a[i * stride + p] * b[j * stride + p]` for the
@@ -376,29 +383,30 @@ where
         g32.fill(0.0);
         r32.fill(0.0);
         sums32.fill(0.0);
-        let (xc, rest) = pack.split_at_mut(d * PLANE_CHUNK);
-        let tc = &mut rest[..nt * PLANE_CHUNK];
+        let chunk = plane_chunk(self.params.block_samples);
+        let (xc, rest) = pack.split_at_mut(d * chunk);
+        let tc = &mut rest[..nt * chunk];
         let (sum_x, sum_xx) = sums32.split_at_mut(d);
         let (sum_t, sum_tt) = store[s.sum_t..s.sum_tt + nt].split_at_mut(nt);
         let mut r0 = rows.start;
         while r0 < rows.end {
-            let len = (rows.end - r0).min(PLANE_CHUNK);
-            let padded = len.next_multiple_of(16).min(PLANE_CHUNK);
+            let len = (rows.end - r0).min(chunk);
+            let padded = len.next_multiple_of(16).min(chunk);
             simd::vectorised(
                 #[inline(always)]
                 || {
-                    centre_chunk(x, d, positions, r0, len, sx, xc);
+                    centre_chunk(x, d, positions, r0..r0 + len, sx, xc, chunk);
                     if let Some(t) = t {
-                        centre_chunk(t, nt, positions, r0, len, st, tc);
+                        centre_chunk(t, nt, positions, r0..r0 + len, st, tc, chunk);
                     }
-                    for (c, row) in xc.chunks_exact_mut(PLANE_CHUNK).enumerate() {
+                    for (c, row) in xc.chunks_exact_mut(chunk).enumerate() {
                         row[len..padded].fill(0.0);
                         let (s, q) = sum_and_squares(&row[..padded]);
                         sum_x[c] += s;
                         sum_xx[c] += q;
                     }
                     if t.is_some() {
-                        for (c, row) in tc.chunks_exact_mut(PLANE_CHUNK).enumerate() {
+                        for (c, row) in tc.chunks_exact_mut(chunk).enumerate() {
                             row[len..padded].fill(0.0);
                             let (s, q) = sum_and_squares(&row[..padded]);
                             sum_t[c] += f64::from(s);
@@ -413,7 +421,7 @@ where
                 b: tc,
                 rows_b: nt,
                 len: padded,
-                stride: PLANE_CHUNK,
+                stride: chunk,
             };
             if t.is_some() {
                 cross_on(simd::path(), args, r32);
@@ -449,28 +457,27 @@ where
     }
 }
 
-/// Copies rows `r0 .. r0 + len` (row `r` is position `r % positions` of sample
-/// `r / positions`) of the `channels` planes, centred on `shift`, into `dst` (channel `c` at
-/// `c * PLANE_CHUNK`).
+/// Copies `rows` (row `r` is position `r % positions` of sample `r / positions`) of the
+/// `channels` planes, centred on `shift`, into `dst` (channel `c` at `c * chunk`).
 #[inline(always)]
 fn centre_chunk(
     planes: &[f32],
     channels: usize,
     positions: usize,
-    r0: usize,
-    len: usize,
+    rows: core::ops::Range<usize>,
     shift: &[f32],
     dst: &mut [f32],
+    chunk: usize,
 ) {
-    let mut r = r0;
-    while r < r0 + len {
+    let mut r = rows.start;
+    while r < rows.end {
         let (sample, p0) = (r / positions, r % positions);
-        let run = (positions - p0).min(r0 + len - r);
-        let at = r - r0;
+        let run = (positions - p0).min(rows.end - r);
+        let at = r - rows.start;
         let base = sample * channels * positions + p0;
         for (c, &sh) in shift.iter().enumerate().take(channels) {
             let src = &planes[base + c * positions..][..run];
-            let out = &mut dst[c * PLANE_CHUNK + at..][..run];
+            let out = &mut dst[c * chunk + at..][..run];
             for (o, &v) in out.iter_mut().zip(src) {
                 *o = v - sh;
             }
