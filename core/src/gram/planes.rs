@@ -338,13 +338,27 @@ where
     /// Centres on the mean of the first `rows` rows (in row order), rounded to f32, as
     /// [`Self::push`] would choose it.
     fn choose_plane_shift(&mut self, x: &[f32], t: Option<&[f32]>, positions: usize, rows: usize) {
+        // The first `rows` rows are whole samples and a first part of the next: per channel,
+        // plane runs summed in eight f64 lanes (vectorises; the mean rounded to f32 is what a
+        // single running sum gives).
         let mean = |planes: &[f32], channels: usize, c: usize| {
-            let mut s = 0.0f64;
-            for r in 0..rows {
-                let (sample, p) = (r / positions, r % positions);
-                s += f64::from(planes[(sample * channels + c) * positions + p]);
+            let mut lanes = [0.0f64; 8];
+            let mut r = 0;
+            while r < rows {
+                let run = positions.min(rows - r);
+                let plane = &planes[((r / positions) * channels + c) * positions..][..run];
+                let mut chunks = plane.chunks_exact(8);
+                for chunk in &mut chunks {
+                    for (l, &v) in lanes.iter_mut().zip(chunk) {
+                        *l += f64::from(v);
+                    }
+                }
+                for (l, &v) in lanes.iter_mut().zip(chunks.remainder()) {
+                    *l += f64::from(v);
+                }
+                r += run;
             }
-            (s / rows as f64) as f32
+            (lanes.iter().sum::<f64>() / rows as f64) as f32
         };
         let (d, nt) = (self.dim, self.targets);
         let w = self.wlay;
@@ -486,21 +500,49 @@ fn centre_chunk(
     }
 }
 
-/// Lanes of the partial sums of [`sum_and_squares`].
+/// Lanes of one set of partial sums of [`sum_and_squares`].
 const SUM_LANES: usize = 16;
+/// Independent sets of partial sums (four vectors' worth, so the adds do not wait on each
+/// other's latency).
+const SUM_SETS: usize = 4;
 
 /// The sum and the sum of squares of `row` (a multiple of [`SUM_LANES`] long), in f32 with
-/// [`SUM_LANES`] partial sums added in order at the end: element-wise over the lanes, so it
-/// vectorises without reassociating and gives the same bits on every path.
+/// `SUM_SETS x SUM_LANES` partial sums added in a fixed order at the end: element-wise over
+/// the lanes, so it vectorises without reassociating and gives the same bits on every path.
 #[inline(always)]
 fn sum_and_squares(row: &[f32]) -> (f32, f32) {
-    let mut sums = [0.0f32; SUM_LANES];
-    let mut squares = [0.0f32; SUM_LANES];
-    for chunk in row.chunks_exact(SUM_LANES) {
-        for ((s, q), &v) in sums.iter_mut().zip(squares.iter_mut()).zip(chunk) {
-            *s += v;
-            *q += v * v;
+    let mut sums = [[0.0f32; SUM_LANES]; SUM_SETS];
+    let mut squares = [[0.0f32; SUM_LANES]; SUM_SETS];
+    let mut wide = row.chunks_exact(SUM_LANES * SUM_SETS);
+    for group in &mut wide {
+        for ((s, q), chunk) in sums
+            .iter_mut()
+            .zip(squares.iter_mut())
+            .zip(group.chunks_exact(SUM_LANES))
+        {
+            add_lanes(s, q, chunk);
         }
     }
-    (sums.iter().sum(), squares.iter().sum())
+    for (k, chunk) in wide.remainder().chunks_exact(SUM_LANES).enumerate() {
+        add_lanes(&mut sums[k], &mut squares[k], chunk);
+    }
+    let total = |sets: &[[f32; SUM_LANES]; SUM_SETS]| -> f32 {
+        let mut lanes = [0.0f32; SUM_LANES];
+        for set in sets {
+            for (l, &v) in lanes.iter_mut().zip(set) {
+                *l += v;
+            }
+        }
+        lanes.iter().sum()
+    };
+    (total(&sums), total(&squares))
+}
+
+/// `sums += chunk`, `squares += chunk^2`, lane by lane.
+#[inline(always)]
+fn add_lanes(sums: &mut [f32; SUM_LANES], squares: &mut [f32; SUM_LANES], chunk: &[f32]) {
+    for ((s, q), &v) in sums.iter_mut().zip(squares.iter_mut()).zip(chunk) {
+        *s += v;
+        *q += v * v;
+    }
 }
