@@ -208,6 +208,9 @@ struct PassSpan<'s> {
     consumers: &'s [Vec<Vec<NodeId>>; 3],
     /// Nodes of A and B this pass or a later one reads.
     keep: &'s BTreeSet<NodeId>,
+    /// Per network, the stored nodes (up to `from`) this pass reads: inputs of the nodes it
+    /// computes and what its barrier reads. The other stored nodes stay where they are.
+    reads: &'s [Vec<bool>; 3],
 }
 
 struct Shard {
@@ -481,6 +484,41 @@ impl<'a> Streamer<'a> {
         reads
     }
 
+    /// Per network, which nodes up to `from` a pass computing up to `to` and accumulating
+    /// `barrier` reads: the inputs of the nodes it computes, and the barrier's own inputs
+    /// (targets and layout inputs of A and B, the merged input of a sequential fit or of a
+    /// batch-norm node).
+    fn stored_reads(&self, barrier: &Barrier, from: [usize; 3], to: [usize; 3]) -> [Vec<bool>; 3] {
+        let merged = self.nets.merged;
+        let mut reads =
+            [Net::A, Net::B, Net::M].map(|net| vec![false; self.graph(net).nodes().len()]);
+        for (i, net) in [Net::A, Net::B, Net::M].into_iter().enumerate() {
+            let graph = self.graph(net);
+            for k in from[i] + 1..=to[i] {
+                for &j in &graph.node(k).inputs {
+                    reads[i][j] = true;
+                }
+            }
+        }
+        for k in self.original_reads(barrier) {
+            reads[0][k] = true;
+            reads[1][k] = true;
+        }
+        match barrier {
+            Barrier::Fit {
+                layers,
+                sequential: true,
+            } => {
+                for &l in layers {
+                    reads[2][merged.graph.node(merged.layers[l].node).inputs[0]] = true;
+                }
+            }
+            Barrier::Fit { .. } => {}
+            Barrier::BatchNorm { node } => reads[2][merged.graph.node(*node).inputs[0]] = true,
+        }
+        reads
+    }
+
     /// Runs one pass accumulating `barrier`, with the merged network's current `m_weights`.
     /// `later` are the passes still to come: what they read of A and B stays stored even when
     /// this pass computes past it (layers reading one input share a pass, and a bottleneck's
@@ -525,12 +563,14 @@ impl<'a> Streamer<'a> {
             self.graph(Net::M).consumers(),
         ];
         let from = self.frontier;
+        let reads = self.stored_reads(barrier, from, target);
         let this = &*self;
         let span = PassSpan {
             from,
             to: target,
             consumers: &consumers,
             keep: &keep,
+            reads: &reads,
         };
         // This rank's shards, a wave at a time; every shard's result is folded in shard order,
         // whatever the number of ranks and threads.

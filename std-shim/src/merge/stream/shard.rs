@@ -176,7 +176,7 @@ impl Streamer<'_> {
             let spare = &mut bufs.spare;
             acts[i][0] = Some(super::spare_copy(spare, input));
             for k in 1..=span.from[i] {
-                if shard.store.contains(net, k) {
+                if span.reads[i][k] && shard.store.contains(net, k) {
                     acts[i][k] = shard.store.take(net, k, chunk.index, spare)?;
                 }
             }
