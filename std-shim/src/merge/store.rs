@@ -152,10 +152,11 @@ impl SpillSpace {
         Ok(off)
     }
 
-    /// Reads `len` values at `offset` into `out` (resized; its capacity is reused).
+    /// Reads `len` values at `offset` into `out` (resized; its capacity is reused, and the
+    /// values it already holds are overwritten rather than zeroed first).
     fn read(&self, offset: u64, len: usize, out: &mut Vec<f32>) -> Result<(), Error> {
         let file = self.file()?;
-        out.clear();
+        out.truncate(len);
         out.resize(len, 0.0);
         let read_err = |source| Error::Read {
             path: self.dir.join("<unnamed spill file>"),
