@@ -1,51 +1,59 @@
-//! Step 1: the neg-l2 similarity of every hidden layer from moment sums over the merge
-//! samples, one auction per layer, the top-k selection of the pairs to merge, and the layout
+//! Step 1: the neg-l2 similarity of every group from moment sums over the merge samples, one
+//! auction per group, the top-k selection of the pairs to merge, and the layout
 //! `[merged | A-only | B-only]` kept in the index scratch.
 
-use super::error::MlpMergeError;
-use super::layout::index_range;
-use super::source::InPlaceSource;
-use super::{GroupInfo, MAX_HIDDEN};
+use super::{DeviceSource, DriverError, GroupInfo, MAX_GROUPS, SolveKnobs};
 use crate::assign::auction_scratch_len;
 use crate::linalg::MatRef;
 use crate::merge::pairs::{PairsError, assign_pairs};
-use crate::merge::pass::{GroupMoments, Moments, Pass, PassSource};
-use crate::similarity::neg_l2;
+use crate::merge::pass::{GroupMoments, Moments, Pass};
 
-/// Matches every hidden layer and writes its layout into `indices`, with the moments from
-/// `source` (`weights`: the merged network, not read by matching passes).
-pub(super) fn match_groups(
-    source: &mut InPlaceSource<'_>,
+/// f64 scratch the matching of a group of width `n` needs besides its source's: the
+/// similarity, the auction's scratch and the four moment vectors.
+pub fn matching_scratch_len(n: usize) -> usize {
+    n.saturating_mul(n)
+        .saturating_add(auction_scratch_len(n))
+        .saturating_add(n.saturating_mul(4))
+}
+
+/// Matches every group of the source's schedule and writes its layout into `indices`, with
+/// the moments from `source` (`weights`: the merged network, not read by matching passes).
+pub fn match_groups<'a, S>(
+    source: &mut S,
+    knobs: &SolveKnobs,
     weights: &[f32],
     scratch: &mut [f64],
     indices: &mut [usize],
-) -> Result<heapless::Vec<GroupInfo, MAX_HIDDEN>, MlpMergeError> {
-    let plan = source.plan;
+) -> Result<heapless::Vec<GroupInfo, MAX_GROUPS>, S::Error>
+where
+    S: DeviceSource<'a>,
+    S::Error: From<DriverError>,
+{
     let mut infos = heapless::Vec::new();
-    for g in 0..plan.hidden.len() {
-        let info = match_group(
-            source,
-            weights,
-            g,
-            scratch,
-            &mut indices[index_range(plan, g)],
-        )?;
-        // At most MAX_HIDDEN groups.
+    for g in 0..source.schedule().groups.len() {
+        let range = source.schedule().index_range(g);
+        let info = match_group(source, knobs, weights, g, scratch, &mut indices[range])?;
+        // At most MAX_GROUPS groups.
         let _ = infos.push(info);
     }
     Ok(infos)
 }
 
-/// Matches hidden layer `g`: moments, neg-l2 similarity, auction, selection, slots.
-fn match_group(
-    source: &mut InPlaceSource<'_>,
+/// Matches group `g`: moments, neg-l2 similarity, auction, selection, slots.
+fn match_group<'a, S>(
+    source: &mut S,
+    knobs: &SolveKnobs,
     weights: &[f32],
     g: usize,
     scratch: &mut [f64],
     lists: &mut [usize],
-) -> Result<GroupInfo, MlpMergeError> {
-    let plan = source.plan;
-    let n = plan.hidden[g];
+) -> Result<GroupInfo, S::Error>
+where
+    S: DeviceSource<'a>,
+    S::Error: From<DriverError>,
+{
+    let plan = source.schedule().groups[g];
+    let n = plan.width;
     let (sim, rest) = scratch.split_at_mut(n * n);
     let (auction_scratch, rest) = rest.split_at_mut(auction_scratch_len(n));
     let (sa, rest) = rest.split_at_mut(n);
@@ -80,13 +88,15 @@ fn match_group(
     for i in 0..n {
         for j in 0..n {
             let c = sim[i * n + j] - sa[i] * sb[j] / count;
-            let v = neg_l2(saa[i], sbb[j], c, sa[i] / count - sb[j] / count, count);
+            let v =
+                crate::similarity::neg_l2(saa[i], sbb[j], c, sa[i] / count - sb[j] / count, count);
             if !v.is_finite() {
-                return Err(MlpMergeError::NonFiniteSimilarity {
+                return Err(DriverError::NonFiniteSimilarity {
                     group: g,
                     row: i,
                     col: j,
-                });
+                }
+                .into());
             }
             sim[i * n + j] = v;
         }
@@ -94,20 +104,14 @@ fn match_group(
     let (perm, rest) = lists.split_at_mut(n);
     let (order, rest) = rest.split_at_mut(n);
     let (slot_a, slot_b) = rest.split_at_mut(n);
-    let scores = MatRef::new(&*sim, n, n).map_err(|_| MlpMergeError::SizeOverflow)?;
-    let k = plan.merged_pairs[g];
-    let info = assign_pairs(
-        scores,
-        k,
-        &source.params.auction,
-        perm,
-        order,
-        auction_scratch,
-    )
-    .map_err(|e| match e {
-        PairsError::Auction(error) => MlpMergeError::Assignment { group: g, error },
-        PairsError::Select(error) => MlpMergeError::Selection { group: g, error },
-    })?;
+    let scores = MatRef::new(&*sim, n, n).map_err(|_| DriverError::SizeOverflow)?;
+    let k = plan.merged;
+    let info = assign_pairs(scores, k, &knobs.auction, perm, order, auction_scratch).map_err(
+        |e| match e {
+            PairsError::Auction(error) => DriverError::Assignment { group: g, error },
+            PairsError::Select(error) => DriverError::Selection { group: g, error },
+        },
+    )?;
     // Merged pairs sit at 0..k, A-only units at k..n, their B partners at n..2n - k.
     for (p, &a) in order.iter().enumerate() {
         slot_a[a] = p;
@@ -116,7 +120,7 @@ fn match_group(
     Ok(GroupInfo {
         width: n,
         merged: k,
-        merged_width: plan.merged_widths[g],
+        merged_width: plan.merged_width(),
         total_score: info.total_score,
         mean_merged_score: info.mean_merged_score,
         auction: info.auction,
