@@ -10,6 +10,7 @@
 #[cfg(feature = "alloc")]
 pub mod blocks;
 pub mod budget;
+pub mod cnn;
 pub mod driver;
 #[cfg(feature = "alloc")]
 pub mod fit;
