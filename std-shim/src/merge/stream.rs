@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use pleas_core::forward::Forward;
 use pleas_core::forward::im2col::{ConvGeometry, im2row, im2row_len};
@@ -216,8 +216,21 @@ struct Shard {
     store: ActivationStore,
 }
 
-/// Most spare activation buffers a [`SlotBuffers`] keeps between shards.
-const MAX_SPARE: usize = 12;
+/// Keeps the largest spare buffers whose capacities together stay within `cap_bytes` (those
+/// are the ones that cost page faults to make anew) and frees the others: the spares count
+/// against the memory budget like stored activations do.
+fn trim_spares(spare: &mut Vec<Vec<f32>>, cap_bytes: usize) {
+    spare.sort_unstable_by_key(|b| std::cmp::Reverse(b.capacity()));
+    let mut held = 0usize;
+    spare.retain(|b| {
+        let bytes = b.capacity() * size_of::<f32>();
+        let keep = held + bytes <= cap_bytes;
+        if keep {
+            held += bytes;
+        }
+        keep
+    });
+}
 
 /// Buffers one thread reuses from shard to shard (shards `s` with the same `s % threads` run
 /// one after another): activation buffers the forward passes draw from and the store reads
@@ -265,6 +278,8 @@ pub struct Streamer<'a> {
     params: StreamParams,
     data: DataSpec,
     shards: Vec<Mutex<Shard>>,
+    /// The memory budget and spill file every shard's store shares.
+    space: Arc<SpillSpace>,
     /// Reused buffers, one set per thread (shard `s` uses set `s % threads`).
     slots: Vec<Mutex<SlotBuffers>>,
     /// Highest node computed so far, per network (0: only the input).
@@ -414,10 +429,18 @@ impl<'a> Streamer<'a> {
             params,
             data,
             shards,
+            space,
             slots,
             frontier: [0; 3],
             samples: n,
         }
+    }
+
+    /// Bytes of spare buffers one thread keeps between shards: its share of what the stored
+    /// activations leave of the memory budget (nothing while the stores spill).
+    fn spare_cap(&self) -> usize {
+        let free = self.params.memory_budget.saturating_sub(self.space.memory_bytes());
+        free / self.slots.len().max(1)
     }
 
     fn graph(&self, net: Net) -> &'a Graph {
@@ -806,9 +829,7 @@ impl<'a> Streamer<'a> {
                 }
             }
         }
-        // Keep the largest spares: those are the ones that cost page faults to make anew.
-        spare.sort_unstable_by_key(|b| std::cmp::Reverse(b.capacity()));
-        spare.truncate(MAX_SPARE);
+        trim_spares(spare, self.spare_cap());
         if let (true, Some(lag), Some(acc)) = (lag_used, lag.as_mut(), acc.as_mut()) {
             lag.add_to(acc).map_err(|e| Error::core(STAGE, e))?;
         }
