@@ -3,7 +3,8 @@
 //! its default settings, batch-norm folded) on the `cnn_split` Fashion-MNIST pair, at budgets
 //! 1.0 and 1.2: the same layouts, the same per-task accuracies to three decimals (what the
 //! firmware prints against `pleas merge` + `pleas eval`), and weights that agree to the
-//! rounding of the sums; the byte samples give the f32 samples' bits; and the refusals.
+//! rounding of the sums; the byte samples give the f32 samples' bits; the core's batch-norm
+//! folding gives the host's bits; and the refusals.
 
 use std::path::PathBuf;
 
@@ -14,6 +15,7 @@ use pleas::merge::settings::MergeSettings;
 use pleas::model::Model;
 use pleas_core::forward::Forward;
 use pleas_core::forward::compact::{CompactPlan, Layer, LayerOp, Network};
+use pleas_core::forward::compact_fold::FoldedNetwork;
 use pleas_core::forward::fold::fold_batchnorm;
 use pleas_core::graph::Op;
 use pleas_core::merge::cnn::{
@@ -31,9 +33,15 @@ const MERGE_SAMPLES: usize = 200;
 /// Test images: every 5th of `x_test` (2000, as the firmware evaluates).
 const TEST_STRIDE: usize = 5;
 
-/// A fixture with its batch-norms folded (as `pleas merge --bn fold` prepares it), as a
-/// compact network.
-fn folded(rel: &str) -> CompactNet {
+/// A fixture as a compact network (batch-norm layers included).
+fn raw(rel: &str) -> CompactNet {
+    let m = Model::load(&fixtures().join(rel), None).unwrap();
+    from_graph(&m.graph, &m.weights).unwrap()
+}
+
+/// A fixture with its batch-norms folded by the host (as `pleas merge --bn fold` prepares
+/// it), as a compact network.
+fn host_folded(rel: &str) -> CompactNet {
     let m = Model::load(&fixtures().join(rel), None).unwrap();
     let f = fold_batchnorm(&m.graph, &m.weights).unwrap();
     from_graph(&f.graph, &f.weights).unwrap()
@@ -309,7 +317,7 @@ fn core_cnn_merge_matches_the_host_pipeline() {
         Model::load(&fixtures().join(CNN_A), None).unwrap(),
         Model::load(&fixtures().join(CNN_B), None).unwrap(),
     );
-    let (a, b) = (folded(CNN_A), folded(CNN_B));
+    let (a, b) = (raw(CNN_A), raw(CNN_B));
     let (test_x, test_y) = test_set();
     let s = samples(MERGE_SAMPLES);
     let table = table();
@@ -357,8 +365,30 @@ fn core_cnn_merge_matches_the_host_pipeline() {
 }
 
 #[test]
+fn the_compact_fold_is_the_host_fold_bit_for_bit() {
+    for rel in [CNN_A, CNN_B] {
+        let (r, host) = (raw(rel), host_folded(rel));
+        let net = network(&r);
+        let folded = FoldedNetwork::new(&net).unwrap();
+        assert!(folded.folds());
+        let fnet = folded.network(net.input);
+        assert_eq!(fnet.layers, &host.layers[..], "{rel}");
+        assert_eq!(fnet.outputs, &host.outputs[..], "{rel}");
+        let original = CompactPlan::new(net).unwrap();
+        let mut out = vec![f32::NAN; host.params.len()];
+        folded.fold_params(&original, &r.params, &mut out).unwrap();
+        assert!(
+            out.iter()
+                .zip(&host.params)
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{rel}"
+        );
+    }
+}
+
+#[test]
 fn bad_inputs_are_typed_errors() {
-    let (a, b) = (folded(CNN_A), folded(CNN_B));
+    let (a, b) = (raw(CNN_A), raw(CNN_B));
     let s = samples(4);
     let params = CnnMergeParams::default();
     let x = Samples::F32(&s.x);
@@ -447,14 +477,29 @@ fn bad_inputs_are_typed_errors() {
             provided: plan.forward_len - 1,
         })
     );
-    // Batch-norm must be folded first; a residual add is refused.
-    let raw = Model::load(&fixtures().join(CNN_A), None).unwrap();
-    let unfolded = from_graph(&raw.graph, &raw.weights).unwrap();
+    // A batch-norm that follows no conv or linear layer, and a residual add, are refused.
+    let folded = host_folded(CNN_A);
+    let mut layers = folded.layers.clone();
+    layers.insert(
+        2,
+        Layer {
+            op: LayerOp::BatchNorm { eps: 1e-5 },
+            input: 2,
+        },
+    );
+    for (l, layer) in layers.iter_mut().enumerate().skip(3) {
+        layer.input = l;
+    }
+    let late_bn = Network {
+        input: a.input,
+        layers: &layers,
+        outputs: &[layers.len()],
+    };
     assert!(matches!(
-        cnn_merge_plan(&network(&unfolded), Heads::Separate, 4, 1.0, &params),
-        Err(CnnMergeError::UnsupportedLayer { layer: 1, .. })
+        cnn_merge_plan(&late_bn, Heads::Separate, 4, 1.0, &params),
+        Err(CnnMergeError::UnsupportedLayer { layer: 2, .. })
     ));
-    let mut layers = a.layers.clone();
+    let mut layers = folded.layers.clone();
     layers.insert(
         2,
         Layer {
@@ -466,7 +511,7 @@ fn bad_inputs_are_typed_errors() {
         layer.input = l;
     }
     let with_add = Network {
-        input: a.input,
+        input: folded.input,
         layers: &layers,
         outputs: &[layers.len()],
     };

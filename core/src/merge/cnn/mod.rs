@@ -3,10 +3,11 @@
 //!
 //! The two models share one architecture, given as a compact network description
 //! ([`Network`]): a chain of convolutions (any kernel, stride and padding; bias allowed),
-//! linear layers, ReLU, max / average pooling and global average pooling, ending in one
-//! linear head that is the network's only output. Batch-norm must be folded into the layer
-//! before it (as `pleas merge --bn fold`, the default, does); residual adds are not
-//! supported. Every conv or linear layer before the head starts a permutation group, carried
+//! linear layers, batch-norm, ReLU, max / average pooling and global average pooling, ending
+//! in one linear head that is the network's only output. Every batch-norm is folded into the
+//! conv or linear layer before it first ([`compact_fold`](crate::forward::compact_fold), the
+//! arithmetic of `pleas merge --bn fold`, the default, bit for bit), into the front of the
+//! forward scratch; a batch-norm that cannot be folded and residual adds are not supported. Every conv or linear layer before the head starts a permutation group, carried
 //! by its output and the ReLU and pooling nodes after it.
 //!
 //! The merge is the one of [`merge::driver`](crate::merge::driver), the driver the MLP merge
@@ -158,12 +159,27 @@ pub fn cnn_merge(
     }
     let merged = CompactPlan::new(plan.merged_network()).map_err(CnnMergeError::Network)?;
     let out = &mut out[..plan.output_len];
+    // The folded models go first in the forward scratch.
+    let (fa, rest) = forward.split_at_mut(plan.folded_params_len);
+    let (fb, forward) = rest.split_at_mut(plan.folded_params_len);
+    let (a, b) = if plan.folded_params_len > 0 {
+        let fold = |p: &[f32], dst: &mut [f32]| {
+            plan.folded
+                .fold_params(&original, p, dst)
+                .map_err(CnnMergeError::Forward)
+        };
+        fold(inputs.a, fa)?;
+        fold(inputs.b, fb)?;
+        (&*fa, &*fb)
+    } else {
+        (inputs.a, inputs.b)
+    };
     let mut source = CnnSource {
         plan: &plan,
-        original,
+        original: CompactPlan::new(plan.original_network()).map_err(CnnMergeError::Network)?,
         merged,
-        a: inputs.a,
-        b: inputs.b,
+        a,
+        b,
         samples: inputs.samples,
         forward,
         indices: &[],

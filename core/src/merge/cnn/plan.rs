@@ -7,6 +7,7 @@ use super::{CnnMergeParams, Heads};
 use crate::forward::compact::{
     CompactPlan, Layer, LayerOp, MAX_LAYERS, MAX_NODES, MapShape, Network,
 };
+use crate::forward::compact_fold::FoldedNetwork;
 use crate::merge::budget::{BudgetError, LayerCost, flop_ratio, merged_pairs, uniform_ratio};
 use crate::merge::driver::{
     FittedLayer, GroupPlan, LayerInput, MAX_FITTED, MAX_GROUPS, MergeSchedule, block_scratch_len,
@@ -39,8 +40,13 @@ pub struct CnnMergePlan {
     pub forward_len: usize,
     /// Elements of index scratch it needs.
     pub index_len: usize,
+    /// f32 values of one model's folded parameters (0 when nothing is folded: the models'
+    /// parameters are then read where they are).
+    pub folded_params_len: usize,
     pub(super) schedule: MergeSchedule,
     pub(super) input: MapShape,
+    /// The models' network with its batch-norms folded.
+    pub(super) folded: FoldedNetwork,
     merged_layers: heapless::Vec<Layer, MAX_LAYERS>,
     merged_outputs: heapless::Vec<usize, 2>,
     /// Per fitted layer: its layer in the models' network and in the merged one.
@@ -54,6 +60,11 @@ pub struct CnnMergePlan {
 }
 
 impl CnnMergePlan {
+    /// The models' network as the merge reads it (batch-norms folded).
+    pub fn original_network(&self) -> Network<'_> {
+        self.folded.network(self.input)
+    }
+
     /// The merged network (its parameters: the output buffer of a merge).
     pub fn merged_network(&self) -> Network<'_> {
         Network {
@@ -188,8 +199,8 @@ fn widened(op: LayerOp, outputs: usize) -> LayerOp {
 }
 
 /// The plan for merging two CNNs of architecture `net` (a chain of conv, linear, ReLU,
-/// max / average / global average pooling layers, batch-norm folded, ending in one linear
-/// head) on `samples` merge samples under `budget` with `params`.
+/// max / average / global average pooling layers and batch-norms that follow a conv or
+/// linear layer, which are folded into it, ending in one linear head) on `samples` merge samples under `budget` with `params`.
 pub fn cnn_merge_plan(
     net: &Network<'_>,
     heads: Heads,
@@ -197,6 +208,9 @@ pub fn cnn_merge_plan(
     budget: f64,
     params: &CnnMergeParams,
 ) -> Result<CnnMergePlan, CnnMergeError> {
+    let folded = FoldedNetwork::new(net).map_err(CnnMergeError::Network)?;
+    let folded_net = folded.network(net.input);
+    let net = &folded_net;
     let orig = CompactPlan::new(*net).map_err(CnnMergeError::Network)?;
     let fitted = fitted_of(net)?;
     if samples == 0 {
@@ -261,6 +275,8 @@ pub fn cnn_merge_plan(
         scratch_len: 0,
         forward_len: 0,
         index_len: 0,
+        folded_params_len: if folded.folds() { orig.params_len() } else { 0 },
+        folded: folded.clone(),
         schedule: MergeSchedule {
             groups: heapless::Vec::new(),
             layers: heapless::Vec::new(),
@@ -301,7 +317,11 @@ pub fn cnn_merge_plan(
     fill_layers(&mut plan, net, &fitted, heads)?;
     plan.scratch_len = scratch_len(&plan)?;
     let merged = CompactPlan::new(plan.merged_network()).map_err(CnnMergeError::Network)?;
-    plan.forward_len = orig.scratch_len().max(merged.scratch_len());
+    plan.forward_len = orig
+        .scratch_len()
+        .max(merged.scratch_len())
+        .checked_add(2 * plan.folded_params_len)
+        .ok_or(CnnMergeError::SizeOverflow)?;
     plan.index_len = plan.schedule.index_len();
     Ok(plan)
 }

@@ -14,23 +14,23 @@ use crate::merge::pass::{
 use crate::merge::prior::UnitWeights;
 
 /// The models, the samples and the layouts a CNN merge reads.
-pub(super) struct CnnSource<'a, 'p> {
+pub(super) struct CnnSource<'s> {
     /// The plan.
-    pub(super) plan: &'p CnnMergePlan,
+    pub(super) plan: &'s CnnMergePlan,
     /// The models' network, planned.
-    pub(super) original: CompactPlan<'a>,
+    pub(super) original: CompactPlan<'s>,
     /// The merged network, planned.
-    pub(super) merged: CompactPlan<'p>,
+    pub(super) merged: CompactPlan<'s>,
     /// Model A's parameters.
-    pub(super) a: &'a [f32],
+    pub(super) a: &'s [f32],
     /// Model B's parameters.
-    pub(super) b: &'a [f32],
+    pub(super) b: &'s [f32],
     /// The merge samples.
-    pub(super) samples: Samples<'a>,
+    pub(super) samples: Samples<'s>,
     /// The forward passes' scratch.
-    pub(super) forward: &'p mut [f32],
+    pub(super) forward: &'s mut [f32],
     /// The layouts the matching wrote (empty before it: fit passes need them).
-    pub(super) indices: &'p [usize],
+    pub(super) indices: &'s [usize],
 }
 
 /// The driver's column list of a pass's column set (at most two channel ranges).
@@ -55,7 +55,7 @@ enum FitPart {
     Targets,
 }
 
-impl<'a> CnnSource<'a, '_> {
+impl CnnSource<'_> {
     /// Writes sample `s` into `plan`'s input slot of the forward scratch.
     fn load(&mut self, merged: bool, s: usize) -> Result<(), CnnMergeError> {
         let d = self.plan.input.len();
@@ -330,7 +330,7 @@ impl<'a> CnnSource<'a, '_> {
     }
 }
 
-impl PassSource for CnnSource<'_, '_> {
+impl PassSource for CnnSource<'_> {
     type Weights = [f32];
     type Error = CnnMergeError;
 
@@ -377,12 +377,12 @@ impl PassSource for CnnSource<'_, '_> {
     }
 }
 
-impl<'a> DeviceSource<'a> for CnnSource<'a, '_> {
+impl<'s> DeviceSource<'s> for CnnSource<'s> {
     fn schedule(&self) -> &MergeSchedule {
         &self.plan.schedule
     }
 
-    fn unit_weights(&self, model: Model, f: usize, unit: usize) -> UnitWeights<'a> {
+    fn unit_weights(&self, model: Model, f: usize, unit: usize) -> UnitWeights<'s> {
         let params = match model {
             Model::A => self.a,
             Model::B => self.b,
@@ -396,7 +396,7 @@ impl<'a> DeviceSource<'a> for CnnSource<'a, '_> {
         (&p[unit * row..(unit + 1) * row], bias)
     }
 
-    fn sample_rows(&self, _f: usize) -> Option<Samples<'a>> {
+    fn sample_rows(&self, _f: usize) -> Option<Samples<'s>> {
         None
     }
 }
