@@ -55,6 +55,7 @@ extern crate std;
 pub mod auction;
 mod check;
 pub mod cnn;
+pub mod cnn_merge;
 pub mod gram;
 pub mod mlp;
 pub mod ridge;
