@@ -17,7 +17,7 @@
 use core::ops::Range;
 
 use super::schedule::{Block, Columns, MergeSchedule};
-use super::{DeviceSource, DriverError, LayerFitInfo, MAX_FITTED, Model, Samples, SolveKnobs};
+use super::{DeviceSource, DriverError, LayerFitInfo, Model, Samples, SolveKnobs};
 use crate::linalg::{
     MatMut, MatRef, PackedError, cholesky_packed, packed_index, packed_len, solve_packed,
 };
@@ -470,14 +470,16 @@ impl DualSamples for ByteRows<'_> {
 }
 
 /// Fits every merged layer of the source's schedule in order into `out`, over the source's
-/// passes; `indices` holds the layouts the matching wrote.
-pub fn fit_layers<'a, S>(
+/// passes; `indices` holds the layouts the matching wrote. The report holds the first `N`
+/// layers (the caller's capacity).
+#[inline(never)]
+pub fn fit_layers<'a, S, const N: usize>(
     source: &mut S,
     knobs: &SolveKnobs,
     indices: &[usize],
     out: &mut [f32],
     scratch: &mut [f64],
-) -> Result<heapless::Vec<LayerFitInfo, MAX_FITTED>, S::Error>
+) -> Result<heapless::Vec<LayerFitInfo, N>, S::Error>
 where
     S: DeviceSource<'a>,
     S::Error: From<DriverError>,
@@ -523,7 +525,7 @@ where
         if let Some(i) = out[start..end].iter().position(|v| !v.is_finite()) {
             return Err(DriverError::NonFiniteResult { index: start + i }.into());
         }
-        // At most MAX_FITTED fitted layers.
+        // Layers beyond the caller's capacity are not reported.
         let _ = infos.push(info);
     }
     Ok(infos)

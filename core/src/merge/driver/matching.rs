@@ -2,7 +2,7 @@
 //! auction per group, the top-k selection of the pairs to merge, and the layout
 //! `[merged | A-only | B-only]` kept in the index scratch.
 
-use super::{DeviceSource, DriverError, GroupInfo, MAX_GROUPS, SolveKnobs};
+use super::{DeviceSource, DriverError, GroupInfo, SolveKnobs};
 use crate::assign::auction_scratch_len;
 use crate::linalg::MatRef;
 use crate::merge::pairs::{PairsError, assign_pairs};
@@ -18,13 +18,15 @@ pub fn matching_scratch_len(n: usize) -> usize {
 
 /// Matches every group of the source's schedule and writes its layout into `indices`, with
 /// the moments from `source` (`weights`: the merged network, not read by matching passes).
-pub fn match_groups<'a, S>(
+/// The report holds the first `N` groups (the caller's capacity: a device keeps it small).
+#[inline(never)]
+pub fn match_groups<'a, S, const N: usize>(
     source: &mut S,
     knobs: &SolveKnobs,
     weights: &[f32],
     scratch: &mut [f64],
     indices: &mut [usize],
-) -> Result<heapless::Vec<GroupInfo, MAX_GROUPS>, S::Error>
+) -> Result<heapless::Vec<GroupInfo, N>, S::Error>
 where
     S: DeviceSource<'a>,
     S::Error: From<DriverError>,
@@ -33,7 +35,7 @@ where
     for g in 0..source.schedule().groups.len() {
         let range = source.schedule().index_range(g);
         let info = match_group(source, knobs, weights, g, scratch, &mut indices[range])?;
-        // At most MAX_GROUPS groups.
+        // Groups beyond the caller's capacity are not reported.
         let _ = infos.push(info);
     }
     Ok(infos)

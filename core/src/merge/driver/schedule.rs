@@ -140,6 +140,24 @@ pub struct Layout<'a> {
     slot_b: &'a [usize],
 }
 
+impl<'a> Layout<'a> {
+    /// The layout of a group of `n` units with `k` merged pairs from its `4 n` lists in the
+    /// index scratch (the assignment, the order, the slots of A's and of B's units).
+    pub fn from_lists(k: usize, n: usize, lists: &'a [usize]) -> Self {
+        let (perm, rest) = lists.split_at(n);
+        let (order, rest) = rest.split_at(n);
+        let (slot_a, rest) = rest.split_at(n);
+        Layout {
+            k,
+            n,
+            perm,
+            order,
+            slot_a,
+            slot_b: &rest[..n],
+        }
+    }
+}
+
 impl UnitLayout for Layout<'_> {
     fn original_width(&self) -> usize {
         self.n
@@ -197,19 +215,8 @@ impl MergeSchedule {
 
     /// The layout of group `g` in `indices` (after the matching).
     pub fn layout<'a>(&self, indices: &'a [usize], g: usize) -> Layout<'a> {
-        let n = self.groups[g].width;
-        let all = &indices[self.index_range(g)];
-        let (perm, rest) = all.split_at(n);
-        let (order, rest) = rest.split_at(n);
-        let (slot_a, slot_b) = rest.split_at(n);
-        Layout {
-            k: self.groups[g].merged,
-            n,
-            perm,
-            order,
-            slot_a,
-            slot_b,
-        }
+        let p = self.groups[g];
+        Layout::from_lists(p.merged, p.width, &indices[self.index_range(g)])
     }
 
     /// The sources of row `r` of fitted layer `f`.

@@ -54,7 +54,11 @@ impl MlpMergePlan {
             return None;
         }
         Some(MergedUnits {
-            layout: self.schedule().layout(indices, g),
+            layout: {
+                let start: usize = self.hidden[..g].iter().map(|&n| 4 * n).sum();
+                let n = self.hidden[g];
+                Layout::from_lists(self.merged_pairs[g], n, &indices[start..start + 4 * n])
+            },
         })
     }
 }

@@ -288,18 +288,16 @@ pub fn mlp_merge(
         b: inputs.b,
         samples: inputs.samples,
         indices: &[],
+        schedule: plan.schedule(),
     };
     let knobs = SolveKnobs {
         relative_ridge: params.relative_ridge,
         max_retries: params.max_retries,
         auction: params.auction,
     };
-    let matched = match_groups(&mut source, &knobs, out, scratch, indices)?;
+    let groups = match_groups(&mut source, &knobs, out, scratch, indices)?;
     source.indices = &*indices;
-    let fitted = fit_layers(&mut source, &knobs, indices, out, scratch)?;
-    // The driver's lists hold at most one entry per hidden layer / fitted layer.
-    let groups = matched.into_iter().collect();
-    let layers = fitted.into_iter().collect();
+    let layers = fit_layers(&mut source, &knobs, indices, out, scratch)?;
     if let Some(index) = out[..plan.output_len].iter().position(|v| !v.is_finite()) {
         return Err(MlpMergeError::NonFiniteResult { index });
     }

@@ -59,8 +59,6 @@ pub struct MlpMergePlan {
     pub(super) form: LsForm,
     /// What the ridge pulls towards (copies need the permute-and-average prior).
     pub(super) ridge_toward: RidgeToward,
-    /// The driver's view of the merge (built from the fields above).
-    schedule: MergeSchedule,
 }
 
 impl MlpMergePlan {
@@ -138,11 +136,6 @@ impl MlpMergePlan {
         )
     }
 
-    /// The driver's schedule of this merge.
-    pub(super) fn schedule(&self) -> &MergeSchedule {
-        &self.schedule
-    }
-
     /// How the rows of fitted layer `f` are formed (hidden layer `g` in its merged layout, the
     /// shared head from the mean logits, head `a` from A's, head `b` from B's).
     fn target(&self, f: usize) -> TargetRule {
@@ -158,8 +151,9 @@ impl MlpMergePlan {
         }
     }
 
-    /// The driver's schedule: one group per hidden layer, the fitted layers in order.
-    fn build_schedule(&self) -> MergeSchedule {
+    /// The driver's schedule: one group per hidden layer, the fitted layers in order (built
+    /// when needed, not kept: the plan stays small on a device's stack).
+    pub(super) fn schedule(&self) -> MergeSchedule {
         let l = self.hidden.len();
         let mut groups = heapless::Vec::new();
         for (&width, &merged) in self.hidden.iter().zip(&self.merged_pairs) {
@@ -314,14 +308,6 @@ pub fn mlp_merge_plan(
         rhs_chunk: params.rhs_chunk.max(1),
         form: params.form,
         ridge_toward: params.ridge_toward,
-        schedule: MergeSchedule {
-            groups: heapless::Vec::new(),
-            layers: heapless::Vec::new(),
-            samples,
-            ridge_toward: params.ridge_toward,
-            form: params.form,
-            rhs_chunk: 1,
-        },
     };
     for &n in dims.hidden {
         let k = merged_pairs(n, ratio);
@@ -345,7 +331,6 @@ pub fn mlp_merge_plan(
         index_len = add(index_len, mul(4, n)?)?;
     }
     plan.index_len = index_len;
-    plan.schedule = plan.build_schedule();
     plan.scratch_len = scratch_len(&plan)?;
     Ok(plan)
 }
@@ -359,7 +344,7 @@ fn scratch_len(plan: &MlpMergePlan) -> Result<usize, MlpMergeError> {
         let matching = add(add(mul(w, w)?, auction_scratch_len(w))?, mul(4, w)?)?;
         work = work.max(matching);
     }
-    let s = &plan.schedule;
+    let s = &plan.schedule();
     for f in (0..plan.fitted_layers()).filter(|&f| !s.copies(f)) {
         for block in s.blocks(f) {
             let cols = s.columns(f, &block);

@@ -28,6 +28,8 @@ pub(super) struct InPlaceSource<'a> {
     pub(super) samples: Samples<'a>,
     /// The layouts the matching wrote (empty before it: fit passes need them).
     pub(super) indices: &'a [usize],
+    /// The driver's view of the plan.
+    pub(super) schedule: MergeSchedule,
 }
 
 /// The driver's column list of a pass's column set (at most two channel ranges).
@@ -52,7 +54,7 @@ impl<'a> InPlaceSource<'a> {
 
     /// The sources of row `r` of fitted layer `f`.
     pub(super) fn source_of_row(&self, f: usize, r: usize) -> RowSource {
-        self.plan.schedule().row_source(self.indices, f, r)
+        self.schedule.row_source(self.indices, f, r)
     }
 
     /// A's and B's pre-activations of original layer `upto` for sample `s`.
@@ -74,7 +76,7 @@ impl<'a> InPlaceSource<'a> {
         xb: &mut [f64],
     ) {
         let x = self.sample(s);
-        let v = match self.plan.schedule().layers[f].input {
+        let v = match self.schedule.layers[f].input {
             LayerInput::Samples => x,
             LayerInput::Group(g) => {
                 let w = forward::merged(self.plan, weights, x, g, m.0, m.1);
@@ -172,10 +174,7 @@ impl<'a> InPlaceSource<'a> {
             self.gather(s, f, &cols, weights, (&mut *acts.m.0, &mut *acts.m.1), xb);
             for (e, r) in eb.iter_mut().zip(rows.clone()) {
                 let t = self.target(f, r, &acts);
-                *e = self
-                    .plan
-                    .schedule()
-                    .residual(f, r, t, &cols, weights, |a| xb[a]);
+                *e = self.schedule.residual(f, r, t, &cols, weights, |a| xb[a]);
             }
             for a in 0..k {
                 let xa = xb[a];
@@ -294,7 +293,7 @@ impl PassSource for InPlaceSource<'_> {
 
 impl<'a> DeviceSource<'a> for InPlaceSource<'a> {
     fn schedule(&self) -> &MergeSchedule {
-        self.plan.schedule()
+        &self.schedule
     }
 
     fn unit_weights(&self, model: Model, f: usize, unit: usize) -> UnitWeights<'a> {
@@ -303,7 +302,7 @@ impl<'a> DeviceSource<'a> for InPlaceSource<'a> {
             Model::B => self.b,
         };
         let layer = layers[f.min(self.plan.hidden.len())];
-        let width = self.plan.schedule().layers[f].in_channels;
+        let width = self.schedule.layers[f].in_channels;
         (
             &layer.weight[unit * width..(unit + 1) * width],
             layer.bias.map(|b| b[unit]),
@@ -311,6 +310,6 @@ impl<'a> DeviceSource<'a> for InPlaceSource<'a> {
     }
 
     fn sample_rows(&self, f: usize) -> Option<Samples<'a>> {
-        (self.plan.schedule().layers[f].input == LayerInput::Samples).then_some(self.samples)
+        (self.schedule.layers[f].input == LayerInput::Samples).then_some(self.samples)
     }
 }
