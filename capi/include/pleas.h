@@ -133,6 +133,22 @@
 #define PLEAS_MLP_RIDGE_TOWARD_ZERO 1
 
 /**
+ * `pleas_simd_set_path()`: `wide` vectors as compiled for the target (SSE2 on x86-64,
+ * scalar lanes on a Cortex-M); always available.
+ */
+#define PLEAS_SIMD_PATH_PORTABLE 0
+
+/**
+ * `pleas_simd_set_path()`: 256-bit AVX2 + FMA (x86-64).
+ */
+#define PLEAS_SIMD_PATH_AVX2 1
+
+/**
+ * `pleas_simd_set_path()`: 512-bit AVX-512 (x86-64).
+ */
+#define PLEAS_SIMD_PATH_AVX512 2
+
+/**
  * What a call of the C API did. `PLEAS_SUCCESS` is 0, errors are negative; the first five
  * values are those of CMSIS-DSP's `arm_status`. Its type is `int32_t`, whatever size the
  * compiler gives enums.
@@ -1339,6 +1355,14 @@ pleas_status pleas_ridge_solve_f64(const struct pleas_normal_equations_f64 *eqs,
                                    struct pleas_ridge_info *info,
                                    double *scratch,
                                    size_t scratch_len);
+
+/**
+ * Makes every later kernel call, on every thread, use `path` (`PLEAS_SIMD_PATH_*`).
+ *
+ * Errors: `PLEAS_ERROR_ARGUMENT` (an unknown path, or one this CPU or its operating system
+ * cannot run; the current path is kept).
+ */
+pleas_status pleas_simd_set_path(uint32_t path);
 
 /**
  * The name of a status value as a NUL-terminated string (`"PLEAS_ERROR_NAN_INF"`), or

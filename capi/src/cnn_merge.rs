@@ -139,10 +139,10 @@ pub struct pleas_cnn_merge_info {
     pub layers: [pleas_mlp_layer_info; PLEAS_CNN_MAX_FITTED],
 }
 
-impl From<&CnnMergeInfo> for pleas_cnn_merge_info {
-    fn from(i: &CnnMergeInfo) -> Self {
+impl pleas_cnn_merge_info {
+    fn from_core(plan: &CnnMergePlan, i: &CnnMergeInfo) -> Self {
         let mut c = Self {
-            plan: pleas_cnn_merge_plan::from_core(&i.plan),
+            plan: pleas_cnn_merge_plan::from_core(plan),
             groups: [pleas_mlp_group_info::default(); PLEAS_CNN_MAX_GROUPS],
             layers: [pleas_mlp_layer_info::default(); PLEAS_CNN_MAX_FITTED],
         };
@@ -334,6 +334,18 @@ struct MergeArgs {
     indices_len: usize,
 }
 
+/// The plan of a merge (in a frame of its own: a device's stack holds one plan at a time).
+#[inline(never)]
+fn plan_of(
+    inputs: &CnnMergeInputs<'_>,
+    n: usize,
+    params: &MlpMergeParams,
+) -> Result<CnnMergePlan, pleas_status> {
+    let plan = core_cnn::cnn_merge_plan(&inputs.net, inputs.heads, n, inputs.budget, params)?;
+    check_bytes(&plan)?;
+    Ok(plan)
+}
+
 /// The body of both merges.
 ///
 /// # Safety
@@ -384,9 +396,13 @@ unsafe fn merge_impl(graph: *const pleas_cnn_graph, m: MergeArgs) -> pleas_statu
         };
         // SAFETY: checked and disjoint from every other buffer; sizes by contract.
         let (out, sc, fw, ix) = unsafe { (out.slice(), sc.slice(), fw.slice(), ix.slice()) };
-        let result = core_cnn::cnn_merge(&inputs, &params, out, sc, fw, ix)?;
+        let plan = plan_of(&inputs, m.n, &params)?;
+        let result = core_cnn::cnn_merge(&plan, &inputs, &params, out, sc, fw, ix)?;
+        if m.info.is_null() {
+            return Ok(());
+        }
         // SAFETY: checked by `optional_region`; writable by contract.
-        unsafe { check::write_optional(m.info, (&result).into()) }
+        unsafe { check::write_optional(m.info, pleas_cnn_merge_info::from_core(&plan, &result)) }
     })
 }
 

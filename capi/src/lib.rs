@@ -59,6 +59,7 @@ pub mod cnn_merge;
 pub mod gram;
 pub mod mlp;
 pub mod ridge;
+pub mod simd;
 mod status;
 
 pub use status::{pleas_status, pleas_status_name};

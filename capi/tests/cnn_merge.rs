@@ -11,6 +11,7 @@ use pleas_capi::cnn::*;
 use pleas_capi::cnn_merge::*;
 use pleas_capi::mlp::{PLEAS_MLP_HEADS_SEPARATE, pleas_mlp_merge_params};
 use pleas_capi::pleas_status::{self, *};
+use pleas_capi::simd::*;
 use pleas_core::forward::compact::{Layer, LayerOp, MapShape, Network, Window};
 use pleas_core::merge::cnn::{
     CnnMergeInputs, CnnMergeParams, Heads, Samples, cnn_merge, cnn_merge_plan,
@@ -237,6 +238,8 @@ fn bits(v: &[f32]) -> Vec<u32> {
 
 #[test]
 fn the_c_merge_is_the_core_merge() {
+    // Both sides on one path (another test of this binary selects the portable one).
+    assert_eq!(pleas_simd_set_path(PLEAS_SIMD_PATH_PORTABLE), PLEAS_SUCCESS);
     let (a, b, bytes) = data();
     let (cl, core_layers) = layers();
     let g = graph(&cl, &[11]);
@@ -287,7 +290,10 @@ fn the_c_merge_is_the_core_merge() {
             samples: Samples::F32(&xf),
             budget,
         };
-        cnn_merge(&inputs, &params, &mut out, &mut sc, &mut fw, &mut ix).unwrap();
+        cnn_merge(
+            &core_plan, &inputs, &params, &mut out, &mut sc, &mut fw, &mut ix,
+        )
+        .unwrap();
         assert_eq!(bits(&buf.merged), bits(&out), "budget {budget}");
         // The merged graph of the plan runs through the forward entry points.
         let mg = graph(
@@ -318,6 +324,13 @@ fn the_c_merge_is_the_core_merge() {
         assert_eq!(s, PLEAS_SUCCESS);
         assert!(logits.iter().all(|v| v.is_finite()));
     }
+}
+
+#[test]
+fn the_simd_path_is_chosen_by_name() {
+    assert_eq!(pleas_simd_set_path(7), PLEAS_ERROR_ARGUMENT);
+    assert_eq!(pleas_simd_set_path(PLEAS_SIMD_PATH_PORTABLE), PLEAS_SUCCESS);
+    assert_eq!(pleas_core::simd::path(), pleas_core::simd::Path::Portable);
 }
 
 #[test]

@@ -130,6 +130,7 @@ fn core_merge(
         budget,
     };
     let info = cnn_merge(
+        &plan,
         &inputs,
         params,
         &mut out,
@@ -409,6 +410,7 @@ fn bad_inputs_are_typed_errors() {
             budget,
         };
         cnn_merge(
+            &plan,
             &inputs,
             &params,
             &mut out,
@@ -438,6 +440,8 @@ fn bad_inputs_are_typed_errors() {
         run(&a.params, x, 2.5),
         Err(CnnMergeError::BudgetOutOfRange { budget: 2.5 })
     );
+    // A plan made for another budget.
+    assert_eq!(run(&a.params, x, 1.2), Err(CnnMergeError::PlanMismatch));
     let mut nan = a.params.clone();
     nan[7] = f32::NAN;
     assert_eq!(
@@ -463,6 +467,7 @@ fn bad_inputs_are_typed_errors() {
     let mut indices = vec![0; plan.index_len];
     assert_eq!(
         cnn_merge(
+            &plan,
             &inputs,
             &params,
             &mut out,

@@ -84,6 +84,8 @@ pub enum CnnMergeError {
     },
     /// There are no merge samples.
     NoSamples,
+    /// The plan given to [`cnn_merge`](super::cnn_merge) is not the one of its inputs.
+    PlanMismatch,
     /// An input has the wrong number of values.
     ShapeMismatch {
         /// The input.
@@ -163,6 +165,9 @@ impl fmt::Display for CnnMergeError {
                 )
             }
             CnnMergeError::NoSamples => f.write_str("no merge samples"),
+            CnnMergeError::PlanMismatch => {
+                f.write_str("the plan is not the one of these inputs (budget, samples, params)")
+            }
             CnnMergeError::ShapeMismatch {
                 operand,
                 expected,

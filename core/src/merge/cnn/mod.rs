@@ -61,6 +61,7 @@ pub use crate::merge::sources::Heads;
 
 use self::source::CnnSource;
 use crate::forward::compact::CompactPlan;
+use crate::forward::compact_fold::FoldedNetwork;
 use crate::merge::driver::{SolveKnobs, fit_layers, match_groups};
 
 /// The knobs of a CNN merge: those of the MLP merge (the host pipeline's defaults).
@@ -83,22 +84,25 @@ pub struct CnnMergeInputs<'a> {
     pub budget: f64,
 }
 
-/// What a merge did.
+/// What a merge did (its plan is [`cnn_merge_plan`]'s for the same inputs: not repeated
+/// here, to keep a device's stack small).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct CnnMergeInfo {
-    /// The plan it followed.
-    pub plan: CnnMergePlan,
     /// Per group: the matching.
     pub groups: heapless::Vec<GroupInfo, MAX_GROUPS>,
     /// Per fitted layer, in order (the head `b` last).
     pub layers: heapless::Vec<LayerFitInfo, MAX_FITTED>,
 }
 
-fn check_inputs<'a>(
-    inputs: &CnnMergeInputs<'a>,
+/// Checks the inputs' lengths and that `plan` is [`cnn_merge_plan`]'s for them (planned again
+/// here, in a frame of its own that is gone before the merge runs).
+#[inline(never)]
+fn check_inputs(
+    plan: &CnnMergePlan,
+    inputs: &CnnMergeInputs<'_>,
     params: &CnnMergeParams,
-) -> Result<(CnnMergePlan, CompactPlan<'a>), CnnMergeError> {
+) -> Result<(), CnnMergeError> {
     let original = CompactPlan::new(inputs.net).map_err(CnnMergeError::Network)?;
     for (model, p) in [(Model::A, inputs.a), (Model::B, inputs.b)] {
         if p.len() != original.params_len() {
@@ -118,16 +122,21 @@ fn check_inputs<'a>(
             found: inputs.samples.len(),
         });
     }
-    let plan = cnn_merge_plan(&inputs.net, inputs.heads, n, inputs.budget, params)?;
-    Ok((plan, original))
+    if cnn_merge_plan(&inputs.net, inputs.heads, n, inputs.budget, params)? != *plan {
+        return Err(CnnMergeError::PlanMismatch);
+    }
+    Ok(())
 }
 
 /// Merges the two CNNs of `inputs` (see the module docs) into `out` (the merged network's
-/// parameters), using `scratch` (f64), `forward` (f32) and `indices` of at least the plan's
-/// lengths. Inputs are checked before anything is computed: the description, the models'
-/// and the samples' lengths, budget, params, buffer lengths, finiteness (A, B, samples). A
-/// merge that fails leaves `out` unspecified.
+/// parameters) following `plan` ([`cnn_merge_plan`] of the same inputs and params: the
+/// caller has it to size its buffers, and a device's stack then holds one plan), using
+/// `scratch` (f64), `forward` (f32) and `indices` of at least the plan's lengths. Inputs are
+/// checked before anything is computed: the description, the models' and the samples'
+/// lengths, budget, params, the plan, buffer lengths, finiteness (A, B, samples). A merge that
+/// fails leaves `out` unspecified.
 pub fn cnn_merge(
+    plan: &CnnMergePlan,
     inputs: &CnnMergeInputs<'_>,
     params: &CnnMergeParams,
     out: &mut [f32],
@@ -135,7 +144,8 @@ pub fn cnn_merge(
     forward: &mut [f32],
     indices: &mut [usize],
 ) -> Result<CnnMergeInfo, CnnMergeError> {
-    let (plan, original) = check_inputs(inputs, params)?;
+    check_inputs(plan, inputs, params)?;
+    let original = CompactPlan::new(inputs.net).map_err(CnnMergeError::Network)?;
     plan::check_buffers(
         &plan,
         out.len(),
@@ -159,24 +169,25 @@ pub fn cnn_merge(
     }
     let merged = CompactPlan::new(plan.merged_network()).map_err(CnnMergeError::Network)?;
     let out = &mut out[..plan.output_len];
+    let folded = FoldedNetwork::new(&inputs.net).map_err(CnnMergeError::Network)?;
     // The folded models go first in the forward scratch.
     let (fa, rest) = forward.split_at_mut(plan.folded_params_len);
     let (fb, forward) = rest.split_at_mut(plan.folded_params_len);
     let (a, b) = if plan.folded_params_len > 0 {
-        let fold = |p: &[f32], dst: &mut [f32]| {
-            plan.folded
-                .fold_params(&original, p, dst)
-                .map_err(CnnMergeError::Forward)
-        };
-        fold(inputs.a, fa)?;
-        fold(inputs.b, fb)?;
+        fold(
+            &folded,
+            &original,
+            [inputs.a, inputs.b],
+            [&mut *fa, &mut *fb],
+        )?;
         (&*fa, &*fb)
     } else {
         (inputs.a, inputs.b)
     };
+    let folded_net = folded.network(inputs.net.input);
     let mut source = CnnSource {
-        plan: &plan,
-        original: CompactPlan::new(plan.original_network()).map_err(CnnMergeError::Network)?,
+        plan,
+        original: CompactPlan::new(folded_net).map_err(CnnMergeError::Network)?,
         merged,
         a,
         b,
@@ -199,9 +210,21 @@ pub fn cnn_merge(
             crate::merge::driver::DriverError::NonFiniteResult { index },
         ));
     }
-    Ok(CnnMergeInfo {
-        plan,
-        groups,
-        layers,
-    })
+    Ok(CnnMergeInfo { groups, layers })
+}
+
+/// Folds both models' batch-norms into `dst`.
+#[inline(never)]
+fn fold(
+    folded: &FoldedNetwork,
+    original: &CompactPlan<'_>,
+    params: [&[f32]; 2],
+    dst: [&mut [f32]; 2],
+) -> Result<(), CnnMergeError> {
+    for (p, d) in params.into_iter().zip(dst) {
+        folded
+            .fold_params(original, p, d)
+            .map_err(CnnMergeError::Forward)?;
+    }
+    Ok(())
 }

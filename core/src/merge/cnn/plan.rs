@@ -45,8 +45,6 @@ pub struct CnnMergePlan {
     pub folded_params_len: usize,
     pub(super) schedule: MergeSchedule,
     pub(super) input: MapShape,
-    /// The models' network with its batch-norms folded.
-    pub(super) folded: FoldedNetwork,
     merged_layers: heapless::Vec<Layer, MAX_LAYERS>,
     merged_outputs: heapless::Vec<usize, 2>,
     /// Per fitted layer: its layer in the models' network and in the merged one.
@@ -60,11 +58,6 @@ pub struct CnnMergePlan {
 }
 
 impl CnnMergePlan {
-    /// The models' network as the merge reads it (batch-norms folded).
-    pub fn original_network(&self) -> Network<'_> {
-        self.folded.network(self.input)
-    }
-
     /// The merged network (its parameters: the output buffer of a merge).
     pub fn merged_network(&self) -> Network<'_> {
         Network {
@@ -276,7 +269,6 @@ pub fn cnn_merge_plan(
         forward_len: 0,
         index_len: 0,
         folded_params_len: if folded.folds() { orig.params_len() } else { 0 },
-        folded: folded.clone(),
         schedule: MergeSchedule {
             groups: heapless::Vec::new(),
             layers: heapless::Vec::new(),
