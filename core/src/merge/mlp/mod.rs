@@ -41,10 +41,11 @@
 //! ([`merge::prior`](crate::merge::prior)), neg-l2 and the auction tail
 //! ([`similarity::neg_l2`](crate::similarity::neg_l2),
 //! [`merge::pairs`](crate::merge::pairs)), the ridge retries and the form choice
-//! ([`lstsq::retry`](crate::lstsq::retry)). The data comes through the pass contract of
-//! [`merge::pass`](crate::merge::pass): the matching and the fits ask an in-place source
-//! (private `source.rs`) for moment sums, which it computes by recomputing activations
-//! sample by sample in the scratch.
+//! ([`lstsq::retry`](crate::lstsq::retry)). The steps are those of the one device driver,
+//! [`merge::driver`](crate::merge::driver) (which the CNN merge runs too): this module
+//! builds its schedule from the dims and gives it an in-place source (private `source.rs`,
+//! through the pass contract of [`merge::pass`](crate::merge::pass)), which computes the
+//! moment sums by recomputing activations sample by sample in the scratch.
 //!
 //! # Primal or dual least squares
 //!
