@@ -24,7 +24,7 @@ use pleas_core::merge::cnn::{
 };
 use pleas_tests::compact::{CompactNet, from_graph};
 use pleas_tests::models::{fashion_eval, fixtures};
-use pleas_tests::tolerance::{CNN_HOST_SCORE_REL, CNN_HOST_WEIGHTS_REL};
+use pleas_tests::tolerance::{CNN_HOST_SCORE_REL, CNN_HOST_WEIGHTS_REL, CNN_SELF_MERGE_LOGIT_REL};
 
 const CNN_A: &str = "fashion/cnn_split/fashion_cnn_split_m0_s8.safetensors";
 const CNN_B: &str = "fashion/cnn_split/fashion_cnn_split_m1_s9.safetensors";
@@ -524,4 +524,186 @@ fn bad_inputs_are_typed_errors() {
         cnn_merge_plan(&with_add, Heads::Separate, 4, 1.0, &params),
         Err(CnnMergeError::UnsupportedLayer { layer: 2, .. })
     ));
+}
+
+fn conv_op(name: &str, i: usize, o: usize, k: usize, s: usize, p: usize) -> Op {
+    Op::Conv2d {
+        weight: format!("{name}.weight"),
+        bias: Some(format!("{name}.bias")),
+        in_channels: i,
+        out_channels: o,
+        kernel: [k, k],
+        stride: [s, s],
+        padding: [p, p],
+    }
+}
+
+/// Input `3 x 9 x 9`: conv 3x3, max pooling, a strided conv, average pooling, a 1x1 conv,
+/// global pooling, a hidden linear layer and the head: every layer kind the device merge
+/// handles.
+fn pooled_cnn() -> pleas_core::graph::Graph {
+    use pleas_core::graph::{Graph, Shape};
+    let mut g = Graph::new(Shape::new(3, 9, 9));
+    let window = |k: usize, s: usize, p: usize| ([k, k], [s, s], [p, p]);
+    let x = g.push("c1", conv_op("c1", 3, 6, 3, 1, 1), &[0]).unwrap();
+    let x = g.push("r1", Op::Relu, &[x]).unwrap();
+    let (kernel, stride, padding) = window(2, 2, 0);
+    let x = g
+        .push(
+            "max",
+            Op::MaxPool {
+                kernel,
+                stride,
+                padding,
+            },
+            &[x],
+        )
+        .unwrap();
+    let x = g.push("c2", conv_op("c2", 6, 8, 3, 2, 1), &[x]).unwrap();
+    let x = g.push("r2", Op::Relu, &[x]).unwrap();
+    let (kernel, stride, padding) = window(3, 1, 1);
+    let x = g
+        .push(
+            "avg",
+            Op::AvgPool {
+                kernel,
+                stride,
+                padding,
+            },
+            &[x],
+        )
+        .unwrap();
+    let x = g.push("c3", conv_op("c3", 8, 8, 1, 1, 0), &[x]).unwrap();
+    let x = g.push("r3", Op::Relu, &[x]).unwrap();
+    let x = g.push("gap", Op::GlobalAvgPool, &[x]).unwrap();
+    let lin = |name: &str, i: usize, o: usize| Op::Linear {
+        weight: format!("{name}.weight"),
+        bias: Some(format!("{name}.bias")),
+        in_features: i,
+        out_features: o,
+    };
+    let x = g.push("fc", lin("fc", 8, 6), &[x]).unwrap();
+    let x = g.push("r4", Op::Relu, &[x]).unwrap();
+    let h = g.push("head", lin("head", 6, 4), &[x]).unwrap();
+    g.add_output("head", h).unwrap();
+    g
+}
+
+/// `net` with the output channels of every conv or linear layer before the head permuted
+/// (`perm[g]` for the `g`-th such layer: new channel `c` is old channel `perm[g][c]`) and the
+/// next such layer's input channels permuted to match: the same function.
+fn permuted(net: &CompactNet, perms: &[Vec<usize>]) -> Vec<f32> {
+    let plan = CompactPlan::new(network(net)).unwrap();
+    let mut out = net.params.clone();
+    let fitted: Vec<usize> = (0..net.layers.len())
+        .filter(|&l| {
+            matches!(
+                net.layers[l].op,
+                LayerOp::Conv2d { .. } | LayerOp::Linear { .. }
+            )
+        })
+        .collect();
+    for (g, perm) in perms.iter().enumerate() {
+        let (l, next) = (fitted[g], fitted[g + 1]);
+        let n = perm.len();
+        // Rows of layer l and its bias.
+        let r = plan.param_range(l);
+        let row = (r.len() - n) / n;
+        // Its input channels may already be permuted (by the previous group).
+        let src = out[r.clone()].to_vec();
+        for (c, &old) in perm.iter().enumerate() {
+            out[r.start + c * row..r.start + (c + 1) * row]
+                .copy_from_slice(&src[old * row..(old + 1) * row]);
+            out[r.start + n * row + c] = src[n * row + old];
+        }
+        // Input channels of the next layer (each owning `patch` columns of every row).
+        let rn = plan.param_range(next);
+        let outs = match net.layers[next].op {
+            LayerOp::Conv2d { out_channels, .. } => out_channels,
+            LayerOp::Linear { out_features, .. } => out_features,
+            _ => unreachable!(),
+        };
+        let row_n = (rn.len() - outs) / outs;
+        let patch = row_n / n;
+        let src = out[rn.clone()].to_vec();
+        for o in 0..outs {
+            for (c, &old) in perm.iter().enumerate() {
+                let dst = rn.start + o * row_n + c * patch;
+                let from = o * row_n + old * patch;
+                out[dst..dst + patch].copy_from_slice(&src[from..from + patch]);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_cnn_merged_with_its_permuted_copy_is_the_model() {
+    use pleas_tests::models::{max_rel_diff, random_input, random_weights};
+    let g = pooled_cnn();
+    let a = from_graph(&g, &random_weights(&g, 5)).unwrap();
+    let perms = vec![
+        vec![3, 0, 5, 1, 4, 2],
+        vec![7, 2, 0, 5, 1, 6, 4, 3],
+        vec![1, 0, 3, 2, 5, 4, 7, 6],
+        vec![5, 3, 1, 0, 2, 4],
+    ];
+    let b = CompactNet {
+        params: permuted(&a, &perms),
+        ..a.clone()
+    };
+    let n = 40;
+    let x = random_input(&g, n, 6);
+    let net = network(&a);
+    let params = CnnMergeParams::default();
+    let plan = cnn_merge_plan(&net, Heads::Shared, n, 1.0, &params).unwrap();
+    assert_eq!(plan.groups(), 4);
+    let mut out = vec![f32::NAN; plan.output_len];
+    let mut scratch = vec![f64::NAN; plan.scratch_len];
+    let mut forward = vec![f32::NAN; plan.forward_len];
+    let mut indices = vec![usize::MAX; plan.index_len];
+    let inputs = CnnMergeInputs {
+        net,
+        heads: Heads::Shared,
+        a: &a.params,
+        b: &b.params,
+        samples: Samples::F32(&x),
+        budget: 1.0,
+    };
+    let info = cnn_merge(
+        &plan,
+        &inputs,
+        &params,
+        &mut out,
+        &mut scratch,
+        &mut forward,
+        &mut indices,
+    )
+    .unwrap();
+    // Every unit is matched with its copy: every pair merged, at distance zero.
+    for (g, gi) in info.groups.iter().enumerate() {
+        assert_eq!(gi.merged, gi.width, "group {g}");
+        assert!(gi.total_score.abs() < 1e-3, "group {g}: {}", gi.total_score);
+    }
+    // The merged network computes the model's logits (on the samples and on fresh inputs).
+    let run = |net: Network<'_>, p: &[f32], xs: &[f32]| -> Vec<f32> {
+        let cp = CompactPlan::new(net).unwrap();
+        let mut sc = vec![0.0; cp.scratch_len()];
+        let per = net.input.len();
+        let mut logits = Vec::new();
+        for s in xs.chunks_exact(per) {
+            cp.input_mut(&mut sc).unwrap().copy_from_slice(s);
+            cp.run(p, &mut sc, &mut |_, _| {}).unwrap();
+            logits.extend_from_slice(cp.node(net.outputs[0], &sc).unwrap());
+        }
+        logits
+    };
+    let fresh = random_input(&g, 10, 7);
+    for xs in [&x[..], &fresh[..]] {
+        let want = run(network(&a), &a.params, xs);
+        let got = run(plan.merged_network(), &out, xs);
+        let d = max_rel_diff(&want, &got);
+        eprintln!("self-merge: logits within {d:.1e} of the model's");
+        assert!(d < CNN_SELF_MERGE_LOGIT_REL, "logits differ by {d:e}");
+    }
 }
