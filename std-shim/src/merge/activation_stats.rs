@@ -144,16 +144,16 @@ pub fn activation_moments_streamed(
     let shards = shard_ranges(n, shard_samples);
     let total = shards.len();
     let batch = batch.max(1);
-    // One set of buffers per thread: shards `s` with the same `s % threads` run in turn.
+    // One set of buffers per worker thread.
     let slots: Vec<Mutex<PassBuffers>> = (0..par.threads().max(1))
         .map(|_| Mutex::default())
         .collect();
-    let run_shard = |s: usize| -> Result<Vec<OwnedGram>, Error> {
+    let run_shard = |s: usize, worker: usize| -> Result<Vec<OwnedGram>, Error> {
         let mut src = DataSource::open(data)?;
         let per = src.sample_len();
         let mut accs = new_accumulators(groups);
         let mut moments = MomentsPass::new(graph, groups, a, b)?;
-        let mut slot = slots[s % slots.len()].lock().expect("slot lock");
+        let mut slot = slots[worker].lock().expect("slot lock");
         moments.swap_buffers(&mut slot);
         let range = shards[s].clone();
         let mut x = Vec::new();

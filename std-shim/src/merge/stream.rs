@@ -11,28 +11,27 @@
 //! ([`PassResult::combine`]), so at most a wave of shard accumulators is held at once and
 //! results are bit-identical for any number of threads.
 
+mod shard;
+
 use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use pleas_core::forward::Forward;
-use pleas_core::forward::im2col::{ConvGeometry, im2row, im2row_len};
+use pleas_core::forward::im2col::ConvGeometry;
 use pleas_core::gram::conv::{ConvGram, ConvGramShape};
 use pleas_core::gram::{GramError, GramParams};
 use pleas_core::graph::{Graph, NodeId, Weights};
 use pleas_core::linalg::MatRef;
 use pleas_core::merge::layout::GroupLayout;
 
-use super::layers::LayerKind;
-use super::merged_model::{InputRule, MergedLayer, MergedModel};
+use super::merged_model::MergedModel;
 use super::store::{ActivationStore, Net, SpillSpace};
 use crate::error::Error;
-use crate::io::data::{DataSource, DataSpec};
+use crate::io::data::DataSpec;
 use crate::par::{OwnedGram, Parallelism, shard_ranges};
 use crate::ranks::{Ranks, fold_shards};
-use pleas_core::lstsq::LsForm;
-use pleas_core::merge::sources::{RowSource, TargetRule, row_source};
+use pleas_core::merge::sources::RowSource;
 
 /// How the passes run.
 #[derive(Debug, Clone)]
@@ -209,6 +208,9 @@ struct PassSpan<'s> {
     consumers: &'s [Vec<Vec<NodeId>>; 3],
     /// Nodes of A and B this pass or a later one reads.
     keep: &'s BTreeSet<NodeId>,
+    /// Per network, the stored nodes (up to `from`) this pass reads: inputs of the nodes it
+    /// computes and what its barrier reads. The other stored nodes stay where they are.
+    reads: &'s [Vec<bool>; 3],
 }
 
 struct Shard {
@@ -232,8 +234,7 @@ fn trim_spares(spare: &mut Vec<Vec<f32>>, cap_bytes: usize) {
     });
 }
 
-/// Buffers one thread reuses from shard to shard (shards `s` with the same `s % threads` run
-/// one after another): activation buffers the forward passes draw from and the store reads
+/// Buffers one worker thread reuses from shard to shard: activation buffers the forward passes draw from and the store reads
 /// into, and the patch and target rows of the fits. Fresh multi-megabyte buffers for every
 /// node of every shard cost zeroing and page faults (about 15 % of a merge's profile).
 #[derive(Default)]
@@ -280,7 +281,7 @@ pub struct Streamer<'a> {
     shards: Vec<Mutex<Shard>>,
     /// The memory budget and spill file every shard's store shares.
     space: Arc<SpillSpace>,
-    /// Reused buffers, one set per thread (shard `s` uses set `s % threads`).
+    /// Reused buffers, one set per worker thread.
     slots: Vec<Mutex<SlotBuffers>>,
     /// Highest node computed so far, per network (0: only the input).
     frontier: [usize; 3],
@@ -439,7 +440,10 @@ impl<'a> Streamer<'a> {
     /// Bytes of spare buffers one thread keeps between shards: its share of what the stored
     /// activations leave of the memory budget (nothing while the stores spill).
     fn spare_cap(&self) -> usize {
-        let free = self.params.memory_budget.saturating_sub(self.space.memory_bytes());
+        let free = self
+            .params
+            .memory_budget
+            .saturating_sub(self.space.memory_bytes());
         free / self.slots.len().max(1)
     }
 
@@ -476,6 +480,41 @@ impl<'a> Streamer<'a> {
         if let (false, Some(&first)) = (*sequential, layers.first()) {
             let in_node = merged.graph.node(merged.layers[first].node).inputs[0];
             reads.push(merged.source_node[in_node]);
+        }
+        reads
+    }
+
+    /// Per network, which nodes up to `from` a pass computing up to `to` and accumulating
+    /// `barrier` reads: the inputs of the nodes it computes, and the barrier's own inputs
+    /// (targets and layout inputs of A and B, the merged input of a sequential fit or of a
+    /// batch-norm node).
+    fn stored_reads(&self, barrier: &Barrier, from: [usize; 3], to: [usize; 3]) -> [Vec<bool>; 3] {
+        let merged = self.nets.merged;
+        let mut reads =
+            [Net::A, Net::B, Net::M].map(|net| vec![false; self.graph(net).nodes().len()]);
+        for (i, net) in [Net::A, Net::B, Net::M].into_iter().enumerate() {
+            let graph = self.graph(net);
+            for k in from[i] + 1..=to[i] {
+                for &j in &graph.node(k).inputs {
+                    reads[i][j] = true;
+                }
+            }
+        }
+        for k in self.original_reads(barrier) {
+            reads[0][k] = true;
+            reads[1][k] = true;
+        }
+        match barrier {
+            Barrier::Fit {
+                layers,
+                sequential: true,
+            } => {
+                for &l in layers {
+                    reads[2][merged.graph.node(merged.layers[l].node).inputs[0]] = true;
+                }
+            }
+            Barrier::Fit { .. } => {}
+            Barrier::BatchNorm { node } => reads[2][merged.graph.node(*node).inputs[0]] = true,
         }
         reads
     }
@@ -524,12 +563,14 @@ impl<'a> Streamer<'a> {
             self.graph(Net::M).consumers(),
         ];
         let from = self.frontier;
+        let reads = self.stored_reads(barrier, from, target);
         let this = &*self;
         let span = PassSpan {
             from,
             to: target,
             consumers: &consumers,
             keep: &keep,
+            reads: &reads,
         };
         // This rank's shards, a wave at a time; every shard's result is folded in shard order,
         // whatever the number of ranks and threads.
@@ -537,9 +578,9 @@ impl<'a> Streamer<'a> {
             ranks,
             this.params.par,
             this.shards.len(),
-            |s| {
+            |s, worker| {
                 let mut shard = this.shards[s].lock().expect("shard lock");
-                let mut bufs = this.slots[s % this.slots.len()].lock().expect("slot lock");
+                let mut bufs = this.slots[worker].lock().expect("slot lock");
                 this.run_shard(&mut shard, &mut bufs, barrier, m_weights, &span)
             },
             PassResult::combine,
@@ -560,283 +601,5 @@ impl<'a> Streamer<'a> {
             }
         }
         Ok(combined)
-    }
-
-    fn run_shard(
-        &self,
-        shard: &mut Shard,
-        bufs: &mut SlotBuffers,
-        barrier: &Barrier,
-        m_weights: &Weights,
-        span: &PassSpan<'_>,
-    ) -> Result<PassResult, Error> {
-        let (from, to, consumers) = (span.from, span.to, span.consumers);
-        let nets = &self.nets;
-        let merged = nets.merged;
-        let mut src = DataSource::open(&self.data)?;
-        let per = src.sample_len();
-        let mut fa = Forward::new(nets.original, nets.a)?;
-        let mut fb = Forward::new(nets.original, nets.b)?;
-        let mut fm = Forward::new(&merged.graph, m_weights)?;
-        let needs: [bool; 3] = match barrier {
-            Barrier::Fit { sequential, .. } => [true, true, *sequential],
-            Barrier::BatchNorm { .. } => [false, false, true],
-        };
-        // Accumulator for this shard.
-        let mut acc: Option<OwnedGram> = None;
-        let mut moments = ChannelMoments::default();
-        let fit_layers: Vec<&MergedLayer> = match barrier {
-            Barrier::Fit { layers, .. } => layers.iter().map(|&l| &merged.layers[l]).collect(),
-            Barrier::BatchNorm { .. } => Vec::new(),
-        };
-        if let Some(first) = fit_layers.first() {
-            let d = first.columns();
-            let t: usize = fit_layers.iter().map(|l| l.outputs).sum();
-            acc = Some(OwnedGram::new_owned(d, t, GramParams::default()));
-        }
-        let batch = self.params.batch.max(1);
-        let range = shard.samples.clone();
-        let SlotBuffers {
-            spare,
-            x,
-            xrows,
-            tbuf,
-            lag,
-        } = bufs;
-        let mut kept: Option<Box<FitRows>> = None;
-        // Whether this shard has pushed into `lag` yet.
-        let mut lag_used = false;
-        for (chunk, start) in range.clone().step_by(batch).enumerate() {
-            let count = batch.min(range.end - start);
-            let mut input = take_spare(spare, count * per);
-            input.resize(count * per, 0.0);
-            src.read(start, count, &mut input)?;
-            let mut acts: [Vec<Option<Vec<f32>>>; 3] = [
-                vec![None; self.graph(Net::A).nodes().len()],
-                vec![None; self.graph(Net::B).nodes().len()],
-                vec![None; self.graph(Net::M).nodes().len()],
-            ];
-            for (i, net) in [Net::A, Net::B, Net::M].into_iter().enumerate() {
-                if !needs[i] {
-                    continue;
-                }
-                acts[i][0] = Some(spare_copy(spare, &input));
-                for k in 1..=from[i] {
-                    if shard.store.contains(net, k) {
-                        acts[i][k] = shard.store.take(net, k, chunk, spare)?;
-                    }
-                }
-                let fwd = match net {
-                    Net::A => &mut fa,
-                    Net::B => &mut fb,
-                    Net::M => &mut fm,
-                };
-                // The forward pass draws its buffers from the spares while it runs.
-                std::mem::swap(fwd.spare_buffers(), spare);
-                for k in from[i] + 1..=to[i] {
-                    // The forward pass may reuse an input's buffer in place when `k` is its
-                    // last reader; keep a copy of inputs this pass or a later one reads.
-                    let kept: Vec<(NodeId, Vec<f32>)> = if net == Net::M {
-                        Vec::new()
-                    } else {
-                        self.graph(net)
-                            .node(k)
-                            .inputs
-                            .iter()
-                            .filter(|&&j| {
-                                span.keep.contains(&j) && consumers[i][j].last() == Some(&k)
-                            })
-                            .filter_map(|&j| {
-                                let b = acts[i][j].as_deref()?;
-                                Some((j, spare_copy(fwd.spare_buffers(), b)))
-                            })
-                            .collect()
-                    };
-                    let out = fwd.compute_node(k, &mut acts[i], count)?;
-                    acts[i][k] = Some(out);
-                    for (j, b) in kept {
-                        match acts[i][j] {
-                            Some(_) => fwd.recycle(b),
-                            None => acts[i][j] = Some(b),
-                        }
-                    }
-                }
-                std::mem::swap(fwd.spare_buffers(), spare);
-            }
-            match barrier {
-                Barrier::Fit { sequential, .. } => {
-                    let first = fit_layers[0];
-                    let in_node = merged.graph.node(first.node).inputs[0];
-                    let src_in = merged.source_node[in_node];
-                    let in_shape = nets.original.node(src_in).shape;
-                    let plane = in_shape.h * in_shape.w;
-                    let cm = first.in_channels;
-                    let xmap: &[f32] = if *sequential {
-                        acts[2][in_node]
-                            .as_deref()
-                            .ok_or_else(|| stage_err(format!("merged input {in_node} missing")))?
-                    } else {
-                        let (ua, ub) = (acts[0][src_in].as_deref(), acts[1][src_in].as_deref());
-                        let (Some(ua), Some(ub)) = (ua, ub) else {
-                            return Err(stage_err(format!("input {src_in} of A or B missing")));
-                        };
-                        let rule = match first.input_rule {
-                            InputRule::Layout(g) => TargetRule::Layout(g),
-                            InputRule::Average => TargetRule::Average,
-                        };
-                        let rows: Vec<RowSource> = (0..cm)
-                            .map(|r| row_source(rule, |g| &nets.layouts[g], r))
-                            .collect();
-                        x.resize(count * cm * plane, 0.0);
-                        compose(&rows, ua, ub, in_shape.c, plane, count, Dest::Nchw, x);
-                        x.as_slice()
-                    };
-                    let (kernel, stride, padding) = match first.kind {
-                        LayerKind::Linear => ([1, 1], [1, 1], [0, 0]),
-                        LayerKind::Conv {
-                            kernel,
-                            stride,
-                            padding,
-                        } => (kernel, stride, padding),
-                    };
-                    let geom =
-                        ConvGeometry::new(cm, in_shape.h, in_shape.w, kernel, stride, padding)
-                            .ok_or_else(|| stage_err("window does not fit".into()))?;
-                    let ncols = count * geom.positions();
-                    let k = geom.patch_len();
-                    let d = first.columns();
-                    // Fewer rows in the whole pass than columns: keep them for the sample-space
-                    // solve (the same decision in every shard).
-                    let keep_rows =
-                        LsForm::Auto.dual(self.samples.saturating_mul(geom.positions()), d);
-                    let lag_shape = lag_gram_shape(
-                        &geom,
-                        first.bias,
-                        keep_rows,
-                        fit_layers.iter().map(|l| l.outputs).sum(),
-                    );
-                    if lag_shape.is_none() {
-                        xrows.resize(im2row_len(&geom, count, d), 0.0);
-                        im2row(&geom, xmap, count, d, xrows);
-                        if first.bias {
-                            for row in xrows.chunks_exact_mut(d) {
-                                row[k] = 1.0;
-                            }
-                        }
-                    }
-                    let t: usize = fit_layers.iter().map(|l| l.outputs).sum();
-                    tbuf.resize(t * ncols, 0.0);
-                    let mut row0 = 0;
-                    for l in &fit_layers {
-                        let sn = merged.source_node[l.node];
-                        let (Some(va), Some(vb)) = (acts[0][sn].as_deref(), acts[1][sn].as_deref())
-                        else {
-                            return Err(stage_err(format!("output {sn} of A or B missing")));
-                        };
-                        let oshape = nets.original.node(sn).shape;
-                        let rows: Vec<RowSource> = (0..l.outputs)
-                            .map(|r| row_source(l.target_rule, |g| &nets.layouts[g], r))
-                            .collect();
-                        compose(
-                            &rows,
-                            va,
-                            vb,
-                            oshape.c,
-                            oshape.h * oshape.w,
-                            count,
-                            Dest::Rows {
-                                stride: t,
-                                offset: row0,
-                            },
-                            tbuf,
-                        );
-                        row0 += l.outputs;
-                    }
-                    if keep_rows {
-                        let r = kept.get_or_insert_with(Box::default);
-                        r.x.extend_from_slice(&xrows[..ncols * d]);
-                        r.t.extend_from_slice(&tbuf[..ncols * t]);
-                    }
-                    let tv = MatRef::new(tbuf, ncols, t).map_err(|e| Error::core(STAGE, e))?;
-                    let pushed = match lag_shape {
-                        Some(shape) => {
-                            let fresh = !std::mem::replace(&mut lag_used, true);
-                            push_lag_gram(lag, fresh, shape, batch, xmap, count, tv)
-                        }
-                        None => {
-                            let xv =
-                                MatRef::new(xrows, ncols, d).map_err(|e| Error::core(STAGE, e))?;
-                            acc.as_mut().expect("fit accumulator").push(xv, Some(tv))
-                        }
-                    };
-                    pushed.map_err(|e| {
-                        Error::core_at(
-                            STAGE,
-                            format!("layer `{}`", merged.graph.node(first.node).name),
-                            e.with_sample_offset(start as u64),
-                        )
-                    })?;
-                }
-                Barrier::BatchNorm { node } => {
-                    let in_node = merged.graph.node(*node).inputs[0];
-                    let shape = merged.graph.node(in_node).shape;
-                    let data = acts[2][in_node]
-                        .as_deref()
-                        .ok_or_else(|| stage_err(format!("batch-norm input {in_node} missing")))?;
-                    let plane = shape.h * shape.w;
-                    let c = shape.c;
-                    let mut mean = vec![0.0f64; c];
-                    let mut m2 = vec![0.0f64; c];
-                    for ch in 0..c {
-                        let mut s = 0.0f64;
-                        for smp in 0..count {
-                            for &v in &data[(smp * c + ch) * plane..][..plane] {
-                                s += f64::from(v);
-                            }
-                        }
-                        let mu = s / (count * plane) as f64;
-                        let mut q = 0.0f64;
-                        for smp in 0..count {
-                            for &v in &data[(smp * c + ch) * plane..][..plane] {
-                                let dv = f64::from(v) - mu;
-                                q += dv * dv;
-                            }
-                        }
-                        mean[ch] = mu;
-                        m2[ch] = q;
-                    }
-                    moments.merge((count * plane) as f64, &mean, &m2);
-                }
-            }
-            // Keep what later passes read; the other buffers (and those the store wrote to
-            // disk) become spares.
-            spare.push(input);
-            for (i, net) in [Net::A, Net::B, Net::M].into_iter().enumerate() {
-                if !needs[i] {
-                    continue;
-                }
-                let graph = self.graph(net);
-                for k in 0..acts[i].len() {
-                    let pinned = net != Net::M && span.keep.contains(&k);
-                    let Some(buf) = acts[i][k].take() else {
-                        continue;
-                    };
-                    if k > 0 && (pinned || live(graph, &consumers[i], k, to[i])) {
-                        spare.extend(shard.store.put(net, k, chunk, buf)?);
-                    } else {
-                        spare.push(buf);
-                    }
-                }
-            }
-        }
-        trim_spares(spare, self.spare_cap());
-        if let (true, Some(lag), Some(acc)) = (lag_used, lag.as_mut(), acc.as_mut()) {
-            lag.add_to(acc).map_err(|e| Error::core(STAGE, e))?;
-        }
-        match barrier {
-            // Every shard has at least one sample, so all of them made the same choice.
-            Barrier::Fit { .. } => Ok(PassResult::Fit(acc.expect("fit accumulator"), kept)),
-            Barrier::BatchNorm { .. } => Ok(PassResult::BatchNorm(moments)),
-        }
     }
 }

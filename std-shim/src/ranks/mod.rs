@@ -23,7 +23,10 @@ mod local;
 pub mod mpi;
 pub mod wire;
 
+use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, mpsc};
 
 pub use local::LocalRanks;
 pub use wire::Wire;
@@ -124,8 +127,9 @@ pub fn agree<T>(ranks: &dyn Ranks, local: Result<T, Error>) -> Result<T, Error> 
     })
 }
 
-/// The total of one pass over `shards` shards: every rank computes its shards with `run` (on
-/// `par`'s threads, a wave at a time: see [`wave_shards`]) and rank 0 folds every shard's result
+/// The total of one pass over `shards` shards: every rank computes its shards with
+/// `run(shard, worker)` (on `par`'s threads, `worker` being the thread's index, a wave at a
+/// time: see [`wave_shards`]; one process needs no waves, see [`fold_in_order`]) and rank 0 folds every shard's result
 /// in shard order with `fold` (the first shard's result is the start value, as in a single
 /// process). Every rank returns that total (rank 0 included, decoded from the bytes it
 /// broadcast, so all ranks hold identical values); with one rank nothing is encoded. At most
@@ -136,7 +140,7 @@ pub fn fold_shards<T: Wire + Send>(
     ranks: &dyn Ranks,
     par: Parallelism,
     shards: usize,
-    run: impl Fn(usize) -> Result<T, Error> + Sync,
+    run: impl Fn(usize, usize) -> Result<T, Error> + Sync,
     fold: impl FnMut(T, T) -> Result<T, Error>,
 ) -> Result<T, Error> {
     fold_shards_reporting(ranks, par, shards, run, fold, |_| {})
@@ -148,16 +152,20 @@ pub fn fold_shards_reporting<T: Wire + Send>(
     ranks: &dyn Ranks,
     par: Parallelism,
     shards: usize,
-    run: impl Fn(usize) -> Result<T, Error> + Sync,
+    run: impl Fn(usize, usize) -> Result<T, Error> + Sync,
     mut fold: impl FnMut(T, T) -> Result<T, Error>,
     mut on_wave: impl FnMut(usize),
 ) -> Result<T, Error> {
     let (rank, size) = (ranks.rank(), ranks.size().max(1));
     let per_rank = par.threads().max(1);
+    if size == 1 && per_rank > 1 && shards > 1 {
+        let total = fold_in_order(per_rank, shards, &run, &mut fold, &mut on_wave);
+        return agree(ranks, total);
+    }
     let mut total: Result<Option<T>, Error> = Ok(None);
     for wave_start in (0..shards).step_by(size * per_rank) {
         let mine = wave_shards(wave_start, rank, per_rank, shards);
-        let local: Result<Vec<T>, Error> = map_jobs(par, mine.len(), |j| run(mine.start + j))
+        let local: Result<Vec<T>, Error> = map_jobs(par, mine.len(), |j| run(mine.start + j, j))
             .into_iter()
             .collect();
         let local = agree(ranks, local)?;
@@ -199,6 +207,103 @@ pub fn fold_shards_reporting<T: Wire + Send>(
     }
     ranks.broadcast(ROOT, &mut bytes);
     T::decode(&bytes)
+}
+
+/// Shards (beyond the next one to fold) that may be computed ahead of the fold, per thread.
+const AHEAD_PER_THREAD: usize = 2;
+
+/// One process's pass without waves: `threads` workers take shards in increasing order as they
+/// become free (none waits for a slower one), and this thread folds the results in shard order
+/// as they arrive, so the total is the same as a sequential fold. A worker computes shard `s`
+/// only once `s` is within [`AHEAD_PER_THREAD`] `x threads` of the next shard to fold, so at
+/// most that many results are held. `on_fold(done)` is called after every `threads` folds and
+/// after the last. The first failure in shard order is returned; once a shard fails, no new
+/// shard starts.
+fn fold_in_order<T: Send>(
+    threads: usize,
+    shards: usize,
+    run: &(impl Fn(usize, usize) -> Result<T, Error> + Sync),
+    fold: &mut impl FnMut(T, T) -> Result<T, Error>,
+    on_fold: &mut impl FnMut(usize),
+) -> Result<T, Error> {
+    let ahead = AHEAD_PER_THREAD * threads;
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let folded = (Mutex::new(0usize), Condvar::new());
+    let (tx, rx) = mpsc::channel::<(usize, Result<T, Error>)>();
+    std::thread::scope(|scope| {
+        for worker in 0..threads {
+            let (tx, next, stop, folded) = (tx.clone(), &next, &stop, &folded);
+            scope.spawn(move || {
+                let _wake = WakeOnPanic { stop, folded };
+                loop {
+                    let s = next.fetch_add(1, Ordering::Relaxed);
+                    if s >= shards || !wait_turn(s, ahead, folded, stop) {
+                        break;
+                    }
+                    if tx.send((s, run(s, worker))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut pending: BTreeMap<usize, Result<T, Error>> = BTreeMap::new();
+        let mut total: Result<Option<T>, Error> = Ok(None);
+        let mut done = 0;
+        for (s, result) in rx {
+            pending.insert(s, result);
+            while total.is_ok()
+                && let Some(result) = pending.remove(&done)
+            {
+                total = match (total, result) {
+                    (Ok(None), next) => next.map(Some),
+                    (Ok(Some(t)), Ok(n)) => fold(t, n).map(Some),
+                    (_, Err(e)) | (Err(e), _) => Err(e),
+                };
+                done += 1;
+                *folded.0.lock().expect("fold counter lock") = done;
+                if total.is_err() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                folded.1.notify_all();
+                if done % threads == 0 || done == shards {
+                    on_fold(done);
+                }
+            }
+        }
+        match total {
+            Ok(Some(t)) if done == shards => Ok(t),
+            Ok(_) => Err(no_shards()),
+            Err(e) => Err(e),
+        }
+    })
+}
+
+/// Stops a pass and wakes the workers waiting for their turn when a worker panics, so that
+/// they end (and the scope passes the panic on) rather than wait for a result that never comes.
+struct WakeOnPanic<'a> {
+    stop: &'a AtomicBool,
+    folded: &'a (Mutex<usize>, Condvar),
+}
+
+impl Drop for WakeOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.stop.store(true, Ordering::Relaxed);
+            self.folded.1.notify_all();
+        }
+    }
+}
+
+/// Waits until shard `s` may start (within `ahead` of the next shard to fold); false when the
+/// pass stopped on a failure.
+fn wait_turn(s: usize, ahead: usize, folded: &(Mutex<usize>, Condvar), stop: &AtomicBool) -> bool {
+    let mut done = folded.0.lock().expect("fold counter lock");
+    while s >= *done + ahead && !stop.load(Ordering::Relaxed) {
+        done = folded.1.wait(done).expect("fold counter lock");
+    }
+    !stop.load(Ordering::Relaxed)
 }
 
 fn no_shards() -> Error {
@@ -251,7 +356,7 @@ mod tests {
                 .into_iter()
                 .map(|r| {
                     scope.spawn(move || {
-                        let run = |s: usize| Ok(shard(s));
+                        let run = |s: usize, _worker: usize| Ok(shard(s));
                         gram_bits(fold_shards(&r, par, shards, run, fold).unwrap())
                     })
                 })
@@ -279,6 +384,69 @@ mod tests {
             (4..shards).fold(shard(3), |a, s| fold(a, shard(s)).unwrap()),
         );
         assert!(gram_bits(halves.unwrap()) != want);
+    }
+
+    /// Shard `s` takes longer the smaller `s % 3` is, so workers finish out of order.
+    fn uneven(s: usize) {
+        std::thread::sleep(std::time::Duration::from_millis(3 * (3 - s as u64 % 3)));
+    }
+
+    #[test]
+    fn one_process_folds_in_shard_order_with_a_bounded_lead() {
+        let shards = 23;
+        let want = (0..shards).collect::<Vec<_>>();
+        for threads in 2..=4 {
+            let running = AtomicUsize::new(0);
+            let most = AtomicUsize::new(0);
+            let folded = Mutex::new(0usize);
+            let run = |s: usize, worker: usize| {
+                assert!(worker < threads);
+                // Never more than AHEAD_PER_THREAD x threads shards past the fold.
+                let lead = s - *folded.lock().unwrap();
+                most.fetch_max(lead, Ordering::Relaxed);
+                running.fetch_add(1, Ordering::Relaxed);
+                uneven(s);
+                Ok(vec![s])
+            };
+            let mut reports = Vec::new();
+            let order = fold_in_order(
+                threads,
+                shards,
+                &run,
+                &mut |mut a: Vec<usize>, b: Vec<usize>| {
+                    a.extend(b);
+                    *folded.lock().unwrap() = a.len();
+                    Ok(a)
+                },
+                &mut |done| reports.push(done),
+            )
+            .unwrap();
+            assert_eq!(order, want, "{threads} threads");
+            assert_eq!(running.load(Ordering::Relaxed), shards);
+            assert!(most.load(Ordering::Relaxed) < AHEAD_PER_THREAD * threads);
+            assert_eq!(reports.last(), Some(&shards));
+        }
+    }
+
+    #[test]
+    fn one_process_returns_the_first_failure_in_shard_order() {
+        let run = |s: usize, _worker: usize| {
+            uneven(s);
+            match s {
+                5 | 9 => Err(Error::Merge {
+                    stage: "test",
+                    reason: format!("shard {s} failed"),
+                }),
+                _ => Ok(s),
+            }
+        };
+        for threads in 2..=3 {
+            let got = fold_in_order(threads, 40, &run, &mut |a, b| Ok(a + b), &mut |_| {});
+            match got {
+                Err(Error::Merge { reason, .. }) => assert_eq!(reason, "shard 5 failed"),
+                other => panic!("{threads} threads: {other:?}"),
+            }
+        }
     }
 
     #[test]

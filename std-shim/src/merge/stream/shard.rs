@@ -1,0 +1,457 @@
+//! What one pass does to one shard: its chunks, in order, run forward through the networks the
+//! pass needs, add to the shard's accumulators, and leave behind what later passes read.
+
+use pleas_core::forward::Forward;
+use pleas_core::forward::im2col::{ConvGeometry, im2row, im2row_len};
+use pleas_core::gram::GramParams;
+use pleas_core::graph::{NodeId, Weights};
+use pleas_core::linalg::MatRef;
+use pleas_core::lstsq::LsForm;
+use pleas_core::merge::sources::{RowSource, TargetRule, row_source};
+
+use super::{
+    Barrier, ChannelMoments, Dest, FitRows, PassResult, PassSpan, STAGE, Shard, SlotBuffers,
+    Streamer, compose, lag_gram_shape, live, push_lag_gram, stage_err, take_spare, trim_spares,
+};
+use crate::error::Error;
+use crate::io::data::DataSource;
+use crate::merge::layers::LayerKind;
+use crate::merge::merged_model::{InputRule, MergedLayer};
+use crate::merge::store::Net;
+use crate::par::OwnedGram;
+
+/// The networks in the order of a pass's per-network arrays.
+const NETS: [Net; 3] = [Net::A, Net::B, Net::M];
+
+/// Activations of one chunk, per network, per node (`None`: not computed or not kept).
+type ChunkActs = [Vec<Option<Vec<f32>>>; 3];
+
+/// What a shard accumulates in one pass.
+enum ShardSums<'m> {
+    Fit(FitSums<'m>),
+    BatchNorm(ChannelMoments),
+}
+
+/// A fit pass's sums over one shard.
+struct FitSums<'m> {
+    /// The fitted layers (one input, targets concatenated in this order).
+    layers: Vec<&'m MergedLayer>,
+    /// Whether inputs come from the merged network itself.
+    sequential: bool,
+    /// The Gram and cross moments.
+    acc: OwnedGram,
+    /// The rows themselves, when the pass keeps them for the sample-space solve.
+    kept: Option<Box<FitRows>>,
+    /// Whether this shard has pushed into the thread's lag-based accumulator yet.
+    lag_used: bool,
+}
+
+/// The position of a chunk in its shard.
+#[derive(Clone, Copy)]
+struct Chunk {
+    /// Index within the shard.
+    index: usize,
+    /// First sample.
+    start: usize,
+    /// Samples.
+    count: usize,
+}
+
+impl Streamer<'_> {
+    /// Runs `barrier`'s pass over one shard, chunk by chunk, with the merged network's current
+    /// `m_weights`, and returns the shard's sums.
+    pub(super) fn run_shard(
+        &self,
+        shard: &mut Shard,
+        bufs: &mut SlotBuffers,
+        barrier: &Barrier,
+        m_weights: &Weights,
+        span: &PassSpan<'_>,
+    ) -> Result<PassResult, Error> {
+        let nets = &self.nets;
+        let mut src = DataSource::open(&self.data)?;
+        let per = src.sample_len();
+        let mut fwds = [
+            Forward::new(nets.original, nets.a)?,
+            Forward::new(nets.original, nets.b)?,
+            Forward::new(&nets.merged.graph, m_weights)?,
+        ];
+        let mut sums = self.shard_sums(barrier)?;
+        let needs: [bool; 3] = match barrier {
+            Barrier::Fit { sequential, .. } => [true, true, *sequential],
+            Barrier::BatchNorm { .. } => [false, false, true],
+        };
+        let batch = self.params.batch.max(1);
+        let range = shard.samples.clone();
+        for (index, start) in range.clone().step_by(batch).enumerate() {
+            let chunk = Chunk {
+                index,
+                start,
+                count: batch.min(range.end - start),
+            };
+            let mut input = take_spare(&mut bufs.spare, chunk.count * per);
+            input.resize(chunk.count * per, 0.0);
+            src.read(start, chunk.count, &mut input)?;
+            let acts = self.forward_chunk(shard, bufs, &mut fwds, needs, &input, chunk, span)?;
+            match &mut sums {
+                ShardSums::Fit(fit) => self.add_fit_chunk(fit, bufs, &acts, chunk)?,
+                ShardSums::BatchNorm(moments) => {
+                    let Barrier::BatchNorm { node } = barrier else {
+                        unreachable!("batch-norm sums belong to a batch-norm pass")
+                    };
+                    self.add_batch_norm_chunk(moments, *node, &acts, chunk.count)?;
+                }
+            }
+            bufs.spare.push(input);
+            self.keep_chunk(shard, bufs, acts, needs, chunk, span)?;
+        }
+        trim_spares(&mut bufs.spare, self.spare_cap());
+        Ok(match sums {
+            ShardSums::Fit(mut fit) => {
+                if let (true, Some(lag)) = (fit.lag_used, bufs.lag.as_mut()) {
+                    lag.add_to(&mut fit.acc)
+                        .map_err(|e| Error::core(STAGE, e))?;
+                }
+                PassResult::Fit(fit.acc, fit.kept)
+            }
+            ShardSums::BatchNorm(moments) => PassResult::BatchNorm(moments),
+        })
+    }
+
+    /// Empty sums for `barrier` over one shard. A fit whose patches go to the lag-based
+    /// accumulator pushes no rows into its Gram accumulator (the lag totals are added once, at
+    /// the end), so that one gets no block buffer: one sample per block (its results do not
+    /// depend on the block size, and a 4096-row block buffer is megabytes per shard).
+    fn shard_sums(&self, barrier: &Barrier) -> Result<ShardSums<'_>, Error> {
+        let merged = self.nets.merged;
+        Ok(match barrier {
+            Barrier::Fit { layers, sequential } => {
+                let layers: Vec<&MergedLayer> = layers.iter().map(|&l| &merged.layers[l]).collect();
+                let Some(first) = layers.first() else {
+                    return Err(stage_err("a fit pass needs at least one layer".into()));
+                };
+                let d = first.columns();
+                let t: usize = layers.iter().map(|l| l.outputs).sum();
+                let geom = self.fit_geometry(first)?;
+                let keep_rows = self.keeps_rows(&geom, d);
+                let params = match lag_gram_shape(&geom, first.bias, keep_rows, t) {
+                    Some(_) => GramParams::with_block_samples(1),
+                    None => GramParams::default(),
+                };
+                ShardSums::Fit(FitSums {
+                    layers,
+                    sequential: *sequential,
+                    acc: OwnedGram::new_owned(d, t, params),
+                    kept: None,
+                    lag_used: false,
+                })
+            }
+            Barrier::BatchNorm { .. } => ShardSums::BatchNorm(ChannelMoments::default()),
+        })
+    }
+
+    /// Whether a fit over `geom` with `d` columns keeps its rows for the sample-space solve:
+    /// fewer rows in the whole pass than columns (the same decision in every shard).
+    fn keeps_rows(&self, geom: &ConvGeometry, d: usize) -> bool {
+        LsForm::Auto.dual(self.samples.saturating_mul(geom.positions()), d)
+    }
+
+    /// Runs one chunk forward through every network the pass `needs`, from the nodes stored by
+    /// earlier passes up to the span's end; buffers come from the thread's spares.
+    fn forward_chunk(
+        &self,
+        shard: &mut Shard,
+        bufs: &mut SlotBuffers,
+        fwds: &mut [Forward<'_>; 3],
+        needs: [bool; 3],
+        input: &[f32],
+        chunk: Chunk,
+        span: &PassSpan<'_>,
+    ) -> Result<ChunkActs, Error> {
+        let mut acts: ChunkActs = NETS.map(|net| vec![None; self.graph(net).nodes().len()]);
+        for (i, net) in NETS.into_iter().enumerate() {
+            if !needs[i] {
+                continue;
+            }
+            let spare = &mut bufs.spare;
+            acts[i][0] = Some(super::spare_copy(spare, input));
+            for k in 1..=span.from[i] {
+                if span.reads[i][k] && shard.store.contains(net, k) {
+                    acts[i][k] = shard.store.take(net, k, chunk.index, spare)?;
+                }
+            }
+            // The forward pass draws its buffers from the spares while it runs.
+            std::mem::swap(fwds[i].spare_buffers(), spare);
+            let computed = self.forward_span(&mut fwds[i], i, &mut acts[i], chunk.count, span);
+            std::mem::swap(fwds[i].spare_buffers(), &mut bufs.spare);
+            computed?;
+        }
+        Ok(acts)
+    }
+
+    /// Computes nodes `from + 1 ..= to` of network `i` (in [`NETS`] order) for one chunk. The forward pass may reuse an
+    /// input's buffer in place when a node is its last reader; inputs of A and B this pass or
+    /// a later one reads are copied first.
+    fn forward_span(
+        &self,
+        fwd: &mut Forward<'_>,
+        i: usize,
+        acts: &mut [Option<Vec<f32>>],
+        count: usize,
+        span: &PassSpan<'_>,
+    ) -> Result<(), Error> {
+        let net = NETS[i];
+        let consumers = &span.consumers[i];
+        for k in span.from[i] + 1..=span.to[i] {
+            let kept: Vec<(NodeId, Vec<f32>)> = if net == Net::M {
+                Vec::new()
+            } else {
+                self.graph(net)
+                    .node(k)
+                    .inputs
+                    .iter()
+                    .filter(|&&j| span.keep.contains(&j) && consumers[j].last() == Some(&k))
+                    .filter_map(|&j| {
+                        let b = acts[j].as_deref()?;
+                        Some((j, super::spare_copy(fwd.spare_buffers(), b)))
+                    })
+                    .collect()
+            };
+            let out = fwd.compute_node(k, acts, count)?;
+            acts[k] = Some(out);
+            for (j, b) in kept {
+                match acts[j] {
+                    Some(_) => fwd.recycle(b),
+                    None => acts[j] = Some(b),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds one chunk's patch rows and target rows to a fit's sums (the lag-based accumulator
+    /// for stride-1 convolutions, else im2row rows into the Gram accumulator).
+    fn add_fit_chunk(
+        &self,
+        fit: &mut FitSums<'_>,
+        bufs: &mut SlotBuffers,
+        acts: &ChunkActs,
+        chunk: Chunk,
+    ) -> Result<(), Error> {
+        let merged = self.nets.merged;
+        let first = fit.layers[0];
+        let geom = self.fit_geometry(first)?;
+        let d = first.columns();
+        let ncols = chunk.count * geom.positions();
+        let keep_rows = self.keeps_rows(&geom, d);
+        let t: usize = fit.layers.iter().map(|l| l.outputs).sum();
+        let lag_shape = lag_gram_shape(&geom, first.bias, keep_rows, t);
+        self.compose_fit_input(fit, &mut bufs.x, acts, chunk.count)?;
+        let xmap: &[f32] = if fit.sequential {
+            let in_node = merged.graph.node(first.node).inputs[0];
+            acts[2][in_node].as_deref().unwrap_or_default()
+        } else {
+            &bufs.x
+        };
+        if lag_shape.is_none() {
+            bufs.xrows.resize(im2row_len(&geom, chunk.count, d), 0.0);
+            im2row(&geom, xmap, chunk.count, d, &mut bufs.xrows);
+            if first.bias {
+                let k = geom.patch_len();
+                for row in bufs.xrows.chunks_exact_mut(d) {
+                    row[k] = 1.0;
+                }
+            }
+        }
+        self.compose_targets(fit, &mut bufs.tbuf, acts, chunk.count, ncols)?;
+        if keep_rows {
+            let r = fit.kept.get_or_insert_with(Box::default);
+            r.x.extend_from_slice(&bufs.xrows[..ncols * d]);
+            r.t.extend_from_slice(&bufs.tbuf[..ncols * t]);
+        }
+        let tv = MatRef::new(&bufs.tbuf, ncols, t).map_err(|e| Error::core(STAGE, e))?;
+        let pushed = match lag_shape {
+            Some(shape) => {
+                let fresh = !std::mem::replace(&mut fit.lag_used, true);
+                let batch = self.params.batch.max(1);
+                push_lag_gram(&mut bufs.lag, fresh, shape, batch, xmap, chunk.count, tv)
+            }
+            None => {
+                let xv = MatRef::new(&bufs.xrows, ncols, d).map_err(|e| Error::core(STAGE, e))?;
+                fit.acc.push(xv, Some(tv))
+            }
+        };
+        pushed.map_err(|e| {
+            Error::core_at(
+                STAGE,
+                format!("layer `{}`", merged.graph.node(first.node).name),
+                e.with_sample_offset(chunk.start as u64),
+            )
+        })
+    }
+
+    /// The window of a fitted layer over its input (a linear layer: a 1 x 1 window).
+    fn fit_geometry(&self, first: &MergedLayer) -> Result<ConvGeometry, Error> {
+        let merged = self.nets.merged;
+        let in_node = merged.graph.node(first.node).inputs[0];
+        let in_shape = self.nets.original.node(merged.source_node[in_node]).shape;
+        let (kernel, stride, padding) = match first.kind {
+            LayerKind::Linear => ([1, 1], [1, 1], [0, 0]),
+            LayerKind::Conv {
+                kernel,
+                stride,
+                padding,
+            } => (kernel, stride, padding),
+        };
+        let (c, h, w) = (first.in_channels, in_shape.h, in_shape.w);
+        ConvGeometry::new(c, h, w, kernel, stride, padding)
+            .ok_or_else(|| stage_err("window does not fit".into()))
+    }
+
+    /// Checks that the fit's input maps are there and, for a fit on the original models'
+    /// inputs, composes them into `x` from A's and B's by the input's layout (NCHW).
+    fn compose_fit_input(
+        &self,
+        fit: &FitSums<'_>,
+        x: &mut Vec<f32>,
+        acts: &ChunkActs,
+        count: usize,
+    ) -> Result<(), Error> {
+        let (nets, merged) = (&self.nets, self.nets.merged);
+        let first = fit.layers[0];
+        let in_node = merged.graph.node(first.node).inputs[0];
+        if fit.sequential {
+            return match acts[2][in_node] {
+                Some(_) => Ok(()),
+                None => Err(stage_err(format!("merged input {in_node} missing"))),
+            };
+        }
+        let src_in = merged.source_node[in_node];
+        let (Some(ua), Some(ub)) = (acts[0][src_in].as_deref(), acts[1][src_in].as_deref()) else {
+            return Err(stage_err(format!("input {src_in} of A or B missing")));
+        };
+        let rule = match first.input_rule {
+            InputRule::Layout(g) => TargetRule::Layout(g),
+            InputRule::Average => TargetRule::Average,
+        };
+        let cm = first.in_channels;
+        let rows: Vec<RowSource> = (0..cm)
+            .map(|r| row_source(rule, |g| &nets.layouts[g], r))
+            .collect();
+        let in_shape = nets.original.node(src_in).shape;
+        let plane = in_shape.h * in_shape.w;
+        x.resize(count * cm * plane, 0.0);
+        compose(&rows, ua, ub, in_shape.c, plane, count, Dest::Nchw, x);
+        Ok(())
+    }
+
+    /// Composes the target rows of every fitted layer (their rows' sources' outputs in A and
+    /// B), side by side, into `tbuf` (`ncols` rows).
+    fn compose_targets(
+        &self,
+        fit: &FitSums<'_>,
+        tbuf: &mut Vec<f32>,
+        acts: &ChunkActs,
+        count: usize,
+        ncols: usize,
+    ) -> Result<(), Error> {
+        let (nets, merged) = (&self.nets, self.nets.merged);
+        let t: usize = fit.layers.iter().map(|l| l.outputs).sum();
+        tbuf.resize(t * ncols, 0.0);
+        let mut row0 = 0;
+        for l in &fit.layers {
+            let sn = merged.source_node[l.node];
+            let (Some(va), Some(vb)) = (acts[0][sn].as_deref(), acts[1][sn].as_deref()) else {
+                return Err(stage_err(format!("output {sn} of A or B missing")));
+            };
+            let oshape = nets.original.node(sn).shape;
+            let rows: Vec<RowSource> = (0..l.outputs)
+                .map(|r| row_source(l.target_rule, |g| &nets.layouts[g], r))
+                .collect();
+            let dest = Dest::Rows {
+                stride: t,
+                offset: row0,
+            };
+            let plane = oshape.h * oshape.w;
+            compose(&rows, va, vb, oshape.c, plane, count, dest, tbuf);
+            row0 += l.outputs;
+        }
+        Ok(())
+    }
+
+    /// Adds one chunk's per-channel moments of the input of merged batch-norm `node`.
+    fn add_batch_norm_chunk(
+        &self,
+        moments: &mut ChannelMoments,
+        node: NodeId,
+        acts: &ChunkActs,
+        count: usize,
+    ) -> Result<(), Error> {
+        let merged = self.nets.merged;
+        let in_node = merged.graph.node(node).inputs[0];
+        let shape = merged.graph.node(in_node).shape;
+        let data = acts[2][in_node]
+            .as_deref()
+            .ok_or_else(|| stage_err(format!("batch-norm input {in_node} missing")))?;
+        let (mean, m2) = channel_moments(data, count, shape.c, shape.h * shape.w);
+        moments.merge((count * shape.h * shape.w) as f64, &mean, &m2);
+        Ok(())
+    }
+
+    /// Stores what later passes read of one chunk; the other buffers (and those the store
+    /// wrote to disk) become spares.
+    fn keep_chunk(
+        &self,
+        shard: &mut Shard,
+        bufs: &mut SlotBuffers,
+        mut acts: ChunkActs,
+        needs: [bool; 3],
+        chunk: Chunk,
+        span: &PassSpan<'_>,
+    ) -> Result<(), Error> {
+        for (i, net) in NETS.into_iter().enumerate() {
+            if !needs[i] {
+                continue;
+            }
+            let graph = self.graph(net);
+            for k in 0..acts[i].len() {
+                let pinned = net != Net::M && span.keep.contains(&k);
+                let Some(buf) = acts[i][k].take() else {
+                    continue;
+                };
+                if k > 0 && (pinned || live(graph, &span.consumers[i], k, span.to[i])) {
+                    bufs.spare
+                        .extend(shard.store.put(net, k, chunk.index, buf)?);
+                } else {
+                    bufs.spare.push(buf);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Mean and centred sum of squares per channel of `count` NCHW maps of `c` channels of `plane`
+/// positions, in f64 (two passes: the mean first).
+fn channel_moments(data: &[f32], count: usize, c: usize, plane: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut mean = vec![0.0f64; c];
+    let mut m2 = vec![0.0f64; c];
+    let planes = |ch: usize| (0..count).map(move |smp| (smp * c + ch) * plane);
+    for ch in 0..c {
+        let s: f64 = planes(ch)
+            .flat_map(|at| &data[at..at + plane])
+            .map(|&v| f64::from(v))
+            .sum();
+        let mu = s / (count * plane) as f64;
+        let q: f64 = planes(ch)
+            .flat_map(|at| &data[at..at + plane])
+            .map(|&v| {
+                let dv = f64::from(v) - mu;
+                dv * dv
+            })
+            .sum();
+        mean[ch] = mu;
+        m2[ch] = q;
+    }
+    (mean, m2)
+}
