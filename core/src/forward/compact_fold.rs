@@ -158,3 +158,68 @@ impl FoldedNetwork {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::compact::{MapShape, Window};
+    use super::*;
+
+    #[test]
+    fn a_batch_norm_after_a_conv_is_folded_into_its_weights_and_bias() {
+        let window = Window {
+            kernel: [1, 1],
+            stride: [1, 1],
+            padding: [0, 0],
+        };
+        let layers = [
+            Layer {
+                op: LayerOp::Conv2d {
+                    out_channels: 2,
+                    window,
+                    bias: false,
+                },
+                input: 0,
+            },
+            Layer {
+                op: LayerOp::BatchNorm { eps: 0.25 },
+                input: 1,
+            },
+            Layer {
+                op: LayerOp::Relu,
+                input: 2,
+            },
+            // A batch-norm after a ReLU stays.
+            Layer {
+                op: LayerOp::BatchNorm { eps: 0.25 },
+                input: 3,
+            },
+        ];
+        let net = Network {
+            input: MapShape::new(1, 2, 2),
+            layers: &layers,
+            outputs: &[4],
+        };
+        // Conv weights [2, -1]; the first batch-norm's gamma, beta, mean and var; the second's.
+        let params = [
+            2.0, -1.0, 3.0, 1.0, 1.0, 2.0, 0.5, -0.5, 0.75, 3.75, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0,
+            0.75, 0.75,
+        ];
+        let folded = FoldedNetwork::new(&net).unwrap();
+        let f = folded.network(net.input);
+        assert!(folded.folds());
+        assert_eq!(f.layers.len(), 3);
+        assert_eq!(f.outputs, &[3]);
+        assert_eq!(f.layers[1].input, 1);
+        assert!(matches!(f.layers[0].op, LayerOp::Conv2d { bias: true, .. }));
+        let original = CompactPlan::new(net).unwrap();
+        let mut out = [f32::NAN; 2 + 2 + 8];
+        folded.fold_params(&original, &params, &mut out).unwrap();
+        // s = gamma / sqrt(var + eps) = [3 / 1, 1 / 2]; bias = (0 - mean) s + beta.
+        assert_eq!(&out[..4], &[6.0, -0.5, -0.5, 2.25]);
+        assert_eq!(&out[4..], &params[10..]);
+        assert!(matches!(
+            folded.fold_params(&original, &params[1..], &mut out),
+            Err(CompactError::Buffer { .. })
+        ));
+    }
+}

@@ -377,3 +377,95 @@ impl MergeSchedule {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(merged: [usize; 2]) -> MergeSchedule {
+        let mut groups = heapless::Vec::new();
+        for k in merged {
+            let _ = groups.push(GroupPlan {
+                width: 4,
+                merged: k,
+            });
+        }
+        let layer = |input, target, in_channels, patch, outputs| FittedLayer {
+            input,
+            in_channels,
+            patch,
+            target,
+            outputs,
+            bias: true,
+            weight_start: 0,
+            bias_start: 0,
+            rows_per_sample: 1,
+        };
+        let mut layers = heapless::Vec::new();
+        let w = |g: usize| 8 - merged[g];
+        let _ = layers.push(layer(
+            LayerInput::Samples,
+            TargetRule::Layout(0),
+            3,
+            9,
+            w(0),
+        ));
+        let _ = layers.push(layer(
+            LayerInput::Group(0),
+            TargetRule::Layout(1),
+            4,
+            9,
+            w(1),
+        ));
+        let _ = layers.push(layer(LayerInput::Group(1), TargetRule::OnlyB, 4, 1, 5));
+        MergeSchedule {
+            groups,
+            layers,
+            samples: 10,
+            ridge_toward: RidgeToward::Average,
+            form: LsForm::Auto,
+            rhs_chunk: 16,
+        }
+    }
+
+    #[test]
+    fn block_columns_are_channels_times_taps() {
+        let s = schedule([1, 1]);
+        // Group 0: 1 merged pair, width 7: [m | A 1..4 | B 4..7]. A B-only block of layer 1
+        // reads channels 0..1 and 4..7, 9 taps each, then the bias.
+        let blocks = s.blocks(1);
+        assert_eq!(blocks.len(), 3);
+        let cols = s.columns(1, &blocks[2]);
+        assert_eq!((cols.inputs(), cols.len()), (36, 37));
+        assert_eq!(cols.at(8), 8);
+        assert_eq!(cols.at(9), 4 * 9);
+        assert_eq!(cols.at(35), 7 * 9 - 1);
+        assert!(cols.contains(5) && !cols.contains(2));
+        assert_eq!(s.row_len(1), 7 * 9);
+    }
+
+    #[test]
+    fn copies_follow_exact_channels_through_the_chain() {
+        // The first layer reads the samples: always a copy.
+        let s = schedule([1, 0]);
+        assert!(s.copies(0));
+        assert!(!s.copies(1), "group 0 has a merged pair");
+        assert!(!s.copies(2), "its private units come from a solved layer");
+        let s = schedule([0, 0]);
+        assert!(s.copies(0) && s.copies(1) && s.copies(2));
+        let s = MergeSchedule {
+            ridge_toward: RidgeToward::Zero,
+            ..s
+        };
+        assert!(!s.copies(0));
+    }
+
+    #[test]
+    fn the_dual_form_counts_rows_per_sample() {
+        let mut s = schedule([1, 1]);
+        // 10 samples x 1 row against 64 columns: dual; with 49 positions per sample: primal.
+        assert!(s.dual(1, 64));
+        s.layers[1].rows_per_sample = 49;
+        assert!(!s.dual(1, 64));
+    }
+}
