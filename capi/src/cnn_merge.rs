@@ -334,6 +334,24 @@ struct MergeArgs {
     indices_len: usize,
 }
 
+/// Writes a merge's report into `info` if it is not NULL (in a frame of its own).
+///
+/// # Safety
+///
+/// `info` was checked by `optional_region`; writable by contract.
+#[inline(never)]
+unsafe fn write_info(
+    info: *mut pleas_cnn_merge_info,
+    plan: &CnnMergePlan,
+    result: &CnnMergeInfo,
+) -> Result<(), pleas_status> {
+    if info.is_null() {
+        return Ok(());
+    }
+    // SAFETY: forwarded contract.
+    unsafe { check::write_optional(info, pleas_cnn_merge_info::from_core(plan, result)) }
+}
+
 /// The plan of a merge (in a frame of its own: a device's stack holds one plan at a time).
 #[inline(never)]
 fn plan_of(
@@ -398,11 +416,8 @@ unsafe fn merge_impl(graph: *const pleas_cnn_graph, m: MergeArgs) -> pleas_statu
         let (out, sc, fw, ix) = unsafe { (out.slice(), sc.slice(), fw.slice(), ix.slice()) };
         let plan = plan_of(&inputs, m.n, &params)?;
         let result = core_cnn::cnn_merge(&plan, &inputs, &params, out, sc, fw, ix)?;
-        if m.info.is_null() {
-            return Ok(());
-        }
         // SAFETY: checked by `optional_region`; writable by contract.
-        unsafe { check::write_optional(m.info, pleas_cnn_merge_info::from_core(&plan, &result)) }
+        unsafe { write_info(m.info, &plan, &result) }
     })
 }
 

@@ -148,8 +148,23 @@ pub fn cnn_merge(
     indices: &mut [usize],
 ) -> Result<CnnMergeInfo, CnnMergeError> {
     check_inputs(plan, inputs, params)?;
-    let original = CompactPlan::new(inputs.net).map_err(CnnMergeError::Network)?;
     plan::check_buffers(plan, out.len(), scratch.len(), forward.len(), indices.len())?;
+    merge_checked(plan, inputs, params, out, scratch, forward, indices)
+}
+
+/// [`cnn_merge`] after the checks of the plan and the buffers (a frame of its own: the
+/// checks' is gone while the merge runs).
+#[inline(never)]
+fn merge_checked(
+    plan: &CnnMergePlan,
+    inputs: &CnnMergeInputs<'_>,
+    params: &CnnMergeParams,
+    out: &mut [f32],
+    scratch: &mut [f64],
+    forward: &mut [f32],
+    indices: &mut [usize],
+) -> Result<CnnMergeInfo, CnnMergeError> {
+    let original = CompactPlan::new(inputs.net).map_err(CnnMergeError::Network)?;
     for (model, p) in [(Model::A, inputs.a), (Model::B, inputs.b)] {
         if let Some(index) = p.iter().position(|v| !v.is_finite()) {
             return Err(CnnMergeError::NonFinite {
