@@ -26,6 +26,7 @@ use crate::linalg::blocked::{Dest, add_tiled_row_f64, tiled_len, tiled_row_strip
 use crate::linalg::{MatMut, MatRef, first_outside, gemm, syrk};
 
 pub mod conv;
+pub mod planes;
 
 /// Tuning knobs of [`GramAccumulator`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,7 +258,8 @@ impl WorkspaceLayout {
         let shift_t = shift_x + dim;
         let pack = shift_t + targets;
         let pack_len = syrk::syrk_lower_scratch_len(block, dim)
-            .max(gemm::gemm_scratch_len(dim, targets, block));
+            .max(gemm::gemm_scratch_len(dim, targets, block))
+            .max(planes::plane_scratch_len(dim, targets, block));
         Self {
             gram,
             cross,

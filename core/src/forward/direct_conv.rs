@@ -116,26 +116,49 @@ unsafe fn tile<S: F32Lanes, const G: usize, const V: usize>(
     weights: &[f32],
     q0: usize,
 ) -> [[S; V]; G] {
-    // SAFETY: the caller runs on the path of `S`; loads are bounds-checked slices.
+    let span = offsets.iter().max().copied().unwrap_or(0) + V * S::LANES;
+    let taps = offsets.len();
+    let steps: usize = block.inputs.iter().map(|r| r.len()).sum::<usize>() * taps;
+    // Invariants of the callers (scratch and packing sized by `direct_conv_scratch_len`):
+    // without them the unchecked loads below would read out of bounds.
+    assert!(weights.len() >= steps * G, "packed weights cover the tile");
+    // SAFETY: the caller runs on the path of `S`. Every channel's window (`span` values from
+    // `c * plane_len + q0`) lies inside `planes` (asserted per range), and
+    // `off + v * LANES + LANES <= span` for every offset and `v < V`, so the unchecked loads
+    // stay inside it; the weights hold `G` values per step (asserted above).
     unsafe {
         let mut acc = [[S::zero(); V]; G];
-        let span = offsets.last().copied().unwrap_or(0) + V * S::LANES;
-        let mut w = weights.chunks_exact(G);
+        let mut w = weights.as_ptr();
         for range in block.inputs {
-            for c in range.clone() {
-                let window = &planes[c * plane_len + q0..][..span];
-                for &off in offsets {
-                    let wg = w.next().unwrap_or(&[]);
-                    let mut x = [S::zero(); V];
-                    for (v, xv) in x.iter_mut().enumerate() {
-                        *xv = S::load(&window[off + v * S::LANES..]);
+            if range.is_empty() {
+                continue;
+            }
+            let first = range.start * plane_len + q0;
+            assert!(
+                (range.end - 1) * plane_len + q0 + span <= planes.len(),
+                "windows inside the planes"
+            );
+            // One flat loop over (channel, tap): no loop nest for the accumulators to be
+            // spilled across.
+            let mut base = planes.as_ptr().add(first);
+            let mut tap = 0;
+            for _ in 0..range.len() * taps {
+                let off = *offsets.get_unchecked(tap);
+                let mut x = [S::zero(); V];
+                for (v, xv) in x.iter_mut().enumerate() {
+                    *xv = S::load_at(base.add(off + v * S::LANES));
+                }
+                for m in 0..G {
+                    let wm = S::splat(*w.add(m));
+                    for v in 0..V {
+                        acc[m][v] = wm.mul_add(x[v], acc[m][v]);
                     }
-                    for m in 0..G {
-                        let wm = S::splat(wg[m]);
-                        for v in 0..V {
-                            acc[m][v] = wm.mul_add(x[v], acc[m][v]);
-                        }
-                    }
+                }
+                w = w.add(G);
+                tap += 1;
+                if tap == taps {
+                    tap = 0;
+                    base = base.add(plane_len);
                 }
             }
         }

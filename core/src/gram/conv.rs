@@ -28,9 +28,9 @@
 //! `dx` at once are *one* matrix product `A^T B`: `A` the slots of the rows (one row per slot,
 //! `C` columns), `B` the same buffer read from the slot `dy * N * Ws + dx_min` on, with
 //! `(dx, c')` as its `(2 kw - 1) C` columns (consecutive slots overlap by `C - 1` values, a
-//! plain strided view). These products run on the core's blocked GEMM
-//! ([`crate::linalg::gemm()`]), with `C x (2 kw - 1) C` outputs that use its register tiles well
-//! even for few channels.
+//! plain strided view). These products run unpacked on
+//! [`rows_at_b`](crate::linalg::rows_at_b), whose register tiles fit the `C x (2 kw - 1) C`
+//! outputs of few channels without padding them to the blocked GEMM's 12 x 32 tiles.
 //!
 //! The sum over `o in O` differs from the whole-map correlation only where the padding cuts
 //! the patch: a first-tap position `q` counts for the tap `k` only if `q - k + p` is an output
@@ -82,7 +82,7 @@
 //! merge keeps im2row for strided layers.
 
 use super::{GramAccumulator, GramError, GramParams, Operand};
-use crate::linalg::{MatMut, MatRef, Transpose, first_outside, gemm, gemm_scratch_len};
+use crate::linalg::{MatRef, Rows, first_outside, rows_at_b};
 
 /// The geometry of a stride-1 convolution whose patch moments a [`ConvGram`] accumulates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,7 +308,7 @@ impl Totals {
     }
 }
 
-/// Offsets of the f32 shifts, packed batch, product and GEMM scratch in the workspace.
+/// Offsets of the f32 shifts, packed batch and product in the workspace.
 #[derive(Debug, Clone, Copy)]
 struct Work {
     shift_x: usize,
@@ -316,28 +316,25 @@ struct Work {
     xbuf: usize,
     tbuf: usize,
     prod: usize,
-    gemm: usize,
     len: usize,
 }
 
 impl Work {
-    fn new(g: &Geo, max_samples: usize, block: usize) -> Self {
+    fn new(g: &Geo, max_samples: usize) -> Self {
         let shift_x = 0;
         let shift_t = shift_x + g.c;
         let xbuf = shift_t + g.t;
         let tbuf = xbuf + (g.h * max_samples + 2) * g.ws * g.c;
         let prod = tbuf + (g.oh * max_samples + 2) * g.ws * g.t;
         let wide = (2 * g.kw).saturating_sub(1) * g.c;
-        let gemm = prod + (g.c * wide).max(g.kw * g.c * g.t);
-        let k = block.max(1);
-        let len = gemm + gemm_scratch_len(g.c, wide, k).max(gemm_scratch_len(g.kw * g.c, g.t, k));
+        // The products run unpacked (`rows_at_b`): no GEMM scratch.
+        let len = prod + (g.c * wide).max(g.kw * g.c * g.t);
         Self {
             shift_x,
             shift_t,
             xbuf,
             tbuf,
             prod,
-            gemm,
             len,
         }
     }
@@ -408,15 +405,11 @@ where
         Totals::new(&Geo::new(shape)).len
     }
 
-    /// f32 elements of workspace for `shape`, batches of up to `max_samples` maps (larger
-    /// pushes are taken in parts) and `params` (its block length bounds each product).
-    pub fn workspace_len(shape: &ConvGramShape, max_samples: usize, params: GramParams) -> usize {
-        Work::new(
-            &Geo::new(shape),
-            max_samples.max(1),
-            params.block_samples.max(1),
-        )
-        .len
+    /// f32 elements of workspace for `shape` and batches of up to `max_samples` maps (larger
+    /// pushes are taken in parts). The products run unpacked, so no part of it depends on
+    /// the parameters (kept in the signature for callers that size for any accumulator).
+    pub fn workspace_len(shape: &ConvGramShape, max_samples: usize, _params: GramParams) -> usize {
+        Work::new(&Geo::new(shape), max_samples.max(1)).len
     }
 
     /// An empty accumulator over caller buffers (their contents are overwritten). The shape
@@ -449,7 +442,7 @@ where
         }
         let geo = Geo::new(&shape);
         let totals = Totals::new(&geo);
-        let work = Work::new(&geo, max_samples, params.block_samples);
+        let work = Work::new(&geo, max_samples);
         let (slen, wlen) = (storage.as_ref().len(), workspace.as_ref().len());
         if slen < totals.len {
             mismatch("storage length", totals.len, slen)?;
@@ -654,22 +647,50 @@ where
         let w = self.work;
         let ws = self.workspace.as_mut();
         for c in 0..g.c {
-            let mut s = 0.0f64;
+            // Eight interleaved f64 partial sums: vectorises (a single running sum is one
+            // dependent add per value), and the mean rounded to f32 is what one sum gives.
+            let mut lanes = [0.0f64; 8];
             for i in 0..n {
-                for &v in &input[(i * g.c + c) * plane..][..plane] {
-                    s += f64::from(v);
+                let map = &input[(i * g.c + c) * plane..][..plane];
+                let mut chunks = map.chunks_exact(8);
+                for chunk in &mut chunks {
+                    for (l, &v) in lanes.iter_mut().zip(chunk) {
+                        *l += f64::from(v);
+                    }
+                }
+                for (l, &v) in lanes.iter_mut().zip(chunks.remainder()) {
+                    *l += f64::from(v);
                 }
             }
+            let s: f64 = lanes.iter().sum();
             ws[w.shift_x + c] = (s / (n * plane) as f64) as f32;
         }
         if let Some(t) = t {
             let rows = n * g.oh * g.ow;
-            for j in 0..g.t {
-                let mut s = 0.0f64;
+            // Row by row, every column's sum in row order (as a column walk would add them),
+            // reading `t` in memory order.
+            let mut sums = [0.0f64; 64];
+            for j0 in (0..g.t).step_by(sums.len()) {
+                let cols = (g.t - j0).min(sums.len());
+                let sums = &mut sums[..cols];
+                sums.fill(0.0);
                 for r in 0..rows {
-                    s += f64::from(t.at(r, j));
+                    match t.row(r) {
+                        Some(row) => {
+                            for (s, &v) in sums.iter_mut().zip(&row[j0..j0 + cols]) {
+                                *s += f64::from(v);
+                            }
+                        }
+                        None => {
+                            for (j, s) in sums.iter_mut().enumerate() {
+                                *s += f64::from(t.at(r, j0 + j));
+                            }
+                        }
+                    }
                 }
-                ws[w.shift_t + j] = (s / rows as f64) as f32;
+                for (j, s) in sums.iter().enumerate() {
+                    ws[w.shift_t + j0 + j] = (s / rows as f64) as f32;
+                }
             }
         }
         self.shift_set = true;
@@ -775,7 +796,7 @@ where
         let ws = self.workspace.as_mut();
         let (head, rest) = ws.split_at_mut(w.prod);
         let xbuf = &head[w.xbuf..w.tbuf];
-        let (prod, scratch) = rest.split_at_mut(w.gemm - w.prod);
+        let prod = &mut rest[..w.len - w.prod];
         let prod = &mut prod[..g.c * cols];
         let block = self.params.block_samples;
         let store = self.storage.as_mut();
@@ -783,13 +804,20 @@ where
             let k = (rows - r0).min(block);
             let p0 = start + r0 * step;
             // The views fit: the packed buffer has a zero row of slots at each end (module docs).
-            let a = MatRef::from_strided(&xbuf[p0 * g.c..], k, g.c, step * g.c, 1)
-                .expect("slots inside the packed batch");
-            let b = MatRef::from_strided(&xbuf[(p0 + offset) * g.c..], k, cols, step * g.c, 1)
-                .expect("slots inside the packed batch");
-            let out = MatMut::new(prod, g.c, cols).expect("product buffer sized by Work");
-            gemm(1.0, a, Transpose::Yes, b, Transpose::No, 0.0, out, scratch)
-                .expect("shapes and scratch sized by Work");
+            let a = Rows {
+                data: &xbuf[p0 * g.c..],
+                rows: k,
+                cols: g.c,
+                stride: step * g.c,
+            };
+            let b = Rows {
+                data: &xbuf[(p0 + offset) * g.c..],
+                rows: k,
+                cols,
+                stride: step * g.c,
+            };
+            prod.fill(0.0);
+            rows_at_b(a, b, prod).expect("slots inside the packed batch");
             for (d, &v) in store[dest..dest + g.c * cols].iter_mut().zip(prod.iter()) {
                 *d += f64::from(v);
             }
@@ -805,7 +833,7 @@ where
         let ws = self.workspace.as_mut();
         let (head, rest) = ws.split_at_mut(w.prod);
         let (xbuf, tbuf) = (&head[w.xbuf..w.tbuf], &head[w.tbuf..w.prod]);
-        let (prod, scratch) = rest.split_at_mut(w.gemm - w.prod);
+        let prod = &mut rest[..w.len - w.prod];
         let prod = &mut prod[..cols * g.t];
         let store = self.storage.as_mut();
         for ky in 0..g.kh {
@@ -823,13 +851,20 @@ where
                 let k = (rows - r0).min(block);
                 let tp = start + r0;
                 let xp = (tp as isize + shift) as usize;
-                let a = MatRef::from_strided(&xbuf[xp * g.c..], k, cols, g.c, 1)
-                    .expect("slots inside the packed batch");
-                let b = MatRef::new(&tbuf[tp * g.t..], k, g.t)
-                    .expect("slots inside the packed targets");
-                let out = MatMut::new(prod, cols, g.t).expect("product buffer sized by Work");
-                gemm(1.0, a, Transpose::Yes, b, Transpose::No, 0.0, out, scratch)
-                    .expect("shapes and scratch sized by Work");
+                let a = Rows {
+                    data: &xbuf[xp * g.c..],
+                    rows: k,
+                    cols,
+                    stride: g.c,
+                };
+                let b = Rows {
+                    data: &tbuf[tp * g.t..],
+                    rows: k,
+                    cols: g.t,
+                    stride: g.t,
+                };
+                prod.fill(0.0);
+                rows_at_b(a, b, prod).expect("slots inside the packed batch and targets");
                 for (d, &v) in store[dest..dest + cols * g.t].iter_mut().zip(prod.iter()) {
                     *d += f64::from(v);
                 }

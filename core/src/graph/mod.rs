@@ -470,6 +470,11 @@ impl Graph {
                     found: tensor.shape().to_vec(),
                 });
             }
+            // The SIMD check first (every forward pass and merge shard runs this over all
+            // weights); the scalar scan only locates a bad value.
+            if crate::linalg::all_finite(tensor.data()) {
+                continue;
+            }
             if let Some(index) = tensor.data().iter().position(|v| !v.is_finite()) {
                 return Err(GraphError::NonFinite {
                     tensor: String::from(t),

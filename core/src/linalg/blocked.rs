@@ -9,7 +9,7 @@
 #[cfg(target_arch = "x86_64")]
 use super::microkernel::{Avx2, Avx512};
 use super::microkernel::{MicroKernel, Portable, TILE_COLS, TILE_ROWS};
-use super::pack::{pack_a, pack_b};
+use super::pack::{pack_a, pack_a_from_b, pack_b};
 use super::view::{MatMut, MatRef};
 use crate::simd;
 
@@ -227,6 +227,7 @@ fn product_with<K: MicroKernel>(
         }
         Dest::Tiled { data, row_strips } => Target::Tiled(data, row_strips),
     };
+    let gram = is_gram(a, b, shifts);
     for jc in (0..n).step_by(K::NC) {
         let nc = (n - jc).min(K::NC);
         for pc in (0..k).step_by(K::KC) {
@@ -251,7 +252,11 @@ fn product_with<K: MicroKernel>(
                 if nc_used == 0 {
                     continue;
                 }
-                pack_a::<K>(a, ic, mc, pc, kc, shifts.a_rows, apack);
+                if gram && ic >= jc && ic + mc <= jc + nc {
+                    pack_a_from_b::<K>(bpack, kc, ic - jc, mc, apack);
+                } else {
+                    pack_a::<K>(a, ic, mc, pc, kc, shifts.a_rows, apack);
+                }
                 let block = Block {
                     ic,
                     mc,
@@ -265,6 +270,20 @@ fn product_with<K: MicroKernel>(
             }
         }
     }
+}
+
+/// Whether `A` is `B` transposed, shifts included (`X^T X`, as SYRK and the Gram accumulator
+/// call it): then `A`'s blocks can be packed from `B`'s packed panel.
+fn is_gram(a: MatRef<'_, f32>, b: MatRef<'_, f32>, shifts: Shifts<'_>) -> bool {
+    let same = |x: Option<&[f32]>, y: Option<&[f32]>| match (x, y) {
+        (None, None) => true,
+        (Some(x), Some(y)) => core::ptr::eq(x, y),
+        _ => false,
+    };
+    core::ptr::eq(a.raw(), b.raw())
+        && a.shape() == (b.cols(), b.rows())
+        && (a.row_stride(), a.col_stride()) == (b.col_stride(), b.row_stride())
+        && same(shifts.a_rows, shifts.b_cols)
 }
 
 /// One packed `mc x kc` block of `A` against the packed `kc x nc_used` panel of `B`.
@@ -302,11 +321,15 @@ fn block_tiles<K: MicroKernel>(blk: Block, apack: &[f32], bpack: &[f32], target:
                 continue; // tile strictly above the diagonal
             }
             let astrip = &apack[ir * kc..(ir + K::MR) * kc];
+            // A diagonal tile whose right half lies wholly above the diagonal: only the left
+            // half is computed (the lower product stores nothing above the diagonal).
+            let half = part == Part::Lower && j0 + K::NR / 2 >= i0 + nrows;
+            let tile = if half { K::tile_left_half } else { K::tile };
             match target {
                 Target::Tiled(data, row_strips) => {
                     // Whole tiles, padding included: the storage tile holds every kernel tile.
                     let at = tiled_index(i0, j0, *row_strips);
-                    K::tile(astrip, bstrip, kc, alpha, &mut data[at..], TILE_COLS);
+                    tile(astrip, bstrip, kc, alpha, &mut data[at..], TILE_COLS);
                 }
                 Target::Strided(cdata, crs, ccs) => {
                     let diagonal = part == Part::Lower && j0 + ncols > i0 + 1;
@@ -322,7 +345,7 @@ fn block_tiles<K: MicroKernel>(blk: Block, apack: &[f32], bpack: &[f32], target:
                         continue;
                     }
                     let mut vals = [0.0f32; TILE_ROWS * TILE_COLS];
-                    K::tile(astrip, bstrip, kc, alpha, &mut vals, K::NR);
+                    tile(astrip, bstrip, kc, alpha, &mut vals, K::NR);
                     for r in 0..nrows {
                         let i = i0 + r;
                         let cmax = match part {

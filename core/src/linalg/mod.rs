@@ -14,6 +14,7 @@ pub(crate) mod lanes;
 mod microkernel;
 mod pack;
 pub mod packed;
+pub mod rows_product;
 pub mod symm;
 pub mod syrk;
 pub mod triangular;
@@ -30,6 +31,7 @@ pub use finite::{
 pub use gemm::{Transpose, cross_update, gemm, gemm_reference, gemm_scratch_len};
 pub use microkernel::LANES;
 pub use packed::{PackedError, cholesky_packed, packed_index, packed_len, solve_packed};
+pub use rows_product::{Rows, rows_at_b, rows_at_b_reference};
 pub use symm::{symm_rows, symm_rows_reference};
 pub use syrk::{syrk_lower, syrk_lower_reference, syrk_lower_scratch_len};
 pub use triangular::{

@@ -140,3 +140,35 @@ pub(crate) fn pack_b<K: MicroKernel>(
         }
     }
 }
+
+/// Packs rows `r0..r0 + mc` of `A` into `out` as [`pack_a`] does, read from a `B` panel that
+/// [`pack_b`] packed (`kc` steps, `nc` columns) when `A` is that panel's matrix transposed (a
+/// Gram product `X^T X`, shifts included): row `r` of `A` is panel column `r`. The panel is
+/// contiguous and cache-resident, where `X`'s columns are a row stride apart.
+#[inline(always)]
+pub(crate) fn pack_a_from_b<K: MicroKernel>(
+    bpack: &[f32],
+    kc: usize,
+    r0: usize,
+    mc: usize,
+    out: &mut [f32],
+) {
+    let strips = mc.div_ceil(K::MR);
+    for (strip, chunk) in out[..strips * K::MR * kc]
+        .chunks_exact_mut(K::MR * kc)
+        .enumerate()
+    {
+        let first = r0 + strip * K::MR;
+        let rows = (mc - strip * K::MR).min(K::MR);
+        for (p, dst) in chunk.chunks_exact_mut(K::MR).enumerate() {
+            for (r, d) in dst.iter_mut().enumerate() {
+                let col = first + r;
+                *d = if r < rows {
+                    bpack[(col / K::NR) * K::NR * kc + p * K::NR + col % K::NR]
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+}

@@ -21,6 +21,9 @@ pub(crate) trait F32Lanes: Copy {
     unsafe fn splat(v: f32) -> Self;
     /// The first `LANES` values of `s` (panics if shorter).
     unsafe fn load(s: &[f32]) -> Self;
+    /// `LANES` values from `p` on, without a bounds check (for inner loops whose bounds the
+    /// caller checked once). Safety: `p .. p + LANES` lies inside one live `f32` slice.
+    unsafe fn load_at(p: *const f32) -> Self;
     /// Writes the lanes to the first `LANES` values of `s` (panics if shorter).
     unsafe fn store(self, s: &mut [f32]);
     /// `self * b + c`, fused.
@@ -42,6 +45,11 @@ impl F32Lanes for f32x8 {
     #[inline(always)]
     unsafe fn load(s: &[f32]) -> Self {
         f32x8::from(<[f32; 8]>::try_from(&s[..8]).unwrap())
+    }
+    #[inline(always)]
+    unsafe fn load_at(p: *const f32) -> Self {
+        // SAFETY: the caller guarantees `p .. p + 8` is readable.
+        f32x8::from(unsafe { core::ptr::read_unaligned(p.cast::<[f32; 8]>()) })
     }
     #[inline(always)]
     unsafe fn store(self, s: &mut [f32]) {
@@ -78,6 +86,10 @@ mod x86 {
             unsafe { _mm256_loadu_ps(s[..8].as_ptr()) }
         }
         #[inline(always)]
+        unsafe fn load_at(p: *const f32) -> Self {
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
         unsafe fn store(self, s: &mut [f32]) {
             unsafe { _mm256_storeu_ps(s[..8].as_mut_ptr(), self) }
         }
@@ -107,6 +119,10 @@ mod x86 {
         #[inline(always)]
         unsafe fn load(s: &[f32]) -> Self {
             unsafe { _mm512_loadu_ps(s[..16].as_ptr()) }
+        }
+        #[inline(always)]
+        unsafe fn load_at(p: *const f32) -> Self {
+            unsafe { _mm512_loadu_ps(p) }
         }
         #[inline(always)]
         unsafe fn store(self, s: &mut [f32]) {

@@ -2,8 +2,8 @@
 //! group, from one forward pass of both models over the merge data (docs/ALGORITHM.md section 2).
 //!
 //! Every node whose output channel axis belongs to a group contributes: for a batch, its A and
-//! B activations are laid out as rows of samples (batch x height x width positions) by columns
-//! of units and pushed into the group's accumulator, A's units as samples `x` and B's as
+//! B activations (NCHW maps: rows of samples x height x width positions by columns of units)
+//! are pushed into the group's accumulator, A's units as samples `x` and B's as
 //! targets `t`. The accumulators keep the cross moments, sums and squares (no Gram), so memory
 //! is O(n^2) per group whatever the amount of data, and every batch counts.
 
@@ -21,31 +21,6 @@ use crate::io::data::{DataSource, DataSpec};
 use crate::par::{OwnedGram, Parallelism, shard_ranges};
 use crate::ranks::{Ranks, fold_shards_reporting};
 
-/// NCHW activations as rows of positions: `out[(s * hw + p) * c + ch] = data[(s * c + ch) * hw + p]`.
-fn positions_by_channels(act: &Activations<'_>, out: &mut Vec<f32>) {
-    let (c, hw) = (act.shape.c, act.shape.h * act.shape.w);
-    // Every value is overwritten: no need to clear first.
-    out.resize(act.batch * hw * c, 0.0);
-    for s in 0..act.batch {
-        let sample = &act.data[s * c * hw..(s + 1) * c * hw];
-        let rows = &mut out[s * hw * c..(s + 1) * hw * c];
-        // A run of positions at a time, so the rows being written stay in L1 (writing each
-        // channel down the whole map missed it at 28 x 28).
-        for p0 in (0..hw).step_by(TRANSPOSE_RUN) {
-            let p1 = (p0 + TRANSPOSE_RUN).min(hw);
-            let run = &mut rows[p0 * c..p1 * c];
-            for (ch, src) in sample.chunks_exact(hw).enumerate() {
-                for (cell, &v) in run.chunks_exact_mut(c).zip(&src[p0..p1]) {
-                    cell[ch] = v;
-                }
-            }
-        }
-    }
-}
-
-/// Positions per run of [`positions_by_channels`].
-const TRANSPOSE_RUN: usize = 32;
-
 struct RecordA<'w> {
     watch: &'w BTreeMap<NodeId, usize>,
     kept: BTreeMap<NodeId, Vec<f32>>,
@@ -55,7 +30,8 @@ impl Observer for RecordA<'_> {
     fn observe(&mut self, node: NodeId, act: Activations<'_>) {
         if self.watch.contains_key(&node) {
             let buf = self.kept.entry(node).or_default();
-            positions_by_channels(&act, buf);
+            buf.clear();
+            buf.extend_from_slice(act.data);
         }
     }
 }
@@ -65,7 +41,6 @@ struct PushPairs<'w> {
     watch: &'w BTreeMap<NodeId, usize>,
     kept: &'w BTreeMap<NodeId, Vec<f32>>,
     accs: &'w mut [OwnedGram],
-    buf: Vec<f32>,
     error: Option<String>,
 }
 
@@ -77,13 +52,17 @@ impl Observer for PushPairs<'_> {
         if self.error.is_some() {
             return;
         }
-        positions_by_channels(&act, &mut self.buf);
-        let c = act.shape.c;
-        let rows = act.batch * act.shape.h * act.shape.w;
+        let (c, hw) = (act.shape.c, act.shape.h * act.shape.w);
         let a = &self.kept[&node];
-        let pushed = MatRef::new(a, rows, c).and_then(|av| {
-            MatRef::new(&self.buf, rows, c).map(|bv| self.accs[g].push(av, Some(bv)))
-        });
+        let acc = &mut self.accs[g];
+        // NCHW maps straight from the forward pass: every position of every sample is a row
+        // (no transposition); vectors (one position) are rows already.
+        let pushed = if hw == 1 {
+            MatRef::new(a, act.batch, c)
+                .and_then(|av| MatRef::new(act.data, act.batch, c).map(|bv| acc.push(av, Some(bv))))
+        } else {
+            Ok(acc.push_planes(a, Some(act.data), act.batch, hw))
+        };
         match pushed {
             Ok(Ok(())) => {}
             Ok(Err(e)) => self.error = Some(format!("node {node}: {e}")),
@@ -199,12 +178,11 @@ fn new_accumulators(groups: &Groups) -> Vec<OwnedGram> {
 }
 
 /// Buffers a [`MomentsPass`] reuses: the next shard on the same thread takes them over, so
-/// the multi-megabyte activation and transposition buffers are not allocated (zeroed,
+/// the multi-megabyte activation buffers are not allocated (zeroed,
 /// page-faulted) anew for every shard.
 #[derive(Default)]
 struct PassBuffers {
     kept: BTreeMap<NodeId, Vec<f32>>,
-    rows: Vec<f32>,
     spare_a: Vec<Vec<f32>>,
     spare_b: Vec<Vec<f32>>,
 }
@@ -215,8 +193,6 @@ struct MomentsPass<'g> {
     fa: Forward<'g>,
     fb: Forward<'g>,
     kept: BTreeMap<NodeId, Vec<f32>>,
-    /// B's activations as rows of positions.
-    rows: Vec<f32>,
 }
 
 impl<'g> MomentsPass<'g> {
@@ -237,14 +213,12 @@ impl<'g> MomentsPass<'g> {
             fa: Forward::new(graph, a)?,
             fb: Forward::new(graph, b)?,
             kept: BTreeMap::new(),
-            rows: Vec::new(),
         })
     }
 
     /// Exchanges this pass's reusable buffers with `bufs`.
     fn swap_buffers(&mut self, bufs: &mut PassBuffers) {
         std::mem::swap(&mut self.kept, &mut bufs.kept);
-        std::mem::swap(&mut self.rows, &mut bufs.rows);
         std::mem::swap(self.fa.spare_buffers(), &mut bufs.spare_a);
         std::mem::swap(self.fb.spare_buffers(), &mut bufs.spare_b);
     }
@@ -260,11 +234,9 @@ impl<'g> MomentsPass<'g> {
             watch: &self.watch,
             kept: &self.kept,
             accs,
-            buf: std::mem::take(&mut self.rows),
             error: None,
         };
         self.fb.run(x, m, &mut push)?;
-        self.rows = push.buf;
         match push.error {
             Some(reason) => Err(Error::Merge {
                 stage: STAGE,

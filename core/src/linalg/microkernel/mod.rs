@@ -45,6 +45,15 @@ pub(crate) trait MicroKernel {
     /// `c[r * rs + j] += alpha * sum_p a[p * MR + r] * b[p * NR + j]` for `r < MR`, `j < NR`,
     /// `p < kc`. Panics if a slice is too short.
     fn tile(a: &[f32], b: &[f32], kc: usize, alpha: f32, c: &mut [f32], rs: usize);
+
+    /// [`Self::tile`] for the left `NR / 2` columns only (the right half of `c` may be left
+    /// alone): the diagonal tiles of a lower-triangle product whose right half lies above the
+    /// diagonal. Each value is summed exactly as [`Self::tile`] sums it. The default computes
+    /// the whole tile.
+    #[inline]
+    fn tile_left_half(a: &[f32], b: &[f32], kc: usize, alpha: f32, c: &mut [f32], rs: usize) {
+        Self::tile(a, b, kc, alpha, c, rs);
+    }
 }
 
 /// Panics unless the operands of one [`MicroKernel::tile`] call are long enough.

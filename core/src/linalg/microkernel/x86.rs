@@ -32,6 +32,42 @@ impl MicroKernel for Avx2 {
         // SAFETY: lengths checked above; the driver uses this kernel only on the AVX2 path.
         unsafe { tile_avx2(a.as_ptr(), b.as_ptr(), kc, alpha, c.as_mut_ptr(), rs) }
     }
+
+    #[inline]
+    fn tile_left_half(a: &[f32], b: &[f32], kc: usize, alpha: f32, c: &mut [f32], rs: usize) {
+        check_tile::<Self>(a, b, kc, c, rs);
+        // SAFETY: lengths checked above (the half tile reads and writes less); the driver uses
+        // this kernel only on the AVX2 path.
+        unsafe { tile_left_half_avx2(a.as_ptr(), b.as_ptr(), kc, alpha, c.as_mut_ptr(), rs) }
+    }
+}
+
+/// The left 6 x 8 of [`tile_avx2`], with the same per-value FMA sequence.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_left_half_avx2(
+    a: *const f32,
+    b: *const f32,
+    kc: usize,
+    alpha: f32,
+    c: *mut f32,
+    rs: usize,
+) {
+    let mut acc: [__m256; 6] = [_mm256_setzero_ps(); 6];
+    // SAFETY (whole body): a holds kc * 6 values, b kc * 16, c rows of 16 at stride rs.
+    unsafe {
+        for p in 0..kc {
+            let b0 = _mm256_loadu_ps(b.add(p * 16));
+            let ap = a.add(p * 6);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                *acc_r = _mm256_fmadd_ps(_mm256_set1_ps(*ap.add(r)), b0, *acc_r);
+            }
+        }
+        let al = _mm256_set1_ps(alpha);
+        for (r, &t) in acc.iter().enumerate() {
+            let dst = c.add(r * rs);
+            _mm256_storeu_ps(dst, _mm256_fmadd_ps(al, t, _mm256_loadu_ps(dst)));
+        }
+    }
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -79,6 +115,14 @@ impl MicroKernel for Avx512 {
         // SAFETY: lengths checked above; the driver uses this kernel only on the AVX-512 path.
         unsafe { tile_avx512(a.as_ptr(), b.as_ptr(), kc, alpha, c.as_mut_ptr(), rs) }
     }
+
+    #[inline]
+    fn tile_left_half(a: &[f32], b: &[f32], kc: usize, alpha: f32, c: &mut [f32], rs: usize) {
+        check_tile::<Self>(a, b, kc, c, rs);
+        // SAFETY: lengths checked above (the half tile reads and writes less); the driver uses
+        // this kernel only on the AVX-512 path.
+        unsafe { tile_left_half_avx512(a.as_ptr(), b.as_ptr(), kc, alpha, c.as_mut_ptr(), rs) }
+    }
 }
 
 #[target_feature(enable = "avx512f,avx2,fma")]
@@ -103,6 +147,34 @@ unsafe fn tile_avx512(a: *const f32, b: *const f32, kc: usize, alpha: f32, c: *m
                 let dst = row.add(v * 16);
                 _mm512_storeu_ps(dst, _mm512_fmadd_ps(al, t, _mm512_loadu_ps(dst)));
             }
+        }
+    }
+}
+
+/// The left 12 x 16 of [`tile_avx512`], with the same per-value FMA sequence.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn tile_left_half_avx512(
+    a: *const f32,
+    b: *const f32,
+    kc: usize,
+    alpha: f32,
+    c: *mut f32,
+    rs: usize,
+) {
+    let mut acc: [__m512; 12] = [_mm512_setzero_ps(); 12];
+    // SAFETY (whole body): a holds kc * 12 values, b kc * 32, c rows of 32 at stride rs.
+    unsafe {
+        for p in 0..kc {
+            let b0 = _mm512_loadu_ps(b.add(p * 32));
+            let ap = a.add(p * 12);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                *acc_r = _mm512_fmadd_ps(_mm512_set1_ps(*ap.add(r)), b0, *acc_r);
+            }
+        }
+        let al = _mm512_set1_ps(alpha);
+        for (r, &t) in acc.iter().enumerate() {
+            let dst = c.add(r * rs);
+            _mm512_storeu_ps(dst, _mm512_fmadd_ps(al, t, _mm512_loadu_ps(dst)));
         }
     }
 }
