@@ -67,6 +67,16 @@
 #define PLEAS_CNN_OP_ADD 7
 
 /**
+ * Most permutation groups of a CNN merge.
+ */
+#define PLEAS_CNN_MAX_GROUPS 16
+
+/**
+ * Most fitted layers of a merged CNN (one per group and two heads).
+ */
+#define PLEAS_CNN_MAX_FITTED 18
+
+/**
  * Most hidden layers an MLP may have.
  */
 #define PLEAS_MLP_MAX_HIDDEN 8
@@ -121,6 +131,22 @@
  * `pleas_mlp_merge_params.ridge_toward`: the ridge pulls towards zero (plain ridge).
  */
 #define PLEAS_MLP_RIDGE_TOWARD_ZERO 1
+
+/**
+ * `pleas_simd_set_path()`: `wide` vectors as compiled for the target (SSE2 on x86-64,
+ * scalar lanes on a Cortex-M); always available.
+ */
+#define PLEAS_SIMD_PATH_PORTABLE 0
+
+/**
+ * `pleas_simd_set_path()`: 256-bit AVX2 + FMA (x86-64).
+ */
+#define PLEAS_SIMD_PATH_AVX2 1
+
+/**
+ * `pleas_simd_set_path()`: 512-bit AVX-512 (x86-64).
+ */
+#define PLEAS_SIMD_PATH_AVX512 2
 
 /**
  * What a call of the C API did. `PLEAS_SUCCESS` is 0, errors are negative; the first five
@@ -353,6 +379,185 @@ typedef struct pleas_cnn_forward_plan {
 } pleas_cnn_forward_plan;
 
 /**
+ * Knobs of the MLP merge; the defaults are those of `pleas merge`. Fill with
+ * `pleas_mlp_merge_params_init()`, then change what you need; pass NULL for the defaults.
+ */
+typedef struct pleas_mlp_merge_params {
+    /**
+     * Ridge relative to the mean diagonal of each block's Gram; finite and positive.
+     * Default 1e-6.
+     */
+    double relative_ridge;
+    /**
+     * How many times a block's ridge may be multiplied by 10 after a failed factorization.
+     * Default 4.
+     */
+    uint32_t max_retries;
+    /**
+     * `PLEAS_MLP_RIDGE_TOWARD_AVERAGE` (default) or `PLEAS_MLP_RIDGE_TOWARD_ZERO`.
+     */
+    uint32_t ridge_toward;
+    /**
+     * `PLEAS_MLP_FORM_AUTO` (default), `PLEAS_MLP_FORM_PRIMAL` or `PLEAS_MLP_FORM_DUAL`.
+     */
+    uint32_t form;
+    /**
+     * Output rows solved per pass over the samples (each pass recomputes the activations):
+     * more rows need more scratch and fewer passes. Default 16; 0 counts as 1.
+     */
+    size_t rhs_chunk;
+    /**
+     * The auctions that match the hidden units.
+     */
+    struct pleas_auction_params auction;
+} pleas_mlp_merge_params;
+
+/**
+ * What a CNN merge will do and the buffers it needs, from `pleas_cnn_merge_plan_f32()`.
+ * Entries beyond the counts are 0.
+ */
+typedef struct pleas_cnn_merge_plan {
+    /**
+     * Fraction of every group's units kept separate (one ratio for all groups).
+     */
+    double ratio;
+    /**
+     * FLOP ratio of the merged network to one model (at most the budget).
+     */
+    double flop_ratio;
+    /**
+     * Merge samples the plan is for.
+     */
+    size_t samples;
+    /**
+     * Permutation groups (conv or linear layers before the head).
+     */
+    size_t groups;
+    /**
+     * Units per model of each group.
+     */
+    size_t widths[PLEAS_CNN_MAX_GROUPS];
+    /**
+     * Pairs of units merged per group.
+     */
+    size_t merged_pairs[PLEAS_CNN_MAX_GROUPS];
+    /**
+     * Fitted layers: one per group, and one or two heads.
+     */
+    size_t fitted_layers;
+    /**
+     * Floats of the merged parameters (the `merged` buffer).
+     */
+    size_t output_len;
+    /**
+     * Doubles of scratch (the `scratch` buffer).
+     */
+    size_t scratch_len;
+    /**
+     * Floats of forward scratch (the `forward` buffer): both models' folded parameters,
+     * then one network's activations and kernel scratch.
+     */
+    size_t forward_len;
+    /**
+     * `size_t` of index scratch (the `indices` buffer).
+     */
+    size_t index_len;
+    /**
+     * The merged network's layers (`merged_layer_count` of them).
+     */
+    struct pleas_cnn_layer merged_layers[PLEAS_CNN_MAX_LAYERS];
+    /**
+     * Layers of the merged network.
+     */
+    size_t merged_layer_count;
+    /**
+     * The merged network's output nodes: head `a` (or the shared head), then head `b`.
+     */
+    size_t merged_outputs[2];
+    /**
+     * Outputs of the merged network (1 or 2).
+     */
+    size_t merged_output_count;
+} pleas_cnn_merge_plan;
+
+/**
+ * How one hidden layer was matched.
+ */
+typedef struct pleas_mlp_group_info {
+    /**
+     * Units per model.
+     */
+    size_t width;
+    /**
+     * Pairs merged.
+     */
+    size_t merged;
+    /**
+     * Width in the merged network.
+     */
+    size_t merged_width;
+    /**
+     * `sum_i S[i, P(i)]` of the assignment (neg-l2 similarities).
+     */
+    double total_score;
+    /**
+     * Mean score of the merged pairs (NaN when none is merged).
+     */
+    double mean_merged_score;
+    /**
+     * What the auction reports.
+     */
+    struct pleas_auction_info auction;
+} pleas_mlp_group_info;
+
+/**
+ * How one fitted layer was solved.
+ */
+typedef struct pleas_mlp_layer_info {
+    /**
+     * Output blocks that kept their permute-and-average weights without a solve: the layer
+     * reads only exact copies of the models' units (the merge samples, or hidden layers with
+     * no merged pair that were copies themselves), with the ridge towards those weights, so
+     * they are its exact fit. The first layer always; every layer at budget 2.0.
+     */
+    size_t copied_blocks;
+    /**
+     * Output blocks solved in the primal form (the Gram of the block's columns).
+     */
+    size_t primal_blocks;
+    /**
+     * Output blocks solved in the dual form (the kernel of the samples).
+     */
+    size_t dual_blocks;
+    /**
+     * Largest ridge used over the blocks.
+     */
+    double ridge;
+    /**
+     * Most retries of any block.
+     */
+    uint32_t retries;
+} pleas_mlp_layer_info;
+
+/**
+ * What a successful CNN merge did. Entries beyond the counts are 0.
+ */
+typedef struct pleas_cnn_merge_info {
+    /**
+     * The plan the merge followed.
+     */
+    struct pleas_cnn_merge_plan plan;
+    /**
+     * Per group: the matching.
+     */
+    struct pleas_mlp_group_info groups[PLEAS_CNN_MAX_GROUPS];
+    /**
+     * Per fitted layer (conv and linear layers in order, head `b` last): the least squares.
+     */
+    struct pleas_mlp_layer_info layers[PLEAS_CNN_MAX_FITTED];
+} pleas_cnn_merge_info;
+
+/**
  * A Gram accumulator over f32 samples. Set up by `pleas_gram_init_f32()`; every field is
  * written by the library only (read them, never write them).
  */
@@ -394,40 +599,6 @@ typedef struct pleas_gram_instance_f32 {
      */
     uint32_t magic;
 } pleas_gram_instance_f32;
-
-/**
- * Knobs of the MLP merge; the defaults are those of `pleas merge`. Fill with
- * `pleas_mlp_merge_params_init()`, then change what you need; pass NULL for the defaults.
- */
-typedef struct pleas_mlp_merge_params {
-    /**
-     * Ridge relative to the mean diagonal of each block's Gram; finite and positive.
-     * Default 1e-6.
-     */
-    double relative_ridge;
-    /**
-     * How many times a block's ridge may be multiplied by 10 after a failed factorization.
-     * Default 4.
-     */
-    uint32_t max_retries;
-    /**
-     * `PLEAS_MLP_RIDGE_TOWARD_AVERAGE` (default) or `PLEAS_MLP_RIDGE_TOWARD_ZERO`.
-     */
-    uint32_t ridge_toward;
-    /**
-     * `PLEAS_MLP_FORM_AUTO` (default), `PLEAS_MLP_FORM_PRIMAL` or `PLEAS_MLP_FORM_DUAL`.
-     */
-    uint32_t form;
-    /**
-     * Output rows solved per pass over the samples (each pass recomputes the activations):
-     * more rows need more scratch and fewer passes. Default 16; 0 counts as 1.
-     */
-    size_t rhs_chunk;
-    /**
-     * The auctions that match the hidden units.
-     */
-    struct pleas_auction_params auction;
-} pleas_mlp_merge_params;
 
 /**
  * The shape of the two MLPs and of the merge's heads.
@@ -550,65 +721,6 @@ typedef struct pleas_mlp_model_f32 {
      */
     struct pleas_mlp_layer_f32 layers[PLEAS_MLP_MAX_LAYERS];
 } pleas_mlp_model_f32;
-
-/**
- * How one hidden layer was matched.
- */
-typedef struct pleas_mlp_group_info {
-    /**
-     * Units per model.
-     */
-    size_t width;
-    /**
-     * Pairs merged.
-     */
-    size_t merged;
-    /**
-     * Width in the merged network.
-     */
-    size_t merged_width;
-    /**
-     * `sum_i S[i, P(i)]` of the assignment (neg-l2 similarities).
-     */
-    double total_score;
-    /**
-     * Mean score of the merged pairs (NaN when none is merged).
-     */
-    double mean_merged_score;
-    /**
-     * What the auction reports.
-     */
-    struct pleas_auction_info auction;
-} pleas_mlp_group_info;
-
-/**
- * How one fitted layer was solved.
- */
-typedef struct pleas_mlp_layer_info {
-    /**
-     * Output blocks that kept their permute-and-average weights without a solve: the layer
-     * reads only exact copies of the models' units (the merge samples, or hidden layers with
-     * no merged pair that were copies themselves), with the ridge towards those weights, so
-     * they are its exact fit. The first layer always; every layer at budget 2.0.
-     */
-    size_t copied_blocks;
-    /**
-     * Output blocks solved in the primal form (the Gram of the block's columns).
-     */
-    size_t primal_blocks;
-    /**
-     * Output blocks solved in the dual form (the kernel of the samples).
-     */
-    size_t dual_blocks;
-    /**
-     * Largest ridge used over the blocks.
-     */
-    double ridge;
-    /**
-     * Most retries of any block.
-     */
-    uint32_t retries;
-} pleas_mlp_layer_info;
 
 /**
  * What a successful merge did. Entries beyond the counts are 0.
@@ -866,6 +978,112 @@ pleas_status pleas_cnn_forward_u8(const struct pleas_cnn_graph *graph,
                                   size_t out_len,
                                   float *scratch,
                                   size_t scratch_len);
+
+/**
+ * Plans the merge of two CNNs of architecture `graph` with `heads`
+ * (`PLEAS_MLP_HEADS_SHARED` or `PLEAS_MLP_HEADS_SEPARATE`) on `samples` merge samples at
+ * `budget` (a FLOP ratio to one model, in `[1, 2]`) with `params` (NULL: the defaults),
+ * into `plan`: the merged network and the lengths of the four buffers
+ * `pleas_cnn_merge_f32()` takes.
+ *
+ * Errors: those of `pleas_cnn_forward_plan_f32()` for the graph; `PLEAS_ERROR_ARGUMENT`
+ * (`plan` overlapping an input, an unknown `heads`, `form` or `ridge_toward`, a budget
+ * outside `[1, 2]`, a ridge that is not finite and positive, a graph the merge does not
+ * handle: not a chain, a batch-norm that follows no conv or linear layer, a residual add, a
+ * linear layer on a spatial map of a group, no linear head as the only output),
+ * `PLEAS_ERROR_LENGTH` (`samples` of 0, more than `PLEAS_CNN_MAX_GROUPS` groups, buffers
+ * beyond memory).
+ *
+ * # Safety
+ *
+ * `graph` as for `pleas_cnn_forward_plan_f32()`; `plan` must point to a writable
+ * `pleas_cnn_merge_plan`; `params` must be NULL or valid.
+ */
+pleas_status pleas_cnn_merge_plan_f32(const struct pleas_cnn_graph *graph,
+                                      uint32_t heads,
+                                      size_t samples,
+                                      double budget,
+                                      const struct pleas_mlp_merge_params *params,
+                                      struct pleas_cnn_merge_plan *plan);
+
+/**
+ * Merges the CNNs `a` and `b` (`a_len` and `b_len` floats: parameters of `graph` as
+ * `pleas_cnn_forward_f32()` reads them) on `n` merge samples (`samples`, `n` samples of the
+ * graph's input, normalised as the models expect) with `heads` at `budget` with `params`
+ * (NULL: the defaults) into `merged` (`merged_len` floats: the parameters of the plan's
+ * merged network), and reports what it did in `info` (may be NULL). `scratch` (doubles),
+ * `forward` (floats) and `indices` (`size_t`) are the caller's scratch; the lengths must be
+ * at least the plan's (`pleas_cnn_merge_plan_f32()` for the same graph, heads, `n`, budget
+ * and params).
+ *
+ * The models and the samples are only read (they can live in flash, and may overlap each
+ * other); the writable buffers must not overlap anything. After an error `info` is not
+ * written but `merged` may be.
+ *
+ * Errors found before anything is computed: those of the plan; `PLEAS_ERROR_ARGUMENT` (NULL
+ * or misaligned pointer, overlapping buffers), `PLEAS_ERROR_SIZE_MISMATCH` (`a_len` or
+ * `b_len` not the graph's parameter count), `PLEAS_ERROR_SCRATCH` (a buffer shorter than
+ * the plan asks for), `PLEAS_ERROR_NAN_INF` (a NaN or infinity among the parameters or
+ * samples). Then, while merging: `PLEAS_ERROR_OVERFLOW`, `PLEAS_ERROR_SINGULAR` (as for the
+ * MLP merge).
+ *
+ * # Safety
+ *
+ * `graph` as for `pleas_cnn_forward_plan_f32()`; `a`, `b` must address `a_len`, `b_len`
+ * floats, `samples` `n` times the input's floats; `merged`, `scratch`, `forward` and
+ * `indices` their lengths of writable elements; `params` and `info` NULL or valid.
+ */
+pleas_status pleas_cnn_merge_f32(const struct pleas_cnn_graph *graph,
+                                 const float *a,
+                                 size_t a_len,
+                                 const float *b,
+                                 size_t b_len,
+                                 const float *samples,
+                                 size_t n,
+                                 uint32_t heads,
+                                 double budget,
+                                 const struct pleas_mlp_merge_params *params,
+                                 float *merged,
+                                 size_t merged_len,
+                                 struct pleas_cnn_merge_info *info,
+                                 double *scratch,
+                                 size_t scratch_len,
+                                 float *forward,
+                                 size_t forward_len,
+                                 size_t *indices,
+                                 size_t indices_len);
+
+/**
+ * `pleas_cnn_merge_f32()` on byte samples (`samples`, `n` times the input's bytes, e.g.
+ * 8-bit pixels) read through `table` (256 floats: `table[v]` is the value the models take
+ * for byte `v`). The bytes are read where they are and never copied; the result is that of
+ * `pleas_cnn_merge_f32()` on the mapped samples, bit for bit.
+ *
+ * # Safety
+ *
+ * As for `pleas_cnn_merge_f32()`, with `samples` addressing `n` times the input's bytes and
+ * `table` 256 floats.
+ */
+pleas_status pleas_cnn_merge_u8(const struct pleas_cnn_graph *graph,
+                                const float *a,
+                                size_t a_len,
+                                const float *b,
+                                size_t b_len,
+                                const uint8_t *samples,
+                                size_t n,
+                                const float *table,
+                                uint32_t heads,
+                                double budget,
+                                const struct pleas_mlp_merge_params *params,
+                                float *merged,
+                                size_t merged_len,
+                                struct pleas_cnn_merge_info *info,
+                                double *scratch,
+                                size_t scratch_len,
+                                float *forward,
+                                size_t forward_len,
+                                size_t *indices,
+                                size_t indices_len);
 
 /**
  * The length in doubles of the state buffer of an accumulator of `dim` features (at least
@@ -1137,6 +1355,14 @@ pleas_status pleas_ridge_solve_f64(const struct pleas_normal_equations_f64 *eqs,
                                    struct pleas_ridge_info *info,
                                    double *scratch,
                                    size_t scratch_len);
+
+/**
+ * Makes every later kernel call, on every thread, use `path` (`PLEAS_SIMD_PATH_*`).
+ *
+ * Errors: `PLEAS_ERROR_ARGUMENT` (an unknown path, or one this CPU or its operating system
+ * cannot run; the current path is kept).
+ */
+pleas_status pleas_simd_set_path(uint32_t path);
 
 /**
  * The name of a status value as a NUL-terminated string (`"PLEAS_ERROR_NAN_INF"`), or

@@ -168,9 +168,55 @@ fn core_layer(l: &pleas_cnn_layer) -> Result<Layer, pleas_status> {
     Ok(Layer { op, input: l.input })
 }
 
+/// The C struct of a core layer (the inverse of [`core_layer`]).
+pub(crate) fn c_layer(l: &Layer) -> pleas_cnn_layer {
+    let mut c = pleas_cnn_layer {
+        input: l.input,
+        ..pleas_cnn_layer::default()
+    };
+    let mut window = |w: &Window| {
+        c.kernel = w.kernel;
+        c.stride = w.stride;
+        c.padding = w.padding;
+    };
+    let (op, out, bias) = match l.op {
+        LayerOp::Conv2d {
+            out_channels,
+            window: w,
+            bias,
+        } => {
+            window(&w);
+            (PLEAS_CNN_OP_CONV2D, out_channels, bias)
+        }
+        LayerOp::Linear { out_features, bias } => (PLEAS_CNN_OP_LINEAR, out_features, bias),
+        LayerOp::BatchNorm { eps } => {
+            c.eps = eps;
+            (PLEAS_CNN_OP_BATCHNORM, 0, false)
+        }
+        LayerOp::Relu => (PLEAS_CNN_OP_RELU, 0, false),
+        LayerOp::MaxPool(w) => {
+            window(&w);
+            (PLEAS_CNN_OP_MAXPOOL, 0, false)
+        }
+        LayerOp::AvgPool(w) => {
+            window(&w);
+            (PLEAS_CNN_OP_AVGPOOL, 0, false)
+        }
+        LayerOp::GlobalAvgPool => (PLEAS_CNN_OP_GLOBAL_AVGPOOL, 0, false),
+        LayerOp::Add { other } => {
+            c.other = other;
+            (PLEAS_CNN_OP_ADD, 0, false)
+        }
+    };
+    c.op = op;
+    c.out = out;
+    c.bias = u32::from(bias);
+    c
+}
+
 /// A graph's layers and outputs copied out of the caller's arrays.
-struct GraphCopy {
-    input: MapShape,
+pub(crate) struct GraphCopy {
+    pub(crate) input: MapShape,
     layers: [Layer; MAX_LAYERS],
     layer_count: usize,
     outputs: [usize; PLEAS_CNN_MAX_OUTPUTS],
@@ -183,7 +229,9 @@ impl GraphCopy {
     /// # Safety
     ///
     /// `graph` must point to a valid struct whose arrays address their counts of elements.
-    unsafe fn read(graph: *const pleas_cnn_graph) -> Result<(Self, [Region; 3]), pleas_status> {
+    pub(crate) unsafe fn read(
+        graph: *const pleas_cnn_graph,
+    ) -> Result<(Self, [Region; 3]), pleas_status> {
         let g_region = check::required(graph, false)?;
         // SAFETY: checked non-NULL and aligned; valid by contract.
         let g = unsafe { graph.read() };
@@ -214,12 +262,17 @@ impl GraphCopy {
         Ok((copy, [g_region, layers.region, outputs.region]))
     }
 
-    fn plan(&self) -> Result<CompactPlan<'_>, pleas_status> {
-        let plan = CompactPlan::new(Network {
+    /// The network described.
+    pub(crate) fn network(&self) -> Network<'_> {
+        Network {
             input: self.input,
             layers: &self.layers[..self.layer_count],
             outputs: &self.outputs[..self.output_count],
-        })?;
+        }
+    }
+
+    fn plan(&self) -> Result<CompactPlan<'_>, pleas_status> {
+        let plan = CompactPlan::new(self.network())?;
         let fits = |len: usize| len.checked_mul(4).is_some_and(|b| b <= isize::MAX as usize);
         if !fits(plan.scratch_len()) || !fits(plan.params_len()) {
             return Err(PLEAS_ERROR_LENGTH);

@@ -55,9 +55,11 @@ extern crate std;
 pub mod auction;
 mod check;
 pub mod cnn;
+pub mod cnn_merge;
 pub mod gram;
 pub mod mlp;
 pub mod ridge;
+pub mod simd;
 mod status;
 
 pub use status::{pleas_status, pleas_status_name};

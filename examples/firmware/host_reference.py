@@ -4,6 +4,7 @@
     host_reference.py [--pleas CMD] [--budgets "1.2 ..."] [--ridge-toward average|zero]
                       [--merge-rows ::8] [--test-rows ::5] [--out DIR]
                       [--compare FIRMWARE_LOG] [--cnn]
+                      [--cnn-budgets "1.0 1.2"] [--cnn-merge-rows ::20]
 
 Writes the firmware's merge images (`x_match[MERGE_ROWS]`) and test images with labels
 (`x_test[TEST_ROWS]`, `y_test[TEST_ROWS]`) of tests/fixtures/fashion/eval.safetensors to
@@ -25,6 +26,11 @@ the same number of images per task and their accuracies agree to three decimals.
 With --cnn, also runs `pleas eval` of each model of the CNN pair (tests/fixtures/fashion/
 cnn_split) on the test images and, with --compare, requires the firmware's line `cnn accuracy:
 a X b Y (ca/na, cb/nb)` to agree with it in the same way.
+
+With --cnn-budgets (and --cnn), also merges the CNN pair on its merge images
+(`x_match[CNN_MERGE_ROWS]`) at each budget with `pleas merge` (default settings: batch-norm
+folded, two heads) and evaluates it with `pleas eval`; with --compare, the firmware's line
+`cnn merge accuracy budget B: a X b Y (ca/na, cb/nb)` must agree with it in the same way.
 
 `--pleas` is the command that runs the CLI (split on spaces); default: the binary
 target/release/pleas if it exists, else `cargo run -q --release -p pleas --`.
@@ -48,6 +54,10 @@ EVAL = os.path.join(FIXTURES, "eval.safetensors")
 CNN_A = os.path.join(FIXTURES, "cnn_split", "fashion_cnn_split_m0_s8.safetensors")
 CNN_B = os.path.join(FIXTURES, "cnn_split", "fashion_cnn_split_m1_s9.safetensors")
 CNN_LINE = re.compile(r"cnn accuracy: a ([0-9.]+) b ([0-9.]+) \((\d+)/(\d+), (\d+)/(\d+)\)")
+CNN_MERGE_LINE = re.compile(
+    r"cnn merge accuracy budget ([0-9.]+): a ([0-9.]+) b ([0-9.]+) "
+    r"\((\d+)/(\d+), (\d+)/(\d+)\)"
+)
 NORMALIZE = "x/255*2-1"
 LINE = re.compile(
     r"accuracy budget ([0-9.]+): a ([0-9.]+) b ([0-9.]+) mean [0-9.]+ "
@@ -66,6 +76,23 @@ def gen(out, spec):
     run([sys.executable, os.path.join(HERE, "gen_data.py"), "--safetensors", out, spec])
 
 
+def merge_and_eval(pleas, models, merge_file, test_file, budget, extra, merged):
+    """`pleas merge` of `models` at `budget`, then `pleas eval`: (a, b, samples a, samples b)."""
+    run(pleas + ["merge", *models, "--data", merge_file, "--budget", budget, "--normalize",
+                 NORMALIZE, *extra, "-o", merged, "--quiet"])
+    report = json.loads(run(pleas + ["eval", os.path.join(merged, "merged.safetensors"),
+                                     "--data", test_file, "--normalize", NORMALIZE, "--json"]))
+    heads = {h["name"]: h for h in report["heads"]}
+    if sorted(heads) != ["a", "b"]:
+        sys.exit(f"host_reference: expected heads a and b, got {sorted(heads)}")
+    a, b = heads["a"], heads["b"]
+    return a["accuracy"], b["accuracy"], a["samples"], b["samples"]
+
+
+def counts(a, b, na, nb):
+    return f"({round(a * na)}/{na}, {round(b * nb)}/{nb})"
+
+
 def host_accuracies(pleas, budgets, ridge_toward, merge_rows, test_rows, out):
     merge_file = os.path.join(out, "merge.safetensors")
     test_file = os.path.join(out, "test.safetensors")
@@ -74,22 +101,28 @@ def host_accuracies(pleas, budgets, ridge_toward, merge_rows, test_rows, out):
     result = {}
     for budget in budgets:
         key = f"{float(budget):.2f}"
-        merged = os.path.join(out, f"budget-{key}")
-        run(pleas + ["merge", MODEL_A, MODEL_B, "--data", merge_file, "--budget", budget,
-                     "--normalize", NORMALIZE, "--ridge-toward", ridge_toward, "-o", merged,
-                     "--quiet"])
-        report = json.loads(run(pleas + ["eval", os.path.join(merged, "merged.safetensors"),
-                                         "--data", test_file, "--normalize", NORMALIZE,
-                                         "--json"]))
-        heads = {h["name"]: h for h in report["heads"]}
-        if sorted(heads) != ["a", "b"]:
-            sys.exit(f"host_reference: expected heads a and b, got {sorted(heads)}")
-        a, b = heads["a"], heads["b"]
-        result[key] = (a["accuracy"], b["accuracy"], a["samples"], b["samples"])
-        print(f"host accuracy budget {key}: a {a['accuracy']:.4f} b {b['accuracy']:.4f} "
-              f"mean {(a['accuracy'] + b['accuracy']) / 2:.4f} "
-              f"({round(a['accuracy'] * a['samples'])}/{a['samples']}, "
-              f"{round(b['accuracy'] * b['samples'])}/{b['samples']})", flush=True)
+        r = merge_and_eval(pleas, [MODEL_A, MODEL_B], merge_file, test_file, budget,
+                           ["--ridge-toward", ridge_toward], os.path.join(out, f"budget-{key}"))
+        result[key] = r
+        print(f"host accuracy budget {key}: a {r[0]:.4f} b {r[1]:.4f} "
+              f"mean {(r[0] + r[1]) / 2:.4f} {counts(*r)}", flush=True)
+    return result
+
+
+def host_cnn_merges(pleas, budgets, merge_rows, out):
+    """The CNN pair merged by `pleas merge` on its merge images at each budget, evaluated on
+    the test images written by host_accuracies."""
+    merge_file = os.path.join(out, "cnn_merge.safetensors")
+    test_file = os.path.join(out, "test.safetensors")
+    gen(merge_file, f"data={EVAL}:x_match[{merge_rows}]")
+    result = {}
+    for budget in budgets:
+        key = f"{float(budget):.2f}"
+        r = merge_and_eval(pleas, [CNN_A, CNN_B], merge_file, test_file, budget, [],
+                           os.path.join(out, f"cnn-budget-{key}"))
+        result[key] = r
+        print(f"host cnn merge accuracy budget {key}: a {r[0]:.4f} b {r[1]:.4f} {counts(*r)}",
+              flush=True)
     return result
 
 
@@ -124,11 +157,11 @@ def same_to_three_decimals(device, host):
         f"{d:.3f}" == f"{h:.3f}" for d, h in ((da, ha), (db, hb)))
 
 
-def device_accuracies(log):
+def device_accuracies(log, line_re=LINE):
     result = {}
     with open(log) as f:
         for line in f:
-            m = LINE.match(line.strip())
+            m = line_re.match(line.strip())
             if m:
                 ca, na, cb, nb = (int(g) for g in m.group(4, 5, 6, 7))
                 result[f"{float(m.group(1)):.2f}"] = (ca / na, cb / nb, na, nb)
@@ -145,6 +178,8 @@ def main():
     p.add_argument("--out", default=os.path.join(HERE, "build", "host"))
     p.add_argument("--compare", metavar="FIRMWARE_LOG")
     p.add_argument("--cnn", action="store_true")
+    p.add_argument("--cnn-budgets", default="")
+    p.add_argument("--cnn-merge-rows", default="::20")
     a = p.parse_args()
     if a.pleas:
         pleas = shlex.split(a.pleas)
@@ -156,6 +191,8 @@ def main():
     budgets = a.budgets.split()
     host = host_accuracies(pleas, budgets, a.ridge_toward, a.merge_rows, a.test_rows, a.out)
     cnn = host_cnn_accuracies(pleas, a.out) if a.cnn else None
+    cnn_budgets = a.cnn_budgets.split() if a.cnn else []
+    cnn_merges = host_cnn_merges(pleas, cnn_budgets, a.cnn_merge_rows, a.out)
     if not a.compare:
         return
     device = device_accuracies(a.compare)
@@ -175,6 +212,14 @@ def main():
         same = dev is not None and same_to_three_decimals(dev, cnn)
         shown = f"device a {dev[0]:.4f} b {dev[1]:.4f}" if dev else f"no cnn line in {a.compare}"
         print(f"compare cnn: {shown}, host a {cnn[0]:.4f} b {cnn[1]:.4f}: "
+              f"{'equal to three decimals' if same else 'DIFFERENT'}")
+        failed += not same
+    device_cnn = device_accuracies(a.compare, CNN_MERGE_LINE)
+    for key, h in cnn_merges.items():
+        d = device_cnn.get(key)
+        same = d is not None and same_to_three_decimals(d, h)
+        shown = f"device a {d[0]:.4f} b {d[1]:.4f}" if d else f"no line in {a.compare}"
+        print(f"compare cnn merge budget {key}: {shown}, host a {h[0]:.4f} b {h[1]:.4f}: "
               f"{'equal to three decimals' if same else 'DIFFERENT'}")
         failed += not same
     sys.exit(1 if failed else 0)

@@ -24,13 +24,17 @@
 #   PLEAS        command running the host CLI (default: target/release/pleas if built, else
 #                cargo run --release -p pleas --); HOST_CHECK=0 skips the host comparison
 #   CNN          1 (default): also evaluate the CNN pair on the device and compare with
-#                `pleas eval`; 0: the MLP merge only
-#   TIMEOUT      seconds for QEMU (default 120); FIRMWARE_SRCS extra C sources
+#                `pleas eval`, and merge it on the device at CNN_BUDGETS and compare with the
+#                host C API (bits of the merged parameters) and with `pleas merge` +
+#                `pleas eval` (accuracies); 0: the MLP merge only
+#   CNN_BUDGETS  budgets of the device's CNN merge (default "1.0 1.2")
+#   CNN_MERGE_ROWS rows of x_match the CNN merge uses (default ::20: 100, 10 per class)
+#   TIMEOUT      seconds for QEMU (default 300); FIRMWARE_SRCS extra C sources
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 BUILD="${BUILD:-$here/build}"
-TIMEOUT="${TIMEOUT:-120}"
+TIMEOUT="${TIMEOUT:-300}"
 BUDGETS="${BUDGETS:-1.2}"
 RIDGE_TOWARD="${RIDGE_TOWARD:-average}"
 case "$RIDGE_TOWARD" in
@@ -42,6 +46,8 @@ zero) toward_c=PLEAS_MLP_RIDGE_TOWARD_ZERO ;;
     ;;
 esac
 MERGE_ROWS="${MERGE_ROWS:-::8}"
+CNN_BUDGETS="${CNN_BUDGETS:-1.0 1.2}"
+CNN_MERGE_ROWS="${CNN_MERGE_ROWS:-::20}"
 TEST_ROWS="${TEST_ROWS:-::5}"
 HOST_CHECK="${HOST_CHECK:-1}"
 CNN="${CNN:-1}"
@@ -70,7 +76,8 @@ cnn_params+="+conv3.weight+bn3.weight+bn3.bias+bn3.running_mean+bn3.running_var"
 cnn_params+="+head.weight+head.bias"
 python3 "$here/gen_data.py" "$gen/cnn_split.h" \
     a="$fx/cnn_split/fashion_cnn_split_m0_s8.safetensors:$cnn_params" \
-    b="$fx/cnn_split/fashion_cnn_split_m1_s9.safetensors:$cnn_params"
+    b="$fx/cnn_split/fashion_cnn_split_m1_s9.safetensors:$cnn_params" \
+    "cnn=$fx/eval.safetensors:x_match[$CNN_MERGE_ROWS]"
 
 echo "== merge buffers planned on the host (budgets: $BUDGETS; ridge towards $RIDGE_TOWARD)"
 (cd "$root/capi" && cargo build -q)
@@ -81,10 +88,11 @@ gcc -std=c11 -O1 -Wall -Wextra -Werror -I"$root/capi/include" -I"$here/src" -I"$
 # shellcheck disable=SC2086 # one argument per budget
 "$BUILD/host_merge" sizes $BUDGETS >"$gen/mlp_plan.h"
 grep "^#define MLP_" "$gen/mlp_plan.h"
-gcc -std=c11 -O1 -Wall -Wextra -Werror -I"$root/capi/include" -I"$here/src" \
+gcc -std=c11 -O1 -Wall -Wextra -Werror -I"$root/capi/include" -I"$here/src" -I"$gen" \
     "$here/host/cnn_sizes.c" "$root/capi/target/debug/libpleas_capi.a" -lpthread -ldl -lm \
     -o "$BUILD/cnn_sizes"
-"$BUILD/cnn_sizes" >"$gen/cnn_plan.h"
+# shellcheck disable=SC2086 # one argument per budget
+"$BUILD/cnn_sizes" sizes $CNN_BUDGETS >"$gen/cnn_plan.h"
 grep "^#define CNN_" "$gen/cnn_plan.h"
 
 echo "== staticlib (thumbv7em-none-eabihf, release)"
@@ -97,7 +105,7 @@ cpu=(-mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16)
 cflags=(-std=c11 -O2 -g -Wall -Wextra -Werror -ffunction-sections -fdata-sections
     -ffp-contract=off -I"$root/capi/include" -I"$here/src" -I"$gen"
     -DMERGE_BUDGETS="$(echo "$BUDGETS" | tr -s ' ' ',')" -DMERGE_RIDGE_TOWARD="$toward_c"
-    -DCNN_DEMO="$CNN")
+    -DCNN_DEMO="$CNN" -DCNN_MERGE_BUDGETS="$(echo "$CNN_BUDGETS" | tr -s ' ' ',')")
 srcs=("$here"/src/*.c ${FIRMWARE_SRCS:-})
 elf="$BUILD/pleas-demo.elf"
 # The Cortex-M4F has no double-precision FPU: f64 arithmetic, which the merge's sums and
@@ -155,11 +163,24 @@ if [ "$status" -eq 0 ] && [ "$HOST_CHECK" != 0 ]; then
     else
         echo "device and host C API: merged weights differ in their bits (see above)"
     fi
+    if [ "$CNN" = 1 ]; then
+        echo "== the same CNN merge by the host build of the C API (bits of the merged parameters)"
+        # shellcheck disable=SC2086 # one argument per budget
+        "$BUILD/cnn_sizes" merge $CNN_BUDGETS | tee "$BUILD/cnn_host_merge.txt"
+        if diff <(grep "^cnn merged budget" "$BUILD/output.txt") "$BUILD/cnn_host_merge.txt"; then
+            echo "device and host C API: the same merged CNN parameters, bit for bit"
+        else
+            echo "device and host C API: the merged CNN parameters DIFFER (see above)" >&2
+            status=1
+        fi
+    fi
     echo "== the same merge on the host (pleas merge, pleas eval) against the device"
     host_args=(--budgets "$BUDGETS" --ridge-toward "$RIDGE_TOWARD" --merge-rows "$MERGE_ROWS"
         --test-rows "$TEST_ROWS"
         --out "$BUILD/host" --compare "$BUILD/output.txt")
-    if [ "$CNN" = 1 ]; then host_args+=(--cnn); fi
+    if [ "$CNN" = 1 ]; then
+        host_args+=(--cnn --cnn-budgets "$CNN_BUDGETS" --cnn-merge-rows "$CNN_MERGE_ROWS")
+    fi
     if [ -n "${PLEAS:-}" ]; then host_args+=(--pleas "$PLEAS"); fi
     python3 "$here/host_reference.py" "${host_args[@]}" || status=1
 fi

@@ -318,3 +318,21 @@ pub const TORCH_LOGIT_REL: f32 = 1e-4;
 /// chunk of samples may block the `k` sums differently (a few roundings of `2^-24` per layer,
 /// amplified by at most the depth of the small test networks).
 pub const COMPACT_FORWARD_REL: f32 = 1e-5;
+
+/// The core CNN merge against the host's (`tests/tests/cnn_merge_core.rs`): assignment
+/// scores, whose moments are f64 sums of the compact forward pass's activations on the device
+/// and f32 blocks of the batched forward pass folded into f64 on the host.
+pub const CNN_HOST_SCORE_REL: f64 = 1e-5;
+
+/// The core CNN merge's weights against the host's, per layer in Frobenius norm: the fits
+/// read Grams summed differently (f64 per position on the device; f32 blocks, and lag
+/// moments for stride-1 layers, on the host) from activations of differently blocked f32
+/// kernels, and later layers see the earlier layers' differences. Measured on `cnn_split` at
+/// budgets 1.0 and 1.2 with 200 samples: at most 3.4e-5.
+pub const CNN_HOST_WEIGHTS_REL: f64 = 2e-4;
+
+/// A CNN merged by the core with a copy of itself whose channels are permuted, at budget 1.0
+/// (every pair merged): the merged network's logits against the model's, relative to their
+/// scale. The fits are exact up to the ridge (`1e-6` of each block's mean Gram diagonal) and
+/// f32 rounding of five layers; measured 7.3e-7 (`pooled_cnn`, 40 samples).
+pub const CNN_SELF_MERGE_LOGIT_REL: f32 = 1e-5;

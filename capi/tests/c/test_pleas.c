@@ -227,6 +227,105 @@ static void mlp_merge(void) {
                  PLEAS_ERROR_SIZE_MISMATCH);
 }
 
+/* A CNN merged with a copy of itself whose conv channels are permuted: the merged network
+ * (budget 1.0, one shared head) computes the model's logits. */
+#define CC 4 /* conv channels */
+#define CK 3 /* classes */
+#define CN 12 /* merge samples */
+#define CS 6 /* input side */
+static void cnn_merge(void) {
+    static const size_t perm[CC] = {3, 1, 0, 2};
+    /* conv weight 4x1x3x3, bias 4, head weight 3x4, bias 3. */
+    enum { CONV_W = CC * 9, PARAMS = CONV_W + CC + CK * CC + CK };
+    float pa[PARAMS], pb[PARAMS];
+    unsigned seed = 4242u;
+#define NEXT() (seed = seed * 1103515245u + 12345u, (float)((seed >> 8) % 2001) / 1000.0f - 1.0f)
+    for (int k = 0; k < PARAMS; k++) pa[k] = NEXT();
+    for (int j = 0; j < CC; j++) {
+        for (int t = 0; t < 9; t++) pb[j * 9 + t] = pa[perm[j] * 9 + t];
+        pb[CONV_W + j] = pa[CONV_W + perm[j]];
+        for (int o = 0; o < CK; o++)
+            pb[CONV_W + CC + o * CC + j] = pa[CONV_W + CC + o * CC + perm[j]];
+    }
+    for (int o = 0; o < CK; o++) pb[CONV_W + CC + CK * CC + o] = pa[CONV_W + CC + CK * CC + o];
+    uint8_t bytes[CN * CS * CS];
+    float table[256], x[CN * CS * CS];
+    for (int v = 0; v < 256; v++) table[v] = (float)v / 255.0f * 2.0f - 1.0f;
+    for (int k = 0; k < CN * CS * CS; k++) {
+        seed = seed * 1103515245u + 12345u;
+        bytes[k] = (uint8_t)(seed >> 16);
+        x[k] = table[bytes[k]];
+    }
+#undef NEXT
+    pleas_cnn_layer layers[4] = {{0}};
+    layers[0].op = PLEAS_CNN_OP_CONV2D;
+    layers[0].out = CC;
+    layers[0].kernel[0] = layers[0].kernel[1] = 3;
+    layers[0].stride[0] = layers[0].stride[1] = 1;
+    layers[0].padding[0] = layers[0].padding[1] = 1;
+    layers[0].bias = 1;
+    layers[1].op = PLEAS_CNN_OP_RELU;
+    layers[1].input = 1;
+    layers[2].op = PLEAS_CNN_OP_GLOBAL_AVGPOOL;
+    layers[2].input = 2;
+    layers[3].op = PLEAS_CNN_OP_LINEAR;
+    layers[3].input = 3;
+    layers[3].out = CK;
+    layers[3].bias = 1;
+    size_t outputs[1] = {4};
+    pleas_cnn_graph g = {1, CS, CS, layers, 4, outputs, 1};
+    static pleas_cnn_merge_plan plan;
+    CHECK_STATUS(pleas_cnn_merge_plan_f32(&g, PLEAS_MLP_HEADS_SHARED, CN, 1.0, NULL, &plan),
+                 PLEAS_SUCCESS);
+    CHECK(plan.groups == 1 && plan.merged_pairs[0] == CC && plan.merged_output_count == 1);
+    static float merged[256], merged_u8[256], forward[4096];
+    static double scratch[8192];
+    static size_t indices[64];
+    CHECK(plan.output_len <= 256 && plan.scratch_len <= 8192 && plan.forward_len <= 4096 &&
+          plan.index_len <= 64);
+    static pleas_cnn_merge_info info;
+    CHECK_STATUS(pleas_cnn_merge_f32(&g, pa, PARAMS, pb, PARAMS, x, CN, PLEAS_MLP_HEADS_SHARED,
+                                     1.0, NULL, merged, plan.output_len, &info, scratch,
+                                     plan.scratch_len, forward, plan.forward_len, indices,
+                                     plan.index_len),
+                 PLEAS_SUCCESS);
+    CHECK(info.layers[0].copied_blocks == 1 && info.layers[1].primal_blocks == 1);
+    pleas_cnn_graph mg = {1,           CS, CS, plan.merged_layers, plan.merged_layer_count,
+                          plan.merged_outputs, plan.merged_output_count};
+    pleas_cnn_forward_plan fp;
+    CHECK_STATUS(pleas_cnn_forward_plan_f32(&mg, &fp), PLEAS_SUCCESS);
+    CHECK(fp.params_len == plan.output_len && fp.output_len == CK && fp.scratch_len <= 4096);
+    float worst = 0.0f;
+    static float fsc[4096];
+    for (int s = 0; s < CN; s++) {
+        float want[CK], got[CK];
+        CHECK_STATUS(pleas_cnn_forward_f32(&g, pa, PARAMS, &x[s * CS * CS], CS * CS, want, CK,
+                                           fsc, fp.scratch_len),
+                     PLEAS_SUCCESS);
+        CHECK_STATUS(pleas_cnn_forward_f32(&mg, merged, plan.output_len, &x[s * CS * CS],
+                                           CS * CS, got, CK, fsc, fp.scratch_len),
+                     PLEAS_SUCCESS);
+        for (int o = 0; o < CK; o++) worst = fmaxf(worst, fabsf(got[o] - want[o]));
+    }
+    CHECK(worst < 1e-3f);
+    CHECK_STATUS(pleas_cnn_merge_u8(&g, pa, PARAMS, pb, PARAMS, bytes, CN, table,
+                                    PLEAS_MLP_HEADS_SHARED, 1.0, NULL, merged_u8,
+                                    plan.output_len, NULL, scratch, plan.scratch_len, forward,
+                                    plan.forward_len, indices, plan.index_len),
+                 PLEAS_SUCCESS);
+    CHECK(memcmp(merged, merged_u8, plan.output_len * sizeof(float)) == 0);
+    CHECK_STATUS(pleas_cnn_merge_f32(&g, pa, PARAMS, pb, PARAMS, x, CN, PLEAS_MLP_HEADS_SHARED,
+                                     1.0, NULL, merged, plan.output_len, NULL, scratch,
+                                     plan.scratch_len, forward, plan.forward_len - 1, indices,
+                                     plan.index_len),
+                 PLEAS_ERROR_SCRATCH);
+    CHECK_STATUS(pleas_cnn_merge_f32(&g, pa, PARAMS - 1, pb, PARAMS, x, CN,
+                                     PLEAS_MLP_HEADS_SHARED, 1.0, NULL, merged, plan.output_len,
+                                     NULL, scratch, plan.scratch_len, forward, plan.forward_len,
+                                     indices, plan.index_len),
+                 PLEAS_ERROR_SIZE_MISMATCH);
+}
+
 int main(void) {
     CHECK(strcmp(pleas_status_name(PLEAS_ERROR_SINGULAR), "PLEAS_ERROR_SINGULAR") == 0);
     CHECK(strcmp(pleas_status_name(42), "PLEAS_STATUS_UNKNOWN") == 0);
@@ -234,6 +333,7 @@ int main(void) {
     gram_then_ridge();
     auction();
     mlp_merge();
+    cnn_merge();
     printf("capi-c: %d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }

@@ -507,6 +507,19 @@ impl<'a> CompactPlan<'a> {
         scratch: &mut [f32],
         observe: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<(), CompactError> {
+        self.run_to(params, scratch, self.net.layers.len(), observe)
+    }
+
+    /// [`CompactPlan::run`] up to node `last` only (layers `0..last`; later layers, and
+    /// their parameters, are not read). Afterwards [`CompactPlan::node`] of `last` holds its
+    /// activations, whether or not it is an output.
+    pub fn run_to(
+        &self,
+        params: &[f32],
+        scratch: &mut [f32],
+        last: usize,
+        observe: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<(), CompactError> {
         if params.len() != self.params_len {
             return Err(CompactError::Buffer {
                 what: "parameters",
@@ -517,7 +530,7 @@ impl<'a> CompactPlan<'a> {
         self.check_scratch(scratch.len())?;
         let (acts, kernel) = scratch.split_at_mut(self.slots * self.slot_len);
         observe(0, &acts[self.slot_range(0)]);
-        for (l, layer) in self.net.layers.iter().enumerate() {
+        for (l, layer) in self.net.layers.iter().enumerate().take(last) {
             let node = l + 1;
             let out = self.slot_range(node);
             // The output's slot differs from every live input's, so split around it.

@@ -19,6 +19,7 @@
 
 pub mod block_ref;
 pub mod compact;
+pub mod compact_fold;
 pub mod direct_conv;
 #[cfg(feature = "alloc")]
 pub mod fold;

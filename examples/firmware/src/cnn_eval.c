@@ -4,7 +4,8 @@
  * the embedded test images of its own classes, read as bytes through the normalisation table,
  * as `pleas eval` scores it on the host. The parameters (one const array per model, in layer
  * order, batch-norm unfolded) stay in flash; RAM holds the forward pass's scratch (activation
- * buffers and the layers' scratch), sized at build time by host/cnn_sizes.c (cnn_plan.h).
+ * buffers and the layers' scratch), sized at build time by host/cnn_sizes.c (cnn_plan.h): the
+ * CNN merge's forward buffer (cnn_merge.c), free before the merge.
  */
 #include <stdint.h>
 
@@ -16,7 +17,12 @@
 
 enum { CLASSES = 5, PIXELS = 28 * 28 };
 
-static float scratch[CNN_SCRATCH_LEN];
+const float *const cnn_a_params = a_params;
+const float *const cnn_b_params = b_params;
+const uint8_t *const cnn_merge_images = cnn_x_match;
+
+/* The forward scratch: the CNN merge's forward buffer, which the merge only uses later. */
+#define scratch cnn_forward_buffer
 static float table[256];
 
 /* Accuracy of the model with parameters `params` on the test images of classes

@@ -11,6 +11,8 @@
  *    and the accuracy of the merged network on embedded test images.
  * 5. The fashion CNN pair (cnn_eval.c) through the compact graph description: each model's
  *    accuracy on the embedded test images of its classes.
+ * 6. The fashion CNN pair merged on the device (cnn_merge.c), and the merged network's
+ *    accuracy on the embedded test images.
  *
  * Prints what it computes over semihosting and returns the number of failed checks, which
  * the startup code hands to QEMU as its exit code.
@@ -215,6 +217,7 @@ int main(void) {
     mlp_demo();
 #if CNN_DEMO
     cnn_demo();
+    cnn_merge_demo();
 #endif
     sh_printf("firmware: %d passed, %d failed\n", passed, failed);
     return failed;

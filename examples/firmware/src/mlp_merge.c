@@ -64,14 +64,14 @@ extern char _sram[], _sdata[], _ebss[];
 #define PAINT 0xA5A5A5A5u
 
 /* Paints the free stack below the caller's frame (down to the stack reserve's bottom). */
-__attribute__((noinline)) static void paint_stack(void) {
+__attribute__((noinline)) void paint_stack(void) {
     volatile uint32_t *p = _heap_limit;
     uint32_t *sp = (uint32_t *)__builtin_frame_address(0) - 64;
     while (p < sp) *p++ = PAINT;
 }
 
 /* Bytes of stack ever used since paint_stack(). */
-static size_t stack_used(void) {
+size_t stack_used(void) {
     const uint32_t *p = _heap_limit;
     while (p < _estack && *p == PAINT) p++;
     return (size_t)((const char *)_estack - (const char *)p);

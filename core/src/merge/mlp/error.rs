@@ -4,24 +4,8 @@ use core::fmt;
 
 use crate::assign::{AuctionError, SelectError};
 use crate::lstsq::dual::DualError;
-
-/// One of the two original models.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Model {
-    /// Model A.
-    A,
-    /// Model B.
-    B,
-}
-
-impl fmt::Display for Model {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Model::A => "model A",
-            Model::B => "model B",
-        })
-    }
-}
+use crate::merge::driver::DriverError;
+pub use crate::merge::driver::Model;
 
 /// Which input an error refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,3 +268,41 @@ impl fmt::Display for MlpMergeError {
 }
 
 impl core::error::Error for MlpMergeError {}
+
+impl From<DriverError> for MlpMergeError {
+    fn from(e: DriverError) -> Self {
+        match e {
+            DriverError::NonFiniteSimilarity { group, row, col } => {
+                MlpMergeError::NonFiniteSimilarity { group, row, col }
+            }
+            DriverError::Assignment { group, error } => MlpMergeError::Assignment { group, error },
+            DriverError::Selection { group, error } => MlpMergeError::Selection { group, error },
+            DriverError::Singular {
+                layer,
+                first_row,
+                index,
+                pivot,
+                ridge,
+                retries,
+            } => MlpMergeError::Singular {
+                layer,
+                first_row,
+                index,
+                pivot,
+                ridge,
+                retries,
+            },
+            DriverError::DualSolve {
+                layer,
+                first_row,
+                error,
+            } => MlpMergeError::DualSolve {
+                layer,
+                first_row,
+                error,
+            },
+            DriverError::SizeOverflow => MlpMergeError::SizeOverflow,
+            DriverError::NonFiniteResult { index } => MlpMergeError::NonFiniteResult { index },
+        }
+    }
+}

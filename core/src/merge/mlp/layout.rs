@@ -1,76 +1,9 @@
-//! The layout `[merged | A-only | B-only]` of every hidden layer, kept in the caller's index
-//! scratch (4 indices per unit: the assignment, the order, the slots of A's and of B's
-//! units), read through the core's [`UnitLayout`].
+//! The layouts `[merged | A-only | B-only]` of a merge's hidden layers, as the driver leaves
+//! them in the caller's index scratch ([`Layout`]), read back by the caller.
 
 use super::plan::MlpMergePlan;
-use crate::merge::sources::{TargetRule, UnitLayout, row_source};
-
-/// The layout of one hidden layer, read from the index scratch.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Layout<'a> {
-    /// Pairs merged.
-    pub(super) k: usize,
-    /// Units per model.
-    pub(super) n: usize,
-    /// `perm[i]`: the B unit matched to A unit `i`.
-    perm: &'a [usize],
-    /// The merged A units (increasing), then the A-only units (increasing).
-    order: &'a [usize],
-    /// Merged index of each A unit.
-    slot_a: &'a [usize],
-    /// Merged index of each B unit.
-    slot_b: &'a [usize],
-}
-
-/// Where group `g`'s lists start in the index scratch, and their length (4 per unit).
-pub(super) fn index_range(plan: &MlpMergePlan, g: usize) -> core::ops::Range<usize> {
-    let start: usize = plan.hidden[..g].iter().map(|&n| 4 * n).sum();
-    start..start + 4 * plan.hidden[g]
-}
-
-impl<'a> Layout<'a> {
-    /// The layout of hidden layer `g` (after the matching).
-    pub(super) fn of(plan: &MlpMergePlan, indices: &'a [usize], g: usize) -> Self {
-        let n = plan.hidden[g];
-        let all = &indices[index_range(plan, g)];
-        let (perm, rest) = all.split_at(n);
-        let (order, rest) = rest.split_at(n);
-        let (slot_a, slot_b) = rest.split_at(n);
-        Self {
-            k: plan.merged_pairs[g],
-            n,
-            perm,
-            order,
-            slot_a,
-            slot_b,
-        }
-    }
-}
-
-impl UnitLayout for Layout<'_> {
-    fn original_width(&self) -> usize {
-        self.n
-    }
-    fn merged_count(&self) -> usize {
-        self.k
-    }
-    fn pair(&self, m: usize) -> (usize, usize) {
-        let a = self.order[m];
-        (a, self.perm[a])
-    }
-    fn a_only(&self, s: usize) -> usize {
-        self.order[self.k + s]
-    }
-    fn b_only(&self, s: usize) -> usize {
-        self.perm[self.order[self.k + s]]
-    }
-    fn slot_a(&self, i: usize) -> usize {
-        self.slot_a[i]
-    }
-    fn slot_b(&self, j: usize) -> usize {
-        self.slot_b[j]
-    }
-}
+use crate::merge::driver::Layout;
+use crate::merge::sources::{TargetRule, row_source};
 
 /// Which original units make up the merged units of one hidden layer, as a successful
 /// [`mlp_merge`](super::mlp_merge) leaves them in the index scratch
@@ -121,7 +54,11 @@ impl MlpMergePlan {
             return None;
         }
         Some(MergedUnits {
-            layout: Layout::of(self, indices, g),
+            layout: {
+                let start: usize = self.hidden[..g].iter().map(|&n| 4 * n).sum();
+                let n = self.hidden[g];
+                Layout::from_lists(self.merged_pairs[g], n, &indices[start..start + 4 * n])
+            },
         })
     }
 }

@@ -41,10 +41,11 @@
 //! ([`merge::prior`](crate::merge::prior)), neg-l2 and the auction tail
 //! ([`similarity::neg_l2`](crate::similarity::neg_l2),
 //! [`merge::pairs`](crate::merge::pairs)), the ridge retries and the form choice
-//! ([`lstsq::retry`](crate::lstsq::retry)). The data comes through the pass contract of
-//! [`merge::pass`](crate::merge::pass): the matching and the fits ask an in-place source
-//! (private `source.rs`) for moment sums, which it computes by recomputing activations
-//! sample by sample in the scratch.
+//! ([`lstsq::retry`](crate::lstsq::retry)). The steps are those of the one device driver,
+//! [`merge::driver`](crate::merge::driver) (which the CNN merge runs too): this module
+//! builds its schedule from the dims and gives it an in-place source (private `source.rs`,
+//! through the pass contract of [`merge::pass`](crate::merge::pass)), which computes the
+//! moment sums by recomputing activations sample by sample in the scratch.
 //!
 //! # Primal or dual least squares
 //!
@@ -117,14 +118,13 @@
 //! [`select_top`]: crate::assign::select_top
 
 mod error;
-mod fit;
 mod forward;
 mod layout;
-mod matching;
 mod plan;
 mod source;
 
-pub use error::{MlpMergeError, MlpOperand, Model, ScratchKind};
+pub use crate::merge::driver::{GroupInfo, LayerFitInfo, Model, Samples};
+pub use error::{MlpMergeError, MlpOperand, ScratchKind};
 pub use layout::MergedUnits;
 pub use plan::{MlpMergePlan, mlp_merge_plan};
 
@@ -133,9 +133,8 @@ pub use crate::lstsq::LsForm;
 pub use crate::merge::prior::RidgeToward;
 pub use crate::merge::sources::Heads;
 
-use self::fit::fit_layers;
-use self::matching::match_groups;
 use self::source::InPlaceSource;
+use crate::merge::driver::{SolveKnobs, fit_layers, match_groups};
 
 /// Most hidden layers an MLP may have here (the plan and the report keep per-layer values in
 /// fixed-capacity lists).
@@ -162,66 +161,6 @@ pub struct LayerRef<'a> {
     pub weight: &'a [f32],
     /// `out` biases (`None` when the MLP has no biases).
     pub bias: Option<&'a [f32]>,
-}
-
-/// The merge samples, `N x inputs` row-major.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Samples<'a> {
-    /// Values as the models take them (already normalised).
-    F32(&'a [f32]),
-    /// Bytes (8-bit pixels, say) and the value the models take for each byte value:
-    /// `table[v]` is the normalised `v` (e.g. `v / 255 * 2 - 1` computed in f32, as the
-    /// host's data pipeline computes it). The merge reads every sample through the table, so
-    /// the samples can stay where they are (in flash on a microcontroller) and no normalised
-    /// copy is needed; the result is the one of [`Samples::F32`] on the mapped values, bit
-    /// for bit.
-    U8 {
-        /// The bytes.
-        data: &'a [u8],
-        /// The value of each byte.
-        table: &'a [f32; 256],
-    },
-}
-
-impl<'a> Samples<'a> {
-    /// Values (`N x inputs`).
-    pub fn len(&self) -> usize {
-        match self {
-            Samples::F32(x) => x.len(),
-            Samples::U8 { data, .. } => data.len(),
-        }
-    }
-
-    /// Whether there are no values.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Value `i` as the models take it.
-    #[inline]
-    pub fn at(&self, i: usize) -> f32 {
-        match self {
-            Samples::F32(x) => x[i],
-            Samples::U8 { data, table } => table[usize::from(data[i])],
-        }
-    }
-
-    /// Values `range` (one sample's, in the merge).
-    pub(crate) fn slice(&self, range: core::ops::Range<usize>) -> Self {
-        match *self {
-            Samples::F32(x) => Samples::F32(&x[range]),
-            Samples::U8 { data, table } => Samples::U8 {
-                data: &data[range],
-                table,
-            },
-        }
-    }
-}
-
-impl<'a> From<&'a [f32]> for Samples<'a> {
-    fn from(x: &'a [f32]) -> Self {
-        Samples::F32(x)
-    }
 }
 
 /// Everything one merge reads.
@@ -315,42 +254,6 @@ impl MlpMergeParams {
     }
 }
 
-/// How one hidden layer (permutation group) was matched.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[non_exhaustive]
-pub struct GroupInfo {
-    /// Units per model.
-    pub width: usize,
-    /// Pairs merged.
-    pub merged: usize,
-    /// Width in the merged model, `2 width - merged`.
-    pub merged_width: usize,
-    /// `sum_i S[i, P(i)]` of the assignment.
-    pub total_score: f64,
-    /// Mean score of the merged pairs (NaN when none is merged).
-    pub mean_merged_score: f64,
-    /// What the auction reports.
-    pub auction: crate::assign::AuctionInfo,
-}
-
-/// How one merged layer was fitted.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[non_exhaustive]
-pub struct LayerFitInfo {
-    /// Output blocks that kept their permute-and-average weights without a solve (the layer
-    /// reads only exact copies of the models' units: the merge samples, or hidden layers with
-    /// no merged pair that were copies themselves; with [`RidgeToward::Average`]).
-    pub copied_blocks: usize,
-    /// Output blocks solved in the primal form (Gram of the block's columns).
-    pub primal_blocks: usize,
-    /// Output blocks solved in the dual form (kernel of the samples).
-    pub dual_blocks: usize,
-    /// Largest ridge used over the blocks.
-    pub ridge: f64,
-    /// Most retries of any block.
-    pub retries: u32,
-}
-
 /// What a merge did.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -385,12 +288,17 @@ pub fn mlp_merge(
         a: inputs.a,
         b: inputs.b,
         samples: inputs.samples,
-        params,
         indices: &[],
+        schedule: plan.schedule(),
     };
-    let groups = match_groups(&mut source, out, scratch, indices)?;
+    let knobs = SolveKnobs {
+        relative_ridge: params.relative_ridge,
+        max_retries: params.max_retries,
+        auction: params.auction,
+    };
+    let groups = match_groups(&mut source, &knobs, out, scratch, indices)?;
     source.indices = &*indices;
-    let layers = fit_layers(&mut source, out, scratch)?;
+    let layers = fit_layers(&mut source, &knobs, indices, out, scratch)?;
     if let Some(index) = out[..plan.output_len].iter().position(|v| !v.is_finite()) {
         return Err(MlpMergeError::NonFiniteResult { index });
     }

@@ -12,7 +12,7 @@ use super::{
 use crate::assign::auction_scratch_len;
 use crate::linalg::packed_len;
 use crate::merge::budget::{BudgetError, LayerCost, flop_ratio, merged_pairs, uniform_ratio};
-use crate::merge::prior::block_is_copy;
+use crate::merge::driver::{FittedLayer, GroupPlan, LayerInput, MergeSchedule};
 use crate::merge::sources::TargetRule;
 
 /// Everything the caller needs to size its buffers, and how the merged weights are laid out.
@@ -59,62 +59,6 @@ pub struct MlpMergePlan {
     pub(super) form: LsForm,
     /// What the ridge pulls towards (copies need the permute-and-average prior).
     pub(super) ridge_toward: RidgeToward,
-}
-
-/// The input of a fitted layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Input {
-    /// The merge samples (no permutation group).
-    Samples,
-    /// The merged hidden layer `g` (after its ReLU).
-    Hidden(usize),
-}
-
-/// One output block: its rows and which private input units it may read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Block {
-    /// Output rows.
-    pub(super) rows: Range<usize>,
-    /// Reads the A-only input units.
-    pub(super) use_a: bool,
-    /// Reads the B-only input units.
-    pub(super) use_b: bool,
-}
-
-/// The input columns of a block: up to two ranges of the dense input, then the bias column.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Columns {
-    /// Ranges of dense input columns, in increasing order (the second may be empty).
-    pub(super) ranges: [Range<usize>; 2],
-    /// Whether the bias column follows.
-    pub(super) bias: bool,
-}
-
-impl Columns {
-    /// Input columns without the bias.
-    pub(super) fn inputs(&self) -> usize {
-        self.ranges[0].len() + self.ranges[1].len()
-    }
-
-    /// Columns, bias included.
-    pub(super) fn len(&self) -> usize {
-        self.inputs() + usize::from(self.bias)
-    }
-
-    /// The dense input column of block column `a` (`a < inputs()`).
-    pub(super) fn at(&self, a: usize) -> usize {
-        let first = self.ranges[0].len();
-        if a < first {
-            self.ranges[0].start + a
-        } else {
-            self.ranges[1].start + (a - first)
-        }
-    }
-
-    /// Whether dense input column `c` is one of the block's.
-    pub(super) fn contains(&self, c: usize) -> bool {
-        self.ranges[0].contains(&c) || self.ranges[1].contains(&c)
-    }
 }
 
 impl MlpMergePlan {
@@ -192,16 +136,11 @@ impl MlpMergePlan {
         )
     }
 
-    /// Input of fitted layer `f` and how its rows are formed (hidden layer `g` in its merged
-    /// layout, the shared head from the mean logits, head `a` from A's, head `b` from B's).
-    pub(super) fn io(&self, f: usize) -> (Input, TargetRule) {
+    /// How the rows of fitted layer `f` are formed (hidden layer `g` in its merged layout, the
+    /// shared head from the mean logits, head `a` from A's, head `b` from B's).
+    fn target(&self, f: usize) -> TargetRule {
         let l = self.hidden.len();
-        let input = if f.min(l) == 0 {
-            Input::Samples
-        } else {
-            Input::Hidden(f.min(l) - 1)
-        };
-        let output = if f < l {
+        if f < l {
             TargetRule::Layout(f)
         } else {
             match (self.heads, f - l) {
@@ -209,88 +148,46 @@ impl MlpMergePlan {
                 (Heads::Separate, 0) => TargetRule::OnlyA,
                 (Heads::Separate, _) => TargetRule::OnlyB,
             }
-        };
-        (input, output)
-    }
-
-    /// Width of an input.
-    pub(super) fn input_width(&self, input: Input) -> usize {
-        match input {
-            Input::Samples => self.inputs,
-            Input::Hidden(g) => self.merged_widths[g],
         }
     }
 
-    /// The output blocks of fitted layer `f`. A layer reading the samples has one block over
-    /// all its rows: every block would read all columns, so their systems are identical.
-    pub(super) fn blocks(&self, f: usize) -> heapless::Vec<Block, 3> {
-        let (input, output) = self.io(f);
-        let rows = self.layer_outputs(f);
-        let mut out = heapless::Vec::new();
-        let mut push = |rows: Range<usize>, use_a: bool, use_b: bool| {
-            if !rows.is_empty() {
-                // At most three blocks are pushed.
-                let _ = out.push(Block { rows, use_a, use_b });
-            }
-        };
-        match (input, output) {
-            (Input::Samples, _) => push(0..rows, true, true),
-            (_, TargetRule::Layout(g)) => {
-                let (k, n) = (self.merged_pairs[g], self.hidden[g]);
-                push(0..k, true, true);
-                push(k..n, true, false);
-                push(n..rows, false, true);
-            }
-            (_, TargetRule::Average) => push(0..rows, true, true),
-            (_, TargetRule::OnlyA) => push(0..rows, true, false),
-            (_, TargetRule::OnlyB) => push(0..rows, false, true),
+    /// The driver's schedule: one group per hidden layer, the fitted layers in order (built
+    /// when needed, not kept: the plan stays small on a device's stack).
+    pub(super) fn schedule(&self) -> MergeSchedule {
+        let l = self.hidden.len();
+        let mut groups = heapless::Vec::new();
+        for (&width, &merged) in self.hidden.iter().zip(&self.merged_pairs) {
+            // At most MAX_HIDDEN <= MAX_GROUPS groups.
+            let _ = groups.push(GroupPlan { width, merged });
         }
-        out
-    }
-
-    /// The input columns of a block of a layer reading `input`.
-    pub(super) fn columns(&self, input: Input, block: &Block) -> Columns {
-        let ranges = match input {
-            Input::Samples => [0..self.inputs, 0..0],
-            Input::Hidden(g) => {
-                let (k, n, m) = (self.merged_pairs[g], self.hidden[g], self.merged_widths[g]);
-                match (block.use_a, block.use_b) {
-                    (true, true) => [0..m, 0..0],
-                    (true, false) => [0..n, 0..0],
-                    (false, true) => [0..k, n..m],
-                    (false, false) => [0..k, 0..0],
-                }
-            }
-        };
-        Columns {
-            ranges,
-            bias: self.bias,
+        let mut layers = heapless::Vec::new();
+        for f in 0..self.fitted_layers() {
+            let (input, in_channels) = match f.min(l) {
+                0 => (LayerInput::Samples, self.inputs),
+                i => (LayerInput::Group(i - 1), self.hidden[i - 1]),
+            };
+            let weight = self.weight_range(f);
+            // At most MAX_HIDDEN + 2 <= MAX_FITTED layers.
+            let _ = layers.push(FittedLayer {
+                input,
+                in_channels,
+                patch: 1,
+                target: self.target(f),
+                outputs: self.layer_outputs(f),
+                bias: self.bias,
+                weight_start: weight.start,
+                bias_start: self.bias_range(f).map_or(weight.end, |r| r.start),
+                rows_per_sample: 1,
+            });
         }
-    }
-
-    /// Whether fitted layer `f` keeps its permute-and-average weights without a solve
-    /// ([`block_is_copy`]): with the ridge towards them, when it reads only exact copies of
-    /// the models' units. The first layer is always one; at budget 2.0 every layer is.
-    pub(super) fn copies(&self, f: usize) -> bool {
-        block_is_copy(self.ridge_toward, self.reads_exact(f))
-    }
-
-    /// Whether every input channel of fitted layer `f` is an exact copy of one model's unit
-    /// ([`row_is_exact`](crate::merge::prior::row_is_exact)): the merge samples are; a hidden
-    /// layer's units are when all are private (no merged pair) and its own layer read only
-    /// exact channels (a block of a layer with a merged pair reads the merged units).
-    fn reads_exact(&self, f: usize) -> bool {
-        (0..f.min(self.hidden.len())).all(|g| self.merged_pairs[g] == 0)
-    }
-
-    /// Whether a block with `columns` columns (bias included) is solved in the dual form.
-    pub(super) fn dual(&self, columns: usize) -> bool {
-        self.form.dual(self.samples, columns)
-    }
-
-    /// Right-hand sides per solve for a block of `rows` rows.
-    pub(super) fn chunk(&self, rows: usize) -> usize {
-        self.rhs_chunk.min(rows).max(1)
+        MergeSchedule {
+            groups,
+            layers,
+            samples: self.samples,
+            ridge_toward: self.ridge_toward,
+            form: self.form,
+            rhs_chunk: self.rhs_chunk,
+        }
     }
 
     /// Widest activation of the original models (hidden layers and logits).
@@ -447,20 +344,20 @@ fn scratch_len(plan: &MlpMergePlan) -> Result<usize, MlpMergeError> {
         let matching = add(add(mul(w, w)?, auction_scratch_len(w))?, mul(4, w)?)?;
         work = work.max(matching);
     }
-    for f in (0..plan.fitted_layers()).filter(|&f| !plan.copies(f)) {
-        let (input, _) = plan.io(f);
-        for block in plan.blocks(f) {
-            let cols = plan.columns(input, &block);
+    let s = &plan.schedule();
+    for f in (0..plan.fitted_layers()).filter(|&f| !s.copies(f)) {
+        for block in s.blocks(f) {
+            let cols = s.columns(f, &block);
             let k = cols.len();
-            let c = plan.chunk(block.rows.len());
-            let need = if plan.dual(k) {
+            let c = s.chunk(block.rows.len());
+            let need = if s.dual(f, k) {
                 let kernel = packed_len(n);
                 if kernel == usize::MAX {
                     return Err(MlpMergeError::SizeOverflow);
                 }
-                let gathered = match input {
-                    Input::Samples => 0,
-                    Input::Hidden(_) => mul(n, cols.inputs())?,
+                let gathered = match s.layers[f].input {
+                    LayerInput::Samples => 0,
+                    LayerInput::Group(_) => mul(n, cols.inputs())?,
                 };
                 add(add(kernel, mul(n, c)?)?, gathered)?
             } else {

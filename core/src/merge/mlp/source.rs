@@ -5,14 +5,15 @@
 
 use super::error::{MlpMergeError, ScratchKind};
 use super::forward::{self, Acts, Vector, relu};
-use super::layout::Layout;
-use super::plan::{Columns, Input, MlpMergePlan};
-use super::{LayerRef, MlpMergeParams, Samples};
+use super::plan::MlpMergePlan;
+use super::{LayerRef, Samples};
 use crate::linalg::packed_index;
+use crate::merge::driver::{Columns, DeviceSource, LayerInput, MergeSchedule, Model};
 use crate::merge::pass::{
     FitMoments, FitPass, GramOut, GroupMoments, Moments, Pass, PassSource, TargetForm,
 };
-use crate::merge::sources::{RowSource, row_source};
+use crate::merge::prior::UnitWeights;
+use crate::merge::sources::RowSource;
 
 /// The models, the samples and the layouts a merge reads: the in-place pass source of the
 /// device merge.
@@ -25,13 +26,13 @@ pub(super) struct InPlaceSource<'a> {
     pub(super) b: &'a [LayerRef<'a>],
     /// The merge samples.
     pub(super) samples: Samples<'a>,
-    /// The params.
-    pub(super) params: &'a MlpMergeParams,
     /// The layouts the matching wrote (empty before it: fit passes need them).
     pub(super) indices: &'a [usize],
+    /// The driver's view of the plan.
+    pub(super) schedule: MergeSchedule,
 }
 
-/// The mlp's column list of a pass's column set (at most two channel ranges).
+/// The driver's column list of a pass's column set (at most two channel ranges).
 pub(super) fn columns_of(pass: &FitPass<'_>) -> Columns {
     let ch = pass.columns.channels;
     Columns {
@@ -39,31 +40,9 @@ pub(super) fn columns_of(pass: &FitPass<'_>) -> Columns {
             ch.first().cloned().unwrap_or(0..0),
             ch.get(1).cloned().unwrap_or(0..0),
         ],
+        patch: pass.columns.patch,
         bias: pass.columns.bias,
     }
-}
-
-/// `e = t - W0[r, c] x - W0_bias[r]` in f64 for fitted layer `f`'s row `r`, target `t`, `x(a)`
-/// the block's input of block column `a`, `W0` read from `weights`.
-pub(super) fn residual(
-    plan: &MlpMergePlan,
-    f: usize,
-    r: usize,
-    t: f32,
-    cols: &Columns,
-    weights: &[f32],
-    x: impl Fn(usize) -> f64,
-) -> f64 {
-    let in_width = plan.input_width(plan.io(f).0);
-    let row = plan.weight_range(f).start + r * in_width;
-    let mut p = 0.0;
-    for a in 0..cols.inputs() {
-        p += f64::from(weights[row + cols.at(a)]) * x(a);
-    }
-    if let Some(b) = plan.bias_range(f) {
-        p += f64::from(weights[b.start + r]);
-    }
-    f64::from(t) - p
 }
 
 impl<'a> InPlaceSource<'a> {
@@ -75,8 +54,7 @@ impl<'a> InPlaceSource<'a> {
 
     /// The sources of row `r` of fitted layer `f`.
     pub(super) fn source_of_row(&self, f: usize, r: usize) -> RowSource {
-        let (plan, indices) = (self.plan, self.indices);
-        row_source(plan.io(f).1, |g| Layout::of(plan, indices, g), r)
+        self.schedule.row_source(self.indices, f, r)
     }
 
     /// A's and B's pre-activations of original layer `upto` for sample `s`.
@@ -98,9 +76,9 @@ impl<'a> InPlaceSource<'a> {
         xb: &mut [f64],
     ) {
         let x = self.sample(s);
-        let v = match self.plan.io(f).0 {
-            Input::Samples => x,
-            Input::Hidden(g) => {
+        let v = match self.schedule.layers[f].input {
+            LayerInput::Samples => x,
+            LayerInput::Group(g) => {
                 let w = forward::merged(self.plan, weights, x, g, m.0, m.1);
                 Vector::Hidden(&m.0[..w])
             }
@@ -196,7 +174,7 @@ impl<'a> InPlaceSource<'a> {
             self.gather(s, f, &cols, weights, (&mut *acts.m.0, &mut *acts.m.1), xb);
             for (e, r) in eb.iter_mut().zip(rows.clone()) {
                 let t = self.target(f, r, &acts);
-                *e = residual(self.plan, f, r, t, &cols, weights, |a| xb[a]);
+                *e = self.schedule.residual(f, r, t, &cols, weights, |a| xb[a]);
             }
             for a in 0..k {
                 let xa = xb[a];
@@ -310,5 +288,28 @@ impl PassSource for InPlaceSource<'_> {
             (Pass::Fit(p), Moments::Fit(mo)) => self.fit(p, weights, mo, scratch),
             _ => Err(MlpMergeError::UnsupportedPass),
         }
+    }
+}
+
+impl<'a> DeviceSource<'a> for InPlaceSource<'a> {
+    fn schedule(&self) -> &MergeSchedule {
+        &self.schedule
+    }
+
+    fn unit_weights(&self, model: Model, f: usize, unit: usize) -> UnitWeights<'a> {
+        let layers = match model {
+            Model::A => self.a,
+            Model::B => self.b,
+        };
+        let layer = layers[f.min(self.plan.hidden.len())];
+        let width = self.schedule.layers[f].in_channels;
+        (
+            &layer.weight[unit * width..(unit + 1) * width],
+            layer.bias.map(|b| b[unit]),
+        )
+    }
+
+    fn sample_rows(&self, f: usize) -> Option<Samples<'a>> {
+        (self.schedule.layers[f].input == LayerInput::Samples).then_some(self.samples)
     }
 }

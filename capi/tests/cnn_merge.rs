@@ -1,0 +1,420 @@
+//! The CNN merge through the C entry points: `pleas_cnn_merge_u8` / `_f32` on the fashion
+//! `cnn_split` pair give the core's merge bit for bit, the plan gives the core's lengths and
+//! a merged graph `pleas_cnn_forward_*` runs, and every refusal has its status.
+
+mod common;
+
+use std::ptr::{null, null_mut};
+
+use common::{fixtures, read_safetensors};
+use pleas_capi::cnn::*;
+use pleas_capi::cnn_merge::*;
+use pleas_capi::mlp::{PLEAS_MLP_HEADS_SEPARATE, pleas_mlp_merge_params};
+use pleas_capi::pleas_status::{self, *};
+use pleas_capi::simd::*;
+use pleas_core::forward::compact::{Layer, LayerOp, MapShape, Network, Window};
+use pleas_core::merge::cnn::{
+    CnnMergeInputs, CnnMergeParams, Heads, Samples, cnn_merge, cnn_merge_plan,
+};
+
+/// Merge samples (every 40th image of `x_match`: a fast test).
+const N: usize = 50;
+
+const PARAMS: [&str; 17] = [
+    "conv1.weight",
+    "bn1.weight",
+    "bn1.bias",
+    "bn1.running_mean",
+    "bn1.running_var",
+    "conv2.weight",
+    "bn2.weight",
+    "bn2.bias",
+    "bn2.running_mean",
+    "bn2.running_var",
+    "conv3.weight",
+    "bn3.weight",
+    "bn3.bias",
+    "bn3.running_mean",
+    "bn3.running_var",
+    "head.weight",
+    "head.bias",
+];
+
+/// The pair's architecture as C layers and as the core's.
+fn layers() -> (Vec<pleas_cnn_layer>, Vec<Layer>) {
+    let (mut c, mut core) = (Vec::new(), Vec::new());
+    for (k, (out, s)) in [(8, 1), (16, 2), (16, 2)].into_iter().enumerate() {
+        let window = Window {
+            kernel: [3, 3],
+            stride: [s, s],
+            padding: [1, 1],
+        };
+        c.push(pleas_cnn_layer {
+            op: PLEAS_CNN_OP_CONV2D,
+            input: 3 * k,
+            out,
+            kernel: [3, 3],
+            stride: [s, s],
+            padding: [1, 1],
+            ..Default::default()
+        });
+        core.push(Layer {
+            op: LayerOp::Conv2d {
+                out_channels: out,
+                window,
+                bias: false,
+            },
+            input: 3 * k,
+        });
+        for (i, (op, cop)) in [
+            (PLEAS_CNN_OP_BATCHNORM, LayerOp::BatchNorm { eps: 1e-5 }),
+            (PLEAS_CNN_OP_RELU, LayerOp::Relu),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let input = 3 * k + 1 + i;
+            c.push(pleas_cnn_layer {
+                op,
+                input,
+                eps: 1e-5,
+                ..Default::default()
+            });
+            core.push(Layer { op: cop, input });
+        }
+    }
+    c.push(pleas_cnn_layer {
+        op: PLEAS_CNN_OP_GLOBAL_AVGPOOL,
+        input: 9,
+        ..Default::default()
+    });
+    core.push(Layer {
+        op: LayerOp::GlobalAvgPool,
+        input: 9,
+    });
+    c.push(pleas_cnn_layer {
+        op: PLEAS_CNN_OP_LINEAR,
+        input: 10,
+        out: 5,
+        bias: 1,
+        ..Default::default()
+    });
+    core.push(Layer {
+        op: LayerOp::Linear {
+            out_features: 5,
+            bias: true,
+        },
+        input: 10,
+    });
+    (c, core)
+}
+
+fn graph(layers: &[pleas_cnn_layer], outputs: &[usize]) -> pleas_cnn_graph {
+    pleas_cnn_graph {
+        channels: 1,
+        height: 28,
+        width: 28,
+        layers: layers.as_ptr(),
+        layer_count: layers.len(),
+        outputs: outputs.as_ptr(),
+        output_count: outputs.len(),
+    }
+}
+
+fn table() -> [f32; 256] {
+    std::array::from_fn(|v| v as f32 / 255.0 * 2.0 - 1.0)
+}
+
+/// Both models' parameters and `N` merge images (bytes).
+fn data() -> (Vec<f32>, Vec<f32>, Vec<u8>) {
+    let dir = fixtures();
+    let p = |m: &str| {
+        let t = read_safetensors(&dir.join(format!("cnn_split/{m}.safetensors")));
+        PARAMS
+            .iter()
+            .flat_map(|n| t.f32[*n].iter().copied())
+            .collect::<Vec<f32>>()
+    };
+    let eval = read_safetensors(&dir.join("eval.safetensors"));
+    let x = &eval.u8["x_match"];
+    let total = x.len() / 784;
+    let bytes = (0..N)
+        .flat_map(|i| {
+            let r = i * total / N;
+            x[r * 784..(r + 1) * 784].to_vec()
+        })
+        .collect();
+    (
+        p("fashion_cnn_split_m0_s8"),
+        p("fashion_cnn_split_m1_s9"),
+        bytes,
+    )
+}
+
+fn plan_of(
+    g: &pleas_cnn_graph,
+    n: usize,
+    budget: f64,
+    params: *const pleas_mlp_merge_params,
+) -> Result<pleas_cnn_merge_plan, pleas_status> {
+    let mut plan = std::mem::MaybeUninit::<pleas_cnn_merge_plan>::zeroed();
+    // SAFETY: a valid graph; a writable plan; params NULL or valid.
+    match unsafe {
+        pleas_cnn_merge_plan_f32(
+            g,
+            PLEAS_MLP_HEADS_SEPARATE,
+            n,
+            budget,
+            params,
+            plan.as_mut_ptr(),
+        )
+    } {
+        // SAFETY: written on success.
+        PLEAS_SUCCESS => Ok(unsafe { plan.assume_init() }),
+        s => Err(s),
+    }
+}
+
+/// The caller's buffers of one merge.
+struct Buffers {
+    merged: Vec<f32>,
+    scratch: Vec<f64>,
+    forward: Vec<f32>,
+    indices: Vec<usize>,
+}
+
+impl Buffers {
+    fn new(plan: &pleas_cnn_merge_plan) -> Self {
+        Self {
+            merged: vec![f32::NAN; plan.output_len],
+            scratch: vec![f64::NAN; plan.scratch_len],
+            forward: vec![f32::NAN; plan.forward_len],
+            indices: vec![usize::MAX; plan.index_len],
+        }
+    }
+}
+
+/// `pleas_cnn_merge_u8` with the given buffers.
+fn merge_u8(
+    g: &pleas_cnn_graph,
+    a: &[f32],
+    b: &[f32],
+    bytes: &[u8],
+    budget: f64,
+    buf: &mut Buffers,
+    info: *mut pleas_cnn_merge_info,
+) -> pleas_status {
+    let t = table();
+    // SAFETY: every pointer addresses its length; the writable buffers are distinct vectors.
+    unsafe {
+        pleas_cnn_merge_u8(
+            g,
+            a.as_ptr(),
+            a.len(),
+            b.as_ptr(),
+            b.len(),
+            bytes.as_ptr(),
+            bytes.len() / 784,
+            t.as_ptr(),
+            PLEAS_MLP_HEADS_SEPARATE,
+            budget,
+            null(),
+            buf.merged.as_mut_ptr(),
+            buf.merged.len(),
+            info,
+            buf.scratch.as_mut_ptr(),
+            buf.scratch.len(),
+            buf.forward.as_mut_ptr(),
+            buf.forward.len(),
+            buf.indices.as_mut_ptr(),
+            buf.indices.len(),
+        )
+    }
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn the_c_merge_is_the_core_merge() {
+    // Both sides on one path (another test of this binary selects the portable one).
+    assert_eq!(pleas_simd_set_path(PLEAS_SIMD_PATH_PORTABLE), PLEAS_SUCCESS);
+    let (a, b, bytes) = data();
+    let (cl, core_layers) = layers();
+    let g = graph(&cl, &[11]);
+    let net = Network {
+        input: MapShape::new(1, 28, 28),
+        layers: &core_layers,
+        outputs: &[11],
+    };
+    let t = table();
+    let xf: Vec<f32> = bytes.iter().map(|&v| t[usize::from(v)]).collect();
+    for budget in [1.0, 1.2] {
+        let plan = plan_of(&g, N, budget, null()).unwrap();
+        let params = CnnMergeParams::default();
+        let core_plan = cnn_merge_plan(&net, Heads::Separate, N, budget, &params).unwrap();
+        assert_eq!(
+            (
+                plan.output_len,
+                plan.scratch_len,
+                plan.forward_len,
+                plan.index_len
+            ),
+            (
+                core_plan.output_len,
+                core_plan.scratch_len,
+                core_plan.forward_len,
+                core_plan.index_len
+            )
+        );
+        assert_eq!((plan.groups, plan.fitted_layers), (3, 5));
+        let mut buf = Buffers::new(&plan);
+        let mut info = std::mem::MaybeUninit::<pleas_cnn_merge_info>::zeroed();
+        let s = merge_u8(&g, &a, &b, &bytes, budget, &mut buf, info.as_mut_ptr());
+        assert_eq!(s, PLEAS_SUCCESS, "budget {budget}");
+        // SAFETY: written on success.
+        let info = unsafe { info.assume_init() };
+        assert_eq!(info.plan, plan);
+        assert_eq!(info.layers[0].copied_blocks, 1, "the first layer is a copy");
+        // The core, on the f32 samples.
+        let mut out = vec![0.0; core_plan.output_len];
+        let mut sc = vec![0.0; core_plan.scratch_len];
+        let mut fw = vec![0.0; core_plan.forward_len];
+        let mut ix = vec![0; core_plan.index_len];
+        let inputs = CnnMergeInputs {
+            net,
+            heads: Heads::Separate,
+            a: &a,
+            b: &b,
+            samples: Samples::F32(&xf),
+            budget,
+        };
+        cnn_merge(
+            &core_plan, &inputs, &params, &mut out, &mut sc, &mut fw, &mut ix,
+        )
+        .unwrap();
+        assert_eq!(bits(&buf.merged), bits(&out), "budget {budget}");
+        // The merged graph of the plan runs through the forward entry points.
+        let mg = graph(
+            &plan.merged_layers[..plan.merged_layer_count],
+            &plan.merged_outputs[..plan.merged_output_count],
+        );
+        let mut fp = pleas_cnn_forward_plan::default();
+        // SAFETY: a valid graph; a writable plan.
+        let s = unsafe { pleas_cnn_forward_plan_f32(&mg, &mut fp) };
+        assert_eq!(s, PLEAS_SUCCESS);
+        assert_eq!((fp.params_len, fp.output_len), (plan.output_len, 10));
+        let mut logits = vec![0.0f32; fp.output_len];
+        let mut fsc = vec![0.0f32; fp.scratch_len];
+        // SAFETY: every pointer addresses its length; distinct writable buffers.
+        let s = unsafe {
+            pleas_cnn_forward_f32(
+                &mg,
+                buf.merged.as_ptr(),
+                buf.merged.len(),
+                xf.as_ptr(),
+                784,
+                logits.as_mut_ptr(),
+                logits.len(),
+                fsc.as_mut_ptr(),
+                fsc.len(),
+            )
+        };
+        assert_eq!(s, PLEAS_SUCCESS);
+        assert!(logits.iter().all(|v| v.is_finite()));
+    }
+}
+
+#[test]
+fn the_simd_path_is_chosen_by_name() {
+    assert_eq!(pleas_simd_set_path(7), PLEAS_ERROR_ARGUMENT);
+    assert_eq!(pleas_simd_set_path(PLEAS_SIMD_PATH_PORTABLE), PLEAS_SUCCESS);
+    assert_eq!(pleas_core::simd::path(), pleas_core::simd::Path::Portable);
+}
+
+#[test]
+fn every_refusal_has_its_status() {
+    let (a, b, bytes) = data();
+    let (cl, _) = layers();
+    let g = graph(&cl, &[11]);
+    let plan = plan_of(&g, N, 1.0, null()).unwrap();
+    let mut p = std::mem::MaybeUninit::<pleas_cnn_merge_plan>::zeroed();
+    // SAFETY: NULL graph, writable plan.
+    let s = unsafe {
+        pleas_cnn_merge_plan_f32(
+            null(),
+            PLEAS_MLP_HEADS_SEPARATE,
+            N,
+            1.0,
+            null(),
+            p.as_mut_ptr(),
+        )
+    };
+    assert_eq!(s, PLEAS_ERROR_ARGUMENT);
+    // SAFETY: a valid graph, an unknown heads value.
+    let s = unsafe { pleas_cnn_merge_plan_f32(&g, 7, N, 1.0, null(), p.as_mut_ptr()) };
+    assert_eq!(s, PLEAS_ERROR_ARGUMENT);
+    assert_eq!(plan_of(&g, N, 2.5, null()), Err(PLEAS_ERROR_ARGUMENT));
+    assert_eq!(plan_of(&g, 0, 1.0, null()), Err(PLEAS_ERROR_LENGTH));
+    // A residual add is not merged.
+    let mut with_add = cl.clone();
+    with_add[2] = pleas_cnn_layer {
+        op: PLEAS_CNN_OP_ADD,
+        input: 2,
+        other: 2,
+        ..Default::default()
+    };
+    assert_eq!(
+        plan_of(&graph(&with_add, &[11]), N, 1.0, null()),
+        Err(PLEAS_ERROR_ARGUMENT)
+    );
+    let mut buf = Buffers::new(&plan);
+    let short = &a[..a.len() - 1];
+    let s = merge_u8(&g, short, &b, &bytes, 1.0, &mut buf, null_mut());
+    assert_eq!(s, PLEAS_ERROR_SIZE_MISMATCH);
+    let mut nan = a.clone();
+    nan[3] = f32::NAN;
+    let s = merge_u8(&g, &nan, &b, &bytes, 1.0, &mut buf, null_mut());
+    assert_eq!(s, PLEAS_ERROR_NAN_INF);
+    for shorten in 0..4 {
+        let mut small = Buffers::new(&plan);
+        match shorten {
+            0 => drop(small.merged.pop()),
+            1 => drop(small.scratch.pop()),
+            2 => drop(small.forward.pop()),
+            _ => drop(small.indices.pop()),
+        }
+        let s = merge_u8(&g, &a, &b, &bytes, 1.0, &mut small, null_mut());
+        assert_eq!(s, PLEAS_ERROR_SCRATCH, "buffer {shorten}");
+    }
+    // A merged buffer overlapping the models is refused.
+    let mut shared = a.clone();
+    let t = table();
+    // SAFETY: `shared` is read as model A and written as the output: the call must refuse.
+    let s = unsafe {
+        pleas_cnn_merge_u8(
+            &g,
+            shared.as_ptr(),
+            shared.len(),
+            b.as_ptr(),
+            b.len(),
+            bytes.as_ptr(),
+            N,
+            t.as_ptr(),
+            PLEAS_MLP_HEADS_SEPARATE,
+            1.0,
+            null(),
+            shared.as_mut_ptr(),
+            plan.output_len.min(shared.len()),
+            null_mut(),
+            buf.scratch.as_mut_ptr(),
+            buf.scratch.len(),
+            buf.forward.as_mut_ptr(),
+            buf.forward.len(),
+            buf.indices.as_mut_ptr(),
+            buf.indices.len(),
+        )
+    };
+    assert_eq!(s, PLEAS_ERROR_ARGUMENT);
+}

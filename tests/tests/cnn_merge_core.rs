@@ -1,0 +1,709 @@
+//! The heap-free CNN merge of `pleas-core` (`merge::cnn`, the core driver with an in-place
+//! source on the compact forward pass) against the host pipeline (`pleas::merge::merge` with
+//! its default settings, batch-norm folded) on the `cnn_split` Fashion-MNIST pair, at budgets
+//! 1.0 and 1.2: the same layouts, the same per-task accuracies to three decimals (what the
+//! firmware prints against `pleas merge` + `pleas eval`), and weights that agree to the
+//! rounding of the sums; the byte samples give the f32 samples' bits; the core's batch-norm
+//! folding gives the host's bits; and the refusals.
+
+use std::path::PathBuf;
+
+use pleas::io::data::{DataSpec, Normalize};
+use pleas::io::safetensors::{self, Metadata};
+use pleas::merge::pipeline::{MergeOutcome, merge};
+use pleas::merge::settings::MergeSettings;
+use pleas::model::Model;
+use pleas_core::forward::Forward;
+use pleas_core::forward::compact::{CompactPlan, Layer, LayerOp, Network};
+use pleas_core::forward::compact_fold::FoldedNetwork;
+use pleas_core::forward::fold::fold_batchnorm;
+use pleas_core::graph::Op;
+use pleas_core::merge::cnn::{
+    CnnBuffer, CnnMergeError, CnnMergeInfo, CnnMergeInputs, CnnMergeParams, CnnMergePlan,
+    CnnOperand, Heads, Model as Side, Samples, cnn_merge, cnn_merge_plan,
+};
+use pleas_tests::compact::{CompactNet, from_graph};
+use pleas_tests::models::{fashion_eval, fixtures};
+use pleas_tests::tolerance::{CNN_HOST_SCORE_REL, CNN_HOST_WEIGHTS_REL, CNN_SELF_MERGE_LOGIT_REL};
+
+const CNN_A: &str = "fashion/cnn_split/fashion_cnn_split_m0_s8.safetensors";
+const CNN_B: &str = "fashion/cnn_split/fashion_cnn_split_m1_s9.safetensors";
+/// Merge samples: what the firmware demo merges on (every 10th image of `x_match`).
+const MERGE_SAMPLES: usize = 200;
+/// Test images: every 5th of `x_test` (2000, as the firmware evaluates).
+const TEST_STRIDE: usize = 5;
+
+/// A fixture as a compact network (batch-norm layers included).
+fn raw(rel: &str) -> CompactNet {
+    let m = Model::load(&fixtures().join(rel), None).unwrap();
+    from_graph(&m.graph, &m.weights).unwrap()
+}
+
+/// A fixture with its batch-norms folded by the host (as `pleas merge --bn fold` prepares
+/// it), as a compact network.
+fn host_folded(rel: &str) -> CompactNet {
+    let m = Model::load(&fixtures().join(rel), None).unwrap();
+    let f = fold_batchnorm(&m.graph, &m.weights).unwrap();
+    from_graph(&f.graph, &f.weights).unwrap()
+}
+
+fn network(c: &CompactNet) -> Network<'_> {
+    Network {
+        input: c.input,
+        layers: &c.layers,
+        outputs: &c.outputs,
+    }
+}
+
+/// The merge samples as the host reads them (a file of u8 images) and as bytes.
+struct MergeData {
+    spec: DataSpec,
+    bytes: Vec<u8>,
+    x: Vec<f32>,
+}
+
+fn samples(n: usize) -> MergeData {
+    let file = safetensors::read(&fashion_eval()).unwrap();
+    let all = &file.tensors["x_match"];
+    let total = all.shape[0];
+    let mut t = all.clone();
+    t.shape[0] = n;
+    t.bytes = (0..n)
+        .flat_map(|i| {
+            let r = i * total / n;
+            all.bytes[r * 784..(r + 1) * 784].to_vec()
+        })
+        .collect();
+    let dir = pleas_tests::scratch::dir("cnn-core");
+    let path: PathBuf = dir.join(format!("x_match_{n}.safetensors"));
+    let mut tensors = std::collections::BTreeMap::new();
+    let bytes = t.bytes.clone();
+    tensors.insert("x_match".to_string(), t);
+    std::fs::write(&path, safetensors::raw_to_bytes(&tensors, &Metadata::new())).unwrap();
+    MergeData {
+        spec: DataSpec {
+            path,
+            data_key: "x_match".into(),
+            label_key: None,
+            labels_path: None,
+            normalize: Normalize::Symmetric,
+        },
+        x: bytes
+            .iter()
+            .map(|&v| Normalize::Symmetric.apply(f32::from(v)))
+            .collect(),
+        bytes,
+    }
+}
+
+fn table() -> [f32; 256] {
+    std::array::from_fn(|v| Normalize::Symmetric.apply(v as f32))
+}
+
+/// A core merge's plan, merged parameters and report.
+struct CoreMerge {
+    plan: CnnMergePlan,
+    out: Vec<f32>,
+    info: CnnMergeInfo,
+}
+
+fn core_merge(
+    a: &CompactNet,
+    b: &CompactNet,
+    samples: Samples<'_>,
+    budget: f64,
+    params: &CnnMergeParams,
+) -> Result<CoreMerge, CnnMergeError> {
+    let net = network(a);
+    let n = samples.len() / net.input.len();
+    let plan = cnn_merge_plan(&net, Heads::Separate, n, budget, params)?;
+    let mut out = vec![f32::NAN; plan.output_len];
+    let mut scratch = vec![f64::NAN; plan.scratch_len];
+    let mut forward = vec![f32::NAN; plan.forward_len];
+    let mut indices = vec![usize::MAX; plan.index_len];
+    let inputs = CnnMergeInputs {
+        net,
+        heads: Heads::Separate,
+        a: &a.params,
+        b: &b.params,
+        samples,
+        budget,
+    };
+    let info = cnn_merge(
+        &plan,
+        &inputs,
+        params,
+        &mut out,
+        &mut scratch,
+        &mut forward,
+        &mut indices,
+    )?;
+    Ok(CoreMerge { plan, out, info })
+}
+
+/// The test images (normalised) and labels, every `TEST_STRIDE`-th.
+fn test_set() -> (Vec<f32>, Vec<u8>) {
+    let file = safetensors::read(&fashion_eval()).unwrap();
+    let x = &file.tensors["x_test"].bytes;
+    let y = &file.tensors["y_test"].bytes;
+    let rows: Vec<usize> = (0..y.len()).step_by(TEST_STRIDE).collect();
+    let xs = rows
+        .iter()
+        .flat_map(|&r| x[r * 784..(r + 1) * 784].iter())
+        .map(|&v| Normalize::Symmetric.apply(f32::from(v)))
+        .collect();
+    (xs, rows.iter().map(|&r| y[r]).collect())
+}
+
+/// Split-task accuracies: head `a` on classes 0-4, head `b` on 5-9 (labels mapped to 0-4).
+fn task_accuracy(mut logits: impl FnMut(usize) -> [Vec<f32>; 2], labels: &[u8]) -> [f64; 2] {
+    let (mut correct, mut seen) = ([0usize; 2], [0usize; 2]);
+    for (i, &label) in labels.iter().enumerate() {
+        let (head, unit) = (usize::from(label) / 5, usize::from(label) % 5);
+        let out = logits(i);
+        let row = &out[head];
+        let mut best = 0;
+        for (j, &v) in row.iter().enumerate() {
+            if v > row[best] {
+                best = j;
+            }
+        }
+        seen[head] += 1;
+        correct[head] += usize::from(best == unit);
+    }
+    [0, 1].map(|h| correct[h] as f64 / seen[h] as f64)
+}
+
+fn host_accuracy(o: &MergeOutcome, x: &[f32], labels: &[u8]) -> [f64; 2] {
+    let all = Forward::new(&o.graph, &o.weights)
+        .unwrap()
+        .logits(x, labels.len())
+        .unwrap();
+    task_accuracy(
+        |i| [0, 1].map(|h| all[h][i * 5..(i + 1) * 5].to_vec()),
+        labels,
+    )
+}
+
+/// The merged network run by the compact forward pass (as the firmware runs it).
+fn core_accuracy(m: &CoreMerge, x: &[f32], labels: &[u8]) -> [f64; 2] {
+    let plan = CompactPlan::new(m.plan.merged_network()).unwrap();
+    let mut scratch = vec![0.0f32; plan.scratch_len()];
+    let outputs = m.plan.merged_network().outputs;
+    task_accuracy(
+        |i| {
+            plan.input_mut(&mut scratch)
+                .unwrap()
+                .copy_from_slice(&x[i * 784..(i + 1) * 784]);
+            plan.run(&m.out, &mut scratch, &mut |_, _| {}).unwrap();
+            [0, 1].map(|h| plan.node(outputs[h], &scratch).unwrap().to_vec())
+        },
+        labels,
+    )
+}
+
+/// The host's merged conv and linear layers (in node order) as dense weights (`out x in x
+/// patch`) and biases.
+fn host_layers(o: &MergeOutcome) -> Vec<(Vec<f32>, Vec<f32>)> {
+    let mut out = Vec::new();
+    for node in o.graph.nodes() {
+        let (in_ch, rows, patch, blocks) = match &node.op {
+            Op::BlockConv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                blocks,
+                ..
+            } => (*in_channels, *out_channels, kernel[0] * kernel[1], blocks),
+            Op::BlockLinear {
+                in_features,
+                out_features,
+                blocks,
+            } => (*in_features, *out_features, 1, blocks),
+            _ => continue,
+        };
+        let mut w = vec![0.0f32; rows * in_ch * patch];
+        let mut bias = vec![0.0f32; rows];
+        let mut row0 = 0;
+        for b in blocks {
+            let wt = o.weights[&b.weight].data();
+            let cols = b.cols() * patch;
+            for r in 0..b.rows {
+                for (c, ch) in b.inputs.iter().flat_map(|r| r.clone()).enumerate() {
+                    for t in 0..patch {
+                        w[((row0 + r) * in_ch + ch) * patch + t] = wt[r * cols + c * patch + t];
+                    }
+                }
+                if let Some(bn) = &b.bias {
+                    bias[row0 + r] = o.weights[bn].data()[r];
+                }
+            }
+            row0 += b.rows;
+        }
+        out.push((w, bias));
+    }
+    out
+}
+
+/// `||a - b||_F / ||b||_F` in f64.
+fn rel_fro(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let d: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+        .sum();
+    let n: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+    (d / n.max(f64::MIN_POSITIVE)).sqrt()
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(f64::MIN_POSITIVE)
+}
+
+/// The core's fitted layer `f` (weight, bias) from the merged parameters.
+fn core_layer(m: &CoreMerge, f: usize, host_len: usize, rows: usize) -> (&[f32], &[f32]) {
+    let net = m.plan.merged_network();
+    let plan = CompactPlan::new(net).unwrap();
+    let layer = fitted_layer(net.layers, f);
+    let range = plan.param_range(layer);
+    let p = &m.out[range];
+    assert_eq!(p.len(), host_len + rows, "layer {f}");
+    p.split_at(host_len)
+}
+
+/// The merged network's layer of fitted layer `f` (conv and linear layers in order).
+fn fitted_layer(layers: &[Layer], f: usize) -> usize {
+    layers
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| matches!(l.op, LayerOp::Conv2d { .. } | LayerOp::Linear { .. }))
+        .nth(f)
+        .unwrap()
+        .0
+}
+
+fn compare_with_host(budget: f64, host: &MergeOutcome, core: &CoreMerge) {
+    for (g, (hg, cg)) in host.groups.iter().zip(&core.info.groups).enumerate() {
+        assert_eq!(hg.merged, cg.merged, "budget {budget} group {g}");
+        assert_eq!(
+            hg.merged_width, cg.merged_width,
+            "budget {budget} group {g}"
+        );
+        let t = rel(cg.total_score, hg.total_score);
+        eprintln!("budget {budget} group {g}: total score {t:.1e}");
+        assert!(t <= CNN_HOST_SCORE_REL, "budget {budget} group {g}: {t:e}");
+    }
+    let hl = host_layers(host);
+    assert_eq!(hl.len(), core.plan.fitted_layers());
+    for (f, (hw, hb)) in hl.iter().enumerate() {
+        let (cw, cb) = core_layer(core, f, hw.len(), hb.len());
+        let (w, b) = (rel_fro(cw, hw), rel_fro(cb, hb));
+        let ridge = rel(core.info.layers[f].ridge, host.layers[f].ridge);
+        eprintln!("budget {budget} layer {f}: weights {w:.1e} bias {b:.1e} ridge {ridge:.1e}");
+        assert!(
+            w <= CNN_HOST_WEIGHTS_REL,
+            "budget {budget} layer {f}: {w:e}"
+        );
+        assert!(
+            b <= CNN_HOST_WEIGHTS_REL,
+            "budget {budget} layer {f}: bias {b:e}"
+        );
+    }
+}
+
+#[test]
+fn core_cnn_merge_matches_the_host_pipeline() {
+    let (ma, mb) = (
+        Model::load(&fixtures().join(CNN_A), None).unwrap(),
+        Model::load(&fixtures().join(CNN_B), None).unwrap(),
+    );
+    let (a, b) = (raw(CNN_A), raw(CNN_B));
+    let (test_x, test_y) = test_set();
+    let s = samples(MERGE_SAMPLES);
+    let table = table();
+    let params = CnnMergeParams::default();
+    for budget in [1.0, 1.2] {
+        let settings = MergeSettings {
+            budget,
+            ..MergeSettings::default()
+        };
+        let host = merge(&ma, &mb, &s.spec, &settings, &mut |_| {}).unwrap();
+        let bytes = Samples::U8 {
+            data: &s.bytes,
+            table: &table,
+        };
+        let core = core_merge(&a, &b, bytes, budget, &params).unwrap();
+        assert!((core.plan.flop_ratio - host.planned_flop_ratio).abs() < 1e-12);
+        let (ha, ca) = (
+            host_accuracy(&host, &test_x, &test_y),
+            core_accuracy(&core, &test_x, &test_y),
+        );
+        let (o, sc, fw, ix) = core.plan.bytes();
+        eprintln!(
+            "budget {budget}: accuracy core a {:.4} b {:.4}, host a {:.4} b {:.4}; \
+             bytes: output {o}, f64 scratch {sc}, forward {fw}, indices {ix}",
+            ca[0], ca[1], ha[0], ha[1]
+        );
+        compare_with_host(budget, &host, &core);
+        for h in 0..2 {
+            assert_eq!(
+                format!("{:.3}", ca[h]),
+                format!("{:.3}", ha[h]),
+                "budget {budget} head {h}"
+            );
+        }
+        // The byte samples read through their table give the f32 samples' result, bit for bit.
+        let f32s = core_merge(&a, &b, Samples::F32(&s.x), budget, &params).unwrap();
+        assert!(
+            f32s.out
+                .iter()
+                .zip(&core.out)
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "budget {budget}: byte and f32 samples differ"
+        );
+    }
+}
+
+#[test]
+fn the_compact_fold_is_the_host_fold_bit_for_bit() {
+    for rel in [CNN_A, CNN_B] {
+        let (r, host) = (raw(rel), host_folded(rel));
+        let net = network(&r);
+        let folded = FoldedNetwork::new(&net).unwrap();
+        assert!(folded.folds());
+        let fnet = folded.network(net.input);
+        assert_eq!(fnet.layers, &host.layers[..], "{rel}");
+        assert_eq!(fnet.outputs, &host.outputs[..], "{rel}");
+        let original = CompactPlan::new(net).unwrap();
+        let mut out = vec![f32::NAN; host.params.len()];
+        folded.fold_params(&original, &r.params, &mut out).unwrap();
+        assert!(
+            out.iter()
+                .zip(&host.params)
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{rel}"
+        );
+    }
+}
+
+#[test]
+fn bad_inputs_are_typed_errors() {
+    let (a, b) = (raw(CNN_A), raw(CNN_B));
+    let s = samples(4);
+    let params = CnnMergeParams::default();
+    let x = Samples::F32(&s.x);
+    let short = &a.params[..a.params.len() - 1];
+    let net = network(&a);
+    let run = |pa: &[f32], samples: Samples<'_>, budget: f64| {
+        let plan = cnn_merge_plan(&net, Heads::Separate, 4, 1.0, &params).unwrap();
+        let mut out = vec![0.0; plan.output_len];
+        let mut scratch = vec![0.0; plan.scratch_len];
+        let mut forward = vec![0.0; plan.forward_len];
+        let mut indices = vec![0; plan.index_len];
+        let inputs = CnnMergeInputs {
+            net,
+            heads: Heads::Separate,
+            a: pa,
+            b: &b.params,
+            samples,
+            budget,
+        };
+        cnn_merge(
+            &plan,
+            &inputs,
+            &params,
+            &mut out,
+            &mut scratch,
+            &mut forward,
+            &mut indices,
+        )
+        .map(|_| ())
+    };
+    assert_eq!(
+        run(short, x, 1.0),
+        Err(CnnMergeError::ShapeMismatch {
+            operand: CnnOperand::Params(Side::A),
+            expected: a.params.len(),
+            found: a.params.len() - 1,
+        })
+    );
+    assert_eq!(
+        run(&a.params, Samples::F32(&s.x[..100]), 1.0),
+        Err(CnnMergeError::ShapeMismatch {
+            operand: CnnOperand::Samples,
+            expected: 784,
+            found: 100,
+        })
+    );
+    assert_eq!(
+        run(&a.params, x, 2.5),
+        Err(CnnMergeError::BudgetOutOfRange { budget: 2.5 })
+    );
+    // A plan made for another budget.
+    assert_eq!(run(&a.params, x, 1.2), Err(CnnMergeError::PlanMismatch));
+    let mut nan = a.params.clone();
+    nan[7] = f32::NAN;
+    assert_eq!(
+        run(&nan, x, 1.0),
+        Err(CnnMergeError::NonFinite {
+            operand: CnnOperand::Params(Side::A),
+            index: 7,
+        })
+    );
+    // Short buffers, each named.
+    let plan = cnn_merge_plan(&net, Heads::Separate, 4, 1.0, &params).unwrap();
+    let inputs = CnnMergeInputs {
+        net,
+        heads: Heads::Separate,
+        a: &a.params,
+        b: &b.params,
+        samples: x,
+        budget: 1.0,
+    };
+    let mut out = vec![0.0; plan.output_len];
+    let mut scratch = vec![0.0; plan.scratch_len];
+    let mut forward = vec![0.0; plan.forward_len - 1];
+    let mut indices = vec![0; plan.index_len];
+    assert_eq!(
+        cnn_merge(
+            &plan,
+            &inputs,
+            &params,
+            &mut out,
+            &mut scratch,
+            &mut forward,
+            &mut indices
+        )
+        .map(|_| ()),
+        Err(CnnMergeError::ScratchTooSmall {
+            kind: CnnBuffer::Forward,
+            needed: plan.forward_len,
+            provided: plan.forward_len - 1,
+        })
+    );
+    // A batch-norm that follows no conv or linear layer, and a residual add, are refused.
+    let folded = host_folded(CNN_A);
+    let mut layers = folded.layers.clone();
+    layers.insert(
+        2,
+        Layer {
+            op: LayerOp::BatchNorm { eps: 1e-5 },
+            input: 2,
+        },
+    );
+    for (l, layer) in layers.iter_mut().enumerate().skip(3) {
+        layer.input = l;
+    }
+    let late_bn = Network {
+        input: a.input,
+        layers: &layers,
+        outputs: &[layers.len()],
+    };
+    assert!(matches!(
+        cnn_merge_plan(&late_bn, Heads::Separate, 4, 1.0, &params),
+        Err(CnnMergeError::UnsupportedLayer { layer: 2, .. })
+    ));
+    let mut layers = folded.layers.clone();
+    layers.insert(
+        2,
+        Layer {
+            op: LayerOp::Add { other: 1 },
+            input: 2,
+        },
+    );
+    for (l, layer) in layers.iter_mut().enumerate().skip(3) {
+        layer.input = l;
+    }
+    let with_add = Network {
+        input: folded.input,
+        layers: &layers,
+        outputs: &[layers.len()],
+    };
+    assert!(matches!(
+        cnn_merge_plan(&with_add, Heads::Separate, 4, 1.0, &params),
+        Err(CnnMergeError::UnsupportedLayer { layer: 2, .. })
+    ));
+}
+
+fn conv_op(name: &str, i: usize, o: usize, k: usize, s: usize, p: usize) -> Op {
+    Op::Conv2d {
+        weight: format!("{name}.weight"),
+        bias: Some(format!("{name}.bias")),
+        in_channels: i,
+        out_channels: o,
+        kernel: [k, k],
+        stride: [s, s],
+        padding: [p, p],
+    }
+}
+
+/// Input `3 x 9 x 9`: conv 3x3, max pooling, a strided conv, average pooling, a 1x1 conv,
+/// global pooling, a hidden linear layer and the head: every layer kind the device merge
+/// handles.
+fn pooled_cnn() -> pleas_core::graph::Graph {
+    use pleas_core::graph::{Graph, Shape};
+    let mut g = Graph::new(Shape::new(3, 9, 9));
+    let window = |k: usize, s: usize, p: usize| ([k, k], [s, s], [p, p]);
+    let x = g.push("c1", conv_op("c1", 3, 6, 3, 1, 1), &[0]).unwrap();
+    let x = g.push("r1", Op::Relu, &[x]).unwrap();
+    let (kernel, stride, padding) = window(2, 2, 0);
+    let x = g
+        .push(
+            "max",
+            Op::MaxPool {
+                kernel,
+                stride,
+                padding,
+            },
+            &[x],
+        )
+        .unwrap();
+    let x = g.push("c2", conv_op("c2", 6, 8, 3, 2, 1), &[x]).unwrap();
+    let x = g.push("r2", Op::Relu, &[x]).unwrap();
+    let (kernel, stride, padding) = window(3, 1, 1);
+    let x = g
+        .push(
+            "avg",
+            Op::AvgPool {
+                kernel,
+                stride,
+                padding,
+            },
+            &[x],
+        )
+        .unwrap();
+    let x = g.push("c3", conv_op("c3", 8, 8, 1, 1, 0), &[x]).unwrap();
+    let x = g.push("r3", Op::Relu, &[x]).unwrap();
+    let x = g.push("gap", Op::GlobalAvgPool, &[x]).unwrap();
+    let lin = |name: &str, i: usize, o: usize| Op::Linear {
+        weight: format!("{name}.weight"),
+        bias: Some(format!("{name}.bias")),
+        in_features: i,
+        out_features: o,
+    };
+    let x = g.push("fc", lin("fc", 8, 6), &[x]).unwrap();
+    let x = g.push("r4", Op::Relu, &[x]).unwrap();
+    let h = g.push("head", lin("head", 6, 4), &[x]).unwrap();
+    g.add_output("head", h).unwrap();
+    g
+}
+
+/// `net` with the output channels of every conv or linear layer before the head permuted
+/// (`perm[g]` for the `g`-th such layer: new channel `c` is old channel `perm[g][c]`) and the
+/// next such layer's input channels permuted to match: the same function.
+fn permuted(net: &CompactNet, perms: &[Vec<usize>]) -> Vec<f32> {
+    let plan = CompactPlan::new(network(net)).unwrap();
+    let mut out = net.params.clone();
+    let fitted: Vec<usize> = (0..net.layers.len())
+        .filter(|&l| {
+            matches!(
+                net.layers[l].op,
+                LayerOp::Conv2d { .. } | LayerOp::Linear { .. }
+            )
+        })
+        .collect();
+    for (g, perm) in perms.iter().enumerate() {
+        let (l, next) = (fitted[g], fitted[g + 1]);
+        let n = perm.len();
+        // Rows of layer l and its bias.
+        let r = plan.param_range(l);
+        let row = (r.len() - n) / n;
+        // Its input channels may already be permuted (by the previous group).
+        let src = out[r.clone()].to_vec();
+        for (c, &old) in perm.iter().enumerate() {
+            out[r.start + c * row..r.start + (c + 1) * row]
+                .copy_from_slice(&src[old * row..(old + 1) * row]);
+            out[r.start + n * row + c] = src[n * row + old];
+        }
+        // Input channels of the next layer (each owning `patch` columns of every row).
+        let rn = plan.param_range(next);
+        let outs = match net.layers[next].op {
+            LayerOp::Conv2d { out_channels, .. } => out_channels,
+            LayerOp::Linear { out_features, .. } => out_features,
+            _ => unreachable!(),
+        };
+        let row_n = (rn.len() - outs) / outs;
+        let patch = row_n / n;
+        let src = out[rn.clone()].to_vec();
+        for o in 0..outs {
+            for (c, &old) in perm.iter().enumerate() {
+                let dst = rn.start + o * row_n + c * patch;
+                let from = o * row_n + old * patch;
+                out[dst..dst + patch].copy_from_slice(&src[from..from + patch]);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_cnn_merged_with_its_permuted_copy_is_the_model() {
+    use pleas_tests::models::{max_rel_diff, random_input, random_weights};
+    let g = pooled_cnn();
+    let a = from_graph(&g, &random_weights(&g, 5)).unwrap();
+    let perms = vec![
+        vec![3, 0, 5, 1, 4, 2],
+        vec![7, 2, 0, 5, 1, 6, 4, 3],
+        vec![1, 0, 3, 2, 5, 4, 7, 6],
+        vec![5, 3, 1, 0, 2, 4],
+    ];
+    let b = CompactNet {
+        params: permuted(&a, &perms),
+        ..a.clone()
+    };
+    let n = 40;
+    let x = random_input(&g, n, 6);
+    let net = network(&a);
+    let params = CnnMergeParams::default();
+    let plan = cnn_merge_plan(&net, Heads::Shared, n, 1.0, &params).unwrap();
+    assert_eq!(plan.groups(), 4);
+    let mut out = vec![f32::NAN; plan.output_len];
+    let mut scratch = vec![f64::NAN; plan.scratch_len];
+    let mut forward = vec![f32::NAN; plan.forward_len];
+    let mut indices = vec![usize::MAX; plan.index_len];
+    let inputs = CnnMergeInputs {
+        net,
+        heads: Heads::Shared,
+        a: &a.params,
+        b: &b.params,
+        samples: Samples::F32(&x),
+        budget: 1.0,
+    };
+    let info = cnn_merge(
+        &plan,
+        &inputs,
+        &params,
+        &mut out,
+        &mut scratch,
+        &mut forward,
+        &mut indices,
+    )
+    .unwrap();
+    // Every unit is matched with its copy: every pair merged, at distance zero.
+    for (g, gi) in info.groups.iter().enumerate() {
+        assert_eq!(gi.merged, gi.width, "group {g}");
+        assert!(gi.total_score.abs() < 1e-3, "group {g}: {}", gi.total_score);
+    }
+    // The merged network computes the model's logits (on the samples and on fresh inputs).
+    let run = |net: Network<'_>, p: &[f32], xs: &[f32]| -> Vec<f32> {
+        let cp = CompactPlan::new(net).unwrap();
+        let mut sc = vec![0.0; cp.scratch_len()];
+        let per = net.input.len();
+        let mut logits = Vec::new();
+        for s in xs.chunks_exact(per) {
+            cp.input_mut(&mut sc).unwrap().copy_from_slice(s);
+            cp.run(p, &mut sc, &mut |_, _| {}).unwrap();
+            logits.extend_from_slice(cp.node(net.outputs[0], &sc).unwrap());
+        }
+        logits
+    };
+    let fresh = random_input(&g, 10, 7);
+    for xs in [&x[..], &fresh[..]] {
+        let want = run(network(&a), &a.params, xs);
+        let got = run(plan.merged_network(), &out, xs);
+        let d = max_rel_diff(&want, &got);
+        eprintln!("self-merge: logits within {d:.1e} of the model's");
+        assert!(d < CNN_SELF_MERGE_LOGIT_REL, "logits differ by {d:e}");
+    }
+}
