@@ -29,7 +29,7 @@
 //! `C` columns), `B` the same buffer read from the slot `dy * N * Ws + dx_min` on, with
 //! `(dx, c')` as its `(2 kw - 1) C` columns (consecutive slots overlap by `C - 1` values, a
 //! plain strided view). These products run unpacked on
-//! [`rows_at_b`](crate::linalg::rows_at_b), whose register tiles fit the `C x (2 kw - 1) C`
+//! [`rows_at_b`], whose register tiles fit the `C x (2 kw - 1) C`
 //! outputs of few channels without padding them to the blocked GEMM's 12 x 32 tiles.
 //!
 //! The sum over `o in O` differs from the whole-map correlation only where the padding cuts
