@@ -161,14 +161,16 @@ pub(crate) fn pack_a_from_b<K: MicroKernel>(
         let first = r0 + strip * K::MR;
         let rows = (mc - strip * K::MR).min(K::MR);
         for (p, dst) in chunk.chunks_exact_mut(K::MR).enumerate() {
-            for (r, d) in dst.iter_mut().enumerate() {
+            // The strip's rows are a run of panel columns: one copy per panel strip it spans.
+            let mut r = 0;
+            while r < rows {
                 let col = first + r;
-                *d = if r < rows {
-                    bpack[(col / K::NR) * K::NR * kc + p * K::NR + col % K::NR]
-                } else {
-                    0.0
-                };
+                let n = (K::NR - col % K::NR).min(rows - r);
+                let at = (col / K::NR) * K::NR * kc + p * K::NR + col % K::NR;
+                dst[r..r + n].copy_from_slice(&bpack[at..at + n]);
+                r += n;
             }
+            dst[rows..].fill(0.0);
         }
     }
 }

@@ -115,7 +115,8 @@ mod tests {
         let shapes: &[(usize, usize)] = if cfg!(miri) {
             &[(1, 1), (5, 7), (321, 2), (2, 17)]
         } else {
-            &[(1, 1), (5, 7), (300, 17), (513, 130), (40, 200)]
+            // (33, 1030): rows a page apart, so A is packed from B's panel (`blocked::FAR_ROWS`).
+            &[(1, 1), (5, 7), (300, 17), (513, 130), (40, 200), (33, 1030)]
         };
         for &(n, d) in shapes {
             let mut s = 7u64;
