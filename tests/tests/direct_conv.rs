@@ -1,6 +1,7 @@
 //! The direct (im2col-free) stride-1 convolution that `block_conv2d` dispatches to: against its
-//! scalar f64 twin over random geometries, blocks, ranges, biases and batches (register-tile
-//! remainders of 1-3 rows and 1-2 vectors included), and the twin against nalgebra's f64 matrix
+//! scalar f64 twin over random geometries, blocks, ranges, biases and batches (blocks of 1-30
+//! rows: one to three row groups of every register-tile height, and remainders of 1-2
+//! vectors; the ResNet shapes span several position chunks), and the twin against nalgebra's f64 matrix
 //! product of the weight with the unfolded patch matrix.
 
 // Blocks read lists of channel ranges; a list of one range is the common case.
@@ -107,7 +108,7 @@ proptest! {
         let mut rng = Rng::new(seed);
         let owned: Vec<OwnedBlock> = (0..blocks)
             .map(|_| {
-                let rows = 1 + rng.below(9);
+                let rows = 1 + rng.below(30);
                 let inputs = random_ranges(&mut rng, in_c);
                 let cols: usize = inputs.iter().map(|r| r.len()).sum();
                 OwnedBlock {
