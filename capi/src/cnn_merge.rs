@@ -28,11 +28,11 @@
 
 use pleas_core::merge::cnn::{
     self as core_cnn, CnnMergeError, CnnMergeInfo, CnnMergeInputs, CnnMergePlan, Heads, MAX_FITTED,
-    MAX_GROUPS, Samples,
+    MAX_GROUPS,
 };
-use pleas_core::merge::mlp::{MlpMergeError, MlpMergeParams};
+use pleas_core::merge::mlp::MlpMergeParams;
 
-use crate::check::{self, In, Region, disjoint, input, output, product};
+use crate::check::{self, disjoint, input, output, product};
 use crate::cnn::{GraphCopy, PLEAS_CNN_MAX_LAYERS, c_layer, pleas_cnn_graph, pleas_cnn_layer};
 use crate::mlp::{
     PLEAS_MLP_HEADS_SEPARATE, PLEAS_MLP_HEADS_SHARED, pleas_mlp_group_info, pleas_mlp_layer_info,
@@ -42,6 +42,7 @@ use crate::pleas_status::{
     self, PLEAS_ERROR_ARGUMENT, PLEAS_ERROR_INTERNAL, PLEAS_ERROR_LENGTH, PLEAS_ERROR_NAN_INF,
     PLEAS_ERROR_SCRATCH, PLEAS_ERROR_SIZE_MISMATCH,
 };
+use crate::samples::{SampleIn, SamplePtr};
 use crate::status::run;
 
 /// Most permutation groups of a CNN merge.
@@ -173,7 +174,7 @@ impl From<CnnMergeError> for pleas_status {
             CnnMergeError::ShapeMismatch { .. } => PLEAS_ERROR_SIZE_MISMATCH,
             CnnMergeError::ScratchTooSmall { .. } => PLEAS_ERROR_SCRATCH,
             CnnMergeError::NonFinite { .. } => PLEAS_ERROR_NAN_INF,
-            CnnMergeError::Driver(d) => MlpMergeError::from(d).into(),
+            CnnMergeError::Driver(d) => d.into(),
             _ => PLEAS_ERROR_INTERNAL,
         }
     }
@@ -258,58 +259,6 @@ pub unsafe extern "C" fn pleas_cnn_merge_plan_f32(
         unsafe { plan.write(pleas_cnn_merge_plan::from_core(&p)) };
         Ok(())
     })
-}
-
-/// Where the merge samples are.
-#[derive(Clone, Copy)]
-enum SamplePtr {
-    F32(*const f32),
-    U8 { data: *const u8, table: *const f32 },
-}
-
-/// The samples after their checks.
-enum SampleIn {
-    F32(In<f32>),
-    U8 { data: In<u8>, table: In<f32> },
-}
-
-impl SampleIn {
-    fn new(ptr: SamplePtr, len: usize) -> Result<Self, pleas_status> {
-        Ok(match ptr {
-            SamplePtr::F32(x) => SampleIn::F32(input(x, len)?),
-            SamplePtr::U8 { data, table } => SampleIn::U8 {
-                data: input(data, len)?,
-                table: input(table, 256)?,
-            },
-        })
-    }
-
-    fn regions(&self) -> [Region; 2] {
-        match self {
-            SampleIn::F32(x) => [x.region, Region::EMPTY],
-            SampleIn::U8 { data, table } => [data.region, table.region],
-        }
-    }
-
-    /// The core's view.
-    ///
-    /// # Safety
-    ///
-    /// As for [`In::slice`].
-    unsafe fn samples<'a>(&self) -> Result<Samples<'a>, pleas_status> {
-        Ok(match self {
-            // SAFETY: forwarded contract.
-            SampleIn::F32(x) => Samples::F32(unsafe { x.slice() }),
-            SampleIn::U8 { data, table } => Samples::U8 {
-                // SAFETY: forwarded contract.
-                data: unsafe { data.slice() },
-                // SAFETY: forwarded contract. The table was checked with 256 values.
-                table: unsafe { table.slice() }
-                    .try_into()
-                    .map_err(|_| PLEAS_ERROR_INTERNAL)?,
-            },
-        })
-    }
 }
 
 /// The models' parameters and the merge's buffers, as the C entry points pass them.

@@ -126,6 +126,18 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The data's sample shape does not fit a model's graph (a spatial size its layers
+    /// cannot take).
+    #[error("data file `{}`: samples of {shape} do not fit the model", path.display())]
+    DataShape {
+        /// The data file.
+        path: PathBuf,
+        /// The samples' shape (`CxHxW`).
+        shape: String,
+        /// The graph's refusal.
+        #[source]
+        source: Box<GraphError>,
+    },
     /// A metadata entry of a model is malformed.
     #[error("model `{}`: metadata `{key}`: {reason}", path.display())]
     Metadata {

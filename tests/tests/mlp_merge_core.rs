@@ -23,9 +23,9 @@ use pleas::model::Model;
 use pleas_core::forward::Forward;
 use pleas_core::graph::Op;
 use pleas_core::merge::mlp::{
-    Heads, LayerRef, LsForm, MAX_HIDDEN, MlpDims, MlpMergeError, MlpMergeInfo, MlpMergeInputs,
-    MlpMergeParams, MlpMergePlan, MlpOperand, Model as Side, RidgeToward, Samples, ScratchKind,
-    mlp_merge, mlp_merge_plan,
+    DriverError, Heads, LayerRef, LsForm, MAX_HIDDEN, MlpDims, MlpMergeError, MlpMergeInfo,
+    MlpMergeInputs, MlpMergeParams, MlpMergePlan, MlpOperand, Model as Side, RidgeToward, Samples,
+    ScratchKind, mlp_merge, mlp_merge_plan,
 };
 use pleas_tests::models::{Rng, fashion_eval, fixtures};
 use pleas_tests::tolerance::{
@@ -1272,12 +1272,12 @@ fn a_block_without_data_is_singular() {
         &MlpMergeParams::default(),
     );
     match got {
-        Err(MlpMergeError::Singular {
+        Err(MlpMergeError::Driver(DriverError::Singular {
             layer: 1,
             ridge,
             retries: 0,
             ..
-        }) => assert_eq!(ridge, 0.0),
+        })) => assert_eq!(ridge, 0.0),
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("a dead layer was fitted"),
     }

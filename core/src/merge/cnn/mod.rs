@@ -59,7 +59,9 @@ pub use error::{CnnBuffer, CnnMergeError, CnnOperand};
 pub use plan::{CnnMergePlan, cnn_merge_plan};
 
 pub use crate::forward::compact::Network;
-pub use crate::merge::driver::{GroupInfo, LayerFitInfo, MAX_FITTED, MAX_GROUPS, Model, Samples};
+pub use crate::merge::driver::{
+    DriverError, GroupInfo, LayerFitInfo, MAX_FITTED, MAX_GROUPS, Model, Samples,
+};
 pub use crate::merge::sources::Heads;
 
 use self::source::CnnSource;
@@ -218,9 +220,7 @@ fn merge_checked(
     source.indices = &*indices;
     let layers = fit_layers(&mut source, &knobs, indices, out, scratch)?;
     if let Some(index) = out.iter().position(|v| !v.is_finite()) {
-        return Err(CnnMergeError::Driver(
-            crate::merge::driver::DriverError::NonFiniteResult { index },
-        ));
+        return Err(DriverError::NonFiniteResult { index }.into());
     }
     Ok(CnnMergeInfo { groups, layers })
 }
