@@ -2,17 +2,19 @@
 //! `cnn_split` pair give the core's merge bit for bit, the plan gives the core's lengths and
 //! a merged graph `pleas_cnn_forward_*` runs, and every refusal has its status.
 
+mod cnn_pair;
 mod common;
 
 use std::ptr::{null, null_mut};
 
-use common::{fixtures, read_safetensors};
+use cnn_pair::{HEAD, c_layers, core_layers, graph, params};
+use common::{bits, fixtures, read_safetensors, symmetric_table};
 use pleas_capi::cnn::*;
 use pleas_capi::cnn_merge::*;
 use pleas_capi::mlp::{PLEAS_MLP_HEADS_SEPARATE, pleas_mlp_merge_params};
 use pleas_capi::pleas_status::{self, *};
 use pleas_capi::simd::*;
-use pleas_core::forward::compact::{Layer, LayerOp, MapShape, Network, Window};
+use pleas_core::forward::compact::{MapShape, Network};
 use pleas_core::merge::cnn::{
     CnnMergeInputs, CnnMergeParams, Heads, Samples, cnn_merge, cnn_merge_plan,
 };
@@ -20,120 +22,12 @@ use pleas_core::merge::cnn::{
 /// Merge samples (every 40th image of `x_match`: a fast test).
 const N: usize = 50;
 
-const PARAMS: [&str; 17] = [
-    "conv1.weight",
-    "bn1.weight",
-    "bn1.bias",
-    "bn1.running_mean",
-    "bn1.running_var",
-    "conv2.weight",
-    "bn2.weight",
-    "bn2.bias",
-    "bn2.running_mean",
-    "bn2.running_var",
-    "conv3.weight",
-    "bn3.weight",
-    "bn3.bias",
-    "bn3.running_mean",
-    "bn3.running_var",
-    "head.weight",
-    "head.bias",
-];
-
-/// The pair's architecture as C layers and as the core's.
-fn layers() -> (Vec<pleas_cnn_layer>, Vec<Layer>) {
-    let (mut c, mut core) = (Vec::new(), Vec::new());
-    for (k, (out, s)) in [(8, 1), (16, 2), (16, 2)].into_iter().enumerate() {
-        let window = Window {
-            kernel: [3, 3],
-            stride: [s, s],
-            padding: [1, 1],
-        };
-        c.push(pleas_cnn_layer {
-            op: PLEAS_CNN_OP_CONV2D,
-            input: 3 * k,
-            out,
-            kernel: [3, 3],
-            stride: [s, s],
-            padding: [1, 1],
-            ..Default::default()
-        });
-        core.push(Layer {
-            op: LayerOp::Conv2d {
-                out_channels: out,
-                window,
-                bias: false,
-            },
-            input: 3 * k,
-        });
-        for (i, (op, cop)) in [
-            (PLEAS_CNN_OP_BATCHNORM, LayerOp::BatchNorm { eps: 1e-5 }),
-            (PLEAS_CNN_OP_RELU, LayerOp::Relu),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let input = 3 * k + 1 + i;
-            c.push(pleas_cnn_layer {
-                op,
-                input,
-                eps: 1e-5,
-                ..Default::default()
-            });
-            core.push(Layer { op: cop, input });
-        }
-    }
-    c.push(pleas_cnn_layer {
-        op: PLEAS_CNN_OP_GLOBAL_AVGPOOL,
-        input: 9,
-        ..Default::default()
-    });
-    core.push(Layer {
-        op: LayerOp::GlobalAvgPool,
-        input: 9,
-    });
-    c.push(pleas_cnn_layer {
-        op: PLEAS_CNN_OP_LINEAR,
-        input: 10,
-        out: 5,
-        bias: 1,
-        ..Default::default()
-    });
-    core.push(Layer {
-        op: LayerOp::Linear {
-            out_features: 5,
-            bias: true,
-        },
-        input: 10,
-    });
-    (c, core)
-}
-
-fn graph(layers: &[pleas_cnn_layer], outputs: &[usize]) -> pleas_cnn_graph {
-    pleas_cnn_graph {
-        channels: 1,
-        height: 28,
-        width: 28,
-        layers: layers.as_ptr(),
-        layer_count: layers.len(),
-        outputs: outputs.as_ptr(),
-        output_count: outputs.len(),
-    }
-}
-
-fn table() -> [f32; 256] {
-    std::array::from_fn(|v| v as f32 / 255.0 * 2.0 - 1.0)
-}
-
 /// Both models' parameters and `N` merge images (bytes).
 fn data() -> (Vec<f32>, Vec<f32>, Vec<u8>) {
     let dir = fixtures();
     let p = |m: &str| {
         let t = read_safetensors(&dir.join(format!("cnn_split/{m}.safetensors")));
-        PARAMS
-            .iter()
-            .flat_map(|n| t.f32[*n].iter().copied())
-            .collect::<Vec<f32>>()
+        params(&t)
     };
     let eval = read_safetensors(&dir.join("eval.safetensors"));
     let x = &eval.u8["x_match"];
@@ -204,7 +98,7 @@ fn merge_u8(
     buf: &mut Buffers,
     info: *mut pleas_cnn_merge_info,
 ) -> pleas_status {
-    let t = table();
+    let t = symmetric_table();
     // SAFETY: every pointer addresses its length; the writable buffers are distinct vectors.
     unsafe {
         pleas_cnn_merge_u8(
@@ -232,23 +126,19 @@ fn merge_u8(
     }
 }
 
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
 #[test]
 fn the_c_merge_is_the_core_merge() {
     // Both sides on one path (another test of this binary selects the portable one).
     assert_eq!(pleas_simd_set_path(PLEAS_SIMD_PATH_PORTABLE), PLEAS_SUCCESS);
     let (a, b, bytes) = data();
-    let (cl, core_layers) = layers();
-    let g = graph(&cl, &[11]);
+    let (cl, core_layers) = (c_layers(), core_layers());
+    let g = graph(&cl, &[HEAD]);
     let net = Network {
         input: MapShape::new(1, 28, 28),
         layers: &core_layers,
-        outputs: &[11],
+        outputs: &[HEAD],
     };
-    let t = table();
+    let t = symmetric_table();
     let xf: Vec<f32> = bytes.iter().map(|&v| t[usize::from(v)]).collect();
     for budget in [1.0, 1.2] {
         let plan = plan_of(&g, N, budget, null()).unwrap();
@@ -336,8 +226,8 @@ fn the_simd_path_is_chosen_by_name() {
 #[test]
 fn every_refusal_has_its_status() {
     let (a, b, bytes) = data();
-    let (cl, _) = layers();
-    let g = graph(&cl, &[11]);
+    let cl = c_layers();
+    let g = graph(&cl, &[HEAD]);
     let plan = plan_of(&g, N, 1.0, null()).unwrap();
     let mut p = std::mem::MaybeUninit::<pleas_cnn_merge_plan>::zeroed();
     // SAFETY: NULL graph, writable plan.
@@ -366,7 +256,7 @@ fn every_refusal_has_its_status() {
         ..Default::default()
     };
     assert_eq!(
-        plan_of(&graph(&with_add, &[11]), N, 1.0, null()),
+        plan_of(&graph(&with_add, &[HEAD]), N, 1.0, null()),
         Err(PLEAS_ERROR_ARGUMENT)
     );
     let mut buf = Buffers::new(&plan);
@@ -390,7 +280,7 @@ fn every_refusal_has_its_status() {
     }
     // A merged buffer overlapping the models is refused.
     let mut shared = a.clone();
-    let t = table();
+    let t = symmetric_table();
     // SAFETY: `shared` is read as model A and written as the output: the call must refuse.
     let s = unsafe {
         pleas_cnn_merge_u8(

@@ -23,7 +23,8 @@ use pleas_core::merge::cnn::{
     CnnOperand, Heads, Model as Side, Samples, cnn_merge, cnn_merge_plan,
 };
 use pleas_tests::compact::{CompactNet, from_graph};
-use pleas_tests::models::{fashion_eval, fixtures};
+use pleas_tests::models::fixtures;
+use pleas_tests::split_task::{host_accuracy, host_layers, rel_fro, task_accuracy, test_set};
 use pleas_tests::tolerance::{CNN_HOST_SCORE_REL, CNN_HOST_WEIGHTS_REL, CNN_SELF_MERGE_LOGIT_REL};
 
 const CNN_A: &str = "fashion/cnn_split/fashion_cnn_split_m0_s8.safetensors";
@@ -141,50 +142,6 @@ fn core_merge(
     Ok(CoreMerge { plan, out, info })
 }
 
-/// The test images (normalised) and labels, every `TEST_STRIDE`-th.
-fn test_set() -> (Vec<f32>, Vec<u8>) {
-    let file = safetensors::read(&fashion_eval()).unwrap();
-    let x = &file.tensors["x_test"].bytes;
-    let y = &file.tensors["y_test"].bytes;
-    let rows: Vec<usize> = (0..y.len()).step_by(TEST_STRIDE).collect();
-    let xs = rows
-        .iter()
-        .flat_map(|&r| x[r * 784..(r + 1) * 784].iter())
-        .map(|&v| Normalize::Symmetric.apply(f32::from(v)))
-        .collect();
-    (xs, rows.iter().map(|&r| y[r]).collect())
-}
-
-/// Split-task accuracies: head `a` on classes 0-4, head `b` on 5-9 (labels mapped to 0-4).
-fn task_accuracy(mut logits: impl FnMut(usize) -> [Vec<f32>; 2], labels: &[u8]) -> [f64; 2] {
-    let (mut correct, mut seen) = ([0usize; 2], [0usize; 2]);
-    for (i, &label) in labels.iter().enumerate() {
-        let (head, unit) = (usize::from(label) / 5, usize::from(label) % 5);
-        let out = logits(i);
-        let row = &out[head];
-        let mut best = 0;
-        for (j, &v) in row.iter().enumerate() {
-            if v > row[best] {
-                best = j;
-            }
-        }
-        seen[head] += 1;
-        correct[head] += usize::from(best == unit);
-    }
-    [0, 1].map(|h| correct[h] as f64 / seen[h] as f64)
-}
-
-fn host_accuracy(o: &MergeOutcome, x: &[f32], labels: &[u8]) -> [f64; 2] {
-    let all = Forward::new(&o.graph, &o.weights)
-        .unwrap()
-        .logits(x, labels.len())
-        .unwrap();
-    task_accuracy(
-        |i| [0, 1].map(|h| all[h][i * 5..(i + 1) * 5].to_vec()),
-        labels,
-    )
-}
-
 /// The merged network run by the compact forward pass (as the firmware runs it).
 fn core_accuracy(m: &CoreMerge, x: &[f32], labels: &[u8]) -> [f64; 2] {
     let plan = CompactPlan::new(m.plan.merged_network()).unwrap();
@@ -196,65 +153,13 @@ fn core_accuracy(m: &CoreMerge, x: &[f32], labels: &[u8]) -> [f64; 2] {
                 .unwrap()
                 .copy_from_slice(&x[i * 784..(i + 1) * 784]);
             plan.run(&m.out, &mut scratch, &mut |_, _| {}).unwrap();
-            [0, 1].map(|h| plan.node(outputs[h], &scratch).unwrap().to_vec())
+            outputs
+                .iter()
+                .map(|&o| plan.node(o, &scratch).unwrap().to_vec())
+                .collect()
         },
         labels,
     )
-}
-
-/// The host's merged conv and linear layers (in node order) as dense weights (`out x in x
-/// patch`) and biases.
-fn host_layers(o: &MergeOutcome) -> Vec<(Vec<f32>, Vec<f32>)> {
-    let mut out = Vec::new();
-    for node in o.graph.nodes() {
-        let (in_ch, rows, patch, blocks) = match &node.op {
-            Op::BlockConv2d {
-                in_channels,
-                out_channels,
-                kernel,
-                blocks,
-                ..
-            } => (*in_channels, *out_channels, kernel[0] * kernel[1], blocks),
-            Op::BlockLinear {
-                in_features,
-                out_features,
-                blocks,
-            } => (*in_features, *out_features, 1, blocks),
-            _ => continue,
-        };
-        let mut w = vec![0.0f32; rows * in_ch * patch];
-        let mut bias = vec![0.0f32; rows];
-        let mut row0 = 0;
-        for b in blocks {
-            let wt = o.weights[&b.weight].data();
-            let cols = b.cols() * patch;
-            for r in 0..b.rows {
-                for (c, ch) in b.inputs.iter().flat_map(|r| r.clone()).enumerate() {
-                    for t in 0..patch {
-                        w[((row0 + r) * in_ch + ch) * patch + t] = wt[r * cols + c * patch + t];
-                    }
-                }
-                if let Some(bn) = &b.bias {
-                    bias[row0 + r] = o.weights[bn].data()[r];
-                }
-            }
-            row0 += b.rows;
-        }
-        out.push((w, bias));
-    }
-    out
-}
-
-/// `||a - b||_F / ||b||_F` in f64.
-fn rel_fro(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let d: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
-        .sum();
-    let n: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
-    (d / n.max(f64::MIN_POSITIVE)).sqrt()
 }
 
 fn rel(a: f64, b: f64) -> f64 {
@@ -319,7 +224,7 @@ fn core_cnn_merge_matches_the_host_pipeline() {
         Model::load(&fixtures().join(CNN_B), None).unwrap(),
     );
     let (a, b) = (raw(CNN_A), raw(CNN_B));
-    let (test_x, test_y) = test_set();
+    let (test_x, test_y) = test_set(TEST_STRIDE);
     let s = samples(MERGE_SAMPLES);
     let table = table();
     let params = CnnMergeParams::default();
