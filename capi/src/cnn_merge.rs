@@ -2,9 +2,10 @@
 //! caller-owned memory: the same driver as the MLP merge, with the network given as the
 //! compact graph of `pleas_cnn_forward_*` (`pleas_cnn_graph`, batch-norm included).
 //!
-//! The two models share the graph: a chain of conv, linear, batch-norm (folded into the conv
-//! or linear layer before it, as `pleas merge --bn fold` folds it), ReLU, max / average
-//! pooling and global average pooling layers, ending in one linear head that is the graph's
+//! The two models share the graph: conv, linear, batch-norm (folded into the conv or linear
+//! layer before it, as `pleas merge --bn fold` folds it), ReLU, max / average pooling, global
+//! average pooling and residual add layers (an add ties the permutation of its two operands:
+//! one group, as `pleas merge` groups them), ending in one linear head that is the graph's
 //! only output. Their parameters are one float buffer each, as `pleas_cnn_forward_f32()`
 //! reads them. The merged network is written as the parameters of the graph the plan
 //! describes (`plan.merged_layers`, `plan.merged_outputs`: each conv or linear layer widened
@@ -163,12 +164,12 @@ impl From<CnnMergeError> for pleas_status {
         match e {
             CnnMergeError::Network(e) => e.into(),
             CnnMergeError::UnsupportedLayer { .. }
-            | CnnMergeError::NotAChain { .. }
             | CnnMergeError::NoHead
             | CnnMergeError::SpatialLinear { .. }
             | CnnMergeError::BudgetOutOfRange { .. }
             | CnnMergeError::InvalidRidge { .. } => PLEAS_ERROR_ARGUMENT,
             CnnMergeError::TooManyGroups { .. }
+            | CnnMergeError::TooManyFitted { .. }
             | CnnMergeError::NoSamples
             | CnnMergeError::SizeOverflow => PLEAS_ERROR_LENGTH,
             CnnMergeError::ShapeMismatch { .. } => PLEAS_ERROR_SIZE_MISMATCH,
@@ -226,10 +227,10 @@ fn check_bytes(plan: &CnnMergePlan) -> Result<(), pleas_status> {
 /// Errors: those of `pleas_cnn_forward_plan_f32()` for the graph; `PLEAS_ERROR_ARGUMENT`
 /// (`plan` overlapping an input, an unknown `heads`, `form` or `ridge_toward`, a budget
 /// outside `[1, 2]`, a ridge that is not finite and positive, a graph the merge does not
-/// handle: not a chain, a batch-norm that follows no conv or linear layer, a residual add, a
-/// linear layer on a spatial map of a group, no linear head as the only output),
-/// `PLEAS_ERROR_LENGTH` (`samples` of 0, more than `PLEAS_CNN_MAX_GROUPS` groups, buffers
-/// beyond memory).
+/// handle: a batch-norm that follows no conv or linear layer, a residual add of the network
+/// input, a linear layer on a spatial map of a group, no linear head as the only output),
+/// `PLEAS_ERROR_LENGTH` (`samples` of 0, more than `PLEAS_CNN_MAX_GROUPS` groups or
+/// `PLEAS_CNN_MAX_GROUPS + 1` conv and linear layers, buffers beyond memory).
 ///
 /// # Safety
 ///

@@ -14,7 +14,7 @@ use pleas::merge::pipeline::{MergeOutcome, merge};
 use pleas::merge::settings::MergeSettings;
 use pleas::model::Model;
 use pleas_core::forward::Forward;
-use pleas_core::forward::compact::{CompactPlan, Layer, LayerOp, Network};
+use pleas_core::forward::compact::{CompactPlan, Layer, LayerOp, MapShape, Network, Window};
 use pleas_core::forward::compact_fold::FoldedNetwork;
 use pleas_core::forward::fold::fold_batchnorm;
 use pleas_core::graph::Op;
@@ -23,7 +23,7 @@ use pleas_core::merge::cnn::{
     CnnOperand, Heads, Model as Side, Samples, cnn_merge, cnn_merge_plan,
 };
 use pleas_tests::compact::{CompactNet, from_graph};
-use pleas_tests::models::fixtures;
+use pleas_tests::models::{fashion_eval, fixtures};
 use pleas_tests::split_task::{host_accuracy, host_layers, rel_fro, task_accuracy, test_set};
 use pleas_tests::tolerance::{CNN_HOST_SCORE_REL, CNN_HOST_WEIGHTS_REL, CNN_SELF_MERGE_LOGIT_REL};
 
@@ -387,7 +387,7 @@ fn bad_inputs_are_typed_errors() {
             provided: plan.forward_len - 1,
         })
     );
-    // A batch-norm that follows no conv or linear layer, and a residual add, are refused.
+    // A batch-norm that follows no conv or linear layer is refused.
     let folded = host_folded(CNN_A);
     let mut layers = folded.layers.clone();
     layers.insert(
@@ -425,10 +425,9 @@ fn bad_inputs_are_typed_errors() {
         layers: &layers,
         outputs: &[layers.len()],
     };
-    assert!(matches!(
-        cnn_merge_plan(&with_add, Heads::Separate, 4, 1.0, &params),
-        Err(CnnMergeError::UnsupportedLayer { layer: 2, .. })
-    ));
+    // A residual add of a conv's output and its ReLU keeps them one group.
+    let plan = cnn_merge_plan(&with_add, Heads::Separate, 4, 1.0, &params).unwrap();
+    assert_eq!(plan.groups(), 3);
 }
 
 fn conv_op(name: &str, i: usize, o: usize, k: usize, s: usize, p: usize) -> Op {
@@ -610,5 +609,211 @@ fn a_cnn_merged_with_its_permuted_copy_is_the_model() {
         let d = max_rel_diff(&want, &got);
         eprintln!("self-merge: logits within {d:.1e} of the model's");
         assert!(d < CNN_SELF_MERGE_LOGIT_REL, "logits differ by {d:e}");
+    }
+}
+
+/// Input `3 x 8 x 8`, two residual blocks: conv -> ReLU -> conv -> batch-norm -> add(skip)
+/// -> ReLU, then a strided conv -> ReLU -> conv -> add(skip) -> ReLU, global pooling and the
+/// head. Each add ties its two operands' channels: two groups, each produced by two convs.
+fn residual_cnn() -> pleas_core::graph::Graph {
+    use pleas_core::graph::{Graph, Shape};
+    let mut g = Graph::new(Shape::new(3, 8, 8));
+    let x = g.push("c1", conv_op("c1", 3, 6, 3, 1, 1), &[0]).unwrap();
+    let skip = g.push("r1", Op::Relu, &[x]).unwrap();
+    let x = g.push("c2", conv_op("c2", 6, 6, 3, 1, 1), &[skip]).unwrap();
+    let x = g
+        .push("bn2", pleas_tests::models::bn_op("bn2", 6), &[x])
+        .unwrap();
+    let x = g.push("add1", Op::Add, &[x, skip]).unwrap();
+    let x = g.push("r2", Op::Relu, &[x]).unwrap();
+    let x = g.push("c3", conv_op("c3", 6, 8, 3, 2, 1), &[x]).unwrap();
+    let skip = g.push("r3", Op::Relu, &[x]).unwrap();
+    let x = g.push("c4", conv_op("c4", 8, 8, 3, 1, 1), &[skip]).unwrap();
+    // The skip first: the add's first operand need not be the previous layer.
+    let x = g.push("add2", Op::Add, &[skip, x]).unwrap();
+    let x = g.push("r4", Op::Relu, &[x]).unwrap();
+    let x = g.push("gap", Op::GlobalAvgPool, &[x]).unwrap();
+    let head = Op::Linear {
+        weight: "head.weight".into(),
+        bias: Some("head.bias".into()),
+        in_features: 8,
+        out_features: 4,
+    };
+    let h = g.push("head", head, &[x]).unwrap();
+    g.add_output("head", h).unwrap();
+    g
+}
+
+/// A host model of `graph` with `weights`, classifying classes `first..first + 4`.
+fn host_model(
+    name: &str,
+    graph: &pleas_core::graph::Graph,
+    weights: pleas_core::graph::Weights,
+    first: usize,
+) -> Model {
+    let classes: Vec<String> = (first..first + 4).map(|c| c.to_string()).collect();
+    let mut meta = Metadata::new();
+    meta.insert("classes".into(), format!("[{}]", classes.join(", ")));
+    let path = pleas_tests::scratch::dir("cnn-core-residual").join(name);
+    Model::from_parts(&path, "cnn".into(), graph.clone(), weights, meta).unwrap()
+}
+
+/// The merge samples as an `.npy` file for the host.
+fn npy_samples(x: &[f32], n: usize, d: usize) -> DataSpec {
+    use pleas::io::npy;
+    use pleas::io::safetensors::{Dtype, RawTensor};
+    let path = pleas_tests::scratch::dir("cnn-core-residual").join("x.npy");
+    let raw = RawTensor {
+        dtype: Dtype::F32,
+        shape: vec![n, d],
+        bytes: x.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    };
+    std::fs::write(&path, npy::to_bytes(&raw)).unwrap();
+    DataSpec {
+        path,
+        data_key: "x".into(),
+        label_key: None,
+        labels_path: None,
+        normalize: Normalize::Identity,
+    }
+}
+
+/// Residual adds on the device: the groups an add ties, the fits of the convs on both
+/// branches and the heads are the host's `pleas merge` of the same pair (two differently
+/// initialised networks), at budgets where pairs are merged and at 2.0, where every layer is
+/// a copy and the merged network is both models.
+#[test]
+fn a_residual_cnn_merges_as_the_host_merges_it() {
+    use pleas_tests::models::{max_rel_diff, random_input, random_weights};
+    let g = residual_cnn();
+    let (wa, wb) = (random_weights(&g, 11), random_weights(&g, 12));
+    let (ma, mb) = (
+        host_model("a.safetensors", &g, wa.clone(), 0),
+        host_model("b.safetensors", &g, wb.clone(), 4),
+    );
+    let (a, b) = (from_graph(&g, &wa).unwrap(), from_graph(&g, &wb).unwrap());
+    let n = 96;
+    let d = g.input_shape().len();
+    let x = random_input(&g, n, 13);
+    let spec = npy_samples(&x, n, d);
+    let params = CnnMergeParams::default();
+    for budget in [1.0, 1.4, 2.0] {
+        let settings = MergeSettings {
+            budget,
+            ..MergeSettings::default()
+        };
+        let host = merge(&ma, &mb, &spec, &settings, &mut |_| {}).unwrap();
+        let core = core_merge(&a, &b, Samples::F32(&x), budget, &params).unwrap();
+        assert_eq!(
+            core.plan.groups(),
+            2,
+            "two adds tie four convs into two groups"
+        );
+        assert_eq!(host.groups.len(), 2);
+        assert_eq!(core.plan.fitted_layers(), 6, "four convs and two heads");
+        assert!((core.plan.flop_ratio - host.planned_flop_ratio).abs() < 1e-12);
+        compare_with_host(budget, &host, &core);
+        // The merged networks compute the same logits on fresh inputs.
+        let fresh = random_input(&g, 8, 14);
+        let hl = Forward::new(&host.graph, &host.weights)
+            .unwrap()
+            .logits(&fresh, 8)
+            .unwrap();
+        let net = core.plan.merged_network();
+        let cp = CompactPlan::new(net).unwrap();
+        let mut sc = vec![0.0; cp.scratch_len()];
+        for (h, &o) in net.outputs.iter().enumerate() {
+            let mut got = Vec::new();
+            for s in fresh.chunks_exact(d) {
+                cp.input_mut(&mut sc).unwrap().copy_from_slice(s);
+                cp.run(&core.out, &mut sc, &mut |_, _| {}).unwrap();
+                got.extend_from_slice(cp.node(o, &sc).unwrap());
+            }
+            let diff = max_rel_diff(&hl[h], &got);
+            eprintln!("budget {budget} head {h}: logits within {diff:.1e} of the host's");
+            assert!(
+                f64::from(diff) <= CNN_HOST_WEIGHTS_REL,
+                "budget {budget} head {h}: {diff:e}"
+            );
+        }
+        if budget == 2.0 {
+            // Every layer is a copy: the merged network is both models.
+            assert!(
+                core.info
+                    .layers
+                    .iter()
+                    .all(|l| l.primal_blocks + l.dual_blocks == 0)
+            );
+            let model = |c: &CompactNet| {
+                let cp = CompactPlan::new(network(c)).unwrap();
+                let mut sc = vec![0.0; cp.scratch_len()];
+                let mut z = Vec::new();
+                for s in fresh.chunks_exact(d) {
+                    cp.input_mut(&mut sc).unwrap().copy_from_slice(s);
+                    cp.run(&c.params, &mut sc, &mut |_, _| {}).unwrap();
+                    z.extend_from_slice(cp.node(c.outputs[0], &sc).unwrap());
+                }
+                z
+            };
+            let mut merged = [Vec::new(), Vec::new()];
+            for s in fresh.chunks_exact(d) {
+                cp.input_mut(&mut sc).unwrap().copy_from_slice(s);
+                cp.run(&core.out, &mut sc, &mut |_, _| {}).unwrap();
+                for (h, m) in merged.iter_mut().enumerate() {
+                    m.extend_from_slice(cp.node(net.outputs[h], &sc).unwrap());
+                }
+            }
+            for (h, c) in [&a, &b].into_iter().enumerate() {
+                let diff = max_rel_diff(&model(c), &merged[h]);
+                assert!(diff < CNN_SELF_MERGE_LOGIT_REL, "head {h}: {diff:e}");
+            }
+        }
+    }
+}
+
+/// A residual add of the network input has no group to permute: refused, naming the layer.
+#[test]
+fn a_residual_add_of_the_input_is_refused() {
+    let window = Window {
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1],
+    };
+    let layers = [
+        Layer {
+            op: LayerOp::Conv2d {
+                out_channels: 1,
+                window,
+                bias: true,
+            },
+            input: 0,
+        },
+        Layer {
+            op: LayerOp::Add { other: 0 },
+            input: 1,
+        },
+        Layer {
+            op: LayerOp::GlobalAvgPool,
+            input: 2,
+        },
+        Layer {
+            op: LayerOp::Linear {
+                out_features: 2,
+                bias: true,
+            },
+            input: 3,
+        },
+    ];
+    let net = Network {
+        input: MapShape::new(1, 4, 4),
+        layers: &layers,
+        outputs: &[4],
+    };
+    let got = cnn_merge_plan(&net, Heads::Separate, 4, 1.0, &CnnMergeParams::default());
+    match got {
+        Err(CnnMergeError::UnsupportedLayer { layer: 1, what }) => {
+            assert!(what.contains("input"), "{what}")
+        }
+        other => panic!("{other:?}"),
     }
 }

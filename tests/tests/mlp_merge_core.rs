@@ -21,7 +21,6 @@ use pleas::merge::pipeline::{MergeOutcome, merge};
 use pleas::merge::settings::MergeSettings;
 use pleas::model::Model;
 use pleas_core::forward::Forward;
-use pleas_core::graph::Op;
 use pleas_core::merge::mlp::{
     DriverError, Heads, LayerRef, LsForm, MAX_HIDDEN, MlpDims, MlpMergeError, MlpMergeInfo,
     MlpMergeInputs, MlpMergeParams, MlpMergePlan, MlpOperand, Model as Side, RidgeToward, Samples,
