@@ -129,7 +129,7 @@ pub enum Error {
         path: PathBuf,
         /// What is wrong.
         #[source]
-        source: crate::io::arch::toml_file::ArchFileError,
+        source: Box<crate::io::arch::toml_file::ArchFileError>,
     },
     /// The architecture a model's metadata holds (`pleas.architecture`) is invalid.
     #[error("model `{}`: metadata `{key}`", path.display())]
@@ -140,7 +140,7 @@ pub enum Error {
         key: String,
         /// What is wrong.
         #[source]
-        source: crate::io::arch::toml_file::ArchFileError,
+        source: Box<crate::io::arch::toml_file::ArchFileError>,
     },
     /// A data file does not fit the model or the command.
     #[error("data file `{}`: {reason}", path.display())]

@@ -909,3 +909,108 @@ fn a_residual_cnn_pair_merges_to_the_hosts_accuracy() {
         assert!(ca[h] > 0.7, "head {h}: {}", ca[h]);
     }
 }
+
+/// A small network decoded from `codes` (per layer: kind, width, an earlier node, a flag),
+/// ending in a linear head of `classes`: convs of kernel 1 or 3 (stride 1 or 2), ReLU, max
+/// pooling, global pooling, residual adds of any earlier node, hidden linear layers, each
+/// reading the previous node or (with the flag) any earlier one. Many are invalid networks.
+fn decoded(codes: &[(u8, usize, usize, bool)], classes: usize) -> Vec<Layer> {
+    let mut layers = Vec::new();
+    for (l, &(kind, width, pick, any)) in codes.iter().enumerate() {
+        let earlier = pick % (l + 1);
+        let input = if any { earlier } else { l };
+        let k = if width % 2 == 0 { 1 } else { 3 };
+        let op = match kind % 6 {
+            0 => LayerOp::Conv2d {
+                out_channels: width,
+                window: Window {
+                    kernel: [k, k],
+                    stride: [1 + usize::from(any), 1],
+                    padding: [k / 2, k / 2],
+                },
+                bias: width % 3 != 0,
+            },
+            1 => LayerOp::Relu,
+            2 => LayerOp::MaxPool(Window {
+                kernel: [2, 2],
+                stride: [2, 2],
+                padding: [0, 0],
+            }),
+            3 => LayerOp::GlobalAvgPool,
+            4 => LayerOp::Add { other: earlier },
+            _ => LayerOp::Linear {
+                out_features: width,
+                bias: true,
+            },
+        };
+        let input = if kind % 6 == 4 { l } else { input };
+        layers.push(Layer { op, input });
+    }
+    let last = layers.len();
+    layers.push(Layer {
+        op: LayerOp::Linear {
+            out_features: classes,
+            bias: true,
+        },
+        input: last,
+    });
+    layers
+}
+
+proptest::proptest! {
+    #![proptest_config(pleas_tests::config(48))]
+
+    /// Any small network (chains, residual adds, pooling, hidden linear layers; valid or
+    /// not), any sample count and budget: the plan and the merge either succeed, with finite
+    /// merged parameters, or return a typed error that names the problem; they never panic.
+    #[test]
+    fn merges_of_small_random_networks_succeed_or_fail_cleanly(
+        codes in proptest::collection::vec((0u8..6, 1usize..5, 0usize..8, proptest::bool::ANY), 1..7),
+        classes in 1usize..4,
+        (c, h, w) in (1usize..3, 2usize..6, 2usize..6),
+        n in 1usize..6,
+        budget in 1.0f64..=2.0,
+        shared in proptest::bool::ANY,
+        seed in 0u64..1000,
+    ) {
+        use pleas_tests::models::Rng;
+        let layers = decoded(&codes, classes);
+        let net = Network {
+            input: MapShape::new(c, h, w),
+            layers: &layers,
+            outputs: &[layers.len()],
+        };
+        let heads = if shared { Heads::Shared } else { Heads::Separate };
+        let params = CnnMergeParams::default();
+        let plan = match cnn_merge_plan(&net, heads, n, budget, &params) {
+            Ok(plan) => plan,
+            Err(e) => {
+                proptest::prop_assert!(!e.to_string().is_empty());
+                return Ok(());
+            }
+        };
+        let len = CompactPlan::new(net).unwrap().params_len();
+        let mut rng = Rng::new(seed);
+        let mut draw = |k: usize| -> Vec<f32> { (0..k).map(|_| 0.5 * rng.normal_f32()).collect() };
+        let (a, b, x) = (draw(len), draw(len), draw(n * c * h * w));
+        let mut out = vec![f32::NAN; plan.output_len];
+        let mut scratch = vec![f64::NAN; plan.scratch_len];
+        let mut forward = vec![f32::NAN; plan.forward_len];
+        let mut indices = vec![usize::MAX; plan.index_len];
+        let inputs = CnnMergeInputs {
+            net,
+            heads,
+            a: &a,
+            b: &b,
+            samples: Samples::F32(&x),
+            budget,
+        };
+        match cnn_merge(&plan, &inputs, &params, &mut out, &mut scratch, &mut forward, &mut indices) {
+            Ok(info) => {
+                proptest::prop_assert_eq!(info.groups.len(), plan.groups());
+                proptest::prop_assert!(out.iter().all(|v| v.is_finite()));
+            }
+            Err(e) => proptest::prop_assert!(!e.to_string().is_empty()),
+        }
+    }
+}

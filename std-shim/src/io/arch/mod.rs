@@ -86,7 +86,7 @@ pub fn recognise(
         let g = toml_file::parse(text, weights).map_err(|source| Error::MetadataArchitecture {
             path: path.to_path_buf(),
             key: ARCHITECTURE_KEY.to_string(),
-            source,
+            source: Box::new(source),
         })?;
         return Ok(Recognised {
             arch: ARCHITECTURE_KEY.into(),

@@ -200,7 +200,7 @@ pub fn load(path: &Path, weights: &Weights) -> Result<Graph, Error> {
     })?;
     parse(&text, weights).map_err(|source| Error::ArchFile {
         path: path.to_path_buf(),
-        source,
+        source: Box::new(source),
     })
 }
 
