@@ -3,13 +3,14 @@
 //! accumulates what the next layer needs: the Gram and cross moments of its inputs and targets,
 //! or the per-channel moments of a batch-norm input.
 //!
-//! The data is cut into shards of a fixed number of consecutive samples ([`shard_ranges`](crate::par::shard_ranges): the
+//! The data is cut into shards of a fixed number of consecutive samples ([`shard_ranges`]: the
 //! number of shards grows with the data, never with the thread count); each shard is processed
 //! in chunks, in order, with its own accumulators and its own [`ActivationStore`] for the
-//! activations that stay live between passes. Shards run in waves of one per thread, and every
-//! shard's result is folded into the total in shard order as its wave ends
-//! ([`PassResult::combine`]), so at most a wave of shard accumulators is held at once and
-//! results are bit-identical for any number of threads.
+//! activations that stay live between passes. Worker threads take the next shard as they
+//! finish one (at most two per thread ahead of the fold), and every shard's result is folded
+//! into the total in shard order ([`PassResult::combine`]), so a bounded number of shard
+//! accumulators is held at once and results are bit-identical for any number of threads
+//! ([`crate::ranks`]).
 
 mod shard;
 
