@@ -231,7 +231,7 @@ pub fn module_path(pt: &Path) -> PathBuf {
 }
 
 /// Writes `model` as `pt` (the dense state_dict) and the module file beside it
-/// ([`module_path`]). Both are written atomically; if the second fails the first is removed, so
+/// ([`module_path()`]). Both are written atomically; if the second fails the first is removed, so
 /// an error leaves neither.
 pub fn export(model: &Model, pt: &Path) -> Result<(PathBuf, usize), Error> {
     let bad = |reason: String| Error::Export {
