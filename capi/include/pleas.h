@@ -989,10 +989,10 @@ pleas_status pleas_cnn_forward_u8(const struct pleas_cnn_graph *graph,
  * Errors: those of `pleas_cnn_forward_plan_f32()` for the graph; `PLEAS_ERROR_ARGUMENT`
  * (`plan` overlapping an input, an unknown `heads`, `form` or `ridge_toward`, a budget
  * outside `[1, 2]`, a ridge that is not finite and positive, a graph the merge does not
- * handle: not a chain, a batch-norm that follows no conv or linear layer, a residual add, a
- * linear layer on a spatial map of a group, no linear head as the only output),
- * `PLEAS_ERROR_LENGTH` (`samples` of 0, more than `PLEAS_CNN_MAX_GROUPS` groups, buffers
- * beyond memory).
+ * handle: a batch-norm that follows no conv or linear layer, a residual add of the network
+ * input, a linear layer on a spatial map of a group, no linear head as the only output),
+ * `PLEAS_ERROR_LENGTH` (`samples` of 0, more than `PLEAS_CNN_MAX_GROUPS` groups or
+ * `PLEAS_CNN_MAX_GROUPS + 1` conv and linear layers, buffers beyond memory).
  *
  * # Safety
  *

@@ -41,6 +41,7 @@ use crate::pleas_status::{
     self, PLEAS_ERROR_ARGUMENT, PLEAS_ERROR_INTERNAL, PLEAS_ERROR_LENGTH, PLEAS_ERROR_NAN_INF,
     PLEAS_ERROR_SCRATCH, PLEAS_ERROR_SIZE_MISMATCH,
 };
+use crate::samples::SamplePtr;
 use crate::status::run;
 
 /// Most layers of a network.
@@ -328,13 +329,6 @@ pub unsafe extern "C" fn pleas_cnn_forward_plan_f32(
         unsafe { plan.write(c) };
         Ok(())
     })
-}
-
-/// Where one input sample is.
-#[derive(Clone, Copy)]
-enum SamplePtr {
-    F32(*const f32),
-    U8 { data: *const u8, table: *const f32 },
 }
 
 /// The body of both forward passes.

@@ -2,9 +2,10 @@
 //! caller-owned memory: the same driver as the MLP merge, with the network given as the
 //! compact graph of `pleas_cnn_forward_*` (`pleas_cnn_graph`, batch-norm included).
 //!
-//! The two models share the graph: a chain of conv, linear, batch-norm (folded into the conv
-//! or linear layer before it, as `pleas merge --bn fold` folds it), ReLU, max / average
-//! pooling and global average pooling layers, ending in one linear head that is the graph's
+//! The two models share the graph: conv, linear, batch-norm (folded into the conv or linear
+//! layer before it, as `pleas merge --bn fold` folds it), ReLU, max / average pooling, global
+//! average pooling and residual add layers (an add ties the permutation of its two operands:
+//! one group, as `pleas merge` groups them), ending in one linear head that is the graph's
 //! only output. Their parameters are one float buffer each, as `pleas_cnn_forward_f32()`
 //! reads them. The merged network is written as the parameters of the graph the plan
 //! describes (`plan.merged_layers`, `plan.merged_outputs`: each conv or linear layer widened
@@ -28,11 +29,11 @@
 
 use pleas_core::merge::cnn::{
     self as core_cnn, CnnMergeError, CnnMergeInfo, CnnMergeInputs, CnnMergePlan, Heads, MAX_FITTED,
-    MAX_GROUPS, Samples,
+    MAX_GROUPS,
 };
-use pleas_core::merge::mlp::{MlpMergeError, MlpMergeParams};
+use pleas_core::merge::mlp::MlpMergeParams;
 
-use crate::check::{self, In, Region, disjoint, input, output, product};
+use crate::check::{self, disjoint, input, output, product};
 use crate::cnn::{GraphCopy, PLEAS_CNN_MAX_LAYERS, c_layer, pleas_cnn_graph, pleas_cnn_layer};
 use crate::mlp::{
     PLEAS_MLP_HEADS_SEPARATE, PLEAS_MLP_HEADS_SHARED, pleas_mlp_group_info, pleas_mlp_layer_info,
@@ -42,6 +43,7 @@ use crate::pleas_status::{
     self, PLEAS_ERROR_ARGUMENT, PLEAS_ERROR_INTERNAL, PLEAS_ERROR_LENGTH, PLEAS_ERROR_NAN_INF,
     PLEAS_ERROR_SCRATCH, PLEAS_ERROR_SIZE_MISMATCH,
 };
+use crate::samples::{SampleIn, SamplePtr};
 use crate::status::run;
 
 /// Most permutation groups of a CNN merge.
@@ -162,18 +164,18 @@ impl From<CnnMergeError> for pleas_status {
         match e {
             CnnMergeError::Network(e) => e.into(),
             CnnMergeError::UnsupportedLayer { .. }
-            | CnnMergeError::NotAChain { .. }
             | CnnMergeError::NoHead
             | CnnMergeError::SpatialLinear { .. }
             | CnnMergeError::BudgetOutOfRange { .. }
             | CnnMergeError::InvalidRidge { .. } => PLEAS_ERROR_ARGUMENT,
             CnnMergeError::TooManyGroups { .. }
+            | CnnMergeError::TooManyFitted { .. }
             | CnnMergeError::NoSamples
             | CnnMergeError::SizeOverflow => PLEAS_ERROR_LENGTH,
             CnnMergeError::ShapeMismatch { .. } => PLEAS_ERROR_SIZE_MISMATCH,
             CnnMergeError::ScratchTooSmall { .. } => PLEAS_ERROR_SCRATCH,
             CnnMergeError::NonFinite { .. } => PLEAS_ERROR_NAN_INF,
-            CnnMergeError::Driver(d) => MlpMergeError::from(d).into(),
+            CnnMergeError::Driver(d) => d.into(),
             _ => PLEAS_ERROR_INTERNAL,
         }
     }
@@ -225,10 +227,10 @@ fn check_bytes(plan: &CnnMergePlan) -> Result<(), pleas_status> {
 /// Errors: those of `pleas_cnn_forward_plan_f32()` for the graph; `PLEAS_ERROR_ARGUMENT`
 /// (`plan` overlapping an input, an unknown `heads`, `form` or `ridge_toward`, a budget
 /// outside `[1, 2]`, a ridge that is not finite and positive, a graph the merge does not
-/// handle: not a chain, a batch-norm that follows no conv or linear layer, a residual add, a
-/// linear layer on a spatial map of a group, no linear head as the only output),
-/// `PLEAS_ERROR_LENGTH` (`samples` of 0, more than `PLEAS_CNN_MAX_GROUPS` groups, buffers
-/// beyond memory).
+/// handle: a batch-norm that follows no conv or linear layer, a residual add of the network
+/// input, a linear layer on a spatial map of a group, no linear head as the only output),
+/// `PLEAS_ERROR_LENGTH` (`samples` of 0, more than `PLEAS_CNN_MAX_GROUPS` groups or
+/// `PLEAS_CNN_MAX_GROUPS + 1` conv and linear layers, buffers beyond memory).
 ///
 /// # Safety
 ///
@@ -258,58 +260,6 @@ pub unsafe extern "C" fn pleas_cnn_merge_plan_f32(
         unsafe { plan.write(pleas_cnn_merge_plan::from_core(&p)) };
         Ok(())
     })
-}
-
-/// Where the merge samples are.
-#[derive(Clone, Copy)]
-enum SamplePtr {
-    F32(*const f32),
-    U8 { data: *const u8, table: *const f32 },
-}
-
-/// The samples after their checks.
-enum SampleIn {
-    F32(In<f32>),
-    U8 { data: In<u8>, table: In<f32> },
-}
-
-impl SampleIn {
-    fn new(ptr: SamplePtr, len: usize) -> Result<Self, pleas_status> {
-        Ok(match ptr {
-            SamplePtr::F32(x) => SampleIn::F32(input(x, len)?),
-            SamplePtr::U8 { data, table } => SampleIn::U8 {
-                data: input(data, len)?,
-                table: input(table, 256)?,
-            },
-        })
-    }
-
-    fn regions(&self) -> [Region; 2] {
-        match self {
-            SampleIn::F32(x) => [x.region, Region::EMPTY],
-            SampleIn::U8 { data, table } => [data.region, table.region],
-        }
-    }
-
-    /// The core's view.
-    ///
-    /// # Safety
-    ///
-    /// As for [`In::slice`].
-    unsafe fn samples<'a>(&self) -> Result<Samples<'a>, pleas_status> {
-        Ok(match self {
-            // SAFETY: forwarded contract.
-            SampleIn::F32(x) => Samples::F32(unsafe { x.slice() }),
-            SampleIn::U8 { data, table } => Samples::U8 {
-                // SAFETY: forwarded contract.
-                data: unsafe { data.slice() },
-                // SAFETY: forwarded contract. The table was checked with 256 values.
-                table: unsafe { table.slice() }
-                    .try_into()
-                    .map_err(|_| PLEAS_ERROR_INTERNAL)?,
-            },
-        })
-    }
 }
 
 /// The models' parameters and the merge's buffers, as the C entry points pass them.

@@ -59,6 +59,7 @@ pub mod cnn_merge;
 pub mod gram;
 pub mod mlp;
 pub mod ridge;
+mod samples;
 pub mod simd;
 mod status;
 

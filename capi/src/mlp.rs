@@ -37,12 +37,13 @@
 
 use pleas_core::merge::mlp::{
     self as core_mlp, GroupInfo, Heads, LayerFitInfo, LayerRef, LsForm, MAX_HIDDEN, MlpDims,
-    MlpMergeInfo, MlpMergeInputs, MlpMergeParams, MlpMergePlan, RidgeToward, Samples,
+    MlpMergeInfo, MlpMergeInputs, MlpMergeParams, MlpMergePlan, RidgeToward,
 };
 
 use crate::auction::{pleas_auction_info, pleas_auction_params};
 use crate::check::{self, In, Region, disjoint, input, output, product};
-use crate::pleas_status::{self, PLEAS_ERROR_ARGUMENT, PLEAS_ERROR_INTERNAL, PLEAS_ERROR_LENGTH};
+use crate::pleas_status::{self, PLEAS_ERROR_ARGUMENT, PLEAS_ERROR_LENGTH};
+use crate::samples::{SampleIn, SamplePtr};
 use crate::status::run;
 
 /// Most hidden layers an MLP may have.
@@ -489,59 +490,6 @@ fn model_layers(
         width_in = out;
     }
     Ok(layers)
-}
-
-/// Where the merge samples are: the pointers of `pleas_mlp_merge_f32()` or
-/// `pleas_mlp_merge_u8()`.
-#[derive(Clone, Copy)]
-enum SamplePtr {
-    F32(*const f32),
-    U8 { data: *const u8, table: *const f32 },
-}
-
-/// The samples after their checks, and their regions.
-enum SampleIn {
-    F32(In<f32>),
-    U8 { data: In<u8>, table: In<f32> },
-}
-
-impl SampleIn {
-    fn new(ptr: SamplePtr, len: usize) -> Result<Self, pleas_status> {
-        Ok(match ptr {
-            SamplePtr::F32(x) => SampleIn::F32(input(x, len)?),
-            SamplePtr::U8 { data, table } => SampleIn::U8 {
-                data: input(data, len)?,
-                table: input(table, 256)?,
-            },
-        })
-    }
-
-    fn regions(&self) -> [Region; 2] {
-        match self {
-            SampleIn::F32(x) => [x.region, Region::EMPTY],
-            SampleIn::U8 { data, table } => [data.region, table.region],
-        }
-    }
-
-    /// The core's view.
-    ///
-    /// # Safety
-    ///
-    /// As for [`In::slice`].
-    unsafe fn samples<'a>(&self) -> Result<Samples<'a>, pleas_status> {
-        Ok(match self {
-            // SAFETY: forwarded contract.
-            SampleIn::F32(x) => Samples::F32(unsafe { x.slice() }),
-            SampleIn::U8 { data, table } => Samples::U8 {
-                // SAFETY: forwarded contract.
-                data: unsafe { data.slice() },
-                // SAFETY: forwarded contract. The table was checked with 256 values.
-                table: unsafe { table.slice() }
-                    .try_into()
-                    .map_err(|_| PLEAS_ERROR_INTERNAL)?,
-            },
-        })
-    }
 }
 
 /// The body of both merges.

@@ -6,6 +6,7 @@ use pleas_core::gram::GramError;
 use pleas_core::linalg::ViewError;
 use pleas_core::lstsq::LstsqError;
 use pleas_core::lstsq::dual::DualError;
+use pleas_core::merge::driver::DriverError;
 use pleas_core::merge::mlp::MlpMergeError;
 
 /// What a call of the C API did. `PLEAS_SUCCESS` is 0, errors are negative; the first five
@@ -178,13 +179,23 @@ impl From<MlpMergeError> for pleas_status {
             }
             MlpMergeError::ScratchTooSmall { .. } => PLEAS_ERROR_SCRATCH,
             MlpMergeError::NonFinite { .. } => PLEAS_ERROR_NAN_INF,
-            MlpMergeError::NonFiniteSimilarity { .. } | MlpMergeError::NonFiniteResult { .. } => {
+            MlpMergeError::Driver(e) => e.into(),
+            _ => PLEAS_ERROR_INTERNAL,
+        }
+    }
+}
+
+/// The merge driver's errors (the MLP and CNN merges).
+impl From<DriverError> for pleas_status {
+    fn from(e: DriverError) -> Self {
+        match e {
+            DriverError::NonFiniteSimilarity { .. } | DriverError::NonFiniteResult { .. } => {
                 PLEAS_ERROR_OVERFLOW
             }
-            MlpMergeError::Assignment { error, .. } => error.into(),
-            MlpMergeError::Selection { error, .. } => error.into(),
-            MlpMergeError::Singular { .. } => PLEAS_ERROR_SINGULAR,
-            MlpMergeError::DualSolve { error, .. } => match error {
+            DriverError::Assignment { error, .. } => error.into(),
+            DriverError::Selection { error, .. } => error.into(),
+            DriverError::Singular { .. } => PLEAS_ERROR_SINGULAR,
+            DriverError::DualSolve { error, .. } => match error {
                 // The kernel and right-hand sides are the merged network's own activations,
                 // checked finite on input: non-finite values there are an overflow.
                 DualError::NonFinite { .. } | DualError::SolutionOverflow { .. } => {
@@ -196,6 +207,7 @@ impl From<MlpMergeError> for pleas_status {
                 DualError::ShapeMismatch { .. } => PLEAS_ERROR_SIZE_MISMATCH,
                 _ => PLEAS_ERROR_INTERNAL,
             },
+            DriverError::SizeOverflow => PLEAS_ERROR_LENGTH,
             _ => PLEAS_ERROR_INTERNAL,
         }
     }

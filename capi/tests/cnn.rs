@@ -2,93 +2,16 @@
 //! core's compact forward pass runs it (bit for bit, f32 samples and bytes through a table),
 //! the plan gives the core's lengths, and every refusal has its status.
 
+mod cnn_pair;
 mod common;
 
 use std::ptr::{null, null_mut};
 
-use common::{Tensors, fixtures, read_safetensors};
+use cnn_pair::{HEAD, c_layers, core_layers, graph, params, simple};
+use common::{bits, fixtures, read_safetensors, symmetric_table};
 use pleas_capi::cnn::*;
 use pleas_capi::pleas_status::{self, *};
-use pleas_core::forward::compact::{CompactPlan, Layer, LayerOp, MapShape, Network, Window};
-
-const PARAMS: [&str; 17] = [
-    "conv1.weight",
-    "bn1.weight",
-    "bn1.bias",
-    "bn1.running_mean",
-    "bn1.running_var",
-    "conv2.weight",
-    "bn2.weight",
-    "bn2.bias",
-    "bn2.running_mean",
-    "bn2.running_var",
-    "conv3.weight",
-    "bn3.weight",
-    "bn3.bias",
-    "bn3.running_mean",
-    "bn3.running_var",
-    "head.weight",
-    "head.bias",
-];
-
-fn params(t: &Tensors) -> Vec<f32> {
-    PARAMS
-        .iter()
-        .flat_map(|n| t.f32[*n].iter().copied())
-        .collect()
-}
-
-fn conv(input: usize, out: usize, stride: usize) -> pleas_cnn_layer {
-    pleas_cnn_layer {
-        op: PLEAS_CNN_OP_CONV2D,
-        input,
-        out,
-        kernel: [3, 3],
-        stride: [stride, stride],
-        padding: [1, 1],
-        ..Default::default()
-    }
-}
-
-fn simple(op: u32, input: usize) -> pleas_cnn_layer {
-    pleas_cnn_layer {
-        op,
-        input,
-        eps: 1e-5,
-        ..Default::default()
-    }
-}
-
-/// The pair's architecture (examples/firmware/src/cnn_graph.h).
-fn layers() -> Vec<pleas_cnn_layer> {
-    let mut l = Vec::new();
-    for (k, (out, stride)) in [(8, 1), (16, 2), (16, 2)].into_iter().enumerate() {
-        l.push(conv(3 * k, out, stride));
-        l.push(simple(PLEAS_CNN_OP_BATCHNORM, 3 * k + 1));
-        l.push(simple(PLEAS_CNN_OP_RELU, 3 * k + 2));
-    }
-    l.push(simple(PLEAS_CNN_OP_GLOBAL_AVGPOOL, 9));
-    l.push(pleas_cnn_layer {
-        op: PLEAS_CNN_OP_LINEAR,
-        input: 10,
-        out: 5,
-        bias: 1,
-        ..Default::default()
-    });
-    l
-}
-
-fn graph(layers: &[pleas_cnn_layer], outputs: &[usize]) -> pleas_cnn_graph {
-    pleas_cnn_graph {
-        channels: 1,
-        height: 28,
-        width: 28,
-        layers: layers.as_ptr(),
-        layer_count: layers.len(),
-        outputs: outputs.as_ptr(),
-        output_count: outputs.len(),
-    }
-}
+use pleas_core::forward::compact::{CompactPlan, MapShape, Network};
 
 fn plan_of(g: &pleas_cnn_graph) -> Result<pleas_cnn_forward_plan, pleas_status> {
     let mut plan = pleas_cnn_forward_plan::default();
@@ -150,64 +73,19 @@ fn forward_u8(
     }
 }
 
-fn table() -> [f32; 256] {
-    std::array::from_fn(|v| v as f32 / 255.0 * 2.0 - 1.0)
-}
-
 /// The same network through the core.
 fn core_logits(p: &[f32], x: &[f32]) -> Vec<f32> {
-    let w = Window {
-        kernel: [3, 3],
-        stride: [1, 1],
-        padding: [1, 1],
-    };
-    let mut l = Vec::new();
-    for (k, (out, s)) in [(8, 1), (16, 2), (16, 2)].into_iter().enumerate() {
-        let window = Window {
-            stride: [s, s],
-            ..w
-        };
-        let ops = [
-            LayerOp::Conv2d {
-                out_channels: out,
-                window,
-                bias: false,
-            },
-            LayerOp::BatchNorm { eps: 1e-5 },
-            LayerOp::Relu,
-        ];
-        for (j, op) in ops.into_iter().enumerate() {
-            l.push(Layer {
-                op,
-                input: 3 * k + j,
-            });
-        }
-    }
-    l.push(Layer {
-        op: LayerOp::GlobalAvgPool,
-        input: 9,
-    });
-    l.push(Layer {
-        op: LayerOp::Linear {
-            out_features: 5,
-            bias: true,
-        },
-        input: 10,
-    });
+    let l = core_layers();
     let plan = CompactPlan::new(Network {
         input: MapShape::new(1, 28, 28),
         layers: &l,
-        outputs: &[11],
+        outputs: &[HEAD],
     })
     .unwrap();
     let mut sc = vec![0.0; plan.scratch_len()];
     plan.input_mut(&mut sc).unwrap().copy_from_slice(x);
     plan.run(p, &mut sc, &mut |_, _| {}).unwrap();
-    plan.node(11, &sc).unwrap().to_vec()
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
+    plan.node(HEAD, &sc).unwrap().to_vec()
 }
 
 #[test]
@@ -215,9 +93,9 @@ fn the_cnn_pair_runs_as_the_core_runs_it() {
     let dir = fixtures();
     let eval = read_safetensors(&dir.join("eval.safetensors"));
     let (x, y) = (&eval.u8["x_test"], &eval.u8["y_test"]);
-    let t = table();
-    let l = layers();
-    let g = graph(&l, &[11]);
+    let t = symmetric_table();
+    let l = c_layers();
+    let g = graph(&l, &[HEAD]);
     let plan = plan_of(&g).unwrap();
     let expected_params = 8 * 9 + 4 * 8 + 16 * 72 + 4 * 16 + 16 * 144 + 4 * 16 + 5 * 16 + 5;
     assert_eq!(
@@ -260,8 +138,8 @@ fn the_cnn_pair_runs_as_the_core_runs_it() {
 
 #[test]
 fn refusals_have_their_statuses() {
-    let l = layers();
-    let g = graph(&l, &[11]);
+    let l = c_layers();
+    let g = graph(&l, &[HEAD]);
     let plan = plan_of(&g).unwrap();
     let p = vec![0.5f32; plan.params_len];
     let x = vec![0.0f32; 784];
@@ -272,9 +150,9 @@ fn refusals_have_their_statuses() {
     let s = unsafe { pleas_cnn_forward_plan_f32(null(), null_mut()) };
     assert_eq!(s, PLEAS_ERROR_ARGUMENT);
     let with = |f: &dyn Fn(&mut Vec<pleas_cnn_layer>)| {
-        let mut l = layers();
+        let mut l = c_layers();
         f(&mut l);
-        plan_of(&graph(&l, &[11])).err()
+        plan_of(&graph(&l, &[HEAD])).err()
     };
     assert_eq!(with(&|l| l[0].op = 99), Some(PLEAS_ERROR_ARGUMENT));
     assert_eq!(with(&|l| l[0].bias = 2), Some(PLEAS_ERROR_ARGUMENT));
@@ -295,17 +173,20 @@ fn refusals_have_their_statuses() {
         with(&|l| l.extend(vec![simple(PLEAS_CNN_OP_RELU, 11); 30])),
         Some(PLEAS_ERROR_LENGTH)
     );
-    assert_eq!(plan_of(&graph(&l, &[12])).err(), Some(PLEAS_ERROR_INDEX));
+    assert_eq!(
+        plan_of(&graph(&l, &[HEAD + 1])).err(),
+        Some(PLEAS_ERROR_INDEX)
+    );
     assert_eq!(plan_of(&graph(&l, &[])).err(), Some(PLEAS_ERROR_LENGTH));
     let add = |other| {
-        let mut l = layers();
+        let mut l = c_layers();
         l.push(pleas_cnn_layer {
             op: PLEAS_CNN_OP_ADD,
             input: 3,
             other,
             ..Default::default()
         });
-        plan_of(&graph(&l, &[12])).err()
+        plan_of(&graph(&l, &[HEAD + 1])).err()
     };
     assert_eq!(add(2), None, "relu1 + bn1: one shape");
     assert_eq!(add(4), Some(PLEAS_ERROR_SIZE_MISMATCH));
@@ -352,7 +233,7 @@ fn refusals_have_their_statuses() {
         )
     };
     assert_eq!(s, PLEAS_ERROR_ARGUMENT);
-    let mut t = table();
+    let mut t = symmetric_table();
     t[200] = f32::NAN;
     let s = forward_u8(&g, &p, &[200u8; 784], &t, &mut out, &mut sc);
     assert_eq!(s, PLEAS_ERROR_NAN_INF);

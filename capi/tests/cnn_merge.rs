@@ -2,11 +2,13 @@
 //! `cnn_split` pair give the core's merge bit for bit, the plan gives the core's lengths and
 //! a merged graph `pleas_cnn_forward_*` runs, and every refusal has its status.
 
+mod cnn_pair;
 mod common;
 
 use std::ptr::{null, null_mut};
 
-use common::{fixtures, read_safetensors};
+use cnn_pair::{HEAD, c_layers, core_layers, graph, params};
+use common::{bits, fixtures, read_safetensors, symmetric_table};
 use pleas_capi::cnn::*;
 use pleas_capi::cnn_merge::*;
 use pleas_capi::mlp::{PLEAS_MLP_HEADS_SEPARATE, pleas_mlp_merge_params};
@@ -20,120 +22,12 @@ use pleas_core::merge::cnn::{
 /// Merge samples (every 40th image of `x_match`: a fast test).
 const N: usize = 50;
 
-const PARAMS: [&str; 17] = [
-    "conv1.weight",
-    "bn1.weight",
-    "bn1.bias",
-    "bn1.running_mean",
-    "bn1.running_var",
-    "conv2.weight",
-    "bn2.weight",
-    "bn2.bias",
-    "bn2.running_mean",
-    "bn2.running_var",
-    "conv3.weight",
-    "bn3.weight",
-    "bn3.bias",
-    "bn3.running_mean",
-    "bn3.running_var",
-    "head.weight",
-    "head.bias",
-];
-
-/// The pair's architecture as C layers and as the core's.
-fn layers() -> (Vec<pleas_cnn_layer>, Vec<Layer>) {
-    let (mut c, mut core) = (Vec::new(), Vec::new());
-    for (k, (out, s)) in [(8, 1), (16, 2), (16, 2)].into_iter().enumerate() {
-        let window = Window {
-            kernel: [3, 3],
-            stride: [s, s],
-            padding: [1, 1],
-        };
-        c.push(pleas_cnn_layer {
-            op: PLEAS_CNN_OP_CONV2D,
-            input: 3 * k,
-            out,
-            kernel: [3, 3],
-            stride: [s, s],
-            padding: [1, 1],
-            ..Default::default()
-        });
-        core.push(Layer {
-            op: LayerOp::Conv2d {
-                out_channels: out,
-                window,
-                bias: false,
-            },
-            input: 3 * k,
-        });
-        for (i, (op, cop)) in [
-            (PLEAS_CNN_OP_BATCHNORM, LayerOp::BatchNorm { eps: 1e-5 }),
-            (PLEAS_CNN_OP_RELU, LayerOp::Relu),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let input = 3 * k + 1 + i;
-            c.push(pleas_cnn_layer {
-                op,
-                input,
-                eps: 1e-5,
-                ..Default::default()
-            });
-            core.push(Layer { op: cop, input });
-        }
-    }
-    c.push(pleas_cnn_layer {
-        op: PLEAS_CNN_OP_GLOBAL_AVGPOOL,
-        input: 9,
-        ..Default::default()
-    });
-    core.push(Layer {
-        op: LayerOp::GlobalAvgPool,
-        input: 9,
-    });
-    c.push(pleas_cnn_layer {
-        op: PLEAS_CNN_OP_LINEAR,
-        input: 10,
-        out: 5,
-        bias: 1,
-        ..Default::default()
-    });
-    core.push(Layer {
-        op: LayerOp::Linear {
-            out_features: 5,
-            bias: true,
-        },
-        input: 10,
-    });
-    (c, core)
-}
-
-fn graph(layers: &[pleas_cnn_layer], outputs: &[usize]) -> pleas_cnn_graph {
-    pleas_cnn_graph {
-        channels: 1,
-        height: 28,
-        width: 28,
-        layers: layers.as_ptr(),
-        layer_count: layers.len(),
-        outputs: outputs.as_ptr(),
-        output_count: outputs.len(),
-    }
-}
-
-fn table() -> [f32; 256] {
-    std::array::from_fn(|v| v as f32 / 255.0 * 2.0 - 1.0)
-}
-
 /// Both models' parameters and `N` merge images (bytes).
 fn data() -> (Vec<f32>, Vec<f32>, Vec<u8>) {
     let dir = fixtures();
     let p = |m: &str| {
         let t = read_safetensors(&dir.join(format!("cnn_split/{m}.safetensors")));
-        PARAMS
-            .iter()
-            .flat_map(|n| t.f32[*n].iter().copied())
-            .collect::<Vec<f32>>()
+        params(&t)
     };
     let eval = read_safetensors(&dir.join("eval.safetensors"));
     let x = &eval.u8["x_match"];
@@ -204,7 +98,7 @@ fn merge_u8(
     buf: &mut Buffers,
     info: *mut pleas_cnn_merge_info,
 ) -> pleas_status {
-    let t = table();
+    let t = symmetric_table();
     // SAFETY: every pointer addresses its length; the writable buffers are distinct vectors.
     unsafe {
         pleas_cnn_merge_u8(
@@ -232,23 +126,19 @@ fn merge_u8(
     }
 }
 
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
 #[test]
 fn the_c_merge_is_the_core_merge() {
     // Both sides on one path (another test of this binary selects the portable one).
     assert_eq!(pleas_simd_set_path(PLEAS_SIMD_PATH_PORTABLE), PLEAS_SUCCESS);
     let (a, b, bytes) = data();
-    let (cl, core_layers) = layers();
-    let g = graph(&cl, &[11]);
+    let (cl, core_layers) = (c_layers(), core_layers());
+    let g = graph(&cl, &[HEAD]);
     let net = Network {
         input: MapShape::new(1, 28, 28),
         layers: &core_layers,
-        outputs: &[11],
+        outputs: &[HEAD],
     };
-    let t = table();
+    let t = symmetric_table();
     let xf: Vec<f32> = bytes.iter().map(|&v| t[usize::from(v)]).collect();
     for budget in [1.0, 1.2] {
         let plan = plan_of(&g, N, budget, null()).unwrap();
@@ -336,8 +226,8 @@ fn the_simd_path_is_chosen_by_name() {
 #[test]
 fn every_refusal_has_its_status() {
     let (a, b, bytes) = data();
-    let (cl, _) = layers();
-    let g = graph(&cl, &[11]);
+    let cl = c_layers();
+    let g = graph(&cl, &[HEAD]);
     let plan = plan_of(&g, N, 1.0, null()).unwrap();
     let mut p = std::mem::MaybeUninit::<pleas_cnn_merge_plan>::zeroed();
     // SAFETY: NULL graph, writable plan.
@@ -357,16 +247,19 @@ fn every_refusal_has_its_status() {
     assert_eq!(s, PLEAS_ERROR_ARGUMENT);
     assert_eq!(plan_of(&g, N, 2.5, null()), Err(PLEAS_ERROR_ARGUMENT));
     assert_eq!(plan_of(&g, 0, 1.0, null()), Err(PLEAS_ERROR_LENGTH));
-    // A residual add is not merged.
-    let mut with_add = cl.clone();
-    with_add[2] = pleas_cnn_layer {
+    // A residual add of the network input (no group permutes it) is not merged.
+    let mut with_add = vec![pleas_cnn_layer {
         op: PLEAS_CNN_OP_ADD,
-        input: 2,
-        other: 2,
+        input: 0,
+        other: 0,
         ..Default::default()
-    };
+    }];
+    with_add.extend(cl.iter().map(|l| pleas_cnn_layer {
+        input: l.input + 1,
+        ..*l
+    }));
     assert_eq!(
-        plan_of(&graph(&with_add, &[11]), N, 1.0, null()),
+        plan_of(&graph(&with_add, &[HEAD + 1]), N, 1.0, null()),
         Err(PLEAS_ERROR_ARGUMENT)
     );
     let mut buf = Buffers::new(&plan);
@@ -390,7 +283,7 @@ fn every_refusal_has_its_status() {
     }
     // A merged buffer overlapping the models is refused.
     let mut shared = a.clone();
-    let t = table();
+    let t = symmetric_table();
     // SAFETY: `shared` is read as model A and written as the output: the call must refuse.
     let s = unsafe {
         pleas_cnn_merge_u8(
@@ -417,4 +310,142 @@ fn every_refusal_has_its_status() {
         )
     };
     assert_eq!(s, PLEAS_ERROR_ARGUMENT);
+}
+
+/// A residual network on the fixture images: conv 1->8 -> ReLU -> conv 8->8 -> add(the
+/// ReLU) -> ReLU -> global pooling -> linear head (bias everywhere), as C layers and as the
+/// core's; its parameters for a seed (uniform in +-0.5, scaled by the fan-in).
+fn residual_net(seed: u64) -> (Vec<pleas_cnn_layer>, Vec<Layer>, Vec<f32>) {
+    let window = Window {
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1],
+    };
+    let conv = |input| pleas_cnn_layer {
+        op: PLEAS_CNN_OP_CONV2D,
+        input,
+        out: 8,
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1],
+        bias: 1,
+        ..Default::default()
+    };
+    let relu = |input| pleas_cnn_layer {
+        op: PLEAS_CNN_OP_RELU,
+        input,
+        ..Default::default()
+    };
+    let c = vec![
+        conv(0),
+        relu(1),
+        conv(2),
+        pleas_cnn_layer {
+            op: PLEAS_CNN_OP_ADD,
+            input: 3,
+            other: 2,
+            ..Default::default()
+        },
+        relu(4),
+        pleas_cnn_layer {
+            op: PLEAS_CNN_OP_GLOBAL_AVGPOOL,
+            input: 5,
+            ..Default::default()
+        },
+        pleas_cnn_layer {
+            op: PLEAS_CNN_OP_LINEAR,
+            input: 6,
+            out: 5,
+            bias: 1,
+            ..Default::default()
+        },
+    ];
+    let conv_op = LayerOp::Conv2d {
+        out_channels: 8,
+        window,
+        bias: true,
+    };
+    let ops = [
+        conv_op,
+        LayerOp::Relu,
+        conv_op,
+        LayerOp::Add { other: 2 },
+        LayerOp::Relu,
+        LayerOp::GlobalAvgPool,
+        LayerOp::Linear {
+            out_features: 5,
+            bias: true,
+        },
+    ];
+    let core: Vec<Layer> = ops
+        .into_iter()
+        .enumerate()
+        .map(|(l, op)| Layer { op, input: l })
+        .collect();
+    // (values, fan-in) of each parameter tensor in order: conv1 w, b; conv2 w, b; head w, b.
+    let tensors = [(72, 9), (8, 9), (576, 72), (8, 72), (40, 8), (5, 8)];
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut p = Vec::new();
+    for (len, fan_in) in tensors {
+        let scale = 2.0 / (fan_in as f32).sqrt();
+        for _ in 0..len {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let u = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            p.push(u * scale);
+        }
+    }
+    (c, core, p)
+}
+
+#[test]
+fn a_residual_graph_merges_as_the_core_merges_it() {
+    assert_eq!(pleas_simd_set_path(PLEAS_SIMD_PATH_PORTABLE), PLEAS_SUCCESS);
+    let (_, _, bytes) = data();
+    let (cl, core_layers, a) = residual_net(1);
+    let (_, _, b) = residual_net(2);
+    let head = cl.len();
+    let g = graph(&cl, &[head]);
+    let net = Network {
+        input: MapShape::new(1, 28, 28),
+        layers: &core_layers,
+        outputs: &[head],
+    };
+    let t = symmetric_table();
+    let xf: Vec<f32> = bytes.iter().map(|&v| t[usize::from(v)]).collect();
+    for budget in [1.0, 1.2] {
+        let plan = plan_of(&g, N, budget, null()).unwrap();
+        assert_eq!(
+            (plan.groups, plan.fitted_layers),
+            (1, 4),
+            "the add ties both convs into one group"
+        );
+        let mut buf = Buffers::new(&plan);
+        let mut info = std::mem::MaybeUninit::<pleas_cnn_merge_info>::zeroed();
+        let s = merge_u8(&g, &a, &b, &bytes, budget, &mut buf, info.as_mut_ptr());
+        assert_eq!(s, PLEAS_SUCCESS, "budget {budget}");
+        let params = CnnMergeParams::default();
+        let core_plan = cnn_merge_plan(&net, Heads::Separate, N, budget, &params).unwrap();
+        let mut out = vec![0.0; core_plan.output_len];
+        let mut sc = vec![0.0; core_plan.scratch_len];
+        let mut fw = vec![0.0; core_plan.forward_len];
+        let mut ix = vec![0; core_plan.index_len];
+        let inputs = CnnMergeInputs {
+            net,
+            heads: Heads::Separate,
+            a: &a,
+            b: &b,
+            samples: Samples::F32(&xf),
+            budget,
+        };
+        cnn_merge(
+            &core_plan, &inputs, &params, &mut out, &mut sc, &mut fw, &mut ix,
+        )
+        .unwrap();
+        assert_eq!(bits(&buf.merged), bits(&out), "budget {budget}");
+        assert!(out.iter().all(|v| v.is_finite()));
+    }
 }

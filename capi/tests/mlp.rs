@@ -6,7 +6,7 @@ use std::ptr::{null, null_mut};
 
 mod common;
 
-use common::{Tensors, fixtures, read_safetensors};
+use common::{Tensors, bits, fixtures, read_safetensors, symmetric_table};
 use pleas_capi::mlp::*;
 use pleas_capi::pleas_status::{self, *};
 use pleas_core::merge::mlp::{
@@ -76,15 +76,6 @@ fn plan_of(
         PLEAS_SUCCESS => Ok(plan),
         s => Err(s),
     }
-}
-
-/// `v / 255 * 2 - 1` in f32, as the host normalises the fixtures' images.
-fn symmetric_table() -> [f32; 256] {
-    std::array::from_fn(|v| v as f32 / 255.0 * 2.0 - 1.0)
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
 }
 
 #[test]

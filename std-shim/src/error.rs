@@ -36,6 +36,18 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A tensor of a safetensors file was refused by the core (its values do not fill its
+    /// shape).
+    #[error("`{}`: tensor `{tensor}`", path.display())]
+    SafetensorsTensor {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The core's refusal.
+        #[source]
+        source: pleas_core::graph::TensorError,
+    },
     /// A PyTorch checkpoint is malformed or refers to something a weights-only load refuses.
     #[error("`{}` is not a readable PyTorch checkpoint", path.display())]
     Torch {
@@ -111,12 +123,24 @@ pub enum Error {
         reason: String,
     },
     /// An architecture (TOML) file is invalid.
-    #[error("architecture file `{}`: {reason}", path.display())]
+    #[error("architecture file `{}`", path.display())]
     ArchFile {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        reason: String,
+        #[source]
+        source: Box<crate::io::arch::toml_file::ArchFileError>,
+    },
+    /// The architecture a model's metadata holds (`pleas.architecture`) is invalid.
+    #[error("model `{}`: metadata `{key}`", path.display())]
+    MetadataArchitecture {
+        /// The model file.
+        path: PathBuf,
+        /// The metadata key.
+        key: String,
+        /// What is wrong.
+        #[source]
+        source: Box<crate::io::arch::toml_file::ArchFileError>,
     },
     /// A data file does not fit the model or the command.
     #[error("data file `{}`: {reason}", path.display())]
@@ -125,6 +149,18 @@ pub enum Error {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// The data's sample shape does not fit a model's graph (a spatial size its layers
+    /// cannot take).
+    #[error("data file `{}`: samples of {shape} do not fit the model", path.display())]
+    DataShape {
+        /// The data file.
+        path: PathBuf,
+        /// The samples' shape (`CxHxW`).
+        shape: String,
+        /// The graph's refusal.
+        #[source]
+        source: Box<GraphError>,
     },
     /// A metadata entry of a model is malformed.
     #[error("model `{}`: metadata `{key}`: {reason}", path.display())]

@@ -69,7 +69,11 @@ pub fn graph_for_data(model: &Model, data: &Dataset, data_path: &Path) -> Result
             model
                 .graph
                 .with_input_shape(Shape::new(*c, *h, *w))
-                .map_err(|e| bad(format!("samples of {c}x{h}x{w} do not fit the model: {e}")))
+                .map_err(|e| Error::DataShape {
+                    path: data_path.to_path_buf(),
+                    shape: format!("{c}x{h}x{w}"),
+                    source: Box::new(e),
+                })
         }
         _ => {
             let len = data.sample_len();

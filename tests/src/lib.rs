@@ -12,6 +12,7 @@ pub mod rng;
 pub mod scratch;
 pub mod simd_paths;
 pub mod spd;
+pub mod split_task;
 pub mod strided_f64;
 pub mod tolerance;
 

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use pleas::Error;
+use pleas::error::chain;
 use pleas::io::arch::ARCHITECTURE_KEY;
 use pleas::io::arch::mlp;
 use pleas::io::arch::resnet::{CifarSpec, TorchvisionSpec, build_cifar, build_torchvision};
@@ -231,7 +232,8 @@ fn block_parse_error(blocks: &str) -> String {
     let text = format!(
         "input = [4, 6, 6]\n[[node]]\nname = \"merged\"\nop = \"block_conv2d\"\npadding = 1\n{blocks}\n"
     );
-    let e = parse(&text, &w).unwrap_err();
+    // The whole cause chain, as the CLI prints it.
+    let e = chain(&parse(&text, &w).unwrap_err());
     assert!(e.contains("merged"), "the error names the node: {e}");
     e
 }
@@ -430,10 +432,10 @@ fn a_bad_embedded_architecture_names_the_file_and_the_key() {
         save_weights(&path, &m.weights, &meta).unwrap();
         let e = Model::load(&path, None).unwrap_err();
         assert!(
-            matches!(e, Error::Metadata { ref key, .. } if key == ARCHITECTURE_KEY),
+            matches!(e, Error::MetadataArchitecture { ref key, .. } if key == ARCHITECTURE_KEY),
             "{e:?}"
         );
-        let msg = e.to_string();
+        let msg = chain(&e);
         assert!(
             msg.contains("bad_arch.safetensors") && msg.contains(ARCHITECTURE_KEY),
             "{msg}"

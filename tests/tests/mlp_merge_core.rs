@@ -21,13 +21,13 @@ use pleas::merge::pipeline::{MergeOutcome, merge};
 use pleas::merge::settings::MergeSettings;
 use pleas::model::Model;
 use pleas_core::forward::Forward;
-use pleas_core::graph::Op;
 use pleas_core::merge::mlp::{
-    Heads, LayerRef, LsForm, MAX_HIDDEN, MlpDims, MlpMergeError, MlpMergeInfo, MlpMergeInputs,
-    MlpMergeParams, MlpMergePlan, MlpOperand, Model as Side, RidgeToward, Samples, ScratchKind,
-    mlp_merge, mlp_merge_plan,
+    DriverError, Heads, LayerRef, LsForm, MAX_HIDDEN, MlpDims, MlpMergeError, MlpMergeInfo,
+    MlpMergeInputs, MlpMergeParams, MlpMergePlan, MlpOperand, Model as Side, RidgeToward, Samples,
+    ScratchKind, mlp_merge, mlp_merge_plan,
 };
 use pleas_tests::models::{Rng, fashion_eval, fixtures};
+use pleas_tests::split_task::{host_accuracy, host_layers, rel_fro, task_accuracy, test_set};
 use pleas_tests::tolerance::{
     MLP_CORE_EXACT_LOGIT_REL, MLP_FORMS_REL, MLP_HOST_MOMENTS_REL, MLP_HOST_NULL_REL,
     MLP_HOST_SAMPLE_OUTPUT_REL, MLP_HOST_SPAN_REL, MLP_HOST_WEIGHTS_REL,
@@ -175,52 +175,6 @@ const MLP64_DIMS: MlpDims<'static> = MlpDims {
     bias: true,
 };
 
-/// The host's merged layers (block-linear nodes in order: hidden layers, then the heads) as
-/// dense weights and biases, in the core's layout.
-fn host_layers(o: &MergeOutcome) -> Vec<(Vec<f32>, Vec<f32>)> {
-    let mut out = Vec::new();
-    for node in o.graph.nodes() {
-        let Op::BlockLinear {
-            in_features,
-            out_features,
-            blocks,
-        } = &node.op
-        else {
-            continue;
-        };
-        let mut w = vec![0.0f32; out_features * in_features];
-        let mut bias = vec![0.0f32; *out_features];
-        let mut row0 = 0;
-        for b in blocks {
-            let wt = o.weights[&b.weight].data();
-            let cols = b.cols();
-            for r in 0..b.rows {
-                for (c, ch) in b.inputs.iter().flat_map(|r| r.clone()).enumerate() {
-                    w[(row0 + r) * in_features + ch] = wt[r * cols + c];
-                }
-                if let Some(bn) = &b.bias {
-                    bias[row0 + r] = o.weights[bn].data()[r];
-                }
-            }
-            row0 += b.rows;
-        }
-        out.push((w, bias));
-    }
-    out
-}
-
-/// `||a - b||_F / ||b||_F` in f64.
-fn rel_fro(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let d: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
-        .sum();
-    let n: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
-    (d / n.max(f64::MIN_POSITIVE)).sqrt()
-}
-
 /// `max |a - b| / max |b|`.
 fn rel_to_scale(a: &[f32], b: &[f32]) -> f32 {
     let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
@@ -272,48 +226,6 @@ fn original_logits(l: &[LayerRef<'_>], x: &[f32]) -> Vec<f32> {
         .map(|l| (l.weight, l.bias.unwrap_or(&[])))
         .collect();
     mlp_logits(&layers, 1, x).remove(0)
-}
-
-/// The Fashion-MNIST test images (normalised) and labels.
-fn test_set() -> (Vec<f32>, Vec<u8>) {
-    let file = safetensors::read(&fashion_eval()).unwrap();
-    let x = file.tensors["x_test"]
-        .bytes
-        .iter()
-        .map(|&v| Normalize::Symmetric.apply(f32::from(v)))
-        .collect();
-    (x, file.tensors["y_test"].bytes.clone())
-}
-
-/// Split-task accuracies: head `a` on the test images of classes 0-4, head `b` on classes 5-9
-/// (labels mapped to 0-4); the prediction is the first unit of maximal logit.
-fn task_accuracy(logits: impl Fn(usize) -> Vec<Vec<f32>>, labels: &[u8]) -> [f64; 2] {
-    let (mut correct, mut seen) = ([0usize; 2], [0usize; 2]);
-    for (i, &label) in labels.iter().enumerate() {
-        let (head, unit) = (usize::from(label) / 5, usize::from(label) % 5);
-        let out = logits(i);
-        let row = &out[head.min(out.len() - 1)];
-        let mut best = 0;
-        for (j, &v) in row.iter().enumerate() {
-            if v > row[best] {
-                best = j;
-            }
-        }
-        seen[head] += 1;
-        correct[head] += usize::from(best == unit);
-    }
-    [0, 1].map(|h| correct[h] as f64 / seen[h] as f64)
-}
-
-fn host_accuracy(o: &MergeOutcome, x: &[f32], labels: &[u8]) -> [f64; 2] {
-    let all = Forward::new(&o.graph, &o.weights)
-        .unwrap()
-        .logits(x, labels.len())
-        .unwrap();
-    task_accuracy(
-        |i| all.iter().map(|h| h[i * 5..(i + 1) * 5].to_vec()).collect(),
-        labels,
-    )
 }
 
 fn core_accuracy(m: &CoreMerge, x: &[f32], labels: &[u8]) -> [f64; 2] {
@@ -441,7 +353,7 @@ fn compare_with_host(budget: f64, s: &MergeData, host: &MergeOutcome, core: &Cor
 fn core_merge_matches_the_host_pipeline() {
     let (a, b) = (load(MLP64_A), load(MLP64_B));
     let (la, lb) = (layers(&a), layers(&b));
-    let (test_x, test_y) = test_set();
+    let (test_x, test_y) = test_set(1);
     let params = MlpMergeParams::default();
     let s = samples(MERGE_SAMPLES, Selection::Strided);
     for budget in [1.0, 1.2, 2.0] {
@@ -629,7 +541,7 @@ fn budget_two_reproduces_both_models() {
     )
     .unwrap();
     assert!(core.info.groups.iter().all(|g| g.merged == 0));
-    let (x, labels) = test_set();
+    let (x, labels) = test_set(1);
     let mut worst = [0.0f32; 2];
     for i in 0..1000 {
         let xi = &x[i * 784..(i + 1) * 784];
@@ -727,7 +639,7 @@ fn self_merge_with_a_permuted_copy_reproduces_the_model() {
         })
         .collect();
     let s = samples(MERGE_SAMPLES, Selection::Strided);
-    let (x, _) = test_set();
+    let (x, _) = test_set(1);
     for heads in [Heads::Shared, Heads::Separate] {
         let core = core_merge(
             MLP64_DIMS,
@@ -1272,12 +1184,12 @@ fn a_block_without_data_is_singular() {
         &MlpMergeParams::default(),
     );
     match got {
-        Err(MlpMergeError::Singular {
+        Err(MlpMergeError::Driver(DriverError::Singular {
             layer: 1,
             ridge,
             retries: 0,
             ..
-        }) => assert_eq!(ridge, 0.0),
+        })) => assert_eq!(ridge, 0.0),
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("a dead layer was fitted"),
     }

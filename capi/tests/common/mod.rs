@@ -51,3 +51,13 @@ pub fn read_safetensors(path: &PathBuf) -> Tensors {
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/fashion")
 }
+
+/// The bits of each value, to compare results bit for bit with readable failures.
+pub fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// `v / 255 * 2 - 1` in f32, as the host normalises the fixtures' images.
+pub fn symmetric_table() -> [f32; 256] {
+    std::array::from_fn(|v| v as f32 / 255.0 * 2.0 - 1.0)
+}

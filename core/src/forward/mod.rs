@@ -459,6 +459,13 @@ impl<'a> Forward<'a> {
         &mut self.pool
     }
 
+    /// The scratch buffer the kernels work in (grown on demand, never shrunk): a caller running
+    /// several forward passes in turn can move it from one to the next, as with
+    /// [`Forward::spare_buffers`].
+    pub fn scratch_buffer(&mut self) -> &mut Vec<f32> {
+        &mut self.scratch
+    }
+
     fn buffer(&mut self, len: usize) -> Vec<f32> {
         let pick = self
             .pool

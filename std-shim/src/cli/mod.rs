@@ -123,7 +123,8 @@ struct MergeArgs {
     /// would exceed 1 GiB, e.g. 2 for a ResNet-50 at 224x224).
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// MiB of activations kept in memory between passes before spilling to a temporary file.
+    /// MiB of activations kept in memory between passes (the threads' reusable buffers
+    /// included) before spilling to a temporary file.
     #[arg(long = "memory", value_name = "MIB")]
     memory_mib: Option<usize>,
     /// Evaluate the merged model on this labelled file afterwards (x_test / y_test).

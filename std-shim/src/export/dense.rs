@@ -79,9 +79,9 @@ fn node_is_linear(node: &Node) -> bool {
 }
 
 fn made(shape: Vec<usize>, data: Vec<f32>, node: &Node) -> Result<Tensor, ExportError> {
-    Tensor::new(shape, data).map_err(|e| ExportError::Unsupported {
+    Tensor::new(shape, data).map_err(|source| ExportError::DenseTensor {
         node: node.name.clone(),
-        reason: e.to_string(),
+        source,
     })
 }
 

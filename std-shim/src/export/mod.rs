@@ -137,6 +137,15 @@ pub enum ExportError {
         /// The tensor.
         tensor: String,
     },
+    /// The dense form of a block-structured layer's tensor could not be built.
+    #[error("node `{node}`: its dense tensor")]
+    DenseTensor {
+        /// The node.
+        node: String,
+        /// The core's refusal.
+        #[source]
+        source: pleas_core::graph::TensorError,
+    },
     /// The graph holds an operation the format cannot express.
     #[error("node `{node}`: {reason}")]
     Unsupported {

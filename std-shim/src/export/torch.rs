@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use pleas_core::graph::{Graph, Op, Tensor, Weights};
 use serde_json::{Value, json};
 
+use super::ExportError;
 use super::dense::dense_layer;
 use crate::error::Error;
 use crate::io::atomic::write_atomically;
@@ -26,10 +27,10 @@ use crate::io::safetensors::{Dtype, RawTensor};
 use crate::io::torch::write;
 use crate::model::Model;
 
-fn get<'w>(weights: &'w Weights, name: &str) -> Result<&'w Tensor, String> {
-    weights
-        .get(name)
-        .ok_or_else(|| format!("tensor `{name}` is missing"))
+fn get<'w>(weights: &'w Weights, name: &str) -> Result<&'w Tensor, ExportError> {
+    weights.get(name).ok_or_else(|| ExportError::Torch {
+        reason: format!("tensor `{name}` is missing"),
+    })
 }
 
 /// The module path of each node with parameters (`None` for the others): its name, or, if one
@@ -71,7 +72,7 @@ fn raw_f32(t: &Tensor) -> RawTensor {
 }
 
 /// The state_dict of the dense model, in graph order, under the module paths.
-pub fn state_dict(model: &Model) -> Result<Vec<(String, RawTensor)>, String> {
+pub fn state_dict(model: &Model) -> Result<Vec<(String, RawTensor)>, ExportError> {
     let paths = module_paths(&model.graph);
     let mut out = Vec::new();
     for (node, path) in model.graph.nodes().iter().zip(&paths) {
@@ -101,9 +102,9 @@ pub fn state_dict(model: &Model) -> Result<Vec<(String, RawTensor)>, String> {
             out.push((format!("{path}.num_batches_tracked"), count));
             continue;
         }
-        let layer = dense_layer(node, &model.weights)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("node `{}` has weights of no known layer", node.name))?;
+        let layer = dense_layer(node, &model.weights)?.ok_or_else(|| ExportError::Torch {
+            reason: format!("node `{}` has weights of no known layer", node.name),
+        })?;
         out.push((format!("{path}.weight"), raw_f32(&layer.weight)));
         if let Some(b) = &layer.bias {
             out.push((format!("{path}.bias"), raw_f32(b)));
@@ -230,7 +231,7 @@ pub fn module_path(pt: &Path) -> PathBuf {
 }
 
 /// Writes `model` as `pt` (the dense state_dict) and the module file beside it
-/// ([`module_path`]). Both are written atomically; if the second fails the first is removed, so
+/// ([`module_path()`]). Both are written atomically; if the second fails the first is removed, so
 /// an error leaves neither.
 pub fn export(model: &Model, pt: &Path) -> Result<(PathBuf, usize), Error> {
     let bad = |reason: String| Error::Export {
@@ -243,7 +244,11 @@ pub fn export(model: &Model, pt: &Path) -> Result<(PathBuf, usize), Error> {
             "the state_dict file cannot end in .py (the module file does)".into(),
         ));
     }
-    let tensors = state_dict(model).map_err(bad)?;
+    let tensors = state_dict(model).map_err(|source| Error::Export {
+        path: pt.to_path_buf(),
+        format: "torch",
+        source,
+    })?;
     let bytes = write::to_bytes(&tensors).map_err(bad)?;
     let py = module_path(pt);
     let pt_name = pt

@@ -461,9 +461,10 @@ pub fn weights_from_raw(
                 expected: "F32, F16 or BF16",
             });
         };
-        let t = Tensor::new(raw.shape, data).map_err(|e| Error::Safetensors {
+        let t = Tensor::new(raw.shape, data).map_err(|source| Error::SafetensorsTensor {
             path: path.to_path_buf(),
-            reason: format!("tensor `{name}`: {e}"),
+            tensor: name.clone(),
+            source,
         })?;
         weights.insert(name, t);
     }

@@ -10,66 +10,16 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use pleas_core::forward::{Activations, Forward, Observer};
+use pleas_core::forward::Forward;
 use pleas_core::gram::GramParams;
-use pleas_core::graph::{Graph, Groups, NodeId, Weights};
+use pleas_core::graph::{Graph, Groups, NodeId, Shape, Weights};
 use pleas_core::linalg::{MatMut, MatRef};
 use pleas_core::similarity::{Metric, similarity_from_accumulator};
 
-use crate::error::Error;
+use crate::error::{CoreError, Error};
 use crate::io::data::{DataSource, DataSpec};
 use crate::par::{OwnedGram, Parallelism, shard_ranges};
 use crate::ranks::{Ranks, fold_shards_reporting};
-
-struct RecordA<'w> {
-    watch: &'w BTreeMap<NodeId, usize>,
-    kept: BTreeMap<NodeId, Vec<f32>>,
-}
-
-impl Observer for RecordA<'_> {
-    fn observe(&mut self, node: NodeId, act: Activations<'_>) {
-        if self.watch.contains_key(&node) {
-            let buf = self.kept.entry(node).or_default();
-            buf.clear();
-            buf.extend_from_slice(act.data);
-        }
-    }
-}
-
-/// Pairs B's activations with A's and pushes them into the group accumulators.
-struct PushPairs<'w> {
-    watch: &'w BTreeMap<NodeId, usize>,
-    kept: &'w BTreeMap<NodeId, Vec<f32>>,
-    accs: &'w mut [OwnedGram],
-    error: Option<String>,
-}
-
-impl Observer for PushPairs<'_> {
-    fn observe(&mut self, node: NodeId, act: Activations<'_>) {
-        let Some(&g) = self.watch.get(&node) else {
-            return;
-        };
-        if self.error.is_some() {
-            return;
-        }
-        let (c, hw) = (act.shape.c, act.shape.h * act.shape.w);
-        let a = &self.kept[&node];
-        let acc = &mut self.accs[g];
-        // NCHW maps straight from the forward pass: every position of every sample is a row
-        // (no transposition); vectors (one position) are rows already.
-        let pushed = if hw == 1 {
-            MatRef::new(a, act.batch, c)
-                .and_then(|av| MatRef::new(act.data, act.batch, c).map(|bv| acc.push(av, Some(bv))))
-        } else {
-            Ok(acc.push_planes(a, Some(act.data), act.batch, hw))
-        };
-        match pushed {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => self.error = Some(format!("node {node}: {e}")),
-            Err(e) => self.error = Some(format!("node {node}: {e}")),
-        }
-    }
-}
 
 /// Streams both models over the samples of `x` (`n` samples, in memory) in batches of
 /// `batch` and returns one accumulator per group (A's units as `x`, B's as targets, no Gram).
@@ -182,17 +132,23 @@ fn new_accumulators(groups: &Groups) -> Vec<OwnedGram> {
 /// page-faulted) anew for every shard.
 #[derive(Default)]
 struct PassBuffers {
-    kept: BTreeMap<NodeId, Vec<f32>>,
     spare_a: Vec<Vec<f32>>,
     spare_b: Vec<Vec<f32>>,
+    /// The kernel scratch both forward passes take turns with.
+    scratch: Vec<f32>,
 }
 
-/// One batch at a time: A's watched activations are recorded, then B's are paired with them.
+/// One batch at a time, both models in lockstep: node by node, A's and B's activations are
+/// computed, a watched node's pair is pushed into its group's accumulator, and every input is
+/// released after its last reader, so only the live nodes of one batch are held (not every
+/// watched node of A's whole pass) and nothing is copied.
 struct MomentsPass<'g> {
     watch: BTreeMap<NodeId, usize>,
+    /// For each node, the last node reading it (itself if none).
+    last_use: Vec<NodeId>,
     fa: Forward<'g>,
     fb: Forward<'g>,
-    kept: BTreeMap<NodeId, Vec<f32>>,
+    scratch: Vec<f32>,
 }
 
 impl<'g> MomentsPass<'g> {
@@ -208,42 +164,125 @@ impl<'g> MomentsPass<'g> {
             .enumerate()
             .flat_map(|(g, pg)| pg.nodes.iter().map(move |&node| (node, g)))
             .collect();
+        let mut last_use: Vec<NodeId> = (0..graph.nodes().len()).collect();
+        for (id, node) in graph.nodes().iter().enumerate() {
+            for &i in &node.inputs {
+                last_use[i] = last_use[i].max(id);
+            }
+        }
         Ok(Self {
             watch,
+            last_use,
             fa: Forward::new(graph, a)?,
             fb: Forward::new(graph, b)?,
-            kept: BTreeMap::new(),
+            scratch: Vec::new(),
         })
     }
 
     /// Exchanges this pass's reusable buffers with `bufs`.
     fn swap_buffers(&mut self, bufs: &mut PassBuffers) {
-        std::mem::swap(&mut self.kept, &mut bufs.kept);
         std::mem::swap(self.fa.spare_buffers(), &mut bufs.spare_a);
         std::mem::swap(self.fb.spare_buffers(), &mut bufs.spare_b);
+        std::mem::swap(&mut self.scratch, &mut bufs.scratch);
     }
 
     fn push(&mut self, x: &[f32], m: usize, accs: &mut [OwnedGram]) -> Result<(), Error> {
-        let mut rec = RecordA {
-            watch: &self.watch,
-            kept: std::mem::take(&mut self.kept),
-        };
-        self.fa.run(x, m, &mut rec)?;
-        self.kept = rec.kept;
-        let mut push = PushPairs {
-            watch: &self.watch,
-            kept: &self.kept,
-            accs,
-            error: None,
-        };
-        self.fb.run(x, m, &mut push)?;
-        match push.error {
-            Some(reason) => Err(Error::Merge {
-                stage: STAGE,
-                reason,
-            }),
-            None => Ok(()),
+        let nodes = self.fa.graph().nodes();
+        let mut acts_a: Vec<Option<Vec<f32>>> = vec![None; nodes.len()];
+        let mut acts_b: Vec<Option<Vec<f32>>> = vec![None; nodes.len()];
+        acts_a[0] = Some(input_copy(&mut self.fa, x));
+        acts_b[0] = Some(input_copy(&mut self.fb, x));
+        let result = self.push_nodes(m, accs, &mut acts_a, &mut acts_b);
+        acts_a
+            .into_iter()
+            .flatten()
+            .for_each(|b| self.fa.recycle(b));
+        acts_b
+            .into_iter()
+            .flatten()
+            .for_each(|b| self.fb.recycle(b));
+        result
+    }
+
+    /// Computes every node of both models for one batch (inputs in `acts_*[0]`), pushing the
+    /// watched pairs and releasing dead activations as it goes.
+    fn push_nodes(
+        &mut self,
+        m: usize,
+        accs: &mut [OwnedGram],
+        acts_a: &mut [Option<Vec<f32>>],
+        acts_b: &mut [Option<Vec<f32>>],
+    ) -> Result<(), Error> {
+        let nodes = self.fa.graph().nodes();
+        for (id, node) in nodes.iter().enumerate() {
+            if id > 0 {
+                acts_a[id] = Some(compute_in(&mut self.fa, &mut self.scratch, id, acts_a, m)?);
+                acts_b[id] = Some(compute_in(&mut self.fb, &mut self.scratch, id, acts_b, m)?);
+            }
+            if let Some(&g) = self.watch.get(&id) {
+                let (a, b) = (acts_a[id].as_deref(), acts_b[id].as_deref());
+                push_pair(
+                    &mut accs[g],
+                    a.unwrap_or(&[]),
+                    b.unwrap_or(&[]),
+                    m,
+                    node.shape,
+                )
+                .map_err(|e| Error::core_at(STAGE, format!("node {id}"), e))?;
+            }
+            let dead = node.inputs.iter().copied().chain([id]);
+            for i in dead.filter(|&i| self.last_use[i] == id) {
+                if let Some(buf) = acts_a[i].take() {
+                    self.fa.recycle(buf);
+                }
+                if let Some(buf) = acts_b[i].take() {
+                    self.fb.recycle(buf);
+                }
+            }
         }
+        Ok(())
+    }
+}
+
+/// Node `id` of `forward` for a batch of `m` samples, computed in `scratch`.
+fn compute_in(
+    forward: &mut Forward<'_>,
+    scratch: &mut Vec<f32>,
+    id: NodeId,
+    acts: &mut [Option<Vec<f32>>],
+    m: usize,
+) -> Result<Vec<f32>, Error> {
+    std::mem::swap(forward.scratch_buffer(), scratch);
+    let out = forward.compute_node(id, acts, m);
+    std::mem::swap(forward.scratch_buffer(), scratch);
+    Ok(out?)
+}
+
+/// A copy of the batch input from `forward`'s spare buffers.
+fn input_copy(forward: &mut Forward<'_>, x: &[f32]) -> Vec<f32> {
+    let spare = forward.spare_buffers();
+    let mut buf = spare.pop().unwrap_or_default();
+    buf.clear();
+    buf.extend_from_slice(x);
+    buf
+}
+
+/// Pushes one node's A and B activations of a batch of `m` samples into its group's
+/// accumulator: NCHW maps straight from the forward pass (every position of every sample is a
+/// row, no transposition); vectors (one position) are rows already.
+fn push_pair(
+    acc: &mut OwnedGram,
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    shape: Shape,
+) -> Result<(), CoreError> {
+    let (c, hw) = (shape.c, shape.h * shape.w);
+    if hw == 1 {
+        let (av, bv) = (MatRef::new(a, m, c)?, MatRef::new(b, m, c)?);
+        Ok(acc.push(av, Some(bv))?)
+    } else {
+        Ok(acc.push_planes(a, Some(b), m, hw)?)
     }
 }
 

@@ -113,7 +113,8 @@ pub struct MergeSettings {
     /// Samples per chunk, at most ([`crate::merge::pipeline::chunk_samples`] lowers it so a
     /// chunk's activations fit in [`crate::merge::pipeline::CHUNK_BYTES`]).
     pub batch: usize,
-    /// Bytes of activations kept in memory between passes before spilling to a temporary file.
+    /// Bytes of activations kept in memory between passes (together with the worker threads'
+    /// reusable activation buffers) before spilling to a temporary file.
     pub memory_budget: usize,
     /// Directory for spill files.
     pub spill_dir: PathBuf,

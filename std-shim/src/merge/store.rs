@@ -81,6 +81,8 @@ impl Extents {
 pub struct SpillSpace {
     budget: usize,
     in_memory: AtomicUsize,
+    /// Bytes of the worker threads' reusable buffers: they count against the budget first.
+    pooled: AtomicUsize,
     dir: PathBuf,
     file: OnceLock<File>,
     extents: Mutex<Extents>,
@@ -93,6 +95,7 @@ impl SpillSpace {
         Arc::new(Self {
             budget: budget_bytes,
             in_memory: AtomicUsize::new(0),
+            pooled: AtomicUsize::new(0),
             dir,
             file: OnceLock::new(),
             extents: Mutex::new(Extents::default()),
@@ -102,6 +105,17 @@ impl SpillSpace {
     /// Bytes held in memory over all shards.
     pub fn memory_bytes(&self) -> usize {
         self.in_memory.load(Ordering::Relaxed)
+    }
+
+    /// Records that a worker thread's reusable buffers went from `old` to `new` bytes: they
+    /// count against the budget before stored activations (a thread needs them for every
+    /// chunk, so the store gets what they leave).
+    pub fn repool(&self, old: usize, new: usize) {
+        if new >= old {
+            self.pooled.fetch_add(new - old, Ordering::Relaxed);
+        } else {
+            self.pooled.fetch_sub(old - new, Ordering::Relaxed);
+        }
     }
 
     /// Bytes of the spill file in use (its length).
@@ -128,7 +142,7 @@ impl SpillSpace {
     /// Reserves `bytes` of the memory budget, if they fit.
     fn reserve(&self, bytes: usize) -> bool {
         let before = self.in_memory.fetch_add(bytes, Ordering::Relaxed);
-        if before + bytes <= self.budget {
+        if before + self.pooled.load(Ordering::Relaxed) + bytes <= self.budget {
             return true;
         }
         self.in_memory.fetch_sub(bytes, Ordering::Relaxed);

@@ -3,13 +3,14 @@
 //! accumulates what the next layer needs: the Gram and cross moments of its inputs and targets,
 //! or the per-channel moments of a batch-norm input.
 //!
-//! The data is cut into shards of a fixed number of consecutive samples ([`shard_ranges`](crate::par::shard_ranges): the
+//! The data is cut into shards of a fixed number of consecutive samples ([`shard_ranges`]: the
 //! number of shards grows with the data, never with the thread count); each shard is processed
 //! in chunks, in order, with its own accumulators and its own [`ActivationStore`] for the
-//! activations that stay live between passes. Shards run in waves of one per thread, and every
-//! shard's result is folded into the total in shard order as its wave ends
-//! ([`PassResult::combine`]), so at most a wave of shard accumulators is held at once and
-//! results are bit-identical for any number of threads.
+//! activations that stay live between passes. Worker threads take the next shard as they
+//! finish one (at most two per thread ahead of the fold), and every shard's result is folded
+//! into the total in shard order ([`PassResult::combine`]), so a bounded number of shard
+//! accumulators is held at once and results are bit-identical for any number of threads
+//! ([`crate::ranks`]).
 
 mod shard;
 
@@ -219,8 +220,7 @@ struct Shard {
 }
 
 /// Keeps the largest spare buffers whose capacities together stay within `cap_bytes` (those
-/// are the ones that cost page faults to make anew) and frees the others: the spares count
-/// against the memory budget like stored activations do.
+/// are the ones that cost page faults to make anew) and frees the others.
 fn trim_spares(spare: &mut Vec<Vec<f32>>, cap_bytes: usize) {
     spare.sort_unstable_by_key(|b| std::cmp::Reverse(b.capacity()));
     let mut held = 0usize;
@@ -234,9 +234,16 @@ fn trim_spares(spare: &mut Vec<Vec<f32>>, cap_bytes: usize) {
     });
 }
 
-/// Buffers one worker thread reuses from shard to shard: activation buffers the forward passes draw from and the store reads
-/// into, and the patch and target rows of the fits. Fresh multi-megabyte buffers for every
-/// node of every shard cost zeroing and page faults (about 15 % of a merge's profile).
+/// Bytes of the spare buffers' capacities together.
+fn spare_bytes(spare: &[Vec<f32>]) -> usize {
+    spare.iter().map(|b| b.capacity() * size_of::<f32>()).sum()
+}
+
+/// Buffers one worker thread reuses from shard to shard: activation buffers the forward passes
+/// draw from and the store reads into, the forward kernels' scratch, and the patch and target
+/// rows of the fits. Fresh multi-megabyte buffers for every node of every shard cost zeroing
+/// and page faults (about 15 % of a merge's profile). The spare buffers count against the
+/// memory budget before stored activations ([`SpillSpace::repool`]).
 #[derive(Default)]
 struct SlotBuffers {
     /// Spare activation buffers.
@@ -249,6 +256,10 @@ struct SlotBuffers {
     tbuf: Vec<f32>,
     /// The lag-based accumulator of the last shard (reset for the next one of its shape).
     lag: Option<OwnedConvGram>,
+    /// The kernel scratch the forward passes take turns with.
+    scratch: Vec<f32>,
+    /// Bytes of `spare` as last reported to the spill space.
+    pooled: usize,
 }
 
 /// The spare buffer that best fits `len` values (the smallest that holds them, else the
@@ -435,16 +446,6 @@ impl<'a> Streamer<'a> {
             frontier: [0; 3],
             samples: n,
         }
-    }
-
-    /// Bytes of spare buffers one thread keeps between shards: its share of what the stored
-    /// activations leave of the memory budget (nothing while the stores spill).
-    fn spare_cap(&self) -> usize {
-        let free = self
-            .params
-            .memory_budget
-            .saturating_sub(self.space.memory_bytes());
-        free / self.slots.len().max(1)
     }
 
     fn graph(&self, net: Net) -> &'a Graph {

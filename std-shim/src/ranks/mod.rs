@@ -129,8 +129,8 @@ pub fn agree<T>(ranks: &dyn Ranks, local: Result<T, Error>) -> Result<T, Error> 
 
 /// The total of one pass over `shards` shards: every rank computes its shards with
 /// `run(shard, worker)` (on `par`'s threads, `worker` being the thread's index, a wave at a
-/// time: see [`wave_shards`]; one process needs no waves, see [`fold_in_order`]) and rank 0 folds every shard's result
-/// in shard order with `fold` (the first shard's result is the start value, as in a single
+/// time: see [`wave_shards`]; one process needs no waves and folds each shard as it
+/// finishes) and rank 0 folds every shard's result in shard order with `fold` (the first shard's result is the start value, as in a single
 /// process). Every rank returns that total (rank 0 included, decoded from the bytes it
 /// broadcast, so all ranks hold identical values); with one rank nothing is encoded. At most
 /// a wave of results is held at once (on rank 0: its own wave, the total and one received

@@ -141,7 +141,7 @@ impl Wire for OwnedGram {
                 ts.len()
             )));
         }
-        let gram_err = |e: pleas_core::gram::GramError| malformed(e.to_string());
+        let gram_err = |e| Error::core_at("message between ranks", "an accumulator", e);
         let mut acc = OwnedGram::new_owned(dim, targets, params);
         if shift_set {
             acc.set_shift(&xs, &ts).map_err(gram_err)?;

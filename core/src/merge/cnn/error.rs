@@ -54,18 +54,20 @@ impl fmt::Display for CnnBuffer {
 pub enum CnnMergeError {
     /// The network description was refused by the compact forward pass.
     Network(CompactError),
-    /// A layer kind the device merge does not handle (batch-norm must be folded first;
-    /// residual adds are not supported).
+    /// A layer the device merge does not handle (a batch-norm that cannot be folded, a
+    /// residual add of the network input).
     UnsupportedLayer {
         /// The layer.
         layer: usize,
         /// What it is.
         what: &'static str,
     },
-    /// A layer does not read the previous layer's output (the device merge handles chains).
-    NotAChain {
-        /// The layer.
-        layer: usize,
+    /// More conv and linear layers (the head included) than the schedule holds.
+    TooManyFitted {
+        /// Conv and linear layers found.
+        layers: usize,
+        /// The most supported.
+        max: usize,
     },
     /// The network does not end in one linear head, its single output.
     NoHead,
@@ -147,9 +149,9 @@ impl fmt::Display for CnnMergeError {
                     "layer {layer}: {what} is not supported by the device merge"
                 )
             }
-            CnnMergeError::NotAChain { layer } => write!(
+            CnnMergeError::TooManyFitted { layers, max } => write!(
                 f,
-                "layer {layer} does not read the previous layer (the device merge needs a chain)"
+                "{layers} conv and linear layers; at most {max} are supported"
             ),
             CnnMergeError::NoHead => {
                 f.write_str("the network must end in one linear head, its only output")

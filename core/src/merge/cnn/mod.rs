@@ -2,13 +2,17 @@
 //! allocation: for microcontrollers, and for C callers that own their buffers.
 //!
 //! The two models share one architecture, given as a compact network description
-//! ([`Network`]): a chain of convolutions (any kernel, stride and padding; bias allowed),
-//! linear layers, batch-norm, ReLU, max / average pooling and global average pooling, ending
+//! ([`Network`]): convolutions (any kernel, stride and padding; bias allowed), linear layers,
+//! batch-norm, ReLU, max / average pooling, global average pooling and residual adds, ending
 //! in one linear head that is the network's only output. Every batch-norm is folded into the
 //! conv or linear layer before it first ([`compact_fold`](crate::forward::compact_fold), the
 //! arithmetic of `pleas merge --bn fold`, the default, bit for bit), into the front of the
-//! forward scratch; a batch-norm that cannot be folded and residual adds are not supported. Every conv or linear layer before the head starts a permutation group, carried
-//! by its output and the ReLU and pooling nodes after it.
+//! forward scratch; a batch-norm that cannot be folded is not supported. The permutation
+//! groups are the host's (`graph::groups`): every conv or linear layer before the head starts
+//! a group, carried by its output and the ReLU and pooling nodes after it, and a residual add
+//! makes the groups of its two operands one (the convs of both branches then write the same
+//! group, and the layers reading it read the sum). An add of the network input (which no
+//! group permutes) is refused.
 //!
 //! The merge is the one of [`merge::driver`](crate::merge::driver), the driver the MLP merge
 //! uses, with an in-place source on the compact forward pass
@@ -59,7 +63,9 @@ pub use error::{CnnBuffer, CnnMergeError, CnnOperand};
 pub use plan::{CnnMergePlan, cnn_merge_plan};
 
 pub use crate::forward::compact::Network;
-pub use crate::merge::driver::{GroupInfo, LayerFitInfo, MAX_FITTED, MAX_GROUPS, Model, Samples};
+pub use crate::merge::driver::{
+    DriverError, GroupInfo, LayerFitInfo, MAX_FITTED, MAX_GROUPS, Model, Samples,
+};
 pub use crate::merge::sources::Heads;
 
 use self::source::CnnSource;
@@ -218,9 +224,7 @@ fn merge_checked(
     source.indices = &*indices;
     let layers = fit_layers(&mut source, &knobs, indices, out, scratch)?;
     if let Some(index) = out.iter().position(|v| !v.is_finite()) {
-        return Err(CnnMergeError::Driver(
-            crate::merge::driver::DriverError::NonFiniteResult { index },
-        ));
+        return Err(DriverError::NonFiniteResult { index }.into());
     }
     Ok(CnnMergeInfo { groups, layers })
 }

@@ -17,7 +17,7 @@ use crate::merge::sources::TargetRule;
 
 /// Everything the caller needs to size its buffers, and the merged network.
 ///
-/// The merged network is the models' chain with every conv or linear layer widened to its
+/// The merged network is the models' network with every conv or linear layer widened to its
 /// merged group (`2n - k` channels laid out `[merged | A-only | B-only]`, the cross blocks
 /// zero), and, with [`Heads::Separate`], a second head: layer `L` (the models' layer count)
 /// is head `b`, reading the same node as head `a` (layer `L - 1`). Its parameters are laid
@@ -49,8 +49,8 @@ pub struct CnnMergePlan {
     merged_outputs: heapless::Vec<usize, 2>,
     /// Per fitted layer: its layer in the models' network and in the merged one.
     pub(super) fitted: heapless::Vec<(usize, usize), MAX_FITTED>,
-    /// Per group: the last node carrying it (its first is the output of fitted layer `g`).
-    pub(super) group_end: heapless::Vec<usize, MAX_GROUPS>,
+    /// Per node of the models' network: the permutation group its channels carry.
+    pub(super) node_group: heapless::Vec<Option<usize>, MAX_NODES>,
     /// Per fitted layer: output channels of the models' layer.
     pub(super) original_outputs: heapless::Vec<usize, MAX_FITTED>,
     /// Per node of the models' network: its shape.
@@ -67,7 +67,8 @@ impl CnnMergePlan {
         }
     }
 
-    /// Permutation groups (one per conv or linear layer before the head).
+    /// Permutation groups (one per conv or linear layer before the head, less one per
+    /// residual add joining two).
     pub fn groups(&self) -> usize {
         self.schedule.groups.len()
     }
@@ -94,10 +95,11 @@ impl CnnMergePlan {
         )
     }
 
-    /// The nodes of the models' network carrying group `g`: the output of fitted layer `g`
-    /// and the ReLU / pooling nodes after it, up to the next fitted layer's input.
-    pub(super) fn group_nodes(&self, g: usize) -> core::ops::RangeInclusive<usize> {
-        self.fitted[g].0 + 1..=self.group_end[g]
+    /// The nodes of the models' network carrying group `g`, in node order: the outputs of
+    /// the conv or linear layers producing it, the ReLU / pooling nodes after them and the
+    /// residual adds joining them.
+    pub(super) fn group_nodes(&self, g: usize) -> impl Iterator<Item = usize> + Clone + '_ {
+        (0..self.node_group.len()).filter(move |&v| self.node_group[v] == Some(g))
     }
 
     /// f64 values the source needs for the matching pass of group `g`: A's activations of
@@ -123,19 +125,49 @@ fn check_budget(budget: f64) -> Result<(), CnnMergeError> {
     }
 }
 
-/// The conv and linear layers of a chain ending in its linear head, its only output.
-fn fitted_of(net: &Network<'_>) -> Result<heapless::Vec<usize, MAX_FITTED>, CnnMergeError> {
+/// The fitted layers of a network and the permutation group of each node.
+struct Structure {
+    /// The conv and linear layers, the head last.
+    fitted: heapless::Vec<usize, MAX_FITTED>,
+    /// Per node: the group its channels carry (`None`: the input, what passes it through,
+    /// and the head's output).
+    node_group: heapless::Vec<Option<usize>, MAX_NODES>,
+    /// Groups, numbered in order of their first node.
+    groups: usize,
+}
+
+/// The root of node `v` in the union-find `parent`.
+fn root(parent: &[usize], mut v: usize) -> usize {
+    while parent[v] != v {
+        v = parent[v];
+    }
+    v
+}
+
+/// The conv and linear layers of a network ending in its linear head, its only output, and
+/// the permutation groups of its nodes (the host's `permutation_groups` rules): each conv or
+/// linear layer before the head starts a group, ReLU and pooling pass their input's on, and
+/// a residual add makes the groups of its two operands one.
+fn structure(net: &Network<'_>) -> Result<Structure, CnnMergeError> {
+    let fitted_count = net
+        .layers
+        .iter()
+        .filter(|l| matches!(l.op, LayerOp::Conv2d { .. } | LayerOp::Linear { .. }))
+        .count();
+    let too_many = || CnnMergeError::TooManyFitted {
+        layers: fitted_count,
+        max: MAX_FITTED - 1,
+    };
     let mut fitted = heapless::Vec::new();
+    // Union-find over nodes; `usize::MAX`: no group.
+    let mut parent = [usize::MAX; MAX_NODES];
+    let last = net.layers.len() - 1;
     for (l, layer) in net.layers.iter().enumerate() {
-        if layer.input != l {
-            return Err(CnnMergeError::NotAChain { layer: l });
-        }
-        match layer.op {
+        let (v, input) = (l + 1, parent[layer.input]);
+        parent[v] = match layer.op {
             LayerOp::Conv2d { .. } | LayerOp::Linear { .. } => {
-                fitted.push(l).map_err(|_| CnnMergeError::TooManyGroups {
-                    groups: net.layers.len(),
-                    max: MAX_GROUPS,
-                })?;
+                fitted.push(l).map_err(|_| too_many())?;
+                v
             }
             LayerOp::BatchNorm { .. } => {
                 return Err(CnnMergeError::UnsupportedLayer {
@@ -143,23 +175,61 @@ fn fitted_of(net: &Network<'_>) -> Result<heapless::Vec<usize, MAX_FITTED>, CnnM
                     what: "batch-norm (fold it into the layer before)",
                 });
             }
-            LayerOp::Add { .. } => {
-                return Err(CnnMergeError::UnsupportedLayer {
-                    layer: l,
-                    what: "a residual add",
-                });
+            LayerOp::Add { other } => {
+                if input == usize::MAX || parent[other] == usize::MAX {
+                    return Err(CnnMergeError::UnsupportedLayer {
+                        layer: l,
+                        what: "a residual add of the network input (no group permutes it)",
+                    });
+                }
+                let (ra, rb) = (root(&parent, layer.input), root(&parent, other));
+                // The smaller root stays: groups keep the order of their first node.
+                let (keep, join) = (ra.min(rb), ra.max(rb));
+                parent[join] = keep;
+                keep
             }
-            LayerOp::Relu | LayerOp::MaxPool(_) | LayerOp::AvgPool(_) | LayerOp::GlobalAvgPool => {}
-        }
+            LayerOp::Relu | LayerOp::MaxPool(_) | LayerOp::AvgPool(_) | LayerOp::GlobalAvgPool => {
+                if input == usize::MAX {
+                    usize::MAX
+                } else {
+                    layer.input
+                }
+            }
+        };
     }
-    let last = net.layers.len() - 1;
     let head_is_last = fitted.last() == Some(&last)
         && matches!(net.layers[last].op, LayerOp::Linear { .. })
         && net.outputs == [last + 1];
     if !head_is_last || fitted.len() < 2 {
         return Err(CnnMergeError::NoHead);
     }
-    Ok(fitted)
+    if fitted.len() > MAX_FITTED - 1 {
+        return Err(too_many());
+    }
+    parent[last + 1] = usize::MAX;
+    let mut node_group = heapless::Vec::new();
+    let mut roots: heapless::Vec<usize, MAX_NODES> = heapless::Vec::new();
+    for v in 0..=net.layers.len() {
+        let group = (parent[v] != usize::MAX).then(|| {
+            let r = root(&parent, v);
+            roots.iter().position(|&x| x == r).unwrap_or_else(|| {
+                let _ = roots.push(r);
+                roots.len() - 1
+            })
+        });
+        let _ = node_group.push(group);
+    }
+    if roots.len() > MAX_GROUPS {
+        return Err(CnnMergeError::TooManyGroups {
+            groups: roots.len(),
+            max: MAX_GROUPS,
+        });
+    }
+    Ok(Structure {
+        fitted,
+        node_group,
+        groups: roots.len(),
+    })
 }
 
 /// Output channels, bias and patch of conv or linear layer `op`.
@@ -191,9 +261,51 @@ fn widened(op: LayerOp, outputs: usize) -> LayerOp {
     }
 }
 
-/// The plan for merging two CNNs of architecture `net` (a chain of conv, linear, ReLU,
-/// max / average / global average pooling layers and batch-norms that follow a conv or
-/// linear layer, which are folded into it, ending in one linear head) on `samples` merge samples under `budget` with `params`.
+/// The budget model of the host: one cost per conv or linear layer (the head once), with
+/// the groups it reads and writes.
+fn layer_costs(
+    net: &Network<'_>,
+    fitted: &[usize],
+    node_group: &[Option<usize>],
+    shapes: &[MapShape],
+) -> Result<[LayerCost; MAX_FITTED], CnnMergeError> {
+    let mut costs = [LayerCost {
+        input_group: None,
+        output_group: None,
+        macs: 0.0,
+        weights: 0.0,
+        biases: 0.0,
+    }; MAX_FITTED];
+    for (f, &l) in fitted.iter().enumerate() {
+        let (out, bias, patch) = layer_shape(&net.layers[l].op);
+        let input = net.layers[l].input;
+        let (s_in, s_out) = (shapes[input], shapes[l + 1]);
+        let in_c = match net.layers[l].op {
+            LayerOp::Linear { .. } => s_in.len(),
+            _ => s_in.c,
+        };
+        if node_group[input].is_some() && in_c != s_in.c {
+            return Err(CnnMergeError::SpatialLinear { layer: l });
+        }
+        let weights = (in_c as u64)
+            .saturating_mul(out as u64)
+            .saturating_mul(patch as u64);
+        let macs = weights.saturating_mul((s_out.h as u64).saturating_mul(s_out.w as u64));
+        costs[f] = LayerCost {
+            input_group: node_group[input],
+            output_group: node_group[l + 1],
+            macs: macs as f64,
+            weights: weights as f64,
+            biases: if bias { out as f64 } else { 0.0 },
+        };
+    }
+    Ok(costs)
+}
+
+/// The plan for merging two CNNs of architecture `net` (conv, linear, ReLU, max / average /
+/// global average pooling layers, residual adds and batch-norms that follow a conv or linear
+/// layer, which are folded into it, ending in one linear head) on `samples` merge samples
+/// under `budget` with `params`.
 pub fn cnn_merge_plan(
     net: &Network<'_>,
     heads: Heads,
@@ -205,7 +317,11 @@ pub fn cnn_merge_plan(
     let folded_net = folded.network(net.input);
     let net = &folded_net;
     let orig = CompactPlan::new(*net).map_err(CnnMergeError::Network)?;
-    let fitted = fitted_of(net)?;
+    let Structure {
+        fitted,
+        node_group,
+        groups,
+    } = structure(net)?;
     if samples == 0 {
         return Err(CnnMergeError::NoSamples);
     }
@@ -217,43 +333,7 @@ pub fn cnn_merge_plan(
     let shapes: heapless::Vec<MapShape, MAX_NODES> = (0..=net.layers.len())
         .filter_map(|n| orig.shape(n))
         .collect();
-    let groups = fitted.len() - 1;
-    if groups > MAX_GROUPS {
-        return Err(CnnMergeError::TooManyGroups {
-            groups,
-            max: MAX_GROUPS,
-        });
-    }
-    // The budget model of the host: one cost per conv or linear layer (the head once).
-    let mut costs = [LayerCost {
-        input_group: None,
-        output_group: None,
-        macs: 0.0,
-        weights: 0.0,
-        biases: 0.0,
-    }; MAX_FITTED];
-    for (f, &l) in fitted.iter().enumerate() {
-        let (out, bias, patch) = layer_shape(&net.layers[l].op);
-        let (s_in, s_out) = (shapes[l], shapes[l + 1]);
-        let in_c = match net.layers[l].op {
-            LayerOp::Linear { .. } => s_in.len(),
-            _ => s_in.c,
-        };
-        if f > 0 && in_c != s_in.c {
-            return Err(CnnMergeError::SpatialLinear { layer: l });
-        }
-        let weights = (in_c as u64)
-            .saturating_mul(out as u64)
-            .saturating_mul(patch as u64);
-        let macs = weights.saturating_mul((s_out.h as u64).saturating_mul(s_out.w as u64));
-        costs[f] = LayerCost {
-            input_group: f.checked_sub(1),
-            output_group: (f < groups).then_some(f),
-            macs: macs as f64,
-            weights: weights as f64,
-            biases: if bias { out as f64 } else { 0.0 },
-        };
-    }
+    let costs = layer_costs(net, &fitted, &node_group, &shapes)?;
     let costs = &costs[..fitted.len()];
     let ratio = uniform_ratio(costs, groups, budget).map_err(|e| match e {
         BudgetError::OutOfRange { budget } => CnnMergeError::BudgetOutOfRange { budget },
@@ -281,21 +361,26 @@ pub fn cnn_merge_plan(
         merged_layers: net.layers.iter().copied().collect(),
         merged_outputs: heapless::Vec::new(),
         fitted: heapless::Vec::new(),
-        group_end: heapless::Vec::new(),
+        node_group: heapless::Vec::new(),
         original_outputs: heapless::Vec::new(),
         shapes,
     };
     for g in 0..groups {
-        let n = layer_shape(&net.layers[fitted[g]].op).0;
-        let k = merged_pairs(n, ratio);
+        // The group's first node is a conv or linear output: its channels are the width.
+        let first = node_group.iter().position(|&x| x == Some(g)).unwrap_or(0);
+        let n = plan.shapes[first].c;
         let _ = plan.schedule.groups.push(GroupPlan {
             width: n,
-            merged: k,
+            merged: merged_pairs(n, ratio),
         });
-        let _ = plan.group_end.push(fitted[g + 1]);
-        let l = fitted[g];
-        plan.merged_layers[l].op = widened(net.layers[l].op, 2 * n - k);
     }
+    for &l in &fitted[..fitted.len() - 1] {
+        if let Some(g) = node_group[l + 1] {
+            let width = plan.schedule.groups[g].merged_width();
+            plan.merged_layers[l].op = widened(net.layers[l].op, width);
+        }
+    }
+    plan.node_group = node_group;
     let head = net.layers.len() - 1;
     let _ = plan.merged_outputs.push(head + 1);
     if heads == Heads::Separate {
@@ -333,39 +418,38 @@ fn fill_layers(
         (merged.params_len(), starts)
     };
     plan.output_len = params_len;
-    let groups = fitted.len() - 1;
+    let body = fitted.len() - 1;
     let head_count = if heads == Heads::Separate { 2 } else { 1 };
     let mut layers: heapless::Vec<FittedLayer, MAX_FITTED> = heapless::Vec::new();
     let mut map: heapless::Vec<(usize, usize), MAX_FITTED> = heapless::Vec::new();
     let mut outs: heapless::Vec<usize, MAX_FITTED> = heapless::Vec::new();
-    for f in 0..groups + head_count {
-        let (orig_l, merged_l) = if f <= groups {
+    for f in 0..body + head_count {
+        let (orig_l, merged_l) = if f <= body {
             (fitted[f], fitted[f])
         } else {
-            (fitted[groups], net.layers.len())
+            (fitted[body], net.layers.len())
         };
-        let fi = f.min(groups);
         let (out, bias, patch) = layer_shape(&net.layers[orig_l].op);
-        let s_in = plan.shapes[orig_l];
+        let in_node = net.layers[orig_l].input;
+        let s_in = plan.shapes[in_node];
         let s_out = plan.shapes[orig_l + 1];
-        let (input, in_channels) = match fi {
-            0 => (
+        let (input, in_channels) = match plan.node_group[in_node] {
+            None => (
                 LayerInput::Samples,
                 match net.layers[orig_l].op {
                     LayerOp::Linear { .. } => s_in.len(),
                     _ => s_in.c,
                 },
             ),
-            g => (LayerInput::Group(g - 1), s_in.c),
+            Some(g) => (LayerInput::Group(g), s_in.c),
         };
-        let target = if f < groups {
-            TargetRule::Layout(f)
-        } else {
-            match (heads, f - groups) {
+        let target = match plan.node_group[orig_l + 1] {
+            Some(g) if f < body => TargetRule::Layout(g),
+            _ => match (heads, f.saturating_sub(body)) {
                 (Heads::Shared, _) => TargetRule::Average,
                 (Heads::Separate, 0) => TargetRule::OnlyA,
                 (Heads::Separate, _) => TargetRule::OnlyB,
-            }
+            },
         };
         let outputs = match target {
             TargetRule::Layout(g) => plan.schedule.groups[g].merged_width(),

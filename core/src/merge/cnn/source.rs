@@ -97,22 +97,20 @@ impl CnnSource<'_> {
     ) -> Result<(), CnnMergeError> {
         let plan = self.plan;
         let n = plan.schedule.groups[g].width;
-        let nodes = plan.group_nodes(g);
-        let last = *nodes.end();
-        let total: usize = nodes.clone().map(|v| plan.shapes[v].len()).sum();
+        let carries = |v: usize| plan.node_group.get(v) == Some(&Some(g));
+        let last = plan.group_nodes(g).last().unwrap_or(0);
+        let total: usize = plan.group_nodes(g).map(|v| plan.shapes[v].len()).sum();
         let (kept, rest) = scratch.split_at_mut(total);
         let (av, rest) = rest.split_at_mut(n);
         let bv = &mut rest[..n];
-        let mut positions = 0usize;
-        for v in nodes.clone() {
-            let s = plan.shapes[v];
-            positions += s.h * s.w;
-        }
+        let positions: usize = plan
+            .group_nodes(g)
+            .map(|v| plan.shapes[v].h * plan.shapes[v].w)
+            .sum();
         for s in 0..plan.samples {
             let mut at = 0;
-            let first = *nodes.start();
             self.run_original(Model::A, s, last, &mut |node, act| {
-                if node >= first {
+                if carries(node) {
                     for (k, &v) in kept[at..at + act.len()].iter_mut().zip(act) {
                         *k = f64::from(v);
                     }
@@ -123,7 +121,7 @@ impl CnnSource<'_> {
             let (sim, sa, sb) = (&mut *mo.cross, &mut *mo.sum_a, &mut *mo.sum_b);
             let (saa, sbb) = (&mut *mo.sq_a, &mut *mo.sq_b);
             self.run_original(Model::B, s, last, &mut |node, act| {
-                if node < first {
+                if !carries(node) {
                     return;
                 }
                 let hw = act.len() / n;

@@ -212,11 +212,9 @@ impl fmt::Display for DriverError {
                 f,
                 "group {group}: non-finite similarity of A unit {row} and B unit {col}"
             ),
-            DriverError::Assignment { group, error } => {
-                write!(f, "group {group}: assignment: {error}")
-            }
-            DriverError::Selection { group, error } => {
-                write!(f, "group {group}: pair selection: {error}")
+            DriverError::Assignment { group, .. } => write!(f, "group {group}: assignment failed"),
+            DriverError::Selection { group, .. } => {
+                write!(f, "group {group}: pair selection failed")
             }
             DriverError::Singular {
                 layer,
@@ -231,10 +229,11 @@ impl fmt::Display for DriverError {
                  (pivot {index} is {pivot:e} with ridge {ridge:e} after {retries} retries)"
             ),
             DriverError::DualSolve {
-                layer,
-                first_row,
-                error,
-            } => write!(f, "layer {layer}, block from row {first_row}: {error}"),
+                layer, first_row, ..
+            } => write!(
+                f,
+                "layer {layer}, block from row {first_row}: the sample-space solve failed"
+            ),
             DriverError::SizeOverflow => f.write_str("buffer sizes overflow usize"),
             DriverError::NonFiniteResult { index } => write!(
                 f,
@@ -244,7 +243,16 @@ impl fmt::Display for DriverError {
     }
 }
 
-impl core::error::Error for DriverError {}
+impl core::error::Error for DriverError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            DriverError::Assignment { error, .. } => Some(error),
+            DriverError::Selection { error, .. } => Some(error),
+            DriverError::DualSolve { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
 
 /// How one permutation group was matched.
 #[derive(Debug, Clone, Copy, PartialEq)]

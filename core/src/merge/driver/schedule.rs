@@ -297,29 +297,29 @@ impl MergeSchedule {
 
     /// Whether every input channel of fitted layer `f` is an exact copy of one model's unit
     /// ([`row_is_exact`](crate::merge::prior::row_is_exact)): the merge samples are; a
-    /// group's units are when none is merged and the layer producing them read only exact
-    /// channels (a block of a layer with a merged pair reads the merged units).
+    /// group's units are when none is merged and every layer producing them before `f` (one
+    /// in a chain; the two branches of a residual add) read only exact channels (a block of
+    /// a layer with a merged pair reads the merged units).
     pub fn reads_exact(&self, f: usize) -> bool {
-        let mut f = f;
-        // Each step goes to an earlier layer: at most `layers` steps.
-        for _ in 0..=self.layers.len() {
-            match self.layers[f].input {
-                LayerInput::Samples => return true,
+        // exact[p]: layer p reads only exact channels; each depends on earlier layers only.
+        let mut exact = [false; MAX_FITTED];
+        for p in 0..=f.min(self.layers.len().saturating_sub(1)) {
+            exact[p] = match self.layers[p].input {
+                LayerInput::Samples => true,
                 LayerInput::Group(g) => {
-                    if self.groups[g].merged != 0 {
-                        return false;
-                    }
-                    match self.producer(g) {
-                        Some(p) if p < f => f = p,
-                        _ => return false,
-                    }
+                    let mut producers = (0..p)
+                        .filter(|&q| self.layers[q].target == TargetRule::Layout(g))
+                        .peekable();
+                    self.groups[g].merged == 0
+                        && producers.peek().is_some()
+                        && producers.all(|q| exact[q])
                 }
-            }
+            };
         }
-        false
+        f < self.layers.len() && exact[f]
     }
 
-    /// The fitted layer whose rows are group `g`.
+    /// The first fitted layer whose rows are group `g` (a residual add gives a group several).
     pub fn producer(&self, g: usize) -> Option<usize> {
         self.layers
             .iter()

@@ -2,8 +2,6 @@
 
 use core::fmt;
 
-use crate::assign::{AuctionError, SelectError};
-use crate::lstsq::dual::DualError;
 use crate::merge::driver::DriverError;
 pub use crate::merge::driver::Model;
 
@@ -117,64 +115,12 @@ pub enum MlpMergeError {
         /// Its position (row-major).
         index: usize,
     },
-    /// The similarity of a hidden layer is not finite (activations overflowed).
-    NonFiniteSimilarity {
-        /// The hidden layer.
-        group: usize,
-        /// A unit.
-        row: usize,
-        /// B unit.
-        col: usize,
-    },
-    /// The assignment of a hidden layer failed.
-    Assignment {
-        /// The hidden layer.
-        group: usize,
-        /// The auction's error.
-        error: AuctionError,
-    },
-    /// The selection of the pairs to merge failed.
-    Selection {
-        /// The hidden layer.
-        group: usize,
-        /// The selection's error.
-        error: SelectError,
-    },
-    /// A block's regularised system is not positive definite even with the last ridge tried
-    /// (e.g. every input of the block is zero, so the relative ridge is zero).
-    Singular {
-        /// The fitted layer (hidden layers, then the heads).
-        layer: usize,
-        /// The block's first output row.
-        first_row: usize,
-        /// The failing pivot's position (a column of the block in the primal form, a sample
-        /// in the dual form).
-        index: usize,
-        /// The pivot.
-        pivot: f64,
-        /// The last ridge tried.
-        ridge: f64,
-        /// How many times the ridge was multiplied by 10.
-        retries: u32,
-    },
-    /// A dual (sample-space) solve failed otherwise (activations of the merged network
-    /// overflowed, or the solution did).
-    DualSolve {
-        /// The fitted layer.
-        layer: usize,
-        /// The block's first output row.
-        first_row: usize,
-        /// The solver's error.
-        error: DualError,
-    },
     /// The device source was asked for a pass an MLP has no data for (batch-norm
     /// statistics: an MLP has no batch-norm), or with moments that do not match the pass.
     UnsupportedPass,
-    /// A merged weight is not finite (the solve overflowed): its position in the output.
-    NonFiniteResult {
-        /// Position in the output buffer.
-        index: usize,
-    },
+    /// The driver failed (similarity, assignment, solve, non-finite result); layers are
+    /// numbered as fitted (hidden layers, then the heads), groups are the hidden layers.
+    Driver(DriverError),
 }
 
 impl fmt::Display for MlpMergeError {
@@ -227,82 +173,25 @@ impl fmt::Display for MlpMergeError {
             MlpMergeError::NonFinite { operand, index } => {
                 write!(f, "{operand} has a non-finite value at {index}")
             }
-            MlpMergeError::NonFiniteSimilarity { group, row, col } => write!(
-                f,
-                "hidden layer {group}: non-finite similarity of A unit {row} and B unit {col}"
-            ),
-            MlpMergeError::Assignment { group, error } => {
-                write!(f, "hidden layer {group}: assignment: {error}")
-            }
-            MlpMergeError::Selection { group, error } => {
-                write!(f, "hidden layer {group}: pair selection: {error}")
-            }
-            MlpMergeError::Singular {
-                layer,
-                first_row,
-                index,
-                pivot,
-                ridge,
-                retries,
-            } => write!(
-                f,
-                "layer {layer}, block from row {first_row}: the system is not positive definite \
-                 (pivot {index} is {pivot:e} with ridge {ridge:e} after {retries} retries)"
-            ),
-            MlpMergeError::DualSolve {
-                layer,
-                first_row,
-                error,
-            } => write!(f, "layer {layer}, block from row {first_row}: {error}"),
             MlpMergeError::UnsupportedPass => {
                 f.write_str("the MLP pass source cannot run this pass")
             }
-            MlpMergeError::NonFiniteResult { index } => {
-                write!(
-                    f,
-                    "merged weight {index} is not finite (the solve overflowed)"
-                )
-            }
+            MlpMergeError::Driver(_) => f.write_str("the merge failed"),
         }
     }
 }
 
-impl core::error::Error for MlpMergeError {}
+impl core::error::Error for MlpMergeError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            MlpMergeError::Driver(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<DriverError> for MlpMergeError {
     fn from(e: DriverError) -> Self {
-        match e {
-            DriverError::NonFiniteSimilarity { group, row, col } => {
-                MlpMergeError::NonFiniteSimilarity { group, row, col }
-            }
-            DriverError::Assignment { group, error } => MlpMergeError::Assignment { group, error },
-            DriverError::Selection { group, error } => MlpMergeError::Selection { group, error },
-            DriverError::Singular {
-                layer,
-                first_row,
-                index,
-                pivot,
-                ridge,
-                retries,
-            } => MlpMergeError::Singular {
-                layer,
-                first_row,
-                index,
-                pivot,
-                ridge,
-                retries,
-            },
-            DriverError::DualSolve {
-                layer,
-                first_row,
-                error,
-            } => MlpMergeError::DualSolve {
-                layer,
-                first_row,
-                error,
-            },
-            DriverError::SizeOverflow => MlpMergeError::SizeOverflow,
-            DriverError::NonFiniteResult { index } => MlpMergeError::NonFiniteResult { index },
-        }
+        MlpMergeError::Driver(e)
     }
 }

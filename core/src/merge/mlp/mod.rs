@@ -123,7 +123,7 @@ mod layout;
 mod plan;
 mod source;
 
-pub use crate::merge::driver::{GroupInfo, LayerFitInfo, Model, Samples};
+pub use crate::merge::driver::{DriverError, GroupInfo, LayerFitInfo, Model, Samples};
 pub use error::{MlpMergeError, MlpOperand, ScratchKind};
 pub use layout::MergedUnits;
 pub use plan::{MlpMergePlan, mlp_merge_plan};
@@ -300,7 +300,7 @@ pub fn mlp_merge(
     source.indices = &*indices;
     let layers = fit_layers(&mut source, &knobs, indices, out, scratch)?;
     if let Some(index) = out[..plan.output_len].iter().position(|v| !v.is_finite()) {
-        return Err(MlpMergeError::NonFiniteResult { index });
+        return Err(DriverError::NonFiniteResult { index }.into());
     }
     Ok(MlpMergeInfo {
         plan,

@@ -83,10 +83,10 @@ pub fn recognise(
         });
     }
     if let Some(text) = metadata.get(ARCHITECTURE_KEY) {
-        let g = toml_file::parse(text, weights).map_err(|reason| Error::Metadata {
+        let g = toml_file::parse(text, weights).map_err(|source| Error::MetadataArchitecture {
             path: path.to_path_buf(),
             key: ARCHITECTURE_KEY.to_string(),
-            reason,
+            source: Box::new(source),
         })?;
         return Ok(Recognised {
             arch: ARCHITECTURE_KEY.into(),

@@ -45,15 +45,38 @@ use std::path::Path;
 use std::fmt::Write as _;
 use std::ops::Range;
 
-use pleas_core::graph::{Graph, NodeId, Op, Pair, Shape, WeightBlock, Weights};
+use pleas_core::graph::{Graph, GraphError, NodeId, Op, Pair, Shape, WeightBlock, Weights};
 
 use super::resnet::BN_EPS;
 use crate::error::Error;
 
-fn err(path: &Path, reason: String) -> Error {
-    Error::ArchFile {
-        path: path.to_path_buf(),
-        reason,
+/// Why an architecture file (or the architecture text of a model's metadata) was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArchFileError {
+    /// The text is not what the format says (what is wrong, and where).
+    #[error("{0}")]
+    Invalid(String),
+    /// The graph refused a node or an output the text describes.
+    #[error("{what}")]
+    Graph {
+        /// The node or output (e.g. "node `conv1`").
+        what: String,
+        /// The graph's refusal.
+        #[source]
+        source: GraphError,
+    },
+}
+
+impl From<String> for ArchFileError {
+    fn from(reason: String) -> Self {
+        ArchFileError::Invalid(reason)
+    }
+}
+
+impl From<&str> for ArchFileError {
+    fn from(reason: &str) -> Self {
+        ArchFileError::Invalid(reason.into())
     }
 }
 
@@ -175,11 +198,14 @@ pub fn load(path: &Path, weights: &Weights) -> Result<Graph, Error> {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(&text, weights).map_err(|reason| err(path, reason))
+    parse(&text, weights).map_err(|source| Error::ArchFile {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    })
 }
 
 /// Builds the graph from the file's text; the error is the reason, without the path.
-pub fn parse(text: &str, weights: &Weights) -> Result<Graph, String> {
+pub fn parse(text: &str, weights: &Weights) -> Result<Graph, ArchFileError> {
     let table: toml::Table = toml::from_str(text).map_err(|e| {
         let e = e.to_string();
         e.lines().next().unwrap_or("invalid TOML").to_string()
@@ -212,7 +238,10 @@ pub fn parse(text: &str, weights: &Weights) -> Result<Graph, String> {
         let op = node.op(op_name, &g, &inputs)?;
         prev = g
             .push(name.to_string(), op, &inputs)
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| ArchFileError::Graph {
+                what: format!("node `{name}`"),
+                source,
+            })?;
     }
     add_outputs(&table, &mut g, prev)?;
     Ok(g)
@@ -236,11 +265,15 @@ fn input_shape(table: &toml::Table) -> Result<Shape, String> {
 }
 
 /// The `outputs` key (default: the last node, `last`).
-fn add_outputs(table: &toml::Table, g: &mut Graph, last: NodeId) -> Result<(), String> {
+fn add_outputs(table: &toml::Table, g: &mut Graph, last: NodeId) -> Result<(), ArchFileError> {
+    let refused = |name: &str| {
+        let what = format!("output `{name}`");
+        move |source| ArchFileError::Graph { what, source }
+    };
     let list = match table.get("outputs") {
         None => {
             let name = g.node(last).name.clone();
-            return g.add_output(name, last).map_err(|e| e.to_string());
+            return g.add_output(name.clone(), last).map_err(refused(&name));
         }
         Some(toml::Value::Array(a)) => a,
         Some(_) => return Err("`outputs` must be a list of node names".into()),
@@ -262,7 +295,7 @@ fn add_outputs(table: &toml::Table, g: &mut Graph, last: NodeId) -> Result<(), S
         let id = g
             .find(node)
             .ok_or_else(|| format!("output `{name}`: `{node}` is not a node"))?;
-        g.add_output(name, id).map_err(|e| e.to_string())?;
+        g.add_output(name, id).map_err(refused(name))?;
     }
     Ok(())
 }

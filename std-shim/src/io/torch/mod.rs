@@ -15,7 +15,7 @@
 //! - [`checkpoint`]: the state_dict (plain, or wrapped under `state_dict`, `model_state_dict` or
 //!   `model`) with every tensor gathered into C order, views and shared storages as PyTorch
 //!   reads them.
-//! - [`write`]: a state_dict of f32 tensors as a `torch.save`-compatible file.
+//! - [`write`](mod@write): a state_dict of f32 tensors as a `torch.save`-compatible file.
 
 pub mod checkpoint;
 pub mod pickle;

@@ -11,7 +11,8 @@ use pleas_core::merge::sources::{RowSource, TargetRule, row_source};
 
 use super::{
     Barrier, ChannelMoments, Dest, FitRows, PassResult, PassSpan, STAGE, Shard, SlotBuffers,
-    Streamer, compose, lag_gram_shape, live, push_lag_gram, stage_err, take_spare, trim_spares,
+    Streamer, compose, lag_gram_shape, live, push_lag_gram, spare_bytes, stage_err, take_spare,
+    trim_spares,
 };
 use crate::error::Error;
 use crate::io::data::DataSource;
@@ -83,6 +84,7 @@ impl Streamer<'_> {
         };
         let batch = self.params.batch.max(1);
         let range = shard.samples.clone();
+        let mut chunk_bytes = 0;
         for (index, start) in range.clone().step_by(batch).enumerate() {
             let chunk = Chunk {
                 index,
@@ -104,8 +106,15 @@ impl Streamer<'_> {
             }
             bufs.spare.push(input);
             self.keep_chunk(shard, bufs, acts, needs, chunk, span)?;
+            chunk_bytes = chunk_bytes.max(spare_bytes(&bufs.spare));
         }
-        trim_spares(&mut bufs.spare, self.spare_cap());
+        // A thread keeps the buffers one chunk of this pass circulated (the next shard needs
+        // as many: freeing and making them anew costs page faults and zeroing, and fragments
+        // the heap); they count against the memory budget before stored activations.
+        trim_spares(&mut bufs.spare, chunk_bytes);
+        let pooled = spare_bytes(&bufs.spare);
+        self.space.repool(bufs.pooled, pooled);
+        bufs.pooled = pooled;
         Ok(match sums {
             ShardSums::Fit(mut fit) => {
                 if let (true, Some(lag)) = (fit.lag_used, bufs.lag.as_mut()) {
@@ -180,10 +189,13 @@ impl Streamer<'_> {
                     acts[i][k] = shard.store.take(net, k, chunk.index, spare)?;
                 }
             }
-            // The forward pass draws its buffers from the spares while it runs.
+            // The forward pass draws its buffers from the spares, and works in the thread's
+            // one kernel scratch, while it runs.
             std::mem::swap(fwds[i].spare_buffers(), spare);
+            std::mem::swap(fwds[i].scratch_buffer(), &mut bufs.scratch);
             let computed = self.forward_span(&mut fwds[i], i, &mut acts[i], chunk.count, span);
             std::mem::swap(fwds[i].spare_buffers(), &mut bufs.spare);
+            std::mem::swap(fwds[i].scratch_buffer(), &mut bufs.scratch);
             computed?;
         }
         Ok(acts)
