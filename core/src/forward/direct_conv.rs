@@ -106,11 +106,78 @@ impl Plane {
 pub fn direct_conv_scratch_len(geom: &ConvGeometry, blocks: &[BlockRef<'_>]) -> usize {
     let plane = Plane::of(geom);
     let taps = geom.kernel[0] * geom.kernel[1];
-    let (rows, weights) = blocks.iter().fold((0usize, 0usize), |(r, w), b| {
-        let cols = b.inputs.iter().map(|r| r.len()).sum::<usize>();
-        (r + b.rows, w + b.rows * cols * taps)
-    });
-    geom.in_c * plane.len + weights + rows * plane.q
+    let rows: usize = blocks.iter().map(|b| b.rows).sum();
+    geom.in_c * plane.len + weights_len(blocks, geom.in_c, taps) + rows * plane.q
+}
+
+/// Input columns a block reads.
+fn block_cols(b: &BlockRef<'_>) -> usize {
+    b.inputs.iter().map(|r| r.len()).sum()
+}
+
+/// Whether the blocks run as one dense block over all `in_c` inputs, with zero weights where a
+/// block does not read a channel: when there are several blocks, each reads its ranges in
+/// increasing channel order (so the dense order adds the same products in the same order,
+/// the zero ones changing no sum of finite values), and the dense multiply-adds are at most
+/// 5/4 of the blocks'. A merged layer's blocks (`[merged | A's own | B's own]` rows, the
+/// own rows reading the merged channels and their model's) are mostly tall and wide: run
+/// apart, their few own rows fill register tiles of 2 or 3 rows at a fraction of the
+/// multiply-add rate.
+fn runs_dense(blocks: &[BlockRef<'_>], in_c: usize) -> bool {
+    let increasing = |b: &BlockRef<'_>| {
+        b.inputs.windows(2).all(|w| w[0].end <= w[1].start)
+            && b.inputs.iter().all(|r| r.end <= in_c)
+    };
+    let sparse: usize = blocks.iter().map(|b| b.rows * block_cols(b)).sum();
+    let dense = blocks.iter().map(|b| b.rows).sum::<usize>() * in_c;
+    blocks.len() > 1 && blocks.iter().all(increasing) && 4 * dense <= 5 * sparse
+}
+
+/// Packed weight elements of `blocks` ([`runs_dense`] or apart).
+fn weights_len(blocks: &[BlockRef<'_>], in_c: usize, taps: usize) -> usize {
+    if runs_dense(blocks, in_c) {
+        blocks.iter().map(|b| b.rows).sum::<usize>() * in_c * taps
+    } else {
+        blocks.iter().map(|b| b.rows * block_cols(b) * taps).sum()
+    }
+}
+
+/// The weight of output row `row` (rows of the blocks stacked) at input channel `c` and tap
+/// `tap`: the block's weight if it reads `c`, else zero.
+fn dense_weight(blocks: &[BlockRef<'_>], row: usize, c: usize, tap: usize, taps: usize) -> f32 {
+    let mut r0 = 0;
+    for b in blocks {
+        if row < r0 + b.rows {
+            let mut col = 0;
+            for range in b.inputs {
+                if range.contains(&c) {
+                    let at = ((row - r0) * block_cols(b) + col + c - range.start) * taps + tap;
+                    return b.weight[at];
+                }
+                col += range.len();
+            }
+            return 0.0;
+        }
+        r0 += b.rows;
+    }
+    0.0
+}
+
+/// [`pack_weights`] of the dense block of [`runs_dense`]: all rows, every input channel.
+fn pack_dense(blocks: &[BlockRef<'_>], in_c: usize, taps: usize, group: usize, packed: &mut [f32]) {
+    let rows: usize = blocks.iter().map(|b| b.rows).sum();
+    let steps = in_c * taps;
+    let (mut at, mut r0) = (0, 0);
+    for g in group_sizes(rows, group) {
+        for m in 0..g {
+            for step in 0..steps {
+                packed[at + step * g + m] =
+                    dense_weight(blocks, r0 + m, step / taps, step % taps, taps);
+            }
+        }
+        at += steps * g;
+        r0 += g;
+    }
 }
 
 /// Copies the weights of every block so that, per group of up to `group` output rows ([`tile_rows`]), the
@@ -275,7 +342,10 @@ unsafe fn store<S: F32Lanes, const G: usize, const V: usize>(
 struct Layer<'a> {
     geom: &'a ConvGeometry,
     plane: Plane,
+    /// The blocks computed: the caller's, or one dense block ([`runs_dense`]).
     blocks: &'a [BlockRef<'a>],
+    /// The caller's blocks, for the biases of the output rows.
+    outputs: &'a [BlockRef<'a>],
     offsets: &'a [usize],
     packed: &'a [f32],
     taps: usize,
@@ -453,7 +523,7 @@ unsafe fn sample<S: F32Lanes, const R: usize, const VT: usize>(
     unsafe { sample_rows::<S, R, VT>(a, planes, flat) };
     let p = g.positions();
     let mut o = 0;
-    for b in a.blocks {
+    for b in a.outputs {
         for local in 0..b.rows {
             let bias = b.bias.map_or(0.0, |bias| bias[local]);
             let src = &flat[o * q..][..q];
@@ -546,19 +616,29 @@ pub(crate) fn direct_conv(
     }
     let offsets = &offset_buf[..taps];
     let out_c: usize = blocks.iter().map(|b| b.rows).sum();
-    let weights_len: usize = blocks
-        .iter()
-        .map(|b| b.rows * b.inputs.iter().map(|r| r.len()).sum::<usize>() * taps)
-        .sum();
     let (planes, rest) = scratch.split_at_mut(geom.in_c * plane.len);
-    let (packed, rest) = rest.split_at_mut(weights_len);
+    let (packed, rest) = rest.split_at_mut(weights_len(blocks, geom.in_c, taps));
     let flat = &mut rest[..out_c * plane.q];
-    pack_weights(blocks, taps, tile_rows(path), packed);
+    let all = [0..geom.in_c];
+    let dense = [BlockRef {
+        weight: &[],
+        bias: None,
+        rows: out_c,
+        inputs: &all,
+    }];
+    let computed = if runs_dense(blocks, geom.in_c) {
+        pack_dense(blocks, geom.in_c, taps, tile_rows(path), packed);
+        &dense[..]
+    } else {
+        pack_weights(blocks, taps, tile_rows(path), packed);
+        blocks
+    };
     planes.fill(0.0);
     let layer = Layer {
         geom,
         plane,
-        blocks,
+        blocks: computed,
+        outputs: blocks,
         offsets,
         packed,
         taps,
