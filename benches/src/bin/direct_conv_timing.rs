@@ -54,12 +54,13 @@ fn main() {
         let geom = ConvGeometry::new(c, hw, hw, [3, 3], [1, 1], [1, 1]).expect("fits");
         let weight = random_matrix(c, c * 9, 1);
         let bias = random_matrix(1, c, 2);
-        let all = [0..c];
+        let all_inputs = 0..c;
+        let all = std::slice::from_ref(&all_inputs);
         let blocks = [BlockRef {
             weight: &weight,
             bias: Some(&bias),
             rows: c,
-            inputs: &all,
+            inputs: all,
         }];
         let input = random_matrix(batch, c * hw * hw, 3);
         let mut output = vec![0.0f32; batch * c * hw * hw];

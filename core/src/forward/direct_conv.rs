@@ -205,11 +205,8 @@ fn pack_weights(blocks: &[BlockRef<'_>], taps: usize, group: usize, packed: &mut
 /// 12 are 9 + 9, not 12 + 6: a small group does as many loads per multiply-add as a full one).
 fn group_sizes(rows: usize, max: usize) -> impl Iterator<Item = usize> {
     let groups = rows.div_ceil(max.max(1));
-    let (base, extra) = if groups == 0 {
-        (0, 0)
-    } else {
-        (rows / groups, rows % groups)
-    };
+    let base = rows.checked_div(groups).unwrap_or(0);
+    let extra = rows.checked_rem(groups).unwrap_or(0);
     (0..groups).map(move |i| base + usize::from(i < extra))
 }
 
@@ -619,12 +616,13 @@ pub(crate) fn direct_conv(
     let (planes, rest) = scratch.split_at_mut(geom.in_c * plane.len);
     let (packed, rest) = rest.split_at_mut(weights_len(blocks, geom.in_c, taps));
     let flat = &mut rest[..out_c * plane.q];
-    let all = [0..geom.in_c];
+    let all_inputs = 0..geom.in_c;
+    let all = core::slice::from_ref(&all_inputs);
     let dense = [BlockRef {
         weight: &[],
         bias: None,
         rows: out_c,
-        inputs: &all,
+        inputs: all,
     }];
     let computed = if runs_dense(blocks, geom.in_c) {
         pack_dense(blocks, geom.in_c, taps, tile_rows(path), packed);
