@@ -9,7 +9,7 @@
 //! of a row of `A`) by `V` vectors of output columns (loaded straight from a row of `B`), walked
 //! once over all `k` rows, with `V` chosen from `n` so the tiles cover the output without
 //! padding more than the last vector, and `R` as tall as the registers allow for that `V`
-//! (AVX-512: 16 / 12 / 8 / 6 / 4 rows for 1-5 vectors; AVX2: 12 / 6 / 4 for 1-3), the rows
+//! (AVX-512: 16 / 12 / 8 / 6 rows for 1-4 vectors; AVX2: 12 / 6 / 4 for 1-3), the rows
 //! cut into tiles of even heights. The sums are f32, accumulated in order over `k` per lane,
 //! so the tile shapes never change a result; [`rows_at_b_reference`] is the scalar twin (f64
 //! sums).
@@ -115,11 +115,12 @@ mod x86 {
         unsafe { product_with::<__m256, 3, AVX2>(a, b, out) }
     }
 
-    /// Up to 5 vectors of 16 columns (tiles of up to 24 accumulators of 32 zmm registers).
+    /// Up to 4 vectors of 16 columns (tiles of up to 24 accumulators of 32 zmm registers; a
+    /// strip of 4 x 16 columns x `K_BLOCK` rows stays in L1, one of 5 did not).
     #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
     pub(super) unsafe fn product_avx512(a: Rows<'_>, b: Rows<'_>, out: &mut [f32]) {
         // SAFETY: runs only on the AVX-512 path.
-        unsafe { product_with::<__m512, 5, AVX512>(a, b, out) }
+        unsafe { product_with::<__m512, 4, AVX512>(a, b, out) }
     }
 }
 
