@@ -430,7 +430,8 @@ typedef struct pleas_cnn_merge_plan {
      */
     size_t samples;
     /**
-     * Permutation groups (conv or linear layers before the head).
+     * Permutation groups (one per conv or linear layer before the head; the two operands of
+     * a residual add are one group).
      */
     size_t groups;
     /**
@@ -442,7 +443,7 @@ typedef struct pleas_cnn_merge_plan {
      */
     size_t merged_pairs[PLEAS_CNN_MAX_GROUPS];
     /**
-     * Fitted layers: one per group, and one or two heads.
+     * Fitted layers: one per conv or linear layer before the head, and one or two heads.
      */
     size_t fitted_layers;
     /**

@@ -65,13 +65,14 @@ pub struct pleas_cnn_merge_plan {
     pub flop_ratio: f64,
     /// Merge samples the plan is for.
     pub samples: usize,
-    /// Permutation groups (conv or linear layers before the head).
+    /// Permutation groups (one per conv or linear layer before the head; the two operands of
+    /// a residual add are one group).
     pub groups: usize,
     /// Units per model of each group.
     pub widths: [usize; PLEAS_CNN_MAX_GROUPS],
     /// Pairs of units merged per group.
     pub merged_pairs: [usize; PLEAS_CNN_MAX_GROUPS],
-    /// Fitted layers: one per group, and one or two heads.
+    /// Fitted layers: one per conv or linear layer before the head, and one or two heads.
     pub fitted_layers: usize,
     /// Floats of the merged parameters (the `merged` buffer).
     pub output_len: usize,

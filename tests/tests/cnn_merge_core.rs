@@ -1014,3 +1014,69 @@ proptest::proptest! {
         }
     }
 }
+
+/// A residual CNN merged with a copy of itself whose groups (each tying two convs through an
+/// add, and a batch-norm) are permuted: every unit is matched with its copy, and the merged
+/// network computes the model's logits.
+#[test]
+fn a_residual_cnn_merged_with_its_permuted_copy_is_the_model() {
+    use pleas_core::graph::{apply_permutations, permutation_groups};
+    use pleas_tests::models::{max_rel_diff, random_input, random_weights};
+    let g = residual_cnn();
+    let wa = random_weights(&g, 31);
+    let groups = permutation_groups(&g);
+    assert_eq!(groups.len(), 2);
+    let perms = vec![vec![4, 0, 5, 2, 1, 3], vec![6, 1, 7, 0, 3, 5, 2, 4]];
+    let wb = apply_permutations(&groups, &wa, &perms).unwrap();
+    let (a, b) = (from_graph(&g, &wa).unwrap(), from_graph(&g, &wb).unwrap());
+    let n = 48;
+    let x = random_input(&g, n, 32);
+    let net = network(&a);
+    let params = CnnMergeParams::default();
+    let plan = cnn_merge_plan(&net, Heads::Shared, n, 1.0, &params).unwrap();
+    let mut out = vec![f32::NAN; plan.output_len];
+    let mut scratch = vec![f64::NAN; plan.scratch_len];
+    let mut forward = vec![f32::NAN; plan.forward_len];
+    let mut indices = vec![usize::MAX; plan.index_len];
+    let inputs = CnnMergeInputs {
+        net,
+        heads: Heads::Shared,
+        a: &a.params,
+        b: &b.params,
+        samples: Samples::F32(&x),
+        budget: 1.0,
+    };
+    let info = cnn_merge(
+        &plan,
+        &inputs,
+        &params,
+        &mut out,
+        &mut scratch,
+        &mut forward,
+        &mut indices,
+    )
+    .unwrap();
+    for (k, gi) in info.groups.iter().enumerate() {
+        assert_eq!(gi.merged, gi.width, "group {k}");
+        assert!(gi.total_score.abs() < 1e-3, "group {k}: {}", gi.total_score);
+    }
+    let run = |net: Network<'_>, p: &[f32], xs: &[f32]| -> Vec<f32> {
+        let cp = CompactPlan::new(net).unwrap();
+        let mut sc = vec![0.0; cp.scratch_len()];
+        let mut logits = Vec::new();
+        for s in xs.chunks_exact(net.input.len()) {
+            cp.input_mut(&mut sc).unwrap().copy_from_slice(s);
+            cp.run(p, &mut sc, &mut |_, _| {}).unwrap();
+            logits.extend_from_slice(cp.node(net.outputs[0], &sc).unwrap());
+        }
+        logits
+    };
+    let fresh = random_input(&g, 10, 33);
+    for xs in [&x[..], &fresh[..]] {
+        let want = run(network(&a), &a.params, xs);
+        let got = run(plan.merged_network(), &out, xs);
+        let d = max_rel_diff(&want, &got);
+        eprintln!("residual self-merge: logits within {d:.1e} of the model's");
+        assert!(d < CNN_SELF_MERGE_LOGIT_REL, "logits differ by {d:e}");
+    }
+}
