@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use pleas_core::forward::im2col::ConvGeometry;
 use pleas_core::gram::conv::{ConvGram, ConvGramShape};
 use pleas_core::gram::{GramError, GramParams};
-use pleas_core::graph::{Graph, NodeId, Weights};
+use pleas_core::graph::{Graph, NodeId, Op, Weights};
 use pleas_core::linalg::MatRef;
 use pleas_core::merge::layout::GroupLayout;
 
@@ -209,6 +209,8 @@ struct PassSpan<'s> {
     consumers: &'s [Vec<Vec<NodeId>>; 3],
     /// Nodes of A and B this pass or a later one reads.
     keep: &'s BTreeSet<NodeId>,
+    /// Nodes of A and B a later pass reads (stored even when no node consumes them).
+    pinned: &'s BTreeSet<NodeId>,
     /// Per network, the stored nodes (up to `from`) this pass reads: inputs of the nodes it
     /// computes and what its barrier reads. The other stored nodes stay where they are.
     reads: &'s [Vec<bool>; 3],
@@ -323,6 +325,45 @@ fn live(graph: &Graph, consumers: &[Vec<NodeId>], k: NodeId, frontier: usize) ->
     k <= frontier
         && (consumers[k].iter().any(|&j| j > frontier)
             || graph.outputs().iter().any(|o| o.node == k))
+}
+
+/// The frontier (highest node computed) at or after `from`, reached over cheap nodes only
+/// (no weights: activations, adds, pooling, batch-norm, flatten), that leaves the fewest
+/// activation values stored after the pass (live nodes and the `pinned` ones later passes
+/// read; ties go to the earliest). A and B run on past their targets this way where that
+/// shrinks what they keep: after a residual block's `conv2`, its add and ReLU leave one map
+/// live instead of two.
+fn leanest_frontier(
+    graph: &Graph,
+    consumers: &[Vec<NodeId>],
+    pinned: &BTreeSet<NodeId>,
+    from: usize,
+) -> usize {
+    let held = |f: usize| -> usize {
+        (0..=f)
+            .filter(|&k| pinned.contains(&k) || live(graph, consumers, k, f))
+            .map(|k| graph.node(k).shape.len())
+            .sum()
+    };
+    let (mut best, mut at) = (held(from), from);
+    let mut f = from;
+    while let Some(next) = graph.nodes().get(f + 1)
+        && !matches!(
+            next.op,
+            Op::Input
+                | Op::Linear { .. }
+                | Op::Conv2d { .. }
+                | Op::BlockConv2d { .. }
+                | Op::BlockLinear { .. }
+        )
+    {
+        f += 1;
+        let h = held(f);
+        if h < best {
+            (best, at) = (h, f);
+        }
+    }
+    at
 }
 
 /// Where [`compose`] writes.
@@ -549,6 +590,9 @@ impl<'a> Streamer<'a> {
                     .unwrap_or(0);
                 target[0] = target[0].max(src);
                 target[1] = target[1].max(src);
+                let (graph, consumers) = (self.nets.original, self.nets.original.consumers());
+                target[0] = leanest_frontier(graph, &consumers, &pinned, target[0]);
+                target[1] = target[0];
                 if *sequential {
                     let first = layers.iter().map(|&l| merged.layers[l].node).min();
                     target[2] = target[2].max(first.unwrap_or(1) - 1);
@@ -571,6 +615,7 @@ impl<'a> Streamer<'a> {
             to: target,
             consumers: &consumers,
             keep: &keep,
+            pinned: &pinned,
             reads: &reads,
         };
         // This rank's shards, a wave at a time; every shard's result is folded in shard order,

@@ -441,7 +441,7 @@ impl Streamer<'_> {
             }
             let graph = self.graph(net);
             for k in 0..acts[i].len() {
-                let pinned = net != Net::M && span.keep.contains(&k);
+                let pinned = net != Net::M && span.pinned.contains(&k);
                 let Some(buf) = acts[i][k].take() else {
                     continue;
                 };
