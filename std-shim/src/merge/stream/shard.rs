@@ -4,6 +4,7 @@
 use pleas_core::forward::Forward;
 use pleas_core::forward::im2col::{ConvGeometry, im2row, im2row_len};
 use pleas_core::gram::GramParams;
+use pleas_core::gram::conv::ConvGramShape;
 use pleas_core::graph::{NodeId, Weights};
 use pleas_core::linalg::MatRef;
 use pleas_core::lstsq::LsForm;
@@ -29,7 +30,7 @@ type ChunkActs = [Vec<Option<Vec<f32>>>; 3];
 
 /// What a shard accumulates in one pass.
 enum ShardSums<'m> {
-    Fit(FitSums<'m>),
+    Fit(Box<FitSums<'m>>),
     BatchNorm(ChannelMoments),
 }
 
@@ -45,6 +46,16 @@ struct FitSums<'m> {
     kept: Option<Box<FitRows>>,
     /// Whether this shard has pushed into the thread's lag-based accumulator yet.
     lag_used: bool,
+    /// The first layer's window over its input.
+    geom: ConvGeometry,
+    /// Columns (the first layer's patch, and its bias column).
+    d: usize,
+    /// Target columns (every layer's outputs).
+    t: usize,
+    /// Whether the pass keeps its rows for the sample-space solve.
+    keep_rows: bool,
+    /// The lag-based accumulator's shape, for a stride-1 convolution that keeps no rows.
+    lag_shape: Option<ConvGramShape>,
 }
 
 /// The position of a chunk in its shard.
@@ -143,17 +154,23 @@ impl Streamer<'_> {
                 let t: usize = layers.iter().map(|l| l.outputs).sum();
                 let geom = self.fit_geometry(first)?;
                 let keep_rows = self.keeps_rows(&geom, d);
-                let params = match lag_gram_shape(&geom, first.bias, keep_rows, t) {
+                let lag_shape = lag_gram_shape(&geom, first.bias, keep_rows, t);
+                let params = match lag_shape {
                     Some(_) => GramParams::with_block_samples(1),
                     None => GramParams::default(),
                 };
-                ShardSums::Fit(FitSums {
+                ShardSums::Fit(Box::new(FitSums {
                     layers,
                     sequential: *sequential,
                     acc: OwnedGram::new_owned(d, t, params),
                     kept: None,
                     lag_used: false,
-                })
+                    geom,
+                    d,
+                    t,
+                    keep_rows,
+                    lag_shape,
+                }))
             }
             Barrier::BatchNorm { .. } => ShardSums::BatchNorm(ChannelMoments::default()),
         })
@@ -252,12 +269,9 @@ impl Streamer<'_> {
     ) -> Result<(), Error> {
         let merged = self.nets.merged;
         let first = fit.layers[0];
-        let geom = self.fit_geometry(first)?;
-        let d = first.columns();
+        let (geom, d, t, keep_rows, lag_shape) =
+            (fit.geom, fit.d, fit.t, fit.keep_rows, fit.lag_shape);
         let ncols = chunk.count * geom.positions();
-        let keep_rows = self.keeps_rows(&geom, d);
-        let t: usize = fit.layers.iter().map(|l| l.outputs).sum();
-        let lag_shape = lag_gram_shape(&geom, first.bias, keep_rows, t);
         self.compose_fit_input(fit, &mut bufs.x, acts, chunk.count)?;
         let xmap: &[f32] = if fit.sequential {
             let in_node = merged.graph.node(first.node).inputs[0];
