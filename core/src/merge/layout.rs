@@ -36,6 +36,13 @@ pub enum LayoutError {
         /// The offending A unit.
         unit: usize,
     },
+    /// More merged pairs than units.
+    TooManyMerged {
+        /// Merged pairs asked for.
+        merged: usize,
+        /// Units per model.
+        units: usize,
+    },
     /// A slice has the wrong length.
     LengthMismatch {
         /// What has the wrong length.
@@ -56,6 +63,9 @@ impl fmt::Display for LayoutError {
             ),
             LayoutError::BadMergedUnit { unit } => {
                 write!(f, "merged unit {unit} is out of range or listed twice")
+            }
+            LayoutError::TooManyMerged { merged, units } => {
+                write!(f, "{merged} merged pairs in a group of {units} units")
             }
             LayoutError::LengthMismatch {
                 what,
@@ -107,9 +117,10 @@ impl GroupLayout {
 }
 
 impl<'a> GroupLayout<&'a [usize]> {
-    /// Indices a layout of a group of `n` units takes in the caller's storage (`4 n`).
+    /// Indices a layout of a group of `n` units takes in the caller's storage (`4 n`;
+    /// `usize::MAX` if that overflows).
     pub const fn lists_len(n: usize) -> usize {
-        4 * n
+        n.saturating_mul(4)
     }
 
     /// The layout for assignment `perm` with the pairs of the A units `merged_a` merged,
@@ -139,10 +150,9 @@ impl<'a> GroupLayout<&'a [usize]> {
         let n = lists.len() / 4;
         check_lists_len(n, lists.len())?;
         if k > n {
-            return Err(LayoutError::LengthMismatch {
-                what: "merged pairs (at most the units)",
-                expected: n,
-                found: k,
+            return Err(LayoutError::TooManyMerged {
+                merged: k,
+                units: n,
             });
         }
         let (head, flags) = lists.split_at_mut(3 * n);
@@ -354,5 +364,56 @@ impl<S: AsRef<[usize]>> UnitLayout for GroupLayout<S> {
     }
     fn slot_b(&self, j: usize) -> usize {
         self.list(3)[j]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completing_an_assignment_in_place_matches_fill() {
+        let (perm, merged_a) = ([2, 0, 3, 1], [1, 3]);
+        let mut filled = [0; 16];
+        let expected = GroupLayout::fill(&perm, &merged_a, &mut filled).unwrap();
+        // The assignment, then the merged A units then the rest, as assign_pairs leaves them.
+        let mut lists = [usize::MAX; 16];
+        lists[..4].copy_from_slice(&perm);
+        lists[4..8].copy_from_slice(&[1, 3, 0, 2]);
+        assert_eq!(GroupLayout::from_assignment(2, &mut lists), Ok(expected));
+    }
+
+    #[test]
+    fn completing_a_bad_assignment_names_the_problem() {
+        let mut lists = [0, 0, 0, 1, 0, 0, 0, 0];
+        assert_eq!(
+            GroupLayout::from_assignment(0, &mut lists),
+            Err(LayoutError::NotAPermutation {
+                position: 1,
+                index: 0
+            })
+        );
+        let mut lists = [1, 0, 1, 1, 0, 0, 0, 0];
+        assert_eq!(
+            GroupLayout::from_assignment(2, &mut lists),
+            Err(LayoutError::BadMergedUnit { unit: 1 })
+        );
+        let mut lists = [1, 0, 1, 0, 0, 0, 0, 0];
+        assert_eq!(
+            GroupLayout::from_assignment(3, &mut lists),
+            Err(LayoutError::TooManyMerged {
+                merged: 3,
+                units: 2
+            })
+        );
+        let mut short = [0; 7];
+        assert_eq!(
+            GroupLayout::from_assignment(0, &mut short),
+            Err(LayoutError::LengthMismatch {
+                what: "layout lists",
+                expected: 4,
+                found: 7
+            })
+        );
     }
 }
