@@ -1,6 +1,7 @@
 //! The direct (im2col-free) stride-1 convolution that `block_conv2d` dispatches to: against its
-//! scalar f64 twin over random geometries, blocks, ranges, biases and batches (register-tile
-//! remainders of 1-3 rows and 1-2 vectors included), and the twin against nalgebra's f64 matrix
+//! scalar f64 twin over random geometries, blocks, ranges, biases and batches (blocks of 1-30
+//! rows: one to three row groups of every register-tile height, and remainders of 1-2
+//! vectors; the ResNet shapes span several position chunks), and the twin against nalgebra's f64 matrix
 //! product of the weight with the unfolded patch matrix.
 
 // Blocks read lists of channel ranges; a list of one range is the common case.
@@ -107,7 +108,7 @@ proptest! {
         let mut rng = Rng::new(seed);
         let owned: Vec<OwnedBlock> = (0..blocks)
             .map(|_| {
-                let rows = 1 + rng.below(9);
+                let rows = 1 + rng.below(30);
                 let inputs = random_ranges(&mut rng, in_c);
                 let cols: usize = inputs.iter().map(|r| r.len()).sum();
                 OwnedBlock {
@@ -197,5 +198,86 @@ fn resnet_shapes_match_the_scalar_twin() {
             })
             .collect();
         check(&geom, &owned, 2, &mut rng);
+    }
+}
+
+/// The blocks of a merged layer run as one dense block with zero weights where a block does not
+/// read a channel: the result must be bit for bit the blocks' (same products in the same order;
+/// the zero ones change no sum), on every path. Compared with the same weights expanded by hand
+/// into one dense block, which the kernel runs as given.
+#[test]
+fn merged_blocks_equal_their_dense_expansion_bitwise() {
+    let mut rng = Rng::new(21);
+    for (c, hw, rows) in [
+        (18, 12, &[14, 2, 2][..]),
+        (35, 9, &[29, 3, 3][..]),
+        (70, 7, &[58, 6, 6][..]),
+        (20, 5, &[16, 2, 2][..]),
+    ] {
+        let geom = ConvGeometry::new(c, hw, hw, [3, 3], [1, 1], [1, 1]).unwrap();
+        let m = rows[0];
+        let own = (c - m) / 2;
+        let blocks: Vec<OwnedBlock> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| {
+                let inputs = match i {
+                    0 => vec![0..c],
+                    1 => vec![0..m, m..m + own],
+                    _ => vec![0..m, m + own..c],
+                };
+                let cols: usize = inputs.iter().map(|r| r.len()).sum();
+                OwnedBlock {
+                    weight: values(&mut rng, r * cols * 9),
+                    bias: Some(values(&mut rng, r)),
+                    rows: r,
+                    inputs,
+                }
+            })
+            .collect();
+        // The dense expansion: row by row, channel by channel, zero where the block skips.
+        let out_c: usize = rows.iter().sum();
+        let mut weight = vec![0.0f32; out_c * c * 9];
+        let mut bias = Vec::new();
+        let mut row = 0;
+        for b in &blocks {
+            let cols: usize = b.inputs.iter().map(|r| r.len()).sum();
+            for local in 0..b.rows {
+                let mut col = 0;
+                for range in &b.inputs {
+                    for ch in range.clone() {
+                        let src = &b.weight[(local * cols + col) * 9..][..9];
+                        weight[(row * c + ch) * 9..][..9].copy_from_slice(src);
+                        col += 1;
+                    }
+                }
+                bias.push(b.bias.as_ref().unwrap()[local]);
+                row += 1;
+            }
+        }
+        let dense = OwnedBlock {
+            weight,
+            bias: Some(bias),
+            rows: out_c,
+            inputs: vec![0..c],
+        };
+        let batch = 3;
+        let x = values(&mut rng, batch * geom.input_len());
+        let run = |owned: &[&OwnedBlock]| {
+            let views: Vec<BlockRef<'_>> = owned.iter().map(|b| b.view()).collect();
+            let mut out = vec![0.0f32; batch * out_c * geom.positions()];
+            let mut scratch = vec![0.0f32; block_conv2d_scratch_len(&geom, &views, batch)];
+            block_conv2d(&geom, &views, &x, batch, batch, &mut out, &mut scratch).unwrap();
+            out
+        };
+        for_each_path(|path| {
+            let apart = run(&blocks.iter().collect::<Vec<_>>());
+            let whole = run(&[&dense]);
+            let same = apart
+                .iter()
+                .zip(&whole)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{path}: {c} channels at {hw} x {hw}, rows {rows:?}");
+        });
     }
 }

@@ -272,6 +272,7 @@ struct Totals {
     lags: usize,
     cross: usize,
     map_u: usize,
+    /// Per-position sums of the centred targets, position-major (`[oy][ox][t]`).
     map_t: usize,
     sq_t: usize,
     prefix_u: usize,
@@ -737,18 +738,29 @@ where
         let shift_t = &shift_t[..g.t];
         let (map_t, rest) = st[tl.map_t..].split_at_mut(tl.sq_t - tl.map_t);
         let sq_t = &mut rest[..g.t];
-        let plane = g.oh * g.ow;
         for i in 0..n {
             for oy in 0..g.oh {
                 for ox in 0..g.ow {
                     let r = (i * g.oh + oy) * g.ow + ox;
                     let slot = ((1 + oy * n + i) * g.ws + ox) * g.t;
                     let dst = &mut tbuf[slot..slot + g.t];
-                    for (j, (d, &u)) in dst.iter_mut().zip(shift_t).enumerate() {
-                        let v = t.at(r, j) - u;
+                    // Position-major sums: one contiguous run of `t` per position.
+                    let sums = &mut map_t[(oy * g.ow + ox) * g.t..][..g.t];
+                    let centre = |(((d, m), q), &u): (((&mut f32, &mut f64), &mut f64), &f32),
+                                  x: f32| {
+                        let v = x - u;
                         *d = v;
-                        map_t[j * plane + oy * g.ow + ox] += f64::from(v);
-                        sq_t[j] += f64::from(v) * f64::from(v);
+                        *m += f64::from(v);
+                        *q += f64::from(v) * f64::from(v);
+                    };
+                    let cells = dst.iter_mut().zip(sums.iter_mut()).zip(sq_t.iter_mut());
+                    match t.row(r) {
+                        // Contiguous rows (the merge's): a loop the compiler vectorises.
+                        Some(row) => cells.zip(shift_t).zip(row).for_each(|(c, &x)| centre(c, x)),
+                        None => cells
+                            .zip(shift_t)
+                            .enumerate()
+                            .for_each(|(j, c)| centre(c, t.at(r, j))),
                     }
                 }
             }
@@ -825,6 +837,12 @@ where
     }
 
     /// The cross products of every kernel row for the packed batch.
+    ///
+    /// Each is computed transposed, `T^T X` (`targets x (kx, c)`), and added to the totals
+    /// (`(kx, c) x targets`) transposed back: the vectors of [`rows_at_b`] then run along the
+    /// `kw * C` patch columns rather than along the few targets (18 targets fill two 16-lane
+    /// vectors to 56 %, 54 patch columns fill four to 84 %). Each entry is the same f32 sum in
+    /// the same order either way.
     fn cross_products(&mut self, n: usize) {
         let g = self.geo;
         let w = self.work;
@@ -851,22 +869,25 @@ where
                 let k = (rows - r0).min(block);
                 let tp = start + r0;
                 let xp = (tp as isize + shift) as usize;
-                let a = Rows {
+                let x = Rows {
                     data: &xbuf[xp * g.c..],
                     rows: k,
                     cols,
                     stride: g.c,
                 };
-                let b = Rows {
+                let t = Rows {
                     data: &tbuf[tp * g.t..],
                     rows: k,
                     cols: g.t,
                     stride: g.t,
                 };
                 prod.fill(0.0);
-                rows_at_b(a, b, prod).expect("slots inside the packed batch and targets");
-                for (d, &v) in store[dest..dest + cols * g.t].iter_mut().zip(prod.iter()) {
-                    *d += f64::from(v);
+                rows_at_b(t, x, prod).expect("slots inside the packed batch and targets");
+                let totals = &mut store[dest..dest + cols * g.t];
+                for (j, row) in prod.chunks_exact(cols).enumerate() {
+                    for (i, &v) in row.iter().enumerate() {
+                        totals[i * g.t + j] += f64::from(v);
+                    }
                 }
             }
         }
@@ -885,17 +906,29 @@ fn rect_sum(prefix: &[f64], w: usize, rows: (usize, usize), cols: (usize, usize)
     at(rows.1, cols.1) - at(rows.0, cols.1) - at(rows.1, cols.0) + at(rows.0, cols.0)
 }
 
-/// `(h + 1) x (w + 1)` prefix sums of each `h x w` map.
-fn prefix_sums(maps: &[f64], out: &mut [f64], count: usize, h: usize, w: usize) {
+/// How `count` maps of `h x w` values are stored.
+#[derive(Debug, Clone, Copy)]
+enum Interleave {
+    /// Map after map: value `(m, y, x)` at `(m * h + y) * w + x`.
+    MapMajor,
+    /// Position after position: value `(m, y, x)` at `(y * w + x) * count + m`.
+    PositionMajor,
+}
+
+/// `(h + 1) x (w + 1)` prefix sums of each `h x w` map, map after map.
+fn prefix_sums(maps: &[f64], out: &mut [f64], count: usize, h: usize, w: usize, at: Interleave) {
     for m in 0..count {
-        let src = &maps[m * h * w..][..h * w];
+        let value = |y: usize, x: usize| match at {
+            Interleave::MapMajor => maps[(m * h + y) * w + x],
+            Interleave::PositionMajor => maps[(y * w + x) * count + m],
+        };
         let dst = &mut out[m * (h + 1) * (w + 1)..][..(h + 1) * (w + 1)];
         dst[..w + 1].fill(0.0);
         for y in 0..h {
             dst[(y + 1) * (w + 1)] = 0.0;
             for x in 0..w {
                 dst[(y + 1) * (w + 1) + x + 1] =
-                    src[y * w + x] + dst[y * (w + 1) + x + 1] + dst[(y + 1) * (w + 1) + x]
+                    value(y, x) + dst[y * (w + 1) + x + 1] + dst[(y + 1) * (w + 1) + x]
                         - dst[y * (w + 1) + x];
             }
         }
@@ -988,6 +1021,7 @@ where
                 g.c,
                 g.h,
                 g.w,
+                Interleave::MapMajor,
             );
             let (head, tail) = st.split_at_mut(tl.prefix_t);
             prefix_sums(
@@ -996,6 +1030,7 @@ where
                 g.t,
                 g.oh,
                 g.ow,
+                Interleave::PositionMajor,
             );
         }
         for a in 0..g.dim() {

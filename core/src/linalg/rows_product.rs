@@ -7,9 +7,12 @@
 //! tile (12 x 32) pads them to `24 x 96`, so a third of its multiply-adds are wasted, and every
 //! product re-packs its operands. Here the register tile is `R` output rows (broadcast values
 //! of a row of `A`) by `V` vectors of output columns (loaded straight from a row of `B`), walked
-//! once over all `k` rows, with `R` and `V` chosen from `n` so the tiles cover the output
-//! without padding more than the last vector. The sums are f32, accumulated in order over `k`
-//! per lane; [`rows_at_b_reference`] is the scalar twin (f64 sums).
+//! once over all `k` rows, with `V` chosen from `n` so the tiles cover the output without
+//! padding more than the last vector, and `R` as tall as the registers allow for that `V`
+//! (AVX-512: 16 / 12 / 8 / 6 rows for 1-4 vectors; AVX2: 12 / 6 / 4 for 1-3), the rows
+//! cut into tiles of even heights. The sums are f32, accumulated in order over `k` per lane,
+//! so the tile shapes never change a result; [`rows_at_b_reference`] is the scalar twin (f64
+//! sums).
 
 use wide::f32x8;
 
@@ -94,7 +97,7 @@ fn product_on(path: Path, a: Rows<'_>, b: Rows<'_>, out: &mut [f32]) {
         // SAFETY: as above.
         Path::Avx2 => unsafe { x86::product_avx2(a, b, out) },
         // SAFETY: `f32x8` runs everywhere.
-        _ => unsafe { product_with::<f32x8, 2>(a, b, out) },
+        _ => unsafe { product_with::<f32x8, 2, PORTABLE>(a, b, out) },
     }
 }
 
@@ -103,27 +106,46 @@ fn product_on(path: Path, a: Rows<'_>, b: Rows<'_>, out: &mut [f32]) {
 mod x86 {
     use core::arch::x86_64::{__m256, __m512};
 
-    use super::{Rows, product_with};
+    use super::{AVX2, AVX512, Rows, product_with};
 
-    /// Up to 3 vectors of 8 columns (4 x 3 tiles: 12 accumulators of 16 ymm registers).
+    /// Up to 3 vectors of 8 columns (tiles of up to 12 accumulators of 16 ymm registers).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn product_avx2(a: Rows<'_>, b: Rows<'_>, out: &mut [f32]) {
         // SAFETY: runs only on the AVX2 path.
-        unsafe { product_with::<__m256, 3>(a, b, out) }
+        unsafe { product_with::<__m256, 3, AVX2>(a, b, out) }
     }
 
-    /// Up to 5 vectors of 16 columns (4 x 5 tiles: 20 accumulators of 32 zmm registers).
+    /// Up to 4 vectors of 16 columns (tiles of up to 24 accumulators of 32 zmm registers; a
+    /// strip of 4 x 16 columns x `K_BLOCK` rows stays in L1, one of 5 did not).
     #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
     pub(super) unsafe fn product_avx512(a: Rows<'_>, b: Rows<'_>, out: &mut [f32]) {
         // SAFETY: runs only on the AVX-512 path.
-        unsafe { product_with::<__m512, 5>(a, b, out) }
+        unsafe { product_with::<__m512, 4, AVX512>(a, b, out) }
     }
 }
 
-/// Output rows per tile when a strip has one or two vectors (enough independent accumulators
-/// to cover the FMA latency) and when it has more.
-const ROWS_NARROW: usize = 8;
-const ROWS_WIDE: usize = 4;
+/// Register budgets of the paths (the `P` parameter of the kernels).
+const PORTABLE: u8 = 0;
+const AVX2: u8 = 1;
+const AVX512: u8 = 2;
+
+/// The most output rows per tile of `v` vectors on path `P`: as many as the registers hold
+/// besides the `v` loaded vectors and one broadcast (every step loads `v` vectors and
+/// broadcasts `R` values of `A` for `R x v` multiply-adds, so tall tiles load less per
+/// multiply-add). The portable path (`wide` on SSE2: two registers per vector) keeps 8 rows
+/// for one or two vectors and 4 for more.
+const fn max_rows<const P: u8>(v: usize) -> usize {
+    match (P, v) {
+        (AVX512, 1) => 16,
+        (AVX512, 2) => 12,
+        (AVX512, 3) => 8,
+        (AVX512, 4) => 6,
+        (AVX2, 1) => 12,
+        (AVX2, 2) => 6,
+        (_, 1 | 2) => 8,
+        _ => 4,
+    }
+}
 
 /// All tiles, in passes over [`K_BLOCK`] rows of the operands: the columns in strips of at
 /// most `VMAX` vectors (the strips' widths as even as the vector count allows), each strip
@@ -132,7 +154,11 @@ const ROWS_WIDE: usize = 4;
 /// Safety: `S` is the vector type of the selected SIMD path.
 #[inline(always)]
 #[allow(unsafe_code)]
-unsafe fn product_with<S: F32Lanes, const VMAX: usize>(a: Rows<'_>, b: Rows<'_>, out: &mut [f32]) {
+unsafe fn product_with<S: F32Lanes, const VMAX: usize, const P: u8>(
+    a: Rows<'_>,
+    b: Rows<'_>,
+    out: &mut [f32],
+) {
     for k0 in (0..a.rows).step_by(K_BLOCK) {
         let rows = (a.rows - k0).min(K_BLOCK);
         let a = Rows {
@@ -146,7 +172,7 @@ unsafe fn product_with<S: F32Lanes, const VMAX: usize>(a: Rows<'_>, b: Rows<'_>,
             ..b
         };
         // SAFETY: forwarded to the caller.
-        unsafe { strips::<S, VMAX>(a, b, out) };
+        unsafe { strips::<S, VMAX, P>(a, b, out) };
     }
 }
 
@@ -159,7 +185,11 @@ const K_BLOCK: usize = 128;
 /// Safety: `S` is the vector type of the selected SIMD path.
 #[inline(always)]
 #[allow(unsafe_code)]
-unsafe fn strips<S: F32Lanes, const VMAX: usize>(a: Rows<'_>, b: Rows<'_>, out: &mut [f32]) {
+unsafe fn strips<S: F32Lanes, const VMAX: usize, const P: u8>(
+    a: Rows<'_>,
+    b: Rows<'_>,
+    out: &mut [f32],
+) {
     let vectors = b.cols.div_ceil(S::LANES);
     let strips = vectors.div_ceil(VMAX);
     let mut j0 = 0;
@@ -171,50 +201,64 @@ unsafe fn strips<S: F32Lanes, const VMAX: usize>(a: Rows<'_>, b: Rows<'_>, out: 
         // SAFETY: forwarded to the caller.
         unsafe {
             match v {
-                1 => strip::<S, ROWS_NARROW, 1>(a, b, j0, cols, out),
-                2 => strip::<S, ROWS_NARROW, 2>(a, b, j0, cols, out),
-                3 => strip::<S, ROWS_WIDE, 3>(a, b, j0, cols, out),
-                4 => strip::<S, ROWS_WIDE, 4>(a, b, j0, cols, out),
-                _ => strip::<S, ROWS_WIDE, 5>(a, b, j0, cols, out),
+                1 => strip::<S, 1>(a, b, j0, cols, max_rows::<P>(1), out),
+                2 => strip::<S, 2>(a, b, j0, cols, max_rows::<P>(2), out),
+                3 => strip::<S, 3>(a, b, j0, cols, max_rows::<P>(3), out),
+                4 => strip::<S, 4>(a, b, j0, cols, max_rows::<P>(4), out),
+                _ => strip::<S, 5>(a, b, j0, cols, max_rows::<P>(5), out),
             }
         }
         j0 += cols;
     }
 }
 
-/// Output columns `j0 .. j0 + cols` (at most `V` vectors) for every output row: tiles of `R`
-/// rows, then single rows.
+/// Output columns `j0 .. j0 + cols` (at most `V` vectors) for every output row, in tiles of
+/// at most `rmax` rows: as few tiles as that allows, their heights differing by at most one
+/// (18 rows at most 8 high are 6 + 6 + 6, not 8 + 8 + 1 + 1: a short tile loads as much per
+/// step as a tall one).
 ///
-/// Safety: `S` is the vector type of the selected SIMD path.
+/// Safety: `S` is the vector type of the selected SIMD path; `rmax <= 16`, and `rmax <= 8`
+/// when `V > 2`.
 #[inline(always)]
 #[allow(unsafe_code)]
-unsafe fn strip<S: F32Lanes, const R: usize, const V: usize>(
+unsafe fn strip<S: F32Lanes, const V: usize>(
     a: Rows<'_>,
     b: Rows<'_>,
     j0: usize,
     cols: usize,
+    rmax: usize,
     out: &mut [f32],
 ) {
     // Whole vectors are loaded even past `cols` (the extra lanes are dropped): only when the
     // last row still has them inside `b.data`; otherwise the scalar loop takes the strip.
     let k = a.rows;
     let fits = k == 0 || (k - 1) * b.stride + j0 + V * S::LANES <= b.data.len();
-    let full = a.cols / R * R;
-    for i0 in (0..full).step_by(R) {
-        if fits {
-            // SAFETY: forwarded to the caller; bounds as checked above.
-            unsafe { tile::<S, R, V>(a, b, i0, j0, cols, out) };
-        } else {
-            scalar_tile(a, b, i0..i0 + R, j0..j0 + cols, out);
+    let tiles = a.cols.div_ceil(rmax.max(1));
+    let mut i0 = 0;
+    for t in 0..tiles {
+        let r = (a.cols - i0).div_ceil(tiles - t);
+        if !fits {
+            scalar_tile(a, b, i0..i0 + r, j0..j0 + cols, out);
+            i0 += r;
+            continue;
         }
-    }
-    for i0 in full..a.cols {
-        if fits {
-            // SAFETY: as above.
-            unsafe { tile::<S, 1, V>(a, b, i0, j0, cols, out) };
-        } else {
-            scalar_tile(a, b, i0..i0 + 1, j0..j0 + cols, out);
+        let args = (a, b, i0, j0, cols);
+        macro_rules! heights {
+            ($($n:literal)*) => {
+                match r {
+                    // SAFETY: forwarded to the caller; bounds as checked above, and
+                    // `i0 + r <= a.cols`.
+                    $($n => unsafe { tile::<S, $n, V>(args.0, args.1, args.2, args.3, args.4, out) },)*
+                    _ => unreachable!("tile heights are at most rmax"),
+                }
+            };
         }
+        if V <= 2 {
+            heights!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+        } else {
+            heights!(1 2 3 4 5 6 7 8);
+        }
+        i0 += r;
     }
 }
 

@@ -26,6 +26,11 @@ pub(crate) trait F32Lanes: Copy {
     unsafe fn load_at(p: *const f32) -> Self;
     /// Writes the lanes to the first `LANES` values of `s` (panics if shorter).
     unsafe fn store(self, s: &mut [f32]);
+    /// Writes the lanes to `p .. p + LANES` without a bounds check. Safety: that range lies
+    /// inside one live, writable `f32` slice.
+    unsafe fn store_at(self, p: *mut f32);
+    /// `self + b`, lane by lane.
+    unsafe fn add(self, b: Self) -> Self;
     /// `self * b + c`, fused.
     unsafe fn mul_add(self, b: Self, c: Self) -> Self;
     /// Whether every lane `v` has `|v| <= limit` (false for NaN).
@@ -54,6 +59,15 @@ impl F32Lanes for f32x8 {
     #[inline(always)]
     unsafe fn store(self, s: &mut [f32]) {
         s[..8].copy_from_slice(&self.to_array());
+    }
+    #[inline(always)]
+    unsafe fn store_at(self, p: *mut f32) {
+        // SAFETY: the caller guarantees `p .. p + 8` is writable.
+        unsafe { core::ptr::write_unaligned(p.cast::<[f32; 8]>(), self.to_array()) }
+    }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        self + b
     }
     #[inline(always)]
     unsafe fn mul_add(self, b: Self, c: Self) -> Self {
@@ -94,6 +108,14 @@ mod x86 {
             unsafe { _mm256_storeu_ps(s[..8].as_mut_ptr(), self) }
         }
         #[inline(always)]
+        unsafe fn store_at(self, p: *mut f32) {
+            unsafe { _mm256_storeu_ps(p, self) }
+        }
+        #[inline(always)]
+        unsafe fn add(self, b: Self) -> Self {
+            unsafe { _mm256_add_ps(self, b) }
+        }
+        #[inline(always)]
         unsafe fn mul_add(self, b: Self, c: Self) -> Self {
             unsafe { _mm256_fmadd_ps(self, b, c) }
         }
@@ -127,6 +149,14 @@ mod x86 {
         #[inline(always)]
         unsafe fn store(self, s: &mut [f32]) {
             unsafe { _mm512_storeu_ps(s[..16].as_mut_ptr(), self) }
+        }
+        #[inline(always)]
+        unsafe fn store_at(self, p: *mut f32) {
+            unsafe { _mm512_storeu_ps(p, self) }
+        }
+        #[inline(always)]
+        unsafe fn add(self, b: Self) -> Self {
+            unsafe { _mm512_add_ps(self, b) }
         }
         #[inline(always)]
         unsafe fn mul_add(self, b: Self, c: Self) -> Self {
