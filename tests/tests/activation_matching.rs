@@ -53,7 +53,7 @@ fn recovers_inverse(relative: &str, samples: usize, metrics: &[Metric]) {
             )
             .unwrap();
             assert_eq!(
-                m.perm,
+                m.layout.perm(),
                 inverse,
                 "{relative} {metric}: group {}",
                 groups.groups()[g].name

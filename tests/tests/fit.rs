@@ -171,10 +171,10 @@ fn nothing_merged_reproduces_both_layers() {
     assert!(loss <= FIT_LOSS_REL * energy, "loss {loss} of {energy}");
     // Row of A-only output unit a (slot a) reads A-only inputs: W_A[a][a'] and the bias.
     let slots_in = lin.slots_a();
-    for (s, &a) in lout.a_only.iter().enumerate() {
+    for (s, &a) in lout.a_only_units().iter().enumerate() {
         let row = &w[(lout.a_offset() + s) * d..(lout.a_offset() + s + 1) * d];
         for a_in in 0..6 {
-            let got = row[slots_in[a_in].index()];
+            let got = row[slots_in[a_in]];
             assert!(
                 (got - f64::from(p.wa[a][a_in])).abs() < 1e-3,
                 "{got} vs {}",
@@ -209,8 +209,8 @@ fn fit_is_never_worse_than_permute_and_average_or_other_block_weights() {
             tt,
         } = fitted(&p, &lin, &lout);
         let mut pa = vec![0.0f64; t * d];
-        for (m, &(a, b)) in lout.merged.iter().enumerate() {
-            for (mi, &(ai, bi)) in lin.merged.iter().enumerate() {
+        for (m, (a, b)) in lout.pairs().enumerate() {
+            for (mi, (ai, bi)) in lin.pairs().enumerate() {
                 pa[m * d + mi] = 0.5 * f64::from(p.wa[a][ai] + p.wb[b][bi]);
             }
             pa[m * d + d - 1] = 0.5 * f64::from(p.ba[a] + p.bb[b]);

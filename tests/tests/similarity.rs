@@ -169,7 +169,7 @@ fn matching_a_permuted_copy_recovers_the_permutation() {
     .unwrap();
     let sm = MatRef::new(&s, units, units).unwrap();
     let m = match_group(sm, 0.0, &AuctionParams::default()).unwrap();
-    assert_eq!(m.perm, perm);
+    assert_eq!(m.layout.perm(), perm);
     assert_eq!(m.layout.merged_count(), units);
     // Identical units are at distance 0, up to the square root of the moments' rounding
     // (sqrt(1e-7 * sum a^2) here), far below the distance between different units.

@@ -2,7 +2,6 @@
 //! selection of the pairs to merge (docs/ALGORITHM.md sections 2 and 3).
 
 use alloc::vec;
-use alloc::vec::Vec;
 use core::fmt;
 
 use super::layout::{GroupLayout, LayoutError};
@@ -13,9 +12,8 @@ use crate::linalg::MatRef;
 /// The matching of one group.
 #[derive(Debug, Clone)]
 pub struct GroupMatch {
-    /// `perm[i]`: the B unit matched to A unit `i`.
-    pub perm: Vec<usize>,
-    /// The merged layout (the `k` best pairs merged).
+    /// The merged layout (the `k` best pairs merged; the assignment is its
+    /// [`perm`](GroupLayout::perm)).
     pub layout: GroupLayout,
     /// What the auction reports (phases, bids, final epsilon, optimality bound).
     pub auction: AuctionInfo,
@@ -97,7 +95,6 @@ pub fn match_group(
         })?;
     let layout = GroupLayout::new(&perm, &order[..k]).map_err(MatchError::Layout)?;
     Ok(GroupMatch {
-        perm,
         layout,
         auction: info.auction,
         total_score: info.total_score,

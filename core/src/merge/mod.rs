@@ -16,7 +16,6 @@ pub mod cnn;
 pub mod driver;
 #[cfg(feature = "alloc")]
 pub mod fit;
-#[cfg(feature = "alloc")]
 pub mod layout;
 #[cfg(feature = "alloc")]
 pub mod matching;

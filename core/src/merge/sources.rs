@@ -8,9 +8,9 @@
 //! permute-and-average prior); [`Heads`] and [`TargetRule`] name the rows of a layer that is in
 //! no group (the heads).
 
-/// The layout of one permutation group, read through its storage: owned lists
-/// ([`GroupLayout`](super::layout::GroupLayout), with `alloc`) or the caller's index scratch
-/// (the device merge).
+/// The layout of one permutation group, read through its storage. Implemented once, by
+/// [`GroupLayout`](super::layout::GroupLayout) over any storage: owned lists (with `alloc`)
+/// or the caller's index scratch (the device merge).
 pub trait UnitLayout {
     /// Units per model `n`.
     fn original_width(&self) -> usize;

@@ -1,10 +1,11 @@
 //! Step 1: the neg-l2 similarity of every group from moment sums over the merge samples, one
 //! auction per group, the top-k selection of the pairs to merge, and the layout
-//! `[merged | A-only | B-only]` kept in the index scratch.
+//! `[merged | A-only | B-only]` ([`GroupLayout`]) kept in the index scratch.
 
 use super::{DeviceSource, DriverError, GroupInfo, SolveKnobs};
 use crate::assign::auction_scratch_len;
 use crate::linalg::MatRef;
+use crate::merge::layout::GroupLayout;
 use crate::merge::pairs::{PairsError, assign_pairs};
 use crate::merge::pass::{GroupMoments, Moments, Pass};
 
@@ -104,8 +105,7 @@ where
         }
     }
     let (perm, rest) = lists.split_at_mut(n);
-    let (order, rest) = rest.split_at_mut(n);
-    let (slot_a, slot_b) = rest.split_at_mut(n);
+    let (order, _) = rest.split_at_mut(n);
     let scores = MatRef::new(&*sim, n, n).map_err(|_| DriverError::SizeOverflow)?;
     let k = plan.merged;
     let info = assign_pairs(scores, k, &knobs.auction, perm, order, auction_scratch).map_err(
@@ -115,10 +115,8 @@ where
         },
     )?;
     // Merged pairs sit at 0..k, A-only units at k..n, their B partners at n..2n - k.
-    for (p, &a) in order.iter().enumerate() {
-        slot_a[a] = p;
-        slot_b[perm[a]] = if p < k { p } else { n + (p - k) };
-    }
+    GroupLayout::from_assignment(k, lists)
+        .map_err(|error| DriverError::Layout { group: g, error })?;
     Ok(GroupInfo {
         width: n,
         merged: k,

@@ -21,12 +21,12 @@ use core::fmt;
 pub use fit::{block_scratch_len, fit_layers};
 pub use matching::{match_groups, matching_scratch_len};
 pub use schedule::{
-    Block, Columns, FittedLayer, GroupPlan, LayerInput, Layout, MAX_FITTED, MAX_GROUPS,
-    MergeSchedule,
+    Block, Columns, FittedLayer, GroupPlan, LayerInput, MAX_FITTED, MAX_GROUPS, MergeSchedule,
 };
 
 use crate::assign::{AuctionError, AuctionInfo, AuctionParams, SelectError};
 use crate::lstsq::dual::DualError;
+use crate::merge::layout::LayoutError;
 use crate::merge::pass::PassSource;
 use crate::merge::prior::UnitWeights;
 
@@ -172,6 +172,14 @@ pub enum DriverError {
         /// The selection's error.
         error: SelectError,
     },
+    /// The assignment and the selection of a group do not make a layout (a permutation and
+    /// distinct merged units).
+    Layout {
+        /// The group.
+        group: usize,
+        /// The layout's error.
+        error: LayoutError,
+    },
     /// A block's regularised system is not positive definite even with the last ridge tried.
     Singular {
         /// The fitted layer.
@@ -216,6 +224,7 @@ impl fmt::Display for DriverError {
             DriverError::Selection { group, .. } => {
                 write!(f, "group {group}: pair selection failed")
             }
+            DriverError::Layout { group, .. } => write!(f, "group {group}: no valid layout"),
             DriverError::Singular {
                 layer,
                 first_row,
@@ -248,6 +257,7 @@ impl core::error::Error for DriverError {
         match self {
             DriverError::Assignment { error, .. } => Some(error),
             DriverError::Selection { error, .. } => Some(error),
+            DriverError::Layout { error, .. } => Some(error),
             DriverError::DualSolve { error, .. } => Some(error),
             _ => None,
         }

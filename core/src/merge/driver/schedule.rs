@@ -1,13 +1,14 @@
 //! The plan of a device merge as the driver reads it: the permutation groups (widths and
 //! merged pairs), the fitted layers (what each reads, how its rows are formed, where its
 //! weights go in the output buffer), their output blocks and columns, the exact-copy rule and
-//! the layouts the matching leaves in the caller's index scratch.
+//! the layouts ([`GroupLayout`]) the matching leaves in the caller's index scratch.
 
 use core::ops::Range;
 
 use crate::lstsq::LsForm;
+use crate::merge::layout::GroupLayout;
 use crate::merge::prior::{RidgeToward, block_is_copy};
-use crate::merge::sources::{RowSource, TargetRule, UnitLayout, row_source};
+use crate::merge::sources::{RowSource, TargetRule, row_source};
 
 /// Most permutation groups a schedule holds.
 pub const MAX_GROUPS: usize = 16;
@@ -124,65 +125,6 @@ impl Columns {
     }
 }
 
-/// The layout of one group, read from the index scratch (4 indices per unit: the
-/// assignment, the order, the slots of A's and of B's units).
-#[derive(Debug, Clone, Copy)]
-pub struct Layout<'a> {
-    /// Pairs merged.
-    pub k: usize,
-    /// Units per model.
-    pub n: usize,
-    /// `perm[i]`: the B unit matched to A unit `i`.
-    pub perm: &'a [usize],
-    /// The merged A units (increasing), then the A-only units (increasing).
-    pub order: &'a [usize],
-    slot_a: &'a [usize],
-    slot_b: &'a [usize],
-}
-
-impl<'a> Layout<'a> {
-    /// The layout of a group of `n` units with `k` merged pairs from its `4 n` lists in the
-    /// index scratch (the assignment, the order, the slots of A's and of B's units).
-    pub fn from_lists(k: usize, n: usize, lists: &'a [usize]) -> Self {
-        let (perm, rest) = lists.split_at(n);
-        let (order, rest) = rest.split_at(n);
-        let (slot_a, rest) = rest.split_at(n);
-        Layout {
-            k,
-            n,
-            perm,
-            order,
-            slot_a,
-            slot_b: &rest[..n],
-        }
-    }
-}
-
-impl UnitLayout for Layout<'_> {
-    fn original_width(&self) -> usize {
-        self.n
-    }
-    fn merged_count(&self) -> usize {
-        self.k
-    }
-    fn pair(&self, m: usize) -> (usize, usize) {
-        let a = self.order[m];
-        (a, self.perm[a])
-    }
-    fn a_only(&self, s: usize) -> usize {
-        self.order[self.k + s]
-    }
-    fn b_only(&self, s: usize) -> usize {
-        self.perm[self.order[self.k + s]]
-    }
-    fn slot_a(&self, i: usize) -> usize {
-        self.slot_a[i]
-    }
-    fn slot_b(&self, j: usize) -> usize {
-        self.slot_b[j]
-    }
-}
-
 /// Everything the driver decides from: groups, fitted layers in order, samples and the
 /// knobs that change which blocks are solved and how.
 #[derive(Debug, Clone, PartialEq)]
@@ -202,21 +144,27 @@ pub struct MergeSchedule {
 }
 
 impl MergeSchedule {
-    /// Where group `g`'s lists are in the index scratch (4 per unit).
+    /// Where group `g`'s layout lists are in the index scratch
+    /// ([`GroupLayout::lists_len`] per group).
     pub fn index_range(&self, g: usize) -> Range<usize> {
-        let start: usize = self.groups[..g].iter().map(|p| 4 * p.width).sum();
-        start..start + 4 * self.groups[g].width
+        let start: usize = self.groups[..g]
+            .iter()
+            .map(|p| GroupLayout::lists_len(p.width))
+            .sum();
+        start..start + GroupLayout::lists_len(self.groups[g].width)
     }
 
     /// Index scratch the layouts take.
     pub fn index_len(&self) -> usize {
-        self.groups.iter().map(|p| 4 * p.width).sum()
+        self.groups
+            .iter()
+            .map(|p| GroupLayout::lists_len(p.width))
+            .sum()
     }
 
     /// The layout of group `g` in `indices` (after the matching).
-    pub fn layout<'a>(&self, indices: &'a [usize], g: usize) -> Layout<'a> {
-        let p = self.groups[g];
-        Layout::from_lists(p.merged, p.width, &indices[self.index_range(g)])
+    pub fn layout<'a>(&self, indices: &'a [usize], g: usize) -> GroupLayout<&'a [usize]> {
+        GroupLayout::view(self.groups[g].merged, &indices[self.index_range(g)])
     }
 
     /// The sources of row `r` of fitted layer `f`.

@@ -1,8 +1,8 @@
 //! The layouts `[merged | A-only | B-only]` of a merge's hidden layers, as the driver leaves
-//! them in the caller's index scratch ([`Layout`]), read back by the caller.
+//! them in the caller's index scratch ([`GroupLayout`]), read back by the caller.
 
 use super::plan::MlpMergePlan;
-use crate::merge::driver::Layout;
+use crate::merge::layout::GroupLayout;
 use crate::merge::sources::{TargetRule, row_source};
 
 /// Which original units make up the merged units of one hidden layer, as a successful
@@ -10,34 +10,40 @@ use crate::merge::sources::{TargetRule, row_source};
 /// ([`MlpMergePlan::merged_units`]).
 #[derive(Debug, Clone, Copy)]
 pub struct MergedUnits<'a> {
-    layout: Layout<'a>,
+    layout: GroupLayout<&'a [usize]>,
 }
 
 impl<'a> MergedUnits<'a> {
+    /// The layout itself, read from the index scratch.
+    pub fn layout(&self) -> GroupLayout<&'a [usize]> {
+        self.layout
+    }
+
     /// `perm[i]`: the B unit matched to A unit `i` by the assignment.
-    pub fn perm(&self) -> &'a [usize] {
-        self.layout.perm
+    pub fn perm(&self) -> &[usize] {
+        self.layout.perm()
     }
 
     /// The A units whose pairs are merged, increasing (merged units `0..k`).
-    pub fn merged(&self) -> &'a [usize] {
-        &self.layout.order[..self.layout.k]
+    pub fn merged(&self) -> &[usize] {
+        self.layout.merged_a()
     }
 
     /// The A units kept separate, increasing (merged units `k..n`; their B partners follow at
     /// `n..2n - k` in the same order).
-    pub fn a_only(&self) -> &'a [usize] {
-        &self.layout.order[self.layout.k..]
+    pub fn a_only(&self) -> &[usize] {
+        self.layout.a_only_units()
     }
 
     /// The A unit and the B unit behind merged unit `r` (`None` for the side it does not
     /// come from; both `None` out of range, or when `indices` do not hold a merge's result).
     pub fn sources(&self, r: usize) -> (Option<usize>, Option<usize>) {
-        let (n, k) = (self.layout.n, self.layout.k);
+        let n = self.layout.original_width();
         let valid = |&i: &usize| i < n;
-        if r >= 2 * n - k
-            || !self.layout.order.iter().all(valid)
-            || !self.layout.perm.iter().all(valid)
+        if r >= self.layout.merged_width()
+            || !self.layout.merged_a().iter().all(valid)
+            || !self.layout.a_only_units().iter().all(valid)
+            || !self.layout.perm().iter().all(valid)
         {
             return (None, None);
         }
@@ -53,12 +59,13 @@ impl MlpMergePlan {
         if g >= self.hidden.len() || indices.len() < self.index_len {
             return None;
         }
+        let start: usize = self.hidden[..g]
+            .iter()
+            .map(|&n| GroupLayout::lists_len(n))
+            .sum();
+        let lists = &indices[start..start + GroupLayout::lists_len(self.hidden[g])];
         Some(MergedUnits {
-            layout: {
-                let start: usize = self.hidden[..g].iter().map(|&n| 4 * n).sum();
-                let n = self.hidden[g];
-                Layout::from_lists(self.merged_pairs[g], n, &indices[start..start + 4 * n])
-            },
+            layout: GroupLayout::view(self.merged_pairs[g], lists),
         })
     }
 }
