@@ -147,6 +147,9 @@ pub struct Networks<'a> {
     pub layouts: &'a [GroupLayout],
 }
 
+/// The storage and workspace of a folded shard accumulator, kept for the next shard's.
+type GramBuffers = (Vec<f64>, Vec<f32>);
+
 /// A lag-based patch-moment accumulator with heap buffers.
 type OwnedConvGram = ConvGram<Vec<f64>, Vec<f32>>;
 
@@ -296,6 +299,9 @@ pub struct Streamer<'a> {
     space: Arc<SpillSpace>,
     /// Reused buffers, one set per worker thread.
     slots: Vec<Mutex<SlotBuffers>>,
+    /// Buffers of shard accumulators already folded: the next shards' sums are built in them
+    /// (a fresh multi-megabyte accumulator per shard and pass cost page faults and zeroing).
+    spent: Mutex<Vec<GramBuffers>>,
     /// Highest node computed so far, per network (0: only the input).
     frontier: [usize; 3],
     /// Samples over all shards.
@@ -438,9 +444,15 @@ impl PassResult {
     /// Folds `other` (the next shard's result) into `self`: the reduction every pass applies
     /// in shard order.
     pub fn combine(self, other: PassResult) -> Result<PassResult, Error> {
+        self.combine_into(other, &mut Vec::new())
+    }
+
+    /// [`Self::combine`], handing `other`'s accumulator buffers to `spent` for reuse.
+    fn combine_into(self, other: PassResult, spent: &mut Vec<GramBuffers>) -> Result<Self, Error> {
         Ok(match (self, other) {
             (PassResult::Fit(mut acc, rows), PassResult::Fit(mut other, more)) => {
                 acc.combine(&mut other).map_err(|e| Error::core(STAGE, e))?;
+                spent.push(other.into_buffers());
                 let rows = match (rows, more) {
                     (Some(mut r), Some(m)) => {
                         r.x.extend_from_slice(&m.x);
@@ -484,6 +496,7 @@ impl<'a> Streamer<'a> {
             shards,
             space,
             slots,
+            spent: Mutex::default(),
             frontier: [0; 3],
             samples: n,
         }
@@ -629,7 +642,10 @@ impl<'a> Streamer<'a> {
                 let mut bufs = this.slots[worker].lock().expect("slot lock");
                 this.run_shard(&mut shard, &mut bufs, barrier, m_weights, &span)
             },
-            PassResult::combine,
+            |sum, next| {
+                let mut spent = this.spent.lock().expect("spent lock");
+                sum.combine_into(next, &mut spent)
+            },
         )?;
         self.frontier = target;
         // Release what no later node reads.

@@ -162,7 +162,7 @@ impl Streamer<'_> {
                 ShardSums::Fit(Box::new(FitSums {
                     layers,
                     sequential: *sequential,
-                    acc: OwnedGram::new_owned(d, t, params),
+                    acc: self.shard_gram(d, t, params)?,
                     kept: None,
                     lag_used: false,
                     geom,
@@ -174,6 +174,18 @@ impl Streamer<'_> {
             }
             Barrier::BatchNorm { .. } => ShardSums::BatchNorm(ChannelMoments::default()),
         })
+    }
+
+    /// A zeroed accumulator of `d` columns and `t` targets, in the buffers of a folded one
+    /// when there is one (grown if needed), else in new ones.
+    fn shard_gram(&self, d: usize, t: usize, params: GramParams) -> Result<OwnedGram, Error> {
+        let spent = self.spent.lock().expect("spent lock").pop();
+        let Some((mut storage, mut workspace)) = spent else {
+            return Ok(OwnedGram::new_owned(d, t, params));
+        };
+        storage.resize(OwnedGram::storage_len_for(d, t, params), 0.0);
+        workspace.resize(OwnedGram::workspace_len(d, t, params), 0.0);
+        OwnedGram::new(d, t, params, storage, workspace).map_err(|e| Error::core(STAGE, e))
     }
 
     /// Whether a fit over `geom` with `d` columns keeps its rows for the sample-space solve:
