@@ -126,6 +126,27 @@ fn merge_u8(
     }
 }
 
+/// The core's merge of `a` and `b` (separate heads, default parameters) on the `N` f32 samples
+/// `xf`: the bytes the C API must reproduce.
+fn core_merged(net: Network<'_>, a: &[f32], b: &[f32], xf: &[f32], budget: f64) -> Vec<f32> {
+    let params = CnnMergeParams::default();
+    let plan = cnn_merge_plan(&net, Heads::Separate, N, budget, &params).unwrap();
+    let mut out = vec![0.0; plan.output_len];
+    let mut sc = vec![0.0; plan.scratch_len];
+    let mut fw = vec![0.0; plan.forward_len];
+    let mut ix = vec![0; plan.index_len];
+    let inputs = CnnMergeInputs {
+        net,
+        heads: Heads::Separate,
+        a,
+        b,
+        samples: Samples::F32(xf),
+        budget,
+    };
+    cnn_merge(&plan, &inputs, &params, &mut out, &mut sc, &mut fw, &mut ix).unwrap();
+    out
+}
+
 #[test]
 fn the_c_merge_is_the_core_merge() {
     // Both sides on one path (another test of this binary selects the portable one).
@@ -168,22 +189,7 @@ fn the_c_merge_is_the_core_merge() {
         assert_eq!(info.plan, plan);
         assert_eq!(info.layers[0].copied_blocks, 1, "the first layer is a copy");
         // The core, on the f32 samples.
-        let mut out = vec![0.0; core_plan.output_len];
-        let mut sc = vec![0.0; core_plan.scratch_len];
-        let mut fw = vec![0.0; core_plan.forward_len];
-        let mut ix = vec![0; core_plan.index_len];
-        let inputs = CnnMergeInputs {
-            net,
-            heads: Heads::Separate,
-            a: &a,
-            b: &b,
-            samples: Samples::F32(&xf),
-            budget,
-        };
-        cnn_merge(
-            &core_plan, &inputs, &params, &mut out, &mut sc, &mut fw, &mut ix,
-        )
-        .unwrap();
+        let out = core_merged(net, &a, &b, &xf, budget);
         assert_eq!(bits(&buf.merged), bits(&out), "budget {budget}");
         // The merged graph of the plan runs through the forward entry points.
         let mg = graph(
@@ -427,24 +433,7 @@ fn a_residual_graph_merges_as_the_core_merges_it() {
         let mut info = std::mem::MaybeUninit::<pleas_cnn_merge_info>::zeroed();
         let s = merge_u8(&g, &a, &b, &bytes, budget, &mut buf, info.as_mut_ptr());
         assert_eq!(s, PLEAS_SUCCESS, "budget {budget}");
-        let params = CnnMergeParams::default();
-        let core_plan = cnn_merge_plan(&net, Heads::Separate, N, budget, &params).unwrap();
-        let mut out = vec![0.0; core_plan.output_len];
-        let mut sc = vec![0.0; core_plan.scratch_len];
-        let mut fw = vec![0.0; core_plan.forward_len];
-        let mut ix = vec![0; core_plan.index_len];
-        let inputs = CnnMergeInputs {
-            net,
-            heads: Heads::Separate,
-            a: &a,
-            b: &b,
-            samples: Samples::F32(&xf),
-            budget,
-        };
-        cnn_merge(
-            &core_plan, &inputs, &params, &mut out, &mut sc, &mut fw, &mut ix,
-        )
-        .unwrap();
+        let out = core_merged(net, &a, &b, &xf, budget);
         assert_eq!(bits(&buf.merged), bits(&out), "budget {budget}");
         assert!(out.iter().all(|v| v.is_finite()));
     }

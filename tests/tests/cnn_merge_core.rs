@@ -541,27 +541,22 @@ fn permuted(net: &CompactNet, perms: &[Vec<usize>]) -> Vec<f32> {
     out
 }
 
-#[test]
-fn a_cnn_merged_with_its_permuted_copy_is_the_model() {
-    use pleas_tests::models::{max_rel_diff, random_input, random_weights};
-    let g = pooled_cnn();
-    let a = from_graph(&g, &random_weights(&g, 5)).unwrap();
-    let perms = vec![
-        vec![3, 0, 5, 1, 4, 2],
-        vec![7, 2, 0, 5, 1, 6, 4, 3],
-        vec![1, 0, 3, 2, 5, 4, 7, 6],
-        vec![5, 3, 1, 0, 2, 4],
-    ];
-    let b = CompactNet {
-        params: permuted(&a, &perms),
-        ..a.clone()
-    };
-    let n = 40;
-    let x = random_input(&g, n, 6);
-    let net = network(&a);
+/// Merges `a` with `b`, a copy of it with permuted groups, at budget 1.0 on the samples `x`,
+/// and checks that every unit of each of the `groups` groups is matched with its copy and
+/// that the merged network computes `a`'s logits on `x` and on `fresh` inputs.
+fn assert_merges_to_the_model(
+    a: &CompactNet,
+    b: &CompactNet,
+    x: &[f32],
+    fresh: &[f32],
+    groups: usize,
+) {
+    use pleas_tests::models::max_rel_diff;
+    let net = network(a);
+    let n = x.len() / net.input.len();
     let params = CnnMergeParams::default();
     let plan = cnn_merge_plan(&net, Heads::Shared, n, 1.0, &params).unwrap();
-    assert_eq!(plan.groups(), 4);
+    assert_eq!(plan.groups(), groups);
     let mut out = vec![f32::NAN; plan.output_len];
     let mut scratch = vec![f64::NAN; plan.scratch_len];
     let mut forward = vec![f32::NAN; plan.forward_len];
@@ -571,7 +566,7 @@ fn a_cnn_merged_with_its_permuted_copy_is_the_model() {
         heads: Heads::Shared,
         a: &a.params,
         b: &b.params,
-        samples: Samples::F32(&x),
+        samples: Samples::F32(x),
         budget: 1.0,
     };
     let info = cnn_merge(
@@ -585,31 +580,48 @@ fn a_cnn_merged_with_its_permuted_copy_is_the_model() {
     )
     .unwrap();
     // Every unit is matched with its copy: every pair merged, at distance zero.
-    for (g, gi) in info.groups.iter().enumerate() {
-        assert_eq!(gi.merged, gi.width, "group {g}");
-        assert!(gi.total_score.abs() < 1e-3, "group {g}: {}", gi.total_score);
+    for (k, gi) in info.groups.iter().enumerate() {
+        assert_eq!(gi.merged, gi.width, "group {k}");
+        assert!(gi.total_score.abs() < 1e-3, "group {k}: {}", gi.total_score);
     }
-    // The merged network computes the model's logits (on the samples and on fresh inputs).
     let run = |net: Network<'_>, p: &[f32], xs: &[f32]| -> Vec<f32> {
         let cp = CompactPlan::new(net).unwrap();
         let mut sc = vec![0.0; cp.scratch_len()];
-        let per = net.input.len();
         let mut logits = Vec::new();
-        for s in xs.chunks_exact(per) {
+        for s in xs.chunks_exact(net.input.len()) {
             cp.input_mut(&mut sc).unwrap().copy_from_slice(s);
             cp.run(p, &mut sc, &mut |_, _| {}).unwrap();
             logits.extend_from_slice(cp.node(net.outputs[0], &sc).unwrap());
         }
         logits
     };
-    let fresh = random_input(&g, 10, 7);
-    for xs in [&x[..], &fresh[..]] {
-        let want = run(network(&a), &a.params, xs);
+    for xs in [x, fresh] {
+        let want = run(network(a), &a.params, xs);
         let got = run(plan.merged_network(), &out, xs);
         let d = max_rel_diff(&want, &got);
         eprintln!("self-merge: logits within {d:.1e} of the model's");
         assert!(d < CNN_SELF_MERGE_LOGIT_REL, "logits differ by {d:e}");
     }
+}
+
+#[test]
+fn a_cnn_merged_with_its_permuted_copy_is_the_model() {
+    use pleas_tests::models::{random_input, random_weights};
+    let g = pooled_cnn();
+    let a = from_graph(&g, &random_weights(&g, 5)).unwrap();
+    let perms = vec![
+        vec![3, 0, 5, 1, 4, 2],
+        vec![7, 2, 0, 5, 1, 6, 4, 3],
+        vec![1, 0, 3, 2, 5, 4, 7, 6],
+        vec![5, 3, 1, 0, 2, 4],
+    ];
+    let b = CompactNet {
+        params: permuted(&a, &perms),
+        ..a.clone()
+    };
+    let x = random_input(&g, 40, 6);
+    let fresh = random_input(&g, 10, 7);
+    assert_merges_to_the_model(&a, &b, &x, &fresh, 4);
 }
 
 /// Input `3 x 8 x 8`, two residual blocks: conv -> ReLU -> conv -> batch-norm -> add(skip)
@@ -1021,7 +1033,7 @@ proptest::proptest! {
 #[test]
 fn a_residual_cnn_merged_with_its_permuted_copy_is_the_model() {
     use pleas_core::graph::{apply_permutations, permutation_groups};
-    use pleas_tests::models::{max_rel_diff, random_input, random_weights};
+    use pleas_tests::models::{random_input, random_weights};
     let g = residual_cnn();
     let wa = random_weights(&g, 31);
     let groups = permutation_groups(&g);
@@ -1029,54 +1041,7 @@ fn a_residual_cnn_merged_with_its_permuted_copy_is_the_model() {
     let perms = vec![vec![4, 0, 5, 2, 1, 3], vec![6, 1, 7, 0, 3, 5, 2, 4]];
     let wb = apply_permutations(&groups, &wa, &perms).unwrap();
     let (a, b) = (from_graph(&g, &wa).unwrap(), from_graph(&g, &wb).unwrap());
-    let n = 48;
-    let x = random_input(&g, n, 32);
-    let net = network(&a);
-    let params = CnnMergeParams::default();
-    let plan = cnn_merge_plan(&net, Heads::Shared, n, 1.0, &params).unwrap();
-    let mut out = vec![f32::NAN; plan.output_len];
-    let mut scratch = vec![f64::NAN; plan.scratch_len];
-    let mut forward = vec![f32::NAN; plan.forward_len];
-    let mut indices = vec![usize::MAX; plan.index_len];
-    let inputs = CnnMergeInputs {
-        net,
-        heads: Heads::Shared,
-        a: &a.params,
-        b: &b.params,
-        samples: Samples::F32(&x),
-        budget: 1.0,
-    };
-    let info = cnn_merge(
-        &plan,
-        &inputs,
-        &params,
-        &mut out,
-        &mut scratch,
-        &mut forward,
-        &mut indices,
-    )
-    .unwrap();
-    for (k, gi) in info.groups.iter().enumerate() {
-        assert_eq!(gi.merged, gi.width, "group {k}");
-        assert!(gi.total_score.abs() < 1e-3, "group {k}: {}", gi.total_score);
-    }
-    let run = |net: Network<'_>, p: &[f32], xs: &[f32]| -> Vec<f32> {
-        let cp = CompactPlan::new(net).unwrap();
-        let mut sc = vec![0.0; cp.scratch_len()];
-        let mut logits = Vec::new();
-        for s in xs.chunks_exact(net.input.len()) {
-            cp.input_mut(&mut sc).unwrap().copy_from_slice(s);
-            cp.run(p, &mut sc, &mut |_, _| {}).unwrap();
-            logits.extend_from_slice(cp.node(net.outputs[0], &sc).unwrap());
-        }
-        logits
-    };
+    let x = random_input(&g, 48, 32);
     let fresh = random_input(&g, 10, 33);
-    for xs in [&x[..], &fresh[..]] {
-        let want = run(network(&a), &a.params, xs);
-        let got = run(plan.merged_network(), &out, xs);
-        let d = max_rel_diff(&want, &got);
-        eprintln!("residual self-merge: logits within {d:.1e} of the model's");
-        assert!(d < CNN_SELF_MERGE_LOGIT_REL, "logits differ by {d:e}");
-    }
+    assert_merges_to_the_model(&a, &b, &x, &fresh, 2);
 }
