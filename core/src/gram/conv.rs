@@ -81,10 +81,13 @@
 //! of the same input. In the merge of a CIFAR ResNet that is about 3% of the Gram work, so the
 //! merge keeps im2row for strided layers.
 
+mod slots;
 mod totals;
 
+pub use slots::TargetSlots;
+
 use super::{GramAccumulator, GramError, GramParams, Operand};
-use crate::linalg::{MatRef, Rows, first_outside, rows_at_b};
+use crate::linalg::{MatRef, Rows, all_within, first_outside, rows_at_b};
 
 /// The geometry of a stride-1 convolution whose patch moments a [`ConvGram`] accumulates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,6 +305,8 @@ struct Totals {
     /// Per target: the sum over all positions, and the shift difference to the accumulator's.
     all_t: usize,
     delta_t: usize,
+    /// Eight f64 partial sums per channel of the maps that choose the shift.
+    lanes: usize,
     len: usize,
 }
 
@@ -325,7 +330,8 @@ impl Totals {
         let tap_t = columns + 4 * g.dim();
         let all_t = tap_t + g.kk() * g.t;
         let delta_t = all_t + g.t;
-        let len = delta_t + g.t;
+        let lanes = delta_t + g.t;
+        let len = lanes + 8 * g.c;
         Self {
             lags,
             cross,
@@ -345,6 +351,7 @@ impl Totals {
             tap_t,
             all_t,
             delta_t,
+            lanes,
             len,
         }
     }
@@ -606,7 +613,12 @@ where
             None => mismatch("columns of T (no T given)", g.t, 0)?,
         }
         let first = self.count();
-        self.check_input(input, samples, first)?;
+        let sum_maps = if self.shift_set {
+            0
+        } else {
+            samples.min(self.max_samples)
+        };
+        self.check_input(input, samples, first, sum_maps)?;
         if let Some(t) = t {
             let limit = self.value_limit();
             if let Some((r, column)) = first_outside(t, limit) {
@@ -623,7 +635,7 @@ where
             return Ok(());
         }
         if !self.shift_set {
-            self.choose_shift(input, samples.min(self.max_samples), t);
+            self.choose_shift(samples.min(self.max_samples), t);
         }
         let positions = self.shape.positions();
         for start in (0..samples).step_by(self.max_samples) {
@@ -633,7 +645,11 @@ where
                 t.submatrix(start * positions, 0, n * positions, g.t)
                     .expect("rows checked")
             });
-            self.pack(maps, n, tb);
+            self.layout(n);
+            self.pack_maps(maps, n);
+            if let Some(tb) = tb {
+                self.pack_targets(Some(tb), n);
+            }
             self.lag_products(n);
             if tb.is_some() {
                 self.cross_products(n);
@@ -643,16 +659,47 @@ where
         Ok(())
     }
 
-    /// Rejects a value outside the limit, naming the first im2row (row, column) holding it.
-    fn check_input(&self, input: &[f32], samples: usize, first: u64) -> Result<(), GramError> {
+    /// Rejects a value outside the limit, naming the first im2row (row, column) holding it;
+    /// adds the channels of the first `sum_maps` maps to the partial sums that choose the
+    /// shift (`Totals::lanes`), map by map while it is in cache.
+    fn check_input(
+        &mut self,
+        input: &[f32],
+        samples: usize,
+        first: u64,
+        sum_maps: usize,
+    ) -> Result<(), GramError> {
+        let g = self.geo;
+        let plane = g.h * g.w;
+        if g.c * plane == 0 {
+            return Ok(()); // no values
+        }
+        let limit = self.value_limit();
+        let lanes = &mut self.storage.as_mut()[self.totals.lanes..][..8 * g.c];
+        lanes.fill(0.0);
+        let mut bad = None;
+        'maps: for (i, sample) in input.chunks_exact(g.c * plane).take(samples).enumerate() {
+            for (map, lanes) in sample.chunks_exact(plane).zip(lanes.chunks_exact_mut(8)) {
+                if !all_within(map, limit) {
+                    bad = Some(i);
+                    break 'maps;
+                }
+                if i < sum_maps {
+                    add_lanes(lanes, map);
+                }
+            }
+        }
+        match bad {
+            Some(n) => self.locate_input(input, n, first),
+            None => Ok(()),
+        }
+    }
+
+    /// The error for the first value outside the limit in sample `n`, at its im2row row and
+    /// column (`Ok` if no patch reads it).
+    fn locate_input(&self, input: &[f32], n: usize, first: u64) -> Result<(), GramError> {
         let per = self.shape.input_len();
         let limit = self.value_limit();
-        let Ok(m) = MatRef::new(input, samples, per) else {
-            return Ok(()); // length checked by the caller; empty maps
-        };
-        let Some((n, _)) = first_outside(m, limit) else {
-            return Ok(());
-        };
         let g = self.geo;
         let map = &input[n * per..(n + 1) * per];
         for oy in 0..g.oh {
@@ -681,29 +728,15 @@ where
         Ok(())
     }
 
-    /// Channel means over the map positions of the first `n` maps, and target means over
-    /// their rows, rounded to f32.
-    fn choose_shift(&mut self, input: &[f32], n: usize, t: Option<MatRef<'_, f32>>) {
+    /// Channel means over the map positions of the first `n` maps (from the partial sums
+    /// [`Self::check_input`] left), and target means over their rows, rounded to f32.
+    fn choose_shift(&mut self, n: usize, t: Option<MatRef<'_, f32>>) {
         let g = self.geo;
         let plane = g.h * g.w;
         let w = self.work;
         let ws = self.workspace.as_mut();
-        for c in 0..g.c {
-            // Eight interleaved f64 partial sums: vectorises (a single running sum is one
-            // dependent add per value), and the mean rounded to f32 is what one sum gives.
-            let mut lanes = [0.0f64; 8];
-            for i in 0..n {
-                let map = &input[(i * g.c + c) * plane..][..plane];
-                let mut chunks = map.chunks_exact(8);
-                for chunk in &mut chunks {
-                    for (l, &v) in lanes.iter_mut().zip(chunk) {
-                        *l += f64::from(v);
-                    }
-                }
-                for (l, &v) in lanes.iter_mut().zip(chunks.remainder()) {
-                    *l += f64::from(v);
-                }
-            }
+        let lanes = &self.storage.as_ref()[self.totals.lanes..][..8 * g.c];
+        for (c, lanes) in lanes.chunks_exact(8).enumerate() {
             let s: f64 = lanes.iter().sum();
             ws[w.shift_x + c] = (s / (n * plane) as f64) as f32;
         }
@@ -738,23 +771,29 @@ where
         self.shift_set = true;
     }
 
-    /// Packs `n` maps (centred) and their targets into the slot order of the module docs,
-    /// and adds the centred values to the per-position sums.
-    fn pack(&mut self, maps: &[f32], n: usize, t: Option<MatRef<'_, f32>>) {
+    /// Lays the packed buffers out for batches of `n` maps: zeros everywhere (gaps and pads
+    /// included) unless the last batch had as many maps (packing writes only map slots).
+    fn layout(&mut self, n: usize) {
+        if self.packed_for == n {
+            return;
+        }
+        let (g, w) = (self.geo, self.work);
+        let ws = self.workspace.as_mut();
+        ws[w.xbuf..][..(g.h * n + 2) * g.ws * g.c].fill(0.0);
+        ws[w.tbuf..][..(g.oh * n + 2) * g.ws * g.t].fill(0.0);
+        self.packed_for = n;
+    }
+
+    /// Packs `n` maps (centred) into the slot order of the module docs, and adds the centred
+    /// values to the per-position sums.
+    fn pack_maps(&mut self, maps: &[f32], n: usize) {
         let g = self.geo;
         let (w, tl) = (self.work, self.totals);
         let ws = self.workspace.as_mut();
         let (shifts, rest) = ws.split_at_mut(w.xbuf);
-        let (xbuf, rest) = rest.split_at_mut(w.tbuf - w.xbuf);
-        let tbuf = &mut rest[..w.prod - w.tbuf];
+        let xbuf = &mut rest[..(g.h * n + 2) * g.ws * g.c];
         let st = self.storage.as_mut();
-        let xbuf = &mut xbuf[..(g.h * n + 2) * g.ws * g.c];
-        let relayout = self.packed_for != n;
-        self.packed_for = n;
-        if relayout {
-            xbuf.fill(0.0);
-        }
-        let (shift_x, shift_t) = shifts[w.shift_x..].split_at(g.c);
+        let shift_x = &shifts[w.shift_x..][..g.c];
         for i in 0..n {
             for y in 0..g.h {
                 // The map row y of sample i: W slots of C values each.
@@ -771,12 +810,19 @@ where
                 }
             }
         }
-        let Some(t) = t else { return };
-        let tbuf = &mut tbuf[..(g.oh * n + 2) * g.ws * g.t];
-        if relayout {
-            tbuf.fill(0.0);
-        }
-        let shift_t = &shift_t[..g.t];
+    }
+
+    /// Centres the targets of `n` maps into their slots (from the rows of `t`, or, without
+    /// `t`, the values already in the slots), and adds them to the per-position sums and the
+    /// sums of squares.
+    fn pack_targets(&mut self, t: Option<MatRef<'_, f32>>, n: usize) {
+        let g = self.geo;
+        let (w, tl) = (self.work, self.totals);
+        let ws = self.workspace.as_mut();
+        let (head, rest) = ws.split_at_mut(w.tbuf);
+        let shift_t = &head[w.shift_t..][..g.t];
+        let tbuf = &mut rest[..(g.oh * n + 2) * g.ws * g.t];
+        let st = self.storage.as_mut();
         let (map_t, rest) = st[tl.map_t..].split_at_mut(tl.sq_t - tl.map_t);
         let sq_t = &mut rest[..g.t];
         for i in 0..n {
@@ -795,10 +841,17 @@ where
                         *q += f64::from(v) * f64::from(v);
                     };
                     let cells = dst.iter_mut().zip(sums.iter_mut()).zip(sq_t.iter_mut());
-                    match t.row(r) {
-                        // Contiguous rows (the merge's): a loop the compiler vectorises.
-                        Some(row) => cells.zip(shift_t).zip(row).for_each(|(c, &x)| centre(c, x)),
-                        None => cells
+                    match t.map(|t| (t, t.row(r))) {
+                        // In place: a loop the compiler vectorises.
+                        None => cells.zip(shift_t).for_each(|c| {
+                            let x = *c.0.0.0;
+                            centre(c, x);
+                        }),
+                        // Contiguous rows (the merge's): vectorises too.
+                        Some((_, Some(row))) => {
+                            cells.zip(shift_t).zip(row).for_each(|(c, &x)| centre(c, x))
+                        }
+                        Some((t, None)) => cells
                             .zip(shift_t)
                             .enumerate()
                             .for_each(|(j, c)| centre(c, t.at(r, j))),
@@ -932,6 +985,20 @@ where
                 }
             }
         }
+    }
+}
+
+/// Adds `map` to eight interleaved f64 partial sums: vectorises (a single running sum is one
+/// dependent add per value), and the mean rounded to f32 is what one sum gives.
+fn add_lanes(lanes: &mut [f64], map: &[f32]) {
+    let mut chunks = map.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            *l += f64::from(v);
+        }
+    }
+    for (l, &v) in lanes.iter_mut().zip(chunks.remainder()) {
+        *l += f64::from(v);
     }
 }
 
