@@ -90,7 +90,7 @@ where
             out_w: g.ow,
             targets: g.t,
         });
-        self.check_slot_targets(samples, first)?;
+        self.check_slot_targets(samples, first, !self.shift_set)?;
         if !self.shift_set {
             self.choose_shift(samples, None);
             self.choose_slot_target_shift(samples);
@@ -108,59 +108,56 @@ where
     }
 
     /// Rejects a target outside the limit in the slots of `n` maps, naming the first one in
-    /// row order (sample, output row, output column) as the target row `first + row`.
-    fn check_slot_targets(&self, n: usize, first: u64) -> Result<(), GramError> {
-        let (g, w) = (self.geo, self.work);
+    /// row order (sample, output row, output column) as the target row `first + row`; with
+    /// `sum`, adds each column over the rows in row order (as [`ConvGram::push`] sums target
+    /// rows for the shift) into `Totals::all_t`, an output row at a time while it is in cache.
+    fn check_slot_targets(&mut self, n: usize, first: u64, sum: bool) -> Result<(), GramError> {
+        let (g, w, tl) = (self.geo, self.work, self.totals);
+        if g.t == 0 {
+            return Ok(());
+        }
         let limit = self.value_limit();
+        let sums = &mut self.storage.as_mut()[tl.all_t..][..g.t];
+        sums.fill(0.0);
         let tbuf = &self.workspace.as_ref()[w.tbuf..w.prod];
         for i in 0..n {
             for oy in 0..g.oh {
                 let at = (1 + oy * n + i) * g.ws * g.t;
                 let run = &tbuf[at..at + g.ow * g.t];
-                if all_within(run, limit) {
-                    continue;
+                if !all_within(run, limit) {
+                    let k = run
+                        .iter()
+                        .position(|v| v.is_nan() || v.abs() > limit)
+                        .expect("a value outside the limit");
+                    let row = (i * g.oh + oy) * g.ow + k / g.t;
+                    return Err(bad_value(
+                        run[k],
+                        Operand::Targets,
+                        first + row as u64,
+                        k % g.t,
+                        limit,
+                    ));
                 }
-                let k = run
-                    .iter()
-                    .position(|v| v.is_nan() || v.abs() > limit)
-                    .expect("a value outside the limit");
-                let row = (i * g.oh + oy) * g.ow + k / g.t.max(1);
-                let column = k % g.t.max(1);
-                return Err(bad_value(
-                    run[k],
-                    Operand::Targets,
-                    first + row as u64,
-                    column,
-                    limit,
-                ));
+                if sum {
+                    for row in run.chunks_exact(g.t) {
+                        for (s, &v) in sums.iter_mut().zip(row) {
+                            *s += f64::from(v);
+                        }
+                    }
+                }
             }
         }
         Ok(())
     }
 
-    /// The target shift from the slots of `n` maps: each column's mean over the rows in row
-    /// order, as [`ConvGram::push`] takes it from target rows, rounded to f32.
+    /// The target shift from the column sums [`Self::check_slot_targets`] left for `n` maps:
+    /// each column's mean, rounded to f32.
     fn choose_slot_target_shift(&mut self, n: usize) {
         let (g, w, tl) = (self.geo, self.work, self.totals);
-        if g.t == 0 {
-            return;
-        }
-        let sums = &mut self.storage.as_mut()[tl.all_t..][..g.t];
-        sums.fill(0.0);
-        let ws = self.workspace.as_mut();
-        let (head, tbuf) = ws.split_at_mut(w.tbuf);
-        for i in 0..n {
-            for oy in 0..g.oh {
-                let at = (1 + oy * n + i) * g.ws * g.t;
-                for row in tbuf[at..at + g.ow * g.t].chunks_exact(g.t) {
-                    for (s, &v) in sums.iter_mut().zip(row) {
-                        *s += f64::from(v);
-                    }
-                }
-            }
-        }
+        let sums = &self.storage.as_ref()[tl.all_t..][..g.t];
         let rows = (n * g.oh * g.ow) as f64;
-        for (shift, s) in head[w.shift_t..][..g.t].iter_mut().zip(sums.iter()) {
+        let shift = &mut self.workspace.as_mut()[w.shift_t..][..g.t];
+        for (shift, s) in shift.iter_mut().zip(sums) {
             *shift = (s / rows) as f32;
         }
     }
