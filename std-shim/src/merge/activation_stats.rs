@@ -17,7 +17,6 @@ use pleas_core::linalg::{MatMut, MatRef};
 use pleas_core::similarity::{Metric, similarity_from_accumulator};
 
 use super::recorded::RecordedTargets;
-use super::store::ActivationStore;
 use crate::error::{CoreError, Error};
 use crate::io::data::{DataSource, DataSpec};
 use crate::par::{OwnedGram, Parallelism, shard_ranges};
@@ -90,16 +89,15 @@ pub fn activation_moments_streamed(
         let mut slot = slots[worker].lock().expect("slot lock");
         moments.swap_buffers(&mut slot);
         let range = shards[s].clone();
-        let mut store = record.map(|r| (r, r.shard(s)));
         let mut x = Vec::new();
         let mut pushed = Ok(());
-        for (chunk, start) in range.clone().step_by(batch).enumerate() {
+        for start in range.clone().step_by(batch) {
             let m = batch.min(range.end - start);
             x.resize(m * per, 0.0);
-            let rec = store.as_mut().map(|(r, st)| Recording {
-                targets: r,
-                store: st,
-                chunk,
+            let rec = record.map(|targets| Recording {
+                targets,
+                shard: s,
+                start,
             });
             pushed = src
                 .read(start, m, &mut x)
@@ -149,11 +147,11 @@ struct PassBuffers {
     scratch: Vec<f32>,
 }
 
-/// Where a batch's recorded activations go: chunk `chunk` of a shard's store.
+/// Where a batch's recorded activations go: the batch from sample `start` of shard `shard`.
 struct Recording<'r> {
     targets: &'r RecordedTargets,
-    store: &'r mut ActivationStore,
-    chunk: usize,
+    shard: usize,
+    start: usize,
 }
 
 /// One batch at a time, both models in lockstep: node by node, A's and B's activations are
@@ -236,7 +234,7 @@ impl<'g> MomentsPass<'g> {
         accs: &mut [OwnedGram],
         acts_a: &mut [Option<Vec<f32>>],
         acts_b: &mut [Option<Vec<f32>>],
-        mut rec: Option<Recording<'_>>,
+        rec: Option<Recording<'_>>,
     ) -> Result<(), Error> {
         let nodes = self.fa.graph().nodes();
         for (id, node) in nodes.iter().enumerate() {
@@ -244,8 +242,8 @@ impl<'g> MomentsPass<'g> {
                 acts_a[id] = Some(compute_in(&mut self.fa, &mut self.scratch, id, acts_a, m)?);
                 acts_b[id] = Some(compute_in(&mut self.fb, &mut self.scratch, id, acts_b, m)?);
             }
-            if let (Some(r), Some(a), Some(b)) = (rec.as_mut(), &acts_a[id], &acts_b[id]) {
-                r.targets.record(r.store, id, r.chunk, a, b)?;
+            if let (Some(r), Some(a), Some(b)) = (&rec, &acts_a[id], &acts_b[id]) {
+                r.targets.record(r.shard, id, r.start, m, a, b)?;
             }
             if let Some(&g) = self.watch.get(&id) {
                 let (a, b) = (acts_a[id].as_deref(), acts_b[id].as_deref());

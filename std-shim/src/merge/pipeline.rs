@@ -72,13 +72,11 @@ fn merge_ranked(
 
     // Step 1: matching (recording A's and B's layer outputs for step 2 where memory allows).
     let t1 = Instant::now();
-    let shards = shard_ranges(prepared.samples, SHARD_SAMPLES).len();
     let record = recorded::plan(
         graph,
         layers.iter().map(|l| l.node),
         settings,
-        prepared.samples,
-        shards,
+        shard_ranges(prepared.samples, SHARD_SAMPLES),
         ranks.size(),
     );
     let inputs = MatchInputs {

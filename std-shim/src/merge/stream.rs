@@ -213,6 +213,8 @@ struct PassSpan<'s> {
 }
 
 struct Shard {
+    /// Its position among the shards.
+    index: usize,
     samples: Range<usize>,
     store: ActivationStore,
 }
@@ -295,9 +297,9 @@ pub struct Streamer<'a> {
     /// Buffers of shard accumulators already folded: the next shards' sums are built in them
     /// (a fresh multi-megabyte accumulator per shard and pass cost page faults and zeroing).
     spent: Mutex<Vec<GramBuffers>>,
-    /// Nodes of A and B the matching recorded in the shards' stores (see
-    /// [`super::recorded`]): passes reading only these do not run A and B.
-    recorded: BTreeSet<NodeId>,
+    /// A's and B's layer outputs the matching recorded (see [`super::recorded`]): passes
+    /// reading only these do not run A and B.
+    recorded: Option<RecordedTargets>,
     /// Highest node computed so far, per network (0: only the input).
     frontier: [usize; 3],
     /// Samples over all shards.
@@ -525,22 +527,21 @@ impl<'a> Streamer<'a> {
         recorded: Option<RecordedTargets>,
     ) -> Self {
         let ranges = shard_ranges(n, params.shard_samples);
-        let (recorded, space, mut stores) = match recorded {
-            Some(r) if r.shards() == ranges.len() => {
-                let nodes = r.nodes().clone();
-                let (space, stores) = r.into_stores();
-                (nodes, space, stores)
-            }
-            _ => {
-                let space = SpillSpace::new(params.memory_budget, params.spill_dir.clone());
-                (BTreeSet::new(), space, Vec::new())
-            }
+        let recorded = recorded.filter(|r| r.shard_ranges() == ranges.as_slice());
+        let space = match &recorded {
+            Some(r) => r.space().clone(),
+            None => SpillSpace::new(params.memory_budget, params.spill_dir.clone()),
         };
-        stores.resize_with(ranges.len(), || ActivationStore::new(space.clone()));
         let shards = ranges
             .into_iter()
-            .zip(stores)
-            .map(|(samples, store)| Mutex::new(Shard { samples, store }))
+            .enumerate()
+            .map(|(index, samples)| {
+                Mutex::new(Shard {
+                    index,
+                    samples,
+                    store: ActivationStore::new(space.clone()),
+                })
+            })
             .collect();
         let slots = (0..params.par.threads().max(1))
             .map(|_| Mutex::default())
@@ -596,11 +597,13 @@ impl<'a> Streamer<'a> {
         reads
     }
 
-    /// Whether every node of A and B that `barrier` reads was recorded by the matching (and
-    /// is still stored: a node is recorded once and read by one pass, or kept for later ones).
+    /// Whether every node of A and B that `barrier` reads was recorded by the matching.
     fn recorded_reads(&self, barrier: &Barrier) -> bool {
         let reads = self.original_reads(barrier);
-        !reads.is_empty() && reads.iter().all(|k| self.recorded.contains(k))
+        let Some(r) = &self.recorded else {
+            return false;
+        };
+        !reads.is_empty() && reads.iter().all(|&k| r.contains(k))
     }
 
     /// Per network, which nodes up to `from` a pass computing up to `to` and accumulating

@@ -240,13 +240,12 @@ impl Streamer<'_> {
             } else {
                 std::mem::take(&mut input)
             });
-            // Stored nodes this pass reads: up to the frontier, and the recorded layer
-            // outputs of A and B beyond it.
-            for k in 1..acts[i].len() {
+            for k in 1..=span.from[i] {
                 if span.reads[i][k] && shard.store.contains(net, k) {
                     acts[i][k] = shard.store.take(net, k, chunk.index, spare)?;
                 }
             }
+            self.read_recorded(shard.index, net, &mut acts[i], chunk, span, spare);
             // The forward pass draws its buffers from the spares, and works in the thread's
             // one kernel scratch, while it runs.
             std::mem::swap(fwd.spare_buffers(), spare);
@@ -257,6 +256,37 @@ impl Streamer<'_> {
             computed?;
         }
         Ok(acts)
+    }
+
+    /// Reads the layer outputs of A or B (`net`) beyond the frontier that this pass reads and
+    /// the matching recorded, into buffers from `spare`.
+    fn read_recorded(
+        &self,
+        shard: usize,
+        net: Net,
+        acts: &mut [Option<Vec<f32>>],
+        chunk: Chunk,
+        span: &PassSpan<'_>,
+        spare: &mut Vec<Vec<f32>>,
+    ) {
+        let (Some(rec), Some(i)) = (
+            &self.recorded,
+            [Net::A, Net::B].iter().position(|&n| n == net),
+        ) else {
+            return;
+        };
+        for k in rec
+            .nodes()
+            .filter(|&k| k > span.from[i] && span.reads[i][k])
+        {
+            let len = chunk.count * self.graph(net).node(k).shape.len();
+            let mut buf = take_spare(spare, len);
+            if rec.read(shard, net, k, chunk.start, chunk.count, &mut buf) {
+                acts[k] = Some(buf);
+            } else {
+                spare.push(buf);
+            }
+        }
     }
 
     /// Computes nodes `from + 1 ..= to` of network `i` (in [`NETS`] order) for one chunk. The forward pass may reuse an
