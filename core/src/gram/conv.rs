@@ -51,6 +51,11 @@
 //! offset with `(kx, c)` as columns covers every tap of the row, and positions outside the
 //! output meet zero targets.
 //!
+//! The targets come as rows ([`ConvGram::push`]) or are written by the caller straight into
+//! their slots ([`ConvGram::push_with`], [`TargetSlots`]): the merge composes them there from
+//! the planes of A and B, without rows in between. Both check every value first and give the
+//! same moments bit for bit.
+//!
 //! # Centring and accuracy
 //!
 //! As in [`GramAccumulator`], the products are of centred values in f32, at most
