@@ -18,11 +18,11 @@
 //! node's samples consecutive), made when its first chunk arrives and counted against the
 //! budget: one allocation per shard instead of one per node and chunk, its pages made in one
 //! call (gigabytes of recorded outputs would otherwise cost a page fault per 4 KiB). The
-//! least-squares passes copy a chunk's outputs out of it into the thread's spare buffers.
+//! least-squares passes compose their targets straight from it.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use pleas_core::graph::{Graph, NodeId};
 
@@ -127,24 +127,27 @@ impl RecordedTargets {
         Ok(())
     }
 
-    /// Copies `count` samples from sample `start` of shard `s` of `net`'s `node` into `out`
-    /// (resized); `false` if that shard recorded nothing.
-    pub fn read(
+    /// Shard `s`'s recorded values (empty if it recorded nothing), for [`Self::values`].
+    pub fn shard(&self, s: usize) -> MutexGuard<'_, Vec<f32>> {
+        self.shards[s].lock().expect("recorded shard lock")
+    }
+
+    /// `count` samples from sample `start` of shard `s` of `net`'s `node` in `shard` (the
+    /// shard's values from [`Self::shard`]); `None` if the node is not recorded or the shard
+    /// recorded nothing.
+    pub fn values<'v>(
         &self,
+        shard: &'v [f32],
         s: usize,
         net: Net,
         node: NodeId,
         start: usize,
         count: usize,
-        out: &mut Vec<f32>,
-    ) -> bool {
-        let buf = self.shards[s].lock().expect("recorded shard lock");
-        if buf.is_empty() {
-            return false;
+    ) -> Option<&'v [f32]> {
+        if shard.is_empty() || !self.contains(node) {
+            return None;
         }
-        out.clear();
-        out.extend_from_slice(&buf[self.span(s, net, node, start, count)]);
-        true
+        shard.get(self.span(s, net, node, start, count))
     }
 }
 

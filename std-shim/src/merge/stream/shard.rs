@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::io::data::DataSource;
 use crate::merge::layers::LayerKind;
 use crate::merge::merged_model::{InputRule, MergedLayer};
+use crate::merge::recorded::RecordedTargets;
 use crate::merge::store::Net;
 use crate::par::OwnedGram;
 
@@ -68,6 +69,25 @@ struct TargetSource<'c> {
     rows: Vec<RowSource>,
     planes: Planes<'c>,
     out_w: usize,
+}
+
+/// A chunk's layer outputs of A and B the matching recorded.
+#[derive(Clone, Copy)]
+struct Recorded<'r> {
+    targets: &'r RecordedTargets,
+    /// The shard's recorded values.
+    values: &'r [f32],
+    shard: usize,
+    chunk: Chunk,
+}
+
+impl<'r> Recorded<'r> {
+    /// `net`'s output of `node` for the chunk, if recorded.
+    fn output(&self, net: Net, node: NodeId) -> Option<&'r [f32]> {
+        let (s, c) = (self.shard, self.chunk);
+        self.targets
+            .values(self.values, s, net, node, c.start, c.count)
+    }
 }
 
 /// The position of a chunk in its shard.
@@ -128,7 +148,7 @@ impl Streamer<'_> {
             src.read(start, chunk.count, &mut input)?;
             let acts = self.forward_chunk(shard, bufs, fwds, needs, input, chunk, span)?;
             match &mut sums {
-                ShardSums::Fit(fit) => self.add_fit_chunk(fit, bufs, &acts, chunk)?,
+                ShardSums::Fit(fit) => self.add_fit_chunk(fit, bufs, &acts, shard.index, chunk)?,
                 ShardSums::BatchNorm(moments) => {
                     let Barrier::BatchNorm { node } = barrier else {
                         unreachable!("batch-norm sums belong to a batch-norm pass")
@@ -245,7 +265,6 @@ impl Streamer<'_> {
                     acts[i][k] = shard.store.take(net, k, chunk.index, spare)?;
                 }
             }
-            self.read_recorded(shard.index, net, &mut acts[i], chunk, span, spare);
             // The forward pass draws its buffers from the spares, and works in the thread's
             // one kernel scratch, while it runs.
             std::mem::swap(fwd.spare_buffers(), spare);
@@ -256,37 +275,6 @@ impl Streamer<'_> {
             computed?;
         }
         Ok(acts)
-    }
-
-    /// Reads the layer outputs of A or B (`net`) beyond the frontier that this pass reads and
-    /// the matching recorded, into buffers from `spare`.
-    fn read_recorded(
-        &self,
-        shard: usize,
-        net: Net,
-        acts: &mut [Option<Vec<f32>>],
-        chunk: Chunk,
-        span: &PassSpan<'_>,
-        spare: &mut Vec<Vec<f32>>,
-    ) {
-        let (Some(rec), Some(i)) = (
-            &self.recorded,
-            [Net::A, Net::B].iter().position(|&n| n == net),
-        ) else {
-            return;
-        };
-        for k in rec
-            .nodes()
-            .filter(|&k| k > span.from[i] && span.reads[i][k])
-        {
-            let len = chunk.count * self.graph(net).node(k).shape.len();
-            let mut buf = take_spare(spare, len);
-            if rec.read(shard, net, k, chunk.start, chunk.count, &mut buf) {
-                acts[k] = Some(buf);
-            } else {
-                spare.push(buf);
-            }
-        }
     }
 
     /// Computes nodes `from + 1 ..= to` of network `i` (in [`NETS`] order) for one chunk. The forward pass may reuse an
@@ -337,6 +325,7 @@ impl Streamer<'_> {
         fit: &mut FitSums<'_>,
         bufs: &mut SlotBuffers,
         acts: &ChunkActs,
+        shard: usize,
         chunk: Chunk,
     ) -> Result<(), Error> {
         let merged = self.nets.merged;
@@ -348,7 +337,14 @@ impl Streamer<'_> {
         } else {
             &bufs.x
         };
-        let targets = self.target_sources(fit, acts)?;
+        let recorded = self.recorded.as_ref().map(|r| (r, r.shard(shard)));
+        let recorded = recorded.as_ref().map(|(r, values)| Recorded {
+            targets: r,
+            values,
+            shard,
+            chunk,
+        });
+        let targets = self.target_sources(fit, acts, recorded)?;
         let pushed = match fit.lag_shape {
             Some(shape) => {
                 let fresh = !std::mem::replace(&mut fit.lag_used, true);
@@ -445,13 +441,19 @@ impl Streamer<'_> {
         &self,
         fit: &FitSums<'_>,
         acts: &'c ChunkActs,
+        recorded: Option<Recorded<'c>>,
     ) -> Result<Vec<TargetSource<'c>>, Error> {
         let (nets, merged) = (&self.nets, self.nets.merged);
         fit.layers
             .iter()
             .map(|l| {
                 let sn = merged.source_node[l.node];
-                let (Some(va), Some(vb)) = (acts[0][sn].as_deref(), acts[1][sn].as_deref()) else {
+                let output = |i: usize, net: Net| {
+                    acts[i][sn]
+                        .as_deref()
+                        .or_else(|| recorded.and_then(|r| r.output(net, sn)))
+                };
+                let (Some(va), Some(vb)) = (output(0, Net::A), output(1, Net::B)) else {
                     return Err(stage_err(format!("output {sn} of A or B missing")));
                 };
                 let oshape = nets.original.node(sn).shape;
