@@ -416,18 +416,38 @@ pub fn batchnorm_coefficients(
     }
 }
 
-/// `max(x, 0)` in place.
+/// `max(x, 0)` in place (NaN becomes 0).
+///
+/// On x86-64 the loop runs with the selected SIMD path's vectors ([`crate::simd::vectorised`]):
+/// there `f32::max(x, 0.0)` has always compiled to `maxps(x, 0)`, which is `x > 0 ? x : +0`
+/// for every `x` (NaN and -0 included), so the loop spells out that select, which every
+/// vector width computes the same. Elsewhere (the device) it stays `f32::max`, bit for bit.
 pub fn relu(data: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    crate::simd::vectorised(
+        #[inline(always)]
+        || {
+            for v in data.iter_mut() {
+                *v = if *v > 0.0 { *v } else { 0.0 };
+            }
+        },
+    );
+    #[cfg(not(target_arch = "x86_64"))]
     for v in data {
         *v = v.max(0.0);
     }
 }
 
-/// `acc += x` elementwise.
+/// `acc += x` elementwise, with the selected SIMD path's vectors.
 pub fn add_assign(acc: &mut [f32], x: &[f32]) {
-    for (a, &b) in acc.iter_mut().zip(x) {
-        *a += b;
-    }
+    crate::simd::vectorised(
+        #[inline(always)]
+        || {
+            for (a, &b) in acc.iter_mut().zip(x) {
+                *a += b;
+            }
+        },
+    );
 }
 
 /// Max (`is_max`) or average (count including padding) pooling of `batch` samples.
