@@ -307,7 +307,8 @@ unsafe fn sample_rows<S: F32Lanes, const R: usize, const VT: usize>(
 
 /// Copies sample `x`'s channels into the kept phases (row `i`, column `j` of phase `(a, b)`
 /// is padded row `i sy + a`, column `j sx + b`), interiors only: the caller zeroed the
-/// padding once.
+/// padding once. Inlined into the path's entry point, so the copies use its vectors.
+#[inline(always)]
 fn fill_phases(geom: &ConvGeometry, ph: Phases, x: &[f32], planes: &mut [f32]) {
     let [sy, sx] = geom.stride;
     let [py, px] = geom.padding;
@@ -320,12 +321,18 @@ fn fill_phases(geom: &ConvGeometry, ph: Phases, x: &[f32], planes: &mut [f32]) {
             if a >= ph.rows || i * ph.wq >= ph.len {
                 continue;
             }
+            let rows = &mut channel[a * ph.cols * ph.len..][..ph.cols * ph.len];
+            if sx == 2 && ph.cols == 2 && (i + 1) * ph.wq <= ph.len {
+                let (even, odd) = rows.split_at_mut(ph.len);
+                let at = i * ph.wq..(i + 1) * ph.wq;
+                deinterleave(src, px, &mut even[at.clone()], &mut odd[at]);
+                continue;
+            }
             for b in 0..ph.cols {
                 // Input columns x with (x + px) % sx == b land at (x + px) / sx.
                 let x0 = (b + sx - px % sx) % sx;
                 let j0 = (x0 + px) / sx;
-                let phase = &mut channel[(a * ph.cols + b) * ph.len..][..ph.len];
-                let row = &mut phase[i * ph.wq..];
+                let row = &mut rows[b * ph.len..][..ph.len][i * ph.wq..];
                 let n = if x0 < iw { (iw - x0).div_ceil(sx) } else { 0 };
                 let n = n.min(row.len().saturating_sub(j0));
                 for (d, &v) in row[j0..j0 + n]
@@ -335,6 +342,34 @@ fn fill_phases(geom: &ConvGeometry, ph: Phases, x: &[f32], planes: &mut [f32]) {
                     *d = v;
                 }
             }
+        }
+    }
+}
+
+/// One input row `src` with `px` columns of left padding into the rows of its two column
+/// phases (stride 2): padded column `x + px` goes to `even` or `odd` by its parity, at
+/// `(x + px) / 2`. Each row holds `ceil((len + 2 px) / 2)` values.
+#[inline(always)]
+fn deinterleave(src: &[f32], px: usize, even: &mut [f32], odd: &mut [f32]) {
+    let (h, pairs) = (px / 2, src.len() / 2);
+    let last = src.chunks_exact(2).remainder().first().copied();
+    if px % 2 == 0 {
+        let dst = even[h..h + pairs].iter_mut().zip(&mut odd[h..h + pairs]);
+        for ((e, o), p) in dst.zip(src.chunks_exact(2)) {
+            *e = p[0];
+            *o = p[1];
+        }
+        if let Some(v) = last {
+            even[h + pairs] = v;
+        }
+    } else {
+        let dst = odd[h..h + pairs].iter_mut().zip(&mut even[h + 1..h + 1 + pairs]);
+        for ((o, e), p) in dst.zip(src.chunks_exact(2)) {
+            *o = p[0];
+            *e = p[1];
+        }
+        if let Some(v) = last {
+            odd[h + pairs] = v;
         }
     }
 }
