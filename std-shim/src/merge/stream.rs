@@ -27,6 +27,7 @@ use pleas_core::linalg::MatRef;
 use pleas_core::merge::layout::GroupLayout;
 
 use super::merged_model::MergedModel;
+use super::recorded::RecordedTargets;
 use super::store::{ActivationStore, Net, SpillSpace};
 use crate::error::Error;
 use crate::io::data::DataSpec;
@@ -302,6 +303,9 @@ pub struct Streamer<'a> {
     /// Buffers of shard accumulators already folded: the next shards' sums are built in them
     /// (a fresh multi-megabyte accumulator per shard and pass cost page faults and zeroing).
     spent: Mutex<Vec<GramBuffers>>,
+    /// Nodes of A and B the matching recorded in the shards' stores (see
+    /// [`super::recorded`]): passes reading only these do not run A and B.
+    recorded: BTreeSet<NodeId>,
     /// Highest node computed so far, per network (0: only the input).
     frontier: [usize; 3],
     /// Samples over all shards.
@@ -474,17 +478,32 @@ impl PassResult {
 }
 
 impl<'a> Streamer<'a> {
-    /// A streamer over `n` samples of `data`.
-    pub fn new(nets: Networks<'a>, params: StreamParams, data: DataSpec, n: usize) -> Self {
-        let space = SpillSpace::new(params.memory_budget, params.spill_dir.clone());
-        let shards = shard_ranges(n, params.shard_samples)
+    /// A streamer over `n` samples of `data`, going on from the layer outputs the matching
+    /// `recorded` (cut into the same shards), if it did.
+    pub fn new(
+        nets: Networks<'a>,
+        params: StreamParams,
+        data: DataSpec,
+        n: usize,
+        recorded: Option<RecordedTargets>,
+    ) -> Self {
+        let ranges = shard_ranges(n, params.shard_samples);
+        let (recorded, space, mut stores) = match recorded {
+            Some(r) if r.shards() == ranges.len() => {
+                let nodes = r.nodes().clone();
+                let (space, stores) = r.into_stores();
+                (nodes, space, stores)
+            }
+            _ => {
+                let space = SpillSpace::new(params.memory_budget, params.spill_dir.clone());
+                (BTreeSet::new(), space, Vec::new())
+            }
+        };
+        stores.resize_with(ranges.len(), || ActivationStore::new(space.clone()));
+        let shards = ranges
             .into_iter()
-            .map(|samples| {
-                Mutex::new(Shard {
-                    samples,
-                    store: ActivationStore::new(space.clone()),
-                })
-            })
+            .zip(stores)
+            .map(|(samples, store)| Mutex::new(Shard { samples, store }))
             .collect();
         let slots = (0..params.par.threads().max(1))
             .map(|_| Mutex::default())
@@ -497,6 +516,7 @@ impl<'a> Streamer<'a> {
             space,
             slots,
             spent: Mutex::default(),
+            recorded,
             frontier: [0; 3],
             samples: n,
         }
@@ -537,6 +557,13 @@ impl<'a> Streamer<'a> {
             reads.push(merged.source_node[in_node]);
         }
         reads
+    }
+
+    /// Whether every node of A and B that `barrier` reads was recorded by the matching (and
+    /// is still stored: a node is recorded once and read by one pass, or kept for later ones).
+    fn recorded_reads(&self, barrier: &Barrier) -> bool {
+        let reads = self.original_reads(barrier);
+        !reads.is_empty() && reads.iter().all(|k| self.recorded.contains(k))
     }
 
     /// Per network, which nodes up to `from` a pass computing up to `to` and accumulating
@@ -592,20 +619,21 @@ impl<'a> Streamer<'a> {
         keep.extend(self.original_reads(barrier));
         let mut target = self.frontier;
         match barrier {
+            Barrier::Fit { layers, .. } if layers.is_empty() => {
+                return Err(stage_err("a fit pass needs at least one layer".into()));
+            }
             Barrier::Fit { layers, sequential } => {
-                if layers.is_empty() {
-                    return Err(stage_err("a fit pass needs at least one layer".into()));
-                }
                 let src = layers
                     .iter()
                     .map(|&l| merged.source_node[merged.layers[l].node])
                     .max()
                     .unwrap_or(0);
-                target[0] = target[0].max(src);
-                target[1] = target[1].max(src);
-                let (graph, consumers) = (self.nets.original, self.nets.original.consumers());
-                target[0] = leanest_frontier(graph, &consumers, &pinned, target[0]);
-                target[1] = target[0];
+                if !self.recorded_reads(barrier) {
+                    target[0] = target[0].max(src);
+                    let (graph, consumers) = (self.nets.original, self.nets.original.consumers());
+                    target[0] = leanest_frontier(graph, &consumers, &pinned, target[0]);
+                    target[1] = target[0];
+                }
                 if *sequential {
                     let first = layers.iter().map(|&l| merged.layers[l].node).min();
                     target[2] = target[2].max(first.unwrap_or(1) - 1);

@@ -213,7 +213,9 @@ impl Streamer<'_> {
             }
             let spare = &mut bufs.spare;
             acts[i][0] = Some(super::spare_copy(spare, input));
-            for k in 1..=span.from[i] {
+            // Stored nodes this pass reads: up to the frontier, and the recorded layer
+            // outputs of A and B beyond it.
+            for k in 1..acts[i].len() {
                 if span.reads[i][k] && shard.store.contains(net, k) {
                     acts[i][k] = shard.store.take(net, k, chunk.index, spare)?;
                 }
