@@ -97,7 +97,17 @@ fn im2col_gemm(geom: &ConvGeometry, blocks: &[BlockRef<'_>], x: &[f32], batch: u
                 let xr = MatRef::new(&cols[r.start * taps * p..][..k * p], k, p).unwrap();
                 let mut scratch = vec![0.0f32; gemm_scratch_len(b.rows, p, k)];
                 let c = MatMut::new(dst, b.rows, p).unwrap();
-                gemm(1.0, a, Transpose::No, xr, Transpose::No, beta, c, &mut scratch).unwrap();
+                gemm(
+                    1.0,
+                    a,
+                    Transpose::No,
+                    xr,
+                    Transpose::No,
+                    beta,
+                    c,
+                    &mut scratch,
+                )
+                .unwrap();
                 beta = 1.0;
                 w0 += k;
             }

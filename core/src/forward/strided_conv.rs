@@ -335,10 +335,7 @@ fn fill_phases(geom: &ConvGeometry, ph: Phases, x: &[f32], planes: &mut [f32]) {
                 let row = &mut rows[b * ph.len..][..ph.len][i * ph.wq..];
                 let n = if x0 < iw { (iw - x0).div_ceil(sx) } else { 0 };
                 let n = n.min(row.len().saturating_sub(j0));
-                for (d, &v) in row[j0..j0 + n]
-                    .iter_mut()
-                    .zip(src[x0..].iter().step_by(sx))
-                {
+                for (d, &v) in row[j0..j0 + n].iter_mut().zip(src[x0..].iter().step_by(sx)) {
                     *d = v;
                 }
             }
@@ -363,7 +360,9 @@ fn deinterleave(src: &[f32], px: usize, even: &mut [f32], odd: &mut [f32]) {
             even[h + pairs] = v;
         }
     } else {
-        let dst = odd[h..h + pairs].iter_mut().zip(&mut even[h + 1..h + 1 + pairs]);
+        let dst = odd[h..h + pairs]
+            .iter_mut()
+            .zip(&mut even[h + 1..h + 1 + pairs]);
         for ((o, e), p) in dst.zip(src.chunks_exact(2)) {
             *o = p[0];
             *e = p[1];
@@ -398,7 +397,10 @@ unsafe fn sample<S: F32Lanes, const R: usize, const VT: usize>(
             let src = &flat[o * q..][..q];
             let dst = &mut out[o * p..][..p];
             for oy in 0..g.out_h {
-                let (s, d) = (&src[oy * wq..][..g.out_w], &mut dst[oy * g.out_w..][..g.out_w]);
+                let (s, d) = (
+                    &src[oy * wq..][..g.out_w],
+                    &mut dst[oy * g.out_w..][..g.out_w],
+                );
                 match b.bias {
                     Some(bias) => unsafe { add_row::<S>(s, bias[local], d) },
                     None => unsafe { copy_row::<S>(s, d) },
@@ -446,7 +448,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn sample_avx2(
         a: Layer<'_>,
-            x: &[f32],
+        x: &[f32],
         planes: &mut [f32],
         flat: &mut [f32],
         out: &mut [f32],
@@ -458,7 +460,7 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub(super) unsafe fn sample_avx512(
         a: Layer<'_>,
-            x: &[f32],
+        x: &[f32],
         planes: &mut [f32],
         flat: &mut [f32],
         out: &mut [f32],
