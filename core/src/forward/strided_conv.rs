@@ -350,7 +350,7 @@ fn fill_phases(geom: &ConvGeometry, ph: Phases, x: &[f32], planes: &mut [f32]) {
 fn deinterleave(src: &[f32], px: usize, even: &mut [f32], odd: &mut [f32]) {
     let (h, pairs) = (px / 2, src.len() / 2);
     let last = src.chunks_exact(2).remainder().first().copied();
-    if px % 2 == 0 {
+    if px.is_multiple_of(2) {
         let dst = even[h..h + pairs].iter_mut().zip(&mut odd[h..h + pairs]);
         for ((e, o), p) in dst.zip(src.chunks_exact(2)) {
             *e = p[0];
