@@ -44,7 +44,7 @@ use crate::simd::lanes::F32Lanes;
 use crate::simd::{self, Path};
 
 /// Flat positions are computed in multiples of this many lanes (the widest path's vector).
-const LANES: usize = 16;
+pub(super) const LANES: usize = 16;
 /// Output channels per register tile.
 pub const ROWS: usize = 4;
 /// 8-lane position vectors per register tile (portable and AVX2 paths; AVX-512: 6 of 16).
@@ -61,7 +61,7 @@ pub const AVX2_ROWS: usize = 6;
 pub const AVX2_VECS: usize = 2;
 
 /// Output channels per register tile on `path`.
-fn tile_rows(path: Path) -> usize {
+pub(super) fn tile_rows(path: Path) -> usize {
     match path {
         Path::Avx512 => WIDE_ROWS,
         Path::Avx2 => AVX2_ROWS,
@@ -183,7 +183,7 @@ fn pack_dense(blocks: &[BlockRef<'_>], in_c: usize, taps: usize, group: usize, p
 /// Copies the weights of every block so that, per group of up to `group` output rows ([`tile_rows`]), the
 /// values of one (column, tap) step are adjacent: `packed[step * g + m]` for a group of `g`
 /// rows, groups one after another.
-fn pack_weights(blocks: &[BlockRef<'_>], taps: usize, group: usize, packed: &mut [f32]) {
+pub(super) fn pack_weights(blocks: &[BlockRef<'_>], taps: usize, group: usize, packed: &mut [f32]) {
     let mut at = 0;
     for b in blocks {
         let steps = b.inputs.iter().map(|r| r.len()).sum::<usize>() * taps;
@@ -203,7 +203,7 @@ fn pack_weights(blocks: &[BlockRef<'_>], taps: usize, group: usize, packed: &mut
 /// The sizes of the row groups of a block of `rows` rows with at most `max` per group: as few
 /// groups as that allows, their sizes differing by at most one (18 rows in groups of at most
 /// 12 are 9 + 9, not 12 + 6: a small group does as many loads per multiply-add as a full one).
-fn group_sizes(rows: usize, max: usize) -> impl Iterator<Item = usize> {
+pub(super) fn group_sizes(rows: usize, max: usize) -> impl Iterator<Item = usize> {
     let groups = rows.div_ceil(max.max(1));
     let base = rows.checked_div(groups).unwrap_or(0);
     let extra = rows.checked_rem(groups).unwrap_or(0);
@@ -319,7 +319,7 @@ unsafe fn row_group<S: F32Lanes, const G: usize, const VT: usize>(
 /// Safety: `S` is the vector type of the selected SIMD path.
 #[inline(always)]
 #[allow(unsafe_code)]
-unsafe fn store<S: F32Lanes, const G: usize, const V: usize>(
+pub(super) unsafe fn store<S: F32Lanes, const G: usize, const V: usize>(
     tile: &[[S; V]; G],
     flat: &mut [f32],
     q: usize,
@@ -422,7 +422,7 @@ fn chunk_vectors(geom: &ConvGeometry, plane: Plane, lanes: usize, vt: usize) -> 
 /// Safety: `S` is the vector type of the selected SIMD path.
 #[inline(always)]
 #[allow(unsafe_code)]
-unsafe fn copy_row<S: F32Lanes>(src: &[f32], dst: &mut [f32]) {
+pub(super) unsafe fn copy_row<S: F32Lanes>(src: &[f32], dst: &mut [f32]) {
     let n = src.len();
     assert_eq!(n, dst.len(), "rows of equal length");
     let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
@@ -465,7 +465,7 @@ unsafe fn copy_row<S: F32Lanes>(src: &[f32], dst: &mut [f32]) {
 /// Safety: `S` is the vector type of the selected SIMD path.
 #[inline(always)]
 #[allow(unsafe_code)]
-unsafe fn add_row<S: F32Lanes>(src: &[f32], bias: f32, dst: &mut [f32]) {
+pub(super) unsafe fn add_row<S: F32Lanes>(src: &[f32], bias: f32, dst: &mut [f32]) {
     let n = src.len();
     assert_eq!(n, dst.len(), "rows of equal length");
     if n < S::LANES {

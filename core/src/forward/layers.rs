@@ -10,6 +10,7 @@ use super::ForwardError;
 pub use super::block_ref::BlockRef;
 use super::direct_conv::{direct_conv, direct_conv_applies, direct_conv_scratch_len};
 use super::im2col::{ConvGeometry, im2col, im2col_len};
+use super::strided_conv::{strided_conv, strided_conv_applies, strided_conv_scratch_len};
 use crate::linalg::{MatMut, MatRef, Transpose, gemm, gemm_scratch_len};
 
 fn need(what: &'static str, needed: usize, provided: usize) -> Result<(), ForwardError> {
@@ -120,6 +121,16 @@ pub fn conv2d_scratch_len(geom: &ConvGeometry, out_c: usize, chunk: usize) -> us
         }];
         return direct_conv_scratch_len(geom, &block);
     }
+    if strided_conv_applies(geom) {
+        let all = 0..geom.in_c;
+        let block = [BlockRef {
+            weight: &[],
+            bias: None,
+            rows: out_c,
+            inputs: core::slice::from_ref(&all),
+        }];
+        return strided_conv_scratch_len(geom, &block);
+    }
     let cols = chunk * geom.positions();
     conv_scratch(
         geom,
@@ -138,6 +149,9 @@ pub fn block_conv2d_scratch_len(
 ) -> usize {
     if direct_conv_applies(geom) {
         return direct_conv_scratch_len(geom, blocks);
+    }
+    if strided_conv_applies(geom) {
+        return strided_conv_scratch_len(geom, blocks);
     }
     let cols = chunk * geom.positions();
     let per_col = geom.kernel[0] * geom.kernel[1];
@@ -211,6 +225,10 @@ pub fn block_conv2d(
     )?;
     if direct_conv_applies(geom) {
         direct_conv(geom, blocks, input, batch, output, scratch);
+        return Ok(());
+    }
+    if strided_conv_applies(geom) {
+        strided_conv(geom, blocks, input, batch, output, scratch);
         return Ok(());
     }
     let (cols_buf, rest) = scratch.split_at_mut(im2col_len(geom, chunk));
@@ -416,18 +434,38 @@ pub fn batchnorm_coefficients(
     }
 }
 
-/// `max(x, 0)` in place.
+/// `max(x, 0)` in place (NaN becomes 0).
+///
+/// On x86-64 the loop runs with the selected SIMD path's vectors ([`crate::simd::vectorised`]):
+/// there `f32::max(x, 0.0)` has always compiled to `maxps(x, 0)`, which is `x > 0 ? x : +0`
+/// for every `x` (NaN and -0 included), so the loop spells out that select, which every
+/// vector width computes the same. Elsewhere (the device) it stays `f32::max`, bit for bit.
 pub fn relu(data: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    crate::simd::vectorised(
+        #[inline(always)]
+        || {
+            for v in data.iter_mut() {
+                *v = if *v > 0.0 { *v } else { 0.0 };
+            }
+        },
+    );
+    #[cfg(not(target_arch = "x86_64"))]
     for v in data {
         *v = v.max(0.0);
     }
 }
 
-/// `acc += x` elementwise.
+/// `acc += x` elementwise, with the selected SIMD path's vectors.
 pub fn add_assign(acc: &mut [f32], x: &[f32]) {
-    for (a, &b) in acc.iter_mut().zip(x) {
-        *a += b;
-    }
+    crate::simd::vectorised(
+        #[inline(always)]
+        || {
+            for (a, &b) in acc.iter_mut().zip(x) {
+                *a += b;
+            }
+        },
+    );
 }
 
 /// Max (`is_max`) or average (count including padding) pooling of `batch` samples.

@@ -14,6 +14,8 @@
 //! - [`block_ref`]: one output block of a block-structured layer, as the kernels read it.
 //! - [`im2col`]: patch unfolding with its length query.
 //! - [`direct_conv`]: stride-1 convolution read straight from padded input planes.
+//! - [`strided_conv`]: strided convolution read from the phases of the padded input planes,
+//!   summed as im2col + GEMM sums.
 //! - [`layers`]: the batched kernels (conv, linear, affine, pooling), scratch-sized.
 //! - [`fold`]: folding eval-mode batch-norm into the preceding conv or linear layer.
 
@@ -25,6 +27,7 @@ pub mod direct_conv;
 pub mod fold;
 pub mod im2col;
 pub mod layers;
+pub mod strided_conv;
 
 #[cfg(feature = "alloc")]
 use alloc::vec::Vec;

@@ -64,6 +64,19 @@ pub(crate) fn scratch_len(m: usize, n: usize, k: usize) -> usize {
     len
 }
 
+/// Depth values per slice of a product on `path`: each slice of the depth is summed from zero
+/// and the slices' sums are added in order ([`product_into`]). A kernel that must give the
+/// same bits as [`super::gemm`] (the strided convolution) sums in the same slices.
+pub(crate) fn depth_slice(path: simd::Path) -> usize {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        simd::Path::Avx512 => Avx512::KC,
+        #[cfg(target_arch = "x86_64")]
+        simd::Path::Avx2 => Avx2::KC,
+        _ => Portable::KC,
+    }
+}
+
 /// `C += alpha * A B` on the chosen part of a strided `C`. When the product takes more than one
 /// `KC` slice, it accumulates in a tile-major buffer at the front of `scratch` and adds that
 /// into `C` once at the end: revisiting a large row-major `C` once per slice stalls on its
