@@ -6,6 +6,7 @@ pub mod cli;
 pub mod compact;
 pub mod matrices;
 pub mod models;
+pub mod npy_data;
 pub mod onnx;
 pub mod oracle;
 pub mod rng;

@@ -22,13 +22,11 @@ fn recovers_inverse(relative: &str, samples: usize, metrics: &[Metric]) {
         .map(|g| rng.permutation(g.width))
         .collect();
     let b = apply_permutations(&groups, &model.weights, &perms).unwrap();
-    let data = load(&DataSpec {
-        path: fashion_eval(),
-        data_key: "x_match".into(),
-        label_key: None,
-        labels_path: None,
-        normalize: Normalize::Symmetric,
-    })
+    let data = load(&DataSpec::unlabelled(
+        fashion_eval(),
+        "x_match",
+        Normalize::Symmetric,
+    ))
     .unwrap();
     let x = &data.x[..samples * data.sample_len()];
     // Batches of 48 do not divide the sample count: the last batch is partial.

@@ -82,13 +82,7 @@ fn samples(n: usize) -> MergeData {
     tensors.insert("x_match".to_string(), t);
     std::fs::write(&path, safetensors::raw_to_bytes(&tensors, &Metadata::new())).unwrap();
     MergeData {
-        spec: DataSpec {
-            path,
-            data_key: "x_match".into(),
-            label_key: None,
-            labels_path: None,
-            normalize: Normalize::Symmetric,
-        },
+        spec: DataSpec::unlabelled(path, "x_match", Normalize::Symmetric),
         x: bytes
             .iter()
             .map(|&v| Normalize::Symmetric.apply(f32::from(v)))
@@ -217,6 +211,47 @@ fn compare_with_host(budget: f64, host: &MergeOutcome, core: &CoreMerge) {
     }
 }
 
+/// The host's `pleas merge` (default settings) and the core's merge of the byte samples, of
+/// the pair `hosts` / `cores` at `budget`: their weights compared and their accuracies on
+/// `test` equal to three decimals. Returns both merges and the core's accuracies.
+fn merge_both(
+    hosts: [&Model; 2],
+    cores: [&CompactNet; 2],
+    s: &MergeData,
+    budget: f64,
+    test: &(Vec<f32>, Vec<u8>),
+) -> (MergeOutcome, CoreMerge, [f64; 2]) {
+    let settings = MergeSettings {
+        budget,
+        ..MergeSettings::default()
+    };
+    let host = merge(hosts[0], hosts[1], &s.spec, &settings, &mut |_| {}).unwrap();
+    let table = table();
+    let bytes = Samples::U8 {
+        data: &s.bytes,
+        table: &table,
+    };
+    let params = CnnMergeParams::default();
+    let core = core_merge(cores[0], cores[1], bytes, budget, &params).unwrap();
+    compare_with_host(budget, &host, &core);
+    let (ha, ca) = (
+        host_accuracy(&host, &test.0, &test.1),
+        core_accuracy(&core, &test.0, &test.1),
+    );
+    eprintln!(
+        "budget {budget}: accuracy core a {:.4} b {:.4}, host a {:.4} b {:.4}",
+        ca[0], ca[1], ha[0], ha[1]
+    );
+    for h in 0..2 {
+        assert_eq!(
+            format!("{:.3}", ca[h]),
+            format!("{:.3}", ha[h]),
+            "budget {budget} head {h}"
+        );
+    }
+    (host, core, ca)
+}
+
 #[test]
 fn core_cnn_merge_matches_the_host_pipeline() {
     let (ma, mb) = (
@@ -224,41 +259,15 @@ fn core_cnn_merge_matches_the_host_pipeline() {
         Model::load(&fixtures().join(CNN_B), None).unwrap(),
     );
     let (a, b) = (raw(CNN_A), raw(CNN_B));
-    let (test_x, test_y) = test_set(TEST_STRIDE);
+    let test = test_set(TEST_STRIDE);
     let s = samples(MERGE_SAMPLES);
-    let table = table();
-    let params = CnnMergeParams::default();
     for budget in [1.0, 1.2] {
-        let settings = MergeSettings {
-            budget,
-            ..MergeSettings::default()
-        };
-        let host = merge(&ma, &mb, &s.spec, &settings, &mut |_| {}).unwrap();
-        let bytes = Samples::U8 {
-            data: &s.bytes,
-            table: &table,
-        };
-        let core = core_merge(&a, &b, bytes, budget, &params).unwrap();
+        let (host, core, _) = merge_both([&ma, &mb], [&a, &b], &s, budget, &test);
         assert!((core.plan.flop_ratio - host.planned_flop_ratio).abs() < 1e-12);
-        let (ha, ca) = (
-            host_accuracy(&host, &test_x, &test_y),
-            core_accuracy(&core, &test_x, &test_y),
-        );
         let (o, sc, fw, ix) = core.plan.bytes();
-        eprintln!(
-            "budget {budget}: accuracy core a {:.4} b {:.4}, host a {:.4} b {:.4}; \
-             bytes: output {o}, f64 scratch {sc}, forward {fw}, indices {ix}",
-            ca[0], ca[1], ha[0], ha[1]
-        );
-        compare_with_host(budget, &host, &core);
-        for h in 0..2 {
-            assert_eq!(
-                format!("{:.3}", ca[h]),
-                format!("{:.3}", ha[h]),
-                "budget {budget} head {h}"
-            );
-        }
+        eprintln!("bytes: output {o}, f64 scratch {sc}, forward {fw}, indices {ix}");
         // The byte samples read through their table give the f32 samples' result, bit for bit.
+        let params = CnnMergeParams::default();
         let f32s = core_merge(&a, &b, Samples::F32(&s.x), budget, &params).unwrap();
         assert!(
             f32s.out
@@ -670,26 +679,6 @@ fn host_model(
     Model::from_parts(&path, "cnn".into(), graph.clone(), weights, meta).unwrap()
 }
 
-/// The merge samples as an `.npy` file for the host.
-fn npy_samples(x: &[f32], n: usize, d: usize) -> DataSpec {
-    use pleas::io::npy;
-    use pleas::io::safetensors::{Dtype, RawTensor};
-    let path = pleas_tests::scratch::dir("cnn-core-residual").join("x.npy");
-    let raw = RawTensor {
-        dtype: Dtype::F32,
-        shape: vec![n, d],
-        bytes: x.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    };
-    std::fs::write(&path, npy::to_bytes(&raw)).unwrap();
-    DataSpec {
-        path,
-        data_key: "x".into(),
-        label_key: None,
-        labels_path: None,
-        normalize: Normalize::Identity,
-    }
-}
-
 /// Residual adds on the device: the groups an add ties, the fits of the convs on both
 /// branches and the heads are the host's `pleas merge` of the same pair (two differently
 /// initialised networks), at budgets where pairs are merged and at 2.0, where every layer is
@@ -707,7 +696,12 @@ fn a_residual_cnn_merges_as_the_host_merges_it() {
     let n = 96;
     let d = g.input_shape().len();
     let x = random_input(&g, n, 13);
-    let spec = npy_samples(&x, n, d);
+    let spec = pleas_tests::npy_data::write(
+        pleas_tests::scratch::dir("cnn-core-residual").join("x.npy"),
+        &x,
+        n,
+        d,
+    );
     let params = CnnMergeParams::default();
     for budget in [1.0, 1.4, 2.0] {
         let settings = MergeSettings {
@@ -882,43 +876,23 @@ fn a_residual_cnn_pair_merges_to_the_hosts_accuracy() {
         from_graph(&ma.graph, &ma.weights).unwrap(),
         from_graph(&mb.graph, &mb.weights).unwrap(),
     );
-    let (test_x, test_y) = test_set(TEST_STRIDE);
+    let test = test_set(TEST_STRIDE);
+    let (test_x, test_y) = (&test.0, &test.1);
     // The graft keeps the trained models working (0.890 and 0.947 on their tasks).
     for (m, task) in [(&ma, 0), (&mb, 1)] {
         let all = Forward::new(&m.graph, &m.weights)
             .unwrap()
-            .logits(&test_x, test_y.len())
+            .logits(test_x, test_y.len())
             .unwrap();
-        let acc = task_accuracy(|i| vec![all[0][i * 5..(i + 1) * 5].to_vec(); 2], &test_y);
+        let acc = task_accuracy(|i| vec![all[0][i * 5..(i + 1) * 5].to_vec(); 2], test_y);
         assert!(acc[task] > 0.85, "grafted model of task {task}: {acc:?}");
     }
     let s = samples(MERGE_SAMPLES);
-    let table = table();
-    let budget = 1.2;
-    let settings = MergeSettings {
-        budget,
-        ..MergeSettings::default()
-    };
-    let host = merge(&ma, &mb, &s.spec, &settings, &mut |_| {}).unwrap();
-    let bytes = Samples::U8 {
-        data: &s.bytes,
-        table: &table,
-    };
-    let core = core_merge(&a, &b, bytes, budget, &CnnMergeParams::default()).unwrap();
+    let (_, core, ca) = merge_both([&ma, &mb], [&a, &b], &s, 1.2, &test);
     assert_eq!(core.plan.groups(), 3);
     assert_eq!(core.plan.fitted_layers(), 6, "four convs and two heads");
-    compare_with_host(budget, &host, &core);
-    let (ha, ca) = (
-        host_accuracy(&host, &test_x, &test_y),
-        core_accuracy(&core, &test_x, &test_y),
-    );
-    eprintln!(
-        "residual budget {budget}: accuracy core a {:.4} b {:.4}, host a {:.4} b {:.4}",
-        ca[0], ca[1], ha[0], ha[1]
-    );
-    for h in 0..2 {
-        assert_eq!(format!("{:.3}", ca[h]), format!("{:.3}", ha[h]), "head {h}");
-        assert!(ca[h] > 0.7, "head {h}: {}", ca[h]);
+    for (h, acc) in ca.iter().enumerate() {
+        assert!(*acc > 0.7, "head {h}: {acc}");
     }
 }
 

@@ -142,13 +142,11 @@ fn every_layer_kind_runs_as_the_graph_forward_pass_does() {
 
 #[test]
 fn the_cnn_pair_runs_as_pleas_eval_runs_it() {
-    let images = data::load(&DataSpec {
-        path: fashion_eval(),
-        data_key: "x_test".into(),
-        label_key: None,
-        labels_path: None,
-        normalize: Normalize::Symmetric,
-    })
+    let images = data::load(&DataSpec::unlabelled(
+        fashion_eval(),
+        "x_test",
+        Normalize::Symmetric,
+    ))
     .unwrap();
     let n = 200;
     let x = &images.x[..n * 784];

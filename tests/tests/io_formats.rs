@@ -29,13 +29,11 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn logits(m: &Model, n: usize) -> Vec<f32> {
-    let data = load(&DataSpec {
-        path: fashion_eval(),
-        data_key: "x_test".into(),
-        label_key: None,
-        labels_path: None,
-        normalize: Normalize::Symmetric,
-    })
+    let data = load(&DataSpec::unlabelled(
+        fashion_eval(),
+        "x_test",
+        Normalize::Symmetric,
+    ))
     .unwrap();
     let x = &data.x[..n * 784];
     let g = m.graph.clone();
@@ -362,16 +360,6 @@ const NORMALIZATIONS: [Normalize; 4] = [
     },
 ];
 
-fn data_spec(path: &Path, key: &str, normalize: Normalize) -> DataSpec {
-    DataSpec {
-        path: path.to_path_buf(),
-        data_key: key.into(),
-        label_key: None,
-        labels_path: None,
-        normalize,
-    }
-}
-
 /// `numel` random finite values of `dtype` as little-endian bytes, and the f32 each stands for.
 fn random_raw(dtype: &Dtype, numel: usize, rng: &mut Rng) -> (Vec<u8>, Vec<f32>) {
     let mut bytes = Vec::new();
@@ -515,7 +503,7 @@ fn chunked_reads_equal_load_for_every_dtype_layout_and_normalisation() {
                 for normalize in NORMALIZATIONS {
                     let what = format!("{} {normalize:?}", path.display());
                     let want: Vec<f32> = values.iter().map(|&v| normalize.apply(v)).collect();
-                    let spec = data_spec(path, key, normalize);
+                    let spec = DataSpec::unlabelled(path, key, normalize);
                     let loaded = load(&spec).unwrap();
                     assert_eq!(loaded.n, n);
                     assert_eq!(loaded.sample_shape, shape[1..]);
@@ -529,7 +517,7 @@ fn chunked_reads_equal_load_for_every_dtype_layout_and_normalisation() {
                 }
             }
             // Labels still come with the data.
-            let mut spec = data_spec(&files[0].0, "x_match", Normalize::Unit);
+            let mut spec = DataSpec::unlabelled(&files[0].0, "x_match", Normalize::Unit);
             spec.label_key = Some("y_match".into());
             let labels: Vec<i64> = (0..n as i64).map(|v| v % 10).collect();
             assert_eq!(load(&spec).unwrap().labels, Some(labels));
@@ -539,7 +527,7 @@ fn chunked_reads_equal_load_for_every_dtype_layout_and_normalisation() {
 
 #[test]
 fn fashion_match_data_in_chunks_of_seven_equals_load() {
-    let spec = data_spec(&fashion_eval(), "x_match", Normalize::Symmetric);
+    let spec = DataSpec::unlabelled(fashion_eval(), "x_match", Normalize::Symmetric);
     let loaded = load(&spec).unwrap();
     // Independently: the U8 bytes of the tensor, mapped here.
     let raw = &read(&fashion_eval()).unwrap().tensors["x_match"];
@@ -574,7 +562,7 @@ fn out_of_range_reads_are_errors_naming_file_and_sample() {
         bytes: (0..40).collect(),
     };
     let path = write_npy("range.npy", &x);
-    let mut src = DataSource::open(&data_spec(&path, "x", Normalize::Identity)).unwrap();
+    let mut src = DataSource::open(&DataSpec::unlabelled(&path, "x", Normalize::Identity)).unwrap();
     let mut out = vec![0.0; 64];
     for (start, count) in [(9, 2), (11, 0), (0, 11), (usize::MAX, 2), (3, usize::MAX)] {
         let err = src.read(start, count, &mut out).unwrap_err().to_string();
@@ -626,7 +614,7 @@ fn truncated_files_are_errors_at_open() {
     for (name, bytes, needle) in cases {
         let path = tmp(name);
         std::fs::write(&path, bytes).unwrap();
-        let spec = data_spec(&path, "x_match", Normalize::Identity);
+        let spec = DataSpec::unlabelled(&path, "x_match", Normalize::Identity);
         let err = DataSource::open(&spec).unwrap_err().to_string();
         assert!(err.contains(name) && err.contains(needle), "{err}");
         assert_eq!(load(&spec).unwrap_err().to_string(), err);
@@ -634,7 +622,7 @@ fn truncated_files_are_errors_at_open() {
     // Trailing bytes after a .npy array are an error too.
     let path = tmp("long.npy");
     std::fs::write(&path, [&np[..], &[0]].concat()).unwrap();
-    let err = DataSource::open(&data_spec(&path, "x", Normalize::Identity)).unwrap_err();
+    let err = DataSource::open(&DataSpec::unlabelled(&path, "x", Normalize::Identity)).unwrap_err();
     assert!(err.to_string().contains("trailing"), "{err}");
 }
 
@@ -646,7 +634,7 @@ fn a_file_cut_after_open_is_a_read_error_naming_the_samples() {
         bytes: vec![3; 40],
     };
     let path = write_npy("shrinks.npy", &x);
-    let mut src = DataSource::open(&data_spec(&path, "x", Normalize::Identity)).unwrap();
+    let mut src = DataSource::open(&DataSpec::unlabelled(&path, "x", Normalize::Identity)).unwrap();
     let len = std::fs::metadata(&path).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
@@ -681,7 +669,7 @@ fn a_non_finite_value_is_an_error_naming_its_sample() {
         bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
     };
     let path = write_safetensors("nan.safetensors", &[("x_match", x)]);
-    let spec = data_spec(&path, "x_match", Normalize::Identity);
+    let spec = DataSpec::unlabelled(&path, "x_match", Normalize::Identity);
     let mut src = DataSource::open(&spec).unwrap();
     let mut out = vec![0.0; 60];
     src.read(0, 7, &mut out).unwrap();
@@ -703,7 +691,7 @@ fn a_non_finite_value_is_an_error_naming_its_sample() {
         bytes: halves.iter().flat_map(|v| v.to_le_bytes()).collect(),
     };
     let path = write_npy("inf.npy", &h);
-    let err = load(&data_spec(&path, "x", Normalize::Unit))
+    let err = load(&DataSpec::unlabelled(&path, "x", Normalize::Unit))
         .unwrap_err()
         .to_string();
     assert!(err.contains("inf.npy") && err.contains("sample 2"), "{err}");
@@ -717,7 +705,7 @@ fn a_non_finite_value_is_an_error_naming_its_sample() {
             .collect(),
     };
     let path = write_npy("big.npy", &big);
-    let spec = data_spec(
+    let spec = DataSpec::unlabelled(
         &path,
         "x",
         Normalize::MeanStd {
@@ -737,7 +725,7 @@ fn open_checks_tensor_dtype_shape_and_layout() {
         shape,
     };
     let open = |path: &Path, key: &str| {
-        DataSource::open(&data_spec(path, key, Normalize::Identity))
+        DataSource::open(&DataSpec::unlabelled(path, key, Normalize::Identity))
             .unwrap_err()
             .to_string()
     };
@@ -786,7 +774,7 @@ fn open_checks_tensor_dtype_shape_and_layout() {
     assert!(open(&big, "x").contains("little-endian"));
     // An empty data set opens and reads nothing.
     let empty = write_npy("empty.npy", &u8s(vec![0, 3]));
-    let mut src = DataSource::open(&data_spec(&empty, "x", Normalize::Unit)).unwrap();
+    let mut src = DataSource::open(&DataSpec::unlabelled(&empty, "x", Normalize::Unit)).unwrap();
     assert!(src.is_empty());
     src.read(0, 0, &mut []).unwrap();
     // No samples of an absurd size: the tensor holds 0 values, but one sample's size overflows
@@ -801,7 +789,7 @@ fn open_checks_tensor_dtype_shape_and_layout() {
     ] {
         let err = open(&path, "x");
         assert!(err.contains("overflows"), "{err}");
-        assert!(load(&data_spec(&path, "x", Normalize::Identity)).is_err());
+        assert!(load(&DataSpec::unlabelled(&path, "x", Normalize::Identity)).is_err());
     }
 }
 

@@ -41,23 +41,15 @@ fn merge_data(n: usize) -> DataSpec {
         std::fs::write(&part, safetensors::raw_to_bytes(&tensors, &Metadata::new())).unwrap();
         std::fs::rename(&part, &path).unwrap();
     }
-    DataSpec {
-        path,
-        data_key: "x_match".into(),
-        label_key: None,
-        labels_path: None,
-        normalize: Normalize::Symmetric,
-    }
+    DataSpec::unlabelled(path, "x_match", Normalize::Symmetric)
 }
 
 fn test_inputs(model: &Model) -> Vec<f32> {
-    let data = load(&DataSpec {
-        path: fashion_eval(),
-        data_key: "x_test".into(),
-        label_key: None,
-        labels_path: None,
-        normalize: Normalize::Symmetric,
-    })
+    let data = load(&DataSpec::unlabelled(
+        fashion_eval(),
+        "x_test",
+        Normalize::Symmetric,
+    ))
     .unwrap();
     let per = model.graph.input_shape().len();
     data.x[..TEST_SAMPLES * per].to_vec()
@@ -427,13 +419,11 @@ fn kept_batchnorm_statistics_are_the_merge_data_moments() {
 fn merges_from_foreign_data_keep_what_the_data_does_not_excite() {
     let a = load_model(MLP64);
     let b = load_model("fashion/mlp64_split/fashion_mlp_split_m1_s7.safetensors");
-    let spec = DataSpec {
-        path: fixtures().join("mnist/match.safetensors"),
-        data_key: "x_match".into(),
-        label_key: None,
-        labels_path: None,
-        normalize: Normalize::Symmetric,
-    };
+    let spec = DataSpec::unlabelled(
+        fixtures().join("mnist/match.safetensors"),
+        "x_match",
+        Normalize::Symmetric,
+    );
     let x = test_inputs(&a);
     let (la, lb) = (logits(&a, &x), logits(&b, &x));
     let copy = permuted_copy(&a, 5);

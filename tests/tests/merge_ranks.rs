@@ -40,13 +40,7 @@ fn merge_data(dir: &TempDir, n: usize) -> DataSpec {
     let mut tensors = BTreeMap::new();
     tensors.insert("x_match".to_string(), t);
     std::fs::write(&path, safetensors::raw_to_bytes(&tensors, &Metadata::new())).unwrap();
-    DataSpec {
-        path,
-        data_key: "x_match".into(),
-        label_key: None,
-        labels_path: None,
-        normalize: Normalize::Symmetric,
-    }
+    DataSpec::unlabelled(path, "x_match", Normalize::Symmetric)
 }
 
 fn load(rel: &str) -> Model {

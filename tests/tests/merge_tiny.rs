@@ -3,9 +3,7 @@
 
 use std::path::PathBuf;
 
-use pleas::io::data::{DataSpec, Normalize};
-use pleas::io::npy;
-use pleas::io::safetensors::{Dtype, Metadata, RawTensor};
+use pleas::io::safetensors::Metadata;
 use pleas::merge::pipeline::merge;
 use pleas::merge::settings::{FitMode, MergeSettings};
 use pleas::model::Model;
@@ -63,23 +61,6 @@ fn model(name: &str, graph: &Graph, weights: Weights, first_class: usize) -> Mod
     Model::from_parts(&tmp(name), "mlp".into(), graph.clone(), weights, meta).unwrap()
 }
 
-fn npy_data(name: &str, x: &[f32], n: usize, d: usize) -> DataSpec {
-    let path = tmp(name);
-    let raw = RawTensor {
-        dtype: Dtype::F32,
-        shape: vec![n, d],
-        bytes: x.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    };
-    std::fs::write(&path, npy::to_bytes(&raw)).unwrap();
-    DataSpec {
-        path,
-        data_key: "x".into(),
-        label_key: None,
-        labels_path: None,
-        normalize: Normalize::Identity,
-    }
-}
-
 fn logits(graph: &Graph, weights: &Weights, x: &[f32], n: usize) -> Vec<Vec<f32>> {
     Forward::new(graph, weights).unwrap().logits(x, n).unwrap()
 }
@@ -104,7 +85,7 @@ fn layers_whose_inputs_are_dead_on_the_merge_data_merge() {
     let (a, b) = (model("a", &g, wa, 0), model("b", &g, wb, 10));
     let mut rng = Rng::new(3);
     let x: Vec<f32> = (0..n * d).map(|_| rng.normal_f32()).collect();
-    let spec = npy_data("dead.npy", &x, n, d);
+    let spec = pleas_tests::npy_data::write(tmp("dead.npy"), &x, n, d);
     for budget in [1.0, 1.06, 1.5, 2.0] {
         let s = MergeSettings {
             budget,
@@ -178,7 +159,7 @@ fn budget_two_copies_both_models_through_rank_deficient_layers() {
     let n = 19;
     let x: Vec<f32> = (0..n * d).map(|_| rng.normal_f32()).collect();
     let fresh: Vec<f32> = (0..8 * d).map(|_| rng.normal_f32()).collect();
-    let spec = npy_data("deficient.npy", &x, n, d);
+    let spec = pleas_tests::npy_data::write(tmp("deficient.npy"), &x, n, d);
     for batch in [1, 8] {
         let s = MergeSettings {
             budget: 2.0,
@@ -238,7 +219,7 @@ fn self_merge_from_fewer_samples_than_columns_reproduces_the_model() {
     let (a, b) = (model("self-a", &g, wa, 0), model("self-b", &g, wb, 0));
     let x: Vec<f32> = (0..n * d).map(|_| rng.normal_f32()).collect();
     let fresh: Vec<f32> = (0..64 * d).map(|_| rng.normal_f32()).collect();
-    let spec = npy_data("self.npy", &x, n, d);
+    let spec = pleas_tests::npy_data::write(tmp("self.npy"), &x, n, d);
     for fit in [FitMode::Sequential, FitMode::Original] {
         let s = MergeSettings {
             budget: 1.0,

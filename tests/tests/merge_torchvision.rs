@@ -62,13 +62,7 @@ fn write_data(dir: &Path, graph: &pleas_core::graph::Graph, n: usize, seed: u64)
     t.insert("x".into(), x);
     let path = dir.join("data.safetensors");
     save_weights(&path, &t, &Metadata::new()).unwrap();
-    DataSpec {
-        path,
-        data_key: "x".into(),
-        label_key: None,
-        labels_path: None,
-        normalize: Normalize::Identity,
-    }
+    DataSpec::unlabelled(path, "x", Normalize::Identity)
 }
 
 fn settings(budget: f64) -> MergeSettings {

@@ -108,13 +108,7 @@ fn samples(n: usize, selection: Selection) -> MergeData {
     tensors.insert("x_match".to_string(), t);
     std::fs::write(&path, safetensors::raw_to_bytes(&tensors, &Metadata::new())).unwrap();
     MergeData {
-        spec: DataSpec {
-            path,
-            data_key: "x_match".into(),
-            label_key: None,
-            labels_path: None,
-            normalize: Normalize::Symmetric,
-        },
+        spec: DataSpec::unlabelled(path, "x_match", Normalize::Symmetric),
         x,
         bytes,
         n,

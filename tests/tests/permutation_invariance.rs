@@ -39,13 +39,11 @@ fn permuted_diff(graph: &Graph, weights: &Weights, x: &[f32], n: usize, seed: u6
 fn fixture_models_are_permutation_invariant() {
     for path in fixture_models() {
         let m = Model::load(&path, None).unwrap();
-        let data = load(&DataSpec {
-            path: fashion_eval(),
-            data_key: "x_test".into(),
-            label_key: None,
-            labels_path: None,
-            normalize: Normalize::Symmetric,
-        })
+        let data = load(&DataSpec::unlabelled(
+            fashion_eval(),
+            "x_test",
+            Normalize::Symmetric,
+        ))
         .unwrap();
         let n = 64;
         let x = &data.x[..n * 784];

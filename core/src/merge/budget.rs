@@ -149,7 +149,8 @@ fn validate(layers: &[LayerCost], groups: usize) -> Result<f64, BudgetError> {
     Ok(total)
 }
 
-fn check_budget(budget: f64) -> Result<(), BudgetError> {
+/// `budget` is a FLOP ratio in `[1, 2]` (a NaN is not).
+pub(crate) fn check_budget(budget: f64) -> Result<(), BudgetError> {
     if (1.0..=2.0).contains(&budget) {
         Ok(())
     } else {

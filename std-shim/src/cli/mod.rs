@@ -124,7 +124,9 @@ struct MergeArgs {
     #[arg(long, default_value_t = 64)]
     batch: usize,
     /// MiB of activations kept in memory between passes (the threads' reusable buffers
-    /// included) before spilling to a temporary file.
+    /// included) before spilling to a temporary file [default: a quarter of the memory
+    /// available (MemAvailable, or the room under the cgroup limit if smaller), shared by
+    /// the MPI ranks on the node; at least 128].
     #[arg(long = "memory", value_name = "MIB")]
     memory_mib: Option<usize>,
     /// Evaluate the merged model on this labelled file afterwards (x_test / y_test).

@@ -77,6 +77,19 @@ pub struct DataSpec {
     pub normalize: Normalize,
 }
 
+impl DataSpec {
+    /// The data tensor `data_key` of `path`, without labels.
+    pub fn unlabelled(path: impl Into<PathBuf>, data_key: &str, normalize: Normalize) -> Self {
+        Self {
+            path: path.into(),
+            data_key: data_key.into(),
+            label_key: None,
+            labels_path: None,
+            normalize,
+        }
+    }
+}
+
 /// Loaded samples.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {

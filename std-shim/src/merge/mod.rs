@@ -9,7 +9,8 @@
 //!   ratios from the budget, layouts.
 //! - [`merged_model`]: the block-structured merged network and its permute-and-average weights.
 //! - [`schedule`]: the data passes of step 2 in order, their costs, the exact channels.
-//! - [`store`]: live activations between data passes, spilled to disk beyond a budget.
+//! - [`store`]: live activations between data passes, spilled to disk beyond a budget
+//!   ([`memory`]: the default budget).
 //! - [`stream`]: the data passes of step 2 (sharded, threaded).
 //! - [`host_source`]: the stream behind the core's pass contract (`PassSource`).
 //! - [`solve`]: the least-squares solves of one pass.
@@ -22,6 +23,7 @@ pub mod host_source;
 pub mod layers;
 pub mod least_squares;
 pub mod matching;
+pub mod memory;
 pub mod merged_model;
 pub mod pipeline;
 pub mod prepare;

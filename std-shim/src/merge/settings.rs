@@ -114,7 +114,8 @@ pub struct MergeSettings {
     /// chunk's activations fit in [`crate::merge::pipeline::CHUNK_BYTES`]).
     pub batch: usize,
     /// Bytes of activations kept in memory between passes (together with the worker threads'
-    /// reusable activation buffers) before spilling to a temporary file.
+    /// reusable activation buffers) before spilling to a temporary file. The default is
+    /// [`crate::merge::memory::default_budget`]: a quarter of the memory available.
     pub memory_budget: usize,
     /// Directory for spill files.
     pub spill_dir: PathBuf,
@@ -137,7 +138,7 @@ impl Default for MergeSettings {
             heads: None,
             threads: std::thread::available_parallelism().map_or(1, usize::from),
             batch: 64,
-            memory_budget: 128 << 20,
+            memory_budget: crate::merge::memory::default_budget(),
             spill_dir: std::env::temp_dir(),
             diagnose: false,
         }

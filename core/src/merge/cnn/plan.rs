@@ -8,7 +8,9 @@ use crate::forward::compact::{
     CompactPlan, Layer, LayerOp, MAX_LAYERS, MAX_NODES, MapShape, Network,
 };
 use crate::forward::compact_fold::FoldedNetwork;
-use crate::merge::budget::{BudgetError, LayerCost, flop_ratio, merged_pairs, uniform_ratio};
+use crate::merge::budget::{
+    BudgetError, LayerCost, check_budget, flop_ratio, merged_pairs, uniform_ratio,
+};
 use crate::merge::driver::{
     FittedLayer, GroupPlan, LayerInput, MAX_FITTED, MAX_GROUPS, MergeSchedule, block_scratch_len,
     matching_scratch_len,
@@ -114,14 +116,6 @@ impl CnnMergePlan {
     pub(super) fn fit_source_len(&self, f: usize, k: usize, c: usize) -> usize {
         let t = self.original_outputs[f].saturating_mul(self.schedule.layers[f].rows_per_sample);
         t.saturating_mul(2).saturating_add(k).saturating_add(c)
-    }
-}
-
-fn check_budget(budget: f64) -> Result<(), CnnMergeError> {
-    if (1.0..=2.0).contains(&budget) {
-        Ok(())
-    } else {
-        Err(CnnMergeError::BudgetOutOfRange { budget })
     }
 }
 
@@ -325,7 +319,7 @@ pub fn cnn_merge_plan(
     if samples == 0 {
         return Err(CnnMergeError::NoSamples);
     }
-    check_budget(budget)?;
+    check_budget(budget).map_err(|_| CnnMergeError::BudgetOutOfRange { budget })?;
     let r = params.relative_ridge;
     if !(r.is_finite() && r > 0.0) {
         return Err(CnnMergeError::InvalidRidge { relative: r });

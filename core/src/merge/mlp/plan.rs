@@ -11,7 +11,9 @@ use super::{
 };
 use crate::assign::auction_scratch_len;
 use crate::linalg::packed_len;
-use crate::merge::budget::{BudgetError, LayerCost, flop_ratio, merged_pairs, uniform_ratio};
+use crate::merge::budget::{
+    BudgetError, LayerCost, check_budget, flop_ratio, merged_pairs, uniform_ratio,
+};
 use crate::merge::driver::{FittedLayer, GroupPlan, LayerInput, MergeSchedule};
 use crate::merge::sources::TargetRule;
 
@@ -231,14 +233,6 @@ fn check_dims(dims: &MlpDims<'_>) -> Result<(), MlpMergeError> {
     Ok(())
 }
 
-fn check_budget(budget: f64) -> Result<(), MlpMergeError> {
-    if (1.0..=2.0).contains(&budget) {
-        Ok(())
-    } else {
-        Err(MlpMergeError::BudgetOutOfRange { budget })
-    }
-}
-
 fn check_params(params: &MlpMergeParams) -> Result<(), MlpMergeError> {
     let r = params.relative_ridge;
     if !(r.is_finite() && r > 0.0) {
@@ -261,7 +255,7 @@ pub fn mlp_merge_plan(
     if samples == 0 {
         return Err(MlpMergeError::NoSamples);
     }
-    check_budget(budget)?;
+    check_budget(budget).map_err(|_| MlpMergeError::BudgetOutOfRange { budget })?;
     check_params(params)?;
     let l = dims.hidden.len();
     // The budget model of the host: one cost per linear layer, groups in layer order.
