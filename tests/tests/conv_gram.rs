@@ -5,7 +5,7 @@
 use nalgebra::DMatrix;
 use pleas::par::OwnedGram;
 use pleas_core::forward::im2col::{ConvGeometry, im2row, im2row_len};
-use pleas_core::gram::conv::{ConvGram, ConvGramShape};
+use pleas_core::gram::conv::{ConvGram, ConvGramShape, TargetSlots};
 use pleas_core::gram::{GramError, GramParams, Operand};
 use pleas_core::linalg::{MatMut, MatRef};
 use pleas_tests::matrices::uniform_values;
@@ -116,6 +116,37 @@ impl Case {
         let mut acc = OwnedGram::new_owned(self.shape.dim(), self.shape.targets, self.params());
         cg.add_to(&mut acc).unwrap();
         read(&mut acc)
+    }
+
+    /// The lag-based moments with the targets written into their slots ([`ConvGram::push_with`]),
+    /// every push cut into batches of at most `max_samples` maps.
+    fn slot_moments(&self) -> Moments {
+        let mut cg = OwnedConvGram::new_owned(self.shape, self.params(), self.max_samples).unwrap();
+        let per = self.shape.input_len();
+        for w in self.cuts.windows(2) {
+            for start in (w[0]..w[1]).step_by(self.max_samples) {
+                let n = (w[1] - start).min(self.max_samples);
+                let maps = &self.maps[start * per..(start + n) * per];
+                cg.push_with(maps, n, |slots| self.write_slots(start, slots))
+                    .unwrap();
+            }
+        }
+        let mut acc = OwnedGram::new_owned(self.shape.dim(), self.shape.targets, self.params());
+        cg.add_to(&mut acc).unwrap();
+        read(&mut acc)
+    }
+
+    /// Writes the targets of the samples from `start` on into `slots`.
+    fn write_slots(&self, start: usize, slots: &mut TargetSlots<'_>) {
+        let (ow, t) = (self.shape.out_w(), self.shape.targets);
+        for i in 0..slots.samples() {
+            for oy in 0..self.shape.out_h() {
+                let row = ((start + i) * self.shape.out_h() + oy) * ow;
+                slots
+                    .positions(i, oy)
+                    .copy_from_slice(&self.targets[row * t..(row + ow) * t]);
+            }
+        }
     }
 
     /// The im2col route: im2row rows pushed into a Gram accumulator.
@@ -385,6 +416,20 @@ proptest! {
         prop_assert!(bits(&fresh) == bits(&reused), "reset accumulator differs from a new one");
     }
 
+    /// Targets written straight into the slots give bit for bit the moments of the same
+    /// targets pushed as rows.
+    #[test]
+    fn targets_written_into_slots_give_the_moments_of_target_rows(case in case_strategy()) {
+        let rows = case.lag_moments();
+        let slots = case.slot_moments();
+        let bits = |m: &Moments| -> Vec<u64> {
+            m.gram.iter().chain(m.cross.iter()).chain(&m.sum_x).chain(&m.sum_t).chain(&m.sum_tt)
+                .map(|v| v.to_bits()).collect()
+        };
+        prop_assert_eq!(rows.count, slots.count);
+        prop_assert!(bits(&rows) == bits(&slots), "slot targets differ from target rows");
+    }
+
     /// Two accumulators of the same maps, one pushed with im2row rows and then given the
     /// lag-based totals of other maps, combine like one over all rows: the totals are moved
     /// to an accumulator's existing shift in f64.
@@ -584,6 +629,64 @@ fn bad_values_are_rejected_as_the_im2col_route_rejects_them() {
             column: 1
         }
     );
+    assert_eq!(cg.count(), 0);
+}
+
+/// [`ConvGram::push_with`] rejects bad inputs and targets as [`ConvGram::push`] does (same
+/// error, nothing counted), and more maps than one batch holds.
+#[test]
+fn slot_targets_are_checked_as_target_rows() {
+    let shape = small_shape();
+    let params = GramParams::default();
+    let (p, nt) = (shape.positions(), 3);
+    let good = uniform_values(shape.input_len(), 9);
+    let good_t = uniform_values(p * nt, 10);
+    let write = |t: &[f32]| {
+        let t = t.to_vec();
+        move |slots: &mut TargetSlots<'_>| {
+            for i in 0..slots.samples() {
+                for oy in 0..shape.out_h() {
+                    let row = (i * shape.out_h() + oy) * shape.out_w();
+                    slots
+                        .positions(i, oy)
+                        .copy_from_slice(&t[row * nt..(row + shape.out_w()) * nt]);
+                }
+            }
+        }
+    };
+    for (map_at, t_at) in [
+        (Some(17), None),
+        (None, Some(31)),
+        (None, Some(0)),
+        (Some(3), Some(5)),
+    ] {
+        let mut maps = uniform_values(2 * shape.input_len(), 5);
+        let mut t = uniform_values(2 * p * nt, 6);
+        if let Some(at) = map_at {
+            maps[at] = f32::INFINITY;
+        }
+        if let Some(at) = t_at {
+            t[at] = f32::NAN;
+        }
+        let mut rows = OwnedConvGram::new_owned(shape, params, 2).unwrap();
+        rows.push(&good, 1, Some(MatRef::new(&good_t, p, nt).unwrap()))
+            .unwrap();
+        let want = rows
+            .push(&maps, 2, Some(MatRef::new(&t, 2 * p, nt).unwrap()))
+            .unwrap_err();
+        let mut slots = OwnedConvGram::new_owned(shape, params, 2).unwrap();
+        slots.push_with(&good, 1, write(&good_t)).unwrap();
+        let got = slots.push_with(&maps, 2, write(&t)).unwrap_err();
+        assert_eq!(got, want, "bad map value at {map_at:?}, target at {t_at:?}");
+        assert_eq!(slots.count(), p as u64);
+    }
+    let mut cg = OwnedConvGram::new_owned(shape, params, 2).unwrap();
+    let maps = uniform_values(3 * shape.input_len(), 5);
+    let t = uniform_values(3 * p * nt, 6);
+    assert!(matches!(
+        cg.push_with(&maps, 3, write(&t)),
+        Err(GramError::ShapeMismatch { .. })
+    ));
     assert_eq!(cg.count(), 0);
 }
 

@@ -56,8 +56,9 @@ fn rn20(i: usize) -> PathBuf {
     ))
 }
 
-/// `pleas merge` of the ResNet-20 fixture pair; returns the bytes of `merged.safetensors`.
-fn merged_bytes(dir: &Path, data: &Path, threads: usize, memory_mib: usize) -> Vec<u8> {
+/// `pleas merge` of the ResNet-20 fixture pair; returns the bytes of `merged.safetensors` and
+/// whether the matching recorded the layer outputs (report.json).
+fn merged_bytes(dir: &Path, data: &Path, threads: usize, memory_mib: usize) -> (Vec<u8>, bool) {
     let out = dir.join(format!("out-{threads}-{memory_mib}"));
     let args: Vec<OsString> = [
         "pleas".into(),
@@ -85,20 +86,35 @@ fn merged_bytes(dir: &Path, data: &Path, threads: usize, memory_mib: usize) -> V
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let code = run(args, &mut stdout, &mut stderr);
     assert_eq!(code, 0, "{}", String::from_utf8_lossy(&stderr));
-    std::fs::read(out.join("merged.safetensors")).unwrap()
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let recorded = report["settings"]["recorded_layer_outputs"]
+        .as_bool()
+        .unwrap();
+    (
+        std::fs::read(out.join("merged.safetensors")).unwrap(),
+        recorded,
+    )
 }
 
 /// 200 samples make four shards (three of 64 and one of 8) with chunks of 24 that do not
 /// divide a shard; 1, 2 and 3 threads (3 does not divide the shard count either), in memory
-/// and with `--memory 0` (every live activation spilled), write identical files.
+/// and with `--memory 0` (every live activation spilled), write identical files. With
+/// `--memory 1024` the matching records A's and B's layer outputs (245 MB) for the
+/// least-squares passes, which read them instead of running A and B again: the same bytes.
 #[test]
 fn merged_files_are_identical_for_one_two_and_three_threads() {
     let dir = TempDir::new("merge-shards", "threads");
     let data = merge_data(dir.path(), 200);
     assert_eq!(shard_ranges(200, SHARD_SAMPLES).len(), 4);
-    let one = merged_bytes(dir.path(), &data, 1, 128);
-    for (threads, memory) in [(2, 128), (3, 128), (3, 0)] {
-        let other = merged_bytes(dir.path(), &data, threads, memory);
+    let (one, recorded) = merged_bytes(dir.path(), &data, 1, 128);
+    assert!(
+        !recorded,
+        "245 MB of layer outputs are recorded within 64 MB"
+    );
+    for (threads, memory) in [(2, 128), (3, 128), (3, 0), (1, 1024), (3, 1024)] {
+        let (other, recorded) = merged_bytes(dir.path(), &data, threads, memory);
+        assert_eq!(recorded, memory == 1024, "--memory {memory}");
         assert!(
             one == other,
             "{threads} threads, --memory {memory}: merged.safetensors differs from one thread's"

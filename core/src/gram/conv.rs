@@ -51,6 +51,11 @@
 //! offset with `(kx, c)` as columns covers every tap of the row, and positions outside the
 //! output meet zero targets.
 //!
+//! The targets come as rows ([`ConvGram::push`]) or are written by the caller straight into
+//! their slots ([`ConvGram::push_with`], [`TargetSlots`]): the merge composes them there from
+//! the planes of A and B, without rows in between. Both check every value first and give the
+//! same moments bit for bit.
+//!
 //! # Centring and accuracy
 //!
 //! As in [`GramAccumulator`], the products are of centred values in f32, at most
@@ -81,8 +86,13 @@
 //! of the same input. In the merge of a CIFAR ResNet that is about 3% of the Gram work, so the
 //! merge keeps im2row for strided layers.
 
+mod slots;
+mod totals;
+
+pub use slots::TargetSlots;
+
 use super::{GramAccumulator, GramError, GramParams, Operand};
-use crate::linalg::{MatRef, Rows, first_outside, rows_at_b};
+use crate::linalg::{MatRef, Rows, all_within, first_outside, rows_at_b};
 
 /// The geometry of a stride-1 convolution whose patch moments a [`ConvGram`] accumulates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,7 +276,9 @@ impl Geo {
     }
 }
 
-/// Offsets of the f64 totals (and the f64 tables `add_to` builds) in the storage.
+/// Offsets of the f64 totals (and the f64 tables `add_to` builds) in the storage. Everything
+/// before `prefix_u` is accumulated (zeroed by a reset); the tables after it are written before
+/// they are read.
 #[derive(Debug, Clone, Copy)]
 struct Totals {
     lags: usize,
@@ -277,8 +289,29 @@ struct Totals {
     sq_t: usize,
     prefix_u: usize,
     prefix_t: usize,
+    /// One tap pair's channel products (`C x C`, as stored: first tap's channel first).
     pair: usize,
+    /// The products of one first tap `ka` with every tap `kb`, `[c][c'][kb]`: the row of
+    /// patch column `(c, ka)` against the patch columns `(c', kb)`, in column order.
+    pairs: usize,
+    /// For the first tap `ka`: `sum I_ka I_kb u_(c, ka)`, `[c][kb]`.
+    tap_u: usize,
+    /// For the first tap `ka`: `sum I_ka I_kb u_(c', kb)`, `[c'][kb]` (patch column order).
+    partner_u: usize,
+    /// For the first tap `ka`: rows where taps `ka` and `kb` are both inside, per `kb`.
+    pair_n: usize,
+    /// `tap_u` and `pair_n` of one Gram row spread over its patch columns.
+    row_u: usize,
+    row_n: usize,
+    /// The columns' `s`, `S`, `U` and `n` (module docs), four runs of `dim`.
     columns: usize,
+    /// Per tap and target: the target sums over the positions where the tap is inside.
+    tap_t: usize,
+    /// Per target: the sum over all positions, and the shift difference to the accumulator's.
+    all_t: usize,
+    delta_t: usize,
+    /// Eight f64 partial sums per channel of the maps that choose the shift.
+    lanes: usize,
     len: usize,
 }
 
@@ -292,8 +325,18 @@ impl Totals {
         let prefix_u = sq_t + g.t;
         let prefix_t = prefix_u + g.c * (g.h + 1) * (g.w + 1);
         let pair = prefix_t + g.t * (g.oh + 1) * (g.ow + 1);
-        let columns = pair + g.c * g.c;
-        let len = columns + 4 * g.dim();
+        let pairs = pair + g.c * g.c;
+        let tap_u = pairs + g.kk() * g.c * g.c;
+        let partner_u = tap_u + g.c * g.kk();
+        let pair_n = partner_u + g.patch_len();
+        let row_u = pair_n + g.kk();
+        let row_n = row_u + g.patch_len();
+        let columns = row_n + g.patch_len();
+        let tap_t = columns + 4 * g.dim();
+        let all_t = tap_t + g.kk() * g.t;
+        let delta_t = all_t + g.t;
+        let lanes = delta_t + g.t;
+        let len = lanes + 8 * g.c;
         Self {
             lags,
             cross,
@@ -303,7 +346,17 @@ impl Totals {
             prefix_u,
             prefix_t,
             pair,
+            pairs,
+            tap_u,
+            partner_u,
+            pair_n,
+            row_u,
+            row_n,
             columns,
+            tap_t,
+            all_t,
+            delta_t,
+            lanes,
             len,
         }
     }
@@ -472,7 +525,7 @@ where
     /// packed buffers keep their zero gaps, so the next push of as many maps as the last one
     /// skips laying them out again).
     pub fn reset(&mut self) {
-        self.storage.as_mut()[..self.totals.len].fill(0.0);
+        self.storage.as_mut()[..self.totals.prefix_u].fill(0.0);
         self.samples = 0;
         self.shift_set = false;
     }
@@ -565,7 +618,12 @@ where
             None => mismatch("columns of T (no T given)", g.t, 0)?,
         }
         let first = self.count();
-        self.check_input(input, samples, first)?;
+        let sum_maps = if self.shift_set {
+            0
+        } else {
+            samples.min(self.max_samples)
+        };
+        self.check_input(input, samples, first, sum_maps)?;
         if let Some(t) = t {
             let limit = self.value_limit();
             if let Some((r, column)) = first_outside(t, limit) {
@@ -582,7 +640,7 @@ where
             return Ok(());
         }
         if !self.shift_set {
-            self.choose_shift(input, samples.min(self.max_samples), t);
+            self.choose_shift(samples.min(self.max_samples), t);
         }
         let positions = self.shape.positions();
         for start in (0..samples).step_by(self.max_samples) {
@@ -592,7 +650,11 @@ where
                 t.submatrix(start * positions, 0, n * positions, g.t)
                     .expect("rows checked")
             });
-            self.pack(maps, n, tb);
+            self.layout(n);
+            self.pack_maps(maps, n);
+            if let Some(tb) = tb {
+                self.pack_targets(Some(tb), n);
+            }
             self.lag_products(n);
             if tb.is_some() {
                 self.cross_products(n);
@@ -602,16 +664,47 @@ where
         Ok(())
     }
 
-    /// Rejects a value outside the limit, naming the first im2row (row, column) holding it.
-    fn check_input(&self, input: &[f32], samples: usize, first: u64) -> Result<(), GramError> {
+    /// Rejects a value outside the limit, naming the first im2row (row, column) holding it;
+    /// adds the channels of the first `sum_maps` maps to the partial sums that choose the
+    /// shift (`Totals::lanes`), map by map while it is in cache.
+    fn check_input(
+        &mut self,
+        input: &[f32],
+        samples: usize,
+        first: u64,
+        sum_maps: usize,
+    ) -> Result<(), GramError> {
+        let g = self.geo;
+        let plane = g.h * g.w;
+        if g.c * plane == 0 {
+            return Ok(()); // no values
+        }
+        let limit = self.value_limit();
+        let lanes = &mut self.storage.as_mut()[self.totals.lanes..][..8 * g.c];
+        lanes.fill(0.0);
+        let mut bad = None;
+        'maps: for (i, sample) in input.chunks_exact(g.c * plane).take(samples).enumerate() {
+            for (map, lanes) in sample.chunks_exact(plane).zip(lanes.chunks_exact_mut(8)) {
+                if !all_within(map, limit) {
+                    bad = Some(i);
+                    break 'maps;
+                }
+                if i < sum_maps {
+                    add_lanes(lanes, map);
+                }
+            }
+        }
+        match bad {
+            Some(n) => self.locate_input(input, n, first),
+            None => Ok(()),
+        }
+    }
+
+    /// The error for the first value outside the limit in sample `n`, at its im2row row and
+    /// column (`Ok` if no patch reads it).
+    fn locate_input(&self, input: &[f32], n: usize, first: u64) -> Result<(), GramError> {
         let per = self.shape.input_len();
         let limit = self.value_limit();
-        let Ok(m) = MatRef::new(input, samples, per) else {
-            return Ok(()); // length checked by the caller; empty maps
-        };
-        let Some((n, _)) = first_outside(m, limit) else {
-            return Ok(());
-        };
         let g = self.geo;
         let map = &input[n * per..(n + 1) * per];
         for oy in 0..g.oh {
@@ -640,29 +733,15 @@ where
         Ok(())
     }
 
-    /// Channel means over the map positions of the first `n` maps, and target means over
-    /// their rows, rounded to f32.
-    fn choose_shift(&mut self, input: &[f32], n: usize, t: Option<MatRef<'_, f32>>) {
+    /// Channel means over the map positions of the first `n` maps (from the partial sums
+    /// [`Self::check_input`] left), and target means over their rows, rounded to f32.
+    fn choose_shift(&mut self, n: usize, t: Option<MatRef<'_, f32>>) {
         let g = self.geo;
         let plane = g.h * g.w;
         let w = self.work;
         let ws = self.workspace.as_mut();
-        for c in 0..g.c {
-            // Eight interleaved f64 partial sums: vectorises (a single running sum is one
-            // dependent add per value), and the mean rounded to f32 is what one sum gives.
-            let mut lanes = [0.0f64; 8];
-            for i in 0..n {
-                let map = &input[(i * g.c + c) * plane..][..plane];
-                let mut chunks = map.chunks_exact(8);
-                for chunk in &mut chunks {
-                    for (l, &v) in lanes.iter_mut().zip(chunk) {
-                        *l += f64::from(v);
-                    }
-                }
-                for (l, &v) in lanes.iter_mut().zip(chunks.remainder()) {
-                    *l += f64::from(v);
-                }
-            }
+        let lanes = &self.storage.as_ref()[self.totals.lanes..][..8 * g.c];
+        for (c, lanes) in lanes.chunks_exact(8).enumerate() {
             let s: f64 = lanes.iter().sum();
             ws[w.shift_x + c] = (s / (n * plane) as f64) as f32;
         }
@@ -697,23 +776,29 @@ where
         self.shift_set = true;
     }
 
-    /// Packs `n` maps (centred) and their targets into the slot order of the module docs,
-    /// and adds the centred values to the per-position sums.
-    fn pack(&mut self, maps: &[f32], n: usize, t: Option<MatRef<'_, f32>>) {
+    /// Lays the packed buffers out for batches of `n` maps: zeros everywhere (gaps and pads
+    /// included) unless the last batch had as many maps (packing writes only map slots).
+    fn layout(&mut self, n: usize) {
+        if self.packed_for == n {
+            return;
+        }
+        let (g, w) = (self.geo, self.work);
+        let ws = self.workspace.as_mut();
+        ws[w.xbuf..][..(g.h * n + 2) * g.ws * g.c].fill(0.0);
+        ws[w.tbuf..][..(g.oh * n + 2) * g.ws * g.t].fill(0.0);
+        self.packed_for = n;
+    }
+
+    /// Packs `n` maps (centred) into the slot order of the module docs, and adds the centred
+    /// values to the per-position sums.
+    fn pack_maps(&mut self, maps: &[f32], n: usize) {
         let g = self.geo;
         let (w, tl) = (self.work, self.totals);
         let ws = self.workspace.as_mut();
         let (shifts, rest) = ws.split_at_mut(w.xbuf);
-        let (xbuf, rest) = rest.split_at_mut(w.tbuf - w.xbuf);
-        let tbuf = &mut rest[..w.prod - w.tbuf];
+        let xbuf = &mut rest[..(g.h * n + 2) * g.ws * g.c];
         let st = self.storage.as_mut();
-        let xbuf = &mut xbuf[..(g.h * n + 2) * g.ws * g.c];
-        let relayout = self.packed_for != n;
-        self.packed_for = n;
-        if relayout {
-            xbuf.fill(0.0);
-        }
-        let (shift_x, shift_t) = shifts[w.shift_x..].split_at(g.c);
+        let shift_x = &shifts[w.shift_x..][..g.c];
         for i in 0..n {
             for y in 0..g.h {
                 // The map row y of sample i: W slots of C values each.
@@ -730,12 +815,19 @@ where
                 }
             }
         }
-        let Some(t) = t else { return };
-        let tbuf = &mut tbuf[..(g.oh * n + 2) * g.ws * g.t];
-        if relayout {
-            tbuf.fill(0.0);
-        }
-        let shift_t = &shift_t[..g.t];
+    }
+
+    /// Centres the targets of `n` maps into their slots (from the rows of `t`, or, without
+    /// `t`, the values already in the slots), and adds them to the per-position sums and the
+    /// sums of squares.
+    fn pack_targets(&mut self, t: Option<MatRef<'_, f32>>, n: usize) {
+        let g = self.geo;
+        let (w, tl) = (self.work, self.totals);
+        let ws = self.workspace.as_mut();
+        let (head, rest) = ws.split_at_mut(w.tbuf);
+        let shift_t = &head[w.shift_t..][..g.t];
+        let tbuf = &mut rest[..(g.oh * n + 2) * g.ws * g.t];
+        let st = self.storage.as_mut();
         let (map_t, rest) = st[tl.map_t..].split_at_mut(tl.sq_t - tl.map_t);
         let sq_t = &mut rest[..g.t];
         for i in 0..n {
@@ -754,10 +846,17 @@ where
                         *q += f64::from(v) * f64::from(v);
                     };
                     let cells = dst.iter_mut().zip(sums.iter_mut()).zip(sq_t.iter_mut());
-                    match t.row(r) {
-                        // Contiguous rows (the merge's): a loop the compiler vectorises.
-                        Some(row) => cells.zip(shift_t).zip(row).for_each(|(c, &x)| centre(c, x)),
-                        None => cells
+                    match t.map(|t| (t, t.row(r))) {
+                        // In place: a loop the compiler vectorises.
+                        None => cells.zip(shift_t).for_each(|c| {
+                            let x = *c.0.0.0;
+                            centre(c, x);
+                        }),
+                        // Contiguous rows (the merge's): vectorises too.
+                        Some((_, Some(row))) => {
+                            cells.zip(shift_t).zip(row).for_each(|(c, &x)| centre(c, x))
+                        }
+                        Some((t, None)) => cells
                             .zip(shift_t)
                             .enumerate()
                             .for_each(|(j, c)| centre(c, t.at(r, j))),
@@ -894,389 +993,17 @@ where
     }
 }
 
-/// `[lo, hi)` clipped to `[0, n)`, empty as `(0, 0)`.
-fn clip(lo: isize, hi: isize, n: usize) -> (usize, usize) {
-    let (lo, hi) = (lo.max(0) as usize, hi.clamp(0, n as isize) as usize);
-    if lo < hi { (lo, hi) } else { (0, 0) }
-}
-
-/// Sum of the rectangle `rows x cols` of a map from its prefix sums (`(h + 1) x (w + 1)`).
-fn rect_sum(prefix: &[f64], w: usize, rows: (usize, usize), cols: (usize, usize)) -> f64 {
-    let at = |y: usize, x: usize| prefix[y * (w + 1) + x];
-    at(rows.1, cols.1) - at(rows.0, cols.1) - at(rows.1, cols.0) + at(rows.0, cols.0)
-}
-
-/// How `count` maps of `h x w` values are stored.
-#[derive(Debug, Clone, Copy)]
-enum Interleave {
-    /// Map after map: value `(m, y, x)` at `(m * h + y) * w + x`.
-    MapMajor,
-    /// Position after position: value `(m, y, x)` at `(y * w + x) * count + m`.
-    PositionMajor,
-}
-
-/// `(h + 1) x (w + 1)` prefix sums of each `h x w` map, map after map.
-fn prefix_sums(maps: &[f64], out: &mut [f64], count: usize, h: usize, w: usize, at: Interleave) {
-    for m in 0..count {
-        let value = |y: usize, x: usize| match at {
-            Interleave::MapMajor => maps[(m * h + y) * w + x],
-            Interleave::PositionMajor => maps[(y * w + x) * count + m],
-        };
-        let dst = &mut out[m * (h + 1) * (w + 1)..][..(h + 1) * (w + 1)];
-        dst[..w + 1].fill(0.0);
-        for y in 0..h {
-            dst[(y + 1) * (w + 1)] = 0.0;
-            for x in 0..w {
-                dst[(y + 1) * (w + 1) + x + 1] =
-                    value(y, x) + dst[y * (w + 1) + x + 1] + dst[(y + 1) * (w + 1) + x]
-                        - dst[y * (w + 1) + x];
-            }
+/// Adds `map` to eight interleaved f64 partial sums: vectorises (a single running sum is one
+/// dependent add per value), and the mean rounded to f32 is what one sum gives.
+fn add_lanes(lanes: &mut [f64], map: &[f32]) {
+    let mut chunks = map.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            *l += f64::from(v);
         }
     }
-}
-
-/// What the moments of one column need besides the products: its natural shift `s`, the
-/// accumulator's shift `big_s`, `U = sum I u` and `n = sum I` (module docs).
-#[derive(Debug, Clone, Copy)]
-struct Column {
-    s: f64,
-    big_s: f64,
-    u: f64,
-    n: f64,
-}
-
-impl Column {
-    /// `sum (x_a - S_a)(x_b - S_b)` from the products `lambda = sum I_a I_b u_a u_b`, the
-    /// pair sums `u_ab = sum I_a I_b u_a`, `u_ba`, the pair count and the row count.
-    fn centred(
-        a: &Column,
-        b: &Column,
-        lambda: f64,
-        u_ab: f64,
-        u_ba: f64,
-        n_ab: f64,
-        n: f64,
-    ) -> f64 {
-        lambda + b.s * u_ab - b.big_s * a.u + a.s * u_ba - a.big_s * b.u + a.s * b.s * n_ab
-            - a.s * b.big_s * a.n
-            - a.big_s * b.s * b.n
-            + a.big_s * b.big_s * n
-    }
-}
-
-impl<S, W> ConvGram<S, W>
-where
-    S: AsRef<[f64]> + AsMut<[f64]>,
-    W: AsRef<[f32]> + AsMut<[f32]>,
-{
-    /// Adds everything accumulated to `acc`, an accumulator of the im2row rows (`dim` =
-    /// patch columns plus the bias column, same targets): afterwards `acc` holds the moments
-    /// it would hold had those rows been pushed into it (up to f32 block rounding). An empty
-    /// `acc` without a shift adopts this one's (each patch column the shift of its channel, or
-    /// 0 for a tap never inside the map; the bias column 1); otherwise the totals are moved to `acc`'s shifts in f64.
-    pub fn add_to<S2, W2>(&mut self, acc: &mut GramAccumulator<S2, W2>) -> Result<(), GramError>
-    where
-        S2: AsRef<[f64]> + AsMut<[f64]>,
-        W2: AsRef<[f32]> + AsMut<[f32]>,
-    {
-        let g = self.geo;
-        mismatch(
-            "dim of the accumulator (patch columns + bias)",
-            g.dim(),
-            acc.dim,
-        )?;
-        mismatch("targets of the accumulator", g.t, acc.targets)?;
-        acc.flush();
-        if self.samples == 0 {
-            return Ok(());
-        }
-        if !acc.shift_set && acc.count() == 0 {
-            let (w, aw) = (self.work, acc.wlay);
-            let src = self.workspace.as_ref();
-            let dst = acc.workspace.as_mut();
-            for a in 0..g.dim() {
-                // A tap never inside the map is a column of zeros: shift 0 keeps it exact.
-                let inside = || {
-                    let (rows, cols) = self.tap_rect(a % g.kk(), a % g.kk());
-                    rows.0 < rows.1 && cols.0 < cols.1
-                };
-                dst[aw.shift_x + a] = if a >= g.patch_len() {
-                    1.0
-                } else if inside() {
-                    src[w.shift_x + a / g.kk()]
-                } else {
-                    0.0
-                };
-            }
-            dst[aw.shift_t..aw.shift_t + g.t].copy_from_slice(&src[w.shift_t..w.shift_t + g.t]);
-            acc.shift_set = true;
-        }
-        let tl = self.totals;
-        {
-            let st = self.storage.as_mut();
-            let (head, tail) = st.split_at_mut(tl.prefix_u);
-            prefix_sums(
-                &head[tl.map_u..tl.map_t],
-                &mut tail[..tl.prefix_t - tl.prefix_u],
-                g.c,
-                g.h,
-                g.w,
-                Interleave::MapMajor,
-            );
-            let (head, tail) = st.split_at_mut(tl.prefix_t);
-            prefix_sums(
-                &head[tl.map_t..tl.sq_t],
-                &mut tail[..tl.pair - tl.prefix_t],
-                g.t,
-                g.oh,
-                g.ow,
-                Interleave::PositionMajor,
-            );
-        }
-        for a in 0..g.dim() {
-            let col = self.column(acc, a);
-            let at = tl.columns + 4 * a;
-            self.storage.as_mut()[at..at + 4].copy_from_slice(&[col.s, col.big_s, col.u, col.n]);
-        }
-        self.add_gram(acc);
-        self.add_cross(acc);
-        acc.folded += self.count();
-        Ok(())
-    }
-
-    /// Column `a` (patch or bias) of the moments.
-    fn column<S2, W2>(&self, acc: &GramAccumulator<S2, W2>, a: usize) -> Column
-    where
-        S2: AsRef<[f64]> + AsMut<[f64]>,
-        W2: AsRef<[f32]> + AsMut<[f32]>,
-    {
-        let g = self.geo;
-        let n = self.count() as f64;
-        let big_s = f64::from(acc.x_shift()[a]);
-        if a >= g.patch_len() {
-            return Column {
-                s: 1.0,
-                big_s,
-                u: 0.0,
-                n,
-            };
-        }
-        let (c, k) = (a / g.kk(), a % g.kk());
-        let (rows, cols) = self.tap_rect(k, k);
-        let st = self.storage.as_ref();
-        let prefix = &st[self.totals.prefix_u + c * (g.h + 1) * (g.w + 1)..];
-        Column {
-            s: f64::from(self.workspace.as_ref()[self.work.shift_x + c]),
-            big_s,
-            u: rect_sum(prefix, g.w, rows, cols),
-            n: self.samples as f64 * ((rows.1 - rows.0) * (cols.1 - cols.0)) as f64,
-        }
-    }
-
-    /// Column `a` as stored by `add_to` (after the accumulator's shifts are known).
-    fn cached(&self, a: usize) -> Column {
-        let at = self.totals.columns + 4 * a;
-        let v = &self.storage.as_ref()[at..at + 4];
-        Column {
-            s: v[0],
-            big_s: v[1],
-            u: v[2],
-            n: v[3],
-        }
-    }
-
-    /// Input positions (in tap `ka`'s coordinates) where taps `ka` and `kb` of one output
-    /// position are both inside the map; `ka == kb` gives the tap's own positions.
-    fn tap_rect(&self, ka: usize, kb: usize) -> ((usize, usize), (usize, usize)) {
-        let g = self.geo;
-        let (ya, xa) = ((ka / g.kw) as isize, (ka % g.kw) as isize);
-        let (yb, xb) = ((kb / g.kw) as isize, (kb % g.kw) as isize);
-        let (h, w) = (g.h as isize, g.w as isize);
-        let (ylo, yhi) = g.tap_rows(ka / g.kw);
-        let (xlo, xhi) = g.tap_cols(ka % g.kw);
-        (
-            clip(ylo.max(ya - yb), yhi.min(h + ya - yb), g.h),
-            clip(xlo.max(xa - xb), xhi.min(w + xa - xb), g.w),
-        )
-    }
-
-    /// Writes `sum I_ka I_kb u_(c, ka) u_(c', kb)` for all channel pairs into the pair
-    /// buffer (`C x C`, row `c`), from the band and border-column products.
-    fn lag_block(&mut self, ka: usize, kb: usize) {
-        let g = self.geo;
-        let (ya, xa) = (ka / g.kw, ka % g.kw);
-        let (yb, xb) = (kb / g.kw, kb % g.kw);
-        let (dy, dx) = (yb as isize - ya as isize, xb as isize - xa as isize);
-        // The first tap of the stored lag (dy > 0, or dy = 0 and dx >= 0).
-        let swap = dy < 0 || (dy == 0 && dx < 0);
-        let (fy, fx, dy, dx) = if swap {
-            (yb, xb, -dy, -dx)
-        } else {
-            (ya, xa, dy, dx)
-        };
-        let dy = dy as usize;
-        let cols = g.lag_blocks(dy) * g.c;
-        let dxi = (dx - g.dx_min(dy)) as usize;
-        let (rlo, rhi) = g.tap_rows(fy);
-        let (clo, chi) = g.tap_cols(fx);
-        // Taps never inside the map together: exactly zero (the band and column products
-        // would cancel only up to their rounding).
-        let (rows, cols_in) = self.tap_rect(ka, kb);
-        let never = rows.0 >= rows.1 || cols_in.0 >= cols_in.1;
-        let tl = self.totals;
-        let st = self.storage.as_mut();
-        let (lags, rest) = st.split_at_mut(tl.cross);
-        let pair = &mut rest[tl.pair - tl.cross..][..g.c * g.c];
-        pair.fill(0.0);
-        if dy >= g.h || never {
-            return;
-        }
-        for b in 0..g.bands {
-            let (y0, y1) = g.band(b);
-            if (y0 as isize) < rlo || (y1 as isize) > rhi {
-                continue;
-            }
-            let base = g.lag_offset(dy) + b * g.slots() * g.lag_len(dy);
-            let mut add = |slot: usize, sign: f64| {
-                let prod = &lags[base + slot * g.lag_len(dy)..][..g.lag_len(dy)];
-                for c in 0..g.c {
-                    let row = &prod[c * cols + dxi * g.c..][..g.c];
-                    for (c2, &v) in row.iter().enumerate() {
-                        let at = if swap { c2 * g.c + c } else { c * g.c + c2 };
-                        pair[at] += sign * v;
-                    }
-                }
-            };
-            add(0, 1.0);
-            for i in 0..g.border_cols {
-                let x = g.border_col(i) as isize;
-                if x < clo || x >= chi {
-                    add(1 + i, -1.0);
-                }
-            }
-        }
-    }
-
-    /// Adds the centred Gram (if `acc` keeps one) and the centred squares to `acc`.
-    fn add_gram<S2, W2>(&mut self, acc: &mut GramAccumulator<S2, W2>)
-    where
-        S2: AsRef<[f64]> + AsMut<[f64]>,
-        W2: AsRef<[f32]> + AsMut<[f32]>,
-    {
-        let g = self.geo;
-        let (d, kk) = (g.dim(), g.kk());
-        let n = self.count() as f64;
-        let samples = self.samples as f64;
-        let slay = acc.slay;
-        let with_gram = acc.params.gram;
-        for ka in 0..kk {
-            for kb in 0..kk {
-                self.lag_block(ka, kb);
-                let (ra, ca) = self.tap_rect(ka, kb);
-                let (rb, cb) = self.tap_rect(kb, ka);
-                let n_ab = samples * ((ra.1 - ra.0) * (ca.1 - ca.0)) as f64;
-                let st = self.storage.as_ref();
-                let plane = (g.h + 1) * (g.w + 1);
-                for c in 0..g.c {
-                    let i = c * kk + ka;
-                    let a = self.cached(i);
-                    let u_ab = rect_sum(&st[self.totals.prefix_u + c * plane..], g.w, ra, ca);
-                    for c2 in 0..g.c {
-                        let j = c2 * kk + kb;
-                        if j > i || (!with_gram && j != i) {
-                            continue;
-                        }
-                        let b = self.cached(j);
-                        let u_ba = rect_sum(&st[self.totals.prefix_u + c2 * plane..], g.w, rb, cb);
-                        let lambda = st[self.totals.pair + c * g.c + c2];
-                        let v = Column::centred(&a, &b, lambda, u_ab, u_ba, n_ab, n);
-                        let store = acc.storage.as_mut();
-                        if with_gram {
-                            store[slay.gram + i * d + j] += v;
-                        }
-                        if i == j {
-                            store[slay.sum_xx + i] += v;
-                        }
-                    }
-                }
-            }
-        }
-        // The bias column: u = 0, s = 1, inside everywhere.
-        let store_row = |acc: &mut GramAccumulator<S2, W2>, i: usize, j: usize, v: f64| {
-            let store = acc.storage.as_mut();
-            if with_gram {
-                store[slay.gram + i * d + j] += v;
-            }
-            if i == j {
-                store[slay.sum_xx + i] += v;
-            }
-        };
-        if g.bias {
-            let i = g.patch_len();
-            let b = self.cached(i);
-            for j in 0..=i {
-                let a = self.cached(j);
-                // sum I_j u_j = U_j over the rows where the bias is inside (all of them).
-                let v = Column::centred(&b, &a, 0.0, 0.0, a.u, a.n, n);
-                store_row(acc, i, j, v);
-            }
-        }
-        for a in 0..d {
-            let col = self.cached(a);
-            acc.storage.as_mut()[slay.sum_x + a] += col.u + col.s * col.n - col.big_s * n;
-        }
-    }
-
-    /// Adds the centred cross moments and the target sums to `acc`.
-    fn add_cross<S2, W2>(&mut self, acc: &mut GramAccumulator<S2, W2>)
-    where
-        S2: AsRef<[f64]> + AsMut<[f64]>,
-        W2: AsRef<[f32]> + AsMut<[f32]>,
-    {
-        let g = self.geo;
-        if g.t == 0 {
-            return;
-        }
-        let (d, kk, nt) = (g.dim(), g.kk(), g.t);
-        let n = self.count() as f64;
-        let slay = acc.slay;
-        let tl = self.totals;
-        let oplane = (g.oh + 1) * (g.ow + 1);
-        for j in 0..nt {
-            let st = self.storage.as_ref();
-            let prefix = &st[tl.prefix_t + j * oplane..];
-            let v_all = rect_sum(prefix, g.ow, (0, g.oh), (0, g.ow));
-            let q = st[tl.sq_t + j];
-            let delta = f64::from(self.workspace.as_ref()[self.work.shift_t + j])
-                - f64::from(acc.t_shift()[j]);
-            for a in 0..d {
-                let col = self.cached(a);
-                let (lambda, v_a) = if a < g.patch_len() {
-                    let (c, k) = (a / kk, a % kk);
-                    let (ky, kx) = (k / g.kw, k % g.kw);
-                    let rows = clip(
-                        g.ph as isize - ky as isize,
-                        (g.h + g.ph) as isize - ky as isize,
-                        g.oh,
-                    );
-                    let cols = clip(
-                        g.pw as isize - kx as isize,
-                        (g.w + g.pw) as isize - kx as isize,
-                        g.ow,
-                    );
-                    let at = tl.cross + (ky * g.kw * g.c + kx * g.c + c) * nt + j;
-                    (st[at], rect_sum(prefix, g.ow, rows, cols))
-                } else {
-                    (0.0, v_all)
-                };
-                let v = lambda + delta * col.u + col.s * v_a - col.big_s * v_all
-                    + delta * (col.s * col.n - col.big_s * n);
-                acc.storage.as_mut()[slay.cross + a * nt + j] += v;
-            }
-            let store = acc.storage.as_mut();
-            store[slay.sum_t + j] += v_all + n * delta;
-            store[slay.sum_tt + j] += q + 2.0 * delta * v_all + n * delta * delta;
-        }
+    for (l, &v) in lanes.iter_mut().zip(chunks.remainder()) {
+        *l += f64::from(v);
     }
 }
 

@@ -307,6 +307,7 @@ fn report_json(a: &MergeArgs, s: &MergeSettings, o: &MergeOutcome, eval: Option<
             "threads": s.threads,
             "batch": s.batch,
             "memory_budget_bytes": s.memory_budget,
+            "recorded_layer_outputs": o.recorded_targets,
             "ranks": o.ranks,
         },
         "flop_ratio": o.flop_ratio,

@@ -16,6 +16,7 @@ use pleas_core::graph::{Graph, Groups, NodeId, Shape, Weights};
 use pleas_core::linalg::{MatMut, MatRef};
 use pleas_core::similarity::{Metric, similarity_from_accumulator};
 
+use super::recorded::RecordedTargets;
 use crate::error::{CoreError, Error};
 use crate::io::data::{DataSource, DataSpec};
 use crate::par::{OwnedGram, Parallelism, shard_ranges};
@@ -44,7 +45,7 @@ pub fn activation_moments(
     let batch = batch.max(1);
     for start in (0..n).step_by(batch) {
         let m = (n - start).min(batch);
-        moments.push(&x[start * per..(start + m) * per], m, &mut accs)?;
+        moments.push(&x[start * per..(start + m) * per], m, &mut accs, None)?;
     }
     Ok(accs)
 }
@@ -56,7 +57,9 @@ pub fn activation_moments(
 /// is the same for any number of threads and at most a wave of accumulators is held. With
 /// several `ranks`, each computes its shards of every wave and rank 0 folds them all in shard
 /// order ([`fold_shards`](crate::ranks::fold_shards)). `on_shards(done, total)` is called
-/// once with `done = 0` before the first wave, then after every wave (for progress).
+/// once with `done = 0` before the first wave, then after every wave (for progress). With
+/// `record`, the recorded nodes' activations of A and B go into each shard's store on the way.
+#[allow(clippy::too_many_arguments)]
 pub fn activation_moments_streamed(
     graph: &Graph,
     groups: &Groups,
@@ -67,6 +70,7 @@ pub fn activation_moments_streamed(
     shard_samples: usize,
     par: Parallelism,
     ranks: &dyn Ranks,
+    record: Option<&RecordedTargets>,
     on_shards: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<OwnedGram>, Error> {
     let n = DataSource::open(data)?.len();
@@ -90,9 +94,14 @@ pub fn activation_moments_streamed(
         for start in range.clone().step_by(batch) {
             let m = batch.min(range.end - start);
             x.resize(m * per, 0.0);
+            let rec = record.map(|targets| Recording {
+                targets,
+                shard: s,
+                start,
+            });
             pushed = src
                 .read(start, m, &mut x)
-                .and_then(|()| moments.push(&x, m, &mut accs));
+                .and_then(|()| moments.push(&x, m, &mut accs, rec));
             if pushed.is_err() {
                 break;
             }
@@ -136,6 +145,13 @@ struct PassBuffers {
     spare_b: Vec<Vec<f32>>,
     /// The kernel scratch both forward passes take turns with.
     scratch: Vec<f32>,
+}
+
+/// Where a batch's recorded activations go: the batch from sample `start` of shard `shard`.
+struct Recording<'r> {
+    targets: &'r RecordedTargets,
+    shard: usize,
+    start: usize,
 }
 
 /// One batch at a time, both models in lockstep: node by node, A's and B's activations are
@@ -186,13 +202,19 @@ impl<'g> MomentsPass<'g> {
         std::mem::swap(&mut self.scratch, &mut bufs.scratch);
     }
 
-    fn push(&mut self, x: &[f32], m: usize, accs: &mut [OwnedGram]) -> Result<(), Error> {
+    fn push(
+        &mut self,
+        x: &[f32],
+        m: usize,
+        accs: &mut [OwnedGram],
+        rec: Option<Recording<'_>>,
+    ) -> Result<(), Error> {
         let nodes = self.fa.graph().nodes();
         let mut acts_a: Vec<Option<Vec<f32>>> = vec![None; nodes.len()];
         let mut acts_b: Vec<Option<Vec<f32>>> = vec![None; nodes.len()];
         acts_a[0] = Some(input_copy(&mut self.fa, x));
         acts_b[0] = Some(input_copy(&mut self.fb, x));
-        let result = self.push_nodes(m, accs, &mut acts_a, &mut acts_b);
+        let result = self.push_nodes(m, accs, &mut acts_a, &mut acts_b, rec);
         acts_a
             .into_iter()
             .flatten()
@@ -205,19 +227,23 @@ impl<'g> MomentsPass<'g> {
     }
 
     /// Computes every node of both models for one batch (inputs in `acts_*[0]`), pushing the
-    /// watched pairs and releasing dead activations as it goes.
+    /// watched pairs, recording the recorded nodes and releasing dead activations as it goes.
     fn push_nodes(
         &mut self,
         m: usize,
         accs: &mut [OwnedGram],
         acts_a: &mut [Option<Vec<f32>>],
         acts_b: &mut [Option<Vec<f32>>],
+        rec: Option<Recording<'_>>,
     ) -> Result<(), Error> {
         let nodes = self.fa.graph().nodes();
         for (id, node) in nodes.iter().enumerate() {
             if id > 0 {
                 acts_a[id] = Some(compute_in(&mut self.fa, &mut self.scratch, id, acts_a, m)?);
                 acts_b[id] = Some(compute_in(&mut self.fb, &mut self.scratch, id, acts_b, m)?);
+            }
+            if let (Some(r), Some(a), Some(b)) = (&rec, &acts_a[id], &acts_b[id]) {
+                r.targets.record(r.shard, id, r.start, m, a, b)?;
             }
             if let Some(&g) = self.watch.get(&id) {
                 let (a, b) = (acts_a[id].as_deref(), acts_b[id].as_deref());

@@ -2,6 +2,7 @@
 //! threaded, spilling), its least-squares solves or batch-norm statistics stored into the
 //! merged weights; then the outcome.
 
+use std::cell::Cell;
 use std::time::Instant;
 
 use pleas_core::graph::{Op, Weights, cost};
@@ -16,6 +17,7 @@ use pleas_core::merge::pass::{
 use super::host_source::HostSource;
 use super::merged_model::MergedModel;
 use super::prepare::{Prepared, err};
+use super::recorded::RecordedTargets;
 use super::report::{Event, GroupReport, LayerReport, MergeOutcome};
 use super::schedule::{pass_cost, pass_schedule};
 use super::settings::{BnMode, FitMode, MergeSettings, SHARD_SAMPLES};
@@ -39,6 +41,8 @@ pub(crate) struct LeastSquares<'a> {
     pub(crate) batch: usize,
     pub(crate) par: Parallelism,
     pub(crate) ranks: &'a dyn Ranks,
+    /// A's and B's layer outputs the matching recorded (taken by the streamer).
+    pub(crate) recorded: Cell<Option<RecordedTargets>>,
 }
 
 impl LeastSquares<'_> {
@@ -58,7 +62,8 @@ impl LeastSquares<'_> {
             memory_budget: self.settings.memory_budget,
             spill_dir: self.settings.spill_dir.clone(),
         };
-        Streamer::new(nets, params, self.data.clone(), p.samples)
+        let recorded = self.recorded.take();
+        Streamer::new(nets, params, self.data.clone(), p.samples, recorded)
     }
 
     /// Runs every pass, reporting progress with an ETA weighted by the passes' arithmetic.
@@ -267,6 +272,7 @@ impl LeastSquares<'_> {
 /// The outcome: the weights checked finite, the heads' classes, the FLOP and parameter
 /// ratios, the reports and the timings.
 #[allow(clippy::too_many_arguments)]
+/// (`recorded_targets` is false: the pipeline sets it.)
 pub(crate) fn outcome(
     prepared: &Prepared,
     merged: MergedModel,
@@ -309,6 +315,7 @@ pub(crate) fn outcome(
         planned_flop_ratio: planned,
         samples: prepared.samples,
         ranks: ranks.size(),
+        recorded_targets: false,
         timings,
     })
 }

@@ -18,6 +18,7 @@ use pleas_core::similarity::Metric;
 use super::activation_stats::{self, activation_moments_streamed, group_similarities};
 use super::layers;
 use super::prepare::err;
+use super::recorded::RecordedTargets;
 use super::report::{Event, GroupReport};
 use super::settings::{MatchingMode, MergeSettings, RatioMode, SHARD_SAMPLES};
 use crate::error::Error;
@@ -43,6 +44,8 @@ pub(crate) struct MatchInputs<'a> {
     pub(crate) par: Parallelism,
     /// The processes computing the merge.
     pub(crate) ranks: &'a dyn Ranks,
+    /// Where the activation matching records A's and B's layer outputs, if it does.
+    pub(crate) record: Option<&'a RecordedTargets>,
 }
 
 /// Progress of a pass over shards as [`Event`]s of `stage`: the stage event at `done = 0`
@@ -96,6 +99,7 @@ fn scores(
                 SHARD_SAMPLES,
                 par,
                 ranks,
+                m.record,
                 &mut shard_progress(activation_stats::STAGE, progress),
             )?;
             let s = group_similarities(&mut accs, settings.metric)?;

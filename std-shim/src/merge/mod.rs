@@ -5,8 +5,8 @@
 //! - [`settings`]: every choice of a merge.
 //! - [`prepare`]: step 0, the pair, the settings and the data checked; batch-norm folded.
 //! - [`layers`]: the layers, their costs and the groups' stages.
-//! - [`matching`]: step 1, similarities ([`activation_stats`]: streamed moments per group),
-//!   ratios from the budget, layouts.
+//! - [`matching`]: step 1, similarities ([`activation_stats`]: streamed moments per group;
+//!   [`recorded`]: A's and B's layer outputs kept for step 2), ratios from the budget, layouts.
 //! - [`merged_model`]: the block-structured merged network and its permute-and-average weights.
 //! - [`schedule`]: the data passes of step 2 in order, their costs, the exact channels.
 //! - [`store`]: live activations between data passes, spilled to disk beyond a budget
@@ -27,6 +27,7 @@ pub mod memory;
 pub mod merged_model;
 pub mod pipeline;
 pub mod prepare;
+pub mod recorded;
 pub mod report;
 pub mod schedule;
 pub mod settings;

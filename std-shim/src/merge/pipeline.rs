@@ -12,12 +12,13 @@ use super::least_squares::{LeastSquares, outcome};
 use super::matching::{MatchInputs, match_groups};
 use super::merged_model;
 use super::prepare::prepare;
+use super::recorded;
 use super::schedule::exact_channels;
-use super::settings::MergeSettings;
+use super::settings::{MergeSettings, SHARD_SAMPLES};
 use crate::error::Error;
 use crate::io::data::DataSpec;
 use crate::model::Model;
-use crate::par::Parallelism;
+use crate::par::{Parallelism, shard_ranges};
 use crate::ranks::{Ranks, Single, agree};
 
 pub use super::report::{Event, GroupReport, LayerReport, MergeOutcome};
@@ -69,8 +70,15 @@ fn merge_ranked(
     let batch = chunk_samples(graph, settings.batch);
     timings.push(("prepare", t0.elapsed().as_secs_f64()));
 
-    // Step 1: matching.
+    // Step 1: matching (recording A's and B's layer outputs for step 2 where memory allows).
     let t1 = Instant::now();
+    let record = recorded::plan(
+        graph,
+        layers.iter().map(|l| l.node),
+        settings,
+        shard_ranges(prepared.samples, SHARD_SAMPLES),
+        ranks.size(),
+    );
     let inputs = MatchInputs {
         graph,
         groups: &groups,
@@ -80,7 +88,9 @@ fn merge_ranked(
         batch,
         par,
         ranks,
+        record: record.as_ref(),
     };
+    let recorded_targets = record.is_some();
     let (layouts, ratios, group_reports) = match_groups(&inputs, &costs, settings, progress)?;
     timings.push(("matching", t1.elapsed().as_secs_f64()));
 
@@ -102,11 +112,12 @@ fn merge_ranked(
         batch,
         par,
         ranks,
+        recorded: std::cell::Cell::new(record),
     };
     let layer_reports = stage.run(&average, &mut weights, progress)?;
     timings.push(("least squares", t2.elapsed().as_secs_f64()));
     let reports = (group_reports, layer_reports);
-    outcome(
+    let o = outcome(
         &prepared,
         merged,
         weights,
@@ -115,5 +126,9 @@ fn merge_ranked(
         reports,
         ranks,
         (timings, t0),
-    )
+    )?;
+    Ok(MergeOutcome {
+        recorded_targets,
+        ..o
+    })
 }

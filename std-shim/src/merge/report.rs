@@ -104,6 +104,9 @@ pub struct MergeOutcome {
     pub samples: usize,
     /// Processes that computed it (MPI ranks; 1 without MPI).
     pub ranks: usize,
+    /// Whether the matching recorded A's and B's layer outputs for the least-squares passes
+    /// (see [`crate::merge::recorded`]; the result is the same either way).
+    pub recorded_targets: bool,
     /// Seconds per stage.
     pub timings: Vec<(&'static str, f64)>,
 }

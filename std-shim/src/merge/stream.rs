@@ -20,13 +20,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use pleas_core::forward::im2col::ConvGeometry;
-use pleas_core::gram::conv::{ConvGram, ConvGramShape};
+use pleas_core::gram::conv::{ConvGram, ConvGramShape, TargetSlots};
 use pleas_core::gram::{GramError, GramParams};
 use pleas_core::graph::{Graph, NodeId, Op, Weights};
-use pleas_core::linalg::MatRef;
 use pleas_core::merge::layout::GroupLayout;
 
+use self::shard::Forwards;
 use super::merged_model::MergedModel;
+use super::recorded::RecordedTargets;
 use super::store::{ActivationStore, Net, SpillSpace};
 use crate::error::Error;
 use crate::io::data::DataSpec;
@@ -173,33 +174,25 @@ fn lag_gram_shape(
     })
 }
 
-/// Pushes one chunk of maps and target rows into the shard's lag-based accumulator: `lag`,
-/// reset, when it has this shape and is unused in this shard (`fresh`), else a new one for
-/// chunks of up to `batch` maps. Its totals join the shard's Gram accumulator once, at the
-/// end of the shard.
-fn push_lag_gram(
+/// The shard's lag-based accumulator for chunks of up to `batch` maps: `lag`, reset, when it
+/// has this shape and is unused in this shard (`fresh`), else a new one. Its totals join the
+/// shard's Gram accumulator once, at the end of the shard.
+fn lag_gram(
     lag: &mut Option<OwnedConvGram>,
     fresh: bool,
     shape: ConvGramShape,
     batch: usize,
-    maps: &[f32],
-    count: usize,
-    t: MatRef<'_, f32>,
-) -> Result<(), GramError> {
-    let lag = match lag {
-        Some(l) if l.shape() == shape && l.max_samples() >= batch => {
+) -> Result<&mut OwnedConvGram, GramError> {
+    let l = match lag.take() {
+        Some(mut l) if l.shape() == shape && l.max_samples() >= batch => {
             if fresh {
                 l.reset();
             }
             l
         }
-        _ => lag.insert(OwnedConvGram::new_owned(
-            shape,
-            GramParams::default(),
-            batch,
-        )?),
+        _ => OwnedConvGram::new_owned(shape, GramParams::default(), batch)?,
     };
-    lag.push(&maps[..count * shape.input_len()], count, Some(t))
+    Ok(lag.insert(l))
 }
 
 /// The node range one pass computes per network, and what it must keep of A and B.
@@ -220,6 +213,8 @@ struct PassSpan<'s> {
 }
 
 struct Shard {
+    /// Its position among the shards.
+    index: usize,
     samples: Range<usize>,
     store: ActivationStore,
 }
@@ -302,6 +297,9 @@ pub struct Streamer<'a> {
     /// Buffers of shard accumulators already folded: the next shards' sums are built in them
     /// (a fresh multi-megabyte accumulator per shard and pass cost page faults and zeroing).
     spent: Mutex<Vec<GramBuffers>>,
+    /// A's and B's layer outputs the matching recorded (see [`super::recorded`]): passes
+    /// reading only these do not run A and B.
+    recorded: Option<RecordedTargets>,
     /// Highest node computed so far, per network (0: only the input).
     frontier: [usize; 3],
     /// Samples over all shards.
@@ -382,19 +380,52 @@ enum Dest {
     Rows { stride: usize, offset: usize },
 }
 
+/// The NCHW feature planes of A and B that composed rows read.
+#[derive(Clone, Copy)]
+struct Planes<'p> {
+    a: &'p [f32],
+    b: &'p [f32],
+    /// Channels per sample.
+    channels: usize,
+    /// Positions per plane.
+    plane: usize,
+}
+
+impl Planes<'_> {
+    /// Positions `p0..p0 + dst.len()` of sample `s` of the row with sources `src`:
+    /// `sum of alpha * source plane`.
+    fn compose_run(&self, src: &RowSource, s: usize, p0: usize, dst: &mut [f32]) {
+        let at = |i: usize| (s * self.channels + i) * self.plane + p0;
+        let len = dst.len();
+        match (src.a, src.b) {
+            (Some((ia, wa)), Some((ib, wb))) => {
+                let pa = &self.a[at(ia)..][..len];
+                let pb = &self.b[at(ib)..][..len];
+                for ((d, &x), &y) in dst.iter_mut().zip(pa).zip(pb) {
+                    *d = wa * x + wb * y;
+                }
+            }
+            (Some((i, w)), None) | (None, Some((i, w))) => {
+                let src = if src.a.is_some() { self.a } else { self.b };
+                for (d, &x) in dst.iter_mut().zip(&src[at(i)..][..len]) {
+                    *d = w * x;
+                }
+            }
+            (None, None) => dst.fill(0.0),
+        }
+    }
+}
+
 /// Writes, for every output row, `sum of alpha * source plane` of its sources: the layout map
 /// of a group (or plain average / one side) applied to whole feature planes.
 fn compose(
     sources_rows: &[RowSource],
-    a: &[f32],
-    b: &[f32],
-    in_channels: usize,
-    plane: usize,
+    planes: Planes<'_>,
     batch: usize,
     dest: Dest,
     out: &mut [f32],
 ) {
-    let rows = sources_rows.len();
+    let (rows, plane) = (sources_rows.len(), planes.plane);
     // For row-major output, a run of positions at a time, so that the output rows being
     // written stay in L1 (writing each output column down a whole map missed it).
     let run = match dest {
@@ -410,26 +441,38 @@ fn compose(
                     Dest::Nchw => &mut out[(s * rows + r) * plane + p0..][..p1 - p0],
                     Dest::Rows { .. } => &mut tmp[..p1 - p0],
                 };
-                let at = |i: usize| (s * in_channels + i) * plane;
-                match (src.a, src.b) {
-                    (Some((ia, wa)), Some((ib, wb))) => {
-                        let pa = &a[at(ia) + p0..at(ia) + p1];
-                        let pb = &b[at(ib) + p0..at(ib) + p1];
-                        for ((d, &x), &y) in dst.iter_mut().zip(pa).zip(pb) {
-                            *d = wa * x + wb * y;
-                        }
-                    }
-                    (Some((i, w)), None) | (None, Some((i, w))) => {
-                        let src = if src.a.is_some() { a } else { b };
-                        for (d, &x) in dst.iter_mut().zip(&src[at(i) + p0..at(i) + p1]) {
-                            *d = w * x;
-                        }
-                    }
-                    (None, None) => dst.fill(0.0),
-                }
+                planes.compose_run(src, s, p0, dst);
                 if let Dest::Rows { stride, offset } = dest {
                     for (p, &v) in (p0..p1).zip(tmp.iter()) {
                         out[(s * plane + p) * stride + offset + r] = v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`compose`] into the target slots of a lag-based accumulator: output row `r` of the
+/// planes (`out_w` positions wide) is target column `offset + r`.
+fn compose_slots(
+    sources_rows: &[RowSource],
+    planes: Planes<'_>,
+    out_w: usize,
+    offset: usize,
+    slots: &mut TargetSlots<'_>,
+) {
+    let t = slots.targets();
+    let out_h = planes.plane / out_w.max(1);
+    let mut tmp = [0.0f32; COMPOSE_RUN];
+    for s in 0..slots.samples() {
+        for oy in 0..out_h {
+            let block = slots.positions(s, oy);
+            for x0 in (0..out_w).step_by(COMPOSE_RUN) {
+                let x1 = (x0 + COMPOSE_RUN).min(out_w);
+                for (r, src) in sources_rows.iter().enumerate() {
+                    planes.compose_run(src, s, oy * out_w + x0, &mut tmp[..x1 - x0]);
+                    for (x, &v) in (x0..x1).zip(tmp.iter()) {
+                        block[x * t + offset + r] = v;
                     }
                 }
             }
@@ -474,13 +517,27 @@ impl PassResult {
 }
 
 impl<'a> Streamer<'a> {
-    /// A streamer over `n` samples of `data`.
-    pub fn new(nets: Networks<'a>, params: StreamParams, data: DataSpec, n: usize) -> Self {
-        let space = SpillSpace::new(params.memory_budget, params.spill_dir.clone());
-        let shards = shard_ranges(n, params.shard_samples)
+    /// A streamer over `n` samples of `data`, going on from the layer outputs the matching
+    /// `recorded` (cut into the same shards), if it did.
+    pub fn new(
+        nets: Networks<'a>,
+        params: StreamParams,
+        data: DataSpec,
+        n: usize,
+        recorded: Option<RecordedTargets>,
+    ) -> Self {
+        let ranges = shard_ranges(n, params.shard_samples);
+        let recorded = recorded.filter(|r| r.shard_ranges() == ranges.as_slice());
+        let space = match &recorded {
+            Some(r) => r.space().clone(),
+            None => SpillSpace::new(params.memory_budget, params.spill_dir.clone()),
+        };
+        let shards = ranges
             .into_iter()
-            .map(|samples| {
+            .enumerate()
+            .map(|(index, samples)| {
                 Mutex::new(Shard {
+                    index,
                     samples,
                     store: ActivationStore::new(space.clone()),
                 })
@@ -497,6 +554,7 @@ impl<'a> Streamer<'a> {
             space,
             slots,
             spent: Mutex::default(),
+            recorded,
             frontier: [0; 3],
             samples: n,
         }
@@ -537,6 +595,15 @@ impl<'a> Streamer<'a> {
             reads.push(merged.source_node[in_node]);
         }
         reads
+    }
+
+    /// Whether every node of A and B that `barrier` reads was recorded by the matching.
+    fn recorded_reads(&self, barrier: &Barrier) -> bool {
+        let reads = self.original_reads(barrier);
+        let Some(r) = &self.recorded else {
+            return false;
+        };
+        !reads.is_empty() && reads.iter().all(|&k| r.contains(k))
     }
 
     /// Per network, which nodes up to `from` a pass computing up to `to` and accumulating
@@ -592,20 +659,21 @@ impl<'a> Streamer<'a> {
         keep.extend(self.original_reads(barrier));
         let mut target = self.frontier;
         match barrier {
+            Barrier::Fit { layers, .. } if layers.is_empty() => {
+                return Err(stage_err("a fit pass needs at least one layer".into()));
+            }
             Barrier::Fit { layers, sequential } => {
-                if layers.is_empty() {
-                    return Err(stage_err("a fit pass needs at least one layer".into()));
-                }
                 let src = layers
                     .iter()
                     .map(|&l| merged.source_node[merged.layers[l].node])
                     .max()
                     .unwrap_or(0);
-                target[0] = target[0].max(src);
-                target[1] = target[1].max(src);
-                let (graph, consumers) = (self.nets.original, self.nets.original.consumers());
-                target[0] = leanest_frontier(graph, &consumers, &pinned, target[0]);
-                target[1] = target[0];
+                if !self.recorded_reads(barrier) {
+                    target[0] = target[0].max(src);
+                    let (graph, consumers) = (self.nets.original, self.nets.original.consumers());
+                    target[0] = leanest_frontier(graph, &consumers, &pinned, target[0]);
+                    target[1] = target[0];
+                }
                 if *sequential {
                     let first = layers.iter().map(|&l| merged.layers[l].node).min();
                     target[2] = target[2].max(first.unwrap_or(1) - 1);
@@ -633,6 +701,11 @@ impl<'a> Streamer<'a> {
         };
         // This rank's shards, a wave at a time; every shard's result is folded in shard order,
         // whatever the number of ranks and threads.
+        // Each worker thread binds the networks once per pass, not once per shard (binding
+        // checks every weight).
+        let forwards: Vec<Mutex<Forwards<'_>>> = (0..this.slots.len())
+            .map(|_| Mutex::new([None, None, None]))
+            .collect();
         let combined = fold_shards(
             ranks,
             this.params.par,
@@ -640,7 +713,8 @@ impl<'a> Streamer<'a> {
             |s, worker| {
                 let mut shard = this.shards[s].lock().expect("shard lock");
                 let mut bufs = this.slots[worker].lock().expect("slot lock");
-                this.run_shard(&mut shard, &mut bufs, barrier, m_weights, &span)
+                let mut fwds = forwards[worker].lock().expect("forward lock");
+                this.run_shard(&mut shard, &mut bufs, &mut fwds, barrier, m_weights, &span)
             },
             |sum, next| {
                 let mut spent = this.spent.lock().expect("spent lock");

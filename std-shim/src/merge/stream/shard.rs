@@ -3,17 +3,17 @@
 
 use pleas_core::forward::Forward;
 use pleas_core::forward::im2col::{ConvGeometry, im2row, im2row_len};
-use pleas_core::gram::GramParams;
 use pleas_core::gram::conv::ConvGramShape;
+use pleas_core::gram::{GramError, GramParams};
 use pleas_core::graph::{NodeId, Weights};
 use pleas_core::linalg::MatRef;
 use pleas_core::lstsq::LsForm;
 use pleas_core::merge::sources::{RowSource, TargetRule, row_source};
 
 use super::{
-    Barrier, ChannelMoments, Dest, FitRows, PassResult, PassSpan, STAGE, Shard, SlotBuffers,
-    Streamer, compose, lag_gram_shape, live, push_lag_gram, spare_bytes, stage_err, take_spare,
-    trim_spares,
+    Barrier, ChannelMoments, Dest, FitRows, PassResult, PassSpan, Planes, STAGE, Shard,
+    SlotBuffers, Streamer, compose, compose_slots, lag_gram, lag_gram_shape, live, spare_bytes,
+    stage_err, take_spare, trim_spares,
 };
 use crate::error::Error;
 use crate::io::data::DataSource;
@@ -24,6 +24,10 @@ use crate::par::OwnedGram;
 
 /// The networks in the order of a pass's per-network arrays.
 const NETS: [Net; 3] = [Net::A, Net::B, Net::M];
+
+/// One worker thread's forward passes of one pass, per network in [`NETS`] order (`None`: not
+/// bound yet).
+pub(super) type Forwards<'w> = [Option<Forward<'w>>; 3];
 
 /// Activations of one chunk, per network, per node (`None`: not computed or not kept).
 type ChunkActs = [Vec<Option<Vec<f32>>>; 3];
@@ -58,6 +62,14 @@ struct FitSums<'m> {
     lag_shape: Option<ConvGramShape>,
 }
 
+/// The target rows of one fitted layer: their sources, the planes they read, and the width
+/// of those planes.
+struct TargetSource<'c> {
+    rows: Vec<RowSource>,
+    planes: Planes<'c>,
+    out_w: usize,
+}
+
 /// The position of a chunk in its shard.
 #[derive(Clone, Copy)]
 struct Chunk {
@@ -72,27 +84,36 @@ struct Chunk {
 impl Streamer<'_> {
     /// Runs `barrier`'s pass over one shard, chunk by chunk, with the merged network's current
     /// `m_weights`, and returns the shard's sums.
-    pub(super) fn run_shard(
-        &self,
+    ///
+    /// `fwds` are the worker thread's forward passes of this pass (A, B, merged): the ones the
+    /// pass needs are bound here on the thread's first shard (which checks their weights), and
+    /// kept for its next shards.
+    pub(super) fn run_shard<'w>(
+        &'w self,
         shard: &mut Shard,
         bufs: &mut SlotBuffers,
+        fwds: &mut Forwards<'w>,
         barrier: &Barrier,
-        m_weights: &Weights,
+        m_weights: &'w Weights,
         span: &PassSpan<'_>,
     ) -> Result<PassResult, Error> {
         let nets = &self.nets;
         let mut src = DataSource::open(&self.data)?;
         let per = src.sample_len();
-        let mut fwds = [
-            Forward::new(nets.original, nets.a)?,
-            Forward::new(nets.original, nets.b)?,
-            Forward::new(&nets.merged.graph, m_weights)?,
-        ];
         let mut sums = self.shard_sums(barrier)?;
         let needs: [bool; 3] = match barrier {
             Barrier::Fit { sequential, .. } => [true, true, *sequential],
             Barrier::BatchNorm { .. } => [false, false, true],
         };
+        for (i, fwd) in fwds.iter_mut().enumerate() {
+            if needs[i] && fwd.is_none() {
+                *fwd = Some(match NETS[i] {
+                    Net::A => Forward::new(nets.original, nets.a)?,
+                    Net::B => Forward::new(nets.original, nets.b)?,
+                    Net::M => Forward::new(&nets.merged.graph, m_weights)?,
+                });
+            }
+        }
         let batch = self.params.batch.max(1);
         let range = shard.samples.clone();
         let mut chunk_bytes = 0;
@@ -105,7 +126,7 @@ impl Streamer<'_> {
             let mut input = take_spare(&mut bufs.spare, chunk.count * per);
             input.resize(chunk.count * per, 0.0);
             src.read(start, chunk.count, &mut input)?;
-            let acts = self.forward_chunk(shard, bufs, &mut fwds, needs, &input, chunk, span)?;
+            let acts = self.forward_chunk(shard, bufs, fwds, needs, input, chunk, span)?;
             match &mut sums {
                 ShardSums::Fit(fit) => self.add_fit_chunk(fit, bufs, &acts, chunk)?,
                 ShardSums::BatchNorm(moments) => {
@@ -115,7 +136,6 @@ impl Streamer<'_> {
                     self.add_batch_norm_chunk(moments, *node, &acts, chunk.count)?;
                 }
             }
-            bufs.spare.push(input);
             self.keep_chunk(shard, bufs, acts, needs, chunk, span)?;
             chunk_bytes = chunk_bytes.max(spare_bytes(&bufs.spare));
         }
@@ -200,34 +220,73 @@ impl Streamer<'_> {
         &self,
         shard: &mut Shard,
         bufs: &mut SlotBuffers,
-        fwds: &mut [Forward<'_>; 3],
+        fwds: &mut Forwards<'_>,
         needs: [bool; 3],
-        input: &[f32],
+        mut input: Vec<f32>,
         chunk: Chunk,
         span: &PassSpan<'_>,
     ) -> Result<ChunkActs, Error> {
         let mut acts: ChunkActs = NETS.map(|net| vec![None; self.graph(net).nodes().len()]);
+        let runs: [bool; 3] = std::array::from_fn(|i| needs[i] && fwds[i].is_some());
         for (i, net) in NETS.into_iter().enumerate() {
-            if !needs[i] {
+            let (true, Some(fwd)) = (runs[i], fwds[i].as_mut()) else {
                 continue;
-            }
+            };
             let spare = &mut bufs.spare;
-            acts[i][0] = Some(super::spare_copy(spare, input));
+            // The last network that reads the input takes the buffer itself (a forward pass
+            // may overwrite its input), the others a copy.
+            acts[i][0] = Some(if runs[i + 1..].contains(&true) {
+                super::spare_copy(spare, &input)
+            } else {
+                std::mem::take(&mut input)
+            });
             for k in 1..=span.from[i] {
                 if span.reads[i][k] && shard.store.contains(net, k) {
                     acts[i][k] = shard.store.take(net, k, chunk.index, spare)?;
                 }
             }
+            self.read_recorded(shard.index, net, &mut acts[i], chunk, span, spare);
             // The forward pass draws its buffers from the spares, and works in the thread's
             // one kernel scratch, while it runs.
-            std::mem::swap(fwds[i].spare_buffers(), spare);
-            std::mem::swap(fwds[i].scratch_buffer(), &mut bufs.scratch);
-            let computed = self.forward_span(&mut fwds[i], i, &mut acts[i], chunk.count, span);
-            std::mem::swap(fwds[i].spare_buffers(), &mut bufs.spare);
-            std::mem::swap(fwds[i].scratch_buffer(), &mut bufs.scratch);
+            std::mem::swap(fwd.spare_buffers(), spare);
+            std::mem::swap(fwd.scratch_buffer(), &mut bufs.scratch);
+            let computed = self.forward_span(fwd, i, &mut acts[i], chunk.count, span);
+            std::mem::swap(fwd.spare_buffers(), &mut bufs.spare);
+            std::mem::swap(fwd.scratch_buffer(), &mut bufs.scratch);
             computed?;
         }
         Ok(acts)
+    }
+
+    /// Reads the layer outputs of A or B (`net`) beyond the frontier that this pass reads and
+    /// the matching recorded, into buffers from `spare`.
+    fn read_recorded(
+        &self,
+        shard: usize,
+        net: Net,
+        acts: &mut [Option<Vec<f32>>],
+        chunk: Chunk,
+        span: &PassSpan<'_>,
+        spare: &mut Vec<Vec<f32>>,
+    ) {
+        let (Some(rec), Some(i)) = (
+            &self.recorded,
+            [Net::A, Net::B].iter().position(|&n| n == net),
+        ) else {
+            return;
+        };
+        for k in rec
+            .nodes()
+            .filter(|&k| k > span.from[i] && span.reads[i][k])
+        {
+            let len = chunk.count * self.graph(net).node(k).shape.len();
+            let mut buf = take_spare(spare, len);
+            if rec.read(shard, net, k, chunk.start, chunk.count, &mut buf) {
+                acts[k] = Some(buf);
+            } else {
+                spare.push(buf);
+            }
+        }
     }
 
     /// Computes nodes `from + 1 ..= to` of network `i` (in [`NETS`] order) for one chunk. The forward pass may reuse an
@@ -271,7 +330,8 @@ impl Streamer<'_> {
     }
 
     /// Adds one chunk's patch rows and target rows to a fit's sums (the lag-based accumulator
-    /// for stride-1 convolutions, else im2row rows into the Gram accumulator).
+    /// for stride-1 convolutions, its targets composed straight into its slots; else im2row
+    /// rows and composed target rows into the Gram accumulator).
     fn add_fit_chunk(
         &self,
         fit: &mut FitSums<'_>,
@@ -281,9 +341,6 @@ impl Streamer<'_> {
     ) -> Result<(), Error> {
         let merged = self.nets.merged;
         let first = fit.layers[0];
-        let (geom, d, t, keep_rows, lag_shape) =
-            (fit.geom, fit.d, fit.t, fit.keep_rows, fit.lag_shape);
-        let ncols = chunk.count * geom.positions();
         self.compose_fit_input(fit, &mut bufs.x, acts, chunk.count)?;
         let xmap: &[f32] = if fit.sequential {
             let in_node = merged.graph.node(first.node).inputs[0];
@@ -291,32 +348,25 @@ impl Streamer<'_> {
         } else {
             &bufs.x
         };
-        if lag_shape.is_none() {
-            bufs.xrows.resize(im2row_len(&geom, chunk.count, d), 0.0);
-            im2row(&geom, xmap, chunk.count, d, &mut bufs.xrows);
-            if first.bias {
-                let k = geom.patch_len();
-                for row in bufs.xrows.chunks_exact_mut(d) {
-                    row[k] = 1.0;
-                }
-            }
-        }
-        self.compose_targets(fit, &mut bufs.tbuf, acts, chunk.count, ncols)?;
-        if keep_rows {
-            let r = fit.kept.get_or_insert_with(Box::default);
-            r.x.extend_from_slice(&bufs.xrows[..ncols * d]);
-            r.t.extend_from_slice(&bufs.tbuf[..ncols * t]);
-        }
-        let tv = MatRef::new(&bufs.tbuf, ncols, t).map_err(|e| Error::core(STAGE, e))?;
-        let pushed = match lag_shape {
+        let targets = self.target_sources(fit, acts)?;
+        let pushed = match fit.lag_shape {
             Some(shape) => {
                 let fresh = !std::mem::replace(&mut fit.lag_used, true);
                 let batch = self.params.batch.max(1);
-                push_lag_gram(&mut bufs.lag, fresh, shape, batch, xmap, chunk.count, tv)
+                let maps = &xmap[..chunk.count * shape.input_len()];
+                lag_gram(&mut bufs.lag, fresh, shape, batch).and_then(|lag| {
+                    lag.push_with(maps, chunk.count, |slots| {
+                        let mut offset = 0;
+                        for tg in &targets {
+                            compose_slots(&tg.rows, tg.planes, tg.out_w, offset, slots);
+                            offset += tg.rows.len();
+                        }
+                    })
+                })
             }
             None => {
-                let xv = MatRef::new(&bufs.xrows, ncols, d).map_err(|e| Error::core(STAGE, e))?;
-                fit.acc.push(xv, Some(tv))
+                let rows = (&mut bufs.xrows, &mut bufs.tbuf);
+                push_rows(fit, rows, xmap, &targets, chunk.count)?
             }
         };
         pushed.map_err(|e| {
@@ -379,42 +429,48 @@ impl Streamer<'_> {
         let in_shape = nets.original.node(src_in).shape;
         let plane = in_shape.h * in_shape.w;
         x.resize(count * cm * plane, 0.0);
-        compose(&rows, ua, ub, in_shape.c, plane, count, Dest::Nchw, x);
+        let planes = Planes {
+            a: ua,
+            b: ub,
+            channels: in_shape.c,
+            plane,
+        };
+        compose(&rows, planes, count, Dest::Nchw, x);
         Ok(())
     }
 
-    /// Composes the target rows of every fitted layer (their rows' sources' outputs in A and
-    /// B), side by side, into `tbuf` (`ncols` rows).
-    fn compose_targets(
+    /// What the target rows of every fitted layer are composed from (their rows' sources'
+    /// outputs in A and B), in the order of the target columns.
+    fn target_sources<'c>(
         &self,
         fit: &FitSums<'_>,
-        tbuf: &mut Vec<f32>,
-        acts: &ChunkActs,
-        count: usize,
-        ncols: usize,
-    ) -> Result<(), Error> {
+        acts: &'c ChunkActs,
+    ) -> Result<Vec<TargetSource<'c>>, Error> {
         let (nets, merged) = (&self.nets, self.nets.merged);
-        let t: usize = fit.layers.iter().map(|l| l.outputs).sum();
-        tbuf.resize(t * ncols, 0.0);
-        let mut row0 = 0;
-        for l in &fit.layers {
-            let sn = merged.source_node[l.node];
-            let (Some(va), Some(vb)) = (acts[0][sn].as_deref(), acts[1][sn].as_deref()) else {
-                return Err(stage_err(format!("output {sn} of A or B missing")));
-            };
-            let oshape = nets.original.node(sn).shape;
-            let rows: Vec<RowSource> = (0..l.outputs)
-                .map(|r| row_source(l.target_rule, |g| &nets.layouts[g], r))
-                .collect();
-            let dest = Dest::Rows {
-                stride: t,
-                offset: row0,
-            };
-            let plane = oshape.h * oshape.w;
-            compose(&rows, va, vb, oshape.c, plane, count, dest, tbuf);
-            row0 += l.outputs;
-        }
-        Ok(())
+        fit.layers
+            .iter()
+            .map(|l| {
+                let sn = merged.source_node[l.node];
+                let (Some(va), Some(vb)) = (acts[0][sn].as_deref(), acts[1][sn].as_deref()) else {
+                    return Err(stage_err(format!("output {sn} of A or B missing")));
+                };
+                let oshape = nets.original.node(sn).shape;
+                let rows = (0..l.outputs)
+                    .map(|r| row_source(l.target_rule, |g| &nets.layouts[g], r))
+                    .collect();
+                let planes = Planes {
+                    a: va,
+                    b: vb,
+                    channels: oshape.c,
+                    plane: oshape.h * oshape.w,
+                };
+                Ok(TargetSource {
+                    rows,
+                    planes,
+                    out_w: oshape.w,
+                })
+            })
+            .collect()
     }
 
     /// Adds one chunk's per-channel moments of the input of merged batch-norm `node`.
@@ -492,4 +548,41 @@ fn channel_moments(data: &[f32], count: usize, c: usize, plane: usize) -> (Vec<f
         m2[ch] = q;
     }
     (mean, m2)
+}
+
+/// The im2row route of [`Streamer::add_fit_chunk`]: the patch rows of `xmap` and the composed
+/// target rows (in the buffers `rows`), kept when the pass keeps its rows, pushed into the Gram
+/// accumulator.
+fn push_rows(
+    fit: &mut FitSums<'_>,
+    (xrows, tbuf): (&mut Vec<f32>, &mut Vec<f32>),
+    xmap: &[f32],
+    targets: &[TargetSource<'_>],
+    count: usize,
+) -> Result<Result<(), GramError>, Error> {
+    let (geom, d, t) = (fit.geom, fit.d, fit.t);
+    let ncols = count * geom.positions();
+    xrows.resize(im2row_len(&geom, count, d), 0.0);
+    im2row(&geom, xmap, count, d, xrows);
+    if fit.layers[0].bias {
+        let k = geom.patch_len();
+        for row in xrows.chunks_exact_mut(d) {
+            row[k] = 1.0;
+        }
+    }
+    tbuf.resize(t * ncols, 0.0);
+    let mut offset = 0;
+    for tg in targets {
+        let dest = Dest::Rows { stride: t, offset };
+        compose(&tg.rows, tg.planes, count, dest, tbuf);
+        offset += tg.rows.len();
+    }
+    if fit.keep_rows {
+        let r = fit.kept.get_or_insert_with(Box::default);
+        r.x.extend_from_slice(&xrows[..ncols * d]);
+        r.t.extend_from_slice(&tbuf[..ncols * t]);
+    }
+    let tv = MatRef::new(tbuf, ncols, t).map_err(|e| Error::core(STAGE, e))?;
+    let xv = MatRef::new(xrows, ncols, d).map_err(|e| Error::core(STAGE, e))?;
+    Ok(fit.acc.push(xv, Some(tv)))
 }
