@@ -56,8 +56,10 @@ proptest! {
     }
 }
 
-/// Shapes crossing every path's block edges (AVX-512: MR = 12, NR = 32, MC = 240, KC = 256;
-/// AVX2 and portable: 6, 16, 120, 320), on every path, against nalgebra f64.
+/// Shapes crossing every path's block edges (AVX-512: MR = 12, NR = 32, MC = 240, KC = 248;
+/// AVX2: 6, 16, 120, 312; portable: 6, 16, 120, 320), on every path, against nalgebra f64.
+/// (513, 35) takes three `KC` slices whose rows are contiguous, so the micro-kernels prefetch
+/// the next slice while computing one; odd `n` leaves `kc` steps past the unrolled loop.
 #[test]
 fn block_edges_of_every_path() {
     // (270, 1031): rows a page or more apart, where A's blocks are packed from B's panel, with

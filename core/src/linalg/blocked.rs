@@ -8,8 +8,9 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::microkernel::{Avx2, Avx512};
-use super::microkernel::{MicroKernel, Portable, TILE_COLS, TILE_ROWS};
+use super::microkernel::{MicroKernel, Portable, STEPS_PER_LINE, TILE_COLS, TILE_ROWS};
 use super::pack::{pack_a, pack_a_from_b, pack_b};
+use super::prefetch::NextSlice;
 use super::view::{MatMut, MatRef};
 use crate::simd;
 
@@ -246,8 +247,13 @@ fn product_with<K: MicroKernel>(
     let gram = is_gram(a, b, shifts) && b.row_stride() >= FAR_ROWS;
     for jc in (0..n).step_by(K::NC) {
         let nc = (n - jc).min(K::NC);
+        // Tile calls of the previous slice: each slice but the last has as many.
+        let mut last_tiles = 0;
         for pc in (0..k).step_by(K::KC) {
             let kc = (k - pc).min(K::KC);
+            let next = pc + kc;
+            let mut prefetch = NextSlice::new(b, next, (k - next).min(K::KC), jc, nc, last_tiles);
+            let mut tiles = 0;
             // In the lower case rows < jc never touch this panel.
             let ic_start = if part == Part::Lower {
                 jc - jc % K::MC
@@ -282,8 +288,9 @@ fn product_with<K: MicroKernel>(
                     part,
                     alpha,
                 };
-                block_tiles::<K>(block, apack, bpack, &mut target);
+                tiles += block_tiles::<K>(block, apack, bpack, &mut target, &mut prefetch);
             }
+            last_tiles = tiles;
         }
     }
 }
@@ -317,9 +324,16 @@ struct Block {
     alpha: f32,
 }
 
-/// Runs the micro-kernel over the register tiles of one block and adds them into `target`.
+/// Runs the micro-kernel over the register tiles of one block and adds them into `target`,
+/// prefetching part of the next slice after each tile; returns the number of tiles.
 #[inline(always)]
-fn block_tiles<K: MicroKernel>(blk: Block, apack: &[f32], bpack: &[f32], target: &mut Target<'_>) {
+fn block_tiles<K: MicroKernel>(
+    blk: Block,
+    apack: &[f32],
+    bpack: &[f32],
+    target: &mut Target<'_>,
+    prefetch: &mut NextSlice,
+) -> usize {
     let Block {
         ic,
         mc,
@@ -329,6 +343,7 @@ fn block_tiles<K: MicroKernel>(blk: Block, apack: &[f32], bpack: &[f32], target:
         part,
         alpha,
     } = blk;
+    let mut tiles = 0;
     for jr in (0..nc_used).step_by(K::NR) {
         let ncols = (nc_used - jr).min(K::NR);
         let j0 = jc + jr;
@@ -344,11 +359,13 @@ fn block_tiles<K: MicroKernel>(blk: Block, apack: &[f32], bpack: &[f32], target:
             // half is computed (the lower product stores nothing above the diagonal).
             let half = part == Part::Lower && j0 + K::NR / 2 >= i0 + nrows;
             let tile = if half { K::tile_left_half } else { K::tile };
+            let next = prefetch.take(kc / STEPS_PER_LINE);
+            tiles += 1;
             match target {
                 Target::Tiled(data, row_strips) => {
                     // Whole tiles, padding included: the storage tile holds every kernel tile.
                     let at = tiled_index(i0, j0, *row_strips);
-                    tile(astrip, bstrip, kc, alpha, &mut data[at..], TILE_COLS);
+                    tile(astrip, bstrip, kc, alpha, &mut data[at..], TILE_COLS, next);
                 }
                 Target::Strided(cdata, crs, ccs) => {
                     let diagonal = part == Part::Lower && j0 + ncols > i0 + 1;
@@ -360,11 +377,12 @@ fn block_tiles<K: MicroKernel>(blk: Block, apack: &[f32], bpack: &[f32], target:
                             alpha,
                             &mut cdata[i0 * *crs + j0..],
                             *crs,
+                            next,
                         );
                         continue;
                     }
                     let mut vals = [0.0f32; TILE_ROWS * TILE_COLS];
-                    tile(astrip, bstrip, kc, alpha, &mut vals, K::NR);
+                    tile(astrip, bstrip, kc, alpha, &mut vals, K::NR, next);
                     for r in 0..nrows {
                         let i = i0 + r;
                         let cmax = match part {
@@ -379,6 +397,7 @@ fn block_tiles<K: MicroKernel>(blk: Block, apack: &[f32], bpack: &[f32], target:
             }
         }
     }
+    tiles
 }
 
 /// `C <- beta * C` on the chosen part; `beta == 0` writes zeros (NaN in `C` is not propagated),

@@ -14,6 +14,7 @@ pub(crate) mod lanes;
 mod microkernel;
 mod pack;
 pub mod packed;
+mod prefetch;
 pub mod rows_product;
 pub mod symm;
 pub mod syrk;

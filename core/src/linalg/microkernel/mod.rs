@@ -29,6 +29,28 @@ pub(crate) const TILE_COLS: usize = 32;
 /// The largest `MC` of any kernel (stack buffers of the packing code).
 pub(crate) const MAX_MC: usize = 240;
 
+/// `kc` steps per prefetched line in the x86 kernels' loops (their four-step unrolled loop issues
+/// one per iteration), so a tile of `kc` steps prefetches at most `kc / STEPS_PER_LINE` lines.
+pub(crate) const STEPS_PER_LINE: usize = 4;
+
+/// Cache lines a micro-kernel may prefetch into L2 while it runs: `count` consecutive 64-byte
+/// lines from `at` (a hint: nothing is read through `at`, and any address is allowed).
+#[derive(Clone, Copy)]
+pub(crate) struct Lines {
+    /// Address in the first line.
+    pub(crate) at: *const f32,
+    /// Lines to prefetch.
+    pub(crate) count: usize,
+}
+
+impl Lines {
+    /// No lines.
+    pub(crate) const NONE: Lines = Lines {
+        at: core::ptr::null(),
+        count: 0,
+    };
+}
+
 /// One register-blocked f32 micro-kernel with its cache-block sizes.
 pub(crate) trait MicroKernel {
     /// Rows of the register tile (broadcast values of `A`); divides [`TILE_ROWS`] and `MC`.
@@ -44,15 +66,24 @@ pub(crate) trait MicroKernel {
 
     /// `c[r * rs + j] += alpha * sum_p a[p * MR + r] * b[p * NR + j]` for `r < MR`, `j < NR`,
     /// `p < kc`. Panics if a slice is too short.
-    fn tile(a: &[f32], b: &[f32], kc: usize, alpha: f32, c: &mut [f32], rs: usize);
+    /// While it runs, the kernel may prefetch the cache lines of `next` into L2 (a hint).
+    fn tile(a: &[f32], b: &[f32], kc: usize, alpha: f32, c: &mut [f32], rs: usize, next: Lines);
 
     /// [`Self::tile`] for the left `NR / 2` columns only (the right half of `c` may be left
     /// alone): the diagonal tiles of a lower-triangle product whose right half lies above the
     /// diagonal. Each value is summed exactly as [`Self::tile`] sums it. The default computes
     /// the whole tile.
     #[inline]
-    fn tile_left_half(a: &[f32], b: &[f32], kc: usize, alpha: f32, c: &mut [f32], rs: usize) {
-        Self::tile(a, b, kc, alpha, c, rs);
+    fn tile_left_half(
+        a: &[f32],
+        b: &[f32],
+        kc: usize,
+        alpha: f32,
+        c: &mut [f32],
+        rs: usize,
+        next: Lines,
+    ) {
+        Self::tile(a, b, kc, alpha, c, rs, next);
     }
 }
 

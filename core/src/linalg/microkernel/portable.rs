@@ -4,7 +4,7 @@
 
 use wide::f32x8;
 
-use super::{MicroKernel, check_tile};
+use super::{Lines, MicroKernel, check_tile};
 
 /// The `wide::f32x8` kernel.
 pub(crate) struct Portable;
@@ -22,7 +22,7 @@ impl MicroKernel for Portable {
     const NC: usize = 4080;
 
     #[inline]
-    fn tile(a: &[f32], b: &[f32], kc: usize, alpha: f32, c: &mut [f32], rs: usize) {
+    fn tile(a: &[f32], b: &[f32], kc: usize, alpha: f32, c: &mut [f32], rs: usize, _: Lines) {
         check_tile::<Self>(a, b, kc, c, rs);
         let mut acc = [[f32x8::ZERO; 2]; 6];
         for (ap, bp) in a[..kc * 6]

@@ -8,12 +8,45 @@
 #![allow(unsafe_code)]
 
 use core::arch::x86_64::{
-    __m256, __m512, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps,
-    _mm256_storeu_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
-    _mm512_storeu_ps,
+    __m256, __m512, _MM_HINT_T0, _MM_HINT_T1, _mm_prefetch, _mm256_fmadd_ps, _mm256_loadu_ps,
+    _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
+    _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
 };
 
-use super::{MicroKernel, check_tile};
+use super::{Lines, MicroKernel, check_tile};
+
+/// Runs `$body` for `$p` in `0..$kc` in increasing order, four steps
+/// ([`super::STEPS_PER_LINE`]) per loop iteration: the rolled loop left the FMA ports idle about
+/// 10 % of the time on a Sapphire Rapids core (a cache-resident 6 x 16 tile ran at 102-109
+/// GFLOP/s rolled, 109-120 unrolled). Each accumulator still sees the same FMAs in the same
+/// order. Each iteration also prefetches one of the `$next` lines into L2 while any are left.
+macro_rules! unrolled {
+    ($kc:expr, $next:expr, $p:ident => $body:block) => {{
+        let kc: usize = $kc;
+        let next: Lines = $next;
+        let mut $p = 0;
+        let mut line = 0;
+        while $p + 4 <= kc {
+            if line < next.count {
+                // One line of the next slice per four steps.
+                _mm_prefetch::<_MM_HINT_T1>(next.at.wrapping_add(line * 16).cast());
+                line += 1;
+            }
+            $body;
+            $p += 1;
+            $body;
+            $p += 1;
+            $body;
+            $p += 1;
+            $body;
+            $p += 1;
+        }
+        while $p < kc {
+            $body;
+            $p += 1;
+        }
+    }};
+}
 
 /// The AVX2 + FMA kernel, 6 x 16 (12 of the 16 ymm registers accumulate).
 pub(crate) struct Avx2;
@@ -27,18 +60,26 @@ impl MicroKernel for Avx2 {
     const NC: usize = 4080;
 
     #[inline]
-    fn tile(a: &[f32], b: &[f32], kc: usize, alpha: f32, c: &mut [f32], rs: usize) {
+    fn tile(a: &[f32], b: &[f32], kc: usize, alpha: f32, c: &mut [f32], rs: usize, next: Lines) {
         check_tile::<Self>(a, b, kc, c, rs);
         // SAFETY: lengths checked above; the driver uses this kernel only on the AVX2 path.
-        unsafe { tile_avx2(a.as_ptr(), b.as_ptr(), kc, alpha, c.as_mut_ptr(), rs) }
+        unsafe { tile_avx2(a.as_ptr(), b.as_ptr(), kc, alpha, c.as_mut_ptr(), rs, next) }
     }
 
     #[inline]
-    fn tile_left_half(a: &[f32], b: &[f32], kc: usize, alpha: f32, c: &mut [f32], rs: usize) {
+    fn tile_left_half(
+        a: &[f32],
+        b: &[f32],
+        kc: usize,
+        alpha: f32,
+        c: &mut [f32],
+        rs: usize,
+        next: Lines,
+    ) {
         check_tile::<Self>(a, b, kc, c, rs);
         // SAFETY: lengths checked above (the half tile reads and writes less); the driver uses
         // this kernel only on the AVX2 path.
-        unsafe { tile_left_half_avx2(a.as_ptr(), b.as_ptr(), kc, alpha, c.as_mut_ptr(), rs) }
+        unsafe { tile_left_half_avx2(a.as_ptr(), b.as_ptr(), kc, alpha, c.as_mut_ptr(), rs, next) }
     }
 }
 
@@ -51,17 +92,18 @@ unsafe fn tile_left_half_avx2(
     alpha: f32,
     c: *mut f32,
     rs: usize,
+    next: Lines,
 ) {
     let mut acc: [__m256; 6] = [_mm256_setzero_ps(); 6];
     // SAFETY (whole body): a holds kc * 6 values, b kc * 16, c rows of 16 at stride rs.
     unsafe {
-        for p in 0..kc {
+        unrolled!(kc, next, p => {
             let b0 = _mm256_loadu_ps(b.add(p * 16));
             let ap = a.add(p * 6);
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 *acc_r = _mm256_fmadd_ps(_mm256_set1_ps(*ap.add(r)), b0, *acc_r);
             }
-        }
+        });
         let al = _mm256_set1_ps(alpha);
         for (r, &t) in acc.iter().enumerate() {
             let dst = c.add(r * rs);
@@ -70,12 +112,43 @@ unsafe fn tile_left_half_avx2(
     }
 }
 
+/// Asks for the `rows` rows of `cols` values of a destination tile (row stride `rs`) in L1
+/// while the micro-kernel runs its `kc` loop: a large destination (the Gram's tile-major buffer
+/// at d = 2304 is 21 MB) misses L2, and the final read-modify-write would otherwise wait for it.
+/// A prefetch is a hint: it changes no value.
+///
+/// # Safety
+/// `c + r * rs + j` must lie in one allocation for `r < rows`, `j < cols`.
+#[inline(always)]
+unsafe fn prefetch_tile(c: *const f32, rows: usize, cols: usize, rs: usize) {
+    for r in 0..rows {
+        // SAFETY: the caller guarantees the rows are in bounds; values 0, 16, ..., and the
+        // last cover every cache line of a row.
+        unsafe {
+            let row = c.add(r * rs);
+            for j in (0..cols).step_by(16) {
+                _mm_prefetch::<_MM_HINT_T0>(row.add(j).cast());
+            }
+            _mm_prefetch::<_MM_HINT_T0>(row.add(cols - 1).cast());
+        }
+    }
+}
+
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2(a: *const f32, b: *const f32, kc: usize, alpha: f32, c: *mut f32, rs: usize) {
+unsafe fn tile_avx2(
+    a: *const f32,
+    b: *const f32,
+    kc: usize,
+    alpha: f32,
+    c: *mut f32,
+    rs: usize,
+    next: Lines,
+) {
     let mut acc: [[__m256; 2]; 6] = [[_mm256_setzero_ps(); 2]; 6];
     // SAFETY (whole body): a holds kc * 6 values, b kc * 16, c rows of 16 at stride rs.
     unsafe {
-        for p in 0..kc {
+        prefetch_tile(c, 6, 16, rs);
+        unrolled!(kc, next, p => {
             let bp = b.add(p * 16);
             let (b0, b1) = (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)));
             let ap = a.add(p * 6);
@@ -84,7 +157,7 @@ unsafe fn tile_avx2(a: *const f32, b: *const f32, kc: usize, alpha: f32, c: *mut
                 acc_r[0] = _mm256_fmadd_ps(ar, b0, acc_r[0]);
                 acc_r[1] = _mm256_fmadd_ps(ar, b1, acc_r[1]);
             }
-        }
+        });
         let al = _mm256_set1_ps(alpha);
         for (r, acc_r) in acc.iter().enumerate() {
             let row = c.add(r * rs);
@@ -110,27 +183,46 @@ impl MicroKernel for Avx512 {
     const NC: usize = 4096;
 
     #[inline]
-    fn tile(a: &[f32], b: &[f32], kc: usize, alpha: f32, c: &mut [f32], rs: usize) {
+    fn tile(a: &[f32], b: &[f32], kc: usize, alpha: f32, c: &mut [f32], rs: usize, next: Lines) {
         check_tile::<Self>(a, b, kc, c, rs);
         // SAFETY: lengths checked above; the driver uses this kernel only on the AVX-512 path.
-        unsafe { tile_avx512(a.as_ptr(), b.as_ptr(), kc, alpha, c.as_mut_ptr(), rs) }
+        unsafe { tile_avx512(a.as_ptr(), b.as_ptr(), kc, alpha, c.as_mut_ptr(), rs, next) }
     }
 
     #[inline]
-    fn tile_left_half(a: &[f32], b: &[f32], kc: usize, alpha: f32, c: &mut [f32], rs: usize) {
+    fn tile_left_half(
+        a: &[f32],
+        b: &[f32],
+        kc: usize,
+        alpha: f32,
+        c: &mut [f32],
+        rs: usize,
+        next: Lines,
+    ) {
         check_tile::<Self>(a, b, kc, c, rs);
         // SAFETY: lengths checked above (the half tile reads and writes less); the driver uses
         // this kernel only on the AVX-512 path.
-        unsafe { tile_left_half_avx512(a.as_ptr(), b.as_ptr(), kc, alpha, c.as_mut_ptr(), rs) }
+        unsafe {
+            tile_left_half_avx512(a.as_ptr(), b.as_ptr(), kc, alpha, c.as_mut_ptr(), rs, next)
+        }
     }
 }
 
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn tile_avx512(a: *const f32, b: *const f32, kc: usize, alpha: f32, c: *mut f32, rs: usize) {
+unsafe fn tile_avx512(
+    a: *const f32,
+    b: *const f32,
+    kc: usize,
+    alpha: f32,
+    c: *mut f32,
+    rs: usize,
+    next: Lines,
+) {
     let mut acc: [[__m512; 2]; 12] = [[_mm512_setzero_ps(); 2]; 12];
     // SAFETY (whole body): a holds kc * 12 values, b kc * 32, c rows of 32 at stride rs.
     unsafe {
-        for p in 0..kc {
+        prefetch_tile(c, 12, 32, rs);
+        unrolled!(kc, next, p => {
             let bp = b.add(p * 32);
             let (b0, b1) = (_mm512_loadu_ps(bp), _mm512_loadu_ps(bp.add(16)));
             let ap = a.add(p * 12);
@@ -139,7 +231,7 @@ unsafe fn tile_avx512(a: *const f32, b: *const f32, kc: usize, alpha: f32, c: *m
                 acc_r[0] = _mm512_fmadd_ps(ar, b0, acc_r[0]);
                 acc_r[1] = _mm512_fmadd_ps(ar, b1, acc_r[1]);
             }
-        }
+        });
         let al = _mm512_set1_ps(alpha);
         for (r, acc_r) in acc.iter().enumerate() {
             let row = c.add(r * rs);
@@ -160,17 +252,18 @@ unsafe fn tile_left_half_avx512(
     alpha: f32,
     c: *mut f32,
     rs: usize,
+    next: Lines,
 ) {
     let mut acc: [__m512; 12] = [_mm512_setzero_ps(); 12];
     // SAFETY (whole body): a holds kc * 12 values, b kc * 32, c rows of 32 at stride rs.
     unsafe {
-        for p in 0..kc {
+        unrolled!(kc, next, p => {
             let b0 = _mm512_loadu_ps(b.add(p * 32));
             let ap = a.add(p * 12);
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 *acc_r = _mm512_fmadd_ps(_mm512_set1_ps(*ap.add(r)), b0, *acc_r);
             }
-        }
+        });
         let al = _mm512_set1_ps(alpha);
         for (r, &t) in acc.iter().enumerate() {
             let dst = c.add(r * rs);
