@@ -335,6 +335,9 @@ fn fill_phases(geom: &ConvGeometry, ph: Phases, x: &[f32], planes: &mut [f32]) {
                 let row = &mut rows[b * ph.len..][..ph.len][i * ph.wq..];
                 let n = if x0 < iw { (iw - x0).div_ceil(sx) } else { 0 };
                 let n = n.min(row.len().saturating_sub(j0));
+                if n == 0 {
+                    continue; // no input column lands in this phase (a map narrower than the stride)
+                }
                 for (d, &v) in row[j0..j0 + n].iter_mut().zip(src[x0..].iter().step_by(sx)) {
                     *d = v;
                 }
