@@ -436,7 +436,7 @@ pub fn batchnorm_coefficients(
 
 /// `max(x, 0)` in place (NaN becomes 0).
 ///
-/// On x86-64 the loop runs with the selected SIMD path's vectors ([`crate::simd::vectorised`]):
+/// On x86-64 the loop runs with the selected SIMD path's vectors (`simd::vectorised`):
 /// there `f32::max(x, 0.0)` has always compiled to `maxps(x, 0)`, which is `x > 0 ? x : +0`
 /// for every `x` (NaN and -0 included), so the loop spells out that select, which every
 /// vector width computes the same. Elsewhere (the device) it stays `f32::max`, bit for bit.

@@ -12,7 +12,7 @@
 //! 1 x 1 window).
 //!
 //! The strided convolutions ran as im2col + GEMM, and the merge's bytes must not change, so
-//! each output is summed exactly as [`crate::linalg::gemm`] sums it: per input range of a
+//! each output is summed exactly as [`crate::linalg::gemm()`] sums it: per input range of a
 //! block (one GEMM each), the depth `(channel, tap)` is cut into slices of the selected path's
 //! `KC` values, each slice summed from zero by fused multiply-adds in depth order, the slices'
 //! sums added in order into the range's sum, and the ranges' sums added in order into the
@@ -33,7 +33,7 @@ use crate::linalg::blocked::depth_slice;
 use crate::simd::lanes::F32Lanes;
 use crate::simd::{self, Path};
 
-/// Whether [`strided_conv`] handles `geom`: a stride above 1 on some axis and a window of at
+/// Whether `strided_conv` handles `geom`: a stride above 1 on some axis and a window of at
 /// most [`MAX_TAPS`] taps.
 pub fn strided_conv_applies(geom: &ConvGeometry) -> bool {
     let taps = geom.kernel[0] * geom.kernel[1];
@@ -75,7 +75,7 @@ impl Phases {
     }
 }
 
-/// Scratch elements [`strided_conv`] needs for `blocks` over `geom`: the phases of one sample,
+/// Scratch elements `strided_conv` needs for `blocks` over `geom`: the phases of one sample,
 /// the repacked weights and one sample's flat output rows.
 pub fn strided_conv_scratch_len(geom: &ConvGeometry, blocks: &[BlockRef<'_>]) -> usize {
     let ph = Phases::of(geom);

@@ -36,6 +36,7 @@ pub(crate) const STEPS_PER_LINE: usize = 4;
 /// Cache lines a micro-kernel may prefetch into L2 while it runs: `count` consecutive 64-byte
 /// lines from `at` (a hint: nothing is read through `at`, and any address is allowed).
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the portable kernel ignores it
 pub(crate) struct Lines {
     /// Address in the first line.
     pub(crate) at: *const f32,
