@@ -62,9 +62,10 @@ proptest! {
 /// the next slice while computing one; odd `n` leaves `kc` steps past the unrolled loop.
 #[test]
 fn block_edges_of_every_path() {
-    // (270, 1031): rows a page or more apart, where A's blocks are packed from B's panel, with
-    // ragged edges on every path (KC and MC do not divide 270 and 1031).
-    for &(n, d) in &[(257, 241), (513, 35), (321, 130), (270, 1031)] {
+    // (330, 1031): rows a page or more apart, where A's blocks are packed from B's panel (strips
+    // of A that straddle two strips of the panel included), over two KC slices on every path,
+    // with ragged edges (KC and MC do not divide 330 and 1031).
+    for &(n, d) in &[(257, 241), (513, 35), (321, 130), (330, 1031)] {
         let x = pleas_tests::matrices::uniform_values(n * d, 5);
         let xv = MatRef::new(&x, n, d).unwrap();
         let xf = to_f64(xv);

@@ -1,17 +1,19 @@
 //! Times the Gram update `G += X^T X` (lower triangle) for the comparison script
 //! `benches/scripts/gram_vs_numpy.py`.
 //!
-//! Usage: `gram_timing SAMPLES DIM REPEATS THREADS [kernel|accumulator]`. Prints one line per
+//! Usage: `gram_timing SAMPLES DIM REPEATS THREADS [kernel|accumulator] [numpy|plain]`. Prints one line per
 //! repeat: `wall_seconds cpu_seconds`, where the CPU time is the calling thread's (from
 //! `/proc/thread-self/schedstat`; meaningful for single-threaded runs, and robust to other load
 //! on a shared machine). `kernel` times `syrk_lower` on one `SAMPLES x DIM` matrix in one call;
 //! `accumulator` times the threaded `accumulate_gram` (f32 blocks folded into f64, sharded over
-//! `THREADS` threads) on the same matrix.
+//! `THREADS` threads) on the same matrix. `numpy` (the default) allocates `X`, `G` and the
+//! scratch as numpy allocates its arrays (huge pages advised for large buffers: see
+//! [`Pages::Numpy`]), `plain` without advice.
 
 use std::time::Instant;
 
 use pleas::par::{Parallelism, accumulate_gram};
-use pleas_benches::random_matrix;
+use pleas_benches::{Pages, random_matrix, zeroed};
 use pleas_core::gram::GramParams;
 use pleas_core::linalg::{MatMut, MatRef, syrk_lower, syrk_lower_scratch_len};
 
@@ -26,7 +28,9 @@ fn thread_cpu_seconds() -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 5 {
-        eprintln!("usage: gram_timing SAMPLES DIM REPEATS THREADS [kernel|accumulator]");
+        eprintln!(
+            "usage: gram_timing SAMPLES DIM REPEATS THREADS [kernel|accumulator] [numpy|plain]"
+        );
         std::process::exit(2);
     }
     let parse = |i: usize| -> usize {
@@ -44,10 +48,15 @@ fn main() {
         }
     }
     let mode = args.get(5).map_or("kernel", String::as_str);
-    let x = random_matrix(n, d, 42);
+    let Some(pages) = Pages::parse(args.get(6).map_or("numpy", String::as_str)) else {
+        eprintln!("pages must be numpy or plain, not {}", args[6]);
+        std::process::exit(2);
+    };
+    let mut x = zeroed(n * d, pages);
+    x.copy_from_slice(&random_matrix(n, d, 42));
     let xv = MatRef::new(&x, n, d).expect("sized");
-    let mut g = vec![0.0f32; d * d];
-    let mut scratch = vec![0.0f32; syrk_lower_scratch_len(n, d)];
+    let mut g = zeroed(d * d, pages);
+    let mut scratch = zeroed(syrk_lower_scratch_len(n, d), pages);
     for _ in 0..repeats {
         let start = Instant::now();
         let cpu_start = thread_cpu_seconds();

@@ -160,17 +160,42 @@ pub(crate) fn pack_a_from_b<K: MicroKernel>(
     {
         let first = r0 + strip * K::MR;
         let rows = (mc - strip * K::MR).min(K::MR);
-        for (p, dst) in chunk.chunks_exact_mut(K::MR).enumerate() {
-            // The strip's rows are a run of panel columns: one copy per panel strip it spans.
-            let mut r = 0;
-            while r < rows {
-                let col = first + r;
-                let n = (K::NR - col % K::NR).min(rows - r);
-                let at = (col / K::NR) * K::NR * kc + p * K::NR + col % K::NR;
-                dst[r..r + n].copy_from_slice(&bpack[at..at + n]);
-                r += n;
+        let off = first % K::NR;
+        let at0 = (first / K::NR) * K::NR * kc + off;
+        if rows == K::MR && off + K::MR <= K::NR {
+            // The strip's rows are one run of a panel strip: one fixed-size copy per step.
+            for (p, dst) in chunk.chunks_exact_mut(K::MR).enumerate() {
+                dst.copy_from_slice(&bpack[at0 + p * K::NR..][..K::MR]);
             }
-            dst[rows..].fill(0.0);
+        } else if rows == K::MR {
+            // The rows straddle two panel strips: the first `head` from the end of one, the
+            // rest from the start of the next. Two fixed-size copies per step keep them inline:
+            // the first runs past its strip's row into values the second overwrites, and the
+            // second runs into the next step's slot, which that step then overwrites (the last
+            // step goes through a window instead).
+            let head = K::NR - off;
+            let at1 = at0 - off + K::NR * kc;
+            for p in 0..kc - 1 {
+                chunk[p * K::MR..][..K::MR].copy_from_slice(&bpack[at0 + p * K::NR..][..K::MR]);
+                chunk[p * K::MR + head..][..K::MR]
+                    .copy_from_slice(&bpack[at1 + p * K::NR..][..K::MR]);
+            }
+            let p = kc - 1;
+            let mut window = [0.0f32; 2 * TILE_ROWS];
+            window[..K::MR].copy_from_slice(&bpack[at0 + p * K::NR..][..K::MR]);
+            window[head..head + K::MR].copy_from_slice(&bpack[at1 + p * K::NR..][..K::MR]);
+            chunk[p * K::MR..].copy_from_slice(&window[..K::MR]);
+        } else {
+            for (p, dst) in chunk.chunks_exact_mut(K::MR).enumerate() {
+                for (r, v) in dst.iter_mut().enumerate() {
+                    let col = first + r;
+                    *v = if r < rows {
+                        bpack[(col / K::NR) * K::NR * kc + p * K::NR + col % K::NR]
+                    } else {
+                        0.0
+                    };
+                }
+            }
         }
     }
 }
