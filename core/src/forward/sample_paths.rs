@@ -4,7 +4,8 @@
 /// `$sample::<S, R, VT>(a, x, planes, flat, out)` (an `#[inline(always)]` kernel taking a
 /// `$layer`) on the selected SIMD path: compiled into a `#[target_feature]` function with the
 /// path's vector type and register tile ([`direct_conv`](super::direct_conv)'s `ROWS` x `VECS`,
-/// `AVX2_ROWS` x `AVX2_VECS`, `WIDE_ROWS` x `WIDE_VECS`).
+/// `AVX2_ROWS` x `AVX2_VECS`, `WIDE_ROWS` x `WIDE_VECS`). The `@wrapper` arm writes one such
+/// function.
 macro_rules! sample_on_paths {
     ($layer:ident, $sample:ident) => {
         /// The per-sample kernel on the selected path.
@@ -40,29 +41,25 @@ macro_rules! sample_on_paths {
             use super::{$layer, $sample};
             use $crate::forward::direct_conv::{AVX2_ROWS, AVX2_VECS, WIDE_ROWS, WIDE_VECS};
 
-            #[target_feature(enable = "avx2,fma")]
-            pub(super) unsafe fn sample_avx2(
-                a: $layer<'_>,
-                x: &[f32],
-                planes: &mut [f32],
-                flat: &mut [f32],
-                out: &mut [f32],
-            ) {
-                // SAFETY: this function runs only on the AVX2 path.
-                unsafe { $sample::<__m256, AVX2_ROWS, AVX2_VECS>(a, x, planes, flat, out) }
-            }
-
-            #[target_feature(enable = "avx512f,avx2,fma")]
-            pub(super) unsafe fn sample_avx512(
-                a: $layer<'_>,
-                x: &[f32],
-                planes: &mut [f32],
-                flat: &mut [f32],
-                out: &mut [f32],
-            ) {
-                // SAFETY: this function runs only on the AVX-512 path.
-                unsafe { $sample::<__m512, WIDE_ROWS, WIDE_VECS>(a, x, planes, flat, out) }
-            }
+            sample_on_paths!(@wrapper $layer, $sample, sample_avx2, "avx2,fma",
+                __m256, AVX2_ROWS, AVX2_VECS);
+            sample_on_paths!(@wrapper $layer, $sample, sample_avx512, "avx512f,avx2,fma",
+                __m512, WIDE_ROWS, WIDE_VECS);
+        }
+    };
+    (@wrapper $layer:ident, $sample:ident, $name:ident, $features:literal, $vector:ty,
+        $rows:ident, $vecs:ident) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(
+            a: $layer<'_>,
+            x: &[f32],
+            planes: &mut [f32],
+            flat: &mut [f32],
+            out: &mut [f32],
+        ) {
+            // SAFETY: `sample_on` calls this function only on the path whose instruction sets
+            // it enables, the path of `$vector`.
+            unsafe { $sample::<$vector, $rows, $vecs>(a, x, planes, flat, out) }
         }
     };
 }
