@@ -143,35 +143,6 @@ impl MicroKernel for Avx2 {
     }
 }
 
-/// The left 6 x 8 of [`tile_avx2`], with the same per-value FMA sequence.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn tile_left_half_avx2(
-    a: *const f32,
-    b: *const f32,
-    kc: usize,
-    alpha: f32,
-    c: *mut f32,
-    rs: usize,
-    next: Lines,
-) {
-    let mut acc: [__m256; 6] = [_mm256_setzero_ps(); 6];
-    // SAFETY (whole body): a holds kc * 6 values, b kc * 16, c rows of 16 at stride rs.
-    unsafe {
-        unrolled!(kc, next, NextTile::below(c.cast_const(), rs, 6, 16), p => {
-            let b0 = _mm256_loadu_ps(b.add(p * 16));
-            let ap = a.add(p * 6);
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                *acc_r = _mm256_fmadd_ps(_mm256_set1_ps(*ap.add(r)), b0, *acc_r);
-            }
-        });
-        let al = _mm256_set1_ps(alpha);
-        for (r, &t) in acc.iter().enumerate() {
-            let dst = c.add(r * rs);
-            _mm256_storeu_ps(dst, _mm256_fmadd_ps(al, t, _mm256_loadu_ps(dst)));
-        }
-    }
-}
-
 /// Asks for the `rows` rows of `cols` values of a destination tile (row stride `rs`) in L1
 /// while the micro-kernel runs its `kc` loop: a large destination (the Gram's tile-major buffer
 /// at d = 2304 is 21 MB) misses L2, and the final read-modify-write would otherwise wait for it.
@@ -191,41 +162,6 @@ unsafe fn prefetch_tile(c: *const f32, rows: usize, cols: usize, rs: usize) {
                 _mm_prefetch::<_MM_HINT_T0>(row.add(j).cast());
             }
             _mm_prefetch::<_MM_HINT_T0>(row.add(cols - 1).cast());
-        }
-    }
-}
-
-#[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2(
-    a: *const f32,
-    b: *const f32,
-    kc: usize,
-    alpha: f32,
-    c: *mut f32,
-    rs: usize,
-    next: Lines,
-) {
-    let mut acc: [[__m256; 2]; 6] = [[_mm256_setzero_ps(); 2]; 6];
-    // SAFETY (whole body): a holds kc * 6 values, b kc * 16, c rows of 16 at stride rs.
-    unsafe {
-        prefetch_tile(c, 6, 16, rs);
-        unrolled!(kc, next, NextTile::below(c.cast_const(), rs, 6, 16), p => {
-            let bp = b.add(p * 16);
-            let (b0, b1) = (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)));
-            let ap = a.add(p * 6);
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let ar = _mm256_set1_ps(*ap.add(r));
-                acc_r[0] = _mm256_fmadd_ps(ar, b0, acc_r[0]);
-                acc_r[1] = _mm256_fmadd_ps(ar, b1, acc_r[1]);
-            }
-        });
-        let al = _mm256_set1_ps(alpha);
-        for (r, acc_r) in acc.iter().enumerate() {
-            let row = c.add(r * rs);
-            for (v, &t) in acc_r.iter().enumerate() {
-                let dst = row.add(v * 8);
-                _mm256_storeu_ps(dst, _mm256_fmadd_ps(al, t, _mm256_loadu_ps(dst)));
-            }
         }
     }
 }
@@ -269,66 +205,88 @@ impl MicroKernel for Avx512 {
     }
 }
 
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn tile_avx512(
-    a: *const f32,
-    b: *const f32,
-    kc: usize,
-    alpha: f32,
-    c: *mut f32,
-    rs: usize,
-    next: Lines,
-) {
-    let mut acc: [[__m512; 2]; 12] = [[_mm512_setzero_ps(); 2]; 12];
-    // SAFETY (whole body): a holds kc * 12 values, b kc * 32, c rows of 32 at stride rs.
-    unsafe {
-        prefetch_tile(c, 12, 32, rs);
-        unrolled!(kc, next, NextTile::below(c.cast_const(), rs, 12, 32), p => {
-            let bp = b.add(p * 32);
-            let (b0, b1) = (_mm512_loadu_ps(bp), _mm512_loadu_ps(bp.add(16)));
-            let ap = a.add(p * 12);
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let ar = _mm512_set1_ps(*ap.add(r));
-                acc_r[0] = _mm512_fmadd_ps(ar, b0, acc_r[0]);
-                acc_r[1] = _mm512_fmadd_ps(ar, b1, acc_r[1]);
-            }
-        });
-        let al = _mm512_set1_ps(alpha);
-        for (r, acc_r) in acc.iter().enumerate() {
-            let row = c.add(r * rs);
-            for (v, &t) in acc_r.iter().enumerate() {
-                let dst = row.add(v * 16);
-                _mm512_storeu_ps(dst, _mm512_fmadd_ps(al, t, _mm512_loadu_ps(dst)));
+/// Defines one register-tile kernel: `acc[r][v] += a[p * MR + r] * b[p * NR + v * LANES..]` for
+/// `r < MR` rows and the first `VECS` vectors of each `NR`-value row of `B`, then
+/// `c[r * rs + v * LANES..] += alpha * acc[r][v]`. A half tile (`VECS` half of `NR / LANES`)
+/// runs the same per-value FMA sequence as the whole one. Every kernel prefetches the next
+/// tile's destination ([`NextTile`]); `own_prefetch` also asks for its own at the start.
+///
+/// The generated function is `unsafe`: `a` must hold `kc * MR` values, `b` `kc * NR`, and `c`
+/// `MR` rows of `NR` values at stride `rs`; the CPU must have `features`.
+macro_rules! register_tile {
+    (
+        $(#[$doc:meta])*
+        fn $name:ident, features $features:literal, $vec:ty, lanes $lanes:literal,
+        tile $mr:literal x $nr:literal, vecs $vecs:literal, own_prefetch $own:literal,
+        $zero:ident, $load:ident, $set1:ident, $fmadd:ident, $store:ident
+    ) => {
+        $(#[$doc])*
+        #[target_feature(enable = $features)]
+        unsafe fn $name(
+            a: *const f32,
+            b: *const f32,
+            kc: usize,
+            alpha: f32,
+            c: *mut f32,
+            rs: usize,
+            next: Lines,
+        ) {
+            let mut acc: [[$vec; $vecs]; $mr] = [[$zero(); $vecs]; $mr];
+            // SAFETY (whole body): the caller guarantees the lengths above.
+            unsafe {
+                if $own {
+                    prefetch_tile(c, $mr, $nr, rs);
+                }
+                unrolled!(kc, next, NextTile::below(c.cast_const(), rs, $mr, $nr), p => {
+                    let bp = b.add(p * $nr);
+                    let mut bv: [$vec; $vecs] = [$zero(); $vecs];
+                    for (v, bv_v) in bv.iter_mut().enumerate() {
+                        *bv_v = $load(bp.add(v * $lanes));
+                    }
+                    let ap = a.add(p * $mr);
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        let ar = $set1(*ap.add(r));
+                        for (acc_rv, &bv_v) in acc_r.iter_mut().zip(&bv) {
+                            *acc_rv = $fmadd(ar, bv_v, *acc_rv);
+                        }
+                    }
+                });
+                let al = $set1(alpha);
+                for (r, acc_r) in acc.iter().enumerate() {
+                    let row = c.add(r * rs);
+                    for (v, &t) in acc_r.iter().enumerate() {
+                        let dst = row.add(v * $lanes);
+                        $store(dst, $fmadd(al, t, $load(dst)));
+                    }
+                }
             }
         }
-    }
+    };
 }
 
-/// The left 12 x 16 of [`tile_avx512`], with the same per-value FMA sequence.
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn tile_left_half_avx512(
-    a: *const f32,
-    b: *const f32,
-    kc: usize,
-    alpha: f32,
-    c: *mut f32,
-    rs: usize,
-    next: Lines,
-) {
-    let mut acc: [__m512; 12] = [_mm512_setzero_ps(); 12];
-    // SAFETY (whole body): a holds kc * 12 values, b kc * 32, c rows of 32 at stride rs.
-    unsafe {
-        unrolled!(kc, next, NextTile::below(c.cast_const(), rs, 12, 32), p => {
-            let b0 = _mm512_loadu_ps(b.add(p * 32));
-            let ap = a.add(p * 12);
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                *acc_r = _mm512_fmadd_ps(_mm512_set1_ps(*ap.add(r)), b0, *acc_r);
-            }
-        });
-        let al = _mm512_set1_ps(alpha);
-        for (r, &t) in acc.iter().enumerate() {
-            let dst = c.add(r * rs);
-            _mm512_storeu_ps(dst, _mm512_fmadd_ps(al, t, _mm512_loadu_ps(dst)));
-        }
-    }
+register_tile! {
+    /// The AVX2 + FMA tile, 6 x 16.
+    fn tile_avx2, features "avx2,fma", __m256, lanes 8, tile 6 x 16, vecs 2, own_prefetch true,
+    _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps
+}
+
+register_tile! {
+    /// The left 6 x 8 of [`tile_avx2`], with the same per-value FMA sequence.
+    fn tile_left_half_avx2, features "avx2,fma", __m256, lanes 8, tile 6 x 16, vecs 1,
+    own_prefetch false,
+    _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps
+}
+
+register_tile! {
+    /// The AVX-512 tile, 12 x 32.
+    fn tile_avx512, features "avx512f,avx2,fma", __m512, lanes 16, tile 12 x 32, vecs 2,
+    own_prefetch true,
+    _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps
+}
+
+register_tile! {
+    /// The left 12 x 16 of [`tile_avx512`], with the same per-value FMA sequence.
+    fn tile_left_half_avx512, features "avx512f,avx2,fma", __m512, lanes 16, tile 12 x 32,
+    vecs 1, own_prefetch false,
+    _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps
 }
