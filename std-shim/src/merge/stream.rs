@@ -202,7 +202,7 @@ struct PassSpan<'s> {
     /// Highest node this pass computes, per network.
     to: [usize; 3],
     /// Consumers of every node, per network.
-    consumers: &'s [Vec<Vec<NodeId>>; 3],
+    consumers: [&'s [Vec<NodeId>]; 3],
     /// Nodes of A and B this pass or a later one reads.
     keep: &'s BTreeSet<NodeId>,
     /// Nodes of A and B a later pass reads (stored even when no node consumes them).
@@ -675,6 +675,10 @@ impl<'a> Streamer<'a> {
         let pinned: BTreeSet<NodeId> = later.iter().flat_map(|b| self.original_reads(b)).collect();
         let mut keep = pinned.clone();
         keep.extend(self.original_reads(barrier));
+        // Consumer lists, built once per graph (A and B share the original one).
+        let (original, merged_consumers) =
+            (self.nets.original.consumers(), merged.graph.consumers());
+        let consumers = [&original[..], &original[..], &merged_consumers[..]];
         let mut target = self.frontier;
         let recorded = self.recorded_reads(barrier);
         match barrier {
@@ -689,8 +693,8 @@ impl<'a> Streamer<'a> {
                     .unwrap_or(0);
                 if !recorded {
                     target[0] = target[0].max(src);
-                    let (graph, consumers) = (self.nets.original, self.nets.original.consumers());
-                    target[0] = leanest_frontier(graph, &consumers, &pinned, target[0]);
+                    target[0] =
+                        leanest_frontier(self.nets.original, consumers[0], &pinned, target[0]);
                     target[1] = target[0];
                 }
                 if *sequential {
@@ -703,18 +707,13 @@ impl<'a> Streamer<'a> {
             }
         }
         let needs = pass_needs(barrier, recorded);
-        let consumers: [Vec<Vec<NodeId>>; 3] = [
-            self.graph(Net::A).consumers(),
-            self.graph(Net::B).consumers(),
-            self.graph(Net::M).consumers(),
-        ];
         let from = self.frontier;
         let reads = self.stored_reads(barrier, from, target);
         let this = &*self;
         let span = PassSpan {
             from,
             to: target,
-            consumers: &consumers,
+            consumers,
             keep: &keep,
             pinned: &pinned,
             reads: &reads,
@@ -751,7 +750,7 @@ impl<'a> Streamer<'a> {
                 let mut sh = shard.lock().expect("shard lock");
                 for (n, k) in sh.store.keys() {
                     let pinned = n != Net::M && pinned.contains(&k);
-                    if n == net && !pinned && !live(graph, &consumers[i], k, target[i]) {
+                    if n == net && !pinned && !live(graph, consumers[i], k, target[i]) {
                         sh.store.release(net, k);
                     }
                 }

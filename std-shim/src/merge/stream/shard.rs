@@ -285,7 +285,7 @@ impl Streamer<'_> {
         span: &PassSpan<'_>,
     ) -> Result<(), Error> {
         let net = NETS[i];
-        let consumers = &span.consumers[i];
+        let consumers = span.consumers[i];
         for k in span.from[i] + 1..=span.to[i] {
             let kept: Vec<(NodeId, Vec<f32>)> = if net == Net::M {
                 Vec::new()
@@ -510,7 +510,7 @@ impl Streamer<'_> {
                 let Some(buf) = acts[i][k].take() else {
                     continue;
                 };
-                if k > 0 && (pinned || live(graph, &span.consumers[i], k, span.to[i])) {
+                if k > 0 && (pinned || live(graph, span.consumers[i], k, span.to[i])) {
                     bufs.spare
                         .extend(shard.store.put(net, k, chunk.index, buf)?);
                 } else {
