@@ -725,25 +725,13 @@ where
         }
     }
 
-    /// Centres on the mean of the first `rows` rows, rounded to f32.
+    /// Centres on the mean of the first `rows` rows, rounded to f32 ([`column_means`]).
     fn choose_shift(&mut self, x: MatRef<'_, f32>, t: Option<MatRef<'_, f32>>, rows: usize) {
         let w = self.wlay;
         let ws = self.workspace.as_mut();
-        for j in 0..self.dim {
-            let mut s = 0.0f64;
-            for i in 0..rows {
-                s += f64::from(x.at(i, j));
-            }
-            ws[w.shift_x + j] = (s / rows as f64) as f32;
-        }
+        column_means(x, rows, &mut ws[w.shift_x..][..self.dim]);
         if let Some(t) = t {
-            for j in 0..self.targets {
-                let mut s = 0.0f64;
-                for i in 0..rows {
-                    s += f64::from(t.at(i, j));
-                }
-                ws[w.shift_t + j] = (s / rows as f64) as f32;
-            }
+            column_means(t, rows, &mut ws[w.shift_t..][..self.targets]);
         }
         self.shift_set = true;
     }
@@ -1079,5 +1067,36 @@ where
             *o = st[self.slay.sum_tt + j] + 2.0 * u * st[self.slay.sum_t + j] + n * u * u;
         }
         Ok(())
+    }
+}
+
+/// The means of the first `rows` rows of each column of `m`, rounded to f32, into `means`
+/// (one per column): the centring shifts of [`GramAccumulator`] and the target shifts of
+/// [`conv::ConvGram`]. Each column is summed in f64 in row order, from zero; `m` is read row by
+/// row in memory order (a column walk adds the same values in the same order), 64 columns at a
+/// time.
+fn column_means(m: MatRef<'_, f32>, rows: usize, means: &mut [f32]) {
+    let mut sums = [0.0f64; 64];
+    for j0 in (0..means.len()).step_by(sums.len()) {
+        let cols = (means.len() - j0).min(sums.len());
+        let sums = &mut sums[..cols];
+        sums.fill(0.0);
+        for r in 0..rows {
+            match m.row(r) {
+                Some(row) => {
+                    for (s, &v) in sums.iter_mut().zip(&row[j0..j0 + cols]) {
+                        *s += f64::from(v);
+                    }
+                }
+                None => {
+                    for (j, s) in sums.iter_mut().enumerate() {
+                        *s += f64::from(m.at(r, j0 + j));
+                    }
+                }
+            }
+        }
+        for (mean, s) in means[j0..j0 + cols].iter_mut().zip(sums.iter()) {
+            *mean = (s / rows as f64) as f32;
+        }
     }
 }

@@ -4,6 +4,7 @@
 pub mod assignment;
 pub mod cli;
 pub mod compact;
+pub mod conv_blocks;
 pub mod matrices;
 pub mod models;
 pub mod npy_data;

@@ -8,8 +8,6 @@
 // Blocks read lists of channel ranges; a list of one range is the common case, not a mistake.
 #![allow(clippy::single_range_in_vec_init)]
 
-use std::ops::Range;
-
 use pleas_core::forward::{
     Activations, Forward, ForwardError, ForwardParams, Observer, fold_batchnorm,
 };
@@ -17,6 +15,7 @@ use pleas_core::graph::{
     BlockFault, Graph, GraphError, NodeId, Op, Shape, Tensor, WeightBlock, Weights,
     apply_permutations, cost, node_macs, permutation_groups,
 };
+use pleas_tests::conv_blocks::random_ranges;
 use pleas_tests::models::{
     block_conv_op, block_linear_op, block_resnet, bn_op, max_rel_diff, random_input,
     random_weights, weight_block,
@@ -38,18 +37,7 @@ fn random_blocks(rng: &mut Rng, in_c: usize, prefix: &str, bias: bool) -> Vec<We
     let count = 1 + rng.below(3);
     (0..count)
         .map(|k| {
-            let mut bounds = vec![0];
-            bounds.extend((1..in_c).filter(|_| rng.below(3) == 0));
-            bounds.push(in_c);
-            let segments: Vec<Range<usize>> = bounds.windows(2).map(|w| w[0]..w[1]).collect();
-            let mut inputs: Vec<Range<usize>> = segments
-                .iter()
-                .filter(|_| rng.below(2) == 0)
-                .cloned()
-                .collect();
-            if inputs.is_empty() {
-                inputs.push(segments[rng.below(segments.len())].clone());
-            }
+            let inputs = random_ranges(rng, in_c);
             WeightBlock {
                 weight: format!("{prefix}.blocks.{k}.weight"),
                 bias: (bias && rng.below(2) == 0).then(|| format!("{prefix}.blocks.{k}.bias")),

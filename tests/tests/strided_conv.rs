@@ -7,71 +7,16 @@
 // Blocks read lists of channel ranges; a list of one range is the common case.
 #![allow(clippy::single_range_in_vec_init)]
 
-use std::ops::Range;
-
-use nalgebra::DMatrix;
 use pleas_core::forward::direct_conv::{MAX_TAPS, direct_conv_reference};
-use pleas_core::forward::im2col::{ConvGeometry, im2col, im2col_len, im2col_reference};
+use pleas_core::forward::im2col::{ConvGeometry, im2col, im2col_len};
 use pleas_core::forward::layers::{BlockRef, block_conv2d, block_conv2d_scratch_len};
 use pleas_core::forward::strided_conv::{strided_conv_applies, strided_conv_scratch_len};
 use pleas_core::linalg::{MatMut, MatRef, Transpose, gemm, gemm_scratch_len};
+use pleas_tests::conv_blocks::{OwnedBlock, max_abs, merged_inputs, twin_against_nalgebra, values};
 use pleas_tests::rng::Rng;
 use pleas_tests::simd_paths::for_each_path;
-use pleas_tests::tolerance::{KERNEL_VS_NAIVE_REL, TWIN_VS_NALGEBRA_REL};
+use pleas_tests::tolerance::KERNEL_VS_NAIVE_REL;
 use proptest::prelude::*;
-
-fn values(rng: &mut Rng, n: usize) -> Vec<f32> {
-    (0..n).map(|_| rng.normal() as f32).collect()
-}
-
-fn max_abs(x: &[f32]) -> f32 {
-    x.iter().fold(0.0f32, |m, v| m.max(v.abs()))
-}
-
-/// Cuts `0..in_c` at random points and keeps a random non-empty subset of the segments.
-fn random_ranges(rng: &mut Rng, in_c: usize) -> Vec<Range<usize>> {
-    let mut cuts: Vec<usize> = (1..in_c).filter(|_| rng.below(3) == 0).collect();
-    cuts.insert(0, 0);
-    cuts.push(in_c);
-    let segments: Vec<Range<usize>> = cuts.windows(2).map(|w| w[0]..w[1]).collect();
-    let mut kept: Vec<Range<usize>> = segments
-        .iter()
-        .filter(|_| rng.below(2) == 0)
-        .cloned()
-        .collect();
-    if kept.is_empty() {
-        kept.push(segments[rng.below(segments.len())].clone());
-    }
-    kept
-}
-
-struct OwnedBlock {
-    weight: Vec<f32>,
-    bias: Option<Vec<f32>>,
-    rows: usize,
-    inputs: Vec<Range<usize>>,
-}
-
-impl OwnedBlock {
-    fn random(rng: &mut Rng, rows: usize, inputs: Vec<Range<usize>>, taps: usize) -> Self {
-        let cols: usize = inputs.iter().map(|r| r.len()).sum();
-        OwnedBlock {
-            weight: values(rng, rows * cols * taps),
-            bias: (rng.below(2) == 0).then(|| values(rng, rows)),
-            rows,
-            inputs,
-        }
-    }
-
-    fn view(&self) -> BlockRef<'_> {
-        BlockRef {
-            weight: &self.weight,
-            bias: self.bias.as_deref(),
-            rows: self.rows,
-            inputs: &self.inputs,
-        }
-    }
-}
 
 /// What `block_conv2d` computed for strided windows before the direct kernel: per sample the
 /// patch matrix, per block one GEMM per input range accumulating (`beta` 0, then 1), then
@@ -180,13 +125,7 @@ proptest! {
             return Ok(());
         };
         let mut rng = Rng::new(seed);
-        let owned: Vec<OwnedBlock> = (0..blocks)
-            .map(|_| {
-                let rows = 1 + rng.below(30);
-                let inputs = random_ranges(&mut rng, in_c);
-                OwnedBlock::random(&mut rng, rows, inputs, taps)
-            })
-            .collect();
+        let owned = OwnedBlock::random_layer(&mut rng, blocks, in_c, taps);
         check(&geom, &owned, batch, &mut rng);
     }
 
@@ -200,34 +139,7 @@ proptest! {
         let Some(geom) = ConvGeometry::new(in_c, h, w, [k, k], [s, s], [p.min(k - 1); 2]) else {
             return Ok(());
         };
-        let mut rng = Rng::new(seed);
-        let patch = geom.patch_len();
-        let block = OwnedBlock {
-            weight: values(&mut rng, out_c * patch),
-            bias: Some(values(&mut rng, out_c)),
-            rows: out_c,
-            inputs: vec![0..in_c],
-        };
-        let x = values(&mut rng, geom.input_len());
-        let mut twin = vec![0.0f32; out_c * geom.positions()];
-        direct_conv_reference(&geom, &[block.view()], &x, 1, &mut twin);
-        let mut cols = vec![0.0f32; im2col_len(&geom, 1)];
-        im2col_reference(&geom, &x, 1, &mut cols);
-        let wm = DMatrix::from_row_iterator(out_c, patch, block.weight.iter().map(|&v| f64::from(v)));
-        let cm = DMatrix::from_row_iterator(patch, geom.positions(), cols.iter().map(|&v| f64::from(v)));
-        let mut prod = wm * cm;
-        for (o, &b) in block.bias.as_ref().unwrap().iter().enumerate() {
-            for v in prod.row_mut(o).iter_mut() {
-                *v += f64::from(b);
-            }
-        }
-        let scale = prod.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
-        for o in 0..out_c {
-            for q in 0..geom.positions() {
-                let d = (f64::from(twin[o * geom.positions() + q]) - prod[(o, q)]).abs();
-                prop_assert!(d <= TWIN_VS_NALGEBRA_REL * scale, "diff {d} at ({o}, {q})");
-            }
-        }
+        twin_against_nalgebra(&geom, out_c, seed)?;
     }
 }
 
@@ -248,18 +160,10 @@ fn resnet_strided_layers_equal_im2col_gemm() {
     ] {
         let geom = ConvGeometry::new(c, hw, hw, [k, k], [2, 2], [pad, pad]).unwrap();
         let m = c * 5 / 6;
-        let own = (c - m) / 2;
         let owned: Vec<OwnedBlock> = rows
             .iter()
             .enumerate()
-            .map(|(i, &r)| {
-                let inputs = match (rows.len(), i) {
-                    (1, _) | (_, 0) => vec![0..c],
-                    (_, 1) => vec![0..m, m..m + own],
-                    _ => vec![0..m, m + own..c],
-                };
-                OwnedBlock::random(&mut rng, r, inputs, k * k)
-            })
+            .map(|(i, &r)| OwnedBlock::random(&mut rng, r, merged_inputs(c, m, i), k * k))
             .collect();
         check(&geom, &owned, 2, &mut rng);
     }

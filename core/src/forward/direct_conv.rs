@@ -36,8 +36,6 @@
 
 use core::ops::Range;
 
-use wide::f32x8;
-
 use super::block_ref::BlockRef;
 use super::im2col::ConvGeometry;
 use crate::simd::lanes::F32Lanes;
@@ -534,59 +532,7 @@ unsafe fn sample<S: F32Lanes, const R: usize, const VT: usize>(
     }
 }
 
-/// [`sample`] on the selected path.
-#[allow(unsafe_code)]
-fn sample_on(
-    path: Path,
-    a: Layer<'_>,
-    x: &[f32],
-    planes: &mut [f32],
-    flat: &mut [f32],
-    out: &mut [f32],
-) {
-    match path {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `path` is the selected path, which the CPU supports.
-        Path::Avx512 => unsafe { x86::sample_avx512(a, x, planes, flat, out) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        Path::Avx2 => unsafe { x86::sample_avx2(a, x, planes, flat, out) },
-        // SAFETY: `f32x8` runs everywhere.
-        _ => unsafe { sample::<f32x8, ROWS, VECS>(a, x, planes, flat, out) },
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[allow(unsafe_code)]
-mod x86 {
-    use core::arch::x86_64::{__m256, __m512};
-
-    use super::{AVX2_ROWS, AVX2_VECS, Layer, WIDE_ROWS, WIDE_VECS, sample};
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn sample_avx2(
-        a: Layer<'_>,
-        x: &[f32],
-        planes: &mut [f32],
-        flat: &mut [f32],
-        out: &mut [f32],
-    ) {
-        // SAFETY: this function runs only on the AVX2 path.
-        unsafe { sample::<__m256, AVX2_ROWS, AVX2_VECS>(a, x, planes, flat, out) }
-    }
-
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) unsafe fn sample_avx512(
-        a: Layer<'_>,
-        x: &[f32],
-        planes: &mut [f32],
-        flat: &mut [f32],
-        out: &mut [f32],
-    ) {
-        // SAFETY: this function runs only on the AVX-512 path.
-        unsafe { sample::<__m512, WIDE_ROWS, WIDE_VECS>(a, x, planes, flat, out) }
-    }
-}
+sample_on_paths!(Layer, sample);
 
 /// Convolution of `batch` NCHW samples with stride 1 ([`direct_conv_applies`]), the output
 /// channels being the blocks' rows stacked in order. Same contract as

@@ -109,35 +109,17 @@ fn conv_scratch(geom: &ConvGeometry, out_c: usize, chunk: usize, gemm_len: usize
         .saturating_add(gemm_len)
 }
 
-/// Scratch elements [`conv2d`] needs when it processes `chunk` samples per matrix product.
+/// Scratch elements [`conv2d`] needs when it processes `chunk` samples per matrix product:
+/// those of its one block of every output reading every input channel.
 pub fn conv2d_scratch_len(geom: &ConvGeometry, out_c: usize, chunk: usize) -> usize {
-    if direct_conv_applies(geom) {
-        let all = 0..geom.in_c;
-        let block = [BlockRef {
-            weight: &[],
-            bias: None,
-            rows: out_c,
-            inputs: core::slice::from_ref(&all),
-        }];
-        return direct_conv_scratch_len(geom, &block);
-    }
-    if strided_conv_applies(geom) {
-        let all = 0..geom.in_c;
-        let block = [BlockRef {
-            weight: &[],
-            bias: None,
-            rows: out_c,
-            inputs: core::slice::from_ref(&all),
-        }];
-        return strided_conv_scratch_len(geom, &block);
-    }
-    let cols = chunk * geom.positions();
-    conv_scratch(
-        geom,
-        out_c,
-        chunk,
-        gemm_scratch_len(out_c, cols, geom.patch_len()),
-    )
+    let all = 0..geom.in_c;
+    let block = [BlockRef {
+        weight: &[],
+        bias: None,
+        rows: out_c,
+        inputs: core::slice::from_ref(&all),
+    }];
+    block_conv2d_scratch_len(geom, &block, chunk)
 }
 
 /// Scratch elements [`block_conv2d`] needs for `blocks` when it processes `chunk` samples per

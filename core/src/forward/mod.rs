@@ -19,6 +19,9 @@
 //! - [`layers`]: the batched kernels (conv, linear, affine, pooling), scratch-sized.
 //! - [`fold`]: folding eval-mode batch-norm into the preceding conv or linear layer.
 
+#[macro_use]
+mod sample_paths;
+
 pub mod block_ref;
 pub mod compact;
 pub mod compact_fold;

@@ -734,7 +734,8 @@ where
     }
 
     /// Channel means over the map positions of the first `n` maps (from the partial sums
-    /// [`Self::check_input`] left), and target means over their rows, rounded to f32.
+    /// [`Self::check_input`] left), and target means over their rows ([`super::column_means`]),
+    /// rounded to f32.
     fn choose_shift(&mut self, n: usize, t: Option<MatRef<'_, f32>>) {
         let g = self.geo;
         let plane = g.h * g.w;
@@ -747,31 +748,7 @@ where
         }
         if let Some(t) = t {
             let rows = n * g.oh * g.ow;
-            // Row by row, every column's sum in row order (as a column walk would add them),
-            // reading `t` in memory order.
-            let mut sums = [0.0f64; 64];
-            for j0 in (0..g.t).step_by(sums.len()) {
-                let cols = (g.t - j0).min(sums.len());
-                let sums = &mut sums[..cols];
-                sums.fill(0.0);
-                for r in 0..rows {
-                    match t.row(r) {
-                        Some(row) => {
-                            for (s, &v) in sums.iter_mut().zip(&row[j0..j0 + cols]) {
-                                *s += f64::from(v);
-                            }
-                        }
-                        None => {
-                            for (j, s) in sums.iter_mut().enumerate() {
-                                *s += f64::from(t.at(r, j0 + j));
-                            }
-                        }
-                    }
-                }
-                for (j, s) in sums.iter().enumerate() {
-                    ws[w.shift_t + j0 + j] = (s / rows as f64) as f32;
-                }
-            }
+            super::column_means(t, rows, &mut ws[w.shift_t..][..g.t]);
         }
         self.shift_set = true;
     }

@@ -270,9 +270,8 @@ impl LeastSquares<'_> {
 }
 
 /// The outcome: the weights checked finite, the heads' classes, the FLOP and parameter
-/// ratios, the reports and the timings.
+/// ratios, the reports, whether the targets were recorded outputs, and the timings.
 #[allow(clippy::too_many_arguments)]
-/// (`recorded_targets` is false: the pipeline sets it.)
 pub(crate) fn outcome(
     prepared: &Prepared,
     merged: MergedModel,
@@ -281,6 +280,7 @@ pub(crate) fn outcome(
     ratios: &[f64],
     (groups, layers): (Vec<GroupReport>, Vec<LayerReport>),
     ranks: &dyn Ranks,
+    recorded_targets: bool,
     (mut timings, t0): (Vec<(&'static str, f64)>, Instant),
 ) -> Result<MergeOutcome, Error> {
     if let Some((name, index)) = weights.iter().find_map(|(k, t)| {
@@ -315,7 +315,7 @@ pub(crate) fn outcome(
         planned_flop_ratio: planned,
         samples: prepared.samples,
         ranks: ranks.size(),
-        recorded_targets: false,
+        recorded_targets,
         timings,
     })
 }

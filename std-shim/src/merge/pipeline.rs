@@ -117,7 +117,7 @@ fn merge_ranked(
     let layer_reports = stage.run(&average, &mut weights, progress)?;
     timings.push(("least squares", t2.elapsed().as_secs_f64()));
     let reports = (group_reports, layer_reports);
-    let o = outcome(
+    outcome(
         &prepared,
         merged,
         weights,
@@ -125,10 +125,7 @@ fn merge_ranked(
         &ratios,
         reports,
         ranks,
-        (timings, t0),
-    )?;
-    Ok(MergeOutcome {
         recorded_targets,
-        ..o
-    })
+        (timings, t0),
+    )
 }

@@ -202,7 +202,7 @@ struct PassSpan<'s> {
     /// Highest node this pass computes, per network.
     to: [usize; 3],
     /// Consumers of every node, per network.
-    consumers: &'s [Vec<Vec<NodeId>>; 3],
+    consumers: [&'s [Vec<NodeId>]; 3],
     /// Nodes of A and B this pass or a later one reads.
     keep: &'s BTreeSet<NodeId>,
     /// Nodes of A and B a later pass reads (stored even when no node consumes them).
@@ -210,6 +210,10 @@ struct PassSpan<'s> {
     /// Per network, the stored nodes (up to `from`) this pass reads: inputs of the nodes it
     /// computes and what its barrier reads. The other stored nodes stay where they are.
     reads: &'s [Vec<bool>; 3],
+    /// The networks this pass runs (computes or reads stored nodes of): A and B for a fit,
+    /// unless it is sequential and reads only their recorded outputs; the merged network for
+    /// a sequential fit and a batch-norm pass.
+    needs: [bool; 3],
 }
 
 struct Shard {
@@ -321,6 +325,20 @@ fn stage_err(reason: String) -> Error {
     Error::Merge {
         stage: STAGE,
         reason,
+    }
+}
+
+/// The networks (A, B, merged) a pass accumulating `barrier` runs, `recorded` saying whether
+/// A's and B's outputs it reads were recorded ([`Streamer::recorded_reads`]). A sequential fit
+/// served by recorded outputs computes nothing of A and B (their frontier stays) and reads
+/// neither their input nor a stored node of theirs, so it runs only the merged network.
+fn pass_needs(barrier: &Barrier, recorded: bool) -> [bool; 3] {
+    match barrier {
+        Barrier::Fit { sequential, .. } => {
+            let originals = !(*sequential && recorded);
+            [originals, originals, *sequential]
+        }
+        Barrier::BatchNorm { .. } => [false, false, true],
     }
 }
 
@@ -657,7 +675,12 @@ impl<'a> Streamer<'a> {
         let pinned: BTreeSet<NodeId> = later.iter().flat_map(|b| self.original_reads(b)).collect();
         let mut keep = pinned.clone();
         keep.extend(self.original_reads(barrier));
+        // Consumer lists, built once per graph (A and B share the original one).
+        let (original, merged_consumers) =
+            (self.nets.original.consumers(), merged.graph.consumers());
+        let consumers = [&original[..], &original[..], &merged_consumers[..]];
         let mut target = self.frontier;
+        let recorded = self.recorded_reads(barrier);
         match barrier {
             Barrier::Fit { layers, .. } if layers.is_empty() => {
                 return Err(stage_err("a fit pass needs at least one layer".into()));
@@ -668,10 +691,10 @@ impl<'a> Streamer<'a> {
                     .map(|&l| merged.source_node[merged.layers[l].node])
                     .max()
                     .unwrap_or(0);
-                if !self.recorded_reads(barrier) {
+                if !recorded {
                     target[0] = target[0].max(src);
-                    let (graph, consumers) = (self.nets.original, self.nets.original.consumers());
-                    target[0] = leanest_frontier(graph, &consumers, &pinned, target[0]);
+                    target[0] =
+                        leanest_frontier(self.nets.original, consumers[0], &pinned, target[0]);
                     target[1] = target[0];
                 }
                 if *sequential {
@@ -683,21 +706,18 @@ impl<'a> Streamer<'a> {
                 target[2] = target[2].max(node - 1);
             }
         }
-        let consumers: [Vec<Vec<NodeId>>; 3] = [
-            self.graph(Net::A).consumers(),
-            self.graph(Net::B).consumers(),
-            self.graph(Net::M).consumers(),
-        ];
+        let needs = pass_needs(barrier, recorded);
         let from = self.frontier;
         let reads = self.stored_reads(barrier, from, target);
         let this = &*self;
         let span = PassSpan {
             from,
             to: target,
-            consumers: &consumers,
+            consumers,
             keep: &keep,
             pinned: &pinned,
             reads: &reads,
+            needs,
         };
         // This rank's shards, a wave at a time; every shard's result is folded in shard order,
         // whatever the number of ranks and threads.
@@ -730,7 +750,7 @@ impl<'a> Streamer<'a> {
                 let mut sh = shard.lock().expect("shard lock");
                 for (n, k) in sh.store.keys() {
                     let pinned = n != Net::M && pinned.contains(&k);
-                    if n == net && !pinned && !live(graph, &consumers[i], k, target[i]) {
+                    if n == net && !pinned && !live(graph, consumers[i], k, target[i]) {
                         sh.store.release(net, k);
                     }
                 }

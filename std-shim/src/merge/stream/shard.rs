@@ -121,12 +121,8 @@ impl Streamer<'_> {
         let mut src = DataSource::open(&self.data)?;
         let per = src.sample_len();
         let mut sums = self.shard_sums(barrier)?;
-        let needs: [bool; 3] = match barrier {
-            Barrier::Fit { sequential, .. } => [true, true, *sequential],
-            Barrier::BatchNorm { .. } => [false, false, true],
-        };
         for (i, fwd) in fwds.iter_mut().enumerate() {
-            if needs[i] && fwd.is_none() {
+            if span.needs[i] && fwd.is_none() {
                 *fwd = Some(match NETS[i] {
                     Net::A => Forward::new(nets.original, nets.a)?,
                     Net::B => Forward::new(nets.original, nets.b)?,
@@ -146,7 +142,7 @@ impl Streamer<'_> {
             let mut input = take_spare(&mut bufs.spare, chunk.count * per);
             input.resize(chunk.count * per, 0.0);
             src.read(start, chunk.count, &mut input)?;
-            let acts = self.forward_chunk(shard, bufs, fwds, needs, input, chunk, span)?;
+            let acts = self.forward_chunk(shard, bufs, fwds, input, chunk, span)?;
             match &mut sums {
                 ShardSums::Fit(fit) => self.add_fit_chunk(fit, bufs, &acts, shard.index, chunk)?,
                 ShardSums::BatchNorm(moments) => {
@@ -156,7 +152,7 @@ impl Streamer<'_> {
                     self.add_batch_norm_chunk(moments, *node, &acts, chunk.count)?;
                 }
             }
-            self.keep_chunk(shard, bufs, acts, needs, chunk, span)?;
+            self.keep_chunk(shard, bufs, acts, chunk, span)?;
             chunk_bytes = chunk_bytes.max(spare_bytes(&bufs.spare));
         }
         // A thread keeps the buffers one chunk of this pass circulated (the next shard needs
@@ -234,20 +230,20 @@ impl Streamer<'_> {
         LsForm::Auto.dual(self.samples.saturating_mul(geom.positions()), d)
     }
 
-    /// Runs one chunk forward through every network the pass `needs`, from the nodes stored by
-    /// earlier passes up to the span's end; buffers come from the thread's spares.
+    /// Runs one chunk forward through every network the pass runs (`span.needs`), from the
+    /// nodes stored by earlier passes up to the span's end; buffers come from the thread's
+    /// spares.
     fn forward_chunk(
         &self,
         shard: &mut Shard,
         bufs: &mut SlotBuffers,
         fwds: &mut Forwards<'_>,
-        needs: [bool; 3],
         mut input: Vec<f32>,
         chunk: Chunk,
         span: &PassSpan<'_>,
     ) -> Result<ChunkActs, Error> {
         let mut acts: ChunkActs = NETS.map(|net| vec![None; self.graph(net).nodes().len()]);
-        let runs: [bool; 3] = std::array::from_fn(|i| needs[i] && fwds[i].is_some());
+        let runs: [bool; 3] = std::array::from_fn(|i| span.needs[i] && fwds[i].is_some());
         for (i, net) in NETS.into_iter().enumerate() {
             let (true, Some(fwd)) = (runs[i], fwds[i].as_mut()) else {
                 continue;
@@ -289,7 +285,7 @@ impl Streamer<'_> {
         span: &PassSpan<'_>,
     ) -> Result<(), Error> {
         let net = NETS[i];
-        let consumers = &span.consumers[i];
+        let consumers = span.consumers[i];
         for k in span.from[i] + 1..=span.to[i] {
             let kept: Vec<(NodeId, Vec<f32>)> = if net == Net::M {
                 Vec::new()
@@ -501,12 +497,11 @@ impl Streamer<'_> {
         shard: &mut Shard,
         bufs: &mut SlotBuffers,
         mut acts: ChunkActs,
-        needs: [bool; 3],
         chunk: Chunk,
         span: &PassSpan<'_>,
     ) -> Result<(), Error> {
         for (i, net) in NETS.into_iter().enumerate() {
-            if !needs[i] {
+            if !span.needs[i] {
                 continue;
             }
             let graph = self.graph(net);
@@ -515,7 +510,7 @@ impl Streamer<'_> {
                 let Some(buf) = acts[i][k].take() else {
                     continue;
                 };
-                if k > 0 && (pinned || live(graph, &span.consumers[i], k, span.to[i])) {
+                if k > 0 && (pinned || live(graph, span.consumers[i], k, span.to[i])) {
                     bufs.spare
                         .extend(shard.store.put(net, k, chunk.index, buf)?);
                 } else {
