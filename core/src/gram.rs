@@ -22,7 +22,9 @@
 
 use core::fmt;
 
-use crate::linalg::blocked::{Dest, add_tiled_row_f64, tiled_len, tiled_row_strips};
+use crate::linalg::blocked::{
+    Dest, add_tiled_row_f64, tiled_len, tiled_row_strips, zero_lower_tiles,
+};
 use crate::linalg::{MatMut, MatRef, first_outside, gemm, syrk};
 
 pub mod conv;
@@ -391,7 +393,8 @@ impl GramAccumulator<alloc::vec::Vec<f64>, alloc::vec::Vec<f32>> {
     pub fn new_owned(dim: usize, targets: usize, params: GramParams) -> Self {
         let storage = alloc::vec![0.0; Self::storage_len_for(dim, targets, params)];
         let workspace = alloc::vec![0.0; Self::workspace_len(dim, targets, params)];
-        match Self::new(dim, targets, params, storage, workspace) {
+        // The vectors are zeroed already (and not yet touched: calloc'd pages).
+        match Self::over_zeroed(dim, targets, params, storage, workspace) {
             Ok(acc) => acc,
             // The buffers were sized by the queries above.
             Err(_) => unreachable!("buffers sized by storage_len / workspace_len"),
@@ -425,8 +428,24 @@ where
         dim: usize,
         targets: usize,
         params: GramParams,
-        mut storage: S,
-        mut workspace: W,
+        storage: S,
+        workspace: W,
+    ) -> Result<Self, GramError> {
+        let mut acc = Self::over_zeroed(dim, targets, params, storage, workspace)?;
+        acc.storage.as_mut()[..acc.slay.len].fill(0.0);
+        acc.workspace.as_mut()[..acc.wlay.len].fill(0.0);
+        Ok(acc)
+    }
+
+    /// [`Self::new`] over buffers the caller guarantees hold zeros (not checked; other
+    /// contents are a wrong state, not unsafety): freshly allocated zeroed memory is then not
+    /// written, so its pages are first touched by the thread that uses them.
+    fn over_zeroed(
+        dim: usize,
+        targets: usize,
+        params: GramParams,
+        storage: S,
+        workspace: W,
     ) -> Result<Self, GramError> {
         let params = GramParams {
             block_samples: params.block_samples.max(1),
@@ -449,8 +468,6 @@ where
                 found: wlen,
             });
         }
-        storage.as_mut()[..slay.len].fill(0.0);
-        workspace.as_mut()[..wlay.len].fill(0.0);
         Ok(Self {
             dim,
             targets,
@@ -545,9 +562,18 @@ where
 
     /// Forgets every sample (totals back to zero) and keeps the buffers and the shift, so one
     /// accumulator can serve many shards without reallocating.
+    ///
+    /// The Gram's strict upper triangle is left alone: nothing writes or reads it once the
+    /// accumulator is built, so its pages are never touched again.
     pub fn reset(&mut self) {
-        let len = self.slay.len;
-        self.storage.as_mut()[..len].fill(0.0);
+        let (s, d) = (self.slay, self.dim);
+        let store = self.storage.as_mut();
+        if self.params.gram {
+            for i in 0..d {
+                store[s.gram + i * d..s.gram + i * d + i + 1].fill(0.0);
+            }
+        }
+        store[s.cross..s.len].fill(0.0);
         self.folded = 0;
         self.pending = 0;
     }
@@ -748,7 +774,9 @@ where
         let (sx, st) = shifts.split_at(d);
         let (g32, r32) = products.split_at_mut(if self.params.gram { tiled_len(d, d) } else { 0 });
         if self.pending == 0 {
-            g32.fill(0.0);
+            if self.params.gram {
+                zero_lower_tiles(g32, d);
+            }
             r32.fill(0.0);
             sum_x.fill(0.0);
         }
@@ -856,12 +884,19 @@ where
         let (d, nt) = (self.dim, self.targets);
         let n = other.folded as f64;
         if self.x_shift() == other.x_shift() && self.t_shift() == other.t_shift() {
-            // Same centring: the totals simply add.
-            let len = self.slay.len;
-            let o = &other.storage.as_ref()[..len];
-            for (a, b) in self.storage.as_mut()[..len].iter_mut().zip(o) {
-                *a += b;
+            // Same centring: the totals simply add, the Gram's lower triangle only (its strict
+            // upper triangle is never written: half the memory traffic of a whole-buffer sum).
+            let s = self.slay;
+            let o = other.storage.as_ref();
+            let store = self.storage.as_mut();
+            let add = |a: &mut [f64], b: &[f64]| a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+            if self.params.gram {
+                for i in 0..d {
+                    let row = s.gram + i * d..s.gram + i * d + i + 1;
+                    add(&mut store[row.clone()], &o[row]);
+                }
             }
+            add(&mut store[s.cross..s.len], &o[s.cross..s.len]);
             self.folded += other.folded;
             return Ok(());
         }

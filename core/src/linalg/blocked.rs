@@ -169,6 +169,22 @@ pub(crate) fn tiled_len(rows: usize, cols: usize) -> usize {
     rows.div_ceil(TILE_ROWS) * TILE_ROWS * cols.div_ceil(TILE_COLS) * TILE_COLS
 }
 
+/// Zeroes the tiles of a `dim x dim` tile-major buffer that a lower-triangle product writes:
+/// those with an element on or below the diagonal. The others are never written or read, so
+/// their pages stay untouched (half the buffer at large `dim`).
+pub(crate) fn zero_lower_tiles(tiles: &mut [f32], dim: usize) {
+    let row_strips = tiled_row_strips(dim);
+    let tile = TILE_ROWS * TILE_COLS;
+    for js in 0..dim.div_ceil(TILE_COLS) {
+        // Row strip `is` reaches the diagonal of column strip `js` once its last row
+        // `is * TILE_ROWS + TILE_ROWS - 1` is at least the strip's first column.
+        let first = js * TILE_COLS / TILE_ROWS;
+        if first < row_strips {
+            tiles[(js * row_strips + first) * tile..(js + 1) * row_strips * tile].fill(0.0);
+        }
+    }
+}
+
 /// Row strips of a tile-major buffer for `rows` rows.
 pub(crate) fn tiled_row_strips(rows: usize) -> usize {
     rows.div_ceil(TILE_ROWS)
@@ -424,6 +440,30 @@ pub(crate) fn scale(beta: f32, c: &mut MatMut<'_, f32>, part: Part) {
         for j in 0..cmax {
             let v = c.at_mut(i, j);
             *v = if beta == 0.0 { 0.0 } else { beta * *v };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+
+    #[test]
+    fn zeroed_lower_tiles_cover_the_lower_triangle() {
+        for dim in [1, 12, 13, 32, 33, 100] {
+            let mut tiles = vec![f32::NAN; tiled_len(dim, dim)];
+            zero_lower_tiles(&mut tiles, dim);
+            let strips = tiled_row_strips(dim);
+            for i in 0..dim {
+                for j in 0..=i {
+                    assert_eq!(tiles[tiled_index(i, j, strips)], 0.0, "dim {dim} ({i},{j})");
+                }
+            }
+            // Tiles wholly above the diagonal stay untouched once dim spans several of them.
+            if dim >= 2 * TILE_COLS {
+                assert!(tiles[tiled_index(0, dim - 1, strips)].is_nan());
+            }
         }
     }
 }
